@@ -1,0 +1,158 @@
+"""`trajx upload|submit|status|wait|cancel|download|jobs|events`: the service from a shell.
+
+Exit codes (stable; README "Exit codes"): 0 success, 1 job failed, 2 usage, auth or
+invalid input (every 4xx answer), 3 job cancelled, 4 wait timed out, 5 server
+unreachable (or answering 5xx). `--json` prints exactly one JSON document on stdout.
+"""
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trajx.cli.app import app
+from trajx.cli.remote.output import Output, job_exit_code, job_table, jobs_table, rows_table
+from trajx.cli.remote.watch import JobWatcher
+from trajx.client import Client, ClientError, InvalidLocalInput, Job
+from trajx.client.ci import default_idempotency_key, write_github_outputs
+from trajx.client.specfiles import upload_local_file, upload_spec_files
+
+UrlOpt = Annotated[Optional[str], typer.Option(
+    "--url", envvar="TRAJX_URL", show_envvar=True, help="Server URL (default: http://127.0.0.1:8000)")]
+KeyOpt = Annotated[Optional[str], typer.Option(
+    "--api-key", envvar="TRAJX_API_KEY", show_envvar=True,
+    help="API key (default: the embedded server's local key file)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, all else on stderr.")]
+TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", min=0, help="Give up waiting after S seconds (exit 4).")]
+DownloadOpt = Annotated[Optional[Path], typer.Option("--download", help="Download the results into DIR.")]
+
+
+@contextmanager
+def _session(url: str | None, api_key: str | None, json_mode: bool) -> Iterator[tuple[Client, Output]]:
+    """A client and an output; any ClientError inside becomes its report and exit code."""
+    out = Output(json_mode)
+    try:
+        with Client(url, api_key, progress=True) as client:
+            yield client, out
+    except ClientError as exc:
+        out.fail(exc)
+
+
+def _wait(client: Client, out: Output, job: Job, timeout: float | None) -> Job:
+    with JobWatcher(out.err) as watcher:
+        return client.wait(job.id, timeout, on_update=watcher.on_update)
+
+
+def _download_results(client: Client, job: Job, out_dir: Path) -> dict[str, str]:
+    """Download every result file of a finished job under `out_dir`; relative path -> local path."""
+    if job.status != "succeeded":
+        raise InvalidLocalInput(f"job {job.id} is {job.status}; only a succeeded job has results")
+    return {rel: str(client.download(artifact_id, out_dir / rel))
+            for rel, artifact_id in job.result_files().items()}
+
+
+def _finish(out: Output, job: Job, downloads: dict[str, str] | None = None, **extra: object) -> None:
+    """Print the job (and what was done locally), write CI outputs, exit by the job's status."""
+    write_github_outputs(job, downloads)
+    out.document({"job": job.raw, **extra, **({"downloads": downloads} if downloads is not None else {})},
+                 job_table(job))
+    raise typer.Exit(job_exit_code(job))
+
+
+@app.command()
+def upload(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="safetensors or .pt/.pth files")],
+           url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Upload files as artifacts (skipped when the server has the bytes; .pt converted locally)."""
+    with _session(url, api_key, json_out) as (client, out), tempfile.TemporaryDirectory() as tmp:
+        artifacts = [upload_local_file(client, path, Path(tmp) / str(i)).raw for i, path in enumerate(files)]
+        out.document({"data": artifacts}, rows_table(["id", "name", "kind", "size", "sha256"], artifacts))
+
+
+@app.command()
+def submit(spec_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="job spec JSON")],
+           wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish.")] = False,
+           timeout: TimeoutOpt = None, download: DownloadOpt = None,
+           idempotency_key: Annotated[Optional[str], typer.Option(
+               "--idempotency-key", help="Reattach to the job created with this key "
+               "(default: derived from the CI run and the spec; none outside CI)")] = None,
+           webhook: Annotated[Optional[str], typer.Option("--webhook", help="URL to notify (signed).")] = None,
+           url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Submit a job spec; local file paths in it are uploaded first and replaced by artifact ids."""
+    with _session(url, api_key, json_out) as (client, out):
+        try:
+            spec = json.loads(spec_file.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidLocalInput(f"{spec_file}: not a JSON document: {exc}") from exc
+        resolved, uploaded = upload_spec_files(client, spec, spec_file.parent)
+        key = idempotency_key or default_idempotency_key(resolved)
+        job = client.create_job(resolved, idempotency_key=key,
+                                webhook={"url": webhook} if webhook else None)
+        out.info(f"submitted {job.id} ({job.status})")
+        if wait or download:
+            job = _wait(client, out, job, timeout)
+        downloads = _download_results(client, job, download) if download and job.status == "succeeded" else None
+        _finish(out, job, downloads, uploaded=uploaded)
+
+
+@app.command()
+def status(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Show a job; exits 1 if it failed, 3 if it was cancelled."""
+    with _session(url, api_key, json_out) as (client, out):
+        _finish(out, client.get_job(job_id))
+
+
+@app.command("wait")
+def wait_command(job_id: str, timeout: TimeoutOpt = None, download: DownloadOpt = None,
+                 url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Wait for a job to finish; exit code by its final status (4 on timeout)."""
+    with _session(url, api_key, json_out) as (client, out):
+        job = _wait(client, out, client.get_job(job_id), timeout)
+        downloads = _download_results(client, job, download) if download and job.status == "succeeded" else None
+        _finish(out, job, downloads)
+
+
+@app.command()
+def cancel(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Ask a job to stop (a running job stops at its next step)."""
+    with _session(url, api_key, json_out) as (client, out):
+        job = client.cancel(job_id)
+        write_github_outputs(job)
+        out.document({"job": job.raw}, job_table(job))
+
+
+@app.command()
+def download(ref: Annotated[str, typer.Argument(help="a job id (all its results) or an artifact id")],
+             out_dir: Annotated[Path, typer.Option("--out", help="Directory to write into.")] = Path("."),
+             url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """Download a job's result files or one artifact (resumable, sha256-verified)."""
+    with _session(url, api_key, json_out) as (client, out):
+        if ref.startswith("job_"):
+            downloads = _download_results(client, client.get_job(ref), out_dir)
+        else:
+            # Only the last path component of the server-side name: never write outside out_dir.
+            name = Path(client.get_artifact(ref).name or ref).name or ref
+            downloads = {name: str(client.download(ref, out_dir / name))}
+        out.document({"downloads": downloads},
+                     rows_table(["file", "path"], [{"file": k, "path": v} for k, v in downloads.items()]))
+
+
+@app.command()
+def jobs(status_filter: Annotated[Optional[str], typer.Option("--status", help="Only jobs in this status.")] = None,
+         limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 20,
+         url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """List your jobs."""
+    with _session(url, api_key, json_out) as (client, out):
+        found = client.list_jobs(status_filter, limit)
+        out.document({"data": [job.raw for job in found]}, jobs_table(found))
+
+
+@app.command()
+def events(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """List a job's events (created, claimed, progress, finished, webhook deliveries)."""
+    with _session(url, api_key, json_out) as (client, out):
+        found = [event.raw for event in client.events(job_id)]
+        out.document({"data": found}, rows_table(["id", "created_at", "type", "data"], found))

@@ -1,0 +1,100 @@
+"""What the remote commands print: one JSON document on stdout, or rich text for people.
+
+With `--json`, stdout carries exactly one JSON object (`job`, `data`, `downloads`
+or `error` keys) and every human message goes to stderr, so a pipeline can parse
+stdout without filtering.
+"""
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trajx.client.errors import ApiError, ClientError, WaitTimeout
+from trajx.client.models import Job
+
+# Exit codes per final job status; anything not finished yet is a success of the command.
+_STATUS_EXIT = {"failed": 1, "cancelled": 3}
+
+
+def job_exit_code(job: Job) -> int:
+    return _STATUS_EXIT.get(job.status, 0)
+
+
+class Output:
+    """Routes a command's result to stdout (JSON or tables) and its chatter to stderr."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json_mode = json_mode
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False)
+
+    def info(self, message: str) -> None:
+        self.err.print(message)
+
+    def document(self, doc: dict[str, Any], *renderables: Any) -> None:
+        """Print `doc` as JSON in --json mode, else the human renderables."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(doc, default=str) + "\n")
+            sys.stdout.flush()
+        else:
+            for renderable in renderables:
+                self.out.print(renderable)
+
+    def fail(self, error: ClientError) -> NoReturn:
+        """Report a client error (JSON document or stderr text) and exit with its code."""
+        doc: dict[str, Any] = {"error": error.to_json()}
+        if isinstance(error, WaitTimeout):
+            doc["job"] = error.job.raw
+        if self.json_mode:
+            self.document(doc)
+        else:
+            self.err.print(f"[red]error:[/red] {error}", markup=True)
+            for item in error.errors if isinstance(error, ApiError) else []:
+                where = item.get("field") or item.get("artifact") or item.get("tensor") or ""
+                self.err.print(f"  - {where}: {item.get('message', '')}")
+        raise typer.Exit(error.exit_code)
+
+
+def job_table(job: Job) -> Table:
+    """Key facts of one job: status, progress, error, per-target summary, result files."""
+    table = Table(show_header=False, box=None)
+    table.add_row("job", job.id)
+    table.add_row("status", job.status)
+    if job.progress and job.progress.total:
+        table.add_row("progress", f"{job.progress.step or 0}/{job.progress.total}")
+    if job.error:
+        table.add_row("error", f"{job.error.code}: {job.error.message or ''}")
+    for i, target in enumerate((job.summary or {}).get("targets") or []):
+        metrics = ", ".join(f"{k}={_short(v)}" for k, v in target.items())
+        table.add_row(f"target {i}", metrics)
+    for path, artifact_id in job.result_files().items():
+        table.add_row(path, artifact_id)
+    return table
+
+
+def jobs_table(jobs: list[Job]) -> Table:
+    table = Table("id", "kind", "status", "progress", "created")
+    for job in jobs:
+        progress = f"{job.progress.step or 0}/{job.progress.total}" if job.progress and job.progress.total else ""
+        table.add_row(job.id, job.kind or "", job.status, progress, str(job.created_at or ""))
+    return table
+
+
+def rows_table(columns: list[str], rows: list[dict[str, Any]]) -> Table:
+    """A table of `columns` taken from each row dict (missing values left blank)."""
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(_short(row.get(column, "")) for column in columns))
+    return table
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)[:80]
+    return str(value)

@@ -1,0 +1,40 @@
+"""Showing a job's progress on stderr while the client waits for it."""
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from trajx.client.models import Job
+
+
+class JobWatcher:
+    """`on_update(job)` for `Client.wait`: a live bar on a terminal, status lines otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._bar: Progress | None = None
+        self._task = None
+        self._last_status: str | None = None
+
+    def __enter__(self) -> "JobWatcher":
+        if self.console.is_terminal:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=True)
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def on_update(self, job: Job) -> None:
+        step = (job.progress.step if job.progress else None) or 0
+        total = job.progress.total if job.progress else None
+        if self._bar is None:
+            # Logs (CI): one line per status change keeps them short and readable.
+            if job.status != self._last_status:
+                self.console.print(f"{job.id}: {job.status}")
+        elif self._task is None:
+            self._task = self._bar.add_task(f"{job.id} {job.status}", total=total, completed=step)
+        else:
+            self._bar.update(self._task, description=f"{job.id} {job.status}", total=total, completed=step)
+        self._last_status = job.status

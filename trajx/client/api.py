@@ -1,0 +1,158 @@
+"""`trajx.Client`: the Python client of the trajx HTTP API (httpx only, no torch)."""
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from trajx.client.config import resolve_api_key, resolve_url
+from trajx.client.download import download_artifact
+from trajx.client.errors import WaitTimeout
+from trajx.client.hashing import iter_file, sha256_file
+from trajx.client.models import Artifact, Event, Job
+from trajx.client.progress import byte_progress
+from trajx.client.transport import Transport
+
+
+class Client:
+    """A session with one trajx server.
+
+    `base_url` and `api_key` default to `TRAJX_URL` / `TRAJX_API_KEY`, then to the
+    embedded default on this machine and its local key file. Every method raises
+    `ApiError` for an error answer (with the problem+json `code`) and
+    `ServerUnreachable` when no answer comes after the retries.
+    """
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 progress: bool = False, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = resolve_url(base_url)
+        self.progress = progress
+        self._transport = Transport(self.base_url, resolve_api_key(api_key), timeout=timeout,
+                                    retries=retries, backoff=backoff, transport=transport)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- artifacts ---------------------------------------------------------------------------
+
+    def find_artifact(self, sha256: str) -> Artifact | None:
+        """The caller's artifact with these bytes, or None (the oldest one if several)."""
+        page = self._get("/v1/artifacts", params={"sha256": sha256, "limit": 1})
+        data = page.get("data") or []
+        return Artifact.model_validate(data[0]) if data else None
+
+    def get_artifact(self, artifact_id: str) -> Artifact:
+        return Artifact.model_validate(self._get(f"/v1/artifacts/{artifact_id}"))
+
+    def upload(self, path: str | Path, name: str | None = None, *,
+               idempotency_key: str | None = None) -> Artifact:
+        """Upload a file, streamed; skipped when the server already holds the same sha256.
+
+        Returns the (new or existing) artifact. The server validates safetensors
+        headers and answers 4xx (ApiError) for a file it refuses.
+        """
+        path = Path(path)
+        existing = self.find_artifact(sha256_file(path))
+        if existing is not None:
+            return existing
+        size = path.stat().st_size
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        with byte_progress(path.name, size, self.progress) as advance:
+            def body() -> Iterator[bytes]:
+                for chunk in iter_file(path):
+                    advance(len(chunk))
+                    yield chunk
+
+            response = self._transport.request("POST", "/v1/artifacts", content=body,
+                                               params={"name": name or path.name}, headers=headers)
+        return Artifact.model_validate(response.json())
+
+    def download(self, artifact_id: str, dest: str | Path) -> Path:
+        """Download an artifact to `dest` (resumable, sha256-verified); see `download_artifact`."""
+        artifact = self.get_artifact(artifact_id)
+        return download_artifact(self._transport, artifact_id, artifact.sha256, artifact.size,
+                                 Path(dest), progress=self.progress)
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def create_job(self, spec: dict[str, Any], *, idempotency_key: str | None = None,
+                   webhook: dict[str, Any] | None = None) -> Job:
+        """Submit a job spec; with the same `idempotency_key` the existing job comes back."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self._transport.request("POST", "/v1/jobs", json={"spec": spec, "webhook": webhook},
+                                           headers=headers)
+        return Job.model_validate(response.json())
+
+    def get_job(self, job_id: str) -> Job:
+        return Job.model_validate(self._get(f"/v1/jobs/{job_id}"))
+
+    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
+        """The caller's jobs, newest first as the server orders them, at most `limit`."""
+        params = {"status": status} if status else {}
+        return [Job.model_validate(doc) for doc in self._pages("/v1/jobs", params, limit)]
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask a job to stop (queued: at once; running: at its next step). 409 once finished."""
+        return Job.model_validate(self._transport.request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def events(self, job_id: str, limit: int = 10_000) -> list[Event]:
+        """The job's events in order (created, claimed, progress, ..., webhook deliveries)."""
+        return [Event.model_validate(doc) for doc in self._pages(f"/v1/jobs/{job_id}/events", {}, limit)]
+
+    def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 0.5,
+             max_interval: float = 5.0, on_update: Callable[[Job], None] | None = None) -> Job:
+        """Poll until the job is finished and return it (whatever its final status).
+
+        The poll interval grows by half each time nothing changed, up to
+        `max_interval`, and resets on any change. Raises WaitTimeout (carrying the
+        last job seen) after `timeout` seconds; the job itself keeps running.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval, seen = poll_interval, None
+        while True:
+            job = self.get_job(job_id)
+            state = (job.status, job.progress)
+            if state != seen:
+                interval, seen = poll_interval, state
+                if on_update is not None:
+                    on_update(job)
+            if job.done:
+                return job
+            if deadline is not None and time.monotonic() + interval > deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(f"job {job_id} still {job.status} after {timeout:g} s", job)
+                interval = remaining
+            time.sleep(interval)
+            interval = min(interval * 1.5, max_interval)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._transport.request("GET", path, params=params).json()
+
+    def _pages(self, path: str, params: dict[str, Any], limit: int) -> Iterator[dict[str, Any]]:
+        """Follow `next_cursor` until `limit` documents or the last page."""
+        cursor, count = None, 0
+        while True:
+            page = self._get(path, {**params, "limit": min(limit - count, 100),
+                                    **({"cursor": cursor} if cursor else {})})
+            for doc in page.get("data") or []:
+                yield doc
+                count += 1
+                if count >= limit:
+                    return
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
