@@ -1,0 +1,110 @@
+"""problem+json (RFC 9457) errors: one exception type and the handlers that render it.
+
+Every error body has `type`, `title`, `status`, `detail`, `code` and, where a field,
+artifact or tensor is at fault, `errors: [{field|artifact|tensor, message}]`.
+"""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trajx.errors import TrajxError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://trajx.dev/problems/"
+log = logging.getLogger("app.problems")
+
+
+class ProblemDetail(BaseModel):
+    """One offending thing: exactly one of field/artifact/tensor is set."""
+
+    field: str | None = None
+    artifact: str | None = None
+    tensor: str | None = None
+    message: str
+
+
+class Problem(BaseModel):
+    """The body of every error response (`application/problem+json`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[ProblemDetail] | None = None
+
+
+class ProblemError(Exception):
+    """Raise anywhere in a request to answer with problem+json."""
+
+    def __init__(self, status: int, code: str, detail: str, *, title: str | None = None,
+                 errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+        self.title = title or code.replace("_", " ").capitalize()
+        self.errors = errors
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = Problem(type=PROBLEM_TYPE_BASE + self.code, title=self.title, status=self.status,
+                       detail=self.detail, code=self.code,
+                       errors=[ProblemDetail(**e) for e in self.errors] if self.errors else None)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=self.status,
+                            media_type=PROBLEM_MEDIA_TYPE, headers=self.headers)
+
+
+def not_found(what: str, ident: str) -> ProblemError:
+    """404 for a missing id (also for another tenant's id: never reveal it exists)."""
+    return ProblemError(404, f"{what}_not_found", f"no {what} with id {ident!r}")
+
+
+def from_trajx_error(exc: TrajxError, status: int = 422) -> ProblemError:
+    """Map a shared TrajxError (code + details naming the culprit) onto a problem."""
+    errors = None
+    culprit = {k: str(v) for k, v in exc.details.items() if k in ("field", "artifact", "tensor")}
+    if culprit:
+        errors = [{**culprit, "message": exc.message}]
+    return ProblemError(status, exc.code, exc.message, errors=errors)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "invalid")}
+            for err in exc.errors()]
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type",
+               416: "range_not_satisfiable", 422: "validation_error"}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error, including framework ones and crashes, as problem+json."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return ProblemError(422, "validation_error", "the request is not valid",
+                            errors=_validation_errors(exc)).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return ProblemError(exc.status_code, code, str(exc.detail), headers=exc.headers).response()
+
+    @app.exception_handler(TrajxError)
+    async def _trajx(_: Request, exc: TrajxError) -> JSONResponse:
+        return from_trajx_error(exc).response()
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return ProblemError(500, "internal_error", "internal server error").response()

@@ -1,0 +1,149 @@
+"""Content-addressed artifact store on a local (or shared, mounted) directory.
+
+Blobs live at `<root>/ab/cd/<sha256>`: the path is derived from the hash only,
+never from a user string. Writes go to `<root>/tmp/` first and are fsynced and
+renamed into place, so a crash or an aborted upload never leaves a partial blob;
+identical bytes are stored once.
+"""
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+COPY_CHUNK = 1024 * 1024
+
+
+class TooLarge(Exception):
+    """The stream went past the store's `max_bytes` (nothing was kept)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"content exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class BlobWriter:
+    """Incremental write of one blob: `write` chunks, then `commit` or `abort`.
+
+    Use as a context manager; leaving the block without `commit` removes the temp file.
+    """
+
+    def __init__(self, store: "ArtifactStore", max_bytes: int | None) -> None:
+        self._store = store
+        self._max_bytes = max_bytes
+        self._hash = hashlib.sha256()
+        self.size = 0
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        self.temp_path = Path(name)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append `chunk`; raises TooLarge (and aborts) past `max_bytes`."""
+        self.size += len(chunk)
+        if self._max_bytes is not None and self.size > self._max_bytes:
+            self.abort()
+            raise TooLarge(self._max_bytes)
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self, check: Callable[[Path], None] | None = None) -> tuple[str, int]:
+        """Make the blob durable and visible; returns (sha256, size).
+
+        `check(temp_path)` runs on the complete file before it enters the store; if it
+        raises, the temp file is removed and the exception propagates.
+        """
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        try:
+            if check is not None:
+                check(self.temp_path)
+            sha256 = self._hash.hexdigest()
+            final = self._store.path(sha256)
+            if final.exists():
+                self.temp_path.unlink()  # dedup: these bytes are already stored
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.temp_path, final)
+                _fsync_dir(final.parent)
+        except BaseException:
+            self.temp_path.unlink(missing_ok=True)
+            raise
+        return sha256, self.size
+
+    def abort(self) -> None:
+        """Drop everything written so far (idempotent)."""
+        if not self._file.closed:
+            self._file.close()
+        self.temp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.temp_path.exists():
+            self.abort()
+
+
+class ArtifactStore:
+    """Blob store rooted at `root`; shared by the API (uploads) and workers (inputs, results)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def writer(self, max_bytes: int | None = None) -> BlobWriter:
+        """Start an incremental write (for async producers such as HTTP bodies)."""
+        return BlobWriter(self, max_bytes)
+
+    def put_stream(self, chunks: Iterable[bytes], max_bytes: int | None = None,
+                   check: Callable[[Path], None] | None = None) -> tuple[str, int]:
+        """Store the concatenated `chunks`; returns (sha256, size). Raises TooLarge."""
+        with self.writer(max_bytes) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit(check)
+
+    def put_file(self, path: Path | str, check: Callable[[Path], None] | None = None) -> tuple[str, int]:
+        """Copy a local file into the store; returns (sha256, size)."""
+        with open(path, "rb") as source:
+            return self.put_stream(iter(lambda: source.read(COPY_CHUNK), b""), check=check)
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob `sha256` lives (whether or not it exists). ValueError on a non-hash."""
+        if not _SHA256_HEX.fullmatch(sha256):
+            raise ValueError(f"not a lowercase sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        """Open the blob for reading; FileNotFoundError if it is not stored."""
+        return open(self.path(sha256), "rb")
+
+    def delete(self, sha256: str) -> None:
+        """Remove the blob if present. Callers check that no artifact still references it."""
+        self.path(sha256).unlink(missing_ok=True)
+
+    def is_writable(self) -> bool:
+        """Readiness probe: the temp directory accepts a file."""
+        try:
+            with tempfile.TemporaryFile(dir=self.tmp_dir):
+                return True
+        except OSError:
+            return False
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
