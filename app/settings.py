@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     stale_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    # A job running longer fails with `time_limit_exceeded` (worker/).
+    job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0)
 
     auto_migrate: bool = True
     create_local_key: bool = True
