@@ -1,0 +1,31 @@
+"""What a worker process needs to touch the outside world: sessions and the store.
+
+Built lazily, once per process and database: a Celery child is forked from a parent
+that must not hold open connections, so nothing here runs at import.
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import make_engine, make_session_factory
+from app.settings import Settings
+from app.storage import ArtifactStore
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+
+
+@lru_cache(maxsize=8)
+def _connect(database_url: str) -> sessionmaker[Session]:
+    return make_session_factory(make_engine(database_url))
+
+
+def worker_context(settings: Settings) -> WorkerContext:
+    """Sessions for `settings.database_url` (one engine per process) and its artifact store."""
+    return WorkerContext(settings, _connect(settings.database_url), ArtifactStore(settings.storage_dir))

@@ -1,0 +1,140 @@
+"""Dispatcher implementations (see `app.dispatch`): hand a committed job id to a worker.
+
+`CeleryDispatcher` publishes `trajx.run_job(job_id)` to Redis; `EmbeddedDispatcher`
+wakes a local `python -m worker.embedded` subprocess. Neither imports torch, so the
+API process can use both.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+import redis
+from kombu.exceptions import OperationalError
+from sqlalchemy import select
+
+from app.models import Job
+from app.settings import Settings
+from worker.celery_app import RUN_JOB_TASK, create_celery
+from worker.context import worker_context
+
+log = logging.getLogger(__name__)
+
+DISPATCH_MARKER = "trajx:dispatched:{job_id}"
+
+
+def queue_for(spec: dict) -> str:
+    """The Celery queue of a job: `cpu` when its spec pins the CPU, else `gpu`."""
+    return "cpu" if spec.get("params", {}).get("device") == "cpu" else "gpu"
+
+
+class CeleryDispatcher:
+    """Publishes the job id to the job's queue and marks it dispatched in Redis.
+
+    The marker lives in the broker's Redis, so a Redis restart that loses the queued
+    message loses the marker too: recovery re-dispatches exactly those jobs.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._celery = create_celery(settings)
+        self._redis = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+        self._sessions = worker_context(settings).sessions
+        self._marker_ttl = int(self._celery.conf.broker_transport_options["visibility_timeout"])
+
+    def dispatch(self, job_id: str) -> None:
+        """Send the job to its queue; on a broker failure log it (recovery re-sends)."""
+        with self._sessions() as session:
+            spec = session.scalar(select(Job.spec).where(Job.id == job_id))
+        if spec is None:
+            raise LookupError(f"no job {job_id!r} to dispatch")
+        try:
+            self._redis.set(DISPATCH_MARKER.format(job_id=job_id), "1", ex=self._marker_ttl)
+            self._celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(spec))
+        except (redis.RedisError, OperationalError, OSError) as exc:
+            log.warning("job %s: broker unavailable (%s); recovery will re-dispatch it", job_id, exc)
+
+    def is_pending(self, job_id: str) -> bool:
+        """True if a message for the job may still be in the broker."""
+        return bool(self._redis.exists(DISPATCH_MARKER.format(job_id=job_id)))
+
+
+class EmbeddedRunner:
+    """The `python -m worker.embedded` child of this process, started on demand.
+
+    The child polls the database itself; a line on its stdin only wakes it early.
+    Its stdin closing (this process exiting) makes it stop after the current job.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the child if it is not running (idempotent)."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "worker.embedded", "--parent-pipe"],
+                    stdin=subprocess.PIPE, env={**os.environ, **settings_env(self._settings)},
+                )
+
+    def wake(self, job_id: str) -> None:
+        """Tell the child a job is waiting (restarting it if it died)."""
+        self.start()
+        with self._lock:
+            try:
+                self._process.stdin.write(f"{job_id}\n".encode())
+                self._process.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                log.warning("embedded worker gone; it will be restarted on the next dispatch")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the child's stdin and wait for it to finish its job (then kill it)."""
+        with self._lock:
+            process, self._process = self._process, None
+        if process is None:
+            return
+        process.stdin.close()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+
+_runners: dict[str, EmbeddedRunner] = {}
+_runners_lock = threading.Lock()
+
+
+def embedded_runner(settings: Settings) -> EmbeddedRunner:
+    """The one embedded runner of this process for `settings.database_url`."""
+    with _runners_lock:
+        return _runners.setdefault(settings.database_url, EmbeddedRunner(settings))
+
+
+class EmbeddedDispatcher:
+    """Runs jobs in a local subprocess worker: no Redis, and no torch in the API process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._runner = embedded_runner(settings)
+
+    def dispatch(self, job_id: str) -> None:
+        self._runner.wake(job_id)
+
+    def is_pending(self, job_id: str) -> bool:
+        # The embedded worker finds every claimable job in the database by itself.
+        return True
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`settings` as TRAJX_* environment variables, so a child process sees the same ones."""
+    return {f"TRAJX_{name.upper()}": str(value) for name, value in settings.model_dump().items()
+            if value is not None}

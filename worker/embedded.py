@@ -1,0 +1,78 @@
+"""The embedded worker: `python -m worker.embedded` claims and runs jobs from the database.
+
+The embedded default (`trajx serve`, SQLite, no Redis) starts it as a child of the
+API process, which stays free of torch. It runs one job at a time through the same
+`run_job` the Celery task calls; between jobs it sweeps for claimable work (queued
+jobs, and running ones whose worker died), so recovery needs no separate process.
+A file lock keeps a second embedded worker on the same data directory idle.
+"""
+
+import argparse
+import fcntl
+import logging
+import os
+import select
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from app.settings import Settings, get_settings
+from worker.claim import claimable_job_ids, fail_exhausted
+from worker.context import worker_context
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+
+
+@contextmanager
+def exclusive(lock_path: Path):
+    """Hold an exclusive lock on `lock_path` (waits for the previous holder to exit)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield
+
+
+def run_pending(settings: Settings) -> int:
+    """Run every job claimable now, oldest first; returns how many this process ran."""
+    from worker.jobs import run_job  # torch loads here, never in the parent API process
+
+    ctx = worker_context(settings)
+    with ctx.sessions() as session:
+        fail_exhausted(session, settings.stale_seconds)
+        job_ids = claimable_job_ids(session, settings.stale_seconds)
+    return sum(run_job(job_id, settings) is not None for job_id in job_ids)
+
+
+def _wait_for_wake(fd: int | None, timeout: float) -> bool:
+    """Wait up to `timeout` for a wake-up line on `fd`; False once the parent closed it."""
+    if fd is None:
+        select.select([], [], [], timeout)
+        return True
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return not readable or os.read(fd, 65536) != b""
+
+
+def serve(settings: Settings, parent_fd: int | None) -> None:
+    """Run jobs until the parent closes `parent_fd` (forever when it is None)."""
+    with exclusive(settings.data_dir / "embedded-worker.lock"):
+        log.info("embedded worker %d running jobs from %s", os.getpid(), settings.database_url)
+        while True:
+            while run_pending(settings):
+                pass
+            if not _wait_for_wake(parent_fd, POLL_SECONDS):
+                return
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker.embedded", description=__doc__.splitlines()[0])
+    parser.add_argument("--parent-pipe", action="store_true",
+                        help="stop when stdin closes (set by the API process that started it)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve(get_settings(), sys.stdin.fileno() if args.parent_pipe else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""`run_job(job_id)`: the one job function every execution path calls.
+
+Claim the job atomically, run the engine on the stored input artifacts with
+progress, heartbeat and cancel callbacks, then store the result files as artifacts of
+the job's tenant and finish the job in one transaction. Whatever happens, the job
+ends `succeeded`, `failed` (with a stable code) or `cancelled`, or, if this process
+dies, stays `running` with a heartbeat that goes stale so recovery runs it again.
+"""
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.artifacts import create_artifact_from_file
+from app.models import Artifact, Job
+from app.settings import Settings, get_settings
+from trajx.errors import Cancelled, InvalidInput, TrajxError
+from trajx.runner import RunProgress, execute
+from trajx.spec import parse_job_spec
+from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat
+from worker.context import WorkerContext, worker_context
+from worker.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+# Progress rows are throttled: a fast job must not turn into a database benchmark.
+PROGRESS_MIN_INTERVAL = 0.5
+CANCEL_CHECK_INTERVAL = 0.25
+WEBHOOK_DRAIN_SECONDS = 30.0
+
+
+def worker_id() -> str:
+    """This process as the database knows it: `host:pid` (tests SIGKILL the pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str, settings: Settings | None = None) -> str | None:
+    """Run job `job_id` to completion if this process can claim it.
+
+    Returns the job's final status, or None when the job was not claimable (already
+    finished, running elsewhere, or out of attempts: then failed with `worker_lost`)
+    or the claim was lost while running. Database errors propagate: the job keeps
+    its stale heartbeat and recovery re-runs it.
+    """
+    ctx = worker_context(settings or get_settings())
+    with ctx.sessions() as session:
+        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds)
+    if claim is None:
+        return None
+    return _JobRun(ctx, claim).run()
+
+
+class _JobRun:
+    """One attempt at one job, owned through `claim`."""
+
+    def __init__(self, ctx: WorkerContext, claim: Claim) -> None:
+        self.ctx = ctx
+        self.claim = claim
+        with ctx.sessions() as session:
+            job = session.get(Job, claim.job_id)
+            self.tenant_id = job.tenant_id
+            self.spec_data = job.spec
+            self.webhook = (WebhookSender(job.webhook_url, job.webhook_secret, job.webhook_events,
+                                          self._record_webhook)
+                            if job.webhook_url and job.webhook_secret else None)
+        self.lost = threading.Event()
+        self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+
+    def run(self) -> str | None:
+        stop_heartbeat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat_loop, args=(stop_heartbeat,),
+                                name=f"heartbeat-{self.claim.job_id}", daemon=True)
+        beat.start()
+        try:
+            status = self._run_and_finish()
+        finally:
+            stop_heartbeat.set()
+            beat.join()
+            if self.webhook is not None:
+                self.webhook.close(WEBHOOK_DRAIN_SECONDS)
+        return status
+
+    def _run_and_finish(self) -> str | None:
+        self._event("started", {"attempt": self.claim.attempt, "worker_id": self.claim.worker_id})
+        with tempfile.TemporaryDirectory(prefix=f"{self.claim.job_id}-", dir=self.ctx.store.tmp_dir) as tmp:
+            try:
+                spec = parse_job_spec(self.spec_data)
+                paths = self._input_paths(spec.artifact_refs())
+                summary = execute(spec, resolve=paths.__getitem__, out_dir=Path(tmp),
+                                  on_progress=self._on_progress, should_cancel=self._should_cancel)
+            except Cancelled:
+                if self.lost.is_set():
+                    log.warning("job %s: claim lost, another worker owns it now", self.claim.job_id)
+                    return None
+                if time.monotonic() >= self.deadline:
+                    return self._fail("time_limit_exceeded",
+                                      f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")
+                with self.ctx.sessions() as session:
+                    return self._finish(session, "cancelled", {})
+            except TrajxError as exc:
+                return self._fail(exc.code, exc.message, exc.details)
+            except (torch.OutOfMemoryError, MemoryError) as exc:
+                return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                log.exception("job %s failed", self.claim.job_id)
+                return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
+            return self._succeed(Path(tmp), summary)
+
+    def _input_paths(self, refs: dict[str, str]) -> dict[str, Path]:
+        """Artifact id -> blob path in the store (read in place, never copied)."""
+        with self.ctx.sessions() as session:
+            rows = session.execute(
+                select(Artifact.id, Artifact.sha256).where(
+                    Artifact.id.in_(set(refs.values())), Artifact.tenant_id == self.tenant_id,
+                    Artifact.deleted_at.is_(None))
+            ).all()
+        found = {row.id: self.ctx.store.path(row.sha256) for row in rows}
+        for field, ref in refs.items():
+            if ref not in found or not found[ref].is_file():
+                raise InvalidInput(f"{field}: artifact {ref!r} is gone", code="artifact_not_found",
+                                   field=field, artifact=ref)
+        return found
+
+    def _on_progress(self, progress: RunProgress) -> None:
+        now = time.monotonic()
+        last_of_target = progress.step == progress.total
+        if now - self._last_progress < PROGRESS_MIN_INTERVAL and not last_of_target:
+            return
+        self._last_progress = now
+        n_targets = len(self.spec_data.get("targets", [])) or 1
+        step = progress.target * progress.total + progress.step
+        total = n_targets * progress.total
+        data = {"step": step, "total": total, "target": progress.target,
+                "target_step": progress.step, "metrics": progress.metrics}
+        with self.ctx.sessions() as session:
+            if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
+                self.lost.set()
+                return
+            add_event(session, self.claim.job_id, "progress", data)
+            session.commit()
+        if self.webhook is not None:
+            self.webhook.send("progress", data)
+
+    def _should_cancel(self) -> bool:
+        if self.lost.is_set() or time.monotonic() >= self.deadline:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check < CANCEL_CHECK_INTERVAL:
+            return False
+        self._last_cancel_check = now
+        with self.ctx.sessions() as session:
+            return cancel_requested(session, self.claim)
+
+    def _heartbeat_loop(self, stop: threading.Event) -> None:
+        # A long engine step must not look like a dead worker.
+        while not stop.wait(self.ctx.settings.heartbeat_seconds):
+            try:
+                with self.ctx.sessions() as session:
+                    if not heartbeat(session, self.claim):
+                        self.lost.set()
+                        return
+            except Exception:
+                log.exception("job %s: heartbeat failed, retrying", self.claim.job_id)
+
+    def _succeed(self, out_dir: Path, summary: dict[str, Any]) -> str | None:
+        with self.ctx.sessions() as session:
+            result = self._store_results(session, out_dir)
+            return self._finish(session, "succeeded", {"result": result, "summary": summary})
+
+    def _store_results(self, session: Session, out_dir: Path) -> dict[str, Any]:
+        """Every result file becomes an artifact of the tenant; returns `job.result`."""
+        def store(path: Path) -> str:
+            name = "-".join(path.relative_to(out_dir).parts)
+            return create_artifact_from_file(session, self.tenant_id, path, name, self.claim.job_id,
+                                             store=self.ctx.store,
+                                             max_header_bytes=self.ctx.settings.max_header_bytes).id
+
+        targets = []
+        for target_dir in sorted(out_dir.glob("target-*"), key=lambda p: int(p.name.split("-")[1])):
+            files = {p.stem: store(p) for p in sorted(target_dir.glob("*.safetensors"))}
+            targets.append({key: files.get(key) for key in ("last", "best", "permutations", "trajectory")})
+        report = out_dir / "report.json"
+        return {"targets": targets, "report": store(report) if report.exists() else None}
+
+    def _fail(self, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
+        with self.ctx.sessions() as session:
+            return self._finish(session, "failed", {"error_code": code, "error_message": message},
+                                {"code": code, "message": message, **({"details": details} if details else {})})
+
+    def _finish(self, session: Session, status: str, values: dict[str, Any],
+                event_data: dict[str, Any] | None = None) -> str | None:
+        """Write the final state, plus whatever `session` already holds, in one commit.
+
+        Returns the status the job really ended with (a requested cancel wins), or None
+        if the claim was lost and nothing was written.
+        """
+        if not finish(session, self.claim, status, **values):
+            session.rollback()
+            log.warning("job %s: claim lost before finishing", self.claim.job_id)
+            return None
+        job = session.get(Job, self.claim.job_id, populate_existing=True)
+        add_event(session, job.id, job.status, event_data if job.status == status else {})
+        session.commit()
+        if self.webhook is not None:
+            self.webhook.send(job.status, job_snapshot(job))
+        return job.status
+
+    def _event(self, type_: str, data: dict[str, Any]) -> None:
+        with self.ctx.sessions() as session:
+            add_event(session, self.claim.job_id, type_, data)
+            session.commit()
+        if self.webhook is not None:
+            self.webhook.send(type_, {"id": self.claim.job_id, "status": "running", **data})
+
+    def _record_webhook(self, info: dict[str, Any]) -> None:
+        with self.ctx.sessions() as session:
+            add_event(session, self.claim.job_id, "webhook", info)
+            session.commit()
+
+
+def job_snapshot(job: Job) -> dict[str, Any]:
+    """The job fields a webhook receiver needs to act without calling back."""
+    return {
+        "id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
+        "progress": {"step": job.progress_step, "total": job.progress_total},
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "result": job.result, "summary": job.summary,
+    }

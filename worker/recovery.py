@@ -1,0 +1,86 @@
+"""Recovery: re-dispatch jobs that a lost message or a dead worker left behind.
+
+`python -m worker.recovery` runs the sweep on start and every `--interval` seconds
+beside Celery workers (one such process is enough; more only send harmless duplicate
+messages). Each sweep fails stale jobs that have no attempts left (`worker_lost`),
+re-sends running jobs whose heartbeat is stale, and re-sends queued jobs older than
+a grace period whose message is no longer in the broker (e.g. Redis restarted).
+The embedded worker does the same by itself. No torch here.
+"""
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import select
+
+from app.dispatch import get_dispatcher
+from app.models import Job, utcnow
+from app.settings import Settings, get_settings
+from worker.claim import add_event, claimable_job_ids, fail_exhausted
+from worker.context import worker_context
+
+log = logging.getLogger(__name__)
+
+
+class RecoverableDispatcher(Protocol):
+    def dispatch(self, job_id: str) -> None: ...
+    def is_pending(self, job_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    failed: list[str]
+    redispatched: list[str]
+
+
+def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_seconds: float) -> SweepResult:
+    """One recovery pass (see the module docstring); returns what it did."""
+    sessions = worker_context(settings).sessions
+    with sessions() as session:
+        failed = fail_exhausted(session, settings.stale_seconds)
+        candidates = claimable_job_ids(session, settings.stale_seconds,
+                                       queued_before=utcnow() - timedelta(seconds=queued_grace_seconds))
+        statuses = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(candidates))).all())
+        session.rollback()
+    redispatched = []
+    for job_id in candidates:
+        reason = "stale_heartbeat" if statuses.get(job_id) == "running" else "lost_message"
+        if reason == "lost_message" and dispatcher.is_pending(job_id):
+            continue
+        with sessions() as session:
+            add_event(session, job_id, "redispatched", {"reason": reason})
+            session.commit()
+        dispatcher.dispatch(job_id)
+        redispatched.append(job_id)
+    if failed or redispatched:
+        log.info("recovery: failed %s, re-dispatched %s", failed, redispatched)
+    return SweepResult(failed, redispatched)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker.recovery", description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=15.0, help="seconds between sweeps")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="a queued job younger than this is left to its message")
+    parser.add_argument("--once", action="store_true", help="sweep once and exit")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    dispatcher = get_dispatcher(settings)
+    while True:
+        try:
+            sweep(settings, dispatcher, args.grace)
+        except Exception:
+            # The database or broker may be restarting: try again next round.
+            log.exception("recovery sweep failed")
+        if args.once:
+            return
+        time.sleep(args.interval)
+
+
+if __name__ == "__main__":
+    main()
