@@ -17,7 +17,7 @@ import typer
 from trajx.cli.app import app
 from trajx.cli.remote.output import Output, job_exit_code, job_table, jobs_table, rows_table
 from trajx.cli.remote.watch import JobWatcher
-from trajx.client import Client, ClientError, InvalidLocalInput, Job
+from trajx.client import Client, ClientError, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
 from trajx.client.specfiles import upload_local_file, upload_spec_files
 
@@ -38,6 +38,9 @@ def _session(url: str | None, api_key: str | None, json_mode: bool) -> Iterator[
     try:
         with Client(url, api_key, progress=True) as client:
             yield client, out
+    except WaitTimeout as exc:
+        write_github_outputs(exc.job)  # the job keeps running: a later step may cancel it by id
+        out.fail(exc)
     except ClientError as exc:
         out.fail(exc)
 
