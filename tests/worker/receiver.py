@@ -1,0 +1,51 @@
+"""A real local HTTP webhook receiver that verifies Standard Webhooks signatures."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+
+class WebhookReceiver:
+    """Answers each POST with the next status in `statuses` (then 200) after `delay` s.
+
+    `received` holds `(headers, payload, verified)` for every request.
+    """
+
+    def __init__(self, secret: str, statuses: list[int] | None = None, delay: float = 0.0) -> None:
+        self.received: list[tuple[dict[str, str], dict, bool]] = []
+        self._statuses = list(statuses or [])
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = dict(self.headers.items())
+                try:
+                    payload, verified = Webhook(secret).verify(body, headers), True
+                except WebhookVerificationError:
+                    payload, verified = json.loads(body), False
+                receiver.received.append((headers, payload, verified))
+                time.sleep(delay)
+                self.send_response(receiver._statuses.pop(0) if receiver._statuses else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "WebhookReceiver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
