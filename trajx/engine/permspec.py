@@ -4,10 +4,18 @@ A `PermutationSpec` lists every state-dict entry with, per axis, the name of the
 permutation group acting on it (or None: the axis is never permuted, e.g. input
 features and output classes). A permutation is a dict `group name -> LongTensor`
 with `perm[g][i]` = index of the source unit that lands at position i.
+
+An axis may hold a group *repeated*: after flattening a (C, H, W) activation the next
+Linear's input axis has C*H*W entries, channel-major, so permuting the C channels moves
+blocks of H*W features. Such an axis records `repeat = H*W`; its length is
+`group.size * repeat` and it is permuted by `expand_index(perm[g], repeat)`. Always
+permute axes through `permute_axis` (or `apply_permutation`) and size cost matrices by
+`group.size`, never by the axis length. In JSON a repeated axis is written `"name*16"`.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -17,10 +25,11 @@ StateDict = Mapping[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Axis:
-    """One axis `dim` of the state-dict entry `param`."""
+    """One axis `dim` of the state-dict entry `param`, holding its group `repeat` times blockwise."""
 
     param: str
     dim: int
+    repeat: int = 1
 
 
 @dataclass(frozen=True)
@@ -51,32 +60,86 @@ class PermutationSpec:
     def random(self, generator: torch.Generator) -> Permutation:
         return {g.name: torch.randperm(g.size, generator=generator) for g in self.groups}
 
+    def repeat(self, param: str, dim: int) -> int:
+        """How many times axis `dim` of `param` repeats its group blockwise (1 if not)."""
+        return self._repeats.get((param, dim), 1)
+
+    @cached_property
+    def _repeats(self) -> dict[tuple[str, int], int]:
+        return {(a.param, a.dim): a.repeat for g in self.groups for a in g.axes if a.repeat != 1}
+
     def to_json(self) -> dict[str, list[str | None]]:
-        return {name: list(axes) for name, axes in self.param_groups.items()}
+        """`param -> group per axis`, a repeated axis written `"group*repeat"`."""
+        return {
+            name: [_json_group(g, self.repeat(name, dim)) for dim, g in enumerate(axes)]
+            for name, axes in self.param_groups.items()
+        }
+
+
+def _json_group(group: str | None, repeat: int) -> str | None:
+    return group if group is None or repeat == 1 else f"{group}*{repeat}"
+
+
+def parse_group_ref(ref: str) -> tuple[str, int]:
+    """Split a JSON group reference `"name"` or `"name*repeat"` into (name, repeat).
+
+    Raises ValueError when the repeat is not a positive integer.
+    """
+    name, sep, count = ref.rpartition("*")
+    if not sep:
+        return ref, 1
+    if not count.isdigit() or int(count) < 1 or not name:
+        raise ValueError(f"group reference {ref!r}: expected 'name' or 'name*<positive int>'")
+    return name, int(count)
+
+
+def expand_index(index: torch.Tensor, repeat: int) -> torch.Tensor:
+    """Index of a `repeat`-times blockwise axis from its group's permutation `index`."""
+    if repeat == 1:
+        return index
+    inner = torch.arange(repeat, device=index.device)
+    return (index[:, None] * repeat + inner).reshape(-1)
+
+
+def permute_axis(tensor: torch.Tensor, dim: int, index: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+    """`tensor` with axis `dim` reordered by a group permutation `index` (repeated blockwise)."""
+    return torch.index_select(tensor, dim, expand_index(index.to(tensor.device), repeat))
 
 
 def spec_from_param_groups(param_groups: Mapping[str, tuple[str | None, ...]],
                            shapes: Mapping[str, tuple[int, ...]]) -> PermutationSpec:
-    """Build a spec from `param -> group per axis`, checking every group has one size."""
+    """Build a spec from `param -> group per axis`, checking every group has one size.
+
+    A group may be written `"name*repeat"` (see the module docstring); its size is then
+    the axis length divided by `repeat`. Raises ValueError naming the parameter when an
+    axis count, a repeat or a group size does not fit.
+    """
     axes: dict[str, list[Axis]] = {}
     sizes: dict[str, int] = {}
+    names: dict[str, tuple[str | None, ...]] = {}
     for param, groups in param_groups.items():
         shape = shapes[param]
         if len(groups) != len(shape):
             raise ValueError(
                 f"{param}: spec names {len(groups)} axes but the tensor has shape {tuple(shape)}"
             )
-        for dim, name in enumerate(groups):
-            if name is None:
+        parsed = [None if ref is None else parse_group_ref(ref) for ref in groups]
+        names[param] = tuple(None if ref is None else ref[0] for ref in parsed)
+        for dim, ref in enumerate(parsed):
+            if ref is None:
                 continue
-            if sizes.setdefault(name, shape[dim]) != shape[dim]:
+            name, repeat = ref
+            if shape[dim] % repeat:
+                raise ValueError(f"{param} axis {dim} has size {shape[dim]}, not a multiple of {repeat}")
+            size = shape[dim] // repeat
+            if sizes.setdefault(name, size) != size:
                 raise ValueError(
-                    f"group {name!r}: {param} axis {dim} has size {shape[dim]}, "
-                    f"other axes in the group have size {sizes[name]}"
+                    f"group {name!r}: {param} axis {dim} holds {size} units, "
+                    f"other axes in the group hold {sizes[name]}"
                 )
-            axes.setdefault(name, []).append(Axis(param, dim))
+            axes.setdefault(name, []).append(Axis(param, dim, repeat))
     groups = tuple(PermutationGroup(n, sizes[n], tuple(a)) for n, a in axes.items())
-    return PermutationSpec(groups, {p: tuple(g) for p, g in param_groups.items()})
+    return PermutationSpec(groups, names)
 
 
 def apply_permutation(spec: PermutationSpec, perm: Permutation, state: StateDict) -> dict[str, torch.Tensor]:
@@ -85,7 +148,7 @@ def apply_permutation(spec: PermutationSpec, perm: Permutation, state: StateDict
     for name, tensor in state.items():
         for dim, group in enumerate(spec.param_groups.get(name, ())):
             if group is not None:
-                tensor = torch.index_select(tensor, dim, perm[group].to(tensor.device))
+                tensor = permute_axis(tensor, dim, perm[group], spec.repeat(name, dim))
         out[name] = tensor
     return out
 

@@ -1,0 +1,41 @@
+"""The model zoo: built-in architectures plus those plugged in through entry points.
+
+    from trajx.engine.zoo import build_model, init_state_dict
+    model = build_model("mlp", {"in_features": 64, "hidden": [128], "num_classes": 10})
+
+Users train with these very modules, so their checkpoints load into the service as is.
+"""
+
+from trajx.engine.zoo import cnn, mlp, resnet, transformer
+from trajx.engine.zoo.registry import (
+    ENTRY_POINT_GROUP,
+    REGISTRY,
+    ArchConfig,
+    ArchitectureEntry,
+    build_model,
+    example_input,
+    get_entry,
+    init_state_dict,
+    list_architectures,
+    load_entry_points,
+    parse_config,
+    register,
+)
+
+for _name, _module in {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transformer": transformer}.items():
+    register(_name, _module.ENTRY)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "REGISTRY",
+    "ArchConfig",
+    "ArchitectureEntry",
+    "build_model",
+    "example_input",
+    "get_entry",
+    "init_state_dict",
+    "list_architectures",
+    "load_entry_points",
+    "parse_config",
+    "register",
+]

@@ -1,0 +1,71 @@
+"""`mlp`: fully connected layers, optionally normalized, then a linear head.
+
+Parameter names (hidden=[h0, h1], norm="batchnorm"):
+    blocks.0.fc.weight [h0, in_features]   blocks.0.norm.{weight,bias,running_mean,...} [h0]
+    blocks.1.fc.weight [h1, h0]            head.weight [num_classes, h1]
+Inputs are (N, in_features); (N, C, H, W) images are flattened to C*H*W features.
+"""
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from trajx.engine.zoo.common import Activation, make_activation
+from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
+
+
+class MLPConfig(ArchConfig):
+    in_features: int = Field(ge=1, le=1_000_000)
+    hidden: list[int] = Field(min_length=1, max_length=64)
+    num_classes: int = Field(ge=1, le=1_000_000)
+    activation: Activation = "relu"
+    norm: Literal["none", "layernorm", "batchnorm"] = "none"
+    # Example inputs only: trace with images of this shape instead of flat vectors.
+    input_shape: list[int] | None = Field(default=None, min_length=1, max_length=3)
+
+    @model_validator(mode="after")
+    def _input_shape_holds_features(self) -> "MLPConfig":
+        if self.input_shape is not None and torch.Size(self.input_shape).numel() != self.in_features:
+            raise ValueError(f"input_shape {self.input_shape} does not hold in_features={self.in_features}")
+        return self
+
+
+class MLPBlock(nn.Module):
+    """Linear -> optional norm -> activation."""
+
+    def __init__(self, in_features: int, out_features: int, config: MLPConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        if config.norm == "batchnorm":
+            self.norm = nn.BatchNorm1d(out_features)
+        elif config.norm == "layernorm":
+            self.norm = nn.LayerNorm(out_features)
+        else:
+            self.norm = nn.Identity()
+        self.act = make_activation(config.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.fc(x)))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        widths = [config.in_features, *config.hidden]
+        self.blocks = nn.ModuleList(MLPBlock(a, b, config) for a, b in zip(widths, widths[1:]))
+        self.head = nn.Linear(widths[-1], config.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)  # (N, C, H, W) -> (N, C*H*W); a no-op on (N, in_features)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def _example(config: MLPConfig, batch: int) -> torch.Tensor:
+    return torch.randn(batch, *(config.input_shape or [config.in_features]))
+
+
+ENTRY = ArchitectureEntry(MLPConfig, MLP, _example, "fully connected network")
