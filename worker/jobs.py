@@ -92,7 +92,7 @@ class _JobRun:
         return status
 
     def _run_and_finish(self) -> str | None:
-        self._event("started", {"attempt": self.claim.attempt, "worker_id": self.claim.worker_id})
+        self._started()
         with tempfile.TemporaryDirectory(prefix=f"{self.claim.job_id}-", dir=self.ctx.store.tmp_dir) as tmp:
             try:
                 spec = parse_job_spec(self.spec_data)
@@ -150,7 +150,7 @@ class _JobRun:
             add_event(session, self.claim.job_id, "progress", data)
             session.commit()
         if self.webhook is not None:
-            self.webhook.send("progress", data)
+            self.webhook.send("job.progress", {"id": self.claim.job_id, "status": "running", **data})
 
     def _should_cancel(self) -> bool:
         if self.lost.is_set() or time.monotonic() >= self.deadline:
@@ -213,15 +213,16 @@ class _JobRun:
         add_event(session, job.id, job.status, event_data if job.status == status else {})
         session.commit()
         if self.webhook is not None:
-            self.webhook.send(job.status, job_snapshot(job))
+            self.webhook.send(f"job.{job.status}", job_snapshot(job))
         return job.status
 
-    def _event(self, type_: str, data: dict[str, Any]) -> None:
+    def _started(self) -> None:
+        data = {"attempt": self.claim.attempt, "worker_id": self.claim.worker_id}
         with self.ctx.sessions() as session:
-            add_event(session, self.claim.job_id, type_, data)
+            add_event(session, self.claim.job_id, "started", data)
             session.commit()
         if self.webhook is not None:
-            self.webhook.send(type_, {"id": self.claim.job_id, "status": "running", **data})
+            self.webhook.send("job.running", {"id": self.claim.job_id, "status": "running", **data})
 
     def _record_webhook(self, info: dict[str, Any]) -> None:
         with self.ctx.sessions() as session:

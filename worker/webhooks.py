@@ -1,8 +1,9 @@
 """Job webhooks: Standard Webhooks signing and bounded, non-blocking delivery.
 
-A job may carry `webhook_url`, `webhook_events` (which job events to send; None means
-the terminal ones) and a per-job `webhook_secret` (`whsec_<base64>`). Each message is
-POSTed as `{"type": "job.<event>", "timestamp": ..., "data": {...}}` with the
+A job may carry `webhook_url`, `webhook_events` (which of `app.schemas.WEBHOOK_EVENTS`
+to send, e.g. `job.succeeded`; None means the terminal ones) and a per-job
+`webhook_secret` (`whsec_<base64>`). Each message is POSTed as
+`{"type": "job.succeeded", "timestamp": ..., "data": {...}}` with the
 `webhook-id`, `webhook-timestamp` and `webhook-signature` (v1, HMAC-SHA256) headers;
 receivers verify it with any Standard Webhooks library. Deliveries run on a
 background thread with a per-request timeout and bounded exponential backoff, so a
@@ -24,10 +25,13 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
+from app.schemas import DEFAULT_WEBHOOK_EVENTS
+
 log = logging.getLogger(__name__)
 
-WEBHOOK_EVENTS = ("started", "progress", "succeeded", "failed", "cancelled")
-DEFAULT_WEBHOOK_EVENTS = ("succeeded", "failed", "cancelled")
+
+
+PROGRESS = "job.progress"
 
 
 def wanted_events(events: list[str] | None) -> frozenset[str]:
@@ -37,13 +41,13 @@ def wanted_events(events: list[str] | None) -> frozenset[str]:
 
 def signed_request(secret: str, event: str, data: dict[str, Any],
                    msg_id: str | None = None, now: datetime | None = None) -> tuple[dict[str, str], bytes]:
-    """Headers and body of one webhook message for job event `event`, signed with `secret`.
+    """Headers and body of one webhook message of type `event`, signed with `secret`.
 
     Raises standardwebhooks' errors for an empty or malformed secret.
     """
     now = now or datetime.now(UTC)
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    body = json.dumps({"type": f"job.{event}", "timestamp": now.isoformat(), "data": data},
+    body = json.dumps({"type": event, "timestamp": now.isoformat(), "data": data},
                       separators=(",", ":"), default=str)
     headers = {
         "content-type": "application/json",
@@ -74,7 +78,7 @@ class WebhookSender:
     """Delivers one job's webhook messages in order on a background thread.
 
     `record(attempt_info)` is called after every attempt with
-    `{event, webhook_id, attempt, ok, status_code | error}`. A newer `progress`
+    `{event, webhook_id, attempt, ok, status_code | error}`. A newer `job.progress`
     message replaces one still waiting, so a slow receiver cannot build a backlog.
     """
 
@@ -93,12 +97,12 @@ class WebhookSender:
         self._thread.start()
 
     def send(self, event: str, data: dict[str, Any]) -> None:
-        """Queue job event `event` for delivery if the webhook asked for it; never blocks."""
+        """Queue a message of type `event` if the webhook asked for it; never blocks."""
         if event not in self._wanted:
             return
         with self._cond:
-            if event == "progress":
-                self._pending = deque(m for m in self._pending if m.event != "progress")
+            if event == PROGRESS:
+                self._pending = deque(m for m in self._pending if m.event != PROGRESS)
             self._pending.append(_Message(event, data, f"msg_{uuid.uuid4().hex}"))
             self._cond.notify()
 

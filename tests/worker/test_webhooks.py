@@ -14,7 +14,7 @@ FAST = RetryPolicy(attempts=3, first_delay=0.05, timeout=2.0)
 
 
 def test_signed_request_verifies_with_the_reference_library():
-    headers, body = signed_request(SECRET, "succeeded", {"id": "job_1", "status": "succeeded"})
+    headers, body = signed_request(SECRET, "job.succeeded", {"id": "job_1", "status": "succeeded"})
     payload = Webhook(SECRET).verify(body, headers)
     assert payload["type"] == "job.succeeded"
     assert payload["data"] == {"id": "job_1", "status": "succeeded"}
@@ -24,21 +24,21 @@ def test_signed_request_verifies_with_the_reference_library():
 def test_only_wanted_events_are_delivered_in_order_and_signed():
     attempts = []
     with WebhookReceiver(SECRET) as receiver:
-        sender = WebhookSender(receiver.url, SECRET, ["started", "succeeded"], attempts.append, FAST)
-        for event in ("started", "progress", "succeeded"):
+        sender = WebhookSender(receiver.url, SECRET, ["job.running", "job.succeeded"], attempts.append, FAST)
+        for event in ("job.running", "job.progress", "job.succeeded"):
             sender.send(event, {"id": "job_1"})
         sender.close(timeout=10)
-    assert [p["type"] for _, p, _ in receiver.received] == ["job.started", "job.succeeded"]
+    assert [p["type"] for _, p, _ in receiver.received] == ["job.running", "job.succeeded"]
     assert all(verified for _, _, verified in receiver.received)
     assert [(a["event"], a["attempt"], a["ok"], a["status_code"]) for a in attempts] == [
-        ("started", 1, True, 200), ("succeeded", 1, True, 200)]
+        ("job.running", 1, True, 200), ("job.succeeded", 1, True, 200)]
 
 
 def test_failed_deliveries_are_retried_with_the_same_id():
     attempts = []
     with WebhookReceiver(SECRET, statuses=[500, 503]) as receiver:
         sender = WebhookSender(receiver.url, SECRET, None, attempts.append, FAST)
-        sender.send("failed", {"id": "job_1"})
+        sender.send("job.failed", {"id": "job_1"})
         sender.close(timeout=10)
     assert [a["status_code"] for a in attempts] == [500, 503, 200]
     assert len({h["webhook-id"] for h, _, _ in receiver.received}) == 1
@@ -47,7 +47,7 @@ def test_failed_deliveries_are_retried_with_the_same_id():
 def test_a_dead_receiver_costs_bounded_attempts():
     attempts = []
     sender = WebhookSender("http://127.0.0.1:9/unreachable", SECRET, None, attempts.append, FAST)
-    sender.send("succeeded", {"id": "job_1"})
+    sender.send("job.succeeded", {"id": "job_1"})
     sender.close(timeout=10)
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
     assert not any(a["ok"] for a in attempts) and all("error" in a for a in attempts)
@@ -56,13 +56,13 @@ def test_a_dead_receiver_costs_bounded_attempts():
 def test_a_slow_receiver_never_blocks_the_sender_and_is_abandoned_at_close():
     attempts = []
     with WebhookReceiver(SECRET, delay=1.5) as receiver:
-        sender = WebhookSender(receiver.url, SECRET, ["progress", "succeeded"], attempts.append, FAST)
+        sender = WebhookSender(receiver.url, SECRET, ["job.progress", "job.succeeded"], attempts.append, FAST)
         started = time.monotonic()
         for step in range(50):
-            sender.send("progress", {"step": step})
-        sender.send("succeeded", {"id": "job_1"})
+            sender.send("job.progress", {"step": step})
+        sender.send("job.succeeded", {"id": "job_1"})
         assert time.monotonic() - started < 0.5
         sender.close(timeout=0.2)
     # Progress messages coalesce; what was still waiting at close is recorded as abandoned.
     abandoned = [a["event"] for a in attempts if a["attempt"] == 0]
-    assert abandoned[-1] == "succeeded" and abandoned.count("progress") <= 1
+    assert abandoned[-1] == "job.succeeded" and abandoned.count("job.progress") <= 1

@@ -1,0 +1,105 @@
+"""`trajx serve` (the embedded default) and `trajx admin` (tenants and API keys).
+
+`trajx serve` needs nothing but this install: SQLite and an artifact directory under
+`--data-dir` ($TRAJX_DATA_DIR, default ./var), migrations run on start, a local API
+key on first start, and the API under uvicorn with an embedded worker process that
+runs the jobs (set TRAJX_DISPATCHER=celery and TRAJX_DATABASE_URL to serve an API in
+front of Celery workers instead). Nothing here imports torch.
+"""
+
+import os
+from pathlib import Path
+
+import typer
+
+from trajx.cli.app import app
+
+admin = typer.Typer(help="Manage tenants and API keys (in the database TRAJX_DATABASE_URL names).",
+                    no_args_is_help=True)
+app.add_typer(admin, name="admin")
+
+
+def _embedded_environment(data_dir: Path) -> None:
+    """Point every unset TRAJX_* location at `data_dir` (explicit variables win)."""
+    data_dir = data_dir.resolve()
+    os.environ.setdefault("TRAJX_DATA_DIR", str(data_dir))
+    os.environ.setdefault("TRAJX_DATABASE_URL", f"sqlite:///{data_dir / 'trajx.db'}")
+    os.environ.setdefault("TRAJX_STORAGE_DIR", str(data_dir / "artifacts"))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    port: int = typer.Option(8000, help="TCP port"),
+    data_dir: Path = typer.Option(Path("var"), envvar="TRAJX_DATA_DIR",
+                                  help="SQLite database, artifacts and the local API key live here"),
+) -> None:
+    """Run the API and an embedded worker on this machine (SQLite, local files, no Redis)."""
+    import uvicorn
+
+    from app.admin import ensure_local_key
+    from app.main import create_app
+    from app.migrate import upgrade
+    from app.settings import Settings
+
+    _embedded_environment(data_dir)
+    settings = Settings()
+    upgrade(settings.database_url)
+    created = ensure_local_key(settings) if settings.create_local_key else None
+    if created is not None:
+        typer.echo(f"created tenant 'local'; its API key is in {created[1]}", err=True)
+    elif settings.local_key_path.exists():
+        typer.echo(f"API key: {settings.local_key_path}", err=True)
+    runner = None
+    if settings.dispatcher == "embedded":
+        from worker.dispatchers import embedded_runner
+
+        runner = embedded_runner(settings)
+        runner.start()  # picks up jobs left queued or running by an earlier run at once
+    typer.echo(f"trajx API on http://{host}:{port} (data in {settings.data_dir})", err=True)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    finally:
+        if runner is not None:
+            runner.stop()
+
+
+def _admin_session():
+    from app.db import make_engine, make_session_factory
+    from app.migrate import upgrade
+    from app.settings import get_settings
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return make_session_factory(make_engine(settings.database_url))
+
+
+@admin.command("create-tenant")
+def create_tenant(name: str = typer.Argument(..., help="unique tenant name")) -> None:
+    """Create a tenant and print its id."""
+    from app.admin import AdminError, create_tenant as create
+    from app.db import session_scope
+
+    try:
+        with session_scope(_admin_session()) as session:
+            typer.echo(create(session, name).id)
+    except AdminError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@admin.command("create-key")
+def create_key(
+    tenant: str = typer.Argument(..., help="tenant name"),
+    name: str = typer.Option("", help="a label for the key"),
+) -> None:
+    """Create an API key for a tenant and print it (shown once; stored hashed)."""
+    from app.admin import AdminError, create_api_key
+    from app.db import session_scope
+
+    try:
+        with session_scope(_admin_session()) as session:
+            typer.echo(create_api_key(session, tenant, name))
+    except AdminError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
