@@ -21,7 +21,7 @@ log = logging.getLogger("app.problems")
 
 
 class ProblemDetail(BaseModel):
-    """One offending thing: exactly one of field/artifact/tensor is set."""
+    """One offending thing, named by whichever of field, artifact and tensor apply."""
 
     field: str | None = None
     artifact: str | None = None

@@ -1,0 +1,1 @@
+"""Routers: artifacts, jobs, ops (health, readiness, metrics)."""

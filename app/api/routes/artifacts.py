@@ -1,0 +1,164 @@
+"""`/v1/artifacts`: upload (streamed), read, download (Range, ETag), list, delete."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+
+from app import artifacts
+from app.api.deps import ServicesDep, SessionDep, TenantId
+from app.api.responses import problem_responses
+from app.idempotency import check_key, remember, replayed_resource, request_hash
+from app.problems import ProblemError, from_trajx_error
+from app.schemas import ArtifactPublic, ArtifactsPage
+from app.storage import TooLarge
+from app.uploads import receive_body
+from trajx.errors import InvalidInput
+
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+ARTIFACTS_PATH = "/v1/artifacts"
+MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",
+               "other": "application/octet-stream"}
+
+NameQuery = Annotated[str | None, Query(min_length=1, max_length=255,
+                                        description="display name; defaults to the multipart filename")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}, "name": {"type": "string"}}}},
+}}}
+
+
+@router.post("", status_code=201, response_model=ArtifactPublic, openapi_extra=_UPLOAD_BODY,
+             responses=problem_responses(400, 401, 413, 422))
+async def create_artifact(request: Request, services: ServicesDep, tenant_id: TenantId,
+                          name: NameQuery = None, idempotency_key: IdempotencyKey = None) -> ArtifactPublic:
+    """Upload a file (raw body or multipart `file`); safetensors headers are validated."""
+    key = check_key(idempotency_key)
+    settings = services.settings
+    is_form = request.headers.get("content-type", "").startswith("multipart/form-data")
+    if name is None and not is_form:
+        raise ProblemError(422, "missing_name", "give the artifact a name with `?name=`",
+                           errors=[{"field": "name", "message": "required for a raw body"}])
+    _refuse_declared_oversize(request, settings.max_upload_bytes)
+    with services.store.writer(settings.max_upload_bytes) as writer:
+        try:
+            body = await receive_body(request, writer)
+        except TooLarge as exc:
+            raise ProblemError(413, "payload_too_large", str(exc)) from None
+        except ClientDisconnect:
+            raise ProblemError(400, "client_disconnected", "the client closed the upload early") from None
+        name = _display_name(name or body.form_name or body.filename)
+        if writer.size == 0:
+            raise ProblemError(422, "empty_upload", "the upload has no content",
+                               errors=[{"field": "body", "message": "empty"}])
+        found: list[artifacts.FileInfo] = []
+
+        def inspect(path) -> None:
+            found.append(artifacts.inspect_file(path, name, settings.max_header_bytes))
+
+        try:
+            sha256, size = await run_in_threadpool(writer.commit, inspect)
+        except InvalidInput as exc:
+            raise from_trajx_error(exc) from None
+    return await run_in_threadpool(_record_upload, services, tenant_id, key, sha256, size, name, found[0])
+
+
+def _refuse_declared_oversize(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProblemError(413, "payload_too_large", f"content exceeds the limit of {limit} bytes")
+
+
+def _display_name(name: str | None) -> str:
+    if not name or len(name) > 255 or not name.isprintable():
+        raise ProblemError(422, "missing_name", "the artifact needs a printable name of 1 to 255 characters",
+                           errors=[{"field": "name", "message": "missing or not printable"}])
+    return name
+
+
+def _record_upload(services, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
+                   info: artifacts.FileInfo) -> ArtifactPublic:
+    req_hash = request_hash({"sha256": sha256, "name": name})
+    with services.sessions() as session:
+        if key is not None:
+            earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash)
+            if earlier is not None:
+                return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, earlier))
+        artifact = artifacts.record_artifact(session, tenant_id, sha256, size, name, info)
+        if key is not None:
+            remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()  # a concurrent retry with the same key committed first
+            earlier = replayed_resource(session, tenant_id, key or "", ARTIFACTS_PATH, req_hash)
+            if earlier is None:
+                raise
+            artifact = artifacts.get_artifact(session, tenant_id, earlier)
+        return ArtifactPublic.model_validate(artifact)
+
+
+@router.get("", response_model=ArtifactsPage, responses=problem_responses(401, 422))
+def list_artifacts(session: SessionDep, tenant_id: TenantId,
+                   cursor: Annotated[str | None, Query(max_length=64)] = None,
+                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                   sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None) -> ArtifactsPage:
+    """The caller's artifacts, newest first; filter by content hash with `sha256`."""
+    rows, next_cursor = artifacts.list_artifacts(session, tenant_id, limit=limit, cursor=cursor, sha256=sha256)
+    return ArtifactsPage(data=[ArtifactPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
+
+
+@router.get("/{artifact_id}", response_model=ArtifactPublic, responses=problem_responses(401, 404))
+def read_artifact(session: SessionDep, tenant_id: TenantId, artifact_id: str) -> ArtifactPublic:
+    """An artifact's metadata, tensor table included."""
+    return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, artifact_id))
+
+
+@router.get("/{artifact_id}/content", response_class=FileResponse, responses={
+    200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "the bytes; `ETag` is the quoted sha256"},
+    206: {"description": "the requested byte range (`Range: bytes=...`)"},
+    304: {"description": "`If-None-Match` matched the ETag"},
+    **problem_responses(400, 401, 404, 416)})
+def read_artifact_content(session: SessionDep, services: ServicesDep, tenant_id: TenantId, artifact_id: str,
+                          range_: Annotated[str | None, Header(alias="Range")] = None,
+                          if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None):
+    """Stream the artifact's bytes; supports `Range` (206) and `If-None-Match` (304)."""
+    artifact = artifacts.get_artifact(session, tenant_id, artifact_id)
+    etag = f'"{artifact.sha256}"'
+    if if_none_match is not None and (if_none_match.strip() == "*" or etag in if_none_match):
+        return Response(status_code=304, headers={"ETag": etag})
+    path = services.store.path(artifact.sha256)
+    if not path.is_file():
+        raise ProblemError(404, "artifact_content_missing", f"the bytes of {artifact.id} are not in the store")
+    if range_ is not None:
+        _check_range(range_, artifact.size)
+    return FileResponse(path, media_type=MEDIA_TYPES[artifact.format], filename=artifact.name,
+                        headers={"ETag": etag})
+
+
+def _check_range(header: str, size: int) -> None:
+    # FileResponse would answer a bad Range in plain text; parse it first to answer problem+json.
+    # (A pinned Starlette's parser, so the check and the response always agree.)
+    try:
+        FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        raise ProblemError(400, "invalid_range", exc.content,
+                           errors=[{"field": "Range", "message": exc.content}]) from None
+    except RangeNotSatisfiable:
+        raise ProblemError(416, "range_not_satisfiable", f"the range lies outside the {size}-byte artifact",
+                           headers={"Content-Range": f"bytes */{size}"}) from None
+
+
+@router.delete("/{artifact_id}", status_code=204, response_class=Response,
+               responses=problem_responses(401, 404, 409))
+def delete_artifact(session: SessionDep, services: ServicesDep, tenant_id: TenantId, artifact_id: str) -> Response:
+    """Delete an artifact (409 `artifact_in_use` while a queued or running job reads it)."""
+    artifacts.delete_artifact(session, services.store, tenant_id, artifact_id)
+    return Response(status_code=204)

@@ -1,0 +1,39 @@
+"""Operations endpoints: `/healthz` (process up), `/readyz` (database and store), `/metrics`."""
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.api.deps import ServicesDep
+from app.api.responses import problem_responses
+from app.problems import ProblemError
+from app.schemas import Health, Readiness
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
+def readyz(services: ServicesDep) -> Readiness:
+    """The database answers a query and the artifact store accepts files."""
+    try:
+        with services.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise ProblemError(503, "database_unavailable", f"database check failed: {type(exc).__name__}") from None
+    if not services.store.is_writable():
+        raise ProblemError(503, "storage_unavailable", f"artifact store {services.store.root} is not writable")
+    return Readiness(status="ready", database="ok", storage="ok")
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests and latency, jobs by status, bytes stored."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,63 @@
+"""The FastAPI application: `uvicorn app.main:app` (settings from TRAJX_* variables).
+
+`create_app(settings)` builds an app with its own engine, store, dispatcher and
+metrics registry, so tests and the embedded server can run several side by side.
+"""
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.admin import ensure_local_key
+from app.api.deps import Services
+from app.api.routes import artifacts, jobs, ops
+from app.db import make_engine, make_session_factory
+from app.dispatch import get_dispatcher
+from app.migrate import upgrade
+from app.observability import Metrics, RequestMiddleware, configure_logging
+from app.problems import install_problem_handlers
+from app.settings import Settings, get_settings
+from app.storage import ArtifactStore
+from trajx import __version__
+
+log = logging.getLogger("app.main")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for `settings` (default: from the environment). Connects lazily."""
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    services = Services(settings=settings, engine=engine, sessions=sessions,
+                        store=ArtifactStore(settings.storage_dir), dispatcher=get_dispatcher(settings))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        configure_logging(settings.log_level)
+        if settings.auto_migrate:
+            upgrade(settings.database_url)
+        if settings.create_local_key:
+            created = ensure_local_key(settings)
+            if created is not None:
+                log.warning("created tenant 'local' and its API key in %s", created[1])
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="trajx", version=__version__, lifespan=lifespan,
+                  description="Transfer a learning trajectory to a new initialization (GMT/FGMT).")
+    app.state.services = services
+    app.state.metrics = Metrics(sessions)
+    install_problem_handlers(app)
+    for router in (artifacts.router, jobs.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def __getattr__(name: str):
+    # `app.main:app` for uvicorn, built on first access so importing this module stays cheap.
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(f"module 'app.main' has no attribute {name!r}")

@@ -1,0 +1,125 @@
+"""Request and response bodies of the HTTP API (the OpenAPI schema is built from these)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from app.models import JOB_STATUSES
+
+JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+# Webhook event types a job can be subscribed to; the worker delivers them.
+WEBHOOK_EVENTS = ("job.running", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
+WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
+DEFAULT_WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.cancelled"]
+
+
+class TensorInfo(BaseModel):
+    name: str
+    dtype: str
+    shape: list[int]
+
+
+class ArtifactPublic(BaseModel):
+    """An uploaded file or a job's result."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(examples=["art_0190f2c1a3b45f6e7d8c9b0a1f2e3d4c"])
+    name: str
+    sha256: str
+    size: int
+    format: Literal["safetensors", "json", "other"]
+    kind: Literal["checkpoint", "data", "result", "other"]
+    tensors: list[TensorInfo]
+    producer_job_id: str | None
+    created_at: datetime
+
+
+class ArtifactsPage(BaseModel):
+    data: list[ArtifactPublic]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl = Field(description="http(s) URL that receives signed POSTs (Standard Webhooks)")
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1)
+
+
+class JobCreate(BaseModel):
+    """`spec` is a job spec (see `trajx.spec`); artifact refs are artifact ids of the caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any] = Field(examples=[{
+        "kind": "transfer", "method": "fgmt", "arch": {"name": "mlp", "config": {}},
+        "source": ["art_...", "art_..."], "targets": [{"seed": 1}], "train_data": "art_...",
+    }])
+    webhook: WebhookIn | None = None
+
+
+class WebhookPublic(BaseModel):
+    url: str
+    events: list[str]
+    secret: str = Field(description="`whsec_...`: verify the webhook-signature header with it")
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: str = Field(examples=["job_0190f2c1a3b45f6e7d8c9b0a1f2e3d4c"])
+    kind: str
+    status: JobStatus
+    spec: dict[str, Any]
+    progress: Progress
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: JobError | None
+    result: dict[str, Any] | None = Field(
+        description="`{targets: [{last, best, permutations, trajectory}], report}`: artifact ids")
+    summary: dict[str, Any] | None
+    webhook: WebhookPublic | None
+
+
+class JobsPage(BaseModel):
+    data: list[JobPublic]
+    next_cursor: str | None
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    type: str
+    created_at: datetime
+    data: dict[str, Any]
+
+
+class EventsPage(BaseModel):
+    data: list[EventPublic]
+    next_cursor: str | None = Field(description="null once no more events exist now; to follow a job, "
+                                       "poll again with the id of the last event seen as `cursor`")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    database: Literal["ok"]
+    storage: Literal["ok"]

@@ -1,0 +1,96 @@
+"""Artifacts over HTTP: upload (raw, multipart), metadata, download with Range/ETag, dedup, delete."""
+
+import hashlib
+
+from tests.api.factories import data_shard, mlp_checkpoint
+
+
+def upload(api, tenant, content: bytes, name: str = "ckpt.safetensors", **headers):
+    return api.post("/v1/artifacts", params={"name": name}, content=content,
+                    headers={**tenant.headers, "Content-Type": "application/octet-stream", **headers})
+
+
+def test_raw_upload_returns_tensor_table_and_round_trips_with_range(api, tenant, store):
+    content = mlp_checkpoint()
+    response = upload(api, tenant, content)
+    assert response.status_code == 201, response.text
+    artifact = response.json()
+    assert artifact["id"].startswith("art_") and len(artifact["id"]) == 36
+    assert artifact["sha256"] == hashlib.sha256(content).hexdigest()
+    assert (artifact["size"], artifact["format"], artifact["kind"]) == (len(content), "safetensors", "checkpoint")
+    assert {"name": "0.weight", "dtype": "F32", "shape": [16, 8]} in artifact["tensors"]
+
+    assert api.get(f"/v1/artifacts/{artifact['id']}", headers=tenant.headers).json() == artifact
+    whole = api.get(f"/v1/artifacts/{artifact['id']}/content", headers=tenant.headers)
+    assert whole.status_code == 200 and whole.content == content
+    assert whole.headers["etag"] == f'"{artifact["sha256"]}"'
+    part = api.get(f"/v1/artifacts/{artifact['id']}/content", headers={**tenant.headers, "Range": "bytes=10-99"})
+    assert part.status_code == 206 and part.content == content[10:100]
+    assert part.headers["content-range"] == f"bytes 10-99/{len(content)}"
+    cached = api.get(f"/v1/artifacts/{artifact['id']}/content",
+                     headers={**tenant.headers, "If-None-Match": whole.headers["etag"]})
+    assert cached.status_code == 304
+
+
+def test_unsatisfiable_and_malformed_ranges_are_problems(api, tenant):
+    artifact = upload(api, tenant, mlp_checkpoint()).json()
+    url = f"/v1/artifacts/{artifact['id']}/content"
+    beyond = api.get(url, headers={**tenant.headers, "Range": f"bytes={artifact['size']}-"})
+    assert beyond.status_code == 416 and beyond.json()["code"] == "range_not_satisfiable"
+    assert beyond.headers["content-range"] == f"bytes */{artifact['size']}"
+    garbage = api.get(url, headers={**tenant.headers, "Range": "lines=1-2"})
+    assert garbage.status_code == 400 and garbage.json()["code"] == "invalid_range"
+
+
+def test_multipart_upload_takes_the_filename(api, tenant):
+    content = data_shard()
+    response = api.post("/v1/artifacts", headers=tenant.headers,
+                        files={"file": ("train.safetensors", content, "application/octet-stream")})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["name"], body["kind"], body["size"]) == ("train.safetensors", "data", len(content))
+
+
+def test_identical_bytes_are_stored_once_but_listed_per_upload(api, tenant, store):
+    content = mlp_checkpoint()
+    first = upload(api, tenant, content, name="a.safetensors").json()
+    second = upload(api, tenant, content, name="b.safetensors").json()
+    assert first["id"] != second["id"] and first["sha256"] == second["sha256"]
+    blobs = [p for p in store.root.rglob("*") if p.is_file() and p.parent != store.tmp_dir]
+    assert blobs == [store.path(first["sha256"])]
+    by_hash = api.get("/v1/artifacts", params={"sha256": first["sha256"]}, headers=tenant.headers).json()
+    assert {a["id"] for a in by_hash["data"]} == {first["id"], second["id"]}
+
+
+def test_delete_keeps_shared_blob_until_last_reference(api, tenant, store):
+    content = mlp_checkpoint()
+    first = upload(api, tenant, content).json()
+    second = upload(api, tenant, content).json()
+    assert api.delete(f"/v1/artifacts/{first['id']}", headers=tenant.headers).status_code == 204
+    assert api.get(f"/v1/artifacts/{first['id']}", headers=tenant.headers).status_code == 404
+    assert store.exists(first["sha256"])
+    assert api.delete(f"/v1/artifacts/{second['id']}", headers=tenant.headers).status_code == 204
+    assert not store.exists(first["sha256"])
+
+
+def test_non_safetensors_and_json_uploads(api, tenant):
+    other = upload(api, tenant, b"plain text notes", name="notes.txt").json()
+    assert (other["format"], other["kind"], other["tensors"]) == ("other", "other", [])
+    report = upload(api, tenant, b'{"accuracy": 0.9}', name="report.json").json()
+    assert report["format"] == "json"
+    broken = upload(api, tenant, b'{"accuracy": ', name="report.json")
+    assert broken.status_code == 422 and broken.json()["code"] == "invalid_json"
+
+
+def test_pagination_walks_every_artifact_once(api, tenant):
+    ids = {upload(api, tenant, mlp_checkpoint(fill=i)).json()["id"] for i in range(5)}
+    seen, cursor = [], None
+    while True:
+        page = api.get("/v1/artifacts", params={"limit": 2, **({"cursor": cursor} if cursor else {})},
+                       headers=tenant.headers).json()
+        seen += [a["id"] for a in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and set(seen) == ids
+    assert seen == sorted(seen, reverse=True)  # newest first

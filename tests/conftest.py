@@ -1,0 +1,146 @@
+"""Shared fixtures: migrated databases (SQLite and a real PostgreSQL), settings, the API.
+
+- `database_url`: a clean, migrated database, parametrized over SQLite and PostgreSQL
+  (PostgreSQL cases skip with a reason when the server at 127.0.0.1:5432 is down).
+  `sqlite_url` / `postgres_url` pick one backend.
+- `settings`: Settings for that database with a temp data dir and dispatcher "none".
+- `session_factory`, `store`: the database sessions and artifact store of `settings`.
+- `tenant`: a fresh tenant and API key (`tenant.headers` authenticates as it).
+- `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
+
+One PostgreSQL database is created per test session (uniquely named) and dropped at
+the end; each test gets it truncated.
+"""
+
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.admin import create_tenant
+from app.auth import issue_key
+from app.db import make_engine, make_session_factory, session_scope
+from app.migrate import upgrade
+from app.models import Base
+from app.settings import Settings
+from app.storage import ArtifactStore
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> str:
+    """URL of a migrated PostgreSQL database private to this test session."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+                                autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".splitlines()[0])
+    name = f"trajx_test_{secrets.token_hex(6)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "trajx.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(_sqlite_template, tmp_path) -> str:
+    """A migrated SQLite database in this test's temp dir."""
+    path = tmp_path / "trajx.db"
+    shutil.copy(_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def postgres_url(postgres_database) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
+    engine = make_engine(postgres_database)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    """A clean migrated database, once per backend."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture
+def settings(database_url, tmp_path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", storage_dir=tmp_path / "artifacts",
+                    dispatcher="none", auto_migrate=False, create_local_key=False,
+                    max_upload_bytes=64 * 1024**2, max_header_bytes=1024**2)
+
+
+@pytest.fixture
+def session_factory(settings):
+    engine = make_engine(settings.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def store(settings) -> ArtifactStore:
+    return ArtifactStore(settings.storage_dir)
+
+
+@dataclass(frozen=True)
+class TenantKey:
+    id: str
+    name: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_tenant(session_factory, name: str | None = None) -> TenantKey:
+    """Create a tenant (random name unless given) with one API key."""
+    name = name or f"tenant-{secrets.token_hex(4)}"
+    with session_scope(session_factory) as session:
+        tenant = create_tenant(session, name)
+        _, key = issue_key(session, tenant, "test")
+        return TenantKey(tenant.id, name, key)
+
+
+@pytest.fixture
+def tenant(session_factory) -> TenantKey:
+    return make_tenant(session_factory)
+
+
+@pytest.fixture
+def api_app(settings):
+    from app.main import create_app
+
+    app = create_app(settings)
+    yield app
+    app.state.services.engine.dispose()
+
+
+@pytest.fixture
+def api(api_app):
+    """A TestClient on the app (lifespan run); pass `headers=tenant.headers` per request."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(api_app, raise_server_exceptions=False) as client:
+        yield client
