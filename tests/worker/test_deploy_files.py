@@ -1,0 +1,54 @@
+"""docker-compose.yml and the Dockerfile: structure checks (Docker cannot run here)."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_has_the_production_services_with_health_checks():
+    services = _compose()["services"]
+    assert {"postgres", "redis", "migrate", "api", "recovery", "worker-gpu", "worker-cpu"} <= set(services)
+    for name in ("postgres", "redis", "api", "worker-gpu", "worker-cpu"):
+        assert "healthcheck" in services[name], name
+
+
+def test_services_start_in_order():
+    services = _compose()["services"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "recovery", "worker-gpu", "worker-cpu"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+
+
+def test_gpu_worker_reserves_a_gpu_and_runs_one_job_at_a_time():
+    worker = _compose()["services"]["worker-gpu"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    command = worker["command"]
+    assert command[command.index("-Q") + 1] == "gpu" and command[command.index("-c") + 1] == "1"
+    assert _compose()["services"]["worker-cpu"]["profiles"] == ["cpu"]
+
+
+def test_api_and_workers_share_the_artifact_volume():
+    compose = _compose()
+    assert "artifacts" in compose["volumes"]
+    for name in ("api", "worker-gpu", "worker-cpu"):
+        assert "artifacts:/data" in compose["services"][name]["volumes"], name
+        env = compose["services"][name]["environment"]
+        assert env["TRAJX_STORAGE_DIR"].startswith("/data/") and env["TRAJX_DISPATCHER"] == "celery"
+
+
+def test_dockerfile_keeps_torch_out_of_the_api_image():
+    text = (ROOT / "worker/docker/Dockerfile").read_text()
+    api_stage = text.split("AS api", 1)[1].split("FROM ", 1)[0]
+    assert "'.[api]'" in api_stage and "worker]" not in api_stage
+    services = _compose()["services"]
+    assert services["migrate"]["build"]["target"] == "api"
+    assert {services[name]["image"] for name in ("migrate", "api", "recovery")} == {"trajx-api:latest"}
