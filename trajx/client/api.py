@@ -45,7 +45,7 @@ class Client:
     # -- artifacts ---------------------------------------------------------------------------
 
     def find_artifact(self, sha256: str) -> Artifact | None:
-        """The caller's artifact with these bytes, or None (the oldest one if several)."""
+        """One of the caller's artifacts with these bytes (the server lists newest first), or None."""
         page = self._get("/v1/artifacts", params={"sha256": sha256, "limit": 1})
         data = page.get("data") or []
         return Artifact.model_validate(data[0]) if data else None
