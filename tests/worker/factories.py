@@ -1,10 +1,9 @@
 """Rows and files the worker tests need, written straight to the database."""
 
-import secrets
 from datetime import timedelta
 from typing import Any
 
-from app.models import Job, JobEvent, Tenant, utcnow
+from app.models import Job, JobEvent, utcnow
 from app.settings import Settings
 from worker.context import worker_context
 
@@ -15,14 +14,6 @@ MINIMAL_SPEC = {
     "targets": [{"seed": 1}],
     "train_data": "art_d",
 }
-
-
-def make_tenant(settings: Settings) -> str:
-    with worker_context(settings).sessions() as session:
-        tenant = Tenant(name=f"t-{secrets.token_hex(4)}")
-        session.add(tenant)
-        session.commit()
-        return tenant.id
 
 
 def make_job(settings: Settings, tenant_id: str, *, spec: dict[str, Any] | None = None,
