@@ -1,0 +1,230 @@
+"""Weight matching: the permutation π maximising Σ_pairs ⟨target, π source⟩.
+
+Pairs are tensor dicts (gradients for GMT/FGMT, displacements for the oracle) kept in a
+`PairBank`, stacked along a leading pair axis so a group's cost matrix is one matmul per
+axis whatever the number of pairs. `match` runs coordinate descent over permutation
+groups (Git Re-Basin weight matching): each group in turn is set to the solution of one
+linear assignment problem with every other group held fixed.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trajx.engine.permspec import Permutation, PermutationSpec, StateDict
+from trajx.engine.solvers import break_ties, get_solver
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class GradientStack:
+    """Up to `capacity` tensor dicts with fixed names and shapes, stacked per name.
+
+    Storage is allocated once (`capacity` x every shape), so adding a pair never
+    copies the earlier ones. `stacked(name)` is a view of the filled slots.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], capacity: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self._slots = {name: torch.zeros((capacity, *shape), device=device, dtype=dtype)
+                       for name, shape in shapes.items()}
+        self.capacity = capacity
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._slots)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._slots.values())
+
+    def append(self, tensors: StateDict) -> None:
+        """Store `tensors` (needs every name of the stack) in the next free slot."""
+        if self.count == self.capacity:
+            raise ValueError(f"gradient stack is full ({self.capacity} slots)")
+        self.put(self.count, tensors)
+        self.count += 1
+
+    def put(self, index: int, tensors: StateDict) -> None:
+        """Overwrite slot `index` (GMT recomputes earlier pairs under a new permutation)."""
+        for name, slot in self._slots.items():
+            slot[index].copy_(tensors[name])
+
+    def stacked(self, name: str, count: int | None = None) -> torch.Tensor:
+        """The first `count` (default: all filled) slots of `name`: shape [count, *shape]."""
+        return self._slots[name][: self.count if count is None else count]
+
+
+class PairBank:
+    """(target, source) pairs for matching, one stack per side.
+
+    The source stack may be shared by the banks of several targets (an ensemble sees
+    the same source gradients); a bank holds as many pairs as its target stack.
+    """
+
+    def __init__(self, target: GradientStack, source: GradientStack) -> None:
+        if set(target.names) != set(source.names):
+            raise ValueError("target and source stacks hold different tensors")
+        self.target = target
+        self.source = source
+
+    @classmethod
+    def allocate(cls, shapes: Mapping[str, tuple[int, ...]], capacity: int,
+                 device: torch.device | str = "cpu", dtype: str = "float32",
+                 source: GradientStack | None = None) -> "PairBank":
+        """A bank for `capacity` pairs of tensors named and shaped as in `shapes`.
+
+        `dtype` is a TransferParams.pair_dtype name; pass `source` to share a stack.
+        """
+        torch_dtype = _DTYPES[dtype]
+        target = GradientStack(shapes, capacity, device, torch_dtype)
+        if source is None:
+            source = GradientStack(shapes, capacity, device, torch_dtype)
+        return cls(target, source)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[StateDict, StateDict]], names: Iterable[str],
+                   device: torch.device | str = "cpu") -> "PairBank":
+        """A float32 bank holding `pairs` of (target, source) dicts restricted to `names`."""
+        pairs = list(pairs)
+        names = list(names)
+        shapes = {n: tuple(pairs[0][0][n].shape) for n in names}
+        bank = cls.allocate(shapes, len(pairs), device)
+        for target, source in pairs:
+            bank.add(target, source)
+        return bank
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.target.names
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by this bank (a shared source stack counted in full)."""
+        return self.target.nbytes + self.source.nbytes
+
+    def add(self, target: StateDict, source: StateDict | None = None) -> None:
+        """Append one pair; leave `source` None when it was appended to a shared stack."""
+        if source is not None:
+            self.source.append(source)
+        self.target.append(target)
+        if len(self.target) > len(self.source):
+            raise ValueError("pair added without its source side")
+
+    def pair_stacks(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target, source) stacks of `name`, each [pairs, *shape]."""
+        count = len(self)
+        return self.target.stacked(name, count), self.source.stacked(name, count)
+
+
+@dataclass
+class MatchResult:
+    """The permutation found and the objective Σ⟨target, π source⟩ before and after each sweep."""
+
+    perm: Permutation
+    objectives: list[float]
+
+    @property
+    def sweeps(self) -> int:
+        return len(self.objectives) - 1
+
+
+def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = None, *,
+          max_iter: int = 100, tol: float = 1e-7, generator: torch.Generator | None = None,
+          solver: str = "auto") -> MatchResult:
+    """Maximise Σ_pairs ⟨target, π source⟩ over permutations π of `spec`'s groups.
+
+    Coordinate descent: each sweep visits the groups in an order drawn from `generator`
+    and replaces a group's permutation by the optimal assignment with the others fixed
+    (only when strictly better). A group is re-solved only when a group sharing a
+    parameter with it changed since its last solve (otherwise its cost matrix, hence its
+    answer, is the same). Stops when a sweep improves the objective by less than `tol`
+    relative, when nothing is left to re-solve, or after `max_iter` sweeps. `init`
+    warm-starts the search (default: identity). Cost matrices are computed on the pairs'
+    device, the assignment on CPU in float64. Raises ValueError for an empty bank or an
+    unknown solver.
+    """
+    if len(pairs) == 0:
+        raise ValueError("weight matching needs at least one pair")
+    solve = get_solver(solver)
+    perm = {g: p.detach().to("cpu", torch.int64).clone()
+            for g, p in (init or spec.identity()).items()}
+    involved = [g for g in spec.groups if any(a.param in pairs.names for a in g.axes)]
+    neighbours = _neighbours(spec, pairs.names)
+    stale = {g.name for g in involved}
+    objectives = [_objective(spec, pairs, perm)]
+    for _ in range(max_iter):
+        gain = 0.0
+        for index in torch.randperm(len(involved), generator=generator).tolist():
+            group = involved[index]
+            if group.name not in stale:
+                continue
+            stale.discard(group.name)
+            cost = _group_cost(spec, pairs, perm, group.name)
+            cols = solve(break_ties(cost))
+            rows = np.arange(group.size)
+            old = cost[rows, perm[group.name].numpy()].sum()
+            new = cost[rows, cols].sum()
+            if new > old:
+                perm[group.name] = torch.from_numpy(np.asarray(cols, dtype=np.int64))
+                # The objective changes by exactly the gain on this group's cost matrix.
+                gain += new - old
+                stale |= neighbours[group.name]
+        objectives.append(objectives[-1] + float(gain))
+        if not stale or gain <= tol * abs(objectives[-2]):
+            break
+    return MatchResult(perm, objectives)
+
+
+def _neighbours(spec: PermutationSpec, names: tuple[str, ...]) -> dict[str, set[str]]:
+    """Group -> groups whose permutation enters its cost matrix (sharing a parameter)."""
+    neighbours: dict[str, set[str]] = {g.name: set() for g in spec.groups}
+    for name in names:
+        groups = [g for g in spec.param_groups.get(name, ()) if g is not None]
+        for i, group in enumerate(groups):
+            neighbours[group] |= {h for j, h in enumerate(groups) if j != i}
+    return neighbours
+
+
+def _permute_except(spec: PermutationSpec, perm: Permutation, name: str,
+                    stack: torch.Tensor, skip_dim: int | None) -> torch.Tensor:
+    # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
+    for dim, group in enumerate(spec.param_groups.get(name, ())):
+        if group is not None and dim != skip_dim:
+            stack = torch.index_select(stack, dim + 1, perm[group].to(stack.device))
+    return stack
+
+
+def _group_cost(spec: PermutationSpec, pairs: PairBank, perm: Permutation,
+                group_name: str) -> np.ndarray:
+    """C[i, j] = Σ_pairs Σ_axes ⟨target unit i, source unit j⟩, other groups applied."""
+    cost = None
+    for axis in spec.group(group_name).axes:
+        if axis.param not in pairs.names:
+            continue
+        target, source = pairs.pair_stacks(axis.param)
+        source = _permute_except(spec, perm, axis.param, source, axis.dim)
+        # [pairs, ..., n, ...] -> [n, pairs * rest]: one matmul covers every pair.
+        a = target.movedim(axis.dim + 1, 0).reshape(target.shape[axis.dim + 1], -1)
+        b = source.movedim(axis.dim + 1, 0).reshape(source.shape[axis.dim + 1], -1)
+        term = a.float() @ b.float().T
+        cost = term if cost is None else cost + term
+    return cost.double().cpu().numpy()
+
+
+def _objective(spec: PermutationSpec, pairs: PairBank, perm: Permutation) -> float:
+    total = 0.0
+    for name in pairs.names:
+        target, source = pairs.pair_stacks(name)
+        source = _permute_except(spec, perm, name, source, None)
+        total += float(torch.sum(target.float() * source.float(), dtype=torch.float64))
+    return total
