@@ -3,11 +3,7 @@
 import hashlib
 
 from tests.api.factories import data_shard, mlp_checkpoint
-
-
-def upload(api, tenant, content: bytes, name: str = "ckpt.safetensors", **headers):
-    return api.post("/v1/artifacts", params={"name": name}, content=content,
-                    headers={**tenant.headers, "Content-Type": "application/octet-stream", **headers})
+from tests.api.helpers import upload
 
 
 def test_raw_upload_returns_tensor_table_and_round_trips_with_range(api, tenant, store):

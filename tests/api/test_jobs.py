@@ -1,0 +1,147 @@
+"""Jobs over HTTP: validated creation, 202 + Location, reads, lists, cancel, events."""
+
+import pytest
+from sqlalchemy import update
+
+from app.models import Job
+from tests.api.factories import data_shard, mlp_checkpoint, safetensors_bytes
+from tests.api.helpers import transfer_spec, uploaded_id
+
+
+class RecordingDispatcher:
+    def __init__(self) -> None:
+        self.dispatched: list[str] = []
+
+    def dispatch(self, job_id: str) -> None:
+        self.dispatched.append(job_id)
+
+
+@pytest.fixture
+def dispatcher(api_app) -> RecordingDispatcher:
+    recorder = RecordingDispatcher()
+    object.__setattr__(api_app.state.services, "dispatcher", recorder)
+    return recorder
+
+
+def create(api, tenant, spec, **headers):
+    return api.post("/v1/jobs", json={"spec": spec}, headers={**tenant.headers, **headers})
+
+
+def test_create_queues_dispatches_and_reads_back(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    response = create(api, tenant, spec)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert (job["status"], job["kind"], job["attempts"], job["error"], job["result"]) == \
+        ("queued", "transfer", 0, None, None)
+    assert job["spec"]["source"] == spec["source"] and job["spec"]["params"]["steps"] == 4
+    assert job["spec"]["params"]["schedule"] == "cosine"  # defaults are filled in and stored
+    assert dispatcher.dispatched == [job["id"]]
+    assert api.get(f"/v1/jobs/{job['id']}", headers=tenant.headers).json() == job
+    events = api.get(f"/v1/jobs/{job['id']}/events", headers=tenant.headers).json()
+    assert [e["type"] for e in events["data"]] == ["created"] and events["next_cursor"] is None
+
+
+def test_spec_errors_name_the_field(api, tenant, dispatcher):
+    bad = create(api, tenant, {"kind": "transfer", "arch": {"name": "mlp"}, "source": ["art_x"],
+                               "targets": [{"seed": 1}], "train_data": "art_y", "typo": 1})
+    body = bad.json()
+    assert bad.status_code == 422 and body["code"] == "validation_error"
+    fields = {e["field"] for e in body["errors"]}
+    assert {"spec.source", "spec.typo"} <= fields
+    unknown = create(api, tenant, {"kind": "distill"})
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_kind"
+    assert unknown.json()["errors"][0]["field"] == "spec.kind"
+    assert dispatcher.dispatched == []
+
+
+def test_missing_and_wrong_kind_artifacts_are_refused(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    missing = create(api, tenant, {**spec, "eval_data": "art_" + "0" * 32})
+    assert missing.status_code == 422 and missing.json()["code"] == "artifact_not_found"
+    assert missing.json()["errors"] == [{"field": "spec.eval_data", "artifact": "art_" + "0" * 32,
+                                         "message": f"no artifact with id {'art_' + '0' * 32!r}"}]
+    swapped = create(api, tenant, {**spec, "train_data": spec["source"][0]})
+    assert swapped.status_code == 422 and swapped.json()["code"] == "wrong_artifact_kind"
+    assert swapped.json()["errors"][0]["field"] == "spec.train_data"
+
+
+def test_checkpoint_mismatch_names_tensor_and_both_shapes(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    wider = uploaded_id(api, tenant, mlp_checkpoint(hidden=32))
+    response = create(api, tenant, {**spec, "targets": [{"checkpoint": wider}]})
+    body = response.json()
+    assert response.status_code == 422 and body["code"] == "checkpoint_mismatch"
+    assert body["errors"][0]["field"] == "spec.targets[0].checkpoint"
+    assert body["errors"][0]["tensor"] == "0.bias"
+    assert "[32]" in body["detail"] and "[16]" in body["detail"]
+
+
+def test_data_shard_with_mismatched_example_counts_is_refused(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    bad = uploaded_id(api, tenant, safetensors_bytes({"inputs": ("F32", [10, 8]), "targets": ("I64", [9])}))
+    response = create(api, tenant, {**spec, "eval_data": bad})
+    assert response.status_code == 422 and response.json()["code"] == "data_mismatch"
+
+
+def test_cancel_queued_at_once_running_cooperatively_finished_409(api, tenant, dispatcher, session_factory):
+    spec = transfer_spec(api, tenant)
+    queued = create(api, tenant, spec).json()
+    cancelled = api.post(f"/v1/jobs/{queued['id']}/cancel", headers=tenant.headers).json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
+    again = api.post(f"/v1/jobs/{queued['id']}/cancel", headers=tenant.headers)
+    assert again.status_code == 409 and again.json()["code"] == "job_finished"
+
+    running = create(api, tenant, spec).json()
+    with session_factory() as session:  # what a worker's claim does
+        session.execute(update(Job).where(Job.id == running["id"]).values(status="running", attempts=1))
+        session.commit()
+    cancelling = api.post(f"/v1/jobs/{running['id']}/cancel", headers=tenant.headers).json()
+    assert (cancelling["status"], cancelling["cancel_requested"]) == ("cancelling", True)
+    events = api.get(f"/v1/jobs/{running['id']}/events", headers=tenant.headers).json()["data"]
+    assert [e["type"] for e in events] == ["created", "cancel_requested"]
+
+
+def test_artifact_in_use_by_live_job_cannot_be_deleted(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    job = create(api, tenant, spec).json()
+    refused = api.delete(f"/v1/artifacts/{spec['train_data']}", headers=tenant.headers)
+    assert refused.status_code == 409 and refused.json()["code"] == "artifact_in_use"
+    api.post(f"/v1/jobs/{job['id']}/cancel", headers=tenant.headers)
+    assert api.delete(f"/v1/artifacts/{spec['train_data']}", headers=tenant.headers).status_code == 204
+
+
+def test_list_filters_by_status_and_paginates(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    ids = [create(api, tenant, spec).json()["id"] for _ in range(3)]
+    api.post(f"/v1/jobs/{ids[0]}/cancel", headers=tenant.headers)
+    queued = api.get("/v1/jobs", params={"status": "queued"}, headers=tenant.headers).json()
+    assert [j["id"] for j in queued["data"]] == [ids[2], ids[1]]
+    first = api.get("/v1/jobs", params={"limit": 2}, headers=tenant.headers).json()
+    rest = api.get("/v1/jobs", params={"limit": 2, "cursor": first["next_cursor"]}, headers=tenant.headers).json()
+    assert [j["id"] for j in first["data"] + rest["data"]] == ids[::-1] and rest["next_cursor"] is None
+    assert api.get("/v1/jobs", params={"status": "bogus"}, headers=tenant.headers).status_code == 422
+
+
+def test_webhook_gets_a_secret_and_default_events(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    response = api.post("/v1/jobs", json={"spec": spec, "webhook": {"url": "https://ci.example/hook"}},
+                        headers=tenant.headers)
+    webhook = response.json()["webhook"]
+    assert webhook["url"] == "https://ci.example/hook" and webhook["secret"].startswith("whsec_")
+    assert webhook["events"] == ["job.succeeded", "job.failed", "job.cancelled"]
+    bad = api.post("/v1/jobs", json={"spec": spec, "webhook": {"url": "ftp://x", "events": ["job.nope"]}},
+                   headers=tenant.headers)
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"body.webhook.url", "body.webhook.events.0"}
+
+
+def test_dispatch_failure_leaves_the_job_queued(api, api_app, tenant):
+    class Broken:
+        def dispatch(self, job_id: str) -> None:
+            raise ConnectionError("broker down")
+
+    object.__setattr__(api_app.state.services, "dispatcher", Broken())
+    response = create(api, tenant, transfer_spec(api, tenant))
+    assert response.status_code == 202 and response.json()["status"] == "queued"
