@@ -11,11 +11,14 @@ from standardwebhooks import Webhook, WebhookVerificationError
 class WebhookReceiver:
     """Answers each POST with the next status in `statuses` (then 200) after `delay` s.
 
-    `received` holds `(headers, payload, verified)` for every request.
+    `received` holds `(headers, payload, verified)` for every request; with no
+    `secret` (not known yet) `verified` is None and `verify_all(secret)` checks later.
     """
 
-    def __init__(self, secret: str, statuses: list[int] | None = None, delay: float = 0.0) -> None:
-        self.received: list[tuple[dict[str, str], dict, bool]] = []
+    def __init__(self, secret: str | None = None, statuses: list[int] | None = None,
+                 delay: float = 0.0) -> None:
+        self.received: list[tuple[dict[str, str], dict, bool | None]] = []
+        self.bodies: list[bytes] = []
         self._statuses = list(statuses or [])
         receiver = self
 
@@ -23,11 +26,9 @@ class WebhookReceiver:
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["content-length"]))
                 headers = dict(self.headers.items())
-                try:
-                    payload, verified = Webhook(secret).verify(body, headers), True
-                except WebhookVerificationError:
-                    payload, verified = json.loads(body), False
-                receiver.received.append((headers, payload, verified))
+                verified = None if secret is None else _verifies(secret, body, headers)
+                receiver.bodies.append(body)
+                receiver.received.append((headers, json.loads(body), verified))
                 time.sleep(delay)
                 self.send_response(receiver._statuses.pop(0) if receiver._statuses else 200)
                 self.send_header("content-length", "0")
@@ -40,6 +41,11 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self._server.server_port}/hook"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
+    def verify_all(self, secret: str) -> bool:
+        """True if every request so far carries a valid signature for `secret`."""
+        return all(_verifies(secret, body, headers)
+                   for body, (headers, _, _) in zip(self.bodies, self.received, strict=True))
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -49,3 +55,11 @@ class WebhookReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    try:
+        Webhook(secret).verify(body, headers)
+        return True
+    except WebhookVerificationError:
+        return False

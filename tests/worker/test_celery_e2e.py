@@ -1,0 +1,207 @@
+"""End to end over HTTP on PostgreSQL + Redis with a real Celery worker and recovery loop.
+
+One stack per module (API under uvicorn, `celery worker -c 1`, `worker.recovery`);
+crashes are real: SIGKILL of the job's process, a Redis shutdown, an API restart.
+"""
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from safetensors.torch import load_file
+from sqlalchemy import select, text
+
+from app.admin import create_api_key, create_tenant
+from app.db import make_engine, make_session_factory, session_scope
+from app.models import Artifact, Base
+from app.settings import Settings
+from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.worker.receiver import WebhookReceiver
+from tests.worker.services import Service, api_server, celery_worker, recovery_loop, redis_restarted
+from trajx.client import Client, Job
+from trajx.demo.source import accuracy
+from worker.dispatchers import CeleryDispatcher
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own: flushed freely
+LONG_STEPS = 150  # a job of a few seconds, long enough to hit mid-run
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    worker: Service
+    api: Service
+    client: Client
+    ids: dict[str, str]
+    digits: DigitsFiles
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_database, tmp_path_factory) -> Iterator[Stack]:
+    try:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+    engine = make_engine(postgres_database)
+    with engine.begin() as connection:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    root = tmp_path_factory.mktemp("celery-stack")
+    settings = Settings(database_url=postgres_database, data_dir=root, storage_dir=root / "artifacts",
+                        broker_url=REDIS_URL, dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
+                        auto_migrate=False, create_local_key=False)
+    with session_scope(make_session_factory(engine)) as session:
+        create_tenant(session, "e2e")
+        key = create_api_key(session, "e2e")
+    engine.dispose()
+    digits = write_digits_source(root / "source")
+    with recovery_loop(settings, root), celery_worker(settings, root) as worker, \
+            api_server(settings, root) as api, Client(api.url, key, timeout=10) as client:
+        yield Stack(settings, worker, api, client, digits.upload(client), digits)
+
+
+def _wait(stack: Stack, job: Job, timeout: float = 60) -> Job:
+    done = stack.client.wait(job.id, timeout=timeout, poll_interval=0.1, max_interval=0.5)
+    assert done.done, done
+    return done
+
+
+def _wait_running(stack: Stack, job: Job, min_step: int = 1, timeout: float = 30) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stack.client.get_job(job.id)
+        if job.status == "running" and (job.progress.step or 0) >= min_step:
+            return job
+        assert not job.done, f"job ended before it could be interrupted: {job}"
+        time.sleep(0.05)
+    raise AssertionError(f"job {job.id} never ran: {job}\n{stack.worker.log_tail()}")
+
+
+def _event_types(stack: Stack, job: Job) -> list[str]:
+    return [event.type for event in stack.client.events(job.id)]
+
+
+def _last_accuracy(stack: Stack, job: Job, tmp_path: Path) -> float:
+    path = stack.client.download(job.result["targets"][0]["last"], tmp_path / f"{job.id}.safetensors")
+    return accuracy(load_file(path), stack.digits.split)
+
+
+def test_fgmt_job_runs_end_to_end_and_beats_naive(stack, tmp_path):
+    jobs = {method: stack.client.create_job(digits_spec(stack.ids, method)) for method in ("fgmt", "naive")}
+    done = {method: _wait(stack, job) for method, job in jobs.items()}
+    for job in done.values():
+        assert job.status == "succeeded", job.error
+        assert job.attempts == 1 and job.progress.step == job.progress.total > 0
+        assert set(job.result["targets"][0]) >= {"last", "best"} and job.result["report"]
+    fgmt, naive = (_last_accuracy(stack, done[m], tmp_path) for m in ("fgmt", "naive"))
+    assert fgmt > naive + 0.2, (fgmt, naive)
+    assert done["fgmt"].summary["targets"][0]["last_accuracy"] == pytest.approx(fgmt, abs=0.02)
+    types = _event_types(stack, done["fgmt"])
+    assert types[:3] == ["created", "claimed", "started"] and "progress" in types
+    assert types[-1] == "succeeded"
+
+
+def test_duplicated_messages_run_the_job_once(stack):
+    job = stack.client.create_job(digits_spec(stack.ids))
+    dispatcher = CeleryDispatcher(stack.settings)
+    dispatcher.dispatch(job.id)
+    dispatcher.dispatch(job.id)
+    job = _wait(stack, job)
+    time.sleep(1)  # let the duplicates be consumed
+    assert job.status == "succeeded" and stack.client.get_job(job.id).attempts == 1
+    assert _event_types(stack, job).count("claimed") == 1
+
+
+def test_killed_worker_process_job_is_rerun_and_succeeds(stack):
+    job = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    _wait_running(stack, job)
+    os.kill(_worker_pid(stack, job), signal.SIGKILL)
+    job = _wait(stack, job, timeout=90)
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2
+    assert _event_types(stack, job).count("claimed") == 2
+
+
+def test_queued_job_survives_a_redis_restart(stack):
+    busy = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    _wait_running(stack, busy)
+    queued = stack.client.create_job(digits_spec(stack.ids))
+    assert stack.client.get_job(queued.id).status == "queued"
+    with redis_restarted():
+        pass
+    for job in (busy, queued):
+        assert _wait(stack, job, timeout=120).status == "succeeded"
+
+
+def test_api_restart_mid_job_loses_nothing(stack):
+    job = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    _wait_running(stack, job)
+    stack.api.stop()
+    stack.api.start()
+    job = _wait(stack, job)
+    assert job.status == "succeeded" and job.attempts == 1
+
+
+def test_cancel_of_queued_and_running_jobs(stack):
+    running = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    queued = stack.client.create_job(digits_spec(stack.ids))
+    assert stack.client.cancel(queued.id).status == "cancelled"
+    _wait_running(stack, running)
+    assert stack.client.cancel(running.id).status == "cancelling"
+    running = _wait(stack, running)
+    assert running.status == "cancelled" and running.result is None
+    assert running.progress.step < running.progress.total
+    assert _produced_artifacts(stack, running) == []
+    assert stack.client.get_job(queued.id).attempts == 0
+
+
+def test_checkpoints_that_do_not_fit_the_architecture_fail_fast(stack):
+    spec = digits_spec(stack.ids, arch_config={"in_features": 64, "hidden": [32], "num_classes": 10})
+    started = time.monotonic()
+    job = _wait(stack, stack.client.create_job(spec))
+    assert time.monotonic() - started < 15
+    assert job.status == "failed" and job.error.code == "checkpoint_mismatch", job.error
+    assert job.attempts == 1
+
+
+def test_webhook_deliveries_are_signed_and_recorded(stack):
+    with WebhookReceiver() as receiver:
+        job = stack.client.create_job(digits_spec(stack.ids), webhook={
+            "url": receiver.url, "events": ["job.running", "job.succeeded"]})
+        job = _wait(stack, job)
+        deadline = time.monotonic() + 10
+        while len(receiver.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [payload["type"] for _, payload, _ in receiver.received] == ["job.running", "job.succeeded"]
+    assert receiver.verify_all(job.raw["webhook"]["secret"])
+    final = receiver.received[-1][1]["data"]
+    assert final["id"] == job.id and final["result"] == job.result
+    deliveries = [e.data for e in stack.client.events(job.id) if e.type == "webhook"]
+    assert [(d["event"], d["ok"]) for d in deliveries] == [("job.running", True), ("job.succeeded", True)]
+
+
+def _worker_pid(stack: Stack, job: Job) -> int:
+    engine = make_engine(stack.settings.database_url)
+    try:
+        with engine.connect() as connection:
+            worker_id = connection.execute(text("SELECT worker_id FROM jobs WHERE id = :id"),
+                                           {"id": job.id}).scalar_one()
+    finally:
+        engine.dispose()
+    return int(worker_id.rsplit(":", 1)[1])
+
+
+def _produced_artifacts(stack: Stack, job: Job) -> list[str]:
+    engine = make_engine(stack.settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return list(session.scalars(select(Artifact.id).where(Artifact.producer_job_id == job.id)))
+    finally:
+        engine.dispose()
