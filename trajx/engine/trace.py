@@ -1,0 +1,321 @@
+"""Derive a model's permutation spec by tracing it, and prove it by a self-check.
+
+`derive_spec` traces the model with torch.fx, runs the graph once on an example input
+(one `torch.fx.Interpreter` walk), asks the handler of every op (`trace_ops`) which
+axes share a permutation, merges them in an `AxisUnion` and reads the groups off it:
+a group touching the model's input or output, of size 1, or made of parameter axes
+alone is fixed. An op without a handler is refused, naming op and node. Each spec is
+then checked: permuting any group must leave the outputs unchanged.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.func import functional_call
+from torch.fx.node import _get_qualified_name
+from torch.utils._pytree import tree_leaves
+
+from trajx.engine.axis_links import AxisUnion, Call, Endpoint, Links, TensorRef
+from trajx.engine.explicit import merge_explicit
+from trajx.engine.permspec import (
+    PermutationSpec,
+    apply_permutation,
+    spec_from_param_groups,
+)
+from trajx.engine.trace_ops import FUNCTION_HANDLERS, METHOD_HANDLERS, MODULE_HANDLERS, Handler
+from trajx.errors import InvalidInput, UnsupportedModel
+
+PARAM = "param:"
+
+
+def _op_name(node: fx.Node, module: nn.Module | None) -> str:
+    if node.op == "call_module":
+        return f"{type(module).__module__}.{type(module).__qualname__}"
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    return _get_qualified_name(node.target)
+
+
+def _contains_tensor(value: Any) -> bool:
+    return any(isinstance(leaf, torch.Tensor) for leaf in tree_leaves(value))
+
+
+class _AxisTracer(fx.Interpreter):
+    """Runs the graph and records every op's links into `self.axes`.
+
+    With `opaque_unsupported`, an op without a handler fixes every axis it touches
+    instead of being refused (used only when an explicit spec completes the model).
+    """
+
+    def __init__(self, module: fx.GraphModule, state_keys: Sequence[str], opaque_unsupported: bool) -> None:
+        super().__init__(module)
+        self.axes = AxisUnion()
+        self._refs: dict[fx.Node, TensorRef] = {}
+        self._state_keys = set(state_keys)
+        self._opaque = opaque_unsupported
+        named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+        self._shapes: dict[str, tuple[int, ...]] = {PARAM + n: tuple(t.shape) for n, t in named}
+
+    def run_node(self, node: fx.Node) -> Any:
+        value = super().run_node(node)
+        if isinstance(value, torch.Tensor):
+            self._refs[node] = TensorRef(f"node:{node.name}", tuple(value.shape))
+            self._shapes[self._refs[node].key] = tuple(value.shape)
+        self._record(node, value)
+        return value
+
+    def _record(self, node: fx.Node, value: Any) -> None:
+        out = self._refs.get(node)
+        if node.op == "placeholder":
+            self._apply(Links().fix_all(out) if out else Links())
+        elif node.op == "output":
+            self._apply(Links().fix_all(*self._call(node, None).tensors()))
+        elif node.op == "get_attr":
+            self._apply(self._get_attr_links(node, out))
+        else:
+            module = self.module.get_submodule(node.target) if node.op == "call_module" else None
+            call = self._call(node, module)
+            self._apply(self._op_links(node, module, call, value))
+
+    def _get_attr_links(self, node: fx.Node, out: TensorRef | None) -> Links:
+        if out is None:
+            return Links()
+        if node.target not in self._state_keys:  # a constant tensor: nothing to permute
+            return Links().fix_all(out)
+        param = TensorRef(PARAM + node.target, out.shape)
+        links = Links()
+        for dim in range(out.ndim):
+            links.join(out.axis(dim), param.axis(dim))
+        return links
+
+    def _op_links(self, node: fx.Node, module: nn.Module | None, call: Call, value: Any) -> Links:
+        handler = self._handler(node, module)
+        if call.out is None and _contains_tensor(value):
+            handler = None  # an op returning several tensors: none is understood
+        if call.out is None and not call.tensors():
+            return Links()  # arithmetic on sizes and other plain Python values
+        if handler is None:
+            if self._opaque:
+                return Links().fix_all(*call.tensors(), *([call.out] if call.out else []))
+            op = _op_name(node, module)
+            where = f" (module {node.target!r})" if module is not None else ""
+            raise UnsupportedModel(
+                f"cannot derive a permutation spec: no rule for op {op} at node {node.name!r}{where}; "
+                "give an explicit permutation_spec for this model",
+                code="unsupported_op", op=op, node=node.name,
+            )
+        try:
+            return handler(call)
+        except UnsupportedModel as exc:
+            op = _op_name(node, module)
+            raise UnsupportedModel(
+                f"cannot derive a permutation spec at node {node.name!r} ({op}): {exc.details.get('reason', exc)}",
+                code="unsupported_op", op=op, node=node.name,
+            ) from None
+
+    def _handler(self, node: fx.Node, module: nn.Module | None) -> Handler | None:
+        if node.op == "call_module":
+            return MODULE_HANDLERS.get(type(module))
+        if node.op == "call_method":
+            return METHOD_HANDLERS.get(node.target)
+        return FUNCTION_HANDLERS.get(node.target)
+
+    def _call(self, node: fx.Node, module: nn.Module | None) -> Call:
+        def convert(value: Any) -> Any:
+            if isinstance(value, fx.Node):
+                return self._refs.get(value, self.env.get(value))
+            if isinstance(value, (list, tuple)):
+                return type(value)(convert(v) for v in value)
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, slice):
+                return slice(convert(value.start), convert(value.stop), convert(value.step))
+            return value
+
+        return Call(self._refs.get(node), convert(node.args), convert(node.kwargs), module,
+                    node.target if module is not None else "")
+
+    def _apply(self, links: Links) -> None:
+        for a, b in links.same:
+            self._join(a, b, 1)
+        for a, b, repeat in links.blocks:
+            self._join(a, b, repeat)
+        for endpoint in links.fixed:
+            self._register(endpoint)
+            self.axes.fix(endpoint)
+
+    def _join(self, a: Endpoint, b: Endpoint, repeat: int) -> None:
+        self._register(a)
+        self._register(b)
+        if self.axes.size(a) != self.axes.size(b) * repeat:
+            raise UnsupportedModel(
+                f"axes {a} (size {self.axes.size(a)}) and {b} (size {self.axes.size(b)}) "
+                f"cannot share units {repeat} times: the op does not act as its rule expects",
+                code="unsupported_op", op="?", node=a[0],
+            )
+        self.axes.join(a, b, repeat)
+
+    def _register(self, endpoint: Endpoint) -> None:
+        key, dim = endpoint
+        if endpoint in self.axes:
+            return
+        is_param = key.startswith(PARAM)
+        self.axes.add(endpoint, self._shapes[key][dim], in_graph=not is_param)
+        if is_param and key[len(PARAM):] not in self._state_keys:  # a non-persistent buffer
+            self.axes.fix(endpoint)
+
+    def join_aliases(self, aliases: Sequence[Sequence[str]]) -> None:
+        """Tie the axes of state-dict names that hold one tensor (tied weights)."""
+        for names in aliases:
+            first, *rest = names
+            for name in rest:
+                for dim in range(len(self._shapes[PARAM + name])):
+                    self._join((PARAM + first, dim), (PARAM + name, dim), 1)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types for data-dependent control flow
+        raise UnsupportedModel(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); "
+            "give an explicit permutation_spec",
+            code="untraceable", op="symbolic_trace", node=type(model).__name__,
+        ) from exc
+
+
+def _aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    by_tensor: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():
+        if tensor.numel():
+            key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+            by_tensor.setdefault(key, []).append(name)
+    return [names for names in by_tensor.values() if len(names) > 1]
+
+
+def _groups_from_axes(axes: AxisUnion, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str | None, ...]]:
+    """`param -> group reference per axis`, groups named after their first parameter axis."""
+    names: dict[Endpoint, str] = {}
+    refs: dict[str, tuple[str | None, ...]] = {}
+    for param, shape in shapes.items():
+        entry: list[str | None] = []
+        for dim in range(len(shape)):
+            endpoint = (PARAM + param, dim)
+            if endpoint not in axes:
+                entry.append(None)
+                continue
+            root, repeat = axes.find(endpoint)
+            if axes.is_fixed(root) or not axes.in_graph(root) or axes.size(root) == 1:
+                entry.append(None)
+                continue
+            name = names.setdefault(root, f"P_{param}_{dim}")
+            entry.append(name if repeat == 1 else f"{name}*{repeat}")
+        refs[param] = tuple(entry)
+    return refs
+
+
+def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
+                        opaque_unsupported: bool = False) -> dict[str, tuple[str | None, ...]]:
+    """Trace `model` on `example_input`: `state-dict name -> group reference per axis`.
+
+    No self-check (see `derive_spec`). Raises UnsupportedModel (code "unsupported_op"
+    naming op and node, or "untraceable").
+    """
+    state = model.state_dict()
+    graph = _trace(model)
+    tracer = _AxisTracer(graph, list(state), opaque_unsupported)
+    was_training = model.training
+    graph.eval()  # BatchNorm must not update its running statistics while we trace
+    try:
+        with torch.no_grad():
+            tracer.run(example_input)
+    finally:
+        graph.train(was_training)
+    tracer.join_aliases(_aliases(state))
+    return _groups_from_axes(tracer.axes, {k: tuple(v.shape) for k, v in state.items()})
+
+
+def derive_spec(model: nn.Module, example_input: torch.Tensor,
+                explicit: Mapping[str, Sequence[str | None]] | None = None, *,
+                generator: torch.Generator | None = None) -> PermutationSpec:
+    """The permutation spec of `model`, derived by tracing and proven by `check_spec`.
+
+    `explicit` (`state-dict name -> group per axis`, the job spec's JSON) overrides the
+    derived entries it names; when given, an op tracing cannot handle fixes the axes
+    it touches instead of being refused, so the explicit spec can complete the model.
+    Raises UnsupportedModel ("unsupported_op", "untraceable", "spec_self_check_failed")
+    and InvalidInput ("invalid_permutation_spec") for a malformed explicit spec.
+    """
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    refs = derive_param_groups(model, example_input, opaque_unsupported=explicit is not None)
+    if explicit is not None:
+        refs = merge_explicit(refs, explicit, shapes)
+    try:
+        spec = spec_from_param_groups(refs, shapes)
+    except ValueError as exc:
+        raise InvalidInput(f"permutation_spec: {exc}", code="invalid_permutation_spec") from None
+    check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
+    return spec
+
+
+def _randomized_state(state: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Float64 copies of `state` with every unit made distinct (a fresh LayerNorm is all ones,
+    BatchNorm statistics are 0 and 1: a wrong permutation of them would go unnoticed)."""
+    out = {}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            out[name] = tensor
+            continue
+        value = tensor.detach().double()
+        noise = torch.randn(value.shape, generator=generator, dtype=torch.float64).to(value.device)
+        if bool((value > 0).all()):  # scales and variances stay positive
+            value = value * torch.exp(0.2 * noise)
+        else:
+            spread = float(value.std()) if value.numel() > 1 and float(value.std()) > 0 else 0.1
+            value = value + 0.5 * spread * noise
+        out[name] = value
+    return out
+
+
+def _non_identity(size: int, generator: torch.Generator) -> torch.Tensor:
+    perm = torch.randperm(size, generator=generator)
+    if size > 1 and bool((perm == torch.arange(size)).all()):
+        perm = torch.roll(perm, 1)
+    return perm
+
+
+def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Tensor,
+               generator: torch.Generator, atol: float = 1e-7) -> None:
+    """Prove `spec` on `model`: outputs must not change when any group is permuted.
+
+    Runs in float64 and eval mode on randomized parameters, permuting each group alone
+    (a random non-identity permutation drawn from `generator`), then all at once.
+    Raises UnsupportedModel(code="spec_self_check_failed") naming the group that broke
+    invariance and the largest output change (relative to the output scale).
+    """
+    state = _randomized_state(model.state_dict(), generator)
+    x = example_input.double() if example_input.is_floating_point() else example_input
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            reference = [t.double() for t in tree_leaves(functional_call(model, state, (x,)))]
+            scale = max(1.0, *(float(t.abs().max()) for t in reference if t.numel()))
+            identity = spec.identity()
+            trials = [(g.name, {**identity, g.name: _non_identity(g.size, generator)}) for g in spec.groups]
+            if len(spec.groups) > 1:
+                trials.append(("all groups at once", {g.name: _non_identity(g.size, generator) for g in spec.groups}))
+            for label, perm in trials:
+                outputs = tree_leaves(functional_call(model, apply_permutation(spec, perm, state), (x,)))
+                error = max((float((o.double() - r).abs().max()) for o, r in zip(outputs, reference) if r.numel()),
+                            default=0.0)
+                if error > atol * scale:
+                    raise UnsupportedModel(
+                        f"permutation spec self-check failed: permuting group {label!r} changed the "
+                        f"model's output by {error:.3g} (output scale {scale:.3g})",
+                        code="spec_self_check_failed", group=label, max_error=error,
+                    )
+    finally:
+        model.train(was_training)
