@@ -1,0 +1,105 @@
+"""Dispatchers and the recovery sweep against the real local Redis (a database of its own)."""
+
+import base64
+import json
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import redis
+
+from app.models import utcnow
+from tests.worker.factories import event_types, load_job, make_job
+from worker.celery_app import RUN_JOB_TASK
+from worker.dispatchers import DISPATCH_MARKER, CeleryDispatcher
+from worker.recovery import sweep
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+CPU_SPEC = {"kind": "transfer", "arch": {"name": "mlp"}, "source": ["a", "b"], "targets": [{"seed": 1}],
+            "train_data": "d", "params": {"device": "cpu"}}
+
+
+@pytest.fixture
+def broker() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def celery_settings(settings):
+    return settings.model_copy(update={"broker_url": REDIS_URL, "dispatcher": "celery"})
+
+
+def _queued_job_ids(broker: redis.Redis, queue: str) -> list[str]:
+    """Job ids in the kombu Redis list `queue`, checking each message is JSON `run_job(id)`."""
+    ids = []
+    for raw in broker.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        assert message["content-type"] == "application/json"
+        assert message["headers"]["task"] == RUN_JOB_TASK
+        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        assert kwargs == {} and len(args) == 1
+        ids.append(args[0])
+    return ids
+
+
+def test_celery_dispatch_sends_only_the_job_id_to_its_queue(celery_settings, tenant_id, broker):
+    gpu_job = make_job(celery_settings, tenant_id)
+    cpu_job = make_job(celery_settings, tenant_id, spec=CPU_SPEC)
+    dispatcher = CeleryDispatcher(celery_settings)
+    dispatcher.dispatch(gpu_job)
+    dispatcher.dispatch(cpu_job)
+    assert _queued_job_ids(broker, "gpu") == [gpu_job]
+    assert _queued_job_ids(broker, "cpu") == [cpu_job]
+    assert dispatcher.is_pending(gpu_job) and broker.ttl(DISPATCH_MARKER.format(job_id=gpu_job)) > 3600
+
+
+def test_dispatch_with_the_broker_down_leaves_the_job_to_recovery(celery_settings, tenant_id):
+    down = celery_settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    job_id = make_job(down, tenant_id)
+    CeleryDispatcher(down).dispatch(job_id)  # logs, does not raise
+    assert load_job(down, job_id).status == "queued"
+
+
+def test_sweep_resends_lost_and_stale_jobs_and_fails_exhausted_ones(celery_settings, tenant_id, broker):
+    settings = celery_settings
+    dispatcher = CeleryDispatcher(settings)
+    stale = utcnow() - timedelta(seconds=settings.stale_seconds + 5)
+    lost = make_job(settings, tenant_id, age_seconds=60)  # its message vanished with a Redis restart
+    in_broker = make_job(settings, tenant_id, age_seconds=60)
+    dispatcher.dispatch(in_broker)
+    young = make_job(settings, tenant_id)
+    dead_worker = make_job(settings, tenant_id, status="running", attempts=1, heartbeat_at=stale)
+    exhausted = make_job(settings, tenant_id, status="running", attempts=settings.max_attempts,
+                         heartbeat_at=stale)
+
+    result = sweep(settings, dispatcher, queued_grace_seconds=10)
+
+    assert sorted(result.redispatched) == sorted([lost, dead_worker])
+    assert result.failed == [exhausted]
+    assert sorted(_queued_job_ids(broker, "gpu")) == sorted([in_broker, lost, dead_worker])
+    assert young not in result.redispatched
+    assert event_types(settings, lost) == ["redispatched"]
+    assert load_job(settings, exhausted).error_code == "worker_lost"
+
+
+def test_the_api_process_never_imports_torch_with_either_dispatcher(sqlite_url, tmp_path):
+    script = f"""
+import sys
+from app.main import create_app
+from app.settings import Settings
+from worker import claim, dispatchers, recovery, webhooks
+for name in ("celery", "embedded"):
+    create_app(Settings(database_url={sqlite_url!r}, data_dir={str(tmp_path)!r}, dispatcher=name,
+                        storage_dir={str(tmp_path / 'artifacts')!r}))
+print(sorted(m for m in sys.modules if m.split(".")[0] == "torch")[:3])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
