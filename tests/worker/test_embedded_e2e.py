@@ -1,0 +1,66 @@
+"""End to end on the embedded default: `trajx serve` (SQLite, local files, embedded worker)."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
+from trajx.client import Client
+from trajx.demo.server import EmbeddedServer
+from trajx.demo.source import accuracy
+
+pytestmark = pytest.mark.slow
+
+FAST_RECOVERY = {"TRAJX_HEARTBEAT_SECONDS": "0.5", "TRAJX_STALE_SECONDS": "2"}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> DigitsFiles:
+    return write_digits_source(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[EmbeddedServer]:
+    with EmbeddedServer(tmp_path / "server", env=FAST_RECOVERY) as server:
+        yield server
+
+
+def test_digits_jobs_on_the_embedded_default(server, digits, tmp_path):
+    with Client(server.url, server.api_key) as client:
+        ids = digits.upload(client)
+        jobs = {m: client.create_job(digits_spec(ids, m)) for m in ("fgmt", "naive")}
+        done = {m: client.wait(job.id, timeout=120, poll_interval=0.1) for m, job in jobs.items()}
+        accuracies = {}
+        for method, job in done.items():
+            assert job.status == "succeeded", job.error
+            path = client.download(job.result["targets"][0]["last"], tmp_path / f"{method}.safetensors")
+            accuracies[method] = accuracy(load_file(path), digits.split)
+    assert accuracies["fgmt"] > accuracies["naive"] + 0.2, accuracies
+
+
+def test_restarting_the_server_mid_job_loses_nothing(digits, tmp_path):
+    data_dir = tmp_path / "server"
+    with EmbeddedServer(data_dir, env=FAST_RECOVERY) as server, Client(server.url, server.api_key) as client:
+        job = client.create_job(digits_spec(digits.upload(client), steps=150))
+        _wait_running(client, job.id)
+        port = server.port
+    # The whole process group (API and embedded worker) is gone; the job row stays `running`.
+    with EmbeddedServer(data_dir, port=port, env=FAST_RECOVERY) as server, \
+            Client(server.url, server.api_key) as client:
+        job = client.wait(job.id, timeout=120, poll_interval=0.2)
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2
+
+
+def _wait_running(client: Client, job_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get_job(job_id)
+        if job.status == "running" and (job.progress.step or 0) >= 1:
+            return
+        assert not job.done, job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never started")
