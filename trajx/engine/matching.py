@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trajx.engine.permspec import Permutation, PermutationSpec, StateDict
+from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, permute_axis
 from trajx.engine.solvers import break_ties, get_solver
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -200,7 +200,7 @@ def _permute_except(spec: PermutationSpec, perm: Permutation, name: str,
     # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
     for dim, group in enumerate(spec.param_groups.get(name, ())):
         if group is not None and dim != skip_dim:
-            stack = torch.index_select(stack, dim + 1, perm[group].to(stack.device))
+            stack = permute_axis(stack, dim + 1, perm[group], spec.repeat(name, dim))
     return stack
 
 
@@ -213,9 +213,11 @@ def _group_cost(spec: PermutationSpec, pairs: PairBank, perm: Permutation,
             continue
         target, source = pairs.pair_stacks(axis.param)
         source = _permute_except(spec, perm, axis.param, source, axis.dim)
-        # [pairs, ..., n, ...] -> [n, pairs * rest]: one matmul covers every pair.
-        a = target.movedim(axis.dim + 1, 0).reshape(target.shape[axis.dim + 1], -1)
-        b = source.movedim(axis.dim + 1, 0).reshape(source.shape[axis.dim + 1], -1)
+        # [pairs, ..., n, ...] -> [n, pairs * rest]: one matmul covers every pair. n is the
+        # group's unit count: a flattened axis holds each unit's block of features (repeat).
+        units = perm[group_name].numel()
+        a = target.movedim(axis.dim + 1, 0).reshape(units, -1)
+        b = source.movedim(axis.dim + 1, 0).reshape(units, -1)
         term = a.float() @ b.float().T
         cost = term if cost is None else cost + term
     return cost.double().cpu().numpy()
