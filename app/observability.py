@@ -75,8 +75,8 @@ class _DatabaseCollector:
         stored = GaugeMetricFamily("trajx_artifact_bytes_stored", "Bytes in the store (each blob once)")
         with self.sessions() as session:
             counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            blobs = select(Artifact.sha256, Artifact.size).where(Artifact.deleted_at.is_(None)).distinct()
-            total = session.scalar(select(func.coalesce(func.sum(blobs.c.size), 0)).select_from(blobs.subquery()))
+            blobs = select(Artifact.sha256, Artifact.size).where(Artifact.deleted_at.is_(None)).distinct().subquery()
+            total = session.scalar(select(func.coalesce(func.sum(blobs.c.size), 0)))
         for status in JOB_STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         stored.add_metric([], total or 0)
@@ -116,6 +116,6 @@ class RequestMiddleware:
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(scope["method"], route).observe(elapsed)
             access_log.info("%s %s %d", scope["method"], scope["path"], status, extra={
-                "method": scope["method"], "path": scope["path"], "route": route, "status": status,
+                "request_id": request_id, "method": scope["method"], "path": scope["path"], "route": route, "status": status,
                 "duration_ms": round(elapsed * 1000, 2)})
             request_id_var.reset(token)

@@ -1,0 +1,63 @@
+"""Ops endpoints, request ids, metrics, and the API process staying free of torch."""
+
+import json
+import logging
+import subprocess
+import sys
+
+from app.observability import JsonFormatter
+from tests.api.factories import mlp_checkpoint
+from tests.api.helpers import upload
+
+
+def test_health_and_readiness(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {"status": "ready", "database": "ok", "storage": "ok"}
+
+
+def test_readiness_fails_with_a_problem_when_the_database_is_gone(settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    unreachable = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:9/none"})
+    with TestClient(create_app(unreachable)) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["code"] == "database_unavailable"
+        assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_count_requests_jobs_and_bytes(api, tenant):
+    content = mlp_checkpoint()
+    upload(api, tenant, content)
+    upload(api, tenant, content, name="same-bytes.safetensors")
+    text = api.get("/metrics").text
+    assert f"trajx_artifact_bytes_stored {float(len(content))}" in text
+    assert 'trajx_jobs{status="queued"} 0.0' in text
+    assert 'trajx_http_requests_total{method="POST",route="/v1/artifacts",status="201"} 2.0' in text
+
+
+def test_request_id_is_echoed_and_logged_as_json(api, caplog):
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        response = api.get("/healthz", headers={"X-Request-ID": "req-123"})
+    assert response.headers["x-request-id"] == "req-123"
+    generated = api.get("/healthz").headers["x-request-id"]
+    assert len(generated) == 32
+    access = next(r for r in caplog.records if r.name == "app.access")
+    line = json.loads(JsonFormatter().format(access))
+    assert line["request_id"] == "req-123" and line["status"] == 200 and line["route"] == "/healthz"
+
+
+def test_unknown_route_and_method_are_problems(api):
+    missing = api.get("/v1/nothing")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    assert set(missing.json()) >= {"type", "title", "status", "detail", "code"}
+    wrong_method = api.put("/v1/jobs")
+    assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
+
+
+def test_api_process_never_imports_torch():
+    code = ("import sys; import app.main; app.main.create_app; import app.admin, app.migrate, app.artifacts; "
+            "print('torch' in sys.modules, 'safetensors' in sys.modules, 'numpy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False", "False"]
