@@ -1,0 +1,145 @@
+"""Job execution benchmarks: dispatch latency and service overhead. Prints a table.
+
+    .venv/bin/python bench/bench_jobs.py [--jobs 15] [--long-steps 400]
+
+Runs a real stack on this machine (PostgreSQL database of its own, Redis db 12, API
+under uvicorn, `celery worker -c 1`, recovery loop) and measures:
+
+1. POST /v1/jobs -> engine start: from just before the POST to the job's `started`
+   event (written by the worker right before it calls `trajx.runner.execute`), over
+   `--jobs` tiny digits jobs submitted one after another. Median and p90.
+2. A job of >= 10 s through the service (POST to finished, as a polling client sees
+   it) against the same spec run in-process by the local runner (`trajx.runner.execute`,
+   what `trajx run` calls), both on the CPU.
+"""
+
+import argparse
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+import torch
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.admin import create_api_key, create_tenant  # noqa: E402
+from app.db import make_engine, make_session_factory, session_scope  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.worker.digits import digits_spec, write_digits_source  # noqa: E402
+from tests.worker.services import api_server, celery_worker, recovery_loop  # noqa: E402
+from trajx.client import Client  # noqa: E402
+from trajx.runner import execute  # noqa: E402
+from trajx.spec import parse_job_spec  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+def _database() -> tuple[str, callable]:
+    name = f"trajx_bench_{secrets.token_hex(4)}"
+    admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+
+    def drop() -> None:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    return url, drop
+
+
+def _started_at(client: Client, job_id: str) -> float:
+    started = next(e for e in client.events(job_id) if e.type == "started")
+    return started.created_at.timestamp()
+
+
+def dispatch_latencies(client: Client, ids: dict[str, str], jobs: int) -> list[float]:
+    """Seconds from POST to engine start for `jobs` tiny jobs, one at a time."""
+    latencies = []
+    for _ in range(jobs + 1):
+        posted = time.time()
+        job = client.create_job(digits_spec(ids, steps=1))
+        client.wait(job.id, timeout=60, poll_interval=0.05, max_interval=0.1)
+        latencies.append(_started_at(client, job.id) - posted)
+    return latencies[1:]  # the first job warms the API's connections
+
+
+def service_seconds(client: Client, spec: dict) -> tuple[float, float]:
+    """(client-observed POST -> finished, worker-side started -> finished) for one job."""
+    posted = time.monotonic()
+    job = client.create_job(spec)
+    job = client.wait(job.id, timeout=600, poll_interval=0.1, max_interval=0.2)
+    wall = time.monotonic() - posted
+    assert job.status == "succeeded", job.error
+    return wall, (job.finished_at - job.started_at).total_seconds()
+
+
+def local_seconds(files, steps: int, grad_batches: int) -> float:
+    """The same spec, on the local files, run in-process by the local runner."""
+    paths = {"theta0": files.theta0, "thetaT": files.theta_t, "train": files.train, "heldout": files.heldout}
+    spec = digits_spec({role: str(path) for role, path in paths.items()}, steps=steps, grad_batches=grad_batches)
+    with tempfile.TemporaryDirectory() as out:
+        started = time.monotonic()
+        execute(parse_job_spec(spec), resolve=Path, out_dir=Path(out))
+        return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=15)
+    parser.add_argument("--long-steps", type=int, default=400)
+    parser.add_argument("--grad-batches", type=int, default=4)
+    args = parser.parse_args()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    url, drop = _database()
+    try:
+        with tempfile.TemporaryDirectory(prefix="trajx-bench-") as tmp:
+            root = Path(tmp)
+            settings = Settings(database_url=url, data_dir=root, storage_dir=root / "artifacts",
+                                broker_url=REDIS_URL, dispatcher="celery", auto_migrate=False,
+                                create_local_key=False)
+            engine = make_engine(url)
+            with session_scope(make_session_factory(engine)) as session:
+                create_tenant(session, "bench")
+                key = create_api_key(session, "bench")
+            engine.dispose()
+            files = write_digits_source(root / "source")
+            with recovery_loop(settings, root, interval=5, grace=30), celery_worker(settings, root), \
+                    api_server(settings, root) as api, Client(api.url, key) as client:
+                ids = files.upload(client)
+                latencies = dispatch_latencies(client, ids, args.jobs)
+                long_spec = digits_spec(ids, steps=args.long_steps, grad_batches=args.grad_batches)
+                service_wall, worker_side = service_seconds(client, long_spec)
+            local = local_seconds(files, args.long_steps, args.grad_batches)
+    finally:
+        drop()
+    _print(latencies, service_wall, worker_side, local, args)
+
+
+def _print(latencies, service_wall, worker_side, local, args) -> None:
+    table = Table(title="trajx job execution (PostgreSQL + Redis + 1 Celery worker, CPU)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("goal", justify="right")
+    ms = sorted(x * 1000 for x in latencies)
+    table.add_row(f"POST -> engine start, median of {len(ms)}", f"{statistics.median(ms):.0f} ms", "< 250 ms")
+    table.add_row("POST -> engine start, p90 / max", f"{ms[int(0.9 * (len(ms) - 1))]:.0f} / {ms[-1]:.0f} ms", "")
+    table.add_row(f"long job (T={args.long_steps}, G={args.grad_batches}) local runner", f"{local:.2f} s", ">= 10 s")
+    table.add_row("same job through the service, POST -> done", f"{service_wall:.2f} s", "")
+    table.add_row("  of which worker started -> finished", f"{worker_side:.2f} s", "")
+    table.add_row("service overhead vs local", f"{(service_wall / local - 1) * 100:+.1f} %", "<= +10 %")
+    table.caption = f"torch threads {torch.get_num_threads()}; one machine, loopback"
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
