@@ -30,15 +30,16 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.admin import create_api_key, create_tenant  # noqa: E402
-from app.db import make_engine, make_session_factory, session_scope  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from tests.worker.digits import digits_spec, write_digits_source  # noqa: E402
-from tests.worker.services import api_server, celery_worker, recovery_loop  # noqa: E402
-from trajx.client import Client  # noqa: E402
-from trajx.runner import execute  # noqa: E402
-from trajx.spec import parse_job_spec  # noqa: E402
+from trajx.runner import execute
+
+from app.admin import create_api_key, create_tenant
+from app.db import make_engine, make_session_factory, session_scope
+from app.migrate import upgrade
+from app.settings import Settings
+from tests.worker.digits import digits_spec, write_digits_source
+from tests.worker.services import api_server, celery_worker, recovery_loop
+from trajx.client import Client
+from trajx.spec import parse_job_spec
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

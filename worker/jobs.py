@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from trajx.runner import RunProgress, execute
 
 from app.artifacts import create_artifact_from_file
 from app.models import Artifact, Job
 from app.settings import Settings, get_settings
 from trajx.errors import Cancelled, InvalidInput, TrajxError
-from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat
 from worker.context import WorkerContext, worker_context

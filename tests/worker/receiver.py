@@ -23,7 +23,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 headers = dict(self.headers.items())
                 verified = None if secret is None else _verifies(secret, body, headers)

@@ -77,7 +77,8 @@ def _admin_session():
 @admin.command("create-tenant")
 def create_tenant(name: str = typer.Argument(..., help="unique tenant name")) -> None:
     """Create a tenant and print its id."""
-    from app.admin import AdminError, create_tenant as create
+    from app.admin import AdminError
+    from app.admin import create_tenant as create
     from app.db import session_scope
 
     try:
