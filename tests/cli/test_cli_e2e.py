@@ -1,0 +1,185 @@
+"""The `trajx` remote commands end to end against a real embedded server.
+
+Exit codes: 0 success, 1 job failed, 2 usage/invalid input, 3 cancelled, 4 wait
+timed out, 5 server unreachable; `--json` puts exactly one document on stdout.
+"""
+
+import hashlib
+import json
+import pickle
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.cli.conftest import write_spec
+from trajx.client import Client
+from trajx.demo.server import free_port
+
+GITHUB_RUN = {"GITHUB_RUN_ID": "987", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "transfer", "GITHUB_ACTION": "submit"}
+
+
+def test_submit_wait_download_succeeds_with_github_outputs(cli, inputs_dir, tmp_path):
+    spec = write_spec(tmp_path, inputs_dir)
+    outputs, summary = tmp_path / "gh-output", tmp_path / "gh-summary"
+
+    result = cli("submit", str(spec), "--wait", "--timeout", "90", "--download", "results", "--json",
+                 env={"GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary)})
+
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    job = doc["job"]
+    assert job["status"] == "succeeded"
+    assert set(doc["uploaded"]) == {"source[0]", "source[1]", "train_data"}
+    assert job["spec"]["source"] == [doc["uploaded"]["source[0]"], doc["uploaded"]["source[1]"]]
+    last = load_file(tmp_path / "results" / "target-0" / "last.safetensors")
+    assert set(last) == set(load_file(inputs_dir / "theta0.safetensors"))
+    assert json.loads((tmp_path / "results" / "report.json").read_text())
+    written = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert written["job-id"] == job["id"] and written["status"] == "succeeded"
+    assert json.loads(written["artifact-ids"])["target-0/last.safetensors"] == job["result"]["targets"][0]["last"]
+    assert job["id"] in summary.read_text()
+
+
+def test_invalid_spec_is_refused_locally_with_exit_2(cli, inputs_dir, tmp_path):
+    spec = write_spec(tmp_path, inputs_dir, mehtod="fgmt")  # a typo'd field
+
+    result = cli("submit", str(spec), "--json")
+
+    assert result.code == 2
+    assert result.json()["error"]["code"] == "invalid_local_input"
+    assert "mehtod" in result.json()["error"]["detail"]
+
+
+def test_problem_answer_from_server_exits_2_with_its_code(cli, inputs_dir, tmp_path):
+    spec = write_spec(tmp_path, inputs_dir, train_data="art_" + "0" * 32)
+
+    result = cli("submit", str(spec), "--json")
+
+    assert result.code == 2
+    error = result.json()["error"]
+    assert error["status"] == 422 and error["code"]
+    assert "train_data" in json.dumps(error)
+
+
+def test_job_failing_on_the_worker_exits_1(cli, inputs_dir, tmp_path):
+    spec = write_spec(tmp_path, inputs_dir, train_data=str(inputs_dir / "bad_targets.safetensors"))
+
+    result = cli("submit", str(spec), "--wait", "--timeout", "90", "--json")
+
+    assert result.code == 1, result.stderr
+    job = result.json()["job"]
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "target_out_of_range"
+
+
+def test_wait_timeout_exits_4_then_cancel_and_wait_exits_3(cli, inputs_dir, tmp_path):
+    long_params = {"steps": 1000, "batch_size": 64, "grad_batches": 20, "device": "cpu"}
+    spec = write_spec(tmp_path, inputs_dir, params=long_params)
+
+    timed_out = cli("submit", str(spec), "--wait", "--timeout", "1", "--json")
+
+    assert timed_out.code == 4, timed_out.stderr
+    doc = timed_out.json()
+    assert doc["error"]["code"] == "wait_timeout"
+    job_id = doc["job"]["id"]
+    assert cli("cancel", job_id, "--json").code == 0
+    waited = cli("wait", job_id, "--timeout", "60", "--json")
+    assert waited.code == 3, waited.stderr
+    assert waited.json()["job"]["status"] == "cancelled"
+
+
+def test_retried_ci_step_reattaches_to_the_same_job(cli, inputs_dir, tmp_path):
+    spec = write_spec(tmp_path, inputs_dir, targets=[{"seed": 7}])
+
+    first = cli("submit", str(spec), "--json", env=GITHUB_RUN)
+    retried = cli("submit", str(spec), "--json", env=GITHUB_RUN)
+    next_attempt = cli("submit", str(spec), "--json", env={**GITHUB_RUN, "GITHUB_RUN_ATTEMPT": "2"})
+
+    assert first.code == retried.code == next_attempt.code == 0
+    assert first.json()["job"]["id"] == retried.json()["job"]["id"]
+    assert next_attempt.json()["job"]["id"] != first.json()["job"]["id"]
+    explicit = [cli("submit", str(spec), "--json", "--idempotency-key", "fixed-key").json()["job"]["id"]
+                for _ in range(2)]
+    assert explicit[0] == explicit[1]
+
+
+def _uploaded_blob(server, tmp_path):
+    blob = tmp_path / "blob.safetensors"
+    save_file({"w": torch.arange(600_000, dtype=torch.float32)}, str(blob))
+    with Client(server.url, server.api_key) as client:
+        return blob, client.upload(blob)
+
+
+def test_download_resumes_a_partial_file_and_verifies_it(cli, server, tmp_path):
+    blob, artifact = _uploaded_blob(server, tmp_path)
+    data = blob.read_bytes()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "blob.safetensors.part").write_bytes(data[: len(data) // 3])
+
+    result = cli("download", artifact.id, "--out", "out", "--json")
+
+    assert result.code == 0, result.stderr
+    got = (tmp_path / "out" / "blob.safetensors").read_bytes()
+    assert hashlib.sha256(got).hexdigest() == artifact.sha256
+    assert not (tmp_path / "out" / "blob.safetensors.part").exists()
+
+
+def test_download_with_a_corrupt_partial_file_fails_verification(cli, server, tmp_path):
+    blob, artifact = _uploaded_blob(server, tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "blob.safetensors.part").write_bytes(b"\0" * 1000)  # not the artifact's first bytes
+
+    result = cli("download", artifact.id, "--out", "out", "--json")
+
+    assert result.code == 5
+    assert result.json()["error"]["code"] == "checksum_mismatch"
+    assert not (tmp_path / "out" / "blob.safetensors").exists()
+    assert not (tmp_path / "out" / "blob.safetensors.part").exists()
+
+
+class _Marker:
+    """Unpickled unsafely, this would create the marker file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_upload_converts_a_state_dict_and_refuses_a_malicious_pickle(cli, tmp_path):
+    torch.save({"fc.weight": torch.randn(3, 2)}, tmp_path / "good.pt")
+    marker = tmp_path / "executed"
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"fc.weight": _Marker(marker)}, f)
+
+    good = cli("upload", "good.pt", "--json")
+    evil = cli("upload", "evil.pt", "--json")
+
+    assert good.code == 0, good.stderr
+    assert good.json()["data"][0]["name"] == "good.safetensors"
+    assert good.json()["data"][0]["tensors"] == [{"name": "fc.weight", "dtype": "F32", "shape": [3, 2]}]
+    assert evil.code == 2
+    assert "evil.pt" in evil.json()["error"]["detail"]
+    assert not marker.exists()
+
+
+def test_wrong_api_key_exits_2_and_unreachable_server_exits_5(cli):
+    denied = cli("jobs", "--json", "--api-key", "trx_not_a_key")
+    unreachable = cli("jobs", "--json", "--url", f"http://127.0.0.1:{free_port()}")
+
+    assert denied.code == 2 and denied.json()["error"]["status"] == 401
+    assert unreachable.code == 5 and unreachable.json()["error"]["code"] == "server_unreachable"
+
+
+def test_listing_commands_print_one_document(cli, server, inputs_dir, tmp_path):
+    spec = write_spec(tmp_path, inputs_dir, targets=[{"seed": 11}])
+    job_id = cli("submit", str(spec), "--json").json()["job"]["id"]
+
+    listed = cli("jobs", "--json")
+    status = cli("status", job_id, "--json")
+    events = cli("events", job_id, "--json")
+
+    assert job_id in [job["id"] for job in listed.json()["data"]]
+    assert status.json()["job"]["id"] == job_id
+    assert events.json()["data"][0]["type"] == "created"
