@@ -98,7 +98,7 @@ def parse_config(name: str, config: dict[str, Any] | BaseModel) -> BaseModel:
         return entry.config_model.model_validate(config)
     except ValidationError as exc:
         problems = [
-            {"field": "arch.config." + ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            {"field": ".".join(["arch.config", *(str(p) for p in err["loc"])]), "message": err["msg"]}
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
