@@ -46,7 +46,7 @@ def cli(server, tmp_path):
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "TRAJX_"))}
         environ.update({"TRAJX_URL": server.url, "TRAJX_API_KEY": server.api_key, **(env or {})})
         done = subprocess.run([*trajx_command(), *args], cwd=tmp_path, env=environ, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, check=False)
         return CliResult(done.returncode, done.stdout, done.stderr)
     return run
 

@@ -125,7 +125,7 @@ def test_download_resumes_a_partial_file_and_verifies_it(cli, server, tmp_path):
 
 
 def test_download_with_a_corrupt_partial_file_fails_verification(cli, server, tmp_path):
-    blob, artifact = _uploaded_blob(server, tmp_path)
+    _, artifact = _uploaded_blob(server, tmp_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "blob.safetensors.part").write_bytes(b"\0" * 1000)  # not the artifact's first bytes
 

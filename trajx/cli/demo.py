@@ -1,7 +1,7 @@
 """`trajx demo`: the service end to end on this machine (embedded default, digits MLP)."""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,7 +11,7 @@ from trajx.cli.app import app
 @app.command()
 def demo(seeds: Annotated[list[int], typer.Option("--seed", help="Target seeds (repeat the option).")] = [1, 2, 3],  # noqa: B006
          steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="T, points on the trajectory.")] = 30,
-         data_dir: Annotated[Optional[Path], typer.Option(
+         data_dir: Annotated[Path | None, typer.Option(
              "--data-dir", help="Keep source, server data and results here (default: a temp dir).")] = None) -> None:
     """Start `trajx serve`, train a source MLP on digits, transfer it to new seeds (Naive, FGMT), print a table."""
     from trajx.demo.run import run_demo  # torch loads here, not when the CLI starts

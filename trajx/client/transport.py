@@ -1,9 +1,9 @@
 """One HTTP session to the API: auth header, retries with backoff, problem+json errors."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 

@@ -22,7 +22,14 @@ from safetensors.torch import load_file, save_file
 from trajx.cli.remote.watch import JobWatcher
 from trajx.client import Client, Job
 from trajx.demo.server import EmbeddedServer
-from trajx.demo.source import ARCH, MLP_CONFIG, DigitsSplit, accuracy, load_digits_split, train_source
+from trajx.demo.source import (
+    ARCH,
+    MLP_CONFIG,
+    DigitsSplit,
+    accuracy,
+    load_digits_split,
+    train_source,
+)
 from trajx.engine.zoo import init_state_dict
 
 

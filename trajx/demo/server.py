@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -84,7 +85,7 @@ class EmbeddedServer:
             os.killpg(pgid, signal.SIGKILL)
             self._process.wait()
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

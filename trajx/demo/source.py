@@ -44,8 +44,8 @@ def load_digits_split(seed: int = 0, held_out: float = 0.2) -> DigitsSplit:
     digits = load_digits()
     x_train, x_eval, y_train, y_eval = train_test_split(
         digits.data / 16.0, digits.target, test_size=held_out, random_state=seed, stratify=digits.target)
-    as_inputs = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    as_targets = lambda a: torch.as_tensor(a, dtype=torch.int64)  # noqa: E731
+    as_inputs = lambda a: torch.as_tensor(a, dtype=torch.float32)
+    as_targets = lambda a: torch.as_tensor(a, dtype=torch.int64)
     return DigitsSplit(as_inputs(x_train), as_targets(y_train), as_inputs(x_eval), as_targets(y_eval))
 
 

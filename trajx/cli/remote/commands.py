@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,14 +21,14 @@ from trajx.client import Client, ClientError, InvalidLocalInput, Job, WaitTimeou
 from trajx.client.ci import default_idempotency_key, write_github_outputs
 from trajx.client.specfiles import upload_local_file, upload_spec_files
 
-UrlOpt = Annotated[Optional[str], typer.Option(
+UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="TRAJX_URL", show_envvar=True, help="Server URL (default: http://127.0.0.1:8000)")]
-KeyOpt = Annotated[Optional[str], typer.Option(
+KeyOpt = Annotated[str | None, typer.Option(
     "--api-key", envvar="TRAJX_API_KEY", show_envvar=True,
     help="API key (default: the embedded server's local key file)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, all else on stderr.")]
-TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", min=0, help="Give up waiting after S seconds (exit 4).")]
-DownloadOpt = Annotated[Optional[Path], typer.Option("--download", help="Download the results into DIR.")]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0, help="Give up waiting after S seconds (exit 4).")]
+DownloadOpt = Annotated[Path | None, typer.Option("--download", help="Download the results into DIR.")]
 
 
 @contextmanager
@@ -79,10 +79,10 @@ def upload(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=Fal
 def submit(spec_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="job spec JSON")],
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish.")] = False,
            timeout: TimeoutOpt = None, download: DownloadOpt = None,
-           idempotency_key: Annotated[Optional[str], typer.Option(
+           idempotency_key: Annotated[str | None, typer.Option(
                "--idempotency-key", help="Reattach to the job created with this key "
                "(default: derived from the CI run and the spec; none outside CI)")] = None,
-           webhook: Annotated[Optional[str], typer.Option("--webhook", help="URL to notify (signed).")] = None,
+           webhook: Annotated[str | None, typer.Option("--webhook", help="URL to notify (signed).")] = None,
            url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """Submit a job spec; local file paths in it are uploaded first and replaced by artifact ids."""
     with _session(url, api_key, json_out) as (client, out):
@@ -144,7 +144,7 @@ def download(ref: Annotated[str, typer.Argument(help="a job id (all its results)
 
 
 @app.command()
-def jobs(status_filter: Annotated[Optional[str], typer.Option("--status", help="Only jobs in this status.")] = None,
+def jobs(status_filter: Annotated[str | None, typer.Option("--status", help="Only jobs in this status.")] = None,
          limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 20,
          url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """List your jobs."""

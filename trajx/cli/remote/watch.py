@@ -1,5 +1,7 @@
 """Showing a job's progress on stderr while the client waits for it."""
 
+from typing import Self
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -15,7 +17,7 @@ class JobWatcher:
         self._task = None
         self._last_status: str | None = None
 
-    def __enter__(self) -> "JobWatcher":
+    def __enter__(self) -> Self:
         if self.console.is_terminal:
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=self.console, transient=True)
