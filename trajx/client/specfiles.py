@@ -62,7 +62,12 @@ def upload_spec_files(client: Client, spec: dict[str, Any], base_dir: Path) -> t
 
 
 def upload_local_file(client: Client, path: Path, scratch_dir: Path) -> Artifact:
-    """Upload one file, converting a `.pt`/`.pth` state dict to safetensors in `scratch_dir` first."""
+    """Upload one file, converting a `.pt`/`.pth` state dict to safetensors in `scratch_dir` first.
+
+    Raises InvalidLocalInput when `path` is not a readable file or not a convertible state dict.
+    """
+    if not path.is_file():
+        raise InvalidLocalInput(f"{path}: no such file")
     to_send = convert_state_dict(path, scratch_dir) if needs_conversion(path) else path
     return client.upload(to_send, name=to_send.name)
 

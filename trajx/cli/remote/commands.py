@@ -67,7 +67,7 @@ def _finish(out: Output, job: Job, downloads: dict[str, str] | None = None, **ex
 
 
 @app.command()
-def upload(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="safetensors or .pt/.pth files")],
+def upload(files: Annotated[list[Path], typer.Argument(help="safetensors or .pt/.pth files")],
            url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """Upload files as artifacts (skipped when the server has the bytes; .pt converted locally)."""
     with _session(url, api_key, json_out) as (client, out), tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +76,7 @@ def upload(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=Fal
 
 
 @app.command()
-def submit(spec_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="job spec JSON")],
+def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish.")] = False,
            timeout: TimeoutOpt = None, download: DownloadOpt = None,
            idempotency_key: Annotated[str | None, typer.Option(
@@ -88,7 +88,9 @@ def submit(spec_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False
     with _session(url, api_key, json_out) as (client, out):
         try:
             spec = json.loads(spec_file.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
+        except OSError as exc:
+            raise InvalidLocalInput(f"{spec_file}: cannot read the spec: {exc.strerror}") from exc
+        except ValueError as exc:  # also UnicodeDecodeError
             raise InvalidLocalInput(f"{spec_file}: not a JSON document: {exc}") from exc
         resolved, uploaded = upload_spec_files(client, spec, spec_file.parent)
         key = idempotency_key or default_idempotency_key(resolved)
