@@ -101,6 +101,25 @@ def finish(session: Session, claim: Claim, status: str, **values: Any) -> bool:
     return True
 
 
+def release(session: Session, claim: Claim) -> bool:
+    """Hand a running job back to the queue because this worker is shutting down cleanly.
+
+    The attempt is not counted (the job did nothing wrong); a job whose cancel was
+    requested ends `cancelled` instead. Commits; False if the claim was already lost.
+    """
+    owned_running = and_(_owned(claim), Job.cancel_requested.is_(False))
+    released = session.execute(
+        update(Job).where(owned_running)
+        .values(status="queued", attempts=Job.attempts - 1, worker_id=None, heartbeat_at=None)
+    ).rowcount == 1
+    if released:
+        add_event(session, claim.job_id, "released", {"worker_id": claim.worker_id})
+        session.commit()
+        return True
+    session.rollback()
+    return False
+
+
 def fail_exhausted(session: Session, stale_seconds: float, job_id: str | None = None) -> list[str]:
     """Fail stale running jobs that used all their attempts (`worker_lost`), and end stale
     `cancelling` jobs as `cancelled`. Limited to `job_id` if given. Returns the failed ids. Commits.

@@ -12,7 +12,10 @@ import fcntl
 import logging
 import os
 import select
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,26 +26,42 @@ from worker.context import worker_context
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+LOCK_RETRY_SECONDS = 0.5
 
 
 @contextmanager
-def exclusive(lock_path: Path):
-    """Hold an exclusive lock on `lock_path` (waits for the previous holder to exit)."""
+def exclusive(lock_path: Path, shutdown: threading.Event) -> Iterator[bool]:
+    """Hold an exclusive lock on `lock_path`, waiting for an earlier holder to exit.
+
+    Yields False (without the lock) if `shutdown` is set while waiting.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        yield
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if shutdown.wait(LOCK_RETRY_SECONDS):
+                    yield False
+                    return
+        yield True
 
 
-def run_pending(settings: Settings) -> int:
-    """Run every job claimable now, oldest first; returns how many this process ran."""
+def run_pending(settings: Settings, shutdown: threading.Event) -> int:
+    """Run every job claimable now, oldest first, until `shutdown`; returns how many ran."""
     from worker.jobs import run_job  # torch loads here, never in the parent API process
 
     ctx = worker_context(settings)
     with ctx.sessions() as session:
         fail_exhausted(session, settings.stale_seconds)
         job_ids = claimable_job_ids(session, settings.stale_seconds)
-    return sum(run_job(job_id, settings) is not None for job_id in job_ids)
+    ran = 0
+    for job_id in job_ids:
+        if shutdown.is_set():
+            break
+        ran += run_job(job_id, settings, shutdown) is not None
+    return ran
 
 
 def _wait_for_wake(fd: int | None, timeout: float) -> bool:
@@ -55,11 +74,20 @@ def _wait_for_wake(fd: int | None, timeout: float) -> bool:
 
 
 def serve(settings: Settings, parent_fd: int | None) -> None:
-    """Run jobs until the parent closes `parent_fd` (forever when it is None)."""
-    with exclusive(settings.data_dir / "embedded-worker.lock"):
+    """Run jobs until the parent closes `parent_fd` (forever when it is None) or SIGTERM.
+
+    On SIGTERM/SIGINT the running job goes back to the queue at its next step check,
+    so the next start resumes it at once instead of waiting for its heartbeat to go stale.
+    """
+    shutdown = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: shutdown.set())
+    with exclusive(settings.data_dir / "embedded-worker.lock", shutdown) as locked:
+        if not locked:
+            return
         log.info("embedded worker %d running jobs from %s", os.getpid(), settings.database_url)
-        while True:
-            while run_pending(settings):
+        while not shutdown.is_set():
+            while run_pending(settings, shutdown):
                 pass
             if not _wait_for_wake(parent_fd, POLL_SECONDS):
                 return

@@ -26,7 +26,7 @@ from app.models import Artifact, Job
 from app.settings import Settings, get_settings
 from trajx.errors import Cancelled, InvalidInput, TrajxError
 from trajx.spec import parse_job_spec
-from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat
+from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
 from worker.webhooks import WebhookSender
 
@@ -43,28 +43,31 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_job(job_id: str, settings: Settings | None = None) -> str | None:
+def run_job(job_id: str, settings: Settings | None = None,
+            shutdown: threading.Event | None = None) -> str | None:
     """Run job `job_id` to completion if this process can claim it.
 
     Returns the job's final status, or None when the job was not claimable (already
-    finished, running elsewhere, or out of attempts: then failed with `worker_lost`)
-    or the claim was lost while running. Database errors propagate: the job keeps
-    its stale heartbeat and recovery re-runs it.
+    finished, running elsewhere, or out of attempts: then failed with `worker_lost`),
+    the claim was lost while running, or `shutdown` was set: then the job goes back
+    to `queued` at its next step check. Database errors propagate: the job keeps its
+    stale heartbeat and recovery re-runs it.
     """
     ctx = worker_context(settings or get_settings())
     with ctx.sessions() as session:
         claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds)
     if claim is None:
         return None
-    return _JobRun(ctx, claim).run()
+    return _JobRun(ctx, claim, shutdown or threading.Event()).run()
 
 
 class _JobRun:
     """One attempt at one job, owned through `claim`."""
 
-    def __init__(self, ctx: WorkerContext, claim: Claim) -> None:
+    def __init__(self, ctx: WorkerContext, claim: Claim, shutdown: threading.Event) -> None:
         self.ctx = ctx
         self.claim = claim
+        self.shutdown = shutdown
         with ctx.sessions() as session:
             job = session.get(Job, claim.job_id)
             self.tenant_id = job.tenant_id
@@ -99,10 +102,15 @@ class _JobRun:
                 paths = self._input_paths(spec.artifact_refs())
                 summary = execute(spec, resolve=paths.__getitem__, out_dir=Path(tmp),
                                   on_progress=self._on_progress, should_cancel=self._should_cancel)
+                return self._succeed(Path(tmp), summary)
             except Cancelled:
                 if self.lost.is_set():
                     log.warning("job %s: claim lost, another worker owns it now", self.claim.job_id)
                     return None
+                if self.shutdown.is_set():
+                    with self.ctx.sessions() as session:
+                        if release(session, self.claim):
+                            return None
                 if time.monotonic() >= self.deadline:
                     return self._fail("time_limit_exceeded",
                                       f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")
@@ -114,8 +122,9 @@ class _JobRun:
                 return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
             except Exception as exc:
                 log.exception("job %s failed", self.claim.job_id)
+                # A database outage fails here too and propagates: the heartbeat goes stale
+                # and recovery runs the job again.
                 return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
-            return self._succeed(Path(tmp), summary)
 
     def _input_paths(self, refs: dict[str, str]) -> dict[str, Path]:
         """Artifact id -> blob path in the store (read in place, never copied)."""
@@ -153,7 +162,7 @@ class _JobRun:
             self.webhook.send("job.progress", {"id": self.claim.job_id, "status": "running", **data})
 
     def _should_cancel(self) -> bool:
-        if self.lost.is_set() or time.monotonic() >= self.deadline:
+        if self.lost.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline:
             return True
         now = time.monotonic()
         if now - self._last_cancel_check < CANCEL_CHECK_INTERVAL:

@@ -15,6 +15,7 @@ from worker.claim import (
     fail_exhausted,
     finish,
     heartbeat,
+    release,
 )
 from worker.context import worker_context
 
@@ -123,3 +124,14 @@ def test_claimable_ids_lists_queued_and_stale_oldest_first(settings, tenant_id):
         grace = utcnow() - timedelta(seconds=10)
         assert claimable_job_ids(session, settings.stale_seconds, queued_before=grace) == [
             stale_running, old_queued]
+
+
+def test_release_requeues_without_counting_the_attempt(settings, tenant_id):
+    job_id = make_job(settings, tenant_id)
+    claim = _claim(settings, job_id)
+    with worker_context(settings).sessions() as session:
+        assert release(session, claim) is True
+        assert release(session, claim) is False  # the claim ended with the release
+    job = load_job(settings, job_id)
+    assert (job.status, job.attempts, job.worker_id) == ("queued", 0, None)
+    assert _claim(settings, job_id, "w2") == Claim(job_id, "w2", 1)
