@@ -1,0 +1,184 @@
+"""GMT/FGMT transfer on real digits data: quality, costs, BN, determinism, control flow."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trajx.engine.batches import Dataset
+from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.permspec import apply_permutation
+from trajx.engine.schedule import plan_trajectory, schedule
+from trajx.engine.transfer import transfer
+from trajx.errors import Cancelled, NonFiniteLoss
+from trajx.spec import TransferParams
+
+from tests.engine.digits_setup import cnn_setup, mlp_setup, state
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return mlp_setup()
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return cnn_setup()
+
+
+def run(setup, method="fgmt", targets=(1,), steps=8, **kwargs):
+    params = TransferParams(**{"steps": steps, "batch_size": 128, "device": "cpu",
+                               **kwargs.pop("params", {})})
+    inits = [state(setup.model_fn(seed)) for seed in targets]
+    return transfer(setup.model_fn(99), setup.spec, setup.source, inits, setup.train, params,
+                    method=method, eval_data=kwargs.pop("eval_data", setup.test), **kwargs)
+
+
+# -- schedules -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["uniform", "cosine"])
+def test_schedules_start_at_zero_end_at_one_and_never_go_back(name):
+    lam = schedule(name, 30)
+    assert lam[0] == 0.0 and lam[-1] == 1.0 and len(lam) == 31
+    assert all(b > a for a, b in zip(lam, lam[1:]))
+
+
+def test_cosine_schedule_takes_big_steps_first():
+    lam = schedule("cosine", 10)
+    steps = [b - a for a, b in zip(lam, lam[1:])]
+    assert steps == sorted(steps, reverse=True)
+    assert lam[1] == pytest.approx(2 / sum(1 + math.cos(math.pi * t / 10) for t in range(10)))
+
+
+def test_segments_share_the_steps_and_visit_every_checkpoint():
+    points = plan_trajectory("uniform", 5, checkpoints=3)
+    assert [(p.segment, p.fraction) for p in points] == [
+        (0, 0.0), (0, 1 / 3), (0, 2 / 3), (0, 1.0), (1, 0.5), (1, 1.0)]
+    exact = plan_trajectory("cosine", 2, checkpoints=3)
+    assert [(p.segment, p.fraction) for p in exact] == [(0, 0.0), (0, 1.0), (1, 1.0)]
+    with pytest.raises(ValueError, match="cannot visit"):
+        plan_trajectory("uniform", 1, checkpoints=3)
+
+
+# -- quality and methods ---------------------------------------------------------------
+
+def test_fgmt_beats_naive_by_a_wide_margin(mlp):
+    naive = run(mlp, "naive").targets[0].steps[-1]["accuracy"]
+    fgmt = run(mlp, "fgmt").targets[0].steps[-1]["accuracy"]
+    assert naive < 0.3
+    assert fgmt > naive + 0.3
+
+
+def test_gmt_recomputes_every_earlier_pair_and_stays_good(mlp):
+    result = run(mlp, "gmt", steps=5)
+    # Source gradients are reused: G·T on the source side plus G·T(T+1)/2 on the target.
+    assert result.timings.backward_passes == 5 + 15
+    assert result.timings.matching_solves == 5
+    assert result.targets[0].steps[-1]["accuracy"] > 0.4
+
+
+def test_oracle_recovers_the_permutation_of_a_permuted_twin(mlp):
+    perm = mlp.spec.random(torch.Generator().manual_seed(4))
+    twin_init = apply_permutation(mlp.spec, perm, mlp.source[0])
+    twin_trained = apply_permutation(mlp.spec, perm, mlp.source[-1])
+    result = transfer(mlp.model_fn(99), mlp.spec, mlp.source, [twin_init], mlp.train,
+                      TransferParams(steps=3, device="cpu"), method="oracle",
+                      trained_targets=[twin_trained]).targets[0]
+    # Units that never moved (dead ReLUs) may be matched in any order: compare the states.
+    assert all(torch.allclose(result.last[n], twin_trained[n], atol=1e-6) for n in twin_trained)
+    moved = (mlp.source[-1]["0.bias"] != mlp.source[0]["0.bias"]).nonzero().flatten()
+    assert torch.equal(result.permutation["h1"][torch.argsort(perm["h1"])][moved], moved)
+
+
+def test_ensemble_shares_source_gradients(mlp):
+    result = run(mlp, "fgmt", targets=(1, 2), steps=4, eval_data=None)
+    assert result.timings.backward_passes == 4 + 2 * 4
+    assert len(result.targets) == 2
+    assert not torch.equal(result.targets[0].last["0.weight"], result.targets[1].last["0.weight"])
+
+
+def test_best_step_is_tracked_on_eval_data(mlp):
+    target = run(mlp, "fgmt", steps=6).targets[0]
+    accuracies = [s["accuracy"] for s in target.steps]
+    assert target.best_step == 1 + accuracies.index(max(accuracies))
+    assert len(target.steps) == 6 and {"objective", "sweeps", "loss"} <= set(target.steps[-1])
+
+
+def test_without_eval_data_best_is_last_and_trajectory_is_kept(mlp):
+    target = run(mlp, "fgmt", steps=3, eval_data=None, keep_trajectory=True).targets[0]
+    assert target.best_step == 3 and target.best is target.last
+    assert len(target.trajectory) == 4
+    assert torch.equal(target.trajectory[-1]["0.weight"], target.last["0.weight"])
+
+
+def test_float_targets_use_mean_squared_error(mlp):
+    inputs = mlp.train.inputs
+    regression = Dataset(inputs, torch.nn.functional.one_hot(mlp.train.targets, 10).float())
+    params = TransferParams(steps=2, device="cpu")
+    target = transfer(mlp.model_fn(99), mlp.spec, mlp.source, [state(mlp.model_fn(1))],
+                      regression, params, eval_data=regression).targets[0]
+    assert set(target.steps[-1]) >= {"loss"} and "accuracy" not in target.steps[-1]
+
+
+# -- BatchNorm -------------------------------------------------------------------------
+
+def test_batch_norm_statistics_are_reestimated_not_transferred(cnn):
+    target = run(cnn, "fgmt", steps=3).targets[0]
+    for layer in ("1", "4"):
+        assert target.last[f"{layer}.num_batches_tracked"] == TransferParams().bn_batches
+        assert not torch.allclose(target.last[f"{layer}.running_mean"],
+                                  cnn.source[-1][f"{layer}.running_mean"])
+
+
+def test_reestimation_is_the_plain_average_of_batch_statistics():
+    layer = nn.BatchNorm1d(3, momentum=0.1)
+    batches = [torch.randn(16, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    reestimate_batch_norm(layer, batches)
+    expected = torch.stack([b.mean(0) for b in batches]).mean(0)
+    assert torch.allclose(layer.running_mean, expected, atol=1e-6)
+    assert layer.momentum == 0.1 and not layer.training
+
+
+# -- determinism, progress, cancel, errors ---------------------------------------------
+
+def test_seeded_runs_are_bit_identical(cnn):
+    first, second = run(cnn, "fgmt", steps=3), run(cnn, "fgmt", steps=3)
+    a, b = first.targets[0], second.targets[0]
+    assert all(torch.equal(a.last[n], b.last[n]) for n in a.last)
+    assert a.steps == b.steps
+    other = run(cnn, "fgmt", steps=3, params={"seed": 7}).targets[0]
+    assert not all(torch.equal(a.last[n], other.last[n]) for n in a.last)
+
+
+def test_progress_reports_every_step_of_every_target(mlp):
+    seen = []
+    run(mlp, "fgmt", targets=(1, 2), steps=3, on_progress=lambda *a: seen.append(a[:3]))
+    assert seen == [(s, 3, k) for s in (1, 2, 3) for k in (0, 1)]
+
+
+def test_cancel_is_honoured_between_steps(mlp):
+    calls = []
+
+    def should_cancel():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        run(mlp, "fgmt", steps=10, should_cancel=should_cancel)
+    assert len(calls) == 4
+
+
+def test_non_finite_loss_is_reported(mlp):
+    broken = state(mlp.model_fn(1))
+    broken["0.weight"][0, 0] = float("nan")
+    with pytest.raises(NonFiniteLoss, match="target 0 step 0"):
+        transfer(mlp.model_fn(99), mlp.spec, mlp.source, [broken], mlp.train,
+                 TransferParams(steps=2, device="cpu"))
+
+
+def test_bad_method_and_oracle_without_trained_targets_are_refused(mlp):
+    with pytest.raises(ValueError, match="'sgd'"):
+        run(mlp, "sgd")
+    with pytest.raises(ValueError, match="trained"):
+        run(mlp, "oracle")

@@ -1,0 +1,42 @@
+"""BatchNorm statistics: never transferred, re-estimated on data for every model kept."""
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers that track running statistics."""
+    return [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
+
+
+def running_stat_names(model: nn.Module) -> set[str]:
+    """State-dict names of every BatchNorm running statistic (mean, var, batch count)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, _BN_TYPES) and module.track_running_stats:
+            names |= {f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)}
+    return names
+
+
+@torch.no_grad()
+def reestimate_batch_norm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+    """Reset every BatchNorm's running stats and recompute them as the plain average
+    (momentum=None) over forward passes in train mode on `inputs`; leaves the model
+    in eval mode. A model without BatchNorm is only switched to eval mode.
+    """
+    layers = batch_norm_layers(model)
+    if layers:
+        momenta = [layer.momentum for layer in layers]
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None
+        model.train()
+        for batch in inputs:
+            model(batch)
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    model.eval()

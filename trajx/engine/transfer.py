@@ -1,0 +1,342 @@
+"""Transfer of a learning trajectory onto new initializations (DESIGN.md §1).
+
+For a permutation π the transferred trajectory is θ₂ˢ = θ₂⁰ + π(θ₁ˢ − θ₁⁰). Methods:
+
+- `fgmt`: step s computes one gradient pair (∇L(θ₂ˢ⁻¹), ∇L(θ₁ˢ⁻¹)) on the same batches,
+  adds it to the pairs kept so far and re-solves the matching warm-started from π_{s-1}.
+- `gmt`: like fgmt but every earlier target gradient is recomputed under the newest π
+  (source gradients do not depend on π and are reused).
+- `naive`: π = identity. `oracle`: π matches the actual displacements θ₂ᵀ − θ₂⁰ of a
+  trained target with θ₁ᵀ − θ₁⁰ (evaluation only).
+
+Source-side gradients are shared by all targets of an ensemble. Only parameters move
+along the trajectory; BatchNorm statistics are re-estimated on training batches for
+every model that is evaluated or returned.
+"""
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from trajx.engine.batches import BatchSampler, Dataset, task_loss
+from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.matching import MatchResult, PairBank, match
+from trajx.engine.metrics import evaluate
+from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, apply_permutation
+from trajx.engine.schedule import plan_trajectory
+from trajx.errors import Cancelled, NonFiniteLoss
+from trajx.spec import TransferParams
+
+METHODS = ("fgmt", "gmt", "naive", "oracle")
+GRADIENT_METHODS = ("fgmt", "gmt")
+
+# on_progress(step, total, target index, metrics of that step)
+ProgressCallback = Callable[[int, int, int, dict[str, float]], None]
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class TargetResult:
+    """What one target initialization became. States are full CPU state dicts."""
+
+    last: Tensors
+    best: Tensors
+    best_step: int
+    permutation: Permutation
+    steps: list[dict[str, float]]
+    trajectory: list[Tensors] | None = None
+
+
+@dataclass
+class Timings:
+    """Where the time went; seconds include device synchronisation."""
+
+    gradient_seconds: float = 0.0
+    matching_seconds: float = 0.0
+    evaluation_seconds: float = 0.0
+    backward_passes: int = 0
+    matching_solves: int = 0
+
+
+@dataclass
+class TransferResult:
+    targets: list[TargetResult]
+    timings: Timings = field(default_factory=Timings)
+    device: str = "cpu"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` means CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict],
+             targets: Sequence[StateDict], train: Dataset, params: TransferParams, *,
+             method: str = "fgmt", eval_data: Dataset | None = None,
+             trained_targets: Sequence[StateDict] | None = None, keep_trajectory: bool = False,
+             on_progress: ProgressCallback | None = None,
+             should_cancel: Callable[[], bool] | None = None) -> TransferResult:
+    """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
+
+    `model` is a working instance of the architecture (its weights are overwritten and
+    it is moved to the run's device); inputs are assumed validated (trajx.io). Returns
+    one TargetResult per target (last step, best step on `eval_data`, or last when no
+    eval data, the permutation, per-step metrics, optionally every step's state).
+    Raises ValueError for an unknown method or missing oracle targets, NonFiniteLoss
+    when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown transfer method {method!r}; use one of {METHODS}")
+    if len(source) < 2:
+        raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
+    if method == "oracle" and (trained_targets is None or len(trained_targets) != len(targets)):
+        raise ValueError("method 'oracle' needs one trained state per target")
+    with _deterministic():
+        run = _Run(model, spec, source, targets, train, eval_data, params,
+                   keep_trajectory, on_progress, should_cancel)
+        return run.execute(method, trained_targets)
+
+
+@contextmanager
+def _deterministic():
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+class _Stopwatch:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    @contextmanager
+    def measure(self, timings: Timings, attribute: str):
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        setattr(timings, attribute, getattr(timings, attribute) + time.perf_counter() - start)
+
+
+class _Tracker:
+    """Per-target bookkeeping: step metrics, best and last state, optional trajectory."""
+
+    def __init__(self, keep_trajectory: bool) -> None:
+        self.steps: list[dict[str, float]] = []
+        self.best: Tensors | None = None
+        self.best_step = 0
+        self.best_score = float("-inf")
+        self.last: Tensors | None = None
+        self.trajectory: list[Tensors] | None = [] if keep_trajectory else None
+
+    def offer_best(self, step: int, metrics: dict[str, float], state: Tensors) -> None:
+        # Accuracy when there are classes, else the lowest loss; the earliest step wins ties.
+        score = metrics["accuracy"] if "accuracy" in metrics else -metrics["loss"]
+        if score > self.best_score:
+            self.best_score, self.best_step, self.best = score, step, state
+
+
+class _Run:
+    """One transfer: the plan (points, batches) is fixed up front, then executed."""
+
+    def __init__(self, model, spec, source, targets, train, eval_data, params,
+                 keep_trajectory, on_progress, should_cancel) -> None:
+        self.device = resolve_device(params.device)
+        self.model = model.to(self.device)
+        self.spec = spec
+        self.train = train
+        self.eval_data = eval_data
+        self.params = params
+        self.keep_trajectory = keep_trajectory
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel
+        self.timings = Timings()
+        self.stopwatch = _Stopwatch(self.device)
+
+        self.param_names = [name for name, _ in model.named_parameters()]
+        self.matched_names = [n for n in self.param_names
+                              if any(g is not None for g in spec.param_groups.get(n, ()))]
+        self.points = plan_trajectory(params.schedule, params.steps, len(source))
+        origin = self._params_of(source[0])
+        self.source_origin = origin
+        self.source_deltas = [{n: self._params_of(c)[n] - origin[n] for n in self.param_names}
+                              for c in source]
+        self.target_inits = [self._params_of(t) for t in targets]
+        self.target_buffers = [{n: t.to(self.device) for n, t in state.items()
+                                if n not in self.param_names} for state in targets]
+
+        # Plan every random draw now: BN batches first, then G batches per pair.
+        sampler = BatchSampler(len(train), params.batch_size,
+                               torch.Generator().manual_seed(params.seed))
+        self.bn_inputs = [train.batch(i, self.device)[0] for i in sampler.draw_many(params.bn_batches)]
+        self.pair_batches = [sampler.draw_many(params.grad_batches) for _ in range(params.steps)]
+
+    def _params_of(self, state: StateDict) -> Tensors:
+        return {n: state[n].to(self.device, torch.float32) for n in self.param_names}
+
+    # -- points on the trajectories -------------------------------------------------
+
+    def _displacement(self, step: int) -> Tensors:
+        point = self.points[step]
+        start, end = self.source_deltas[point.segment], self.source_deltas[point.segment + 1]
+        return {n: torch.lerp(start[n], end[n], point.fraction) for n in self.param_names}
+
+    def _source_point(self, step: int) -> Tensors:
+        delta = self._displacement(step)
+        return {n: self.source_origin[n] + delta[n] for n in self.param_names}
+
+    def _target_point(self, target: int, perm: Permutation, step: int) -> Tensors:
+        moved = apply_permutation(self.spec, perm, self._displacement(step))
+        init = self.target_inits[target]
+        return {n: init[n] + moved[n] for n in self.param_names}
+
+    # -- model work ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def _load(self, params: Tensors, buffers: Tensors | None = None) -> None:
+        for name, tensor in self.model.named_parameters():
+            tensor.copy_(params[name])
+        for name, tensor in self.model.named_buffers():
+            if buffers is not None and name in buffers:
+                tensor.copy_(buffers[name])
+
+    def _gradient(self, params: Tensors, batches: list[torch.Tensor], what: str) -> Tensors:
+        """Mean gradient over `batches` at `params`, BatchNorm on batch statistics."""
+        with self.stopwatch.measure(self.timings, "gradient_seconds"):
+            self._load(params)
+            self.model.train()
+            # Dropout off: both sides of a pair must see the same function on the same batch.
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.dropout._DropoutNd):
+                    module.eval()
+            self.model.zero_grad(set_to_none=True)
+            total = torch.zeros((), device=self.device)
+            for indices in batches:
+                inputs, labels = self.train.batch(indices, self.device)
+                loss = task_loss(self.model(inputs), labels) / len(batches)
+                loss.backward()
+                total += loss.detach()
+            self.timings.backward_passes += len(batches)
+            if not torch.isfinite(total):
+                raise NonFiniteLoss(f"training loss is {float(total)} at {what}", where=what)
+            named = dict(self.model.named_parameters())
+            return {n: named[n].grad if named[n].grad is not None else torch.zeros_like(named[n])
+                    for n in self.matched_names}
+
+    def _finish(self, target: int, params: Tensors) -> Tensors:
+        """The full state of `params` with BatchNorm re-estimated, on CPU."""
+        self._load(params, self.target_buffers[target])
+        reestimate_batch_norm(self.model, self.bn_inputs)
+        return {n: t.detach().to("cpu", copy=True) for n, t in self.model.state_dict().items()}
+
+    def _match(self, bank: PairBank, init: Permutation, seed_offset: int) -> MatchResult:
+        matching = self.params.matching
+        with self.stopwatch.measure(self.timings, "matching_seconds"):
+            result = match(self.spec, bank, init, max_iter=matching.max_iter, tol=matching.tol,
+                           generator=torch.Generator().manual_seed(self.params.seed + seed_offset),
+                           solver=matching.solver)
+        self.timings.matching_solves += 1
+        return result
+
+    # -- the run -------------------------------------------------------------------
+
+    def _check_cancel(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled("transfer cancelled between steps")
+
+    def _oracle_perms(self, trained: Sequence[StateDict]) -> list[Permutation]:
+        source_move = self.source_deltas[-1]
+        perms = []
+        for k, state in enumerate(trained):
+            trained_params = self._params_of(state)
+            target_move = {n: trained_params[n] - self.target_inits[k][n] for n in self.param_names}
+            bank = PairBank.from_pairs([(target_move, source_move)], self.matched_names, self.device)
+            perms.append(self._match(bank, self.spec.identity(), k).perm)
+        return perms
+
+    def execute(self, method: str, trained: Sequence[StateDict] | None) -> TransferResult:
+        count, steps = len(self.target_inits), self.params.steps
+        if method == "oracle":
+            perms = self._oracle_perms(trained)
+        else:
+            perms = [self.spec.identity() for _ in range(count)]
+        trackers = [_Tracker(self.keep_trajectory) for _ in range(count)]
+        banks: list[PairBank] = []
+        if method in GRADIENT_METHODS:
+            pair_device = self.device if self.params.pair_device == "auto" else torch.device("cpu")
+            shapes = {n: tuple(self.source_origin[n].shape) for n in self.matched_names}
+            first = PairBank.allocate(shapes, steps, pair_device, self.params.pair_dtype)
+            banks = [first] + [PairBank.allocate(shapes, steps, pair_device, self.params.pair_dtype,
+                                                 source=first.source) for _ in range(count - 1)]
+        if self.keep_trajectory:
+            for k in range(count):
+                trackers[k].trajectory.append(self._finish(k, self.target_inits[k]))
+
+        for step in range(1, steps + 1):
+            self._check_cancel()
+            if banks:
+                batches = self.pair_batches[step - 1]
+                banks[0].source.append(
+                    self._gradient(self._source_point(step - 1), batches, f"source step {step - 1}"))
+            for k in range(count):
+                self._check_cancel()
+                metrics: dict[str, float] = {"step": step}
+                if banks:
+                    result = self._matching_step(method, banks[k], k, perms[k], step)
+                    perms[k] = result.perm
+                    metrics |= {"objective": result.objectives[-1], "sweeps": result.sweeps}
+                metrics |= self._record(trackers[k], k, perms[k], step)
+                trackers[k].steps.append(metrics)
+                if self.on_progress is not None:
+                    self.on_progress(step, steps, k, metrics)
+
+        results = []
+        for k, tracker in enumerate(trackers):
+            best, best_step = (tracker.best, tracker.best_step) if tracker.best is not None \
+                else (tracker.last, steps)
+            results.append(TargetResult(tracker.last, best, best_step,
+                                        {g: p.cpu() for g, p in perms[k].items()},
+                                        tracker.steps, tracker.trajectory))
+        return TransferResult(results, self.timings, str(self.device))
+
+    def _matching_step(self, method: str, bank: PairBank, k: int, perm: Permutation,
+                       step: int) -> MatchResult:
+        """Add the newest pair (gmt: and recompute the earlier ones under `perm`), re-solve."""
+        if method == "gmt":
+            for t in range(step - 1):
+                bank.target.put(t, self._gradient(self._target_point(k, perm, t),
+                                                  self.pair_batches[t], f"target {k} step {t}"))
+        bank.add(self._gradient(self._target_point(k, perm, step - 1),
+                                self.pair_batches[step - 1], f"target {k} step {step - 1}"))
+        return self._match(bank, perm, k)
+
+    def _record(self, tracker: _Tracker, k: int, perm: Permutation, step: int) -> dict[str, float]:
+        """Evaluate/keep step `step` of target k as needed; returns its eval metrics."""
+        last = step == self.params.steps
+        if self.eval_data is None and not self.keep_trajectory and not last:
+            return {}
+        metrics: dict[str, float] = {}
+        with self.stopwatch.measure(self.timings, "evaluation_seconds"):
+            state = self._finish(k, self._target_point(k, perm, step))
+            if self.eval_data is not None:
+                metrics = evaluate(self.model, self.eval_data, self.params.batch_size, self.device)
+        if self.eval_data is not None:
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise NonFiniteLoss(f"eval loss is {metrics['loss']} for target {k} at step {step}",
+                                    target=k, step=step)
+            tracker.offer_best(step, metrics, state)
+        if tracker.trajectory is not None:
+            tracker.trajectory.append(state)
+        if last:
+            tracker.last = state
+        return metrics
