@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 from torch.func import functional_call
 from torch.fx.node import _get_qualified_name
+from torch.overrides import resolve_name
 from torch.utils._pytree import tree_leaves
 
 from trajx.engine.axis_links import AxisUnion, Call, Endpoint, Links, TensorRef
@@ -35,7 +36,7 @@ def _op_name(node: fx.Node, module: nn.Module | None) -> str:
         return f"{type(module).__module__}.{type(module).__qualname__}"
     if node.op == "call_method":
         return f"Tensor.{node.target}"
-    return _get_qualified_name(node.target)
+    return resolve_name(node.target) or _get_qualified_name(node.target)
 
 
 def _contains_tensor(value: Any) -> bool:
@@ -96,22 +97,18 @@ class _AxisTracer(fx.Interpreter):
             handler = None  # an op returning several tensors: none is understood
         if call.out is None and not call.tensors():
             return Links()  # arithmetic on sizes and other plain Python values
-        if handler is None:
-            if self._opaque:
+        try:
+            if handler is None:
+                raise UnsupportedModel("no rule for this op", code="unsupported_op", reason="no rule for this op")
+            return handler(call)
+        except UnsupportedModel as exc:
+            if self._opaque:  # every axis it touches stays fixed: correct, if conservative
                 return Links().fix_all(*call.tensors(), *([call.out] if call.out else []))
             op = _op_name(node, module)
             where = f" (module {node.target!r})" if module is not None else ""
             raise UnsupportedModel(
-                f"cannot derive a permutation spec: no rule for op {op} at node {node.name!r}{where}; "
-                "give an explicit permutation_spec for this model",
-                code="unsupported_op", op=op, node=node.name,
-            )
-        try:
-            return handler(call)
-        except UnsupportedModel as exc:
-            op = _op_name(node, module)
-            raise UnsupportedModel(
-                f"cannot derive a permutation spec at node {node.name!r} ({op}): {exc.details.get('reason', exc)}",
+                f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: "
+                f"{exc.details.get('reason', exc)}; give an explicit permutation_spec for this model",
                 code="unsupported_op", op=op, node=node.name,
             ) from None
 
@@ -180,9 +177,9 @@ def _trace(model: nn.Module) -> fx.GraphModule:
         return fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types for data-dependent control flow
         raise UnsupportedModel(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); "
+            f"cannot trace {type(model).__name__} with torch.fx.symbolic_trace ({type(exc).__name__}: {exc}); "
             "give an explicit permutation_spec",
-            code="untraceable", op="symbolic_trace", node=type(model).__name__,
+            code="untraceable", op="torch.fx.symbolic_trace", node=type(model).__name__,
         ) from exc
 
 
@@ -279,6 +276,12 @@ def _randomized_state(state: Mapping[str, torch.Tensor], generator: torch.Genera
     return out
 
 
+def _call(model: nn.Module, state: Mapping[str, torch.Tensor], x: torch.Tensor) -> Any:
+    # tie_weights=False: tied entries are permuted alike (their axes were joined), and
+    # the check must run on exactly the state it was given.
+    return functional_call(model, dict(state), (x,), tie_weights=False, strict=False)
+
+
 def _non_identity(size: int, generator: torch.Generator) -> torch.Tensor:
     perm = torch.randperm(size, generator=generator)
     if size > 1 and bool((perm == torch.arange(size)).all()):
@@ -301,14 +304,14 @@ def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Ten
     model.eval()
     try:
         with torch.no_grad():
-            reference = [t.double() for t in tree_leaves(functional_call(model, state, (x,)))]
+            reference = [t.double() for t in tree_leaves(_call(model, state, x))]
             scale = max(1.0, *(float(t.abs().max()) for t in reference if t.numel()))
             identity = spec.identity()
             trials = [(g.name, {**identity, g.name: _non_identity(g.size, generator)}) for g in spec.groups]
             if len(spec.groups) > 1:
                 trials.append(("all groups at once", {g.name: _non_identity(g.size, generator) for g in spec.groups}))
             for label, perm in trials:
-                outputs = tree_leaves(functional_call(model, apply_permutation(spec, perm, state), (x,)))
+                outputs = tree_leaves(_call(model, apply_permutation(spec, perm, state), x))
                 error = max((float((o.double() - r).abs().max()) for o, r in zip(outputs, reference) if r.numel()),
                             default=0.0)
                 if error > atol * scale:

@@ -38,8 +38,22 @@ def _refuse(call: Call, why: str) -> UnsupportedModel:
 def metadata(call: Call) -> Links:
     """x.size(), x.dim(), x.shape: a non-tensor result, no axes involved."""
     if call.out is not None:
-        raise _refuse(call, "an attribute or method returning a tensor view is not supported")
+        raise _refuse(call, "a method returning a tensor is not supported")
     return Links()
+
+
+def attribute(call: Call) -> Links:
+    """getattr(x, name): metadata (shape, dtype, ...), `.real`/`.data` (element-wise), `.T`/`.mT`."""
+    name = call.args[1]
+    if call.out is None:
+        return Links()
+    if name in ("real", "data"):
+        return elementwise(call)
+    if name in ("T", "mT"):
+        x: TensorRef = call.args[0]
+        order = list(range(x.ndim))[::-1] if name == "T" else [*range(x.ndim - 2), x.ndim - 1, x.ndim - 2]
+        return _permuted(call, order)
+    raise _refuse(call, f"tensor attribute {name!r} is not supported")
 
 
 def elementwise(call: Call) -> Links:
@@ -356,7 +370,7 @@ FUNCTION_HANDLERS: dict[object, Handler] = {
                             torch.unflatten)},
     torch.transpose: transpose, torch.t: transpose, torch.permute: permute,
     torch.cat: cat, torch.concat: cat, torch.concatenate: cat,
-    operator.getitem: getitem, getattr: metadata,
+    operator.getitem: getitem, getattr: attribute,
     operator.matmul: matmul, torch.matmul: matmul, torch.bmm: matmul,
     F.linear: linear_function, F.conv1d: conv_function, F.conv2d: conv_function,
     F.batch_norm: batch_norm_function, F.layer_norm: layer_norm_function,

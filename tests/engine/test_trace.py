@@ -1,0 +1,315 @@
+"""Permutation-spec derivation: zoo models, adversarial graphs, refusals, explicit specs."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trajx.engine.matching import PairBank, match
+from trajx.engine.permspec import apply_permutation, spec_from_param_groups
+from trajx.engine.trace import check_spec, derive_spec
+from trajx.engine.zoo import build_model, example_input
+from trajx.errors import InvalidInput, UnsupportedModel
+
+ZOO = {
+    "mlp": {"in_features": 12, "hidden": [32, 32], "num_classes": 3},
+    "mlp-batchnorm": {"in_features": 12, "hidden": [8, 8], "num_classes": 3, "norm": "batchnorm",
+                      "activation": "gelu"},
+    "mlp-layernorm": {"in_features": 12, "hidden": [8], "num_classes": 3, "norm": "layernorm",
+                      "activation": "tanh"},
+    "cnn": {"channels": [4, 4, 8, 8], "fc": [16], "image_size": 8, "in_channels": 1},
+    "cnn-avgpool": {"channels": [4, 6, 8], "fc": [], "image_size": 8, "pooling": "avgpool",
+                    "batchnorm": False, "activation": "silu"},
+    "resnet": {"depth": 20, "width": 0.25, "image_size": 8},
+    "resnet-18": {"depth": 18, "width": 0.0625, "image_size": 8},
+    "transformer": {"d_model": 16, "num_heads": 4, "num_layers": 2, "image_size": 8},
+    "transformer-cls-tokens": {"input": "tokens", "d_in": 5, "seq_len": 6, "d_model": 8,
+                               "num_heads": 2, "num_layers": 1, "pool": "cls"},
+}
+# residual streams + per-block groups: resnet-20 3 + 9, resnet-18 4 + 8; transformer 1 + 2 per layer
+EXPECTED_GROUPS = {"mlp": 2, "mlp-batchnorm": 2, "mlp-layernorm": 1, "cnn": 5, "cnn-avgpool": 3,
+                   "resnet": 12, "resnet-18": 12, "transformer": 5, "transformer-cls-tokens": 3}
+
+
+def _zoo(case: str) -> tuple[nn.Module, torch.Tensor]:
+    name = case.split("-")[0]
+    torch.manual_seed(0)
+    return build_model(name, ZOO[case]), example_input(name, ZOO[case], batch=3)
+
+
+def _assert_invariant(model: nn.Module, spec, x: torch.Tensor, seed: int = 0) -> None:
+    """Permute every group at random, reload the model and compare outputs in float32."""
+    model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        # non-trivial BatchNorm statistics, so a wrongly permuted buffer shows
+        for key, value in state.items():
+            if key.endswith("running_var"):
+                value.uniform_(0.5, 2.0)
+            elif key.endswith("running_mean"):
+                value.normal_()
+        model.load_state_dict(state)
+        reference = model(x)
+        perm = spec.random(torch.Generator().manual_seed(seed))
+        model.load_state_dict(apply_permutation(spec, perm, state))
+        assert torch.allclose(model(x), reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", sorted(ZOO))
+def test_zoo_models_get_a_spec_that_leaves_outputs_unchanged(case):
+    model, x = _zoo(case)
+    spec = derive_spec(model, x)
+    assert len(spec.groups) == EXPECTED_GROUPS[case]
+    assert set(spec.param_groups) == set(model.state_dict())
+    _assert_invariant(model, spec, x)
+
+
+def test_mlp_groups_leave_input_and_output_axes_fixed():
+    model, x = _zoo("mlp")
+    spec = derive_spec(model, x)
+    first, second = "P_blocks.0.fc.weight_0", "P_blocks.1.fc.weight_0"
+    assert spec.to_json() == {
+        "blocks.0.fc.weight": [first, None], "blocks.0.fc.bias": [first],
+        "blocks.1.fc.weight": [second, first], "blocks.1.fc.bias": [second],
+        "head.weight": [None, second], "head.bias": [None],
+    }
+    assert spec.group(first).size == 32
+
+
+def test_batchnorm_statistics_share_the_channel_group():
+    model, x = _zoo("mlp-batchnorm")
+    groups = derive_spec(model, x).param_groups
+    channel = groups["blocks.0.fc.weight"][0]
+    for stat in ("weight", "bias", "running_mean", "running_var"):
+        assert groups[f"blocks.0.norm.{stat}"] == (channel,)
+    assert groups["blocks.0.norm.num_batches_tracked"] == ()
+
+
+def test_flatten_after_conv_repeats_the_channel_group_over_positions():
+    model, x = _zoo("cnn")
+    spec = derive_spec(model, x)
+    channels = spec.param_groups["features.3.conv.weight"][0]
+    # 8x8 input, two max-pools: each of the 8 channels owns a block of 2*2 fc inputs
+    assert spec.param_groups["fc.0.weight"] == ("P_fc.0.weight_0", channels)
+    assert spec.repeat("fc.0.weight", 1) == 4
+    assert spec.to_json()["fc.0.weight"] == ["P_fc.0.weight_0", f"{channels}*4"]
+    assert spec.group(channels).size == 8
+
+
+def test_resnet_residual_stream_is_one_group_per_stage():
+    model, x = _zoo("resnet")
+    groups = derive_spec(model, x).param_groups
+    stream = groups["stem.conv.weight"][0]
+    for block in range(3):
+        assert groups[f"stages.0.{block}.bn2.weight"] == (stream,)
+        assert groups[f"stages.0.{block}.conv1.weight"][1] == stream
+    assert groups["stages.1.0.conv1.weight"][1] == stream
+    stage1 = groups["stages.1.0.shortcut.conv.weight"][0]
+    assert groups["stages.1.0.bn2.weight"] == (stage1,) and stage1 != stream
+    assert groups["stages.1.0.shortcut.conv.weight"][1] == stream
+    assert groups["head.weight"] == (None, groups["stages.2.2.bn2.bias"][0])
+
+
+def test_transformer_stream_heads_and_mlp_groups():
+    model, x = _zoo("transformer")
+    spec = derive_spec(model, x)
+    groups = spec.param_groups
+    stream = groups["pos_embed"][2]
+    assert groups["pos_embed"][:2] == (None, None)
+    assert groups["blocks.1.ln2.weight"] == (stream,) and groups["ln_f.bias"] == (stream,)
+    assert groups["blocks.0.attn.q.weight"][1] == stream
+    assert groups["blocks.0.attn.out.weight"][0] == stream
+    heads = groups["blocks.0.attn.q.weight"][0]
+    assert spec.group(heads).size == 4 and spec.repeat("blocks.0.attn.q.weight", 0) == 4
+    assert groups["blocks.0.attn.k.bias"] == (heads,) and groups["blocks.0.attn.v.weight"][0] == heads
+    assert groups["blocks.0.attn.out.weight"][1] == heads
+    assert spec.group(groups["blocks.0.mlp.fc1.weight"][0]).size == 64
+
+
+class _Residual(nn.Module):
+    """Hand-written residual MLP with view, slicing, cat and functional layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.proj = nn.Linear(6 * 4 * 4, 10)
+        self.inner = nn.Linear(10, 7)
+        self.back = nn.Linear(7, 10)
+        self.side = nn.Linear(10, 3)
+        self.weight = nn.Parameter(torch.randn(4, 13) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+        h = self.proj(h.view(h.size(0), -1))
+        h = h + self.back(F.gelu(self.inner(h)))  # residual: h, back share a group
+        kept = h[:, :5]  # a partial slice fixes the stream
+        both = torch.cat([self.side(h), kept.sum(dim=1, keepdim=True).expand(-1, 10)], dim=1)
+        return F.linear(both, self.weight)
+
+
+def test_adversarial_graph_is_derived_conservatively_and_correctly():
+    model = _Residual()
+    x = torch.randn(3, 2, 8, 8)
+    spec = derive_spec(model, x)
+    groups = spec.param_groups
+    assert groups["conv.weight"][0] is not None and spec.repeat("proj.weight", 1) == 16
+    assert groups["proj.weight"][0] is None  # sliced by h[:, :5]
+    assert groups["inner.weight"][0] is not None  # the residual branch's hidden layer survives
+    assert groups["side.weight"] == (None, None) and groups["weight"] == (None, None)
+    _assert_invariant(model, spec, x)
+
+
+class _MeanHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).mean(dim=-1)  # averaging the features: their order is free
+
+
+def test_reduction_over_features_leaves_their_group_free():
+    spec = derive_spec(_MeanHead(), torch.randn(2, 4))
+    assert spec.param_groups["fc.weight"] == ("P_fc.weight_0", None)
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(5, 5)
+        self.b = nn.Linear(5, 5)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_tied_weights_are_permuted_alike():
+    model = _Tied()
+    spec = derive_spec(model, torch.randn(2, 5))
+    assert spec.param_groups["a.weight"] == spec.param_groups["b.weight"] == (None, None)
+
+
+class _WithFFT(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        h = torch.fft.fft(h).real  # mixes every feature with every other
+        return self.head(torch.relu(self.fc2(h)))
+
+
+class _WithSort(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sort(self.fc(x), dim=-1).values
+
+
+class _WithMHA(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x)[0]
+
+
+class _DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() > 0 else x
+
+
+@pytest.mark.parametrize("model, x, op, node, code", [
+    (_WithFFT(), torch.randn(2, 8), "torch.fft.fft", "fft_fft", "unsupported_op"),
+    (_WithSort(), torch.randn(2, 4), "torch.sort", "sort", "unsupported_op"),
+    (_WithMHA(), torch.randn(2, 3, 8), "MultiheadAttention", "attn", "unsupported_op"),
+    (_DataDependent(), torch.randn(2, 3), "symbolic_trace", "_DataDependent", "untraceable"),
+])
+def test_unsupported_ops_are_refused_naming_op_and_node(model, x, op, node, code):
+    with pytest.raises(UnsupportedModel) as info:
+        derive_spec(model, x)
+    assert info.value.code == code
+    assert op in info.value.details["op"] and info.value.details["node"] == node
+    assert op in info.value.message
+
+
+def test_tracing_leaves_batchnorm_statistics_and_mode_alone():
+    model, x = _zoo("resnet")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    derive_spec(model, x)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_self_check_names_the_group_that_breaks_invariance():
+    model, x = _zoo("mlp")
+    wrong = derive_spec(model, x).to_json()
+    wrong["blocks.1.fc.bias"] = [None]  # the bias must move with its units
+    spec = spec_from_param_groups(wrong, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    with pytest.raises(UnsupportedModel) as info:
+        check_spec(model, spec, x, torch.Generator().manual_seed(0))
+    assert info.value.code == "spec_self_check_failed"
+    assert info.value.details["group"] == "P_blocks.1.fc.weight_0"
+
+
+def test_explicit_spec_overrides_named_entries():
+    model, x = _zoo("mlp")
+    hidden = "P_blocks.0.fc.weight_0"
+    explicit = {"blocks.0.fc.weight": [None, None], "blocks.0.fc.bias": [None],
+                "blocks.1.fc.weight": ["P_blocks.1.fc.weight_0", None]}
+    spec = derive_spec(model, x, explicit)
+    assert [g.name for g in spec.groups] == ["P_blocks.1.fc.weight_0"]
+    assert hidden not in spec.to_json()["blocks.1.fc.weight"]
+
+
+def test_explicit_spec_that_breaks_invariance_is_refused():
+    model, x = _zoo("mlp")
+    with pytest.raises(UnsupportedModel) as info:
+        derive_spec(model, x, {"blocks.0.fc.bias": [None]})
+    assert info.value.code == "spec_self_check_failed"
+    assert info.value.details["group"] == "P_blocks.0.fc.weight_0"
+
+
+@pytest.mark.parametrize("explicit, words", [
+    ({"blocks.9.fc.weight": [None, None]}, "not a parameter"),
+    ({"head.bias": [None, None]}, "lists 2 axes"),
+    ({"head.bias": ["g*0"]}, "positive int"),
+    ({"blocks.0.fc.bias": ["P_blocks.1.fc.weight_0*2"]}, "units"),
+])
+def test_malformed_explicit_spec_is_invalid_input(explicit, words):
+    model, x = _zoo("mlp")
+    with pytest.raises(InvalidInput) as info:
+        derive_spec(model, x, explicit)
+    assert info.value.code == "invalid_permutation_spec"
+    assert words in info.value.message
+
+
+def test_explicit_spec_completes_a_model_with_an_opaque_op():
+    model = _WithFFT()
+    x = torch.randn(2, 8)
+    spec = derive_spec(model, x, {})  # fft's axes stay fixed, the rest is derived
+    assert [g.name for g in spec.groups] == ["P_fc2.weight_0"]
+    _assert_invariant(model, spec, x)
+
+
+def test_matching_recovers_a_planted_permutation_through_a_flatten():
+    model, x = _zoo("cnn")
+    spec = derive_spec(model, x)
+    source = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    planted = spec.random(torch.Generator().manual_seed(3))
+    target = apply_permutation(spec, planted, source)
+    found = match(spec, PairBank.from_pairs([(target, source)], source)).perm
+    assert all(torch.equal(found[g], planted[g]) for g in planted)
