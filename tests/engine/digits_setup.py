@@ -1,63 +1,36 @@
-"""Tiny real setups for engine tests: sklearn digits, an MLP and a BatchNorm CNN.
+"""Tiny real setups for engine tests: sklearn digits with the zoo's `mlp` and a `cnn`
+with BatchNorm, their specs derived by tracing.
 
-The source is trained for real (a second on CPU) with a small learning rate, the regime
-where adding the source's displacement to another init (Naive) fails.
+The source is trained for real (about a second on CPU) with a small learning rate, the
+regime where adding the source's displacement to another init (Naive) fails.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
 from trajx.engine.batches import Dataset
-from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
+from trajx.engine.permspec import PermutationSpec
+from trajx.engine.trace import derive_spec
+from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.io import save_tensors
 
-MLP_GROUPS = {
-    "0.weight": ("h1", None), "0.bias": ("h1",),
-    "2.weight": ("h2", "h1"), "2.bias": ("h2",),
-    "4.weight": (None, "h2"), "4.bias": (None,),
-}
-CNN_GROUPS = {
-    "0.weight": ("c1", None, None, None), "0.bias": ("c1",),
-    "1.weight": ("c1",), "1.bias": ("c1",), "1.running_mean": ("c1",), "1.running_var": ("c1",),
-    "1.num_batches_tracked": (),
-    "3.weight": ("c2", "c1", None, None), "3.bias": ("c2",),
-    "4.weight": ("c2",), "4.bias": ("c2",), "4.running_mean": ("c2",), "4.running_var": ("c2",),
-    "4.num_batches_tracked": (),
-    "8.weight": (None, "c2"), "8.bias": (None,),
-}
+MLP = ("mlp", {"in_features": 64, "hidden": [128, 128], "num_classes": 10})
+CNN = ("cnn", {"in_channels": 1, "image_size": 8, "channels": [16, 16], "fc": [32],
+               "batchnorm": True, "pooling": "flatten"})
 
 
 def digits(as_images: bool = False) -> tuple[Dataset, Dataset]:
+    """(train, test): the first 1400 digits and the remaining 397, inputs scaled to [0, 1]."""
     data = load_digits()
     inputs = torch.tensor(data.data, dtype=torch.float32) / 16.0
     if as_images:
         inputs = inputs.reshape(-1, 1, 8, 8)
     targets = torch.tensor(data.target, dtype=torch.int64)
     return Dataset(inputs[:1400], targets[:1400]), Dataset(inputs[1400:], targets[1400:])
-
-
-def mlp(seed: int, width: int = 128) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                         nn.Linear(width, 10))
-
-
-def bn_cnn(seed: int, width: int = 16) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
-
-
-def spec_of(model: nn.Module, groups: dict) -> PermutationSpec:
-    return spec_from_param_groups(groups, {n: tuple(t.shape) for n, t in model.state_dict().items()})
-
-
-def state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: t.detach().clone() for n, t in model.state_dict().items()}
 
 
 def train(model: nn.Module, data: Dataset, epochs: int, lr: float, seed: int = 0) -> list[dict]:
@@ -78,24 +51,46 @@ def train(model: nn.Module, data: Dataset, epochs: int, lr: float, seed: int = 0
     return checkpoints
 
 
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
 @dataclass
 class Setup:
-    model_fn: object
+    arch: tuple[str, dict]
     spec: PermutationSpec
     source: list[dict]
     train: Dataset
     test: Dataset
 
+    def model(self) -> nn.Module:
+        return build_model(*self.arch)
+
+    def init(self, seed: int) -> dict[str, torch.Tensor]:
+        return init_state_dict(*self.arch, seed)
+
+    def write(self, directory: Path) -> dict[str, Path]:
+        """θ⁰, θᵀ and both data shards as safetensors files; returns their paths."""
+        paths = {"theta0": directory / "theta0.safetensors", "thetaT": directory / "thetaT.safetensors",
+                 "train": directory / "train.safetensors", "test": directory / "test.safetensors"}
+        save_tensors(paths["theta0"], self.source[0])
+        save_tensors(paths["thetaT"], self.source[-1])
+        for key, data in (("train", self.train), ("test", self.test)):
+            save_tensors(paths[key], {"inputs": data.inputs, "targets": data.targets})
+        return paths
+
+
+def _setup(arch: tuple[str, dict], as_images: bool, epochs: int, lr: float) -> Setup:
+    train_data, test_data = digits(as_images)
+    model = build_model(*arch)
+    model.load_state_dict(init_state_dict(*arch, 0))
+    spec = derive_spec(model, example_input(*arch))
+    return Setup(arch, spec, train(model, train_data, epochs, lr), train_data, test_data)
+
 
 def mlp_setup() -> Setup:
-    train_data, test_data = digits()
-    model = mlp(0)
-    return Setup(mlp, spec_of(model, MLP_GROUPS), train(model, train_data, 10, 0.005),
-                 train_data, test_data)
+    return _setup(MLP, as_images=False, epochs=10, lr=0.005)
 
 
 def cnn_setup() -> Setup:
-    train_data, test_data = digits(as_images=True)
-    model = bn_cnn(0)
-    return Setup(bn_cnn, spec_of(model, CNN_GROUPS), train(model, train_data, 2, 0.02),
-                 train_data, test_data)
+    return _setup(CNN, as_images=True, epochs=2, lr=0.02)

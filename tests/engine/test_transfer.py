@@ -14,7 +14,7 @@ from trajx.engine.transfer import transfer
 from trajx.errors import Cancelled, NonFiniteLoss
 from trajx.spec import TransferParams
 
-from tests.engine.digits_setup import cnn_setup, mlp_setup, state
+from tests.engine.digits_setup import cnn_setup, mlp_setup
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def cnn():
 def run(setup, method="fgmt", targets=(1,), steps=8, **kwargs):
     params = TransferParams(**{"steps": steps, "batch_size": 128, "device": "cpu",
                                **kwargs.pop("params", {})})
-    inits = [state(setup.model_fn(seed)) for seed in targets]
-    return transfer(setup.model_fn(99), setup.spec, setup.source, inits, setup.train, params,
+    inits = [setup.init(seed) for seed in targets]
+    return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, params,
                     method=method, eval_data=kwargs.pop("eval_data", setup.test), **kwargs)
 
 
@@ -82,20 +82,21 @@ def test_oracle_recovers_the_permutation_of_a_permuted_twin(mlp):
     perm = mlp.spec.random(torch.Generator().manual_seed(4))
     twin_init = apply_permutation(mlp.spec, perm, mlp.source[0])
     twin_trained = apply_permutation(mlp.spec, perm, mlp.source[-1])
-    result = transfer(mlp.model_fn(99), mlp.spec, mlp.source, [twin_init], mlp.train,
+    result = transfer(mlp.model(), mlp.spec, mlp.source, [twin_init], mlp.train,
                       TransferParams(steps=3, device="cpu"), method="oracle",
                       trained_targets=[twin_trained]).targets[0]
     # Units that never moved (dead ReLUs) may be matched in any order: compare the states.
     assert all(torch.allclose(result.last[n], twin_trained[n], atol=1e-6) for n in twin_trained)
-    moved = (mlp.source[-1]["0.bias"] != mlp.source[0]["0.bias"]).nonzero().flatten()
-    assert torch.equal(result.permutation["h1"][torch.argsort(perm["h1"])][moved], moved)
+    group = mlp.spec.param_groups["blocks.0.fc.bias"][0]
+    moved = (mlp.source[-1]["blocks.0.fc.bias"] != mlp.source[0]["blocks.0.fc.bias"]).nonzero().flatten()
+    assert torch.equal(result.permutation[group][torch.argsort(perm[group])][moved], moved)
 
 
 def test_ensemble_shares_source_gradients(mlp):
     result = run(mlp, "fgmt", targets=(1, 2), steps=4, eval_data=None)
     assert result.timings.backward_passes == 4 + 2 * 4
     assert len(result.targets) == 2
-    assert not torch.equal(result.targets[0].last["0.weight"], result.targets[1].last["0.weight"])
+    assert not torch.equal(result.targets[0].last["head.weight"], result.targets[1].last["head.weight"])
 
 
 def test_best_step_is_tracked_on_eval_data(mlp):
@@ -109,14 +110,14 @@ def test_without_eval_data_best_is_last_and_trajectory_is_kept(mlp):
     target = run(mlp, "fgmt", steps=3, eval_data=None, keep_trajectory=True).targets[0]
     assert target.best_step == 3 and target.best is target.last
     assert len(target.trajectory) == 4
-    assert torch.equal(target.trajectory[-1]["0.weight"], target.last["0.weight"])
+    assert torch.equal(target.trajectory[-1]["head.weight"], target.last["head.weight"])
 
 
 def test_float_targets_use_mean_squared_error(mlp):
     inputs = mlp.train.inputs
     regression = Dataset(inputs, torch.nn.functional.one_hot(mlp.train.targets, 10).float())
     params = TransferParams(steps=2, device="cpu")
-    target = transfer(mlp.model_fn(99), mlp.spec, mlp.source, [state(mlp.model_fn(1))],
+    target = transfer(mlp.model(), mlp.spec, mlp.source, [mlp.init(1)],
                       regression, params, eval_data=regression).targets[0]
     assert set(target.steps[-1]) >= {"loss"} and "accuracy" not in target.steps[-1]
 
@@ -125,7 +126,7 @@ def test_float_targets_use_mean_squared_error(mlp):
 
 def test_batch_norm_statistics_are_reestimated_not_transferred(cnn):
     target = run(cnn, "fgmt", steps=3).targets[0]
-    for layer in ("1", "4"):
+    for layer in ("features.0.bn", "features.1.bn"):
         assert target.last[f"{layer}.num_batches_tracked"] == TransferParams().bn_batches
         assert not torch.allclose(target.last[f"{layer}.running_mean"],
                                   cnn.source[-1][f"{layer}.running_mean"])
@@ -170,10 +171,10 @@ def test_cancel_is_honoured_between_steps(mlp):
 
 
 def test_non_finite_loss_is_reported(mlp):
-    broken = state(mlp.model_fn(1))
-    broken["0.weight"][0, 0] = float("nan")
+    broken = mlp.init(1)
+    broken["head.weight"][0, 0] = float("nan")
     with pytest.raises(NonFiniteLoss, match="target 0 step 0"):
-        transfer(mlp.model_fn(99), mlp.spec, mlp.source, [broken], mlp.train,
+        transfer(mlp.model(), mlp.spec, mlp.source, [broken], mlp.train,
                  TransferParams(steps=2, device="cpu"))
 
 

@@ -1,0 +1,169 @@
+"""Safetensors in and out: checkpoints and data shards, validated against a model.
+
+Only safetensors is ever read (never torch.load or pickle). Every problem raises
+`trajx.errors.InvalidInput` with a stable code and the offending file/tensor named:
+`invalid_safetensors`, `checkpoint_mismatch`, `non_finite_input`, `data_mismatch`,
+`target_out_of_range`.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from trajx.engine.batches import Dataset
+from trajx.errors import InvalidInput
+
+# BatchNorm's batch counter is bookkeeping, often dropped by exporters: take the model's.
+_OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file `path`; `what` names it in errors."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidInput(f"{what}: cannot read {Path(path).name} as safetensors: {exc}",
+                           code="invalid_safetensors", artifact=what) from None
+
+
+def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, str] | None = None) -> None:
+    """Write `tensors` (moved to CPU, made contiguous) to `path` as safetensors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.detach().cpu().contiguous() for n, t in tensors.items()}, str(path),
+              metadata=dict(metadata) if metadata else None)
+
+
+def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """`state` checked against a model's `expected` state dict and cast to its dtypes.
+
+    Names must match exactly (a missing `num_batches_tracked` is filled in), shapes must
+    match, floating entries must be floating (any precision) and integer ones integer,
+    values must be finite. Raises InvalidInput `checkpoint_mismatch` listing missing
+    and extra names or naming the tensor with both shapes/dtypes, `non_finite_input`
+    naming the tensor.
+    """
+    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)}
+    missing = sorted(set(expected) - set(state) - optional)
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise InvalidInput(
+            f"{what}: parameter names do not match the architecture; "
+            f"missing: {missing or 'none'}; unexpected: {extra or 'none'}",
+            code="checkpoint_mismatch", artifact=what, missing=missing, unexpected=extra)
+    out = {}
+    for name, reference in expected.items():
+        if name not in state:
+            out[name] = reference.detach().clone()
+            continue
+        tensor = state[name]
+        if tuple(tensor.shape) != tuple(reference.shape):
+            raise InvalidInput(
+                f"{what}: tensor {name!r} has shape {list(tensor.shape)}, "
+                f"the architecture expects {list(reference.shape)}",
+                code="checkpoint_mismatch", artifact=what, tensor=name,
+                shape=list(tensor.shape), expected_shape=list(reference.shape))
+        if tensor.is_floating_point() != reference.is_floating_point() or tensor.is_complex():
+            raise InvalidInput(
+                f"{what}: tensor {name!r} has dtype {_dtype(tensor)}, "
+                f"the architecture expects {_dtype(reference)}",
+                code="checkpoint_mismatch", artifact=what, tensor=name,
+                dtype=_dtype(tensor), expected_dtype=_dtype(reference))
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InvalidInput(f"{what}: tensor {name!r} holds NaN or infinite values",
+                               code="non_finite_input", artifact=what, tensor=name)
+        out[name] = tensor.to(reference.dtype)
+    return out
+
+
+def load_checkpoint(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    """Read and `validate_checkpoint` a safetensors state dict."""
+    return validate_checkpoint(load_tensors(path, what), expected, what)
+
+
+def load_data(path: Path, what: str) -> Dataset:
+    """A data shard: a safetensors file with `inputs` [N, ...] and `targets` [N, ...].
+
+    Raises InvalidInput `data_mismatch` (missing tensors, lengths differ, empty,
+    unusable dtypes) or `non_finite_input`.
+    """
+    tensors = load_tensors(path, what)
+    absent = [key for key in ("inputs", "targets") if key not in tensors]
+    if absent:
+        raise InvalidInput(f"{what}: a data shard needs tensors 'inputs' and 'targets'; "
+                           f"missing {absent}, found {sorted(tensors)}",
+                           code="data_mismatch", artifact=what, missing=absent)
+    inputs, targets = tensors["inputs"], tensors["targets"]
+    if inputs.ndim == 0 or targets.ndim == 0 or len(inputs) != len(targets) or len(inputs) == 0:
+        raise InvalidInput(
+            f"{what}: 'inputs' {list(inputs.shape)} and 'targets' {list(targets.shape)} must hold "
+            "the same, non-zero number of samples along their first axis",
+            code="data_mismatch", artifact=what,
+            inputs_shape=list(inputs.shape), targets_shape=list(targets.shape))
+    for key, tensor in (("inputs", inputs), ("targets", targets)):
+        if tensor.dtype == torch.bool or tensor.is_complex():
+            raise InvalidInput(f"{what}: tensor {key!r} has unusable dtype {_dtype(tensor)}",
+                               code="data_mismatch", artifact=what, tensor=key)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InvalidInput(f"{what}: tensor {key!r} holds NaN or infinite values",
+                               code="non_finite_input", artifact=what, tensor=key)
+    if targets.is_floating_point():
+        return Dataset(inputs.float() if inputs.is_floating_point() else inputs, targets.float())
+    return Dataset(inputs.float() if inputs.is_floating_point() else inputs, targets.long())
+
+
+@torch.no_grad()
+def validate_data(data: Dataset, model: nn.Module, what: str) -> None:
+    """Check that `data` fits `model`: one forward pass on 2 samples, then the targets.
+
+    Raises InvalidInput `data_mismatch` (inputs the model cannot take, naming the input
+    shape and the model's error; float targets not shaped like the outputs; class-id
+    targets for a model without a class axis) or `target_out_of_range` (class id < 0
+    or ≥ the number of outputs).
+    """
+    sample = data.inputs[:2]
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = model(sample)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise InvalidInput(
+            f"{what}: inputs of shape {list(data.inputs.shape)} (one sample: "
+            f"{list(data.inputs.shape[1:])}, dtype {_dtype(data.inputs)}) do not fit the model: "
+            f"{str(exc).splitlines()[0]}",
+            code="data_mismatch", artifact=what, tensor="inputs",
+            inputs_shape=list(data.inputs.shape)) from None
+    finally:
+        model.train(was_training)
+    if data.targets.is_floating_point():
+        per_sample = tuple(outputs.shape[1:])
+        if outputs[0].numel() != data.targets[0].numel():
+            raise InvalidInput(
+                f"{what}: float targets of shape {list(data.targets.shape)} are regression values, "
+                f"but the model outputs {list(per_sample)} per sample",
+                code="data_mismatch", artifact=what, tensor="targets",
+                targets_shape=list(data.targets.shape), output_shape=list(per_sample))
+        return
+    if outputs.ndim != 2 or data.targets.ndim != 1:
+        raise InvalidInput(
+            f"{what}: integer targets {list(data.targets.shape)} are class ids, but the model "
+            f"outputs {list(outputs.shape[1:])} per sample (expected one score per class)",
+            code="data_mismatch", artifact=what, tensor="targets",
+            targets_shape=list(data.targets.shape), output_shape=list(outputs.shape[1:]))
+    classes = outputs.shape[1]
+    low, high = int(data.targets.min()), int(data.targets.max())
+    if low < 0 or high >= classes:
+        raise InvalidInput(
+            f"{what}: targets range over [{low}, {high}] but the model has {classes} classes "
+            f"(valid ids 0..{classes - 1})",
+            code="target_out_of_range", artifact=what, tensor="targets",
+            min=low, max=high, num_classes=classes)
+
+
+def _dtype(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
