@@ -12,9 +12,12 @@ from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage,
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+# A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
+MAX_JOB_BODY_BYTES = 1024 * 1024
 
 
-@router.post("", status_code=202, response_model=JobPublic, responses=problem_responses(401, 422))
+@router.post("", status_code=202, response_model=JobPublic, responses=problem_responses(400, 401, 413, 422),
+             max_body_size=MAX_JOB_BODY_BYTES)
 def create_job(body: JobCreate, response: Response, session: SessionDep, services: ServicesDep,
                tenant_id: TenantId, idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
