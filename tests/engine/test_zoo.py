@@ -96,7 +96,7 @@ def test_mlp_flattens_image_inputs():
 def test_cnn_default_is_conv8():
     state = build_model("cnn", {}).state_dict()
     convs = [k for k in state if k.endswith("conv.weight")]
-    assert [tuple(state[k].shape)[0] for k in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [state[k].shape[0] for k in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
     # four max-pools take 32x32 to 2x2: the first fc reads 512 channels x 4 positions
     assert tuple(state["fc.0.weight"].shape) == (256, 512 * 4)
     assert tuple(state["head.weight"].shape) == (10, 256)

@@ -5,7 +5,8 @@
 axes share a permutation, merges them in an `AxisUnion` and reads the groups off it:
 a group touching the model's input or output, of size 1, or made of parameter axes
 alone is fixed. An op without a handler is refused, naming op and node. Each spec is
-then checked: permuting any group must leave the outputs unchanged.
+then proven by `check_spec` (selfcheck.py): permuting its groups must leave the
+outputs unchanged.
 """
 
 from collections.abc import Mapping, Sequence
@@ -13,22 +14,24 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.func import functional_call
 from torch.fx.node import _get_qualified_name
 from torch.overrides import resolve_name
 from torch.utils._pytree import tree_leaves
 
 from trajx.engine.axis_links import AxisUnion, Call, Endpoint, Links, TensorRef
 from trajx.engine.explicit import merge_explicit
-from trajx.engine.permspec import (
-    PermutationSpec,
-    apply_permutation,
-    spec_from_param_groups,
-)
+from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
+from trajx.engine.selfcheck import check_spec, eval_mode
 from trajx.engine.trace_ops import FUNCTION_HANDLERS, METHOD_HANDLERS, MODULE_HANDLERS, Handler
 from trajx.errors import InvalidInput, UnsupportedModel
 
+__all__ = ["check_spec", "derive_param_groups", "derive_spec"]
+
 PARAM = "param:"
+
+
+class _AxisMismatch(Exception):
+    """An op's rule linked axes whose sizes do not fit: the op is not what the rule assumes."""
 
 
 def _op_name(node: fx.Node, module: nn.Module | None) -> str:
@@ -77,8 +80,10 @@ class _AxisTracer(fx.Interpreter):
             self._apply(self._get_attr_links(node, out))
         else:
             module = self.module.get_submodule(node.target) if node.op == "call_module" else None
-            call = self._call(node, module)
-            self._apply(self._op_links(node, module, call, value))
+            try:
+                self._apply(self._op_links(node, module, self._call(node, module), value))
+            except _AxisMismatch as exc:
+                raise self._refusal(node, module, str(exc)) from None
 
     def _get_attr_links(self, node: fx.Node, out: TensorRef | None) -> Links:
         if out is None:
@@ -92,25 +97,31 @@ class _AxisTracer(fx.Interpreter):
         return links
 
     def _op_links(self, node: fx.Node, module: nn.Module | None, call: Call, value: Any) -> Links:
+        if call.out is None and not call.tensors() and not _contains_tensor(value):
+            return Links()  # arithmetic on sizes and other plain Python values
         handler = self._handler(node, module)
         if call.out is None and _contains_tensor(value):
-            handler = None  # an op returning several tensors: none is understood
-        if call.out is None and not call.tensors():
-            return Links()  # arithmetic on sizes and other plain Python values
-        try:
-            if handler is None:
-                raise UnsupportedModel("no rule for this op", code="unsupported_op", reason="no rule for this op")
-            return handler(call)
-        except UnsupportedModel as exc:
-            if self._opaque:  # every axis it touches stays fixed: correct, if conservative
-                return Links().fix_all(*call.tensors(), *([call.out] if call.out else []))
-            op = _op_name(node, module)
-            where = f" (module {node.target!r})" if module is not None else ""
-            raise UnsupportedModel(
-                f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: "
-                f"{exc.details.get('reason', exc)}; give an explicit permutation_spec for this model",
-                code="unsupported_op", op=op, node=node.name,
-            ) from None
+            reason = "it returns several tensors"
+        elif handler is None:
+            reason = "no rule for this op"
+        else:
+            try:
+                return handler(call)
+            except UnsupportedModel as exc:
+                reason = exc.details.get("reason", exc.message)
+        if self._opaque:  # every axis it touches stays fixed: correct, if conservative
+            return Links().fix_all(*call.tensors(), *([call.out] if call.out else []))
+        raise self._refusal(node, module, reason)
+
+    @staticmethod
+    def _refusal(node: fx.Node, module: nn.Module | None, reason: str) -> UnsupportedModel:
+        op = _op_name(node, module)
+        where = f" (module {node.target!r})" if module is not None else ""
+        return UnsupportedModel(
+            f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: {reason}; "
+            "give an explicit permutation_spec for this model",
+            code="unsupported_op", op=op, node=node.name,
+        )
 
     def _handler(self, node: fx.Node, module: nn.Module | None) -> Handler | None:
         if node.op == "call_module":
@@ -147,10 +158,9 @@ class _AxisTracer(fx.Interpreter):
         self._register(a)
         self._register(b)
         if self.axes.size(a) != self.axes.size(b) * repeat:
-            raise UnsupportedModel(
-                f"axes {a} (size {self.axes.size(a)}) and {b} (size {self.axes.size(b)}) "
-                f"cannot share units {repeat} times: the op does not act as its rule expects",
-                code="unsupported_op", op="?", node=a[0],
+            raise _AxisMismatch(
+                f"its rule links axis {a[1]} of {a[0]} (size {self.axes.size(a)}) to axis {b[1]} "
+                f"of {b[0]} (size {self.axes.size(b)}) repeated {repeat} times"
             )
         self.axes.join(a, b, repeat)
 
@@ -223,13 +233,8 @@ def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
     state = model.state_dict()
     graph = _trace(model)
     tracer = _AxisTracer(graph, list(state), opaque_unsupported)
-    was_training = model.training
-    graph.eval()  # BatchNorm must not update its running statistics while we trace
-    try:
-        with torch.no_grad():
-            tracer.run(example_input)
-    finally:
-        graph.train(was_training)
+    with eval_mode(graph), torch.no_grad():  # BatchNorm must not update its statistics
+        tracer.run(example_input)
     tracer.join_aliases(_aliases(state))
     return _groups_from_axes(tracer.axes, {k: tuple(v.shape) for k, v in state.items()})
 
@@ -255,77 +260,3 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
         raise InvalidInput(f"permutation_spec: {exc}", code="invalid_permutation_spec") from None
     check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
     return spec
-
-
-def _randomized_state(state: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Float64 copies of `state` with every unit made distinct (a fresh LayerNorm is all ones,
-    BatchNorm statistics are 0 and 1: a wrong permutation of them would go unnoticed)."""
-    out = {}
-    for name, tensor in state.items():
-        if not tensor.is_floating_point() or tensor.numel() == 0:
-            out[name] = tensor
-            continue
-        value = tensor.detach().double()
-        noise = torch.randn(value.shape, generator=generator, dtype=torch.float64).to(value.device)
-        if bool((value > 0).all()):  # scales and variances stay positive
-            value = value * torch.exp(0.2 * noise)
-        else:
-            spread = float(value.std()) if value.numel() > 1 and float(value.std()) > 0 else 0.1
-            value = value + 0.5 * spread * noise
-        out[name] = value
-    return out
-
-
-def _call(model: nn.Module, state: Mapping[str, torch.Tensor], x: torch.Tensor) -> Any:
-    # tie_weights=False: tied entries are permuted alike (their axes were joined), and
-    # the check must run on exactly the state it was given.
-    return functional_call(model, dict(state), (x,), tie_weights=False, strict=False)
-
-
-def _non_identity(size: int, generator: torch.Generator) -> torch.Tensor:
-    perm = torch.randperm(size, generator=generator)
-    if size > 1 and bool((perm == torch.arange(size)).all()):
-        perm = torch.roll(perm, 1)
-    return perm
-
-
-def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Tensor,
-               generator: torch.Generator, atol: float = 1e-7) -> None:
-    """Prove `spec` on `model`: outputs must not change when its groups are permuted.
-
-    Runs in float64 and eval mode on randomized parameters: every group is permuted at
-    once by a random non-identity permutation drawn from `generator`, twice (a broken
-    group cannot be compensated by the others for random draws). Only when that fails
-    are the groups tried one by one, to name the culprit. Raises
-    UnsupportedModel(code="spec_self_check_failed") naming the group and the largest
-    output change (relative to the output scale, tolerance `atol`).
-    """
-    state = _randomized_state(model.state_dict(), generator)
-    x = example_input.double() if example_input.is_floating_point() else example_input
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            reference = [t.double() for t in tree_leaves(_call(model, state, x))]
-            scale = max(1.0, *(float(t.abs().max()) for t in reference if t.numel()))
-
-            def change(perm: dict[str, torch.Tensor]) -> float:
-                outputs = tree_leaves(_call(model, apply_permutation(spec, perm, state), x))
-                return max((float((o.double() - r).abs().max()) for o, r in zip(outputs, reference)
-                            if r.numel()), default=0.0)
-
-            draws = [{g.name: _non_identity(g.size, generator) for g in spec.groups} for _ in range(2)]
-            if all(change(draw) <= atol * scale for draw in draws):
-                return
-            identity = spec.identity()
-            culprits = ((g.name, change({**identity, g.name: draw[g.name]}))
-                        for g in spec.groups for draw in draws)
-            label, error = next(((n, e) for n, e in culprits if e > atol * scale),
-                                ("several groups together", max(change(d) for d in draws)))
-            raise UnsupportedModel(
-                f"permutation spec self-check failed: permuting group {label!r} changed the "
-                f"model's output by {error:.3g} (output scale {scale:.3g})",
-                code="spec_self_check_failed", group=label, max_error=error,
-            )
-    finally:
-        model.train(was_training)

@@ -9,6 +9,7 @@ With pooling="flatten" the first fc takes c_last * s * s features (s = image_siz
 channel-major; with pooling="avgpool" it takes c_last.
 """
 
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -72,13 +73,13 @@ class CNN(nn.Module):
         channels = [config.in_channels] + [scaled(c, config.width) for c in config.channels]
         self.features = nn.ModuleList(
             ConvBlock(a, b, (i + 1) % config.pool_every == 0, config)
-            for i, (a, b) in enumerate(zip(channels, channels[1:]))
+            for i, (a, b) in enumerate(pairwise(channels))
         )
         self.flatten = config.pooling == "flatten"
         side = config.image_size // 2**config.num_pools
         widths = [channels[-1] * (side * side if self.flatten else 1)]
         widths += [scaled(w, config.width) for w in config.fc]
-        self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.act = make_activation(config.activation)
         self.head = nn.Linear(widths[-1], config.num_classes)
 

@@ -6,6 +6,7 @@ Parameter names (hidden=[h0, h1], norm="batchnorm"):
 Inputs are (N, in_features); (N, C, H, W) images are flattened to C*H*W features.
 """
 
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -54,7 +55,7 @@ class MLP(nn.Module):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         widths = [config.in_features, *config.hidden]
-        self.blocks = nn.ModuleList(MLPBlock(a, b, config) for a, b in zip(widths, widths[1:]))
+        self.blocks = nn.ModuleList(MLPBlock(a, b, config) for a, b in pairwise(widths))
         self.head = nn.Linear(widths[-1], config.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
