@@ -160,6 +160,82 @@ def test_adversarial_graph_is_derived_conservatively_and_correctly():
     _assert_invariant(model, spec, x)
 
 
+class _SDPAEncoder(nn.Module):
+    """Attention through F.scaled_dot_product_attention with a fused qkv projection."""
+
+    def __init__(self, causal: bool) -> None:
+        super().__init__()
+        self.causal = causal
+        self.qkv = nn.Linear(8, 3 * 8)
+        self.out = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, _ = x.shape
+        q, k, v = self.qkv(x).view(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4)  # 3 x (N, heads, L, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        y = x + self.out(y.transpose(1, 2).reshape(n, length, 8))
+        return self.head(y.mean(1))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_qkv_unpacking_is_kept_fixed_not_guessed(causal):
+    model = _SDPAEncoder(causal)
+    x = torch.randn(2, 5, 8)
+    # the fused (3, heads, 4) axis is split three ways and indexed: nothing there can move,
+    # and the residual stream is the input itself
+    spec = derive_spec(model, x)
+    assert spec.groups == ()
+    assert spec.param_groups["qkv.weight"] == (None, None)
+
+
+class _SDPAHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(6, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (layer(x).unflatten(-1, (2, 4)).transpose(1, 2) for layer in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v)  # (N, heads, L, 4)
+        return self.out(y.transpose(1, 2).flatten(2)).sum(1)
+
+
+def test_scaled_dot_product_attention_moves_whole_heads():
+    model = _SDPAHeads()
+    x = torch.randn(2, 5, 6)
+    spec = derive_spec(model, x)
+    heads = spec.param_groups["q.weight"][0]
+    assert spec.param_groups["v.bias"] == (heads,) and spec.param_groups["out.weight"] == (None, heads)
+    assert spec.group(heads).size == 2 and spec.repeat("out.weight", 1) == 4
+    _assert_invariant(model, spec, x)
+
+
+class _GroupNormStack(nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, 6)
+        self.conv2 = nn.Conv2d(6, 4, 1)
+        self.head = nn.Linear(2 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv2(F.interpolate(F.silu(self.norm(self.conv(x))), scale_factor=2))
+        pooled = torch.stack([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (N, 2, 4)
+        return self.head(pooled.flatten(1))
+
+
+@pytest.mark.parametrize("groups, permuted", [(1, True), (6, True), (2, False)])
+def test_group_norm_permutes_channels_only_when_groups_allow(groups, permuted):
+    model = _GroupNormStack(groups)
+    x = torch.randn(2, 3, 4, 4)
+    spec = derive_spec(model, x)
+    assert (spec.param_groups["norm.weight"][0] is not None) is permuted
+    # conv2's channels become the inner axis of a flatten (stat-major): kept in place
+    assert spec.param_groups["conv2.weight"][0] is None
+    _assert_invariant(model, spec, x)
+
+
 class _MeanHead(nn.Module):
     def __init__(self) -> None:
         super().__init__()

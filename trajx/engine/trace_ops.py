@@ -211,6 +211,17 @@ def getitem(call: Call) -> Links:
     return links
 
 
+def stack(call: Call) -> Links:
+    """stack along a new `dim`: that axis is fixed, the others joined across the parts."""
+    parts: list[TensorRef] = list(call.arg(0, "tensors"))
+    dim = call.arg(1, "dim", 0) % call.out.ndim
+    links = Links().fix(call.out.axis(dim))
+    for part in parts:
+        for d in range(part.ndim):
+            links.join(part.axis(d), call.out.axis(d if d < dim else d + 1))
+    return links
+
+
 def matmul(call: Call) -> Links:
     """a @ b: a's last axis joined with b's contracted axis, rows and columns with the
     result's, batch axes broadcast."""
@@ -228,6 +239,28 @@ def matmul(call: Call) -> Links:
         for offset in range(1, min(batch, batch_out) + 1):
             if side.shape[batch - offset] == out.shape[batch_out - offset]:
                 links.join(side.axis(batch - offset), out.axis(batch_out - offset))
+    return links
+
+
+def scaled_dot_product_attention(call: Call) -> Links:
+    """softmax(q k^T) v over (..., L, E) queries and (..., S, E) keys / (..., S, Ev) values:
+    q's and k's features joined, k's and v's positions joined; a mask or causal attention
+    ties positions to their order, so it fixes them."""
+    q, k, v = call.args[0], call.arg(1, "key"), call.arg(2, "value")
+    out = call.out
+    if call.arg(7, "enable_gqa", False):
+        raise _refuse(call, "grouped-query attention is not supported")
+    links = Links().join(q.axis(-1), k.axis(-1)).join(k.axis(-2), v.axis(-2))
+    links.join(q.axis(-2), out.axis(-2)).join(v.axis(-1), out.axis(-1))
+    for side in (q, k, v):
+        for offset in range(3, min(side.ndim, out.ndim) + 1):
+            if side.shape[-offset] == out.shape[-offset]:
+                links.join(side.axis(-offset), out.axis(-offset))
+    mask = call.arg(3, "attn_mask")
+    if isinstance(mask, TensorRef) or call.arg(5, "is_causal", False):
+        links.fix(q.axis(-2), k.axis(-2), out.axis(-2))
+        if isinstance(mask, TensorRef):
+            links.fix_all(mask)
     return links
 
 
@@ -317,6 +350,22 @@ def layer_norm_function(call: Call) -> Links:
     return _layer_norm(call, call.arg(2, "weight"), call.arg(3, "bias"), len(call.arg(1, "normalized_shape")))
 
 
+def _group_norm(call: Call, groups: int, weight: TensorRef | None, bias: TensorRef | None) -> Links:
+    x: TensorRef = call.args[0]
+    if groups in (1, x.shape[1]):  # statistics over all channels or per channel: equivariant
+        return _norm(x, call.out, [weight, bias], [1])
+    # channels are normalized in contiguous groups: moving one across groups changes results
+    return _norm(x, call.out, [weight, bias], [1]).fix(x.axis(1))
+
+
+def group_norm_module(call: Call) -> Links:
+    return _group_norm(call, call.module.num_groups, _maybe_param(call, "weight"), _maybe_param(call, "bias"))
+
+
+def group_norm_function(call: Call) -> Links:
+    return _group_norm(call, call.arg(1, "num_groups"), call.arg(2, "weight"), call.arg(3, "bias"))
+
+
 def _embedding(indices: TensorRef, weight: TensorRef, out: TensorRef) -> Links:
     links = Links().fix(weight.axis(0)).join(weight.axis(1), out.axis(-1))
     for dim in range(indices.ndim):
@@ -349,6 +398,11 @@ def _pooling(spatial: int) -> Handler:
 
 pool1d, pool2d = _pooling(1), _pooling(2)
 
+
+def resample(call: Call) -> Links:
+    """interpolate / Upsample on (N, C, *spatial): channel-wise like pooling."""
+    return _pooling(call.args[0].ndim - 2)(call)
+
 # -- tables ----------------------------------------------------------------------------
 
 _UNARY_FUNCTIONS = [
@@ -369,12 +423,13 @@ FUNCTION_HANDLERS: dict[object, Handler] = {
     **{f: reshape for f in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
                             torch.unflatten)},
     torch.transpose: transpose, torch.t: transpose, torch.permute: permute,
-    torch.cat: cat, torch.concat: cat, torch.concatenate: cat,
+    torch.cat: cat, torch.concat: cat, torch.concatenate: cat, torch.stack: stack,
     operator.getitem: getitem, getattr: attribute,
     operator.matmul: matmul, torch.matmul: matmul, torch.bmm: matmul,
     F.linear: linear_function, F.conv1d: conv_function, F.conv2d: conv_function,
     F.batch_norm: batch_norm_function, F.layer_norm: layer_norm_function,
-    F.embedding: embedding_function,
+    F.embedding: embedding_function, F.group_norm: group_norm_function,
+    F.scaled_dot_product_attention: scaled_dot_product_attention, F.interpolate: resample,
     **{f: pool1d for f in (F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d)},
     **{f: pool2d for f in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d)},
 }
@@ -403,7 +458,7 @@ MODULE_HANDLERS: dict[type[nn.Module], Handler] = {
     nn.Linear: linear_module,
     nn.Conv1d: conv_module, nn.Conv2d: conv_module,
     nn.BatchNorm1d: batch_norm_module, nn.BatchNorm2d: batch_norm_module,
-    nn.LayerNorm: layer_norm_module,
+    nn.LayerNorm: layer_norm_module, nn.GroupNorm: group_norm_module, nn.Upsample: resample,
     nn.Embedding: embedding_module,
     **{m: pool1d for m in (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)},
     **{m: pool2d for m in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)},
