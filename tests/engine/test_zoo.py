@@ -42,7 +42,7 @@ class Tiny(nn.Module):
         return self.fc(x)
 
 
-TINY_ENTRY = ArchitectureEntry(TinyConfig, Tiny, lambda c, batch: torch.randn(batch, 2), "test plug-in")
+TINY_ENTRY = ArchitectureEntry(Tiny, TinyConfig, lambda c, batch: torch.randn(batch, 2), "test plug-in")
 NOT_AN_ENTRY = object()
 
 
@@ -197,7 +197,7 @@ def test_installed_distribution_plugs_in_through_metadata(clean_registry, tmp_pa
             def forward(self, x):
                 return self.out(torch.relu(self.fc(x)))
 
-        ENTRY = ArchitectureEntry(AcmeConfig, Acme, lambda c, batch: torch.randn(batch, 3))
+        ENTRY = ArchitectureEntry(Acme, AcmeConfig, lambda c, batch: torch.randn(batch, 3))
     """))
     dist = tmp_path / "acme_models-1.0.dist-info"
     dist.mkdir()

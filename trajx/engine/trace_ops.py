@@ -23,7 +23,7 @@ Handler = Callable[[Call], Links]
 
 
 def _normalize_dims(dim: object, ndim: int) -> list[int]:
-    if dim is None:
+    if dim is None or isinstance(dim, bool):  # torch.std(x, True): `unbiased`, not a dim
         return list(range(ndim))
     dims = [dim] if isinstance(dim, int) else list(dim)
     return sorted(d % ndim for d in dims) if dims else list(range(ndim))
@@ -188,7 +188,8 @@ def getitem(call: Call) -> Links:
             raise _refuse(call, "indexing a multi-tensor result is not supported")
         return Links()
     index = call.args[1] if isinstance(call.args[1], tuple) else (call.args[1],)
-    if not all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in index):
+    basic = (i is None or i is Ellipsis or isinstance(i, slice) or type(i) is int for i in index)
+    if not all(basic):  # tensors, lists, bools: advanced indexing
         return Links().fix_all(*call.tensors(), call.out)
     consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
     if Ellipsis in index:

@@ -97,4 +97,4 @@ def _example(config: CNNConfig, batch: int) -> torch.Tensor:
     return torch.randn(batch, config.in_channels, config.image_size, config.image_size)
 
 
-ENTRY = ArchitectureEntry(CNNConfig, CNN, _example, "VGG-style conv stack (Conv8)")
+ENTRY = ArchitectureEntry(CNN, CNNConfig, _example, "VGG-style conv stack (Conv8)")

@@ -69,4 +69,4 @@ def _example(config: MLPConfig, batch: int) -> torch.Tensor:
     return torch.randn(batch, *(config.input_shape or [config.in_features]))
 
 
-ENTRY = ArchitectureEntry(MLPConfig, MLP, _example, "fully connected network")
+ENTRY = ArchitectureEntry(MLP, MLPConfig, _example, "fully connected network")

@@ -30,14 +30,15 @@ class ArchConfig(BaseModel):
 
 @dataclass(frozen=True)
 class ArchitectureEntry:
-    """One architecture: its config model, a builder and an example-input maker.
+    """One architecture: a builder, its config model and an example-input maker.
 
-    `builder(config)` returns the module; `example_input(config, batch)` a tensor of
-    the shape the module takes (used for tracing and the spec self-check).
+    `builder(config)` gets a validated `config_model` instance and returns the module;
+    `example_input(config, batch)` returns a tensor of the shape the module takes
+    (used for tracing and the spec self-check).
     """
 
-    config_model: type[BaseModel]
     builder: Callable[[Any], nn.Module]
+    config_model: type[BaseModel]
     example_input: Callable[[Any, int], torch.Tensor]
     description: str = ""
 

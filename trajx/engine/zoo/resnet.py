@@ -92,4 +92,4 @@ def _example(config: ResNetConfig, batch: int) -> torch.Tensor:
     return torch.randn(batch, config.in_channels, config.image_size, config.image_size)
 
 
-ENTRY = ArchitectureEntry(ResNetConfig, ResNet, _example, "CIFAR-style ResNet-20 / ResNet-18")
+ENTRY = ArchitectureEntry(ResNet, ResNetConfig, _example, "CIFAR-style ResNet-20 / ResNet-18")

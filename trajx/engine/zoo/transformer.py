@@ -150,4 +150,4 @@ def _example(config: TransformerConfig, batch: int) -> torch.Tensor:
     return torch.randn(batch, config.in_channels, config.image_size, config.image_size)
 
 
-ENTRY = ArchitectureEntry(TransformerConfig, Transformer, _example, "pre-LayerNorm transformer encoder")
+ENTRY = ArchitectureEntry(Transformer, TransformerConfig, _example, "pre-LayerNorm transformer encoder")
