@@ -1,6 +1,8 @@
 """Permutation-spec derivation: zoo models, adversarial graphs, refusals, explicit specs."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -389,3 +391,59 @@ def test_matching_recovers_a_planted_permutation_through_a_flatten():
     target = apply_permutation(spec, planted, source)
     found = match(spec, PairBank.from_pairs([(target, source)], source)).perm
     assert all(torch.equal(found[g], planted[g]) for g in planted)
+
+
+def test_a_derived_spec_round_trips_through_its_json():
+    for case in ("cnn", "transformer"):
+        model, x = _zoo(case)
+        spec = derive_spec(model, x)
+        again = derive_spec(model, x, spec.to_json())
+        assert again.to_json() == spec.to_json()
+        assert again.groups == spec.groups
+
+
+def test_a_wrong_repeat_in_an_explicit_spec_is_caught():
+    model, x = _zoo("cnn")
+    json = derive_spec(model, x).to_json()
+    channels = json["features.3.conv.weight"][0]
+    with pytest.raises(InvalidInput, match="units"):  # 32 features / 2 = 16 units, not 8
+        derive_spec(model, x, {"fc.0.weight": [json["fc.0.weight"][0], f"{channels}*2"]})
+
+
+def test_permute_axis_moves_blocks_of_a_repeated_axis():
+    from trajx.engine.permspec import expand_index, parse_group_ref, permute_axis
+
+    assert expand_index(torch.tensor([1, 0]), 3).tolist() == [3, 4, 5, 0, 1, 2]
+    features = torch.arange(6.0).reshape(1, 6)  # 2 channels x 3 positions, channel-major
+    assert permute_axis(features, 1, torch.tensor([1, 0]), 3).tolist() == [[3, 4, 5, 0, 1, 2]]
+    assert parse_group_ref("P_a.weight_0*16") == ("P_a.weight_0", 16)
+    assert parse_group_ref("plain") == ("plain", 1)
+    with pytest.raises(ValueError, match="positive int"):
+        parse_group_ref("g*x")
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    hidden=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    norm=st.sampled_from(["none", "layernorm", "batchnorm"]),
+    activation=st.sampled_from(["relu", "gelu", "tanh", "silu"]),
+    channels=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    pool_every=st.integers(1, 2),
+    pooling=st.sampled_from(["flatten", "avgpool"]),
+)
+def test_random_small_architectures_always_get_a_proven_spec(hidden, norm, activation, channels,
+                                                            pool_every, pooling):
+    configs = {
+        "mlp": {"in_features": 5, "hidden": hidden, "num_classes": 3, "norm": norm,
+                "activation": activation},
+        "cnn": {"channels": channels, "fc": hidden[:1], "pool_every": pool_every, "pooling": pooling,
+                "image_size": 16, "in_channels": 2, "batchnorm": norm == "batchnorm"},
+    }
+    for name, config in configs.items():
+        model = build_model(name, config)
+        x = example_input(name, config)
+        spec = derive_spec(model, x)
+        # a group per hidden layer, except width-1 layers which have nothing to permute
+        widths = hidden if name == "mlp" else channels + hidden[:1]
+        assert len(spec.groups) == sum(w > 1 for w in widths)
+        _assert_invariant(model, spec, x)
