@@ -1,9 +1,9 @@
 """Permutation-spec derivation: zoo models, adversarial graphs, refusals, explicit specs."""
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 from torch import nn
 from torch.nn import functional as F
 
