@@ -7,6 +7,7 @@ groups (Git Re-Basin weight matching): each group in turn is set to the solution
 linear assignment problem with every other group held fixed.
 """
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import torch
 from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, permute_axis
 from trajx.engine.solvers import break_ties, get_solver
 
+# Up to this many leading slices, a matmul per slice beats copying the stack (see _unit_products).
+_LOOP_LEAD = 256
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -213,14 +216,31 @@ def _group_cost(spec: PermutationSpec, pairs: PairBank, perm: Permutation,
             continue
         target, source = pairs.pair_stacks(axis.param)
         source = _permute_except(spec, perm, axis.param, source, axis.dim)
-        # [pairs, ..., n, ...] -> [n, pairs * rest]: one matmul covers every pair. n is the
-        # group's unit count: a flattened axis holds each unit's block of features (repeat).
-        units = perm[group_name].numel()
-        a = target.movedim(axis.dim + 1, 0).reshape(units, -1)
-        b = source.movedim(axis.dim + 1, 0).reshape(units, -1)
-        term = a.float() @ b.float().T
+        # n is the group's unit count: a flattened axis holds each unit's block of features.
+        term = _unit_products(target, source, axis.dim + 1, perm[group_name].numel())
         cost = term if cost is None else cost + term
     return cost.double().cpu().numpy()
+
+
+def _unit_products(target: torch.Tensor, source: torch.Tensor, dim: int, units: int) -> torch.Tensor:
+    """[units, units]: Σ over every index except axis `dim` of target[.., i, ..] * source[.., j, ..].
+
+    Both stacks are viewed as [lead, units, rest] (no copy for contiguous stacks); moving
+    the unit axis to the front would copy both, so a copy is only made when `lead` is
+    large and `rest` is not trivial.
+    """
+    lead = math.prod(target.shape[:dim])
+    a, b = target.reshape(lead, units, -1), source.reshape(lead, units, -1)
+    if a.shape[2] == 1:  # biases, norms, a Linear's input axis: one matmul over `lead`
+        return a[:, :, 0].float().T @ b[:, :, 0].float()
+    if lead <= _LOOP_LEAD:  # e.g. output axes: one matmul per pair, accumulated in place
+        cost = torch.zeros(units, units, device=a.device)
+        for k in range(lead):
+            cost.addmm_(a[k].float(), b[k].float().T)
+        return cost
+    a = a.transpose(0, 1).reshape(units, -1)
+    b = b.transpose(0, 1).reshape(units, -1)
+    return a.float() @ b.float().T
 
 
 def _objective(spec: PermutationSpec, pairs: PairBank, perm: Permutation) -> float:
