@@ -140,8 +140,7 @@ def _job_seconds(job: Job) -> float | None:
 
 
 def _table(rows: list[Row], seeds: tuple[int, ...], steps: int) -> Table:
-    table = Table(title=f"digits, mlp {MLP_CONFIG['hidden']}: held-out accuracy, "
-                        f"targets = seeds {list(seeds)}, T = {steps}")
+    table = Table(title=f"digits held-out accuracy · targets: seeds {', '.join(map(str, seeds))} · T = {steps}")
     table.add_column("model")
     table.add_column("accuracy (mean)", justify="right")
     table.add_column("min … max", justify="right")
