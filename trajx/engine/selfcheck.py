@@ -30,6 +30,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
+def on_model_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` moved to the device of the model's first parameter or buffer (if it has any)."""
+    tensor = next(iter(model.state_dict().values()), None)
+    return x if tensor is None else x.to(tensor.device)
+
+
 def _randomized_state(state: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Float64 copies of `state` with every unit made distinct (a fresh LayerNorm is all ones,
     BatchNorm statistics are 0 and 1: a wrong permutation of them would go unnoticed)."""
@@ -74,7 +80,8 @@ def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Ten
     output change (relative to the output scale, tolerance `atol`).
     """
     state = _randomized_state(model.state_dict(), generator)
-    x = example_input.double() if example_input.is_floating_point() else example_input
+    x = on_model_device(model, example_input)
+    x = x.double() if x.is_floating_point() else x
     with eval_mode(model), torch.no_grad():
         reference = [t.double() for t in tree_leaves(_call(model, state, x))]
         scale = max(1.0, *(float(t.abs().max()) for t in reference if t.numel()))
