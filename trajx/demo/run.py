@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from safetensors.torch import load_file, save_file
 
 from trajx.cli.remote.watch import JobWatcher
 from trajx.client import Client, Job
@@ -31,6 +30,7 @@ from trajx.demo.source import (
     train_source,
 )
 from trajx.engine.zoo import init_state_dict
+from trajx.io import load_tensors, save_tensors
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,8 @@ def run_demo(seeds: tuple[int, ...] = (1, 2, 3), steps: int = 30, data_dir: Path
 
 def _write_source(out_dir: Path, split: DigitsSplit) -> dict:
     theta0, theta_t, seconds = train_source(split)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(theta0, str(out_dir / "theta0.safetensors"))
-    save_file(theta_t, str(out_dir / "thetaT.safetensors"))
+    save_tensors(out_dir / "theta0.safetensors", theta0)
+    save_tensors(out_dir / "thetaT.safetensors", theta_t)
     train, held_out = split.save_shards(out_dir)
     return {
         "paths": {"theta0": out_dir / "theta0.safetensors", "thetaT": out_dir / "thetaT.safetensors",
@@ -128,7 +127,7 @@ def _download_lasts(client: Client, job: Job, out_dir: Path) -> list[dict]:
     states = []
     for i, target in enumerate(job.result["targets"]):
         path = client.download(target["last"], out_dir / f"target-{i}" / "last.safetensors")
-        states.append(load_file(path))
+        states.append(load_tensors(path, f"{job.id} target {i}"))
     return states
 
 

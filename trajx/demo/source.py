@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from trajx.engine.zoo import build_model, init_state_dict
+from trajx.io import save_tensors
 
 ARCH = "mlp"
 MLP_CONFIG = {"in_features": 64, "hidden": [128, 128], "num_classes": 10}
@@ -29,10 +29,9 @@ class DigitsSplit:
 
     def save_shards(self, out_dir: Path) -> tuple[Path, Path]:
         """Write `train.safetensors` and `heldout.safetensors` data shards (`inputs`, `targets`)."""
-        out_dir.mkdir(parents=True, exist_ok=True)
         train, held_out = out_dir / "train.safetensors", out_dir / "heldout.safetensors"
-        save_file({"inputs": self.train_inputs, "targets": self.train_targets}, str(train))
-        save_file({"inputs": self.eval_inputs, "targets": self.eval_targets}, str(held_out))
+        save_tensors(train, {"inputs": self.train_inputs, "targets": self.train_targets})
+        save_tensors(held_out, {"inputs": self.eval_inputs, "targets": self.eval_targets})
         return train, held_out
 
 
