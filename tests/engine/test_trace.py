@@ -447,3 +447,27 @@ def test_random_small_architectures_always_get_a_proven_spec(hidden, norm, activ
         widths = hidden if name == "mlp" else channels + hidden[:1]
         assert len(spec.groups) == sum(w > 1 for w in widths)
         _assert_invariant(model, spec, x)
+
+
+class _Regrouped(nn.Module):
+    """Flattened conv features viewed as two halves: channels can only move in pairs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x).flatten(1)  # (N, 4 * 2 * 2), channel-major
+        halves = h.view(h.shape[0], 2, 8).sum(dim=2)  # (N, 2): channels {0, 1} and {2, 3}
+        return self.fc(torch.tanh(halves))
+
+
+def test_regrouping_a_flattened_axis_yields_a_coarser_group():
+    model = _Regrouped()
+    x = torch.randn(2, 1, 2, 2)
+    spec = derive_spec(model, x)
+    (group,) = spec.groups
+    assert group.size == 2
+    assert spec.repeat("conv.weight", 0) == 2 and spec.repeat("fc.weight", 1) == 1
+    _assert_invariant(model, spec, x)
