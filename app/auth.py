@@ -6,6 +6,7 @@ that space, and lookup stays one indexed equality.
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -49,3 +50,30 @@ def authenticate(session: Session, key: str) -> ApiKey | None:
         row.last_used_at = now
         session.commit()
     return row
+
+
+class KeyCache:
+    """Recently authenticated keys: key hash -> tenant id, for `ttl_seconds`.
+
+    Status polling is the hot path; a hit authenticates without touching the database.
+    The price is that a revoked key keeps working for up to `ttl_seconds` (0 disables).
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, key: str) -> str | None:
+        entry = self._entries.get(hash_key(key))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key: str, tenant_id: str) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()  # crude, but bounded; the next requests refill it
+        self._entries[hash_key(key)] = (tenant_id, time.monotonic() + self.ttl_seconds)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app.admin import ensure_local_key
 from app.api.deps import Services
+from app.auth import KeyCache
 from app.api.routes import artifacts, jobs, ops
 from app.db import make_engine, make_session_factory
 from app.dispatch import get_dispatcher
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     services = Services(settings=settings, engine=engine, sessions=sessions,
-                        store=ArtifactStore(settings.storage_dir), dispatcher=get_dispatcher(settings))
+                        store=ArtifactStore(settings.storage_dir), dispatcher=get_dispatcher(settings),
+                        keys=KeyCache(settings.auth_cache_seconds))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # A job running longer fails with `time_limit_exceeded` (worker/).
     job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0)
 
+    # A revoked API key keeps working for up to this long (app.auth.KeyCache); 0 disables.
+    auth_cache_seconds: float = Field(default=10.0, ge=0)
     auto_migrate: bool = True
     create_local_key: bool = True
     page_limit_max: int = Field(default=200, ge=1)

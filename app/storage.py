@@ -41,14 +41,15 @@ class BlobWriter:
         self.temp_path = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb")
 
-    def write(self, chunk: bytes) -> None:
-        """Append `chunk`; raises TooLarge (and aborts) past `max_bytes`."""
-        self.size += len(chunk)
+    def write(self, *chunks: bytes) -> None:
+        """Append `chunks` in order; raises TooLarge (and aborts) past `max_bytes`."""
+        self.size += sum(len(chunk) for chunk in chunks)
         if self._max_bytes is not None and self.size > self._max_bytes:
             self.abort()
             raise TooLarge(self._max_bytes)
-        self._hash.update(chunk)
-        self._file.write(chunk)
+        for chunk in chunks:
+            self._hash.update(chunk)
+        self._file.writelines(chunks)
 
     def commit(self, check: Callable[[Path], None] | None = None) -> tuple[str, int]:
         """Make the blob durable and visible; returns (sha256, size).

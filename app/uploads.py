@@ -2,13 +2,15 @@
 
 Raw bodies are copied as they arrive; `multipart/form-data` (`curl -F file=@x`) goes
 through python-multipart's streaming parser, so Starlette never spools the file.
-Disk writes happen in a worker thread, in chunks of WRITE_CHUNK bytes, so a large
-upload does not stall the event loop that answers everyone else.
+Hashing and disk writes happen in a worker thread, in batches of WRITE_CHUNK bytes,
+so a large upload does not stall the event loop that answers everyone else.
 """
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import anyio
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -26,19 +28,52 @@ class UploadedBody:
 
 
 class _ChunkedSink:
-    """Collects small pieces and hands the writer WRITE_CHUNK-sized blocks from a thread."""
+    """Hands the writer WRITE_CHUNK-sized batches of pieces, one batch at a time in a thread.
+
+    While batch N is hashed and written, the event loop already receives batch N+1,
+    so network and disk work overlap on two cores.
+    """
 
     def __init__(self, writer: BlobWriter) -> None:
         self.writer = writer
-        self.pending = bytearray()
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.in_flight: asyncio.Future | None = None
 
     def add(self, data: bytes) -> None:
-        self.pending += data
+        self.pending.append(data)
+        self.pending_size += len(data)
 
     async def flush(self, force: bool = False) -> None:
-        if self.pending and (force or len(self.pending) >= WRITE_CHUNK):
-            block, self.pending = bytes(self.pending), bytearray()
-            await anyio.to_thread.run_sync(self.writer.write, block)
+        """Start writing the pending batch once it is big enough (or `force`); `force` also waits."""
+        if self.pending and (force or self.pending_size >= WRITE_CHUNK):
+            await self.drain()
+            batch, self.pending, self.pending_size = self.pending, [], 0
+            self.in_flight = asyncio.get_running_loop().run_in_executor(None, self.writer.write, *batch)
+        if force:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for the batch being written; re-raises its error (e.g. TooLarge)."""
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is not None:
+            await in_flight
+
+    async def settle(self) -> None:
+        """On failure: let the batch in flight finish before the caller drops the file."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.drain())
+
+
+async def _copy_body(request: Request, sink: _ChunkedSink, on_chunk: Callable[[bytes], None]) -> None:
+    try:
+        async for chunk in request.stream():
+            on_chunk(chunk)
+            await sink.flush()
+        await sink.flush(force=True)
+    except BaseException:
+        await sink.settle()
+        raise
 
 
 async def receive_body(request: Request, writer: BlobWriter) -> UploadedBody:
@@ -51,10 +86,7 @@ async def receive_body(request: Request, writer: BlobWriter) -> UploadedBody:
     if content_type == b"multipart/form-data":
         return await _receive_multipart(request, writer, params.get(b"boundary"))
     sink = _ChunkedSink(writer)
-    async for chunk in request.stream():
-        sink.add(chunk)
-        await sink.flush()
-    await sink.flush(force=True)
+    await _copy_body(request, sink, sink.add)
     return UploadedBody(filename=None, form_name=None)
 
 
@@ -120,15 +152,12 @@ async def _receive_multipart(request: Request, writer: BlobWriter, boundary: byt
     state = _FormState(sink)
     try:
         parser = MultipartParser(boundary, state.callbacks())
-        async for chunk in request.stream():
-            parser.write(chunk)
-            await sink.flush()
+        await _copy_body(request, sink, parser.write)
         parser.finalize()
     except ValueError as exc:  # python-multipart errors subclass ValueError
         raise ProblemError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
     if state.files_seen == 0:
         raise ProblemError(422, "invalid_multipart", "the form has no file part (send it as `file`)",
                            errors=[{"field": "file", "message": "missing"}])
-    await sink.flush(force=True)
     form_name = state.form_name.decode("utf-8", "replace") if state.form_name else None
     return UploadedBody(filename=state.filename, form_name=form_name)

@@ -52,3 +52,18 @@ def test_other_tenants_artifacts_and_jobs_are_invisible(api, tenant, session_fac
     sha = api.get(f"/v1/artifacts/{artifact}", headers=tenant.headers).json()["sha256"]
     found = api.get("/v1/artifacts", params={"sha256": sha}, headers=intruder.headers).json()["data"]
     assert [a["id"] for a in found] == [own]
+
+
+def test_key_cache_serves_hits_until_expiry(monkeypatch):
+    from app import auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    cache = auth.KeyCache(ttl_seconds=10)
+    cache.put("trx_a", "ten_1")
+    assert cache.get("trx_a") == "ten_1" and cache.get("trx_b") is None
+    now[0] += 11
+    assert cache.get("trx_a") is None
+    disabled = auth.KeyCache(ttl_seconds=0)
+    disabled.put("trx_a", "ten_1")
+    assert disabled.get("trx_a") is None

@@ -1,0 +1,232 @@
+"""Benchmark the API process: 1 GB upload/download throughput with its memory growth, and
+job-status polling latency at a fixed request rate, on SQLite and PostgreSQL.
+
+    .venv/bin/python bench/bench_api.py [--size-mb 1024] [--rate 200] [--duration 20]
+
+The API runs as a real `uvicorn app.main:app` process on loopback; transfers use curl
+(streamed both ways), polling uses wrk (Debian: `apt-get install -y wrk`) with a Lua
+script that paces each connection to the target rate. RSS comes from /proc: growth is
+the process's peak (VmHWM) during the transfers minus its RSS before them. PostgreSQL
+rows need the server at 127.0.0.1:5432 (a scratch database is created and dropped).
+"""
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from app.admin import create_tenant
+from app.auth import issue_key
+from app.db import make_engine, make_session_factory, session_scope
+from app.migrate import upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.api.factories import data_shard, mlp_checkpoint  # noqa: E402
+
+PG_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def database(backend: str, workdir: Path):
+    """Yield the URL of a fresh migrated database of `backend`."""
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"trajx_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_SERVER, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def new_key(database_url: str) -> str:
+    engine = make_engine(database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        _, key = issue_key(session, create_tenant(session, "bench"), "bench")
+    engine.dispose()
+    return key
+
+
+@contextmanager
+def api_server(database_url: str, workdir: Path):
+    """Run `uvicorn app.main:app` for `database_url`; yield (base_url, pid)."""
+    port = free_port()
+    env = {**os.environ, "TRAJX_DATABASE_URL": database_url, "TRAJX_STORAGE_DIR": str(workdir / "artifacts"),
+           "TRAJX_DATA_DIR": str(workdir), "TRAJX_DISPATCHER": "none", "TRAJX_CREATE_LOCAL_KEY": "false",
+           "TRAJX_MAX_UPLOAD_BYTES": str(4 * 1024**3)}
+    log = open(workdir / "api.log", "ab")
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                                "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                               env=env, stdout=log, stderr=log, cwd=REPO)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"API did not start; see {workdir / 'api.log'}")
+        yield base_url, process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def rss_kib(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+
+
+def reset_peak_rss(pid: int) -> None:
+    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def big_safetensors(path: Path, size_mb: int) -> None:
+    """One F32 tensor of `size_mb` MiB, so the upload takes the header-validation path."""
+    nbytes = size_mb * 1024**2
+    header = f'{{"big":{{"dtype":"F32","shape":[{nbytes // 4}],"data_offsets":[0,{nbytes}]}}}}'.encode()
+    header += b" " * (-len(header) % 8)
+    block = os.urandom(1024**2)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        for _ in range(size_mb):
+            f.write(block)
+
+
+def curl(*args: str) -> dict[str, float]:
+    out = subprocess.run(["curl", "-sS", "--fail-with-body", "-o", "/dev/null", "-w",
+                          "%{time_total} %{speed_upload} %{speed_download} %{http_code}", *args],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return {"seconds": float(out[0]), "up": float(out[1]), "down": float(out[2]), "status": float(out[3])}
+
+
+def bench_transfer(base_url: str, pid: int, key: str, workdir: Path, size_mb: int) -> list[tuple[str, str]]:
+    source = workdir / "big.safetensors"
+    big_safetensors(source, size_mb)
+    auth = f"Authorization: Bearer {key}"
+    httpx.get(f"{base_url}/v1/artifacts", headers={"Authorization": f"Bearer {key}"})  # warm up
+    baseline = rss_kib(pid, "VmRSS")
+    reset_peak_rss(pid)
+    up = curl("-X", "POST", "-T", str(source), "-H", auth, "-H", "Content-Type: application/octet-stream",
+              f"{base_url}/v1/artifacts?name=big.safetensors")
+    up_peak = rss_kib(pid, "VmHWM")
+    artifact_id = httpx.get(f"{base_url}/v1/artifacts", params={"limit": 1},
+                            headers={"Authorization": f"Bearer {key}"}).json()["data"][0]["id"]
+    reset_peak_rss(pid)
+    down = curl("-H", auth, f"{base_url}/v1/artifacts/{artifact_id}/content")
+    down_peak = rss_kib(pid, "VmHWM")
+    size = source.stat().st_size
+    source.unlink()
+    mb = 1e6
+    return [
+        ("upload", f"{size / mb / up['seconds']:.0f} MB/s ({size / mb:.0f} MB in {up['seconds']:.2f} s)",
+         f"{(up_peak - baseline) / 1024:.1f} MiB"),
+        ("download", f"{size / mb / down['seconds']:.0f} MB/s ({size / mb:.0f} MB in {down['seconds']:.2f} s)",
+         f"{(down_peak - baseline) / 1024:.1f} MiB"),
+    ]
+
+
+def seed_job(base_url: str, key: str) -> str:
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def put(content: bytes, name: str) -> str:
+        return httpx.post(f"{base_url}/v1/artifacts", params={"name": name}, content=content,
+                          headers=headers).json()["id"]
+
+    spec = {"arch": {"name": "mlp"}, "source": [put(mlp_checkpoint(fill=i), f"s{i}.safetensors") for i in (0, 1)],
+            "targets": [{"seed": 1}], "train_data": put(data_shard(), "train.safetensors")}
+    response = httpx.post(f"{base_url}/v1/jobs", json={"spec": spec}, headers=headers)
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+WRK_SCRIPT = """
+wrk.headers["Authorization"] = "Bearer {key}"
+function delay() return {delay_ms} end
+"""
+
+
+def bench_polling(base_url: str, key: str, workdir: Path, rate: int, duration: int) -> tuple[str, str, str]:
+    """GET one job at `rate` req/s for `duration` s; returns (achieved rate, p50, p99)."""
+    job_id = seed_job(base_url, key)
+    connections = 4
+    # wrk waits `delay()` ms after each response; the answer itself takes ~1-3 ms.
+    script = workdir / "poll.lua"
+    script.write_text(WRK_SCRIPT.format(key=key, delay_ms=max(connections * 1000 // rate - 2, 0)))
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency",
+                          "-s", str(script), f"{base_url}/v1/jobs/{job_id}"],
+                         capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"polling got errors:\n{out}")
+    achieved = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)
+    return achieved, p50, p99
+
+
+def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    print(f"\n{title}")
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
+
+    transfer_rows, poll_rows = [], []
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory(prefix="trajx-bench-") as tmp, database(backend, Path(tmp)) as url:
+            workdir = Path(tmp)
+            key = new_key(url)
+            with api_server(url, workdir) as (base_url, pid):
+                if not transfer_rows:  # the store does not depend on the database: measure once
+                    transfer_rows = bench_transfer(base_url, pid, key, workdir, args.size_mb)
+                achieved, p50, p99 = bench_polling(base_url, key, workdir, args.rate, args.duration)
+                poll_rows.append((backend, f"{args.rate}", achieved, p50, p99))
+    table(f"Artifact transfer, {args.size_mb} MiB, one API process, local disk, curl on loopback",
+          ("direction", "throughput", "API peak RSS growth"), transfer_rows)
+    table(f"GET /v1/jobs/{{id}} polling, wrk, 4 connections, {args.duration} s, one API process",
+          ("database", "target req/s", "achieved req/s", "p50", "p99"), poll_rows)
+    print(f"\n{os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()
