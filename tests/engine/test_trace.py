@@ -471,3 +471,19 @@ def test_regrouping_a_flattened_axis_yields_a_coarser_group():
     assert group.size == 2
     assert spec.repeat("conv.weight", 0) == 2 and spec.repeat("fc.weight", 1) == 1
     _assert_invariant(model, spec, x)
+
+
+class _GroupedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 1, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def test_a_handler_refusing_a_form_of_its_op_names_op_node_and_reason():
+    with pytest.raises(UnsupportedModel) as info:
+        derive_spec(_GroupedConv(), torch.randn(2, 4, 3, 3))
+    assert info.value.details == {"op": "torch.nn.modules.conv.Conv2d", "node": "conv"}
+    assert "groups=2" in info.value.message

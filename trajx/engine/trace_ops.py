@@ -29,8 +29,10 @@ def _normalize_dims(dim: object, ndim: int) -> list[int]:
     return sorted(d % ndim for d in dims) if dims else list(range(ndim))
 
 
-def _refuse(call: Call, why: str) -> UnsupportedModel:
-    return UnsupportedModel(f"{call.path or 'op'}: {why}", code="unsupported_op", reason=why)
+def _refuse(why: str) -> UnsupportedModel:
+    """The error a handler raises for a form of its op it cannot describe; the tracer
+    re-raises it naming op and node."""
+    return UnsupportedModel(why, code="unsupported_op", reason=why)
 
 
 # -- shape-preserving and broadcasting ops ---------------------------------------------
@@ -38,7 +40,7 @@ def _refuse(call: Call, why: str) -> UnsupportedModel:
 def metadata(call: Call) -> Links:
     """x.size(), x.dim(), x.shape: a non-tensor result, no axes involved."""
     if call.out is not None:
-        raise _refuse(call, "a method returning a tensor is not supported")
+        raise _refuse("a method returning a tensor is not supported")
     return Links()
 
 
@@ -53,7 +55,7 @@ def attribute(call: Call) -> Links:
         x: TensorRef = call.args[0]
         order = list(range(x.ndim))[::-1] if name == "T" else [*range(x.ndim - 2), x.ndim - 1, x.ndim - 2]
         return _permuted(call, order)
-    raise _refuse(call, f"tensor attribute {name!r} is not supported")
+    raise _refuse(f"tensor attribute {name!r} is not supported")
 
 
 def elementwise(call: Call) -> Links:
@@ -185,7 +187,7 @@ def getitem(call: Call) -> Links:
     x = call.args[0]
     if not isinstance(x, TensorRef):  # indexing a shape or a list: no tensor axes involved
         if call.out is not None:
-            raise _refuse(call, "indexing a multi-tensor result is not supported")
+            raise _refuse("indexing a multi-tensor result is not supported")
         return Links()
     index = call.args[1] if isinstance(call.args[1], tuple) else (call.args[1],)
     basic = (i is None or i is Ellipsis or isinstance(i, slice) or type(i) is int for i in index)
@@ -250,7 +252,7 @@ def scaled_dot_product_attention(call: Call) -> Links:
     q, k, v = call.args[0], call.arg(1, "key"), call.arg(2, "value")
     out = call.out
     if call.arg(7, "enable_gqa", False):
-        raise _refuse(call, "grouped-query attention is not supported")
+        raise _refuse("grouped-query attention is not supported")
     links = Links().join(q.axis(-1), k.axis(-1)).join(k.axis(-2), v.axis(-2))
     links.join(q.axis(-2), out.axis(-2)).join(v.axis(-1), out.axis(-1))
     for side in (q, k, v):
@@ -291,7 +293,7 @@ def _conv(call: Call, x: TensorRef, weight: TensorRef, bias: TensorRef | None, g
         return links.join(weight.axis(1), x.axis(channel))
     if groups == x.shape[channel] == out.shape[channel]:  # depthwise: one filter per channel
         return links.join(weight.axis(0), x.axis(channel)).fix(weight.axis(1))
-    raise _refuse(call, f"grouped convolution with groups={groups} is not supported")
+    raise _refuse(f"grouped convolution with groups={groups} is not supported")
 
 
 def _norm(x: TensorRef, out: TensorRef, vectors: list[TensorRef | None], dims: list[int]) -> Links:
