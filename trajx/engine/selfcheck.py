@@ -84,7 +84,7 @@ def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Ten
     x = x.double() if x.is_floating_point() else x
     with eval_mode(model), torch.no_grad():
         reference = [t.double() for t in tree_leaves(_call(model, state, x))]
-        scale = max(1.0, *(float(t.abs().max()) for t in reference if t.numel()))
+        scale = max([1.0, *(float(t.abs().max()) for t in reference if t.numel())])
 
         def change(perm: dict[str, torch.Tensor]) -> float:
             outputs = tree_leaves(_call(model, apply_permutation(spec, perm, state), x))
