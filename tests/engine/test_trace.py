@@ -191,6 +191,47 @@ def test_fused_qkv_unpacking_is_kept_fixed_not_guessed(causal):
     assert spec.param_groups["qkv.weight"] == (None, None)
 
 
+class _NanoGPTBlock(nn.Module):
+    """nanoGPT-style: a fused c_attn split into q, k, v, causal SDPA, GELU MLP."""
+
+    def __init__(self, split_with: str) -> None:
+        super().__init__()
+        self.split_with = split_with
+        self.ln_1, self.ln_2 = nn.LayerNorm(8), nn.LayerNorm(8)
+        self.c_attn, self.c_proj = nn.Linear(8, 24), nn.Linear(8, 8)
+        self.c_fc, self.mlp_proj = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.embed, self.head = nn.Linear(5, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        n, length, d = x.size()
+        qkv = self.c_attn(self.ln_1(x))
+        if self.split_with == "split":
+            q, k, v = qkv.split(d, dim=2)
+        elif self.split_with == "chunk":
+            q, k, v = torch.chunk(qkv, 3, dim=-1)
+        else:
+            q, k, v = qkv.unflatten(-1, (3, d)).unbind(dim=2)
+        q, k, v = (t.view(n, length, 2, d // 2).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).contiguous().view(n, length, d))
+        x = x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+        return self.head(x[:, -1, :])
+
+
+@pytest.mark.parametrize("split_with", ["split", "chunk", "unbind"])
+def test_split_fused_projections_keep_their_cut_axis_fixed_and_the_rest_free(split_with):
+    model = _NanoGPTBlock(split_with)
+    x = torch.randn(2, 4, 5)
+    spec = derive_spec(model, x)
+    groups = spec.param_groups
+    stream = groups["embed.weight"][0]
+    assert stream is not None and groups["c_attn.weight"] == (None, stream)
+    assert groups["ln_2.bias"] == (stream,) and groups["c_proj.weight"][0] == stream
+    assert groups["c_fc.weight"][0] not in (None, stream)
+    _assert_invariant(model, spec, x)
+
+
 class _SDPAHeads(nn.Module):
     def __init__(self) -> None:
         super().__init__()

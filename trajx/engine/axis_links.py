@@ -79,8 +79,10 @@ class Call:
     """One traced op as its handler sees it.
 
     `args`/`kwargs` hold the evaluated arguments with every tensor replaced by its
-    TensorRef; `out` is the result's TensorRef (None for a non-tensor result);
-    `module` and `path` are set for a module call.
+    TensorRef (a tuple of tensors by a tuple of TensorRefs); `out` is the result's
+    TensorRef (None for a non-tensor result); `parts` the results of an op returning
+    a tuple of tensors (split, chunk, unbind); `module` and `path` are set for a
+    module call.
     """
 
     out: TensorRef | None
@@ -88,6 +90,7 @@ class Call:
     kwargs: dict[str, Any]
     module: Any = None
     path: str = ""
+    parts: tuple[TensorRef, ...] = ()
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
         """Argument by position or keyword."""

@@ -22,7 +22,13 @@ from trajx.engine.axis_links import AxisUnion, Call, Endpoint, Links, TensorRef
 from trajx.engine.explicit import merge_explicit
 from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
 from trajx.engine.selfcheck import check_spec, eval_mode, on_model_device
-from trajx.engine.trace_ops import FUNCTION_HANDLERS, METHOD_HANDLERS, MODULE_HANDLERS, Handler
+from trajx.engine.trace_ops import (
+    FUNCTION_HANDLERS,
+    METHOD_HANDLERS,
+    MODULE_HANDLERS,
+    SPLITTING,
+    Handler,
+)
 from trajx.errors import InvalidInput, UnsupportedModel
 
 __all__ = ["check_spec", "derive_param_groups", "derive_spec"]
@@ -57,6 +63,7 @@ class _AxisTracer(fx.Interpreter):
         super().__init__(module)
         self.axes = AxisUnion()
         self._refs: dict[fx.Node, TensorRef] = {}
+        self._parts: dict[fx.Node, tuple[TensorRef, ...]] = {}  # results of split-like ops
         self._state_keys = set(state_keys)
         self._opaque = opaque_unsupported
         named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
@@ -65,10 +72,15 @@ class _AxisTracer(fx.Interpreter):
     def run_node(self, node: fx.Node) -> Any:
         value = super().run_node(node)
         if isinstance(value, torch.Tensor):
-            self._refs[node] = TensorRef(f"node:{node.name}", tuple(value.shape))
-            self._shapes[self._refs[node].key] = tuple(value.shape)
+            self._refs[node] = self._ref(f"node:{node.name}", value)
+        elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            self._parts[node] = tuple(self._ref(f"node:{node.name}.{i}", v) for i, v in enumerate(value))
         self._record(node, value)
         return value
+
+    def _ref(self, key: str, value: torch.Tensor) -> TensorRef:
+        self._shapes[key] = tuple(value.shape)
+        return TensorRef(key, tuple(value.shape))
 
     def _record(self, node: fx.Node, value: Any) -> None:
         out = self._refs.get(node)
@@ -100,7 +112,7 @@ class _AxisTracer(fx.Interpreter):
         if call.out is None and not call.tensors() and not _contains_tensor(value):
             return Links()  # arithmetic on sizes and other plain Python values
         handler = self._handler(node, module)
-        if call.out is None and _contains_tensor(value):
+        if call.out is None and _contains_tensor(value) and not (call.parts and handler in SPLITTING):
             reason = "it returns several tensors"
         elif handler is None:
             reason = "no rule for this op"
@@ -133,7 +145,7 @@ class _AxisTracer(fx.Interpreter):
     def _call(self, node: fx.Node, module: nn.Module | None) -> Call:
         def convert(value: Any) -> Any:
             if isinstance(value, fx.Node):
-                return self._refs.get(value, self.env.get(value))
+                return self._refs.get(value) or self._parts.get(value) or self.env.get(value)
             if isinstance(value, (list, tuple)):
                 return type(value)(convert(v) for v in value)
             if isinstance(value, dict):
@@ -143,7 +155,7 @@ class _AxisTracer(fx.Interpreter):
             return value
 
         return Call(self._refs.get(node), convert(node.args), convert(node.kwargs), module,
-                    node.target if module is not None else "")
+                    node.target if module is not None else "", self._parts.get(node, ()))
 
     def _apply(self, links: Links) -> None:
         for a, b in links.same:

@@ -185,9 +185,12 @@ def getitem(call: Call) -> Links:
     """x[index] with ints, slices, None and Ellipsis. A full slice keeps an axis joined;
     an int or a partial slice fixes it. Tensor (advanced) indices fix every axis."""
     x = call.args[0]
-    if not isinstance(x, TensorRef):  # indexing a shape or a list: no tensor axes involved
+    if not isinstance(x, TensorRef):  # a shape, a list, or the parts of a split
+        part = x[call.args[1]]
+        if isinstance(part, TensorRef) and call.out is not None:
+            return Links().join_all(part, call.out)
         if call.out is not None:
-            raise _refuse("indexing a multi-tensor result is not supported")
+            raise _refuse("indexing several tensors at once is not supported")
         return Links()
     index = call.args[1] if isinstance(call.args[1], tuple) else (call.args[1],)
     basic = (i is None or i is Ellipsis or isinstance(i, slice) or type(i) is int for i in index)
@@ -223,6 +226,31 @@ def stack(call: Call) -> Links:
         for d in range(part.ndim):
             links.join(part.axis(d), call.out.axis(d if d < dim else d + 1))
     return links
+
+
+def _split_along(call: Call, dim: int, keeps_dim: bool) -> Links:
+    """The parts of `x` cut along `dim`: other axes joined, the cut axis fixed (a unit
+    of one part is not a unit of the whole)."""
+    x: TensorRef = call.args[0]
+    dim %= x.ndim
+    links = Links().fix(x.axis(dim))
+    for part in call.parts:
+        if keeps_dim:
+            links.fix(part.axis(dim))
+        for d in range(x.ndim):
+            if d != dim:
+                links.join(x.axis(d), part.axis(d if keeps_dim or d < dim else d - 1))
+    return links
+
+
+def split(call: Call) -> Links:
+    """split(size_or_sizes, dim) / chunk(chunks, dim)."""
+    return _split_along(call, call.arg(2, "dim", 0), keeps_dim=True)
+
+
+def unbind(call: Call) -> Links:
+    """unbind(dim): the parts lose the axis."""
+    return _split_along(call, call.arg(1, "dim", 0), keeps_dim=False)
 
 
 def matmul(call: Call) -> Links:
@@ -408,6 +436,9 @@ def resample(call: Call) -> Links:
 
 # -- tables ----------------------------------------------------------------------------
 
+# Ops whose result is a tuple of tensors, handed to their handler as `Call.parts`.
+SPLITTING = {split, unbind}
+
 _UNARY_FUNCTIONS = [
     torch.relu, torch.tanh, torch.sigmoid, torch.exp, torch.abs, torch.neg, torch.sqrt,
     torch.rsqrt, torch.softmax, torch.log_softmax, torch.clone, F.softmax,
@@ -427,6 +458,7 @@ FUNCTION_HANDLERS: dict[object, Handler] = {
                             torch.unflatten)},
     torch.transpose: transpose, torch.t: transpose, torch.permute: permute,
     torch.cat: cat, torch.concat: cat, torch.concatenate: cat, torch.stack: stack,
+    torch.split: split, torch.chunk: split, torch.unbind: unbind,
     operator.getitem: getitem, getattr: attribute,
     operator.matmul: matmul, torch.matmul: matmul, torch.bmm: matmul,
     F.linear: linear_function, F.conv1d: conv_function, F.conv2d: conv_function,
@@ -447,6 +479,7 @@ METHOD_HANDLERS: dict[str, Handler] = {
     **{m: reduction for m in ("mean", "sum", "var", "std", "amax", "amin")},
     **{m: reshape for m in ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze")},
     "transpose": transpose, "t": transpose, "permute": permute,
+    "split": split, "chunk": split, "unbind": unbind,
     "matmul": matmul, "bmm": matmul,
     **{m: metadata for m in ("size", "dim", "numel")},
 }
