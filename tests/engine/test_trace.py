@@ -528,3 +528,9 @@ def test_a_handler_refusing_a_form_of_its_op_names_op_node_and_reason():
         derive_spec(_GroupedConv(), torch.randn(2, 4, 3, 3))
     assert info.value.details == {"op": "torch.nn.modules.conv.Conv2d", "node": "conv"}
     assert "groups=2" in info.value.message
+
+
+def test_a_bfloat16_model_is_traced_and_checked_from_a_float32_example():
+    model, x = _zoo("resnet")
+    expected = derive_spec(model, x).to_json()
+    assert derive_spec(model.to(torch.bfloat16), x).to_json() == expected

@@ -30,10 +30,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def on_model_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`x` moved to the device of the model's first parameter or buffer (if it has any)."""
-    tensor = next(iter(model.state_dict().values()), None)
-    return x if tensor is None else x.to(tensor.device)
+def like_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` on the model's device and, if floating, in its floating dtype (first float entry)."""
+    tensor = next((t for t in model.state_dict().values() if t.is_floating_point()), None)
+    if tensor is None:
+        return x
+    return x.to(tensor.device, tensor.dtype) if x.is_floating_point() else x.to(tensor.device)
 
 
 def _randomized_state(state: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -80,7 +82,7 @@ def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Ten
     output change (relative to the output scale, tolerance `atol`).
     """
     state = _randomized_state(model.state_dict(), generator)
-    x = on_model_device(model, example_input)
+    x = like_model(model, example_input)
     x = x.double() if x.is_floating_point() else x
     with eval_mode(model), torch.no_grad():
         reference = [t.double() for t in tree_leaves(_call(model, state, x))]

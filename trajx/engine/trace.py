@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_leaves
 from trajx.engine.axis_links import AxisUnion, Call, Endpoint, Links, TensorRef
 from trajx.engine.explicit import merge_explicit
 from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
-from trajx.engine.selfcheck import check_spec, eval_mode, on_model_device
+from trajx.engine.selfcheck import check_spec, eval_mode, like_model
 from trajx.engine.trace_ops import (
     FUNCTION_HANDLERS,
     METHOD_HANDLERS,
@@ -246,7 +246,7 @@ def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
     graph = _trace(model)
     tracer = _AxisTracer(graph, list(state), opaque_unsupported)
     with eval_mode(graph), torch.no_grad():  # BatchNorm must not update its statistics
-        tracer.run(on_model_device(model, example_input))
+        tracer.run(like_model(model, example_input))
     tracer.join_aliases(_aliases(state))
     return _groups_from_axes(tracer.axes, {k: tuple(v.shape) for k, v in state.items()})
 
@@ -256,8 +256,8 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
                 generator: torch.Generator | None = None) -> PermutationSpec:
     """The permutation spec of `model`, derived by tracing and proven by `check_spec`.
 
-    `example_input` is one input batch (moved to the model's device); the model's
-    parameters, buffers and train/eval modes are left as they were.
+    `example_input` is one input batch (moved to the model's device and float dtype);
+    the model's parameters, buffers and train/eval modes are left as they were.
 
     `explicit` (`state-dict name -> group per axis`, the job spec's JSON) overrides the
     derived entries it names; when given, an op tracing cannot handle fixes the axes
