@@ -101,3 +101,20 @@ def _check_data(shards: dict[str, Artifact]) -> None:
                   f"{feature_shapes['train_data']}"
         raise ProblemError(422, "data_mismatch", message, errors=[
             {"field": "spec.eval_data", "tensor": "inputs", "message": message}])
+
+
+def check_permutation_spec(permutation_spec: dict[str, list[str | None]] | None, source: Artifact) -> None:
+    """An explicit permutation spec names tensors of the checkpoints, one entry per axis."""
+    if not permutation_spec:
+        return
+    shapes = _shapes(source)
+    for name, axes in permutation_spec.items():
+        field = f"spec.permutation_spec.{name}"
+        if name not in shapes:
+            message = f"{field}: the checkpoints have no tensor {name!r}"
+        elif len(axes) != len(shapes[name]):
+            message = f"{field}: names {len(axes)} axes but tensor {name!r} has shape {shapes[name]}"
+        else:
+            continue
+        raise ProblemError(422, "permutation_spec_mismatch", message,
+                           errors=[{"field": field, "tensor": name, "message": message}])

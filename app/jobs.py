@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.dispatch import Dispatcher
 from app.idempotency import remember, replayed_resource, request_hash
-from app.job_inputs import resolve_inputs
+from app.job_inputs import check_permutation_spec, resolve_inputs
 from app.models import Job, JobArtifact, JobEvent, TERMINAL_JOB_STATUSES, utcnow
 from app.problems import ProblemError, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
@@ -38,7 +38,9 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
     `created` is False when `idempotency_key` replays an earlier request. Raises
     ProblemError: 422 `validation_error`/`unknown_kind` for the spec,
     `artifact_not_found`, `wrong_artifact_kind`, `checkpoint_mismatch`, `data_mismatch`
-    for its inputs, `idempotency_key_reused` for a key used with another body.
+    for its inputs, `permutation_spec_mismatch` for an explicit spec naming unknown
+    tensors or the wrong number of axes, `idempotency_key_reused` for a key used with
+    another body.
     """
     req_hash = request_hash(body.model_dump(mode="json"))
     if idempotency_key is not None:
@@ -47,6 +49,7 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
             return get_job(session, tenant_id, earlier), False
     spec = _parse_spec(body.spec)
     inputs = resolve_inputs(session, tenant_id, spec.artifact_refs())
+    check_permutation_spec(getattr(spec, "permutation_spec", None), inputs["source[0]"])
     webhook = body.webhook
     job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"), status="queued",
               max_attempts=max_attempts, created_at=utcnow(),

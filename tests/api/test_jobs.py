@@ -145,3 +145,14 @@ def test_dispatch_failure_leaves_the_job_queued(api, api_app, tenant):
     object.__setattr__(api_app.state.services, "dispatcher", Broken())
     response = create(api, tenant, transfer_spec(api, tenant))
     assert response.status_code == 202 and response.json()["status"] == "queued"
+
+
+def test_explicit_permutation_spec_must_match_the_checkpoints(api, tenant, dispatcher):
+    spec = transfer_spec(api, tenant)
+    good = create(api, tenant, {**spec, "permutation_spec": {"0.weight": ["h", None], "0.bias": ["h"]}})
+    assert good.status_code == 202, good.text
+    unknown = create(api, tenant, {**spec, "permutation_spec": {"fc9.weight": ["h", None]}})
+    assert unknown.status_code == 422 and unknown.json()["code"] == "permutation_spec_mismatch"
+    assert unknown.json()["errors"][0]["tensor"] == "fc9.weight"
+    rank = create(api, tenant, {**spec, "permutation_spec": {"0.bias": ["h", None]}})
+    assert rank.status_code == 422 and "shape [16]" in rank.json()["detail"]

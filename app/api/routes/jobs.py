@@ -16,8 +16,13 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 MAX_JOB_BODY_BYTES = 1024 * 1024
 
 
-@router.post("", status_code=202, response_model=JobPublic, responses=problem_responses(400, 401, 413, 422),
-             max_body_size=MAX_JOB_BODY_BYTES)
+_CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, the job created before)",
+                  "headers": {"Location": {"schema": {"type": "string"}, "description": "the job's URL"},
+                              "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}}}}
+
+
+@router.post("", status_code=202, response_model=JobPublic, max_body_size=MAX_JOB_BODY_BYTES,
+             responses={**_CREATED, **problem_responses(400, 401, 413, 422)})
 def create_job(body: JobCreate, response: Response, session: SessionDep, services: ServicesDep,
                tenant_id: TenantId, idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
