@@ -171,12 +171,16 @@ def test_entry_point_object_registers_an_architecture(clean_registry):
     assert info.value.code == "invalid_config"
 
 
-def test_entry_point_must_load_an_architecture_entry(clean_registry):
-    point = EntryPoint(name="broken", value=f"{__name__}:NOT_AN_ENTRY", group=ENTRY_POINT_GROUP)
+@pytest.mark.parametrize("value, words", [
+    (f"{__name__}:NOT_AN_ENTRY", "not an ArchitectureEntry"),
+    ("no_such_package_for_trajx:ENTRY", "ModuleNotFoundError"),
+])
+def test_entry_point_must_load_an_architecture_entry(clean_registry, value, words):
+    point = EntryPoint(name="broken", value=value, group=ENTRY_POINT_GROUP)
     with pytest.raises(InvalidInput) as info:
         load_entry_points([point])
     assert info.value.code == "invalid_architecture_plugin"
-    assert "broken" in info.value.message
+    assert "broken" in info.value.message and words in info.value.message
 
 
 def test_installed_distribution_plugs_in_through_metadata(clean_registry, tmp_path, monkeypatch):

@@ -57,13 +57,21 @@ def load_entry_points(points: list[EntryPoint] | None = None) -> list[str]:
     """Register the architectures of the `trajx.architectures` entry point group.
 
     `points` defaults to the installed ones. Returns the names added. An entry that
-    does not load to an ArchitectureEntry raises InvalidInput naming it.
+    fails to import or does not load to an ArchitectureEntry raises
+    InvalidInput(code="invalid_architecture_plugin") naming it.
     """
     if points is None:
         points = list(entry_points(group=ENTRY_POINT_GROUP))
     added = []
     for point in points:
-        entry = point.load()
+        try:
+            entry = point.load()
+        except Exception as exc:  # an operator's package: any import error is theirs to see
+            raise InvalidInput(
+                f"entry point {point.name!r} ({point.value}) failed to load: {type(exc).__name__}: {exc}",
+                code="invalid_architecture_plugin",
+                entry_point=point.name,
+            ) from exc
         if not isinstance(entry, ArchitectureEntry):
             raise InvalidInput(
                 f"entry point {point.name!r} ({point.value}) is a {type(entry).__name__}, "
