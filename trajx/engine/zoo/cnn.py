@@ -28,6 +28,8 @@ def scaled(width: int, factor: float) -> int:
 
 
 class CNNConfig(ArchConfig):
+    """Config of `cnn` (see docs/models.md); defaults give Conv8 for 32x32 RGB."""
+
     in_channels: int = Field(default=3, ge=1, le=4096)
     image_size: int = Field(default=32, ge=1, le=4096)
     num_classes: int = Field(default=10, ge=1, le=1_000_000)
@@ -68,6 +70,8 @@ class ConvBlock(nn.Module):
 
 
 class CNN(nn.Module):
+    """Conv blocks, flatten or global average pool, fc layers, linear head."""
+
     def __init__(self, config: CNNConfig) -> None:
         super().__init__()
         channels = [config.in_channels] + [scaled(c, config.width) for c in config.channels]

@@ -18,6 +18,8 @@ from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
 
 
 class MLPConfig(ArchConfig):
+    """Config of `mlp` (see docs/models.md)."""
+
     in_features: int = Field(ge=1, le=1_000_000)
     hidden: list[int] = Field(min_length=1, max_length=64)
     num_classes: int = Field(ge=1, le=1_000_000)
@@ -52,6 +54,8 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
+    """Hidden blocks then a linear head; flattens image inputs."""
+
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         widths = [config.in_features, *config.hidden]

@@ -27,6 +27,8 @@ LAYOUTS = {20: ([3, 3, 3], [16, 32, 64]), 18: ([2, 2, 2, 2], [64, 128, 256, 512]
 
 
 class ResNetConfig(ArchConfig):
+    """Config of `resnet` (see docs/models.md)."""
+
     depth: Literal[18, 20] = 20
     width: float = Field(default=1.0, gt=0, le=64)
     in_channels: int = Field(default=3, ge=1, le=4096)
@@ -65,6 +67,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    """Stem, stages of basic blocks, global average pool, linear head."""
+
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
         blocks, channels = LAYOUTS[config.depth]

@@ -26,6 +26,8 @@ from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
 
 
 class TransformerConfig(ArchConfig):
+    """Config of `transformer` (see docs/models.md)."""
+
     input: Literal["patches", "tokens"] = "patches"
     in_channels: int = Field(default=3, ge=1, le=4096)
     image_size: int = Field(default=32, ge=1, le=4096)
@@ -56,6 +58,8 @@ class TransformerConfig(ArchConfig):
 
 
 class PatchEmbedding(nn.Module):
+    """Non-overlapping patches through one strided Conv2d."""
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.proj = nn.Conv2d(config.in_channels, config.d_model, config.patch_size, config.patch_size)
@@ -65,6 +69,8 @@ class PatchEmbedding(nn.Module):
 
 
 class TokenEmbedding(nn.Module):
+    """Token features through one Linear."""
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.proj = nn.Linear(config.d_in, config.d_model)
@@ -74,6 +80,8 @@ class TokenEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention with explicit q/k/v/out projections."""
+
     def __init__(self, d_model: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -94,6 +102,8 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """fc1 -> activation -> fc2."""
+
     def __init__(self, d_model: int, hidden: int, activation: Activation) -> None:
         super().__init__()
         self.fc1 = nn.Linear(d_model, hidden)
@@ -120,6 +130,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    """Embedding, position embedding, pre-LayerNorm blocks, final LayerNorm, pooling, head."""
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.embed = PatchEmbedding(config) if config.input == "patches" else TokenEmbedding(config)
