@@ -61,9 +61,14 @@ def _download_results(client: Client, job: Job, out_dir: Path) -> dict[str, str]
 def _finish(out: Output, job: Job, downloads: dict[str, str] | None = None, **extra: object) -> None:
     """Print the job (and what was done locally), write CI outputs, exit by the job's status."""
     write_github_outputs(job, downloads)
+    downloaded = [] if downloads is None else [_downloads_table(downloads)]
     out.document({"job": job.raw, **extra, **({"downloads": downloads} if downloads is not None else {})},
-                 job_table(job))
+                 job_table(job), *downloaded)
     raise typer.Exit(job_exit_code(job))
+
+
+def _downloads_table(downloads: dict[str, str]):
+    return rows_table(["downloaded to"], [{"downloaded to": path} for path in downloads.values()])
 
 
 @app.command()
@@ -141,8 +146,7 @@ def download(ref: Annotated[str, typer.Argument(help="a job id (all its results)
             # Only the last path component of the server-side name: never write outside out_dir.
             name = Path(client.get_artifact(ref).name or ref).name or ref
             downloads = {name: str(client.download(ref, out_dir / name))}
-        out.document({"downloads": downloads},
-                     rows_table(["file", "path"], [{"file": k, "path": v} for k, v in downloads.items()]))
+        out.document({"downloads": downloads}, _downloads_table(downloads))
 
 
 @app.command()

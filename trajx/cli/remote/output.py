@@ -10,6 +10,7 @@ import sys
 from typing import Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -69,7 +70,7 @@ def job_table(job: Job) -> Table:
     if job.error:
         table.add_row("error", f"{job.error.code}: {job.error.message or ''}")
     for i, target in enumerate((job.summary or {}).get("targets") or []):
-        metrics = ", ".join(f"{k}={_short(v)}" for k, v in target.items())
+        metrics = ", ".join(f"{k}={_short(v)}" for k, v in target.items() if v is not None)
         table.add_row(f"target {i}", metrics)
     for path, artifact_id in job.result_files().items():
         table.add_row(path, artifact_id)
@@ -77,18 +78,29 @@ def job_table(job: Job) -> Table:
 
 
 def jobs_table(jobs: list[Job]) -> Table:
-    table = Table("id", "kind", "status", "progress", "created")
+    table = _table(["id", "status", "kind", "created"])
     for job in jobs:
-        progress = f"{job.progress.step or 0}/{job.progress.total}" if job.progress and job.progress.total else ""
-        table.add_row(job.id, job.kind or "", job.status, progress, str(job.created_at or ""))
+        status = job.status
+        if job.progress and job.progress.total and not job.done:
+            status += f" {job.progress.step or 0}/{job.progress.total}"
+        created = f"{job.created_at:%Y-%m-%d %H:%M:%S}" if job.created_at else ""
+        table.add_row(job.id, status, job.kind or "", created)
     return table
 
 
 def rows_table(columns: list[str], rows: list[dict[str, Any]]) -> Table:
     """A table of `columns` taken from each row dict (missing values left blank)."""
-    table = Table(*columns)
+    table = _table(columns)
     for row in rows:
         table.add_row(*(_short(row.get(column, "")) for column in columns))
+    return table
+
+
+def _table(columns: list[str]) -> Table:
+    table = Table(box=box.SIMPLE)
+    for column in columns:
+        # Ids and paths are copied into other commands: never cut them.
+        table.add_column(column, no_wrap=column in {"id", "downloaded to"})
     return table
 
 
