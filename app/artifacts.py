@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from app.models import Artifact, Job, JobArtifact, LIVE_JOB_STATUSES, utcnow
+from app.models import LIVE_JOB_STATUSES, Artifact, Job, JobArtifact, utcnow
 from app.problems import ProblemError, not_found
 from app.safetensors_header import looks_like_safetensors, read_tensor_table
 from app.settings import get_settings

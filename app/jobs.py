@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.dispatch import Dispatcher
 from app.idempotency import remember, replayed_resource, request_hash
 from app.job_inputs import check_permutation_spec, resolve_inputs
-from app.models import Job, JobArtifact, JobEvent, TERMINAL_JOB_STATUSES, utcnow
+from app.models import TERMINAL_JOB_STATUSES, Job, JobArtifact, JobEvent, utcnow
 from app.problems import ProblemError, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
 from trajx.errors import InvalidInput
@@ -125,8 +125,8 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job = get_job(session, tenant_id, job_id)
     now = utcnow()
     transitions = (
-        ("queued", dict(status="cancelled", cancel_requested=True, finished_at=now), "cancelled"),
-        ("running", dict(status="cancelling", cancel_requested=True), "cancel_requested"),
+        ("queued", {"status": "cancelled", "cancel_requested": True, "finished_at": now}, "cancelled"),
+        ("running", {"status": "cancelling", "cancel_requested": True}, "cancel_requested"),
     )
     changed = False
     for from_status, values, event in transitions:

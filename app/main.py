@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from app.admin import ensure_local_key
 from app.api.deps import Services
-from app.auth import KeyCache
 from app.api.routes import artifacts, jobs, ops
+from app.auth import KeyCache
 from app.db import make_engine, make_session_factory
 from app.dispatch import get_dispatcher
 from app.migrate import upgrade

@@ -12,7 +12,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 COPY_CHUNK = 1024 * 1024
@@ -82,7 +82,7 @@ class BlobWriter:
             self._file.close()
         self.temp_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "BlobWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

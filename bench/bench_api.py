@@ -34,7 +34,7 @@ from app.migrate import upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.api.factories import data_shard, mlp_checkpoint  # noqa: E402
+from tests.api.factories import data_shard, mlp_checkpoint
 
 PG_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
@@ -80,30 +80,29 @@ def api_server(database_url: str, workdir: Path):
     env = {**os.environ, "TRAJX_DATABASE_URL": database_url, "TRAJX_STORAGE_DIR": str(workdir / "artifacts"),
            "TRAJX_DATA_DIR": str(workdir), "TRAJX_DISPATCHER": "none", "TRAJX_CREATE_LOCAL_KEY": "false",
            "TRAJX_MAX_UPLOAD_BYTES": str(4 * 1024**3)}
-    log = open(workdir / "api.log", "ab")
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                                "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                               env=env, stdout=log, stderr=log, cwd=REPO)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"API did not start; see {workdir / 'api.log'}")
-        yield base_url, process.pid
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+    with open(workdir / "api.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                                    "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                                   env=env, stdout=log, stderr=log, cwd=REPO)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                raise RuntimeError(f"API did not start; see {workdir / 'api.log'}")
+            yield base_url, process.pid
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def rss_kib(pid: int, field: str) -> int:
     text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1))
 
 
 def reset_peak_rss(pid: int) -> None:
@@ -119,8 +118,7 @@ def big_safetensors(path: Path, size_mb: int) -> None:
     block = os.urandom(1024**2)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(header)) + header)
-        for _ in range(size_mb):
-            f.write(block)
+        f.writelines(block for _ in range(size_mb))
 
 
 def curl(*args: str) -> dict[str, float]:
@@ -202,8 +200,8 @@ def bench_polling(base_url: str, key: str, workdir: Path, rate: int, duration: i
     calibration = requests_per_second(run_wrk(url, key, script, connections, int(cycle_ms), 3))
     answer_ms = connections * 1000 / calibration - int(cycle_ms)
     out = run_wrk(url, key, script, connections, max(round(cycle_ms - answer_ms), 0), duration)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)
     return f"{requests_per_second(out):.0f}", p50, p99
 
 

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import update
 
 from app.models import Job
-from tests.api.factories import data_shard, mlp_checkpoint, safetensors_bytes
+from tests.api.factories import mlp_checkpoint, safetensors_bytes
 from tests.api.helpers import transfer_spec, uploaded_id
 
 
