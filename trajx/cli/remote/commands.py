@@ -58,6 +58,11 @@ def _download_results(client: Client, job: Job, out_dir: Path) -> dict[str, str]
             for rel, artifact_id in job.result_files().items()}
 
 
+def _results_if_asked(client: Client, job: Job, out_dir: Path | None) -> dict[str, str] | None:
+    """`--download DIR`: the results of a succeeded job; nothing for a failed or cancelled one."""
+    return _download_results(client, job, out_dir) if out_dir and job.status == "succeeded" else None
+
+
 def _finish(out: Output, job: Job, downloads: dict[str, str] | None = None, **extra: object) -> None:
     """Print the job (and what was done locally), write CI outputs, exit by the job's status."""
     write_github_outputs(job, downloads)
@@ -104,8 +109,7 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
         out.info(f"submitted {job.id} ({job.status})")
         if wait or download:
             job = _wait(client, out, job, timeout)
-        downloads = _download_results(client, job, download) if download and job.status == "succeeded" else None
-        _finish(out, job, downloads, uploaded=uploaded)
+        _finish(out, job, _results_if_asked(client, job, download), uploaded=uploaded)
 
 
 @app.command()
@@ -121,8 +125,7 @@ def wait_command(job_id: str, timeout: TimeoutOpt = None, download: DownloadOpt 
     """Wait for a job to finish; exit code by its final status (4 on timeout)."""
     with _session(url, api_key, json_out) as (client, out):
         job = _wait(client, out, client.get_job(job_id), timeout)
-        downloads = _download_results(client, job, download) if download and job.status == "succeeded" else None
-        _finish(out, job, downloads)
+        _finish(out, job, _results_if_asked(client, job, download))
 
 
 @app.command()
