@@ -225,22 +225,23 @@ def _group_cost(spec: PermutationSpec, pairs: PairBank, perm: Permutation,
 def _unit_products(target: torch.Tensor, source: torch.Tensor, dim: int, units: int) -> torch.Tensor:
     """[units, units]: Σ over every index except axis `dim` of target[.., i, ..] * source[.., j, ..].
 
-    Both stacks are viewed as [lead, units, rest] (no copy for contiguous stacks); moving
-    the unit axis to the front would copy both, so a copy is only made when `lead` is
-    large and `rest` is not trivial.
+    Both stacks are viewed as [lead, units, rest] without copying. Only when `lead` is
+    large and `rest` is not trivial (a conv's input axis) is each pair copied, one at a
+    time, so the extra memory stays at one pair's tensor whatever the number of pairs.
     """
     lead = math.prod(target.shape[:dim])
     a, b = target.reshape(lead, units, -1), source.reshape(lead, units, -1)
     if a.shape[2] == 1:  # biases, norms, a Linear's input axis: one matmul over `lead`
         return a[:, :, 0].float().T @ b[:, :, 0].float()
-    if lead <= _LOOP_LEAD:  # e.g. output axes: one matmul per pair, accumulated in place
-        cost = torch.zeros(units, units, device=a.device)
+    cost = torch.zeros(units, units, device=a.device)
+    if lead <= _LOOP_LEAD:  # e.g. output axes: one matmul per slice, accumulated in place
         for k in range(lead):
             cost.addmm_(a[k].float(), b[k].float().T)
         return cost
-    a = a.transpose(0, 1).reshape(units, -1)
-    b = b.transpose(0, 1).reshape(units, -1)
-    return a.float() @ b.float().T
+    for pair_a, pair_b in zip(target, source):  # [..., n, ...] -> [n, rest], one pair at a time
+        cost.addmm_(pair_a.movedim(dim - 1, 0).reshape(units, -1).float(),
+                    pair_b.movedim(dim - 1, 0).reshape(units, -1).float().T)
+    return cost
 
 
 def _objective(spec: PermutationSpec, pairs: PairBank, perm: Permutation) -> float:
@@ -248,5 +249,5 @@ def _objective(spec: PermutationSpec, pairs: PairBank, perm: Permutation) -> flo
     for name in pairs.names:
         target, source = pairs.pair_stacks(name)
         source = _permute_except(spec, perm, name, source, None)
-        total += float(torch.sum(target.float() * source.float(), dtype=torch.float64))
+        total += float(torch.dot(target.reshape(-1).float(), source.reshape(-1).float()))
     return total

@@ -1,0 +1,244 @@
+"""Engine benchmark: quality, cost and memory of GMT/FGMT (prints tables, asserts nothing).
+
+    .venv/bin/python bench/bench_engine.py                 # default, a few minutes on 2 CPU cores
+    .venv/bin/python bench/bench_engine.py --seeds 5 --steps 50 --resnet18 --device cuda
+
+Quality: sklearn digits with the zoo `mlp` and a `cnn` with BatchNorm (digits as 1x8x8
+images). Per seed pair a source is trained with SGD (θ⁰, θᵀ kept), then the target init
+(untransferred), Naive, FGMT, GMT and Oracle (the target trained for real) are evaluated on
+the held-out split. Cost: one FGMT run without eval data against its floor, the same
+2·G·T bare backward passes plus the T matching solves. Memory: the FGMT pair bank and one
+matching solve on ResNet-20 for T = 10, 30, 100, and ResNet-18 at T = 30 (estimated, or
+measured with --resnet18).
+"""
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from trajx.engine.batches import BatchSampler, Dataset, task_loss
+from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.matching import PairBank, match
+from trajx.engine.metrics import evaluate
+from trajx.engine.trace import derive_spec
+from trajx.engine.transfer import resolve_device, transfer
+from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
+from trajx.spec import TransferParams
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class Task:
+    """An architecture on digits with the SGD recipe that trains its source."""
+
+    label: str
+    arch: tuple[str, dict]
+    images: bool
+    epochs: int
+    lr: float
+
+
+TASKS = {
+    "mlp": Task("MLP 64-256-256-10", ("mlp", {"in_features": 64, "hidden": [256, 256], "num_classes": 10}),
+                images=False, epochs=10, lr=0.005),
+    "cnn": Task("CNN+BN 64-64 (flatten) fc128",
+                ("cnn", {"in_channels": 1, "image_size": 8, "channels": [64, 64], "fc": [128],
+                         "batchnorm": True, "pooling": "flatten"}),
+                images=True, epochs=3, lr=0.005),
+}
+
+
+def digits(images: bool) -> tuple[Dataset, Dataset]:
+    data = load_digits()
+    inputs = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    if images:
+        inputs = inputs.reshape(-1, 1, 8, 8)
+    targets = torch.tensor(data.target)
+    return Dataset(inputs[:1400], targets[:1400]), Dataset(inputs[1400:], targets[1400:])
+
+
+def sgd(model: nn.Module, data: Dataset, task: Task, seed: int) -> dict[str, torch.Tensor]:
+    """Train `model` in place (SGD, momentum 0.9, batch 64); returns the final state."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=task.lr, momentum=0.9)
+    sampler = BatchSampler(len(data), 64, torch.Generator().manual_seed(seed))
+    model.train()
+    for _ in range(task.epochs * ((len(data) + 63) // 64)):
+        inputs, targets = data.batch(sampler.draw(), "cpu")
+        optimizer.zero_grad()
+        task_loss(model(inputs), targets).backward()
+        optimizer.step()
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+def measured(fn: Callable[[], object], device: torch.device) -> tuple[object, float, float]:
+    """(result, seconds, peak extra MB over the memory in use before the call)."""
+    reset_peak_memory(device)
+    before = current_memory_bytes(device) or 0
+    start = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return result, seconds, max(0, (peak_memory_bytes(device) or 0) - before) / MB
+
+
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values) * scale
+    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
+    train, test = digits(task.images)
+    model = build_model(*task.arch)
+    spec = derive_spec(model, example_input(*task.arch))
+    params = TransferParams(steps=args.steps, batch_size=128, device=device.type)
+    rows: dict[str, dict[str, list[float]]] = {}
+
+    def record(method: str, last: float, best: float, seconds: float, memory: float) -> None:
+        row = rows.setdefault(method, {"last": [], "best": [], "seconds": [], "memory": []})
+        for key, value in zip(("last", "best", "seconds", "memory"), (last, best, seconds, memory)):
+            row[key].append(value)
+
+    for pair in range(args.seeds):
+        source_init = init_state_dict(*task.arch, seed=pair)
+        target_init = init_state_dict(*task.arch, seed=1000 + pair)
+        source_model = build_model(*task.arch)
+        source_model.load_state_dict(source_init)
+        source_final, seconds, memory = measured(lambda: sgd(source_model, train, task, pair), torch.device("cpu"))
+        accuracy = evaluate(source_model, test, 512, "cpu")["accuracy"]
+        record("source (trained)", accuracy, accuracy, seconds, memory)
+        target_model = build_model(*task.arch)
+        target_model.load_state_dict(target_init)
+        target_final = sgd(target_model, train, task, 1000 + pair)
+        init_model = build_model(*task.arch)
+        init_model.load_state_dict(target_init)
+        reestimate_batch_norm(init_model, [train.inputs[:128]])
+        accuracy = evaluate(init_model, test, 512, "cpu")["accuracy"]
+        record("target init", accuracy, accuracy, 0.0, 0.0)
+        for method in ("naive", "fgmt", "gmt", "oracle"):
+            result, seconds, memory = measured(lambda: transfer(
+                build_model(*task.arch), spec, [source_init, source_final], [target_init], train, params,
+                method=method, eval_data=test, trained_targets=[target_final]), device)
+            target = result.targets[0]
+            record(method, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
+                   seconds, memory)
+
+    print(f"\n## Quality: {task.label} on digits (1400 train / 397 test), T={args.steps}, "
+          f"cosine schedule, {args.seeds} seed pairs, device {device}")
+    print(f"{'method':<18} {'acc last %':>14} {'acc best %':>14} {'seconds':>14} {'peak extra MB':>14}")
+    for method, row in rows.items():
+        print(f"{method:<18} {mean_std(row['last'], 100):>14} {mean_std(row['best'], 100):>14} "
+              f"{mean_std(row['seconds'], 1, 2):>14} {mean_std(row['memory']):>14}")
+
+
+def bare_backward_seconds(task: Task, passes: int, batch_size: int, device: torch.device) -> float:
+    """`passes` forward+backward passes on fresh batches and nothing else."""
+    train, _ = digits(task.images)
+    model = build_model(*task.arch).to(device)
+    model.train()
+    sampler = BatchSampler(len(train), batch_size, torch.Generator().manual_seed(0))
+    batches = [train.batch(sampler.draw(), device) for _ in range(passes)]
+    start = time.perf_counter()
+    for inputs, targets in batches:
+        model.zero_grad(set_to_none=True)
+        task_loss(model(inputs), targets).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def cost(task: Task, args: argparse.Namespace, device: torch.device) -> None:
+    train, _ = digits(task.images)
+    model = build_model(*task.arch)
+    spec = derive_spec(model, example_input(*task.arch))
+    source_init = init_state_dict(*task.arch, seed=0)
+    model.load_state_dict(source_init)
+    source_final = sgd(model, train, task, 0)
+    params = TransferParams(steps=args.steps, batch_size=128, device=device.type)
+    transfer(build_model(*task.arch), spec, [source_init, source_final],  # warm-up (solver choice)
+             [init_state_dict(*task.arch, seed=1)], train, params.model_copy(update={"steps": 2}))
+    result, wall, _ = measured(lambda: transfer(
+        build_model(*task.arch), spec, [source_init, source_final], [init_state_dict(*task.arch, seed=1)],
+        train, params), device)
+    passes = result.timings.backward_passes
+    backward = bare_backward_seconds(task, passes, params.batch_size, device)
+    floor = backward + result.timings.matching_seconds
+    print(f"\n## Cost: FGMT on {task.label}, T={args.steps}, G=1, no eval data, device {device}")
+    print(f"FGMT wall {wall:.2f} s | floor {floor:.2f} s = {passes} bare backward passes {backward:.2f} s"
+          f" + {result.timings.matching_solves} matching solves {result.timings.matching_seconds:.2f} s"
+          f" | ratio {wall / floor:.2f}x (engine's own gradient time {result.timings.gradient_seconds:.2f} s,"
+          f" final BN/state {result.timings.evaluation_seconds:.2f} s)")
+
+
+def bank_memory(depth: int, steps: int, device: torch.device, solve: bool = True) -> tuple[int, float, int]:
+    """(bank bytes, peak extra MB for filling a T-pair bank and one matching sweep, parameter count)."""
+    arch = ("resnet", {"depth": depth})
+    model = build_model(*arch)
+    spec = derive_spec(model, example_input(*arch))
+    names = [n for n, _ in model.named_parameters()
+             if any(g is not None for g in spec.param_groups.get(n, ()))]
+    shapes = {n: tuple(model.state_dict()[n].shape) for n in names}
+    generator = torch.Generator().manual_seed(0)
+
+    def fill_and_solve() -> int:
+        bank = PairBank.allocate(shapes, steps, device)
+        for _ in range(steps):
+            pair = [{n: torch.randn(s, generator=generator).to(device) for n, s in shapes.items()}
+                    for _ in range(2)]
+            bank.add(*pair)
+        if solve:
+            match(spec, bank, max_iter=1, generator=torch.Generator().manual_seed(0))
+        return bank.nbytes
+
+    nbytes, _, peak = measured(fill_and_solve, device)
+    return nbytes, peak, sum(s.numel() for s in model.parameters())
+
+
+def memory(args: argparse.Namespace, device: torch.device) -> None:
+    print(f"\n## Memory: FGMT gradient pairs (float32, on {device}) + one matching sweep at full size")
+    print(f"{'model':<10} {'T':>5} {'bank MB (exact)':>16} {'peak extra MB (measured)':>25}")
+    for steps in (10, 30, 100):
+        nbytes, peak, _ = bank_memory(20, steps, device)
+        print(f"{'ResNet-20':<10} {steps:>5} {nbytes / MB:>16.1f} {peak:>25.1f}")
+    if args.resnet18:
+        nbytes, peak, _ = bank_memory(18, 30, device)
+        print(f"{'ResNet-18':<10} {30:>5} {nbytes / MB:>16.1f} {peak:>25.1f}")
+    else:
+        count = sum(p.numel() for p in build_model("resnet", {"depth": 18}).parameters())
+        print(f"{'ResNet-18':<10} {30:>5} {2 * 30 * count * 4 / MB:>16.1f} {'(run with --resnet18)':>25}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3, help="seed pairs for the quality table")
+    parser.add_argument("--steps", type=int, default=30, help="T")
+    parser.add_argument("--tasks", default="mlp,cnn", help="quality/cost tasks: mlp,cnn")
+    parser.add_argument("--sections", default="quality,cost,memory")
+    parser.add_argument("--resnet18", action="store_true", help="measure ResNet-18 T=30 (needs ~4 GB)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    sections = args.sections.split(",")
+    tasks = [TASKS[name] for name in args.tasks.split(",")]
+    if "memory" in sections:
+        memory(args, device)
+    for task in tasks:
+        if "quality" in sections:
+            quality(task, args, device)
+        if "cost" in sections:
+            cost(task, args, device)
+
+
+if __name__ == "__main__":
+    main()
