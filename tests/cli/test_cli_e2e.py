@@ -176,10 +176,13 @@ def test_listing_commands_print_one_document(cli, server, inputs_dir, tmp_path):
     spec = write_spec(tmp_path, inputs_dir, targets=[{"seed": 11}])
     job_id = cli("submit", str(spec), "--json").json()["job"]["id"]
 
+    followed = cli("events", job_id, "--follow", "--json")  # returns once the job has finished
     listed = cli("jobs", "--json")
     status = cli("status", job_id, "--json")
     events = cli("events", job_id, "--json")
 
+    assert [e["type"] for e in followed.json()["data"]][-1] == "succeeded"
     assert job_id in [job["id"] for job in listed.json()["data"]]
-    assert status.json()["job"]["id"] == job_id
+    assert status.json()["job"]["status"] == "succeeded"
+    assert events.json()["data"] == followed.json()["data"]
     assert events.json()["data"][0]["type"] == "created"

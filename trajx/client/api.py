@@ -106,9 +106,13 @@ class Client:
         """Ask a job to stop (queued: at once; running: at its next step). 409 once finished."""
         return Job.model_validate(self._transport.request("POST", f"/v1/jobs/{job_id}/cancel").json())
 
-    def events(self, job_id: str, limit: int = 10_000) -> list[Event]:
-        """The job's events in order (created, claimed, progress, ..., webhook deliveries)."""
-        return [Event.model_validate(doc) for doc in self._pages(f"/v1/jobs/{job_id}/events", {}, limit)]
+    def events(self, job_id: str, after: int | None = None, limit: int = 10_000) -> list[Event]:
+        """The job's events in order (created, claimed, progress, ..., webhook deliveries).
+
+        `after`: only events with a larger id (poll with the last id seen to follow a job).
+        """
+        path = f"/v1/jobs/{job_id}/events"
+        return [Event.model_validate(doc) for doc in self._pages(path, {}, limit, cursor=after)]
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 0.5,
              max_interval: float = 5.0, on_update: Callable[[Job], None] | None = None) -> Job:
@@ -142,12 +146,13 @@ class Client:
     def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._transport.request("GET", path, params=params).json()
 
-    def _pages(self, path: str, params: dict[str, Any], limit: int) -> Iterator[dict[str, Any]]:
-        """Follow `next_cursor` until `limit` documents or the last page."""
-        cursor, count = None, 0
+    def _pages(self, path: str, params: dict[str, Any], limit: int,
+               cursor: str | int | None = None) -> Iterator[dict[str, Any]]:
+        """Follow `next_cursor` (from `cursor`) until `limit` documents or the last page."""
+        count = 0
         while True:
             page = self._get(path, {**params, "limit": min(limit - count, 100),
-                                    **({"cursor": cursor} if cursor else {})})
+                                    **({"cursor": cursor} if cursor is not None else {})})
             for doc in page.get("data") or []:
                 yield doc
                 count += 1

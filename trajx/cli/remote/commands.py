@@ -7,6 +7,7 @@ unreachable (or answering 5xx). `--json` prints exactly one JSON document on std
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +18,9 @@ import typer
 from trajx.cli.app import app
 from trajx.cli.remote.output import Output, job_exit_code, job_table, jobs_table, rows_table
 from trajx.cli.remote.watch import JobWatcher
-from trajx.client import Client, ClientError, InvalidLocalInput, Job, WaitTimeout
+from trajx.client import Client, ClientError, Event, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
+from trajx.client.models import TERMINAL_STATUSES
 from trajx.client.specfiles import upload_local_file, upload_spec_files
 
 UrlOpt = Annotated[str | None, typer.Option(
@@ -163,8 +165,33 @@ def jobs(status_filter: Annotated[str | None, typer.Option("--status", help="Onl
 
 
 @app.command()
-def events(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+def events(job_id: str,
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until the "
+                                                "job finishes (with --json: one document at the end).")] = False,
+           url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """List a job's events (created, claimed, progress, finished, webhook deliveries)."""
     with _session(url, api_key, json_out) as (client, out):
-        found = [event.raw for event in client.events(job_id)]
-        out.document({"data": found}, rows_table(["id", "created_at", "type", "data"], found))
+        if follow:
+            found = [event.raw for event in _follow_events(client, out, job_id)]
+            out.document({"data": found})
+        else:
+            found = [event.raw for event in client.events(job_id)]
+            out.document({"data": found}, rows_table(["id", "created_at", "type", "data"], found))
+
+
+def _follow_events(client: Client, out: Output, job_id: str, poll_seconds: float = 1.0) -> list[Event]:
+    """Poll for new events, printing each as a line (unless --json), until the job is finished."""
+    seen: list[Event] = []
+    while True:
+        new = client.events(job_id, after=seen[-1].id if seen else None)
+        for event in new:
+            if not out.json_mode:
+                out.out.print(f"{event.created_at:%H:%M:%S} {event.type} {json.dumps(event.data)}")
+        seen += new
+        if new and new[-1].type in TERMINAL_STATUSES:
+            return seen
+        if not new:
+            # Finished without a final event in view (e.g. only webhook events came after it).
+            if client.get_job(job_id).done:
+                return seen
+            time.sleep(poll_seconds)
