@@ -99,8 +99,8 @@ def rows_table(columns: list[str], rows: list[dict[str, Any]]) -> Table:
 def _table(columns: list[str]) -> Table:
     table = Table(box=box.SIMPLE)
     for column in columns:
-        # Ids and paths are copied into other commands: never cut them.
-        table.add_column(column, no_wrap=column in {"id", "downloaded to"})
+        # Ids and paths are copied into other commands: never cut them (nor the short dates).
+        table.add_column(column, no_wrap=column in {"id", "created", "downloaded to"})
     return table
 
 
