@@ -48,7 +48,7 @@ class Task:
 
 TASKS = {
     "mlp": Task("MLP 64-256-256-10", ("mlp", {"in_features": 64, "hidden": [256, 256], "num_classes": 10}),
-                images=False, epochs=10, lr=0.005),
+                images=False, epochs=20, lr=0.005),
     "cnn": Task("CNN+BN 64-64 (flatten) fc128",
                 ("cnn", {"in_channels": 1, "image_size": 8, "channels": [64, 64], "fc": [128],
                          "batchnorm": True, "pooling": "flatten"}),
