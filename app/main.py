@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.admin import ensure_local_key
-from app.api.deps import Services
+from app.api.deps import Database, Services
 from app.api.routes import artifacts, jobs, ops
 from app.auth import KeyCache
 from app.db import make_engine, make_session_factory
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    services = Services(settings=settings, engine=engine, sessions=sessions,
+    services = Services(settings=settings, engine=engine, db=Database(sessions),
                         store=ArtifactStore(settings.storage_dir), dispatcher=get_dispatcher(settings),
                         keys=KeyCache(settings.auth_cache_seconds))
 
@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.metrics = Metrics(sessions)
     install_problem_handlers(app)
-    for router in (artifacts.router, jobs.router, ops.router):
+    # Jobs first: status polling is the hot path and routes are matched in order.
+    for router in (jobs.router, artifacts.router, ops.router):
         app.include_router(router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

@@ -1,12 +1,17 @@
-"""Request dependencies as `Annotated` aliases: settings, session, store, dispatcher, tenant.
+"""Request dependencies as `Annotated` aliases: the process's services and the caller's tenant.
 
-Per-process objects (engine, session factory, store, dispatcher) live in
+Per-process objects (engine, database runner, store, dispatcher, key cache) live in
 `app.state.services`, built once by `app.main.create_app`.
+
+Endpoints are `async` and do their blocking ORM work through `Database.run`, one
+thread-pool hop per request: sync endpoints and sync dependencies would each cost a
+hop of their own (FastAPI also validates a sync endpoint's response in the pool), and
+on a busy 2-core machine those hops are what turns into tail latency.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,36 +25,39 @@ from app.problems import ProblemError
 from app.settings import Settings
 from app.storage import ArtifactStore
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    """Runs `work(session, *args)` in the thread pool with a fresh session, closed after."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_in_threadpool(self._call, work, *args, **kwargs)
+
+    def _call(self, work: Callable[..., T], *args, **kwargs) -> T:
+        with self.sessions() as session:
+            return work(session, *args, **kwargs)
+
 
 @dataclass(frozen=True)
 class Services:
     settings: Settings
     engine: Engine
-    sessions: sessionmaker[Session]
+    db: Database
     store: ArtifactStore
     dispatcher: Dispatcher
     keys: KeyCache
 
 
-# Dependencies are async where they do no blocking I/O: a sync dependency costs a
-# thread-pool hop, and hops are what a busy 2-core box turns into latency.
 async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
-    """A session for the (sync, thread-pool) endpoint; creating one does no I/O, closing does."""
-    session = services.sessions()
-    try:
-        yield session
-    finally:
-        await run_in_threadpool(session.close)
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer trx_...` (an API key)")
 
 
@@ -62,18 +70,17 @@ async def get_tenant_id(services: ServicesDep,
     key = credentials.credentials
     tenant_id = services.keys.get(key)
     if tenant_id is None:
-        tenant_id = await run_in_threadpool(_authenticate, services, key)
+        tenant_id = await services.db.run(_tenant_of_key, key)
         services.keys.put(key, tenant_id)
     return tenant_id
 
 
-def _authenticate(services: Services, key: str) -> str:
-    with services.sessions() as session:
-        row = authenticate(session, key)
-        if row is None:
-            raise ProblemError(401, "unauthorized", "invalid or revoked API key",
-                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        return row.tenant_id
+def _tenant_of_key(session: Session, key: str) -> str:
+    row = authenticate(session, key)
+    if row is None:
+        raise ProblemError(401, "unauthorized", "invalid or revoked API key",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return row.tenant_id
 
 
 TenantId = Annotated[str, Depends(get_tenant_id)]

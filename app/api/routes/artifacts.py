@@ -5,12 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app import artifacts
-from app.api.deps import ServicesDep, SessionDep, TenantId
+from app.api.deps import ServicesDep, TenantId
 from app.api.responses import problem_responses
 from app.idempotency import check_key, remember, replayed_resource, request_hash
 from app.problems import ProblemError, from_trajx_error
@@ -66,7 +67,7 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
             sha256, size = await run_in_threadpool(writer.commit, inspect)
         except InvalidInput as exc:
             raise from_trajx_error(exc) from None
-    return await run_in_threadpool(_record_upload, services, tenant_id, key, sha256, size, name, found[0])
+    return await services.db.run(_record_upload, tenant_id, key, sha256, size, name, found[0])
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
@@ -82,41 +83,48 @@ def _display_name(name: str | None) -> str:
     return name
 
 
-def _record_upload(services, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
+def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
                    info: artifacts.FileInfo) -> ArtifactPublic:
     req_hash = request_hash({"sha256": sha256, "name": name})
-    with services.sessions() as session:
-        if key is not None:
-            earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash)
-            if earlier is not None:
-                return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, earlier))
-        artifact = artifacts.record_artifact(session, tenant_id, sha256, size, name, info)
-        if key is not None:
-            remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()  # a concurrent retry with the same key committed first
-            earlier = replayed_resource(session, tenant_id, key or "", ARTIFACTS_PATH, req_hash)
-            if earlier is None:
-                raise
-            artifact = artifacts.get_artifact(session, tenant_id, earlier)
-        return ArtifactPublic.model_validate(artifact)
+    if key is not None:
+        earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash)
+        if earlier is not None:
+            return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, earlier))
+    artifact = artifacts.record_artifact(session, tenant_id, sha256, size, name, info)
+    if key is not None:
+        remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent retry with the same key committed first
+        earlier = replayed_resource(session, tenant_id, key or "", ARTIFACTS_PATH, req_hash)
+        if earlier is None:
+            raise
+        artifact = artifacts.get_artifact(session, tenant_id, earlier)
+    return ArtifactPublic.model_validate(artifact)
 
 
 @router.get("", response_model=ArtifactsPage, responses=problem_responses(401, 422))
-def list_artifacts(session: SessionDep, tenant_id: TenantId,
-                   cursor: Annotated[str | None, Query(max_length=64)] = None,
-                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None) -> ArtifactsPage:
+async def list_artifacts(services: ServicesDep, tenant_id: TenantId,
+                         cursor: Annotated[str | None, Query(max_length=64)] = None,
+                         limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                         sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None) -> ArtifactsPage:
     """The caller's artifacts, newest first; filter by content hash with `sha256`."""
-    rows, next_cursor = artifacts.list_artifacts(session, tenant_id, limit=limit, cursor=cursor, sha256=sha256)
-    return ArtifactsPage(data=[ArtifactPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
+    def page(session: Session) -> ArtifactsPage:
+        rows, next_cursor = artifacts.list_artifacts(session, tenant_id, limit=limit, cursor=cursor,
+                                                     sha256=sha256)
+        return ArtifactsPage(data=[ArtifactPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
+
+    return await services.db.run(page)
 
 
 @router.get("/{artifact_id}", response_model=ArtifactPublic, responses=problem_responses(401, 404))
-def read_artifact(session: SessionDep, tenant_id: TenantId, artifact_id: str) -> ArtifactPublic:
+async def read_artifact(services: ServicesDep, tenant_id: TenantId, artifact_id: str) -> ArtifactPublic:
     """An artifact's metadata, tensor table included."""
+    return await services.db.run(_public, tenant_id, artifact_id)
+
+
+def _public(session: Session, tenant_id: str, artifact_id: str) -> ArtifactPublic:
     return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, artifact_id))
 
 
@@ -126,11 +134,11 @@ def read_artifact(session: SessionDep, tenant_id: TenantId, artifact_id: str) ->
     206: {"description": "the requested byte range (`Range: bytes=...`)"},
     304: {"description": "`If-None-Match` matched the ETag"},
     **problem_responses(400, 401, 404, 416)})
-def read_artifact_content(session: SessionDep, services: ServicesDep, tenant_id: TenantId, artifact_id: str,
-                          range_: Annotated[str | None, Header(alias="Range")] = None,
-                          if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None):
+async def read_artifact_content(services: ServicesDep, tenant_id: TenantId, artifact_id: str,
+                                range_: Annotated[str | None, Header(alias="Range")] = None,
+                                if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None):
     """Stream the artifact's bytes; supports `Range` (206) and `If-None-Match` (304)."""
-    artifact = artifacts.get_artifact(session, tenant_id, artifact_id)
+    artifact = await services.db.run(_public, tenant_id, artifact_id)
     etag = f'"{artifact.sha256}"'
     if if_none_match is not None and (if_none_match.strip() == "*" or etag in if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
@@ -158,7 +166,7 @@ def _check_range(header: str, size: int) -> None:
 
 @router.delete("/{artifact_id}", status_code=204, response_class=Response,
                responses=problem_responses(401, 404, 409))
-def delete_artifact(session: SessionDep, services: ServicesDep, tenant_id: TenantId, artifact_id: str) -> Response:
+async def delete_artifact(services: ServicesDep, tenant_id: TenantId, artifact_id: str) -> Response:
     """Delete an artifact (409 `artifact_in_use` while a queued or running job reads it)."""
-    artifacts.delete_artifact(session, services.store, tenant_id, artifact_id)
+    await services.db.run(artifacts.delete_artifact, services.store, tenant_id, artifact_id)
     return Response(status_code=204)

@@ -3,9 +3,11 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app import jobs
-from app.api.deps import ServicesDep, SessionDep, TenantId
+from app.api.deps import ServicesDep, TenantId
 from app.api.responses import problem_responses
 from app.idempotency import check_key
 from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
@@ -14,8 +16,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
-
-
 _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, the job created before)",
                   "headers": {"Location": {"schema": {"type": "string"}, "description": "the job's URL"},
                               "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}}}}
@@ -23,44 +23,58 @@ _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, t
 
 @router.post("", status_code=202, response_model=JobPublic, max_body_size=MAX_JOB_BODY_BYTES,
              responses={**_CREATED, **problem_responses(400, 401, 413, 422)})
-def create_job(body: JobCreate, response: Response, session: SessionDep, services: ServicesDep,
-               tenant_id: TenantId, idempotency_key: IdempotencyKey = None) -> JobPublic:
+async def create_job(body: JobCreate, response: Response, services: ServicesDep, tenant_id: TenantId,
+                     idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
-    job, created = jobs.create_job(session, tenant_id, body, max_attempts=services.settings.max_attempts,
-                                   idempotency_key=check_key(idempotency_key))
+    job, created = await services.db.run(_create, tenant_id, body, services.settings.max_attempts,
+                                         check_key(idempotency_key))
     if created:
-        jobs.dispatch_after_commit(services.dispatcher, job.id)
+        # A Celery send is network I/O: keep it off the event loop too.
+        await run_in_threadpool(jobs.dispatch_after_commit, services.dispatcher, job.id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return jobs.job_public(job)
+    return job
+
+
+def _create(session: Session, tenant_id: str, body: JobCreate, max_attempts: int,
+            idempotency_key: str | None) -> tuple[JobPublic, bool]:
+    job, created = jobs.create_job(session, tenant_id, body, max_attempts=max_attempts,
+                                   idempotency_key=idempotency_key)
+    return jobs.job_public(job), created
 
 
 @router.get("", response_model=JobsPage, responses=problem_responses(401, 422))
-def list_jobs(session: SessionDep, tenant_id: TenantId, status: JobStatus | None = None,
-              cursor: Annotated[str | None, Query(max_length=64)] = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobsPage:
+async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatus | None = None,
+                    cursor: Annotated[str | None, Query(max_length=64)] = None,
+                    limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobsPage:
     """The caller's jobs, newest first, optionally of one status."""
-    rows, next_cursor = jobs.list_jobs(session, tenant_id, limit=limit, cursor=cursor, status=status)
-    return JobsPage(data=[jobs.job_public(j) for j in rows], next_cursor=next_cursor)
+    def page(session: Session) -> JobsPage:
+        rows, next_cursor = jobs.list_jobs(session, tenant_id, limit=limit, cursor=cursor, status=status)
+        return JobsPage(data=[jobs.job_public(j) for j in rows], next_cursor=next_cursor)
+
+    return await services.db.run(page)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=problem_responses(401, 404))
-def read_job(session: SessionDep, tenant_id: TenantId, job_id: str) -> JobPublic:
+async def read_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Status, progress, error, result artifact ids and summary metrics of a job."""
-    return jobs.job_public(jobs.get_job(session, tenant_id, job_id))
+    return await services.db.run(lambda s: jobs.job_public(jobs.get_job(s, tenant_id, job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=problem_responses(401, 404, 409))
-def cancel_job(session: SessionDep, tenant_id: TenantId, job_id: str) -> JobPublic:
+async def cancel_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step (status `cancelling`)."""
-    return jobs.job_public(jobs.cancel_job(session, tenant_id, job_id))
+    return await services.db.run(lambda s: jobs.job_public(jobs.cancel_job(s, tenant_id, job_id)))
 
 
 @router.get("/{job_id}/events", response_model=EventsPage, responses=problem_responses(401, 404, 422))
-def list_job_events(session: SessionDep, tenant_id: TenantId, job_id: str,
-                    cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventsPage:
+async def list_job_events(services: ServicesDep, tenant_id: TenantId, job_id: str,
+                          cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventsPage:
     """The job's events in order, after the event id `cursor`."""
-    rows, next_cursor = jobs.list_events(session, tenant_id, job_id, limit=limit, cursor=cursor)
-    return EventsPage(data=[EventPublic.model_validate(e) for e in rows], next_cursor=next_cursor)
+    def page(session: Session) -> EventsPage:
+        rows, next_cursor = jobs.list_events(session, tenant_id, job_id, limit=limit, cursor=cursor)
+        return EventsPage(data=[EventPublic.model_validate(e) for e in rows], next_cursor=next_cursor)
+
+    return await services.db.run(page)
