@@ -22,7 +22,8 @@ ARCH = {"name": "mlp", "config": {"in_features": 64, "hidden": [16], "num_classe
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> EmbeddedServer:
-    with EmbeddedServer(tmp_path_factory.mktemp("server")) as running:
+    # Tiny jobs: one intra-op thread each avoids contention on a small shared machine.
+    with EmbeddedServer(tmp_path_factory.mktemp("server"), env={"OMP_NUM_THREADS": "1"}) as running:
         yield running
 
 
