@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import update
 
-from app.models import Job
+from app.models import Job, JobEvent, utcnow
 from tests.api.factories import mlp_checkpoint, safetensors_bytes
 from tests.api.helpers import transfer_spec, uploaded_id
 
@@ -156,3 +156,42 @@ def test_explicit_permutation_spec_must_match_the_checkpoints(api, tenant, dispa
     assert unknown.json()["errors"][0]["tensor"] == "fc9.weight"
     rank = create(api, tenant, {**spec, "permutation_spec": {"0.bias": ["h", None]}})
     assert rank.status_code == 422 and "shape [16]" in rank.json()["detail"]
+
+
+def test_worker_written_fields_show_in_the_job_resource(api, tenant, dispatcher, session_factory):
+    job_id = create(api, tenant, transfer_spec(api, tenant)).json()["id"]
+    with session_factory() as session:  # what a worker writes when it finishes
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status="failed", attempts=2, progress_step=3, progress_total=4, error_code="non_finite_loss",
+            error_message="loss became NaN at step 3", summary={"seconds": 1.5},
+            result={"targets": [{"last": "art_1", "best": "art_2"}], "report": "art_3"}))
+        session.commit()
+    job = api.get(f"/v1/jobs/{job_id}", headers=tenant.headers).json()
+    assert (job["status"], job["attempts"], job["progress"]) == ("failed", 2, {"step": 3, "total": 4})
+    assert job["error"] == {"code": "non_finite_loss", "message": "loss became NaN at step 3"}
+    assert job["result"]["targets"][0]["best"] == "art_2" and job["summary"] == {"seconds": 1.5}
+
+
+def test_events_page_in_order_with_a_cursor(api, tenant, dispatcher, session_factory):
+    job_id = create(api, tenant, transfer_spec(api, tenant)).json()["id"]
+    with session_factory() as session:
+        session.add_all(JobEvent(job_id=job_id, type="progress", data={"step": s}, created_at=utcnow())
+                        for s in range(1, 5))
+        session.commit()
+    url = f"/v1/jobs/{job_id}/events"
+    first = api.get(url, params={"limit": 3}, headers=tenant.headers).json()
+    assert [e["type"] for e in first["data"]] == ["created", "progress", "progress"]
+    rest = api.get(url, params={"cursor": first["next_cursor"]}, headers=tenant.headers).json()
+    assert [e["data"]["step"] for e in rest["data"]] == [3, 4] and rest["next_cursor"] is None
+    ids = [e["id"] for e in first["data"] + rest["data"]]
+    assert ids == sorted(ids)
+    later = api.get(url, params={"cursor": ids[-1]}, headers=tenant.headers).json()
+    assert later == {"data": [], "next_cursor": None}
+
+
+def test_problem_body_is_pinned(api, tenant):
+    response = api.get("/v1/jobs/job_missing", headers=tenant.headers)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {"type": "https://trajx.dev/problems/job_not_found", "title": "Job not found",
+                               "status": 404, "detail": "no job with id 'job_missing'", "code": "job_not_found"}
