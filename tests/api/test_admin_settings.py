@@ -67,3 +67,17 @@ def test_settings_come_from_trajx_environment(monkeypatch):
     monkeypatch.setenv("TRAJX_MAX_UPLOAD_BYTES", "1234")
     monkeypatch.setenv("TRAJX_DISPATCHER", "none")
     assert (Settings().max_upload_bytes, Settings().dispatcher) == (1234, "none")
+
+
+def test_first_start_migrates_and_creates_a_working_local_key(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    fresh = Settings(database_url=f"sqlite:///{tmp_path}/fresh.db", data_dir=tmp_path, dispatcher="none",
+                     storage_dir=tmp_path / "artifacts")
+    app = create_app(fresh)
+    with TestClient(app) as client:
+        key = fresh.local_key_path.read_text().strip()
+        assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    app.state.services.engine.dispose()
