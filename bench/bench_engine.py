@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from sklearn.datasets import load_digits
@@ -78,12 +79,12 @@ def sgd(model: nn.Module, data: Dataset, task: Task, seed: int) -> dict[str, tor
     return {n: t.detach().clone() for n, t in model.state_dict().items()}
 
 
-def measured(fn: Callable[[], object], device: torch.device) -> tuple[object, float, float]:
-    """(result, seconds, peak extra MB over the memory in use before the call)."""
+def measured(device: torch.device, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
+    """(fn(*args, **kwargs), seconds, peak extra MB over the memory in use before the call)."""
     reset_peak_memory(device)
     before = current_memory_bytes(device) or 0
     start = time.perf_counter()
-    result = fn()
+    result = fn(*args, **kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -115,7 +116,7 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
         target_init = init_state_dict(*task.arch, seed=1000 + pair)
         source_model = build_model(*task.arch)
         source_model.load_state_dict(source_init)
-        source_final, seconds, memory = measured(lambda: sgd(source_model, train, task, pair), torch.device("cpu"))
+        source_final, seconds, memory = measured(torch.device("cpu"), sgd, source_model, train, task, pair)
         accuracy = evaluate(source_model, test, 512, "cpu")["accuracy"]
         record("source (trained)", accuracy, accuracy, seconds, memory)
         target_model = build_model(*task.arch)
@@ -127,9 +128,9 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
         accuracy = evaluate(init_model, test, 512, "cpu")["accuracy"]
         record("target init", accuracy, accuracy, 0.0, 0.0)
         for method in ("naive", "fgmt", "gmt", "oracle"):
-            result, seconds, memory = measured(lambda: transfer(
-                build_model(*task.arch), spec, [source_init, source_final], [target_init], train, params,
-                method=method, eval_data=test, trained_targets=[target_final]), device)
+            result, seconds, memory = measured(
+                device, transfer, build_model(*task.arch), spec, [source_init, source_final], [target_init],
+                train, params, method=method, eval_data=test, trained_targets=[target_final])
             target = result.targets[0]
             record(method, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
                    seconds, memory)
@@ -168,9 +169,8 @@ def cost(task: Task, args: argparse.Namespace, device: torch.device) -> None:
     params = TransferParams(steps=args.steps, batch_size=128, device=device.type)
     transfer(build_model(*task.arch), spec, [source_init, source_final],  # warm-up (solver choice)
              [init_state_dict(*task.arch, seed=1)], train, params.model_copy(update={"steps": 2}))
-    result, wall, _ = measured(lambda: transfer(
-        build_model(*task.arch), spec, [source_init, source_final], [init_state_dict(*task.arch, seed=1)],
-        train, params), device)
+    result, wall, _ = measured(device, transfer, build_model(*task.arch), spec, [source_init, source_final],
+                               [init_state_dict(*task.arch, seed=1)], train, params)
     passes = result.timings.backward_passes
     backward = bare_backward_seconds(task, passes, params.batch_size, device)
     floor = backward + result.timings.matching_seconds
@@ -201,7 +201,7 @@ def bank_memory(depth: int, steps: int, device: torch.device, solve: bool = True
             match(spec, bank, max_iter=1, generator=torch.Generator().manual_seed(0))
         return bank.nbytes
 
-    nbytes, _, peak = measured(fill_and_solve, device)
+    nbytes, _, peak = measured(device, fill_and_solve)
     return nbytes, peak, sum(s.numel() for s in model.parameters())
 
 

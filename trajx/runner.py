@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from trajx import __version__
+from trajx.engine.batches import Dataset
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.trace import derive_spec
-from trajx.engine.batches import Dataset
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.errors import InvalidInput

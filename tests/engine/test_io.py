@@ -5,7 +5,14 @@ import torch
 
 from trajx.engine.zoo import build_model, init_state_dict
 from trajx.errors import InvalidInput
-from trajx.io import load_checkpoint, load_data, load_tensors, save_tensors, validate_checkpoint, validate_data
+from trajx.io import (
+    load_checkpoint,
+    load_data,
+    load_tensors,
+    save_tensors,
+    validate_checkpoint,
+    validate_data,
+)
 
 MLP = ("mlp", {"in_features": 64, "hidden": [16], "num_classes": 10, "norm": "batchnorm"})
 

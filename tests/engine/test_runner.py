@@ -6,12 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine.digits_setup import mlp_setup
 from trajx.errors import InvalidInput
 from trajx.io import load_tensors, save_tensors
 from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
-
-from tests.engine.digits_setup import mlp_setup
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,6 @@ def test_trajectory_output_holds_every_step(files, tmp_path):
 
 
 def test_bad_input_fails_before_any_work(files, tmp_path):
-    _, paths = files
     wrong = tmp_path / "wrong.safetensors"
     save_tensors(wrong, {"head.weight": torch.zeros(10, 3)})
     spec = job(files, targets=[{"seed": 1}, {"checkpoint": str(wrong)}])
@@ -91,7 +89,7 @@ def test_oracle_reads_trained_targets(files, tmp_path):
 
 
 def test_too_few_steps_for_the_checkpoints_is_invalid(files, tmp_path):
-    _, paths = files
+    paths = files[1]
     spec = job(files, source=[str(paths["theta0"]), str(paths["target"]), str(paths["thetaT"])],
                params={"steps": 1, "device": "cpu"})
     with pytest.raises(InvalidInput) as info:

@@ -1,11 +1,13 @@
 """GMT/FGMT transfer on real digits data: quality, costs, BN, determinism, control flow."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
 from torch import nn
 
+from tests.engine.digits_setup import cnn_setup, mlp_setup
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.permspec import apply_permutation
@@ -13,8 +15,6 @@ from trajx.engine.schedule import plan_trajectory, schedule
 from trajx.engine.transfer import transfer
 from trajx.errors import Cancelled, NonFiniteLoss
 from trajx.spec import TransferParams
-
-from tests.engine.digits_setup import cnn_setup, mlp_setup
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,12 @@ def run(setup, method="fgmt", targets=(1,), steps=8, **kwargs):
 def test_schedules_start_at_zero_end_at_one_and_never_go_back(name):
     lam = schedule(name, 30)
     assert lam[0] == 0.0 and lam[-1] == 1.0 and len(lam) == 31
-    assert all(b > a for a, b in zip(lam, lam[1:]))
+    assert all(b > a for a, b in pairwise(lam))
 
 
 def test_cosine_schedule_takes_big_steps_first():
     lam = schedule("cosine", 10)
-    steps = [b - a for a, b in zip(lam, lam[1:])]
+    steps = [b - a for a, b in pairwise(lam)]
     assert steps == sorted(steps, reverse=True)
     assert lam[1] == pytest.approx(2 / sum(1 + math.cos(math.pi * t / 10) for t in range(10)))
 

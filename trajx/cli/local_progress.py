@@ -1,5 +1,7 @@
 """A rich progress bar per target for `trajx run`, fed by the runner's progress callback."""
 
+from typing import Self
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -17,7 +19,7 @@ class TransferProgress:
         self._tasks = [self._progress.add_task("transfer", total=steps, target=i, metric="")
                        for i in range(targets)]
 
-    def __enter__(self) -> "TransferProgress":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
