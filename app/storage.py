@@ -16,6 +16,7 @@ from typing import BinaryIO, Self
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 COPY_CHUNK = 1024 * 1024
+WRITEBACK_BYTES = 32 * 1024 * 1024
 
 
 class TooLarge(Exception):
@@ -40,6 +41,7 @@ class BlobWriter:
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
         self.temp_path = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._flushed_to = 0
 
     def write(self, *chunks: bytes) -> None:
         """Append `chunks` in order; raises TooLarge (and aborts) past `max_bytes`."""
@@ -50,6 +52,17 @@ class BlobWriter:
         for chunk in chunks:
             self._hash.update(chunk)
         self._file.writelines(chunks)
+        if self.size - self._flushed_to >= WRITEBACK_BYTES:
+            self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        # Big uploads would otherwise sit in the page cache until commit's fsync and then
+        # wait for all of it at once; asking the kernel to write back (and drop) what is
+        # written so far overlaps the disk with the rest of the transfer.
+        self._file.flush()
+        os.posix_fadvise(self._file.fileno(), self._flushed_to, self.size - self._flushed_to,
+                         os.POSIX_FADV_DONTNEED)
+        self._flushed_to = self.size
 
     def commit(self, check: Callable[[Path], None] | None = None) -> tuple[str, int]:
         """Make the blob durable and visible; returns (sha256, size).
