@@ -151,7 +151,7 @@ def test_upload_converts_a_state_dict_and_refuses_a_malicious_pickle(cli, tmp_pa
     torch.save({"fc.weight": torch.randn(3, 2)}, tmp_path / "good.pt")
     marker = tmp_path / "executed"
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"fc.weight": _Marker(marker)}, f)
+        pickle.dump({"fc.weight": _Marker(marker)}, f, protocol=2)
 
     good = cli("upload", "good.pt", "--json")
     evil = cli("upload", "evil.pt", "--json")

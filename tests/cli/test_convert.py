@@ -37,11 +37,17 @@ def test_plain_state_dict_is_converted(tmp_path):
 def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"fc.weight": MarkerPayload(marker)}, f)
+        pickle.dump({"fc.weight": MarkerPayload(marker)}, f, protocol=2)
 
     with pytest.raises(InvalidLocalInput, match="evil.pt: not a weights-only"):
         convert_state_dict(tmp_path / "evil.pt", tmp_path / "conv")
     assert not marker.exists()
+
+
+def test_the_payload_really_runs_code_when_unpickled_unsafely(tmp_path):
+    # Guards the test above: its pickle is dangerous, so refusing it means something.
+    pickle.loads(pickle.dumps(MarkerPayload(tmp_path / "ran"), protocol=2))
+    assert (tmp_path / "ran").exists()
 
 
 @pytest.mark.parametrize("payload, message", [
