@@ -61,3 +61,11 @@ def test_interrupted_stream_leaves_nothing(store):
 def test_paths_come_only_from_hashes(store, bad):
     with pytest.raises(ValueError):
         store.path(bad)
+
+
+def test_incremental_writeback_keeps_the_bytes(store, monkeypatch):
+    monkeypatch.setattr("app.storage.WRITEBACK_BYTES", 1000)
+    chunks = [bytes([i]) * 700 for i in range(20)]
+    sha, size = store.put_stream(chunks)
+    assert size == 14_000 and store.path(sha).read_bytes() == b"".join(chunks)
+    assert sha == hashlib.sha256(b"".join(chunks)).hexdigest()
