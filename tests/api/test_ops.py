@@ -61,3 +61,16 @@ def test_api_process_never_imports_torch():
             "print('torch' in sys.modules, 'safetensors' in sys.modules, 'numpy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False", "False"]
+
+
+def test_openapi_documents_auth_and_problem_responses_on_every_v1_operation(api):
+    schema = api.get("/openapi.json").json()
+    assert "Problem" in schema["components"]["schemas"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            assert operation.get("security"), (method, path)
+            unauthorized = operation["responses"]["401"]["content"]
+            assert "application/problem+json" in unauthorized, (method, path)
