@@ -40,6 +40,17 @@ def test_submit_wait_download_succeeds_with_github_outputs(cli, inputs_dir, tmp_
     assert job["id"] in summary.read_text()
 
 
+def test_submit_converts_a_pt_target_and_uploads_it(cli, inputs_dir, tmp_path):
+    torch.save(load_file(inputs_dir / "theta0.safetensors"), tmp_path / "my_init.pt")
+    spec = write_spec(tmp_path, inputs_dir, targets=[{"checkpoint": "my_init.pt"}])
+
+    result = cli("submit", str(spec), "--json")
+
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["job"]["spec"]["targets"][0]["checkpoint"] == doc["uploaded"]["targets[0].checkpoint"]
+
+
 def test_invalid_spec_is_refused_locally_with_exit_2(cli, inputs_dir, tmp_path):
     spec = write_spec(tmp_path, inputs_dir, mehtod="fgmt")  # a typo'd field
 
