@@ -17,7 +17,7 @@ from app.dispatch import Dispatcher
 from app.idempotency import remember, replayed_resource, request_hash
 from app.job_inputs import check_permutation_spec, resolve_inputs
 from app.models import TERMINAL_JOB_STATUSES, Job, JobArtifact, JobEvent, utcnow
-from app.problems import ProblemError, from_trajx_error, not_found
+from app.problems import ProblemError, field_path, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
 from trajx.errors import InvalidInput
 from trajx.spec import parse_job_spec
@@ -83,8 +83,7 @@ def _parse_spec(document: dict):
             error["field"] = f"spec.{error.get('field', '')}".rstrip(".")
         raise problem from None
     except ValidationError as exc:
-        errors = [{"field": ".".join(["spec", *map(str, e["loc"])]), "message": e["msg"]}
-                  for e in exc.errors()]
+        errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
         raise ProblemError(422, "validation_error", "the job spec is not valid", errors=errors) from None
 
 

@@ -5,6 +5,7 @@ artifact or tensor is at fault, `errors: [{field|artifact|tensor, message}]`.
 """
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -73,8 +74,16 @@ def from_trajx_error(exc: TrajxError, status: int = 422) -> ProblemError:
     return ProblemError(status, exc.code, exc.message, errors=errors)
 
 
+def field_path(loc: Iterable[str | int]) -> str:
+    """A pydantic error location as users write it: `spec.targets[0].seed`."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [{"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "invalid")}
+    return [{"field": field_path(err.get("loc", ())), "message": err.get("msg", "invalid")}
             for err in exc.errors()]
 
 

@@ -50,6 +50,9 @@ def test_spec_errors_name_the_field(api, tenant, dispatcher):
     assert bad.status_code == 422 and body["code"] == "validation_error"
     fields = {e["field"] for e in body["errors"]}
     assert {"spec.source", "spec.typo"} <= fields
+    bad_target = create(api, tenant, {"arch": {"name": "mlp"}, "source": ["a", "b"], "train_data": "c",
+                                      "targets": [{"seed": 1}, {"seed": -1}]})
+    assert "spec.targets[1].seed" in {e["field"] for e in bad_target.json()["errors"]}
     unknown = create(api, tenant, {"kind": "distill"})
     assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_kind"
     assert unknown.json()["errors"][0]["field"] == "spec.kind"
@@ -134,7 +137,7 @@ def test_webhook_gets_a_secret_and_default_events(api, tenant, dispatcher):
     bad = api.post("/v1/jobs", json={"spec": spec, "webhook": {"url": "ftp://x", "events": ["job.nope"]}},
                    headers=tenant.headers)
     assert bad.status_code == 422
-    assert {e["field"] for e in bad.json()["errors"]} == {"body.webhook.url", "body.webhook.events.0"}
+    assert {e["field"] for e in bad.json()["errors"]} == {"body.webhook.url", "body.webhook.events[0]"}
 
 
 def test_dispatch_failure_leaves_the_job_queued(api, api_app, tenant):
