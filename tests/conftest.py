@@ -73,6 +73,9 @@ def postgres_url(postgres_database) -> str:
     engine = make_engine(postgres_database)
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with engine.begin() as connection:
+        # A connection some earlier test left inside a transaction would block TRUNCATE
+        # forever; fail loudly instead.
+        connection.execute(text("SET LOCAL lock_timeout = '10s'"))
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
     return postgres_database
