@@ -222,6 +222,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
 
+    load_before = os.getloadavg()[0]
     transfer_rows, poll_rows = [], []
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory(prefix="trajx-bench-") as tmp, database(backend, Path(tmp)) as url:
@@ -236,7 +237,9 @@ def main() -> None:
           ("direction", "throughput", "API peak RSS growth"), transfer_rows)
     table(f"GET /v1/jobs/{{id}} polling, wrk, 8 paced connections, {args.duration} s, one API process",
           ("database", "target req/s", "achieved req/s", "p50", "p99"), poll_rows)
-    print(f"\n{os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+    # The machine is shared: say how busy it was, since tail latency depends on it.
+    print(f"\n{os.cpu_count()} CPUs; Python {sys.version.split()[0]}; 1-min load average "
+          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
 
 
 if __name__ == "__main__":
