@@ -13,7 +13,10 @@ measured with --resnet18).
 """
 
 import argparse
+import multiprocessing
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,10 +51,10 @@ class Task:
 
 
 TASKS = {
-    "mlp": Task("MLP 64-256-256-10", ("mlp", {"in_features": 64, "hidden": [256, 256], "num_classes": 10}),
+    "mlp": Task("MLP 64-128-128-10", ("mlp", {"in_features": 64, "hidden": [128, 128], "num_classes": 10}),
                 images=False, epochs=20, lr=0.005),
-    "cnn": Task("CNN+BN 64-64 (flatten) fc128",
-                ("cnn", {"in_channels": 1, "image_size": 8, "channels": [64, 64], "fc": [128],
+    "cnn": Task("CNN+BN 32-32 (flatten) fc64",
+                ("cnn", {"in_channels": 1, "image_size": 8, "channels": [32, 32], "fc": [64],
                          "batchnorm": True, "pooling": "flatten"}),
                 images=True, epochs=3, lr=0.005),
 }
@@ -208,18 +211,31 @@ def bank_memory(depth: int, steps: int, device: torch.device, solve: bool = True
 def memory(args: argparse.Namespace, device: torch.device) -> None:
     print(f"\n## Memory: FGMT gradient pairs (float32, on {device}) + one matching sweep at full size")
     print(f"{'model':<10} {'T':>5} {'bank MB (exact)':>16} {'peak extra MB (measured)':>25}")
-    for steps in (10, 30, 100):
-        nbytes, peak, _ = bank_memory(20, steps, device)
-        print(f"{'ResNet-20':<10} {steps:>5} {nbytes / MB:>16.1f} {peak:>25.1f}")
-    if args.resnet18:
-        nbytes, peak, _ = bank_memory(18, 30, device)
-        print(f"{'ResNet-18':<10} {30:>5} {nbytes / MB:>16.1f} {peak:>25.1f}")
-    else:
+    cases = [(20, 10), (20, 30), (20, 100)] + ([(18, 30)] if args.resnet18 else [])
+    # A fresh process per case: memory freed by an earlier case would hide part of the peak.
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for depth, steps in cases:
+            nbytes, peak, _ = pool.apply(bank_memory, (depth, steps, device))
+            print(f"{f'ResNet-{depth}':<10} {steps:>5} {nbytes / MB:>16.1f} {peak:>25.1f}")
+    if not args.resnet18:
         count = sum(p.numel() for p in build_model("resnet", {"depth": 18}).parameters())
         print(f"{'ResNet-18':<10} {30:>5} {2 * 30 * count * 4 / MB:>16.1f} {'(run with --resnet18)':>25}")
 
 
+def _reexec_with_exact_rss() -> None:
+    """Restart once with glibc returning freed tensors to the OS at once.
+
+    By default glibc keeps freed memory for reuse (and raises its mmap threshold as big
+    blocks are freed), so a later run's peak RSS would hide inside an earlier run's
+    leftovers; a fixed mmap threshold makes every tensor above 64 KiB its own mapping.
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def main() -> None:
+    _reexec_with_exact_rss()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seed pairs for the quality table")
     parser.add_argument("--steps", type=int, default=30, help="T")

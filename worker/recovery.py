@@ -4,7 +4,8 @@
 beside Celery workers (one such process is enough; more only send harmless duplicate
 messages). Each sweep fails stale jobs that have no attempts left (`worker_lost`),
 re-sends running jobs whose heartbeat is stale, and re-sends queued jobs older than
-a grace period whose message is no longer in the broker (e.g. Redis restarted).
+a grace period whose message is no longer in the broker (e.g. Redis restarted); a
+job is re-sent at most once per stale period.
 The embedded worker does the same by itself. No torch here.
 """
 
@@ -18,7 +19,7 @@ from typing import Protocol
 from sqlalchemy import select
 
 from app.dispatch import get_dispatcher
-from app.models import Job, utcnow
+from app.models import Job, JobEvent, utcnow
 from app.settings import Settings, get_settings
 from worker.claim import add_event, claimable_job_ids, fail_exhausted
 from worker.context import worker_context
@@ -40,16 +41,22 @@ class SweepResult:
 def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_seconds: float) -> SweepResult:
     """One recovery pass (see the module docstring); returns what it did."""
     sessions = worker_context(settings).sessions
+    now = utcnow()
     with sessions() as session:
         failed = fail_exhausted(session, settings.stale_seconds)
         candidates = claimable_job_ids(session, settings.stale_seconds,
-                                       queued_before=utcnow() - timedelta(seconds=queued_grace_seconds))
+                                       queued_before=now - timedelta(seconds=queued_grace_seconds))
         statuses = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(candidates))).all())
+        # A job re-sent within the last stale period still has its message in flight: a
+        # busy worker would otherwise find the queue clogged with duplicates.
+        recently_sent = set(session.scalars(
+            select(JobEvent.job_id).where(JobEvent.job_id.in_(candidates), JobEvent.type == "redispatched",
+                                          JobEvent.created_at > now - timedelta(seconds=settings.stale_seconds))))
         session.rollback()
     redispatched = []
     for job_id in candidates:
         reason = "stale_heartbeat" if statuses.get(job_id) == "running" else "lost_message"
-        if reason == "lost_message" and dispatcher.is_pending(job_id):
+        if job_id in recently_sent or (reason == "lost_message" and dispatcher.is_pending(job_id)):
             continue
         with sessions() as session:
             add_event(session, job_id, "redispatched", {"reason": reason})

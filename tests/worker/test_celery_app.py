@@ -4,7 +4,7 @@ from app.settings import Settings
 from worker.celery_app import celery_config
 
 
-def test_celery_config_is_json_only_late_ack_and_one_job_per_child():
+def test_celery_config_is_json_only_late_ack_and_prefetch_one():
     settings = Settings(broker_url="redis://broker:6379/0", job_time_limit_seconds=3600, stale_seconds=60)
     config = celery_config(settings)
     assert config["broker_url"] == "redis://broker:6379/0"
@@ -12,7 +12,8 @@ def test_celery_config_is_json_only_late_ack_and_one_job_per_child():
         "json", "json", ["json"])
     assert config["task_ignore_result"] is True and config["result_backend"] is None
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
-    assert config["worker_prefetch_multiplier"] == 1 and config["worker_max_tasks_per_child"] == 1
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["worker_max_tasks_per_child"] == 50 and config["worker_max_memory_per_child"] == 4 * 1024**2
     assert [q.name for q in config["task_queues"]] == ["gpu", "cpu"]
     # Redelivery must wait longer than any job may run.
     assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"] > 3600

@@ -30,7 +30,8 @@ from worker.dispatchers import CeleryDispatcher
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own: flushed freely
-LONG_STEPS = 150  # a job of a few seconds, long enough to hit mid-run
+LONG_STEPS = 30  # about 5 s of FGMT on this machine: long enough to interrupt mid-run
+QUICK_STEPS = 3
 
 
 @dataclass
@@ -109,7 +110,7 @@ def test_fgmt_job_runs_end_to_end_and_beats_naive(stack, tmp_path):
 
 
 def test_duplicated_messages_run_the_job_once(stack):
-    job = stack.client.create_job(digits_spec(stack.ids))
+    job = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS))
     dispatcher = CeleryDispatcher(stack.settings)
     dispatcher.dispatch(job.id)
     dispatcher.dispatch(job.id)
@@ -132,7 +133,7 @@ def test_killed_worker_process_job_is_rerun_and_succeeds(stack):
 def test_queued_job_survives_a_redis_restart(stack):
     busy = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
     _wait_running(stack, busy)
-    queued = stack.client.create_job(digits_spec(stack.ids))
+    queued = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS))
     assert stack.client.get_job(queued.id).status == "queued"
     with redis_restarted():
         pass
@@ -151,7 +152,7 @@ def test_api_restart_mid_job_loses_nothing(stack):
 
 def test_cancel_of_queued_and_running_jobs(stack):
     running = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
-    queued = stack.client.create_job(digits_spec(stack.ids))
+    queued = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS))
     assert stack.client.cancel(queued.id).status == "cancelled"
     _wait_running(stack, running)
     assert stack.client.cancel(running.id).status == "cancelling"
@@ -173,7 +174,7 @@ def test_checkpoints_that_do_not_fit_the_architecture_fail_fast(stack):
 
 def test_webhook_deliveries_are_signed_and_recorded(stack):
     with WebhookReceiver() as receiver:
-        job = stack.client.create_job(digits_spec(stack.ids), webhook={
+        job = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS), webhook={
             "url": receiver.url, "events": ["job.running", "job.succeeded"]})
         job = _wait(stack, job)
         deadline = time.monotonic() + 10

@@ -87,6 +87,8 @@ def test_sweep_resends_lost_and_stale_jobs_and_fails_exhausted_ones(celery_setti
     assert young not in result.redispatched
     assert event_types(settings, lost) == ["redispatched"]
     assert load_job(settings, exhausted).error_code == "worker_lost"
+    # Within the stale period the messages just sent are left to arrive.
+    assert sweep(settings, dispatcher, queued_grace_seconds=10).redispatched == []
 
 
 def test_the_api_process_never_imports_torch_with_either_dispatcher(sqlite_url, tmp_path):
