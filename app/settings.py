@@ -39,7 +39,6 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=10.0, ge=0)
     auto_migrate: bool = True
     create_local_key: bool = True
-    page_limit_max: int = Field(default=200, ge=1)
     log_level: str = "INFO"
 
     @field_validator("database_url")
