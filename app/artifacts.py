@@ -124,12 +124,11 @@ def delete_artifact(session: Session, store: ArtifactStore, tenant_id: str, arti
     if in_use is not None:
         raise ProblemError(409, "artifact_in_use", f"artifact {artifact.id} is an input of live job {in_use}",
                            errors=[{"artifact": artifact.id, "message": f"used by job {in_use}"}])
-    artifact.deleted_at = utcnow()
-    shared = session.scalar(select(exists().where(Artifact.sha256 == artifact.sha256,
-                                                  Artifact.deleted_at.is_(None),
-                                                  Artifact.id != artifact.id)))
-    session.commit()
-    if not shared:
-        store.delete(artifact.sha256)
-
-
+    with store.lock(artifact.sha256):
+        artifact.deleted_at = utcnow()
+        shared = session.scalar(select(exists().where(Artifact.sha256 == artifact.sha256,
+                                                      Artifact.deleted_at.is_(None),
+                                                      Artifact.id != artifact.id)))
+        session.commit()
+        if not shared:
+            store.delete(artifact.sha256)

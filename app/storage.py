@@ -6,11 +6,13 @@ renamed into place, so a crash or an aborted upload never leaves a partial blob;
 identical bytes are stored once.
 """
 
+import fcntl
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Self
 
@@ -64,15 +66,21 @@ class BlobWriter:
                          os.POSIX_FADV_DONTNEED)
         self._flushed_to = self.size
 
+    def finish(self) -> str:
+        """Make the written bytes durable (fsync) and return their sha256; idempotent."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        return self._hash.hexdigest()
+
     def commit(self, check: Callable[[Path], None] | None = None) -> tuple[str, int]:
         """Make the blob durable and visible; returns (sha256, size).
 
         `check(temp_path)` runs on the complete file before it enters the store; if it
         raises, the temp file is removed and the exception propagates.
         """
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        self.finish()
         try:
             if check is not None:
                 check(self.temp_path)
@@ -110,6 +118,25 @@ class ArtifactStore:
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_dir = self.root / "locks"
+        self.lock_dir.mkdir(exist_ok=True)
+
+    @contextmanager
+    def lock(self, sha256: str) -> Iterator[None]:
+        """Hold an exclusive lock on blob `sha256` across threads and processes of this host.
+
+        An upload holds it from publishing the blob until its artifact row commits, a
+        delete from its reference check until the unlink, so a delete can never remove
+        bytes that a concurrent upload of the same content has just recorded.
+        (One flock file per first hash byte: 256 files, locks shared by their blobs.)
+        """
+        self.path(sha256)  # validates the hash
+        with open(self.lock_dir / f"{sha256[:2]}.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def writer(self, max_bytes: int | None = None) -> BlobWriter:
         """Start an incremental write (for async producers such as HTTP bodies)."""

@@ -23,3 +23,8 @@ def transfer_spec(api, tenant, **overrides) -> dict:
             "train_data": uploaded_id(api, tenant, data_shard(), "train.safetensors"),
             "params": {"steps": 4}}
     return {**spec, **overrides}
+
+
+def stored_files(store) -> list:
+    """Every blob and temp file in the store (its lock files are not content)."""
+    return [p for p in store.root.rglob("*") if p.is_file() and p.parent != store.lock_dir]

@@ -3,7 +3,7 @@
 import hashlib
 
 from tests.api.factories import data_shard, mlp_checkpoint
-from tests.api.helpers import upload
+from tests.api.helpers import stored_files, upload
 
 
 def test_raw_upload_returns_tensor_table_and_round_trips_with_range(api, tenant, store):
@@ -52,8 +52,7 @@ def test_identical_bytes_are_stored_once_but_listed_per_upload(api, tenant, stor
     first = upload(api, tenant, content, name="a.safetensors").json()
     second = upload(api, tenant, content, name="b.safetensors").json()
     assert first["id"] != second["id"] and first["sha256"] == second["sha256"]
-    blobs = [p for p in store.root.rglob("*") if p.is_file() and p.parent != store.tmp_dir]
-    assert blobs == [store.path(first["sha256"])]
+    assert stored_files(store) == [store.path(first["sha256"])]
     by_hash = api.get("/v1/artifacts", params={"sha256": first["sha256"]}, headers=tenant.headers).json()
     assert {a["id"] for a in by_hash["data"]} == {first["id"], second["id"]}
 

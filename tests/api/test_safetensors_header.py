@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from tests.api.factories import raw_safetensors, safetensors_bytes
-from tests.api.helpers import upload
+from tests.api.helpers import stored_files, upload
 
 VALID = safetensors_bytes({"w": ("F32", [4, 2]), "b": ("F32", [4])})
 W = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
@@ -45,7 +45,7 @@ def test_malformed_file_is_refused_and_not_stored(case, api, tenant, store):
     assert response.status_code == 422, (case, body)
     assert body["code"] == "invalid_safetensors" and body["detail"]
     assert response.headers["content-type"] == "application/problem+json"
-    assert not [p for p in store.root.rglob("*") if p.is_file()], "a refused upload left a file behind"
+    assert stored_files(store) == [], "a refused upload left a file behind"
     assert api.get("/v1/artifacts", headers=tenant.headers).json()["data"] == []
 
 

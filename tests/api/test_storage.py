@@ -1,10 +1,12 @@
 """The content-addressed store: layout, dedup, atomic writes, limits, no user-chosen paths."""
 
 import hashlib
+import threading
 
 import pytest
 
 from app.storage import ArtifactStore, TooLarge
+from tests.api.helpers import stored_files
 
 
 @pytest.fixture
@@ -12,20 +14,16 @@ def store(tmp_path) -> ArtifactStore:
     return ArtifactStore(tmp_path / "store")
 
 
-def leftover_files(store: ArtifactStore) -> list:
-    return [p for p in store.root.rglob("*") if p.is_file()]
-
-
 def test_put_stream_lays_out_by_hash_and_dedups(store):
     sha, size = store.put_stream([b"hello ", b"world"])
     assert (sha, size) == (hashlib.sha256(b"hello world").hexdigest(), 11)
     assert store.path(sha) == store.root / sha[:2] / sha[2:4] / sha
     assert store.put_stream([b"hello world"]) == (sha, 11)
-    assert leftover_files(store) == [store.path(sha)]
+    assert stored_files(store) == [store.path(sha)]
     with store.open(sha) as f:
         assert f.read() == b"hello world"
     store.delete(sha)
-    assert not store.exists(sha) and leftover_files(store) == []
+    assert not store.exists(sha) and stored_files(store) == []
 
 
 def test_put_file_copies(store, tmp_path):
@@ -44,7 +42,7 @@ def test_limit_and_failed_check_leave_nothing(store):
 
     with pytest.raises(ValueError):
         store.put_stream([b"abc"], check=refuse)
-    assert leftover_files(store) == []
+    assert stored_files(store) == []
 
 
 def test_interrupted_stream_leaves_nothing(store):
@@ -54,7 +52,7 @@ def test_interrupted_stream_leaves_nothing(store):
 
     with pytest.raises(ConnectionResetError):
         store.put_stream(broken())
-    assert leftover_files(store) == []
+    assert stored_files(store) == []
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "ABCDEF" + "0" * 58, "0" * 63, "x.safetensors"])
@@ -69,3 +67,20 @@ def test_incremental_writeback_keeps_the_bytes(store, monkeypatch):
     sha, size = store.put_stream(chunks)
     assert size == 14_000 and store.path(sha).read_bytes() == b"".join(chunks)
     assert sha == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_blob_lock_excludes_other_holders(store):
+    sha = hashlib.sha256(b"x").hexdigest()
+    order = []
+
+    def other_holder():
+        with store.lock(sha):
+            order.append("other")
+
+    with store.lock(sha):
+        thread = threading.Thread(target=other_holder)
+        thread.start()
+        thread.join(0.2)
+        order.append("first")
+    thread.join(5)
+    assert order == ["first", "other"]

@@ -8,7 +8,7 @@ import pytest
 
 from app.main import create_app
 from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import upload
+from tests.api.helpers import stored_files, upload
 from tests.api.live_server import serve
 
 
@@ -25,10 +25,6 @@ def small_limit_api(settings):
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
     app.state.services.engine.dispose()
-
-
-def stored_files(store) -> list:
-    return [p for p in store.root.rglob("*") if p.is_file()]
 
 
 def test_declared_oversize_is_refused_before_reading(small_limit_api, tenant, store):

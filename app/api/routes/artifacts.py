@@ -1,5 +1,6 @@
 """`/v1/artifacts`: upload (streamed), read, download (Range, ETag), list, delete."""
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -16,7 +17,7 @@ from app.api.responses import problem_responses
 from app.idempotency import check_key, remember, replayed_resource, request_hash
 from app.problems import ProblemError, from_trajx_error
 from app.schemas import ArtifactPublic, ArtifactsPage
-from app.storage import TooLarge
+from app.storage import ArtifactStore, BlobWriter, TooLarge
 from app.uploads import receive_body
 from trajx.errors import InvalidInput
 
@@ -63,16 +64,9 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
         if writer.size == 0:
             raise ProblemError(422, "empty_upload", "the upload has no content",
                                errors=[{"field": "body", "message": "empty"}])
-        found: list[artifacts.FileInfo] = []
-
-        def inspect(path) -> None:
-            found.append(artifacts.inspect_file(path, name, settings.max_header_bytes))
-
-        try:
-            sha256, size = await run_in_threadpool(writer.commit, inspect)
-        except InvalidInput as exc:
-            raise from_trajx_error(exc) from None
-    return await services.db.run(_record_upload, tenant_id, key, sha256, size, name, found[0])
+        await run_in_threadpool(writer.finish)  # the fsync, outside the blob lock
+        return await services.db.run(_publish_upload, services.store, writer, tenant_id, key, name,
+                                     settings.max_header_bytes)
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
@@ -86,6 +80,22 @@ def _display_name(name: str | None) -> str:
         raise ProblemError(422, "missing_name", "the artifact needs a printable name of 1 to 255 characters",
                            errors=[{"field": "name", "message": "missing or not printable"}])
     return name
+
+
+def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str,
+                    key: str | None, name: str, max_header_bytes: int) -> ArtifactPublic:
+    """Check the file, move it into the store and record it, under the blob's lock."""
+    found: list[artifacts.FileInfo] = []
+
+    def inspect(path: Path) -> None:
+        found.append(artifacts.inspect_file(path, name, max_header_bytes))
+
+    with store.lock(writer.finish()):
+        try:
+            sha256, size = writer.commit(inspect)
+        except InvalidInput as exc:
+            raise from_trajx_error(exc) from None
+        return _record_upload(session, tenant_id, key, sha256, size, name, found[0])
 
 
 def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
