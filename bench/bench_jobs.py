@@ -1,6 +1,6 @@
 """Job execution benchmarks: dispatch latency and service overhead. Prints a table.
 
-    .venv/bin/python bench/bench_jobs.py [--jobs 15] [--long-steps 400]
+    .venv/bin/python bench/bench_jobs.py [--jobs 15] [--long-steps 40] [--grad-batches 4]
 
 Runs a real stack on this machine (PostgreSQL database of its own, Redis db 12, API
 under uvicorn, `celery worker -c 1`, recovery loop) and measures:
@@ -99,7 +99,7 @@ def local_seconds(files, steps: int, grad_batches: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=15)
-    parser.add_argument("--long-steps", type=int, default=400)
+    parser.add_argument("--long-steps", type=int, default=40)
     parser.add_argument("--grad-batches", type=int, default=4)
     args = parser.parse_args()
     redis.Redis.from_url(REDIS_URL).flushdb()

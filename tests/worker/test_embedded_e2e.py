@@ -50,9 +50,9 @@ def test_restarting_the_server_mid_job_loses_nothing(digits, tmp_path):
     with EmbeddedServer(data_dir, port=port, env=FAST_RECOVERY) as server, \
             Client(server.url, server.api_key) as client:
         job = client.wait(job.id, timeout=120, poll_interval=0.2)
+        types = [e.type for e in client.events(job.id)]
     assert job.status == "succeeded", job.error
     assert job.attempts == 1
-    types = [e.type for e in Client(server.url, server.api_key).events(job.id)]
     assert types.count("claimed") == 2 and "released" in types
 
 
