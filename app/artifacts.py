@@ -13,6 +13,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app.models import LIVE_JOB_STATUSES, Artifact, Job, JobArtifact, utcnow
+from app.pagination import keyset_page
 from app.problems import ProblemError, not_found
 from app.safetensors_header import looks_like_safetensors, read_tensor_table
 from app.settings import get_settings
@@ -105,10 +106,7 @@ def list_artifacts(session: Session, tenant_id: str, *, limit: int, cursor: str 
     query = select(Artifact).where(Artifact.tenant_id == tenant_id, Artifact.deleted_at.is_(None))
     if sha256 is not None:
         query = query.where(Artifact.sha256 == sha256)
-    if cursor is not None:
-        query = query.where(Artifact.id < cursor)
-    rows = list(session.scalars(query.order_by(Artifact.id.desc()).limit(limit + 1)))
-    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+    return keyset_page(session, query, Artifact.id, limit=limit, cursor=cursor)
 
 
 def delete_artifact(session: Session, store: ArtifactStore, tenant_id: str, artifact_id: str) -> None:

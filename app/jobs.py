@@ -17,6 +17,7 @@ from app.dispatch import Dispatcher
 from app.idempotency import remember, replayed_resource, request_hash
 from app.job_inputs import check_permutation_spec, resolve_inputs
 from app.models import TERMINAL_JOB_STATUSES, Job, JobArtifact, JobEvent, utcnow
+from app.pagination import keyset_page
 from app.problems import ProblemError, field_path, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
 from trajx.errors import InvalidInput
@@ -109,10 +110,7 @@ def list_jobs(session: Session, tenant_id: str, *, limit: int, cursor: str | Non
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
-    if cursor is not None:
-        query = query.where(Job.id < cursor)
-    rows = list(session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)))
-    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+    return keyset_page(session, query, Job.id, limit=limit, cursor=cursor)
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
@@ -146,10 +144,7 @@ def list_events(session: Session, tenant_id: str, job_id: str, *, limit: int,
     """Events in order after `cursor` (an event id); next_cursor None when no more exist now."""
     get_job(session, tenant_id, job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if cursor is not None:
-        query = query.where(JobEvent.id > cursor)
-    rows = list(session.scalars(query.order_by(JobEvent.id).limit(limit + 1)))
-    return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
+    return keyset_page(session, query, JobEvent.id, limit=limit, cursor=cursor, newest_first=False)
 
 
 def job_public(job: Job) -> JobPublic:
