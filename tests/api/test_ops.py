@@ -56,9 +56,16 @@ def test_unknown_route_and_method_are_problems(api):
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
 
 
-def test_api_process_never_imports_torch():
-    code = ("import sys; import app.main; app.main.create_app; import app.admin, app.migrate, app.artifacts; "
-            "print('torch' in sys.modules, 'safetensors' in sys.modules, 'numpy' in sys.modules)")
+def test_api_process_never_imports_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "import app.admin, app.artifacts, app.migrate\n"
+        "from app.main import create_app\n"
+        "from app.settings import Settings\n"
+        f"create_app(Settings(dispatcher='celery', database_url='sqlite:///{tmp_path}/x.db',"
+        f" storage_dir='{tmp_path}/store'))\n"
+        "print('torch' in sys.modules, 'safetensors' in sys.modules, 'numpy' in sys.modules)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False", "False"]
 
