@@ -183,3 +183,14 @@ def test_bad_method_and_oracle_without_trained_targets_are_refused(mlp):
         run(mlp, "sgd")
     with pytest.raises(ValueError, match="trained"):
         run(mlp, "oracle")
+
+
+def test_a_multi_checkpoint_trajectory_is_walked_segment_by_segment(mlp):
+    middle = {n: (a + b) / 2 + 0.01 for (n, a), b in zip(mlp.source[0].items(), mlp.source[-1].values())}
+    checkpoints = [mlp.source[0], middle, mlp.source[-1]]
+    target = transfer(mlp.model(), mlp.spec, checkpoints, [mlp.source[0]], mlp.train,
+                      TransferParams(steps=2, device="cpu"), method="naive",
+                      keep_trajectory=True).targets[0]
+    # Naive from the source's own init retraces the source: step j is checkpoint j.
+    for step, checkpoint in enumerate(checkpoints):
+        assert torch.allclose(target.trajectory[step]["head.weight"], checkpoint["head.weight"], atol=1e-6)

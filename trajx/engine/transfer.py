@@ -167,10 +167,9 @@ class _Run:
         self.matched_names = [n for n in self.param_names
                               if any(g is not None for g in spec.param_groups.get(n, ()))]
         self.points = plan_trajectory(params.schedule, params.steps, len(source))
-        origin = self._params_of(source[0])
-        self.source_origin = origin
-        self.source_deltas = [{n: self._params_of(c)[n] - origin[n] for n in self.param_names}
-                              for c in source]
+        self.source = source  # stays where the caller keeps it; one segment at a time moves
+        self.source_origin = self._params_of(source[0])
+        self._segment_cache: tuple[int, tuple[Tensors, Tensors]] | None = None
         self.target_inits = [self._params_of(t) for t in targets]
         self.target_buffers = [{n: t.to(self.device) for n, t in state.items()
                                 if n not in self.param_names} for state in targets]
@@ -186,9 +185,20 @@ class _Run:
 
     # -- points on the trajectories -------------------------------------------------
 
+    def _source_delta(self, index: int) -> Tensors:
+        """θ₁ⁱ − θ₁⁰ for checkpoint `index`, on the device."""
+        point = self._params_of(self.source[index])
+        return {n: point[n] - self.source_origin[n] for n in self.param_names}
+
+    def _segment(self, segment: int) -> tuple[Tensors, Tensors]:
+        # A trajectory may hold many checkpoints: only the current segment lives on the device.
+        if self._segment_cache is None or self._segment_cache[0] != segment:
+            self._segment_cache = (segment, (self._source_delta(segment), self._source_delta(segment + 1)))
+        return self._segment_cache[1]
+
     def _displacement(self, step: int) -> Tensors:
         point = self.points[step]
-        start, end = self.source_deltas[point.segment], self.source_deltas[point.segment + 1]
+        start, end = self._segment(point.segment)
         return {n: torch.lerp(start[n], end[n], point.fraction) for n in self.param_names}
 
     def _source_point(self, step: int) -> Tensors:
@@ -255,7 +265,7 @@ class _Run:
             raise Cancelled("transfer cancelled between steps")
 
     def _oracle_perms(self, trained: Sequence[StateDict]) -> list[Permutation]:
-        source_move = self.source_deltas[-1]
+        source_move = self._source_delta(len(self.source) - 1)
         perms = []
         for k, state in enumerate(trained):
             trained_params = self._params_of(state)
