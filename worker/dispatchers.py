@@ -64,8 +64,9 @@ class CeleryDispatcher:
 class EmbeddedRunner:
     """The `python -m worker.embedded` child of this process, started on demand.
 
-    The child polls the database itself; a line on its stdin only wakes it early.
-    Its stdin closing (this process exiting) makes it stop after the current job.
+    The child polls the database itself; a line on its stdin only wakes it early
+    (written without blocking: a busy child's full pipe just means it polls).
+    Closing its stdin (this process exiting) stops it after its current job.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -81,33 +82,32 @@ class EmbeddedRunner:
                     [sys.executable, "-m", "worker.embedded", "--parent-pipe"],
                     stdin=subprocess.PIPE, env={**os.environ, **settings_env(self._settings)},
                 )
+                os.set_blocking(self._process.stdin.fileno(), False)
 
     def wake(self, job_id: str) -> None:
         """Tell the child a job is waiting (restarting it if it died)."""
         self.start()
         with self._lock:
             try:
-                self._process.stdin.write(f"{job_id}\n".encode())
-                self._process.stdin.flush()
+                os.write(self._process.stdin.fileno(), f"{job_id}\n".encode())
+            except BlockingIOError:
+                pass  # the child is busy and has wake-ups enough; it polls the database next
             except (BrokenPipeError, ValueError):
                 log.warning("embedded worker gone; it will be restarted on the next dispatch")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Close the child's stdin and wait for it to finish its job (then kill it)."""
+        """Ask the child to hand its running job back to the queue and exit; kill it after `timeout`."""
         with self._lock:
             process, self._process = self._process, None
         if process is None:
             return
         process.stdin.close()
+        process.terminate()
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
 
 _runners: dict[str, EmbeddedRunner] = {}

@@ -7,6 +7,7 @@ ends `succeeded`, `failed` (with a stable code) or `cancelled`, or, if this proc
 dies, stays `running` with a heartbeat that goes stale so recovery runs it again.
 """
 
+import json
 import logging
 import os
 import socket
@@ -19,12 +20,12 @@ from typing import Any
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from trajx.runner import RunProgress, execute
 
 from app.artifacts import create_artifact_from_file
 from app.models import Artifact, Job
 from app.settings import Settings, get_settings
 from trajx.errors import Cancelled, InvalidInput, TrajxError
+from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
@@ -117,7 +118,8 @@ class _JobRun:
                 with self.ctx.sessions() as session:
                     return self._finish(session, "cancelled", {})
             except TrajxError as exc:
-                return self._fail(exc.code, exc.message, exc.details)
+                # Details name tensors, shapes, fields: make them JSON whatever their type.
+                return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
             except (torch.OutOfMemoryError, MemoryError) as exc:
                 return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
             except Exception as exc:

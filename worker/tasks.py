@@ -7,7 +7,9 @@ before a fork hangs the child.
 """
 
 import torch
-import torch._inductor.config  # noqa: F401  (torch.use_deterministic_algorithms imports it lazily: 2.5 s)
+
+# torch.use_deterministic_algorithms imports this lazily: 2.5 s in every fresh child.
+import torch._inductor.config
 
 from app.db import make_engine
 from app.settings import get_settings
