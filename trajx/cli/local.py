@@ -152,13 +152,13 @@ def describe(arch: ArchOpt, config: ConfigOpt,
     console = Console()
     params_table = Table(title=f"{arch}: {len(parameters)} tensors")
     for column in ("name", "shape", "dtype", "groups per axis"):
-        params_table.add_column(column)
+        params_table.add_column(column, overflow="fold")  # names must stay whole to be copied
     for p in parameters:
         params_table.add_row(p["name"], str(p["shape"]), p["dtype"],
                              ", ".join("-" if g is None else g for g in p["groups"]))
     groups_table = Table(title=f"{len(spec.groups)} permutation groups")
     for column in ("group", "units", "axes"):
-        groups_table.add_column(column)
+        groups_table.add_column(column, overflow="fold")
     for g in description["groups"]:
         groups_table.add_row(g["name"], str(g["size"]), str(g["axes"]))
     console.print(params_table)
