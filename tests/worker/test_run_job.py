@@ -1,0 +1,80 @@
+"""`run_job` in-process on SQLite with the real runner: outcomes and their error codes."""
+
+import pytest
+from sqlalchemy import select, update
+
+from app.artifacts import create_artifact_from_file
+from app.models import Artifact, utcnow
+from app.storage import ArtifactStore
+from tests.worker.digits import digits_spec, write_digits_source
+from tests.worker.factories import event_types, load_job, make_job
+from worker.context import worker_context
+from worker.jobs import run_job
+
+# The claim SQL runs on both backends in test_claim.py; the engine does not care.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digits_source(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture
+def uploaded(settings, tenant_id, digits) -> dict[str, str]:
+    """The digits files as artifacts of the tenant, by role."""
+    paths = {"theta0": digits.theta0, "thetaT": digits.theta_t, "train": digits.train, "heldout": digits.heldout}
+    store = ArtifactStore(settings.storage_dir)
+    with worker_context(settings).sessions() as session:
+        ids = {role: create_artifact_from_file(session, tenant_id, path, path.name, None, store=store).id
+               for role, path in paths.items()}
+        session.commit()
+    return ids
+
+
+def test_a_job_runs_once_and_stores_its_results_as_artifacts(settings, tenant_id, uploaded):
+    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2))
+    assert run_job(job_id, settings) == "succeeded"
+    assert run_job(job_id, settings) is None  # finished: nothing to claim
+    job = load_job(settings, job_id)
+    assert (job.attempts, job.progress_step, job.progress_total) == (1, 2, 2)
+    assert job.summary["targets"][0]["last_accuracy"] > 0.1
+    with worker_context(settings).sessions() as session:
+        produced = {a.id: a for a in session.scalars(select(Artifact).where(Artifact.producer_job_id == job_id))}
+    target = job.result["targets"][0]
+    assert {target["last"], target["best"], target["permutations"], job.result["report"]} == set(produced)
+    assert produced[target["last"]].kind == "result" and produced[job.result["report"]].format == "json"
+    assert event_types(settings, job_id)[:2] == ["claimed", "started"]
+    assert event_types(settings, job_id)[-1] == "succeeded"
+
+
+def test_a_deleted_input_fails_the_job_naming_it(settings, tenant_id, uploaded):
+    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2))
+    with worker_context(settings).sessions() as session:
+        session.execute(update(Artifact).where(Artifact.id == uploaded["train"]).values(deleted_at=utcnow()))
+        session.commit()
+    assert run_job(job_id, settings) == "failed"
+    job = load_job(settings, job_id)
+    assert job.error_code == "artifact_not_found" and "train_data" in job.error_message
+
+
+def test_a_cancel_requested_before_the_first_step_keeps_nothing(settings, tenant_id, uploaded):
+    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2), cancel_requested=True)
+    assert run_job(job_id, settings) == "cancelled"
+    job = load_job(settings, job_id)
+    assert job.result is None and job.error_code is None
+
+
+def test_a_job_past_its_time_limit_fails_with_a_clear_code(settings, tenant_id, uploaded):
+    settings = settings.model_copy(update={"job_time_limit_seconds": 1e-6})
+    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2))
+    assert run_job(job_id, settings) == "failed"
+    assert load_job(settings, job_id).error_code == "time_limit_exceeded"
+
+
+def test_an_unexpected_error_fails_the_job_with_internal_error(settings, tenant_id, uploaded):
+    spec = digits_spec(uploaded, steps=2)
+    job_id = make_job(settings, tenant_id, spec={**spec, "params": {**spec["params"], "steps": "many"}})
+    assert run_job(job_id, settings) == "failed"
+    job = load_job(settings, job_id)
+    assert job.error_code == "internal_error" and "ValidationError" in job.error_message
