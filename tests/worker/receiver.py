@@ -4,6 +4,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -50,7 +51,7 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

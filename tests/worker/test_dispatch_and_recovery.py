@@ -102,6 +102,6 @@ for name in ("celery", "embedded"):
                         storage_dir={str(tmp_path / 'artifacts')!r}))
 print(sorted(m for m in sys.modules if m.split(".")[0] == "torch")[:3])
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -9,10 +9,13 @@ front of Celery workers instead). Nothing here imports torch.
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from trajx.cli.app import app
+
+DEFAULT_DATA_DIR = Path("var")
 
 admin = typer.Typer(help="Manage tenants and API keys (in the database TRAJX_DATABASE_URL names).",
                     no_args_is_help=True)
@@ -29,10 +32,11 @@ def _embedded_environment(data_dir: Path) -> None:
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
-    port: int = typer.Option(8000, help="TCP port"),
-    data_dir: Path = typer.Option(Path("var"), envvar="TRAJX_DATA_DIR",
-                                  help="SQLite database, artifacts and the local API key live here"),
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    data_dir: Annotated[Path, typer.Option(envvar="TRAJX_DATA_DIR",
+                                           help="SQLite database, artifacts and the local API key live here")]
+    = DEFAULT_DATA_DIR,
 ) -> None:
     """Run the API and an embedded worker on this machine (SQLite, local files, no Redis)."""
     import uvicorn
@@ -75,7 +79,7 @@ def _admin_session():
 
 
 @admin.command("create-tenant")
-def create_tenant(name: str = typer.Argument(..., help="unique tenant name")) -> None:
+def create_tenant(name: Annotated[str, typer.Argument(help="unique tenant name")]) -> None:
     """Create a tenant and print its id."""
     from app.admin import AdminError
     from app.admin import create_tenant as create
@@ -91,8 +95,8 @@ def create_tenant(name: str = typer.Argument(..., help="unique tenant name")) ->
 
 @admin.command("create-key")
 def create_key(
-    tenant: str = typer.Argument(..., help="tenant name"),
-    name: str = typer.Option("", help="a label for the key"),
+    tenant: Annotated[str, typer.Argument(help="tenant name")],
+    name: Annotated[str, typer.Option(help="a label for the key")] = "",
 ) -> None:
     """Create an API key for a tenant and print it (shown once; stored hashed)."""
     from app.admin import AdminError, create_api_key
