@@ -194,3 +194,24 @@ def test_a_multi_checkpoint_trajectory_is_walked_segment_by_segment(mlp):
     # Naive from the source's own init retraces the source: step j is checkpoint j.
     for step, checkpoint in enumerate(checkpoints):
         assert torch.allclose(target.trajectory[step]["head.weight"], checkpoint["head.weight"], atol=1e-6)
+
+
+def test_pairs_kept_on_cpu_in_bfloat16_still_transfer(mlp):
+    target = run(mlp, "fgmt", params={"pair_dtype": "bfloat16", "pair_device": "cpu"}).targets[0]
+    naive = run(mlp, "naive").targets[0]
+    assert target.steps[-1]["accuracy"] > naive.steps[-1]["accuracy"] + 0.2
+
+
+def test_residual_networks_with_batch_norm_transfer(mlp):
+    from trajx.engine.trace import derive_spec
+    from trajx.engine.zoo import build_model, example_input, init_state_dict
+
+    arch = ("resnet", {"depth": 20, "width": 0.25, "in_channels": 1, "image_size": 8})
+    train_data = Dataset(mlp.train.inputs.reshape(-1, 1, 8, 8)[:256], mlp.train.targets[:256])
+    spec = derive_spec(build_model(*arch), example_input(*arch))
+    source = [init_state_dict(*arch, 0), init_state_dict(*arch, 2)]
+    result = transfer(build_model(*arch), spec, source, [init_state_dict(*arch, 1)], train_data,
+                      TransferParams(steps=2, batch_size=64, device="cpu"))
+    last = result.targets[0].last
+    assert set(last) == set(source[0]) and all(torch.isfinite(t.float()).all() for t in last.values())
+    assert result.timings.matching_solves == 2
