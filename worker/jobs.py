@@ -78,6 +78,7 @@ class _JobRun:
                             if job.webhook_url and job.webhook_secret else None)
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
+        self._results_done = 0
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
 
@@ -144,14 +145,15 @@ class _JobRun:
         return found
 
     def _on_progress(self, progress: RunProgress) -> None:
+        # The job's progress counts (target, step) results, whatever order the engine
+        # produces them in: it reaches `total` exactly when the last one is done.
+        self._results_done += 1
+        step = self._results_done
+        total = (len(self.spec_data.get("targets", [])) or 1) * progress.total
         now = time.monotonic()
-        last_of_target = progress.step == progress.total
-        if now - self._last_progress < PROGRESS_MIN_INTERVAL and not last_of_target:
+        if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
             return
         self._last_progress = now
-        n_targets = len(self.spec_data.get("targets", [])) or 1
-        step = progress.target * progress.total + progress.step
-        total = n_targets * progress.total
         data = {"step": step, "total": total, "target": progress.target,
                 "target_step": progress.step, "metrics": progress.metrics}
         with self.ctx.sessions() as session:

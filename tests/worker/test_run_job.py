@@ -33,19 +33,21 @@ def uploaded(settings, tenant_id, digits) -> dict[str, str]:
 
 
 def test_a_job_runs_once_and_stores_its_results_as_artifacts(settings, tenant_id, uploaded):
-    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2))
+    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2, seeds=(1, 2)))
     assert run_job(job_id, settings) == "succeeded"
     assert run_job(job_id, settings) is None  # finished: nothing to claim
     job = load_job(settings, job_id)
-    assert (job.attempts, job.progress_step, job.progress_total) == (1, 2, 2)
-    assert job.summary["targets"][0]["last_accuracy"] > 0.1
+    assert (job.attempts, job.progress_step, job.progress_total) == (1, 4, 4)
+    assert all(t["last_accuracy"] > 0.1 for t in job.summary["targets"])
     with worker_context(settings).sessions() as session:
         produced = {a.id: a for a in session.scalars(select(Artifact).where(Artifact.producer_job_id == job_id))}
-    target = job.result["targets"][0]
-    assert {target["last"], target["best"], target["permutations"], job.result["report"]} == set(produced)
-    assert produced[target["last"]].kind == "result" and produced[job.result["report"]].format == "json"
-    assert event_types(settings, job_id)[:2] == ["claimed", "started"]
-    assert event_types(settings, job_id)[-1] == "succeeded"
+    referenced = {job.result["report"]} | {t[role] for t in job.result["targets"]
+                                           for role in ("last", "best", "permutations")}
+    assert len(job.result["targets"]) == 2 and referenced == set(produced) and len(produced) == 7
+    assert produced[job.result["targets"][1]["last"]].kind == "result"
+    assert produced[job.result["report"]].format == "json"
+    types = event_types(settings, job_id)
+    assert types[:2] == ["claimed", "started"] and types[-1] == "succeeded"
 
 
 def test_a_deleted_input_fails_the_job_naming_it(settings, tenant_id, uploaded):
