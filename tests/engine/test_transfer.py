@@ -215,3 +215,13 @@ def test_residual_networks_with_batch_norm_transfer(mlp):
     last = result.targets[0].last
     assert set(last) == set(source[0]) and all(torch.isfinite(t.float()).all() for t in last.values())
     assert result.timings.matching_solves == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_is_invalid_input():
+    from trajx.engine.transfer import resolve_device
+    from trajx.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as info:
+        resolve_device("cuda")
+    assert info.value.code == "device_unavailable"

@@ -29,7 +29,7 @@ from trajx.engine.matching import MatchResult, PairBank, match
 from trajx.engine.metrics import evaluate
 from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, apply_permutation
 from trajx.engine.schedule import plan_trajectory
-from trajx.errors import Cancelled, NonFiniteLoss
+from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
 from trajx.spec import TransferParams
 
 METHODS = ("fgmt", "gmt", "naive", "oracle")
@@ -71,9 +71,13 @@ class TransferResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` means CUDA when available, else CPU."""
+    """`auto` means CUDA when available, else CPU; InvalidInput(code="device_unavailable")
+    when `cuda` is asked for on a machine without it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("params.device is 'cuda' but this machine has no usable CUDA device",
+                           code="device_unavailable", field="params.device")
     return torch.device(name)
 
 
