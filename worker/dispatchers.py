@@ -121,10 +121,15 @@ def embedded_runner(settings: Settings) -> EmbeddedRunner:
 
 
 class EmbeddedDispatcher:
-    """Runs jobs in a local subprocess worker: no Redis, and no torch in the API process."""
+    """Runs jobs in a local subprocess worker: no Redis, and no torch in the API process.
+
+    The worker starts with the dispatcher, so jobs an earlier run left queued or
+    running are picked up without waiting for a new one.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._runner = embedded_runner(settings)
+        self._runner.start()
 
     def dispatch(self, job_id: str) -> None:
         self._runner.wake(job_id)

@@ -54,18 +54,15 @@ def serve(
         typer.echo(f"created tenant 'local'; its API key is in {created[1]}", err=True)
     elif settings.local_key_path.exists():
         typer.echo(f"API key: {settings.local_key_path}", err=True)
-    runner = None
-    if settings.dispatcher == "embedded":
-        from worker.dispatchers import embedded_runner
-
-        runner = embedded_runner(settings)
-        runner.start()  # picks up jobs left queued or running by an earlier run at once
     typer.echo(f"trajx API on http://{host}:{port} (data in {settings.data_dir})", err=True)
     try:
+        # With the embedded dispatcher, create_app starts the worker process.
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
     finally:
-        if runner is not None:
-            runner.stop()
+        if settings.dispatcher == "embedded":
+            from worker.dispatchers import embedded_runner
+
+            embedded_runner(settings).stop()  # hands its running job back to the queue
 
 
 def _admin_session():
