@@ -52,3 +52,9 @@ def test_dockerfile_keeps_torch_out_of_the_api_image():
     services = _compose()["services"]
     assert services["migrate"]["build"]["target"] == "api"
     assert {services[name]["image"] for name in ("migrate", "api", "recovery")} == {"trajx-api:latest"}
+
+
+def test_gpu_worker_image_does_not_inherit_the_cpu_torch_pin():
+    worker_stage = (ROOT / "worker/docker/Dockerfile").read_text().split("AS worker", 1)[1]
+    assert "grep -v '^torch=='" in worker_stage and "-c /tmp/constraints-gpu.txt" in worker_stage
+    assert "-c .ci/constraints.txt" not in worker_stage
