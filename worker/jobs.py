@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 # Progress rows are throttled: a fast job must not turn into a database benchmark.
 PROGRESS_MIN_INTERVAL = 0.5
 CANCEL_CHECK_INTERVAL = 0.25
-WEBHOOK_DRAIN_SECONDS = 30.0
+# How long a finished job waits for its last webhooks before the worker moves on
+# (slower deliveries continue in the background).
+WEBHOOK_DRAIN_SECONDS = 5.0
 
 
 def worker_id() -> str:

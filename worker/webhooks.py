@@ -8,7 +8,8 @@ to send, e.g. `job.succeeded`; None means the terminal ones) and a per-job
 receivers verify it with any Standard Webhooks library. Deliveries run on a
 background thread with a per-request timeout and bounded exponential backoff, so a
 slow or dead receiver never slows the job; every attempt is reported to a callback
-(the worker records it as a job event).
+(the worker records it as a job event). Deliveries still retrying when a job ends go
+on in the background while the worker runs its next job.
 """
 
 import json
@@ -106,19 +107,19 @@ class WebhookSender:
             self._pending.append(_Message(event, data, f"msg_{uuid.uuid4().hex}"))
             self._cond.notify()
 
-    def close(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for queued messages, then give up on the rest."""
+    def close(self, timeout: float) -> bool:
+        """Stop taking messages; wait up to `timeout` s for the queued ones to be delivered.
+
+        Returns True if all were. Otherwise the delivery thread goes on in the background
+        (the worker process outlives the job) and ends when its queue is empty.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             self._closing = True
             self._cond.notify()
             while (self._pending or self._busy) and time.monotonic() < deadline:
                 self._cond.wait(deadline - time.monotonic())
-            abandoned = list(self._pending)
-            self._pending.clear()
-        for message in abandoned:
-            self._record({"event": message.event, "webhook_id": message.msg_id, "attempt": 0,
-                          "ok": False, "error": "abandoned: the worker stopped waiting"})
+            return not (self._pending or self._busy)
 
     def _run(self) -> None:
         while True:
