@@ -1,6 +1,6 @@
 """Job execution benchmarks: dispatch latency and service overhead. Prints a table.
 
-    .venv/bin/python bench/bench_jobs.py [--jobs 15] [--long-steps 40] [--grad-batches 4]
+    .venv/bin/python bench/bench_jobs.py [--jobs 15] [--long-steps 50] [--grad-batches 4]
 
 Runs a real stack on this machine (PostgreSQL database of its own, Redis db 12, API
 under uvicorn, `celery worker -c 1`, recovery loop) and measures:
@@ -103,7 +103,7 @@ def local_seconds(files, steps: int, grad_batches: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=15)
-    parser.add_argument("--long-steps", type=int, default=40)
+    parser.add_argument("--long-steps", type=int, default=50)
     parser.add_argument("--grad-batches", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
