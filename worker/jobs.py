@@ -3,8 +3,9 @@
 Claim the job atomically, run the engine on the stored input artifacts with
 progress, heartbeat and cancel callbacks, then store the result files as artifacts of
 the job's tenant and finish the job in one transaction. Whatever happens, the job
-ends `succeeded`, `failed` (with a stable code) or `cancelled`, or, if this process
-dies, stays `running` with a heartbeat that goes stale so recovery runs it again.
+ends `succeeded`, `failed` (with a stable code) or `cancelled`; on a clean shutdown it
+goes back to `queued`; if this process dies, it stays `running` with a heartbeat that
+goes stale so recovery runs it again.
 """
 
 import json
