@@ -1,6 +1,6 @@
 """Job execution benchmarks: dispatch latency and service overhead. Prints a table.
 
-    .venv/bin/python bench/bench_jobs.py [--jobs 15] [--long-steps 50] [--grad-batches 4]
+    .venv/bin/python bench/bench_jobs.py [--jobs 15] [--long-steps 150] [--grad-batches 8] [--targets 3]
 
 Runs a real stack on this machine (PostgreSQL database of its own, Redis db 12, API
 under uvicorn, `celery worker -c 1`, recovery loop) and measures:
@@ -86,10 +86,10 @@ def service_seconds(client: Client, spec: dict) -> tuple[float, float]:
     return wall, job.summary["seconds"]
 
 
-def local_seconds(files, steps: int, grad_batches: int) -> tuple[float, float]:
+def local_seconds(files, steps: int, grad_batches: int, seeds: tuple[int, ...]) -> tuple[float, float]:
     """(wall, engine seconds) of `trajx run` on the same spec with the local files."""
     spec = digits_spec({"theta0": files.theta0.name, "thetaT": files.theta_t.name, "train": files.train.name,
-                        "heldout": files.heldout.name}, steps=steps, grad_batches=grad_batches)
+                        "heldout": files.heldout.name}, steps=steps, grad_batches=grad_batches, seeds=seeds)
     spec_file = files.theta0.parent / "spec.json"
     spec_file.write_text(json.dumps(spec))
     with tempfile.TemporaryDirectory() as out:
@@ -103,8 +103,9 @@ def local_seconds(files, steps: int, grad_batches: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=15)
-    parser.add_argument("--long-steps", type=int, default=50)
-    parser.add_argument("--grad-batches", type=int, default=4)
+    parser.add_argument("--long-steps", type=int, default=150)
+    parser.add_argument("--grad-batches", type=int, default=8)
+    parser.add_argument("--targets", type=int, default=3, help="target seeds in the long job")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     redis.Redis.from_url(REDIS_URL).flushdb()
@@ -125,11 +126,12 @@ def main() -> None:
                     api_server(settings, root) as api, Client(api.url, key) as client:
                 ids = files.upload(client)
                 latencies = dispatch_latencies(client, ids, args.jobs)
-                long_spec = digits_spec(ids, steps=args.long_steps, grad_batches=args.grad_batches)
+                seeds = tuple(range(1, args.targets + 1))
+                long_spec = digits_spec(ids, steps=args.long_steps, grad_batches=args.grad_batches, seeds=seeds)
                 runs = []
                 for _ in range(args.repeats):
                     runs.append((*service_seconds(client, long_spec),
-                                 *local_seconds(files, args.long_steps, args.grad_batches)))
+                                 *local_seconds(files, args.long_steps, args.grad_batches, seeds)))
             service_wall, service_engine, local, local_engine = (
                 statistics.median(column) for column in zip(*runs, strict=True))
     finally:
@@ -148,7 +150,7 @@ def _print(latencies, service: tuple[float, float], local: tuple[float, float], 
         goal = "< 250 ms" if stage == "started" else ""
         table.add_row(f"{label}, median (p90) of {len(ms)}",
                       f"{statistics.median(ms):.0f} ({ms[int(0.9 * (len(ms) - 1))]:.0f}) ms", goal)
-    job = f"T={args.long_steps}, G={args.grad_batches}, median of {args.repeats}"
+    job = f"T={args.long_steps}, G={args.grad_batches}, {args.targets} targets, median of {args.repeats}"
     table.add_row(f"`trajx run` ({job}): wall / engine", f"{local[0]:.2f} / {local[1]:.2f} s", ">= 10 s")
     table.add_row(f"service ({job}): POST -> done / engine", f"{service[0]:.2f} / {service[1]:.2f} s", "")
     table.add_row("service vs `trajx run`, wall", f"{(service[0] / local[0] - 1) * 100:+.1f} %", "<= +10 %")

@@ -30,7 +30,8 @@ from worker.dispatchers import CeleryDispatcher
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own: flushed freely
-LONG_STEPS = 30  # about 5 s of FGMT on this machine: long enough to interrupt mid-run
+# About 3 s of FGMT on this machine when idle (10 s when busy): long enough to interrupt.
+LONG = {"steps": 40, "grad_batches": 4}
 QUICK_STEPS = 3
 
 
@@ -121,7 +122,7 @@ def test_duplicated_messages_run_the_job_once(stack):
 
 
 def test_killed_worker_process_job_is_rerun_and_succeeds(stack):
-    job = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    job = stack.client.create_job(digits_spec(stack.ids, **LONG))
     _wait_running(stack, job)
     os.kill(_worker_pid(stack, job), signal.SIGKILL)
     job = _wait(stack, job, timeout=90)
@@ -131,7 +132,7 @@ def test_killed_worker_process_job_is_rerun_and_succeeds(stack):
 
 
 def test_queued_job_survives_a_redis_restart(stack):
-    busy = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    busy = stack.client.create_job(digits_spec(stack.ids, **LONG))
     _wait_running(stack, busy)
     queued = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS))
     assert stack.client.get_job(queued.id).status == "queued"
@@ -142,7 +143,7 @@ def test_queued_job_survives_a_redis_restart(stack):
 
 
 def test_api_restart_mid_job_loses_nothing(stack):
-    job = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    job = stack.client.create_job(digits_spec(stack.ids, **LONG))
     _wait_running(stack, job)
     stack.api.stop()
     stack.api.start()
@@ -151,7 +152,7 @@ def test_api_restart_mid_job_loses_nothing(stack):
 
 
 def test_cancel_of_queued_and_running_jobs(stack):
-    running = stack.client.create_job(digits_spec(stack.ids, steps=LONG_STEPS))
+    running = stack.client.create_job(digits_spec(stack.ids, **LONG))
     queued = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS))
     assert stack.client.cancel(queued.id).status == "cancelled"
     _wait_running(stack, running)

@@ -43,7 +43,7 @@ def test_digits_jobs_on_the_embedded_default(server, digits, tmp_path):
 def test_restarting_the_server_mid_job_loses_nothing(digits, tmp_path):
     data_dir = tmp_path / "server"
     with EmbeddedServer(data_dir, env=FAST_RECOVERY) as server, Client(server.url, server.api_key) as client:
-        job = client.create_job(digits_spec(digits.upload(client), steps=30))
+        job = client.create_job(digits_spec(digits.upload(client), steps=40, grad_batches=4))
         _wait_running(client, job.id)
         port = server.port
     # SIGTERM reached the embedded worker too: it handed the job back to the queue.
