@@ -23,9 +23,10 @@ app.add_typer(admin, name="admin")
 
 
 def _embedded_environment(data_dir: Path) -> None:
-    """Point every unset TRAJX_* location at `data_dir` (explicit variables win)."""
+    """Use `data_dir` (--data-dir, else $TRAJX_DATA_DIR) and put the database and the
+    artifacts in it unless TRAJX_DATABASE_URL / TRAJX_STORAGE_DIR say otherwise."""
     data_dir = data_dir.resolve()
-    os.environ.setdefault("TRAJX_DATA_DIR", str(data_dir))
+    os.environ["TRAJX_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("TRAJX_DATABASE_URL", f"sqlite:///{data_dir / 'trajx.db'}")
     os.environ.setdefault("TRAJX_STORAGE_DIR", str(data_dir / "artifacts"))
 
