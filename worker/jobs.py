@@ -51,10 +51,10 @@ def run_job(job_id: str, settings: Settings | None = None,
             shutdown: threading.Event | None = None) -> str | None:
     """Run job `job_id` to completion if this process can claim it.
 
-    Returns the job's final status, or None when the job was not claimable (already
-    finished, running elsewhere, or out of attempts: then failed with `worker_lost`),
-    the claim was lost while running, or `shutdown` was set: then the job goes back
-    to `queued` at its next step check. Database errors propagate: the job keeps its
+    Returns the job's final status; "queued" when `shutdown` was set and the job went
+    back to the queue at its next step check; None when the job was not claimable
+    (finished, running elsewhere, or out of attempts: then failed with `worker_lost`)
+    or the claim was lost while running. Database errors propagate: the job keeps its
     stale heartbeat and recovery re-runs it.
     """
     ctx = worker_context(settings or get_settings())
@@ -115,7 +115,7 @@ class _JobRun:
                 if self.shutdown.is_set():
                     with self.ctx.sessions() as session:
                         if release(session, self.claim):
-                            return None
+                            return "queued"
                 if time.monotonic() >= self.deadline:
                     return self._fail("time_limit_exceeded",
                                       f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")

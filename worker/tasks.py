@@ -4,12 +4,23 @@ Imported by the worker process only (it is in the app's `include`). The parent
 imports torch, the engine and the database driver here, once, so every child it
 forks starts warm. The parent never runs a torch op: an OpenMP thread pool started
 before a fork hangs the child.
+
+On a warm shutdown (SIGTERM to the worker, e.g. `docker stop`) the parent tells its
+children (SIGUSR2); a running job goes back to the queue at its next step and its
+message is requeued, so another worker resumes it without waiting for a stale heartbeat.
 """
+
+import os
+import signal
+import threading
+from pathlib import Path
 
 import torch
 
 # torch.use_deterministic_algorithms imports this lazily: 2.5 s in every fresh child.
 import torch._inductor.config
+from celery.exceptions import Reject
+from celery.signals import worker_process_init, worker_shutting_down
 
 from app.db import make_engine
 from app.settings import get_settings
@@ -19,14 +30,46 @@ from worker.jobs import run_job
 # Loads the SQLAlchemy dialect and driver without opening a connection (none may cross a fork).
 make_engine(get_settings().database_url).dispose()
 
+# SIGUSR1 is billiard's soft-time-limit signal in pool children.
+RELEASE_SIGNAL = signal.SIGUSR2
+_shutdown = threading.Event()
+
 
 @app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
 def run_job_task(job_id: str) -> None:
     """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op."""
     try:
-        run_job(job_id)
+        status = run_job(job_id, shutdown=_shutdown)
     finally:
         # The child stays for the next job: hand cached GPU memory back. (No gc.collect():
         # tensors are freed by reference counting; a full collection cost 0.2 s a job.)
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()
+    if status == "queued":
+        raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
+
+
+@worker_process_init.connect
+def _release_jobs_on_signal(**_: object) -> None:
+    signal.signal(RELEASE_SIGNAL, lambda *_: _shutdown.set())
+
+
+@worker_shutting_down.connect
+def _tell_children_to_release(**_: object) -> None:
+    # Runs in the parent; only its pool children take the signal.
+    for pid in _child_pids():
+        try:
+            os.kill(pid, RELEASE_SIGNAL)
+        except ProcessLookupError:
+            pass
+
+
+def _child_pids() -> list[int]:
+    """This process's children, from /proc (Linux); none where that is unavailable."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
+        try:
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids

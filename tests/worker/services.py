@@ -39,8 +39,10 @@ class Service:
         self._start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
         self.url: str | None = None
+        self._log_start = 0
 
     def start(self) -> "Service":
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -66,6 +68,12 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def log_since_start(self) -> str:
+        """What the current run (not an earlier one on the same log) has logged."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
@@ -81,7 +89,7 @@ def celery_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Se
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu",
                "-c", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    return Service(name, command, settings, log_dir, lambda s: " ready." in s.log(), start_timeout=90)
+    return Service(name, command, settings, log_dir, lambda s: " ready." in s.log_since_start(), start_timeout=90)
 
 
 def recovery_loop(settings: Settings, log_dir: Path, interval: float = 0.5, grace: float = 1.0) -> Service:

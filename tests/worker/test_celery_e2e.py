@@ -189,6 +189,20 @@ def test_webhook_deliveries_are_signed_and_recorded(stack):
     assert [(d["event"], d["ok"]) for d in deliveries] == [("job.running", True), ("job.succeeded", True)]
 
 
+def test_warm_shutdown_hands_the_running_job_to_the_next_worker(stack):
+    job = stack.client.create_job(digits_spec(stack.ids, **LONG))
+    _wait_running(stack, job)
+    os.kill(stack.worker.process.pid, signal.SIGTERM)  # what `docker stop` sends
+    assert stack.worker.process.wait(30) == 0
+    released = stack.client.get_job(job.id)
+    assert (released.status, released.attempts) == ("queued", 0)
+    stack.worker.start()
+    job = _wait(stack, job)
+    assert job.status == "succeeded" and job.attempts == 1
+    types = _event_types(stack, job)
+    assert types.count("claimed") == 2 and "released" in types
+
+
 def _worker_pid(stack: Stack, job: Job) -> int:
     engine = make_engine(stack.settings.database_url)
     try:
