@@ -10,6 +10,7 @@ float64 self-check (`check_spec`); median over `--repeats` runs after one warm-u
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 from rich.console import Console
@@ -53,9 +54,10 @@ def main() -> None:
         refs = derive_param_groups(model, x)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         spec = spec_from_param_groups(refs, shapes)
-        trace_s = _median_seconds(lambda: derive_param_groups(model, x), args.repeats)
+        trace_s = _median_seconds(partial(derive_param_groups, model, x), args.repeats)
         check_s = _median_seconds(
-            lambda: check_spec(model, spec, x, torch.Generator().manual_seed(0)), args.repeats)
+            lambda m=model, s=spec, x=x: check_spec(m, s, x, torch.Generator().manual_seed(0)),
+            args.repeats)
         params = sum(p.numel() for p in model.parameters())
         label = f"{name} {config}" if config and name != "mlp" else name
         table.add_row(label, f"{params:,}", str(len(spec.groups)), f"{trace_s:.3f}", f"{check_s:.3f}")
