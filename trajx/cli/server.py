@@ -58,7 +58,10 @@ def serve(
     typer.echo(f"trajx API on http://{host}:{port} (data in {settings.data_dir})", err=True)
     try:
         # With the embedded dispatcher, create_app starts the worker process.
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+        # log_config=None: uvicorn's own records reach the app's JSON handler on the root
+        # logger; the app's middleware already writes one access line per request.
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
+                    log_config=None, access_log=False)
     finally:
         if settings.dispatcher == "embedded":
             from worker.dispatchers import embedded_runner
