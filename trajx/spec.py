@@ -136,7 +136,7 @@ def parse_job_spec(data: Any) -> JobSpec:
     errors into problem+json naming each field).
     """
     kind = data.get("kind", "transfer") if isinstance(data, dict) else None
-    if kind not in JOB_KINDS:
+    if not isinstance(kind, str) or kind not in JOB_KINDS:  # a list or dict is unhashable
         raise InvalidInput(
             f"unknown job kind {kind!r}; known kinds: {sorted(JOB_KINDS)}",
             code="unknown_kind",

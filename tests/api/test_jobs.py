@@ -59,6 +59,13 @@ def test_spec_errors_name_the_field(api, tenant, dispatcher):
     assert dispatcher.dispatched == []
 
 
+@pytest.mark.parametrize("kind", [["transfer"], {"name": "transfer"}, 3, None])
+def test_a_kind_that_is_not_a_known_string_is_refused(api, tenant, dispatcher, kind):
+    response = create(api, tenant, {"kind": kind})
+    assert response.status_code == 422 and response.json()["code"] == "unknown_kind"
+    assert response.json()["errors"][0]["field"] == "spec.kind"
+
+
 def test_missing_and_wrong_kind_artifacts_are_refused(api, tenant, dispatcher):
     spec = transfer_spec(api, tenant)
     missing = create(api, tenant, {**spec, "eval_data": "art_" + "0" * 32})
