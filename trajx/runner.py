@@ -5,7 +5,8 @@ each checkpoint against the architecture, the data against the model, the spec
 derivation and the step plan), then runs the transfer and writes, under `out_dir`:
 
     target-{i}/last.safetensors  best.safetensors  [permutations.safetensors]
-    target-{i}/[trajectory.safetensors]             report.json
+    target-{i}/[trajectory.safetensors]  metrics.json (best step, per-step metrics and seconds)
+    report.json (spec, permutation spec, summary, every target's steps, run timings, versions)
 
 The worker and `trajx run` both call it; it knows nothing about HTTP or the database.
 """
@@ -94,6 +95,7 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
 
     for index, target in enumerate(result.targets):
         _write_target(out_dir / f"target-{index}", target, spec)
+        _write_json(out_dir / f"target-{index}" / "metrics.json", _target_metrics(target))
     summary = {
         "method": spec.method,
         "device": result.device,
@@ -104,13 +106,21 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
         "spec": spec.model_dump(mode="json"),
         "permutation_spec": perm_spec.to_json(),
         "summary": summary,
-        "targets": [{"best_step": t.best_step, "steps": t.steps} for t in result.targets],
+        "targets": [_target_metrics(t) for t in result.targets],
         "timings": {"total_seconds": seconds, **asdict(result.timings),
                     "peak_memory_bytes": peak_memory_bytes(device)},
         "versions": _versions(),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    _write_json(out_dir / "report.json", report)
     return summary
+
+
+def _target_metrics(target: TargetResult) -> dict[str, Any]:
+    return {"best_step": target.best_step, "steps": target.steps}
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2))
 
 
 def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:

@@ -49,8 +49,14 @@ def test_run_writes_every_result_file_and_a_report(files, tmp_path):
             {g.name for g in files[0].spec.groups}
         assert (directory / "best.safetensors").exists()
         assert not (directory / "trajectory.safetensors").exists()
+        metrics = json.loads((directory / "metrics.json").read_text())
+        assert [m["step"] for m in metrics["steps"]] == [1, 2, 3, 4]
+        assert all(m["gradient_seconds"] > 0 and m["matching_seconds"] > 0 and m["evaluation_seconds"] > 0
+                   and m["source_gradient_seconds"] > 0 and "accuracy" in m for m in metrics["steps"])
+        assert metrics["best_step"] == summary["targets"][index]["best_step"]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["spec"]["method"] == "fgmt" and len(report["targets"][1]["steps"]) == 4
+    assert report["targets"][1] == json.loads((tmp_path / "target-1" / "metrics.json").read_text())
     assert report["timings"]["backward_passes"] == 4 * 3 and report["timings"]["total_seconds"] > 0
     assert report["timings"]["peak_memory_bytes"] > 0 and report["versions"]["torch"] == torch.__version__
     first = summary["targets"][0]

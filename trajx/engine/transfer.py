@@ -52,9 +52,15 @@ class TargetResult:
     trajectory: list[Tensors] | None = None
 
 
+# Seconds every step's metrics hold. `source_gradient_seconds` is the step's source-side
+# gradient work, shared by all targets of the ensemble (counted once in Timings).
+STEP_TIMING_KEYS = ("gradient_seconds", "source_gradient_seconds", "matching_seconds",
+                    "evaluation_seconds")
+
+
 @dataclass
 class Timings:
-    """Where the time went; seconds include device synchronisation."""
+    """Where the time went in the whole run; seconds include device synchronisation."""
 
     gradient_seconds: float = 0.0
     matching_seconds: float = 0.0
@@ -92,7 +98,8 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     `model` is a working instance of the architecture (its weights are overwritten and
     it is moved to the run's device); inputs are assumed validated (trajx.io). Returns
     one TargetResult per target (last step, best step on `eval_data`, or last when no
-    eval data, the permutation, per-step metrics, optionally every step's state).
+    eval data, the permutation, per-step metrics including that step's seconds under
+    STEP_TIMING_KEYS, optionally every step's state).
     Raises ValueError for an unknown method or missing oracle targets, NonFiniteLoss
     when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
     """
@@ -120,16 +127,28 @@ def _deterministic():
 
 
 class _Stopwatch:
-    def __init__(self, device: torch.device) -> None:
+    """Adds each measured block to the run's totals and to the seconds of the open step."""
+
+    def __init__(self, device: torch.device, totals: Timings) -> None:
         self.device = device
+        self.totals = totals
+        self._step: dict[str, float] = {}
 
     @contextmanager
-    def measure(self, timings: Timings, attribute: str):
+    def measure(self, attribute: str):
         start = time.perf_counter()
         yield
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        setattr(timings, attribute, getattr(timings, attribute) + time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        setattr(self.totals, attribute, getattr(self.totals, attribute) + elapsed)
+        self._step[attribute] = self._step.get(attribute, 0.0) + elapsed
+
+    def take_step(self) -> dict[str, float]:
+        """Seconds per Timings attribute since the last call (0.0 where nothing ran)."""
+        step, self._step = self._step, {}
+        return {key: step.get(key, 0.0)
+                for key in ("gradient_seconds", "matching_seconds", "evaluation_seconds")}
 
 
 class _Tracker:
@@ -165,7 +184,7 @@ class _Run:
         self.on_progress = on_progress
         self.should_cancel = should_cancel
         self.timings = Timings()
-        self.stopwatch = _Stopwatch(self.device)
+        self.stopwatch = _Stopwatch(self.device, self.timings)
 
         self.param_names = [name for name, _ in model.named_parameters()]
         self.matched_names = [n for n in self.param_names
@@ -226,7 +245,7 @@ class _Run:
 
     def _gradient(self, params: Tensors, batches: list[torch.Tensor], what: str) -> Tensors:
         """Mean gradient over `batches` at `params`, BatchNorm on batch statistics."""
-        with self.stopwatch.measure(self.timings, "gradient_seconds"):
+        with self.stopwatch.measure("gradient_seconds"):
             self._load(params)
             self.model.train()
             # Dropout off: both sides of a pair must see the same function on the same batch.
@@ -255,7 +274,7 @@ class _Run:
 
     def _match(self, bank: PairBank, init: Permutation, seed_offset: int) -> MatchResult:
         matching = self.params.matching
-        with self.stopwatch.measure(self.timings, "matching_seconds"):
+        with self.stopwatch.measure("matching_seconds"):
             result = match(self.spec, bank, init, max_iter=matching.max_iter, tol=matching.tol,
                            generator=torch.Generator().manual_seed(self.params.seed + seed_offset),
                            solver=matching.solver)
@@ -295,6 +314,7 @@ class _Run:
         if self.keep_trajectory:
             for k in range(count):
                 trackers[k].trajectory.append(self._finish(k, self.target_inits[k]))
+        self.stopwatch.take_step()  # work before step 1 (oracle matching) is in the totals only
 
         for step in range(1, steps + 1):
             self._check_cancel()
@@ -302,6 +322,7 @@ class _Run:
                 batches = self.pair_batches[step - 1]
                 banks[0].source.append(
                     self._gradient(self._source_point(step - 1), batches, f"source step {step - 1}"))
+            shared = {"source_gradient_seconds": self.stopwatch.take_step()["gradient_seconds"]}
             for k in range(count):
                 self._check_cancel()
                 metrics: dict[str, float] = {"step": step}
@@ -310,6 +331,7 @@ class _Run:
                     perms[k] = result.perm
                     metrics |= {"objective": result.objectives[-1], "sweeps": result.sweeps}
                 metrics |= self._record(trackers[k], k, perms[k], step)
+                metrics |= self.stopwatch.take_step() | shared
                 trackers[k].steps.append(metrics)
                 if self.on_progress is not None:
                     self.on_progress(step, steps, k, metrics)
@@ -340,7 +362,7 @@ class _Run:
         if self.eval_data is None and not self.keep_trajectory and not last:
             return {}
         metrics: dict[str, float] = {}
-        with self.stopwatch.measure(self.timings, "evaluation_seconds"):
+        with self.stopwatch.measure("evaluation_seconds"):
             state = self._finish(k, self._target_point(k, perm, step))
             if self.eval_data is not None:
                 # No gradients are kept, so a bigger batch than training's fits and runs faster.
