@@ -416,12 +416,66 @@ def test_malformed_explicit_spec_is_invalid_input(explicit, words):
     assert words in info.value.message
 
 
-def test_explicit_spec_completes_a_model_with_an_opaque_op():
-    model = _WithFFT()
-    x = torch.randn(2, 8)
-    spec = derive_spec(model, x, {})  # fft's axes stay fixed, the rest is derived
+class _WithCumsum(nn.Module):
+    """A cumulative sum over hidden features (no rule: it depends on their order)."""
+
+    def __init__(self, at_output: bool = False) -> None:
+        super().__init__()
+        self.at_output = at_output
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        if not self.at_output:
+            h = torch.cumsum(h, dim=-1)
+        out = self.head(torch.relu(self.fc2(h)))
+        return torch.cumsum(out, dim=-1) if self.at_output else out
+
+
+def test_an_empty_explicit_spec_does_not_let_an_op_cut_a_group_silently():
+    model, x = _WithCumsum(), torch.randn(2, 4)
+    with pytest.raises(UnsupportedModel) as strict:
+        derive_spec(model, x)
+    assert strict.value.details["op"] == "torch.cumsum"
+    for explicit in ({}, {"fc1.weight": [None, None], "fc1.bias": [None]}):
+        with pytest.raises(UnsupportedModel) as info:
+            derive_spec(model, x, explicit)
+        error = info.value
+        assert error.code == "unsupported_op" and error.details["op"] == "torch.cumsum"
+        # fc1's hidden units feed the cumsum, fc2 reads its output: both would stay unpermuted.
+        assert error.details["uncovered"] == sorted({"fc1.weight", "fc1.bias", "fc2.weight"} - set(explicit))
+        assert "fc2.weight" in error.message
+
+
+def test_an_explicit_spec_naming_what_an_opaque_op_cuts_completes_the_model():
+    model, x = _WithCumsum(), torch.randn(2, 4)
+    spec = derive_spec(model, x, {"fc1.weight": [None, None], "fc1.bias": [None],
+                                  "fc2.weight": ["P_fc2.weight_0", None]})
     assert [g.name for g in spec.groups] == ["P_fc2.weight_0"]
+    assert spec.param_groups["fc2.bias"] == ("P_fc2.weight_0",)
     _assert_invariant(model, spec, x)
+
+
+def test_an_opaque_op_before_the_output_cuts_the_head_off_it():
+    # Tracing cannot tell whether the op keeps the class order: the head must be named.
+    model, x = _WithCumsum(at_output=True), torch.randn(2, 4)
+    with pytest.raises(UnsupportedModel) as info:
+        derive_spec(model, x, {})
+    assert info.value.details["uncovered"] == ["head.bias", "head.weight"]
+    spec = derive_spec(model, x, {"head.weight": [None, "P_fc2.weight_0"], "head.bias": [None]})
+    assert [g.name for g in spec.groups] == ["P_fc1.weight_0", "P_fc2.weight_0"]
+    _assert_invariant(model, spec, x)
+
+
+def test_an_opaque_module_must_have_its_own_parameters_named():
+    model, x = _WithMHA(), torch.randn(2, 3, 8)
+    with pytest.raises(UnsupportedModel) as info:
+        derive_spec(model, x, {})
+    assert "attn.in_proj_weight" in info.value.details["uncovered"]
+    explicit = {name: [None] * tensor.ndim for name, tensor in model.state_dict().items()}
+    assert derive_spec(model, x, explicit).groups == ()
 
 
 def test_matching_recovers_a_planted_permutation_through_a_flatten():

@@ -4,12 +4,14 @@
 (one `torch.fx.Interpreter` walk), asks the handler of every op (`trace_ops`) which
 axes share a permutation, merges them in an `AxisUnion` and reads the groups off it:
 a group touching the model's input or output, of size 1, or made of parameter axes
-alone is fixed. An op without a handler is refused, naming op and node. Each spec is
-then proven by `check_spec` (selfcheck.py): permuting its groups must leave the
-outputs unchanged.
+alone is fixed. An op without a handler is refused, naming op and node, unless an
+explicit spec names every parameter whose axes the op would leave unpermuted (then
+it is opaque: every axis it touches stays fixed). Each spec is then proven by
+`check_spec` (selfcheck.py): permuting its groups must leave the outputs unchanged.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,6 +42,16 @@ class _AxisMismatch(Exception):
     """An op's rule linked axes whose sizes do not fit: the op is not what the rule assumes."""
 
 
+@dataclass(frozen=True)
+class _OpaqueOp:
+    """An op without a rule, kept until the whole graph is linked (see `settle_opaque`)."""
+
+    node: fx.Node
+    module: nn.Module | None
+    reason: str
+    endpoints: tuple[Endpoint, ...]
+
+
 def _op_name(node: fx.Node, module: nn.Module | None) -> str:
     if node.op == "call_module":
         return f"{type(module).__module__}.{type(module).__qualname__}"
@@ -55,17 +67,20 @@ def _contains_tensor(value: Any) -> bool:
 class _AxisTracer(fx.Interpreter):
     """Runs the graph and records every op's links into `self.axes`.
 
-    With `opaque_unsupported`, an op without a handler fixes every axis it touches
-    instead of being refused (used only when an explicit spec completes the model).
+    With `covered` (the names an explicit spec sets), an op without a rule is kept as
+    opaque instead of being refused at once; `settle_opaque` then refuses it unless
+    `covered` names every parameter it would leave unpermuted.
     """
 
-    def __init__(self, module: fx.GraphModule, state_keys: Sequence[str], opaque_unsupported: bool) -> None:
+    def __init__(self, module: fx.GraphModule, state_keys: Sequence[str],
+                 covered: Collection[str] | None) -> None:
         super().__init__(module)
         self.axes = AxisUnion()
         self._refs: dict[fx.Node, TensorRef] = {}
         self._parts: dict[fx.Node, tuple[TensorRef, ...]] = {}  # results of split-like ops
         self._state_keys = set(state_keys)
-        self._opaque = opaque_unsupported
+        self._covered = covered
+        self._opaque: list[_OpaqueOp] = []
         named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
         self._shapes: dict[str, tuple[int, ...]] = {PARAM + n: tuple(t.shape) for n, t in named}
 
@@ -121,18 +136,58 @@ class _AxisTracer(fx.Interpreter):
                 return handler(call)
             except UnsupportedModel as exc:
                 reason = exc.details.get("reason", exc.message)
-        if self._opaque:  # every axis it touches stays fixed: correct, if conservative
-            return Links().fix_all(*call.tensors(), *([call.out] if call.out else []))
-        raise self._refusal(node, module, reason)
+        if self._covered is None:
+            raise self._refusal(node, module, reason)
+        # Linked later: which groups it cuts is only known once the whole graph is.
+        touched = [*call.tensors(), *([call.out] if call.out else [])]
+        self._opaque.append(_OpaqueOp(node, module, reason,
+                                      tuple(e for t in touched for e in t.axes())))
+        return Links()
+
+    def settle_opaque(self) -> None:
+        """Fix every axis an opaque op touches, once the parameters it would leave
+        unpermuted are all named by the explicit spec; else refuse the first such op.
+
+        Those parameters: the ones in a group the op cuts (a set that would have been a
+        group without it), and the op module's own state (tracing never sees inside it).
+        """
+        params_of = self._params_by_root()
+        for op in self._opaque:
+            roots = {self.axes.find(e)[0] for e in op.endpoints}
+            cut = {p for r in roots if _is_group(self.axes, r) for p in params_of.get(r, ())}
+            if op.module is not None:
+                cut |= {k for k in self._state_keys if k.startswith(f"{op.node.target}.")}
+            missing = sorted(cut - set(self._covered))
+            if missing:
+                raise self._refusal(
+                    op.node, op.module,
+                    f"{op.reason}; as an opaque op it would leave {missing} unpermuted, so an "
+                    "explicit permutation_spec must name each of them (null axes to keep them fixed)",
+                    uncovered=missing)
+        for op in self._opaque:
+            for endpoint in op.endpoints:
+                self.axes.fix(endpoint)
+
+    def _params_by_root(self) -> dict[Endpoint, set[str]]:
+        """State-dict names per set root (opaque ops' axes registered first)."""
+        for op in self._opaque:
+            for endpoint in op.endpoints:
+                self._register(endpoint)
+        params_of: dict[Endpoint, set[str]] = {}
+        for name in self._state_keys:
+            for dim in range(len(self._shapes[PARAM + name])):
+                if (PARAM + name, dim) in self.axes:
+                    params_of.setdefault(self.axes.find((PARAM + name, dim))[0], set()).add(name)
+        return params_of
 
     @staticmethod
-    def _refusal(node: fx.Node, module: nn.Module | None, reason: str) -> UnsupportedModel:
+    def _refusal(node: fx.Node, module: nn.Module | None, reason: str, **details: Any) -> UnsupportedModel:
         op = _op_name(node, module)
         where = f" (module {node.target!r})" if module is not None else ""
+        advice = "" if details else "; give an explicit permutation_spec for this model"
         return UnsupportedModel(
-            f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: {reason}; "
-            "give an explicit permutation_spec for this model",
-            code="unsupported_op", op=op, node=node.name,
+            f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: {reason}{advice}",
+            code="unsupported_op", op=op, node=node.name, **details,
         )
 
     def _handler(self, node: fx.Node, module: nn.Module | None) -> Handler | None:
@@ -214,6 +269,11 @@ def _aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return [names for names in by_tensor.values() if len(names) > 1]
 
 
+def _is_group(axes: AxisUnion, root: Endpoint) -> bool:
+    """Whether the set of `root` becomes a permutation group (see the module docstring)."""
+    return not axes.is_fixed(root) and axes.in_graph(root) and axes.size(root) > 1
+
+
 def _groups_from_axes(axes: AxisUnion, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str | None, ...]]:
     """`param -> group reference per axis`, groups named after their first parameter axis."""
     names: dict[Endpoint, str] = {}
@@ -226,7 +286,7 @@ def _groups_from_axes(axes: AxisUnion, shapes: Mapping[str, tuple[int, ...]]) ->
                 entry.append(None)
                 continue
             root, repeat = axes.find(endpoint)
-            if axes.is_fixed(root) or not axes.in_graph(root) or axes.size(root) == 1:
+            if not _is_group(axes, root):
                 entry.append(None)
                 continue
             name = names.setdefault(root, f"P_{param}_{dim}")
@@ -236,18 +296,21 @@ def _groups_from_axes(axes: AxisUnion, shapes: Mapping[str, tuple[int, ...]]) ->
 
 
 def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
-                        opaque_unsupported: bool = False) -> dict[str, tuple[str | None, ...]]:
+                        covered: Collection[str] | None = None) -> dict[str, tuple[str | None, ...]]:
     """Trace `model` on `example_input`: `state-dict name -> group reference per axis`.
 
-    No self-check (see `derive_spec`). Raises UnsupportedModel (code "unsupported_op"
-    naming op and node, or "untraceable").
+    `covered`: the state-dict names an explicit spec sets; an op without a rule is then
+    opaque if every parameter it would leave unpermuted is among them. No self-check
+    (see `derive_spec`). Raises UnsupportedModel (code "unsupported_op" naming op and
+    node, plus `uncovered` names for an opaque op; or "untraceable").
     """
     state = model.state_dict()
     graph = _trace(model)
-    tracer = _AxisTracer(graph, list(state), opaque_unsupported)
+    tracer = _AxisTracer(graph, list(state), covered)
     with eval_mode(graph), torch.no_grad():  # BatchNorm must not update its statistics
         tracer.run(like_model(model, example_input))
     tracer.join_aliases(_aliases(state))
+    tracer.settle_opaque()
     return _groups_from_axes(tracer.axes, {k: tuple(v.shape) for k, v in state.items()})
 
 
@@ -260,13 +323,15 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
     the model's parameters, buffers and train/eval modes are left as they were.
 
     `explicit` (`state-dict name -> group per axis`, the job spec's JSON) overrides the
-    derived entries it names; when given, an op tracing cannot handle fixes the axes
-    it touches instead of being refused, so the explicit spec can complete the model.
-    Raises UnsupportedModel ("unsupported_op", "untraceable", "spec_self_check_failed")
-    and InvalidInput ("invalid_permutation_spec") for a malformed explicit spec.
+    derived entries it names. An op tracing cannot handle is still refused unless
+    `explicit` names every parameter whose axes the op would leave unpermuted (the
+    groups it cuts and its module's own state); then its axes stay fixed and the
+    explicit entries say what those parameters do. Raises UnsupportedModel
+    ("unsupported_op", "untraceable", "spec_self_check_failed") and InvalidInput
+    ("invalid_permutation_spec") for a malformed explicit spec.
     """
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    refs = derive_param_groups(model, example_input, opaque_unsupported=explicit is not None)
+    refs = derive_param_groups(model, example_input, covered=None if explicit is None else set(explicit))
     if explicit is not None:
         refs = merge_explicit(refs, explicit, shapes)
     try:
