@@ -160,6 +160,47 @@ def test_reestimation_is_the_plain_average_of_batch_statistics():
     assert layer.momentum == 0.1 and not layer.training
 
 
+# -- buffers ---------------------------------------------------------------------------
+
+class _Tempered(nn.Module):
+    """A plug-in-like MLP whose persistent (non-BatchNorm) buffer scales its logits."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 32)
+        self.head = nn.Linear(32, 10)
+        self.register_buffer("temperature", torch.tensor(temperature))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(x))) / self.temperature
+
+
+def _tempered_state(seed: int, temperature: float) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return {**_Tempered().state_dict(), "temperature": torch.tensor(temperature)}
+
+
+def test_each_gradient_runs_with_its_own_model_buffers(mlp):
+    from trajx.engine.trace import derive_spec
+
+    spec = derive_spec(_Tempered(), mlp.train.inputs[:2])
+    origin = _tempered_state(0, 1.0)
+    source = [origin, {n: t + 0.05 * torch.randn_like(t) if n != "temperature" else t
+                       for n, t in origin.items()}]
+    first, second = _tempered_state(1, 0.2), _tempered_state(2, 5.0)
+
+    def first_target(model, targets):
+        return transfer(model, spec, source, targets, mlp.train,
+                        TransferParams(steps=3, batch_size=128, device="cpu")).targets[0]
+
+    alone = first_target(_Tempered(), [first])
+    # Neither the working model's own buffers nor another target's may leak into a gradient.
+    for other in (first_target(_Tempered(9.0), [first]), first_target(_Tempered(), [first, second])):
+        assert without_timings(other.steps) == without_timings(alone.steps)
+        assert all(torch.equal(other.last[n], alone.last[n]) for n in alone.last)
+    assert alone.last["temperature"] == 0.2
+
+
 # -- determinism, progress, cancel, errors ---------------------------------------------
 
 def test_seeded_runs_are_bit_identical(cnn):

@@ -10,8 +10,9 @@ For a permutation π the transferred trajectory is θ₂ˢ = θ₂⁰ + π(θ₁
   trained target with θ₁ᵀ − θ₁⁰ (evaluation only).
 
 Source-side gradients are shared by all targets of an ensemble. Only parameters move
-along the trajectory; BatchNorm statistics are re-estimated on training batches for
-every model that is evaluated or returned.
+along the trajectory: a source point runs with the source initialization's buffers, a
+target point with its target's, and BatchNorm statistics are re-estimated on training
+batches for every model that is evaluated or returned.
 """
 
 import math
@@ -193,9 +194,9 @@ class _Run:
         self.source = source  # stays where the caller keeps it; one segment at a time moves
         self.source_origin = self._params_of(source[0])
         self._segment_cache: tuple[int, tuple[Tensors, Tensors]] | None = None
+        self.source_buffers = self._buffers_of(source[0])
         self.target_inits = [self._params_of(t) for t in targets]
-        self.target_buffers = [{n: t.to(self.device) for n, t in state.items()
-                                if n not in self.param_names} for state in targets]
+        self.target_buffers = [self._buffers_of(t) for t in targets]
 
         # Plan every random draw now: BN batches first, then G batches per pair.
         sampler = BatchSampler(len(train), params.batch_size,
@@ -205,6 +206,9 @@ class _Run:
 
     def _params_of(self, state: StateDict) -> Tensors:
         return {n: state[n].to(self.device, torch.float32) for n in self.param_names}
+
+    def _buffers_of(self, state: StateDict) -> Tensors:
+        return {n: t.to(self.device) for n, t in state.items() if n not in self.param_names}
 
     # -- points on the trajectories -------------------------------------------------
 
@@ -243,10 +247,15 @@ class _Run:
             if buffers is not None and name in buffers:
                 tensor.copy_(buffers[name])
 
-    def _gradient(self, params: Tensors, batches: list[torch.Tensor], what: str) -> Tensors:
-        """Mean gradient over `batches` at `params`, BatchNorm on batch statistics."""
+    def _gradient(self, params: Tensors, buffers: Tensors, batches: list[torch.Tensor],
+                  what: str) -> Tensors:
+        """Mean gradient over `batches` at `params`, BatchNorm on batch statistics.
+
+        `buffers` are those of the model the point belongs to (source or target k):
+        the working model still holds whichever model ran last.
+        """
         with self.stopwatch.measure("gradient_seconds"):
-            self._load(params)
+            self._load(params, buffers)
             self.model.train()
             # Dropout off: both sides of a pair must see the same function on the same batch.
             for module in self.model.modules():
@@ -320,8 +329,8 @@ class _Run:
             self._check_cancel()
             if banks:
                 batches = self.pair_batches[step - 1]
-                banks[0].source.append(
-                    self._gradient(self._source_point(step - 1), batches, f"source step {step - 1}"))
+                banks[0].source.append(self._gradient(self._source_point(step - 1), self.source_buffers,
+                                                      batches, f"source step {step - 1}"))
             shared = {"source_gradient_seconds": self.stopwatch.take_step()["gradient_seconds"]}
             for k in range(count):
                 self._check_cancel()
@@ -348,12 +357,14 @@ class _Run:
     def _matching_step(self, method: str, bank: PairBank, k: int, perm: Permutation,
                        step: int) -> MatchResult:
         """Add the newest pair (gmt: and recompute the earlier ones under `perm`), re-solve."""
+        def gradient(t: int) -> Tensors:
+            return self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
+                                  self.pair_batches[t], f"target {k} step {t}")
+
         if method == "gmt":
             for t in range(step - 1):
-                bank.target.put(t, self._gradient(self._target_point(k, perm, t),
-                                                  self.pair_batches[t], f"target {k} step {t}"))
-        bank.add(self._gradient(self._target_point(k, perm, step - 1),
-                                self.pair_batches[step - 1], f"target {k} step {step - 1}"))
+                bank.target.put(t, gradient(t))
+        bank.add(gradient(step - 1))
         return self._match(bank, perm, k)
 
     def _record(self, tracker: _Tracker, k: int, perm: Permutation, step: int) -> dict[str, float]:
