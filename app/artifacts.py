@@ -12,7 +12,15 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from app.models import LIVE_JOB_STATUSES, Artifact, Job, JobArtifact, utcnow
+from app.models import (
+    ARTIFACT_ID_PREFIX,
+    LIVE_JOB_STATUSES,
+    Artifact,
+    Job,
+    JobArtifact,
+    is_id,
+    utcnow,
+)
 from app.pagination import keyset_page
 from app.problems import ProblemError, not_found
 from app.safetensors_header import looks_like_safetensors, read_tensor_table
@@ -94,7 +102,7 @@ def create_artifact_from_file(session: Session, tenant_id: str, path: Path | str
 
 def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact:
     """The caller's live artifact; 404 problem if missing, deleted or another tenant's."""
-    artifact = session.get(Artifact, artifact_id)
+    artifact = session.get(Artifact, artifact_id) if is_id(artifact_id, ARTIFACT_ID_PREFIX) else None
     if artifact is None or artifact.tenant_id != tenant_id or artifact.deleted_at is not None:
         raise not_found("artifact", artifact_id)
     return artifact

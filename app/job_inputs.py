@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Artifact
+from app.models import ARTIFACT_ID_PREFIX, Artifact, is_id
 from app.problems import ProblemError
 
 # Result checkpoints (a previous job's `last`/`best`) may seed another transfer.
@@ -24,7 +24,7 @@ def _role(field: str) -> str:
 
 def resolve_inputs(session: Session, tenant_id: str, refs: dict[str, str]) -> dict[str, Artifact]:
     """Map each spec field (`source[0]`, `train_data`, ...) to its artifact; 422 problems on failure."""
-    ids = set(refs.values())
+    ids = {ref for ref in refs.values() if is_id(ref, ARTIFACT_ID_PREFIX)}  # others cannot exist
     found = {a.id: a for a in session.scalars(
         select(Artifact).where(Artifact.id.in_(ids), Artifact.tenant_id == tenant_id,
                                Artifact.deleted_at.is_(None)))}

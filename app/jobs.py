@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session
 from app.dispatch import Dispatcher
 from app.idempotency import remember, replayed_resource, request_hash
 from app.job_inputs import check_permutation_spec, resolve_inputs
-from app.models import TERMINAL_JOB_STATUSES, Job, JobArtifact, JobEvent, utcnow
+from app.models import (
+    JOB_ID_PREFIX,
+    TERMINAL_JOB_STATUSES,
+    Job,
+    JobArtifact,
+    JobEvent,
+    is_id,
+    utcnow,
+)
 from app.pagination import keyset_page
 from app.problems import ProblemError, field_path, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
@@ -98,7 +106,7 @@ def dispatch_after_commit(dispatcher: Dispatcher, job_id: str) -> None:
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     """The caller's job; 404 problem if missing or another tenant's."""
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if is_id(job_id, JOB_ID_PREFIX) else None
     if job is None or job.tenant_id != tenant_id:
         raise not_found("job", job_id)
     return job

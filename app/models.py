@@ -6,6 +6,7 @@ Ids are `<prefix>_<32 hex>` whose first 12 hex digits are a millisecond timestam
 so ordering by id is ordering by creation (cursor pagination relies on it).
 """
 
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -32,11 +33,23 @@ LIVE_JOB_STATUSES = ("queued", "running", "cancelling")
 TERMINAL_JOB_STATUSES = ("succeeded", "failed", "cancelled")
 ARTIFACT_FORMATS = ("safetensors", "json", "other")
 ARTIFACT_KINDS = ("checkpoint", "data", "result", "other")
+ARTIFACT_ID_PREFIX, JOB_ID_PREFIX = "art", "job"
+WEBHOOK_URL_MAX_LENGTH = 2048
 
 
 def new_id(prefix: str) -> str:
     """A time-ordered id: `prefix_` + 12 hex of milliseconds + 20 random hex."""
     return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+def id_pattern(prefix: str) -> str:
+    """The regular expression every `new_id(prefix)` matches."""
+    return rf"^{prefix}_[0-9a-f]{{32}}$"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether `value` has the shape of a `prefix` id: anything else cannot exist, so is never queried."""
+    return re.fullmatch(id_pattern(prefix), value) is not None
 
 
 def utcnow() -> datetime:
@@ -99,7 +112,7 @@ class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (Index(None, "tenant_id", "deleted_at", "id"), Index(None, "tenant_id", "sha256"))
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("art"))
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id(ARTIFACT_ID_PREFIX))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -119,7 +132,7 @@ class Job(Base):
         Index(None, "status", "heartbeat_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id(JOB_ID_PREFIX))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -138,7 +151,7 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_MAX_LENGTH))
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trajx.errors import TrajxError
@@ -108,6 +109,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return ProblemError(exc.status_code, code, str(exc.detail), headers=exc.headers).response()
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # A safety net: input checks should refuse such values first, so log what slipped through.
+        log.warning("the database refused a value on %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, exc.orig)
+        return ProblemError(422, "invalid_value", "a value in the request cannot be stored").response()
 
     @app.exception_handler(TrajxError)
     async def _trajx(_: Request, exc: TrajxError) -> JSONResponse:

@@ -3,9 +3,9 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from app.models import JOB_STATUSES
+from app.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
 
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
 # Webhook event types a job can be subscribed to; the worker delivers them.
@@ -44,8 +44,25 @@ class ArtifactsPage(BaseModel):
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(description="http(s) URL that receives signed POSTs (Standard Webhooks)")
+    url: AnyHttpUrl = Field(description="http(s) URL that receives signed POSTs (Standard Webhooks); "
+                                        f"at most {WEBHOOK_URL_MAX_LENGTH} characters once normalised")
     events: list[WebhookEvent] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _refuse_control_characters(cls, value: Any) -> Any:
+        # URL parsing would silently drop a NUL, tab or newline: the stored URL would differ.
+        if isinstance(value, str) and not value.isprintable():
+            raise ValueError("the URL contains control characters")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _fit_the_column(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        # Checked after normalisation: percent-encoding can make a URL longer than it was sent.
+        if len(str(url)) > WEBHOOK_URL_MAX_LENGTH:
+            raise ValueError(f"the URL is longer than {WEBHOOK_URL_MAX_LENGTH} characters")
+        return url
 
 
 class JobCreate(BaseModel):

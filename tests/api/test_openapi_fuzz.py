@@ -22,11 +22,6 @@ EXAMPLES_PER_OPERATION = 15
 
 
 @pytest.fixture
-def database_url(sqlite_url) -> str:
-    return sqlite_url
-
-
-@pytest.fixture
 def real_ids(api, tenant) -> dict[str, str]:
     """Existing ids for path parameters, so generated requests reach the code behind the 404s."""
     spec = transfer_spec(api, tenant)

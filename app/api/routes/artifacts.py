@@ -15,6 +15,7 @@ from app import artifacts
 from app.api.deps import ServicesDep, TenantId
 from app.api.responses import problem_responses
 from app.idempotency import check_key, remember, replayed_resource, request_hash
+from app.models import ARTIFACT_ID_PREFIX, id_pattern
 from app.problems import ProblemError, from_trajx_error
 from app.schemas import ArtifactPublic, ArtifactsPage
 from app.storage import ArtifactStore, BlobWriter, TooLarge
@@ -121,7 +122,7 @@ def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: st
 
 @router.get("", response_model=ArtifactsPage, responses=problem_responses(401, 422))
 async def list_artifacts(services: ServicesDep, tenant_id: TenantId,
-                         cursor: Annotated[str | None, Query(max_length=64)] = None,
+                         cursor: Annotated[str | None, Query(pattern=id_pattern(ARTIFACT_ID_PREFIX))] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
                          sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None) -> ArtifactsPage:
     """The caller's artifacts, newest first; filter by content hash with `sha256`."""

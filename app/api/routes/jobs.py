@@ -10,6 +10,7 @@ from app import jobs
 from app.api.deps import ServicesDep, TenantId
 from app.api.responses import problem_responses
 from app.idempotency import check_key
+from app.models import JOB_ID_PREFIX, id_pattern
 from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -46,7 +47,7 @@ def _create(session: Session, tenant_id: str, body: JobCreate, max_attempts: int
 
 @router.get("", response_model=JobsPage, responses=problem_responses(401, 422))
 async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatus | None = None,
-                    cursor: Annotated[str | None, Query(max_length=64)] = None,
+                    cursor: Annotated[str | None, Query(pattern=id_pattern(JOB_ID_PREFIX))] = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobsPage:
     """The caller's jobs, newest first, optionally of one status."""
     def page(session: Session) -> JobsPage:
