@@ -1,9 +1,14 @@
-"""`trajx demo` end to end, shortened (one seed, T = 3): server, upload, jobs, download, table."""
+"""`trajx demo`: end to end, shortened (one seed, T = 3), and how its failures are reported."""
 
 import io
 
+import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+import trajx.cli.remote  # noqa: F401  (registers `trajx demo` among the other commands)
+from trajx.cli.app import app
+from trajx.client import ApiError, ServerUnreachable
 from trajx.demo.run import run_demo
 
 
@@ -19,3 +24,20 @@ def test_demo_runs_through_the_service_and_prints_its_table(tmp_path):
     assert all(row.seconds is not None and row.seconds > 0 for row in rows[1:])
     assert "FGMT transfer" in out.getvalue()
     assert (tmp_path / "results" / "fgmt" / "target-0" / "last.safetensors").exists()
+
+
+@pytest.mark.parametrize("error, exit_code", [
+    (ServerUnreachable("cannot reach http://127.0.0.1:1: connection refused"), 5),
+    (ApiError(422, "spec_invalid", "params.steps: too large", {"code": "spec_invalid"}), 2),
+])
+def test_demo_reports_a_client_error_with_its_exit_code(monkeypatch, error, exit_code):
+    def failing_demo(*args):
+        raise error
+
+    monkeypatch.setattr("trajx.demo.run.run_demo", failing_demo)
+
+    result = CliRunner().invoke(app, ["demo", "--seed", "1", "--steps", "3"])
+
+    assert result.exit_code == exit_code, result.output
+    assert f"demo failed talking to its server: {error}" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback

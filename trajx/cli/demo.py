@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from trajx.cli.app import app
+from trajx.client.errors import ClientError
 
 
 @app.command()
@@ -18,6 +19,9 @@ def demo(seeds: Annotated[list[int], typer.Option("--seed", help="Target seeds (
 
     try:
         run_demo(tuple(seeds), steps, data_dir)
-    except RuntimeError as exc:
+    except ClientError as exc:  # the API refused a call, or the server went away mid-demo
+        typer.echo(f"demo failed talking to its server: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
+    except RuntimeError as exc:  # the server did not start, or a job did not succeed
         typer.echo(f"demo failed: {exc}", err=True)
         raise typer.Exit(1) from exc
