@@ -23,7 +23,7 @@ def test_spec_hash_ignores_formatting():
 
 
 def test_github_outputs_and_step_summary(tmp_path):
-    job = Job.model_validate({
+    job = Job.from_dict({
         "id": "job_1", "status": "succeeded",
         "result": {"targets": [{"last": "art_1", "best": "art_2"}], "report": "art_3"},
         "summary": {"targets": [{"last_accuracy": 0.91234, "best_accuracy": 0.95, "best_step": 7}]},
@@ -40,5 +40,5 @@ def test_github_outputs_and_step_summary(tmp_path):
 
 
 def test_nothing_written_outside_github(tmp_path):
-    write_github_outputs(Job.model_validate({"id": "job_1", "status": "failed"}), environ={})
+    write_github_outputs(Job.from_dict({"id": "job_1", "status": "failed"}), environ={})
     assert list(tmp_path.iterdir()) == []

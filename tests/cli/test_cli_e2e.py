@@ -1,12 +1,15 @@
 """The `trajx` remote commands end to end against a real embedded server.
 
 Exit codes: 0 success, 1 job failed, 2 usage/invalid input, 3 cancelled, 4 wait
-timed out, 5 server unreachable; `--json` puts exactly one document on stdout.
+timed out, 5 server unreachable, 6 unexpected error; `--json` puts exactly one
+document on stdout.
 """
 
 import hashlib
 import json
 import pickle
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -135,17 +138,61 @@ def test_download_resumes_a_partial_file_and_verifies_it(cli, server, tmp_path):
     assert not (tmp_path / "out" / "blob.safetensors.part").exists()
 
 
-def test_download_with_a_corrupt_partial_file_fails_verification(cli, server, tmp_path):
+def test_download_with_a_corrupt_partial_file_starts_over_and_a_rerun_keeps_the_file(cli, server, tmp_path):
     _, artifact = _uploaded_blob(server, tmp_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "blob.safetensors.part").write_bytes(b"\0" * 1000)  # not the artifact's first bytes
+    dest = tmp_path / "out" / "blob.safetensors"
+
+    first = cli("download", artifact.id, "--out", "out", "--json")
+    written_at = dest.stat().st_mtime_ns
+    retried = cli("download", artifact.id, "--out", "out", "--json")  # a retried CI step
+
+    assert first.code == 0, first.stderr
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == artifact.sha256
+    assert not (tmp_path / "out" / "blob.safetensors.part").exists()
+    assert retried.code == 0, retried.stderr
+    assert retried.json()["downloads"] == first.json()["downloads"]
+    assert dest.stat().st_mtime_ns == written_at  # already there with the right sha256: not rewritten
+
+
+def test_local_file_error_exits_2_with_a_json_document(cli, server, tmp_path):
+    _, artifact = _uploaded_blob(server, tmp_path)
+    (tmp_path / "out").write_text("a file where the download directory should be")
 
     result = cli("download", artifact.id, "--out", "out", "--json")
 
-    assert result.code == 5
-    assert result.json()["error"]["code"] == "checksum_mismatch"
-    assert not (tmp_path / "out" / "blob.safetensors").exists()
-    assert not (tmp_path / "out" / "blob.safetensors.part").exists()
+    assert result.code == 2, result.stderr
+    error = result.json()["error"]
+    assert error["code"] == "local_file_error" and "out" in error["detail"]
+
+
+class _MalformedApi(BaseHTTPRequestHandler):
+    """Answers every GET with a 200 document that is not a job: the CLI cannot make sense of it."""
+
+    def do_GET(self):
+        body = json.dumps({"unexpected": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_unexpected_error_exits_6_with_an_internal_error_document(cli):
+    with HTTPServer(("127.0.0.1", 0), _MalformedApi) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            result = cli("status", "job_x", "--json", "--url", f"http://127.0.0.1:{httpd.server_port}")
+        finally:
+            httpd.shutdown()
+
+    assert result.code == 6, result.stderr
+    assert result.json()["error"]["code"] == "internal_error"
+    assert "Traceback" in result.stderr  # for the bug report, on stderr only
 
 
 class _Marker:

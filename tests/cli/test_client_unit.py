@@ -5,11 +5,22 @@ Everything that involves the real service is in test_cli_e2e.py.
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from trajx.client import ApiError, ChecksumMismatch, Client, ServerUnreachable, WaitTimeout
+from trajx.client import (
+    ApiError,
+    Artifact,
+    ChecksumMismatch,
+    Client,
+    Event,
+    Job,
+    ServerUnreachable,
+    WaitTimeout,
+)
+from trajx.client.config import LOCAL_KEY_FILENAME
 from trajx.client.download import part_path
 
 ART = "art_" + "a" * 32
@@ -180,6 +191,132 @@ def test_download_with_wrong_sha256_is_refused_and_part_removed(tmp_path):
     with pytest.raises(ChecksumMismatch):
         client_for(server).download(ART, dest)
     assert not dest.exists() and not part_path(dest).exists()
+    assert server.ranges == [None]  # a fresh download that fails is not tried again
+
+
+def test_a_corrupt_part_file_is_discarded_and_downloaded_again_from_zero(tmp_path):
+    content = bytes(range(256)) * 100
+    server = ContentServer(content)
+    dest = tmp_path / "a.bin"
+    part_path(dest).write_bytes(b"\xff" * 1000)  # a stale part file: not this artifact's first bytes
+
+    client_for(server).download(ART, dest)
+
+    assert dest.read_bytes() == content
+    assert server.ranges == ["bytes=1000-", None]
+    assert not part_path(dest).exists()
+
+
+def test_a_corrupt_part_of_full_length_is_downloaded_again(tmp_path):
+    content = b"abc" * 1000
+    server = ContentServer(content)
+    dest = tmp_path / "a.bin"
+    part_path(dest).write_bytes(b"x" * len(content))
+
+    client_for(server).download(ART, dest)
+
+    assert dest.read_bytes() == content
+    assert server.ranges == [None]
+
+
+def test_download_is_skipped_when_the_destination_already_has_the_bytes(tmp_path):
+    content = b"already here" * 100
+    server = ContentServer(content)
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(content)
+
+    assert client_for(server).download(ART, dest) == dest
+
+    assert server.ranges == []  # no content request at all
+    assert dest.read_bytes() == content
+
+
+def test_a_destination_with_other_bytes_is_replaced(tmp_path):
+    content = b"new bytes" * 100
+    server = ContentServer(content)
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(b"old bytes" * 100)  # same size, other content
+
+    client_for(server).download(ART, dest)
+
+    assert dest.read_bytes() == content
+    assert server.ranges == [None]
+
+
+def test_progress_callback_sees_every_byte_of_a_resumed_download_and_an_upload(tmp_path):
+    content = b"0123456789" * 10_000
+    server = ContentServer(content, break_after=40_000)
+    reports = []
+    client = Client("http://trajx.test", "trx_test", backoff=0, transport=httpx.MockTransport(server),
+                    progress=lambda name, done, total: reports.append((name, done, total)))
+
+    client.download(ART, tmp_path / "a.bin")
+    (tmp_path / "up.bin").write_bytes(b"u" * 3_000_000)
+    client.upload(tmp_path / "up.bin")  # the server mock lists no artifact: the file is sent
+
+    downloaded = [done for name, done, total in reports if (name, total) == ("a.bin", 100_000)]
+    uploaded = [done for name, done, total in reports if (name, total) == ("up.bin", 3_000_000)]
+    assert len(downloaded) + len(uploaded) == len(reports)
+    assert downloaded == sorted(downloaded) and downloaded[-1] == 100_000
+    assert 40_000 in downloaded  # the resume continues from the bytes already there
+    assert uploaded[0] == 0 and uploaded == sorted(uploaded) and uploaded[-1] == 3_000_000
+
+
+def test_resources_parse_datetimes_and_nested_objects_and_ignore_unknown_fields():
+    job = Job.from_dict({**job_doc("failed", 2), "created_at": "2025-01-02T03:04:05Z",
+                         "error": {"code": "non_finite_loss", "message": "nan", "hint": "lower lr"},
+                         "field_from_a_newer_server": {"x": 1}})
+    event = Event.from_dict({"id": 7, "type": "progress", "created_at": "2025-01-02T03:04:05.5+00:00",
+                             "data": {"step": 1}, "job_id": "job_x"})
+    artifact = Artifact.from_dict({"id": ART, "sha256": "s", "size": 3, "kind": "checkpoint",
+                                   "tensors": [{"name": "w", "dtype": "F32", "shape": [3], "offsets": [0, 12]}]})
+
+    assert job.created_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC) and job.started_at is None
+    assert (job.error.code, job.error.message, job.progress.step, job.done) == ("non_finite_loss", "nan", 2, True)
+    assert job.raw["field_from_a_newer_server"] == {"x": 1}
+    assert event.type == "progress" and event.created_at.microsecond == 500_000
+    assert artifact.tensors[0].shape == [3] and artifact.tensors[0].name == "w"
+    with pytest.raises(TypeError, match="status"):
+        Job.from_dict({"id": "job_x"})
+    with pytest.raises(AttributeError):
+        job.status = "succeeded"  # frozen: a job seen is a snapshot
+
+
+@pytest.fixture
+def local_key(tmp_path, monkeypatch):
+    """An embedded server's local key file in $TRAJX_DATA_DIR, and no key in the environment."""
+    (tmp_path / LOCAL_KEY_FILENAME).write_text("trx_local\n")
+    monkeypatch.setenv("TRAJX_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("TRAJX_API_KEY", raising=False)
+    return "trx_local"
+
+
+def _authorization_sent_to(url: str) -> str | None:
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("Authorization"))
+        return httpx.Response(200, json=job_doc("queued"))
+
+    Client(url, transport=httpx.MockTransport(handler)).get_job("job_x")
+    return seen[0]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000",
+                                 "http://127.0.0.2:9000"])
+def test_local_key_file_is_sent_to_a_loopback_server(local_key, url):
+    assert _authorization_sent_to(url) == f"Bearer {local_key}"
+
+
+@pytest.mark.parametrize("url", ["https://trajx.example.com", "http://10.0.0.5:8000",
+                                 "http://localhost.example.com:8000"])
+def test_local_key_file_is_never_sent_to_a_remote_server(local_key, url):
+    assert _authorization_sent_to(url) is None
+
+
+def test_an_explicit_key_is_sent_anywhere(local_key, monkeypatch):
+    monkeypatch.setenv("TRAJX_API_KEY", "trx_env")
+    assert _authorization_sent_to("https://trajx.example.com") == "Bearer trx_env"
 
 
 def test_wait_returns_terminal_job_and_reports_each_change():

@@ -1,6 +1,8 @@
 """The Python client of the trajx HTTP API: `Client`, its typed resources and errors.
 
-Only httpx, pydantic and rich beyond the standard library; never torch.
+Only httpx beyond the standard library: no pydantic, no rich, never torch (progress
+bars and spec validation belong to the CLI). Converting a `.pt` file, the one
+thing that needs torch, imports it late (`trajx.client.convert`).
 """
 
 from trajx.client.api import Client

@@ -12,7 +12,7 @@ from trajx.client.download import download_artifact
 from trajx.client.errors import WaitTimeout
 from trajx.client.hashing import iter_file, sha256_file
 from trajx.client.models import Artifact, Event, Job
-from trajx.client.progress import byte_progress
+from trajx.client.progress import ByteCounter, TransferProgress
 from trajx.client.transport import Transport
 
 
@@ -20,17 +20,18 @@ class Client:
     """A session with one trajx server.
 
     `base_url` and `api_key` default to `TRAJX_URL` / `TRAJX_API_KEY`, then to the
-    embedded default on this machine and its local key file. Every method raises
-    `ApiError` for an error answer (with the problem+json `code`) and
-    `ServerUnreachable` when no answer comes after the retries.
+    embedded default on this machine and its local key file (sent only to a loopback
+    URL). Every method raises `ApiError` for an error answer (with the problem+json
+    `code`) and `ServerUnreachable` when no answer comes after the retries. `progress`, if given,
+    is called as `progress(file name, done bytes, total bytes)` during uploads and downloads.
     """
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
-                 progress: bool = False, transport: httpx.BaseTransport | None = None) -> None:
+                 progress: TransferProgress | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = resolve_url(base_url)
         self.progress = progress
-        self._transport = Transport(self.base_url, resolve_api_key(api_key), timeout=timeout,
+        self._transport = Transport(self.base_url, resolve_api_key(api_key, self.base_url), timeout=timeout,
                                     retries=retries, backoff=backoff, transport=transport)
 
     def close(self) -> None:
@@ -48,10 +49,10 @@ class Client:
         """One of the caller's artifacts with these bytes (the server lists newest first), or None."""
         page = self._get("/v1/artifacts", params={"sha256": sha256, "limit": 1})
         data = page.get("data") or []
-        return Artifact.model_validate(data[0]) if data else None
+        return Artifact.from_dict(data[0]) if data else None
 
     def get_artifact(self, artifact_id: str) -> Artifact:
-        return Artifact.model_validate(self._get(f"/v1/artifacts/{artifact_id}"))
+        return Artifact.from_dict(self._get(f"/v1/artifacts/{artifact_id}"))
 
     def upload(self, path: str | Path, name: str | None = None, *,
                idempotency_key: str | None = None) -> Artifact:
@@ -68,15 +69,17 @@ class Client:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        with byte_progress(path.name, size, self.progress) as advance:
-            def body() -> Iterator[bytes]:
-                for chunk in iter_file(path):
-                    advance(len(chunk))
-                    yield chunk
+        counter = ByteCounter(self.progress, path.name, size)
 
-            response = self._transport.request("POST", "/v1/artifacts", content=body,
-                                               params={"name": name or path.name}, headers=headers)
-        return Artifact.model_validate(response.json())
+        def body() -> Iterator[bytes]:
+            counter.restart(0)  # a retried request sends the file again
+            for chunk in iter_file(path):
+                counter.advance(len(chunk))
+                yield chunk
+
+        response = self._transport.request("POST", "/v1/artifacts", content=body,
+                                           params={"name": name or path.name}, headers=headers)
+        return Artifact.from_dict(response.json())
 
     def download(self, artifact_id: str, dest: str | Path) -> Path:
         """Download an artifact to `dest` (resumable, sha256-verified); see `download_artifact`."""
@@ -92,19 +95,19 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self._transport.request("POST", "/v1/jobs", json={"spec": spec, "webhook": webhook},
                                            headers=headers)
-        return Job.model_validate(response.json())
+        return Job.from_dict(response.json())
 
     def get_job(self, job_id: str) -> Job:
-        return Job.model_validate(self._get(f"/v1/jobs/{job_id}"))
+        return Job.from_dict(self._get(f"/v1/jobs/{job_id}"))
 
     def list_jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
         """The caller's jobs, newest first as the server orders them, at most `limit`."""
         params = {"status": status} if status else {}
-        return [Job.model_validate(doc) for doc in self._pages("/v1/jobs", params, limit)]
+        return [Job.from_dict(doc) for doc in self._pages("/v1/jobs", params, limit)]
 
     def cancel(self, job_id: str) -> Job:
         """Ask a job to stop (queued: at once; running: at its next step). 409 once finished."""
-        return Job.model_validate(self._transport.request("POST", f"/v1/jobs/{job_id}/cancel").json())
+        return Job.from_dict(self._transport.request("POST", f"/v1/jobs/{job_id}/cancel").json())
 
     def events(self, job_id: str, after: int | None = None, limit: int = 10_000) -> list[Event]:
         """The job's events in order (created, claimed, progress, ..., webhook deliveries).
@@ -112,7 +115,7 @@ class Client:
         `after`: only events with a larger id (poll with the last id seen to follow a job).
         """
         path = f"/v1/jobs/{job_id}/events"
-        return [Event.model_validate(doc) for doc in self._pages(path, {}, limit, cursor=after)]
+        return [Event.from_dict(doc) for doc in self._pages(path, {}, limit, cursor=after)]
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 0.5,
              max_interval: float = 5.0, on_update: Callable[[Job], None] | None = None) -> Job:

@@ -3,7 +3,8 @@
 This is the only place trajx ever unpickles, and only on the user's machine for
 the user's own file: `torch.load(weights_only=True)` refuses any pickle that
 would construct objects beyond tensors and containers (nothing is executed), and
-the result must be a flat dict of name -> tensor. torch is imported here, late.
+the result must be a flat dict of name -> tensor. torch is imported here, late,
+and its absence is a usage error (exit 2) that names the `convert` extra.
 """
 
 from pathlib import Path
@@ -23,9 +24,14 @@ def convert_state_dict(path: Path, out_dir: Path) -> Path:
     Raises InvalidLocalInput naming the file when it is not a loadable weights-only
     pickle or not a plain dict of tensors keyed by strings.
     """
-    import torch
-    from safetensors.torch import save_file
-
+    try:
+        import torch
+        from safetensors.torch import save_file
+    except ImportError as exc:  # a client-only install: converting is the one thing that needs torch
+        raise InvalidLocalInput(
+            f"{path}: converting a PyTorch file needs torch and safetensors on this machine "
+            f"(pip install 'trajx[convert]'), or upload a .safetensors file instead ({exc})"
+        ) from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...

@@ -6,13 +6,14 @@ Python caller agree on what each failure means (see `trajx.cli.remote`).
 
 from typing import Any
 
-# Stable exit codes of the `trajx` remote commands (documented in the README).
+# Stable exit codes of the `trajx` remote commands (README and docs/ci.md, "Exit codes").
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_JOB_CANCELLED = 3
 EXIT_WAIT_TIMEOUT = 4
 EXIT_UNREACHABLE = 5
+EXIT_INTERNAL = 6  # an unexpected error on this side: a bug to report, not a verdict on the job
 
 
 class ClientError(Exception):

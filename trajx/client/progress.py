@@ -1,28 +1,33 @@
-"""Byte progress bars on stderr for uploads and downloads (rich, optional)."""
+"""Byte progress of uploads and downloads, reported through an optional callback.
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+The client draws nothing itself (it needs only httpx): it calls
+`progress(description, done_bytes, total_bytes)` as bytes move, and the CLI turns
+those calls into a progress bar on stderr.
+"""
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from collections.abc import Callable
+
+TransferProgress = Callable[[str, int, int], None]
 
 
-@contextmanager
-def byte_progress(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n_bytes)`; draws a bar on stderr only when enabled and a terminal."""
-    console = Console(stderr=True)
-    if not (enabled and console.is_terminal):
-        yield lambda n: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-               TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+class ByteCounter:
+    """Counts one file's bytes and reports the running total to `progress`, if any."""
+
+    def __init__(self, progress: TransferProgress | None, description: str, total: int) -> None:
+        self.progress = progress
+        self.description = description
+        self.total = total
+        self.done = 0
+
+    def restart(self, done: int) -> None:
+        """Continue from `done` bytes (0 when a transfer starts over, the part length on resume)."""
+        self.done = done
+        self._report()
+
+    def advance(self, n_bytes: int) -> None:
+        self.done += n_bytes
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.description, self.done, self.total)

@@ -1,8 +1,10 @@
 """`trajx upload|submit|status|wait|cancel|download|jobs|events`: the service from a shell.
 
-Exit codes (stable; README "Exit codes"): 0 success, 1 job failed, 2 usage, auth or
-invalid input (every 4xx answer), 3 job cancelled, 4 wait timed out, 5 server
-unreachable (or answering 5xx). `--json` prints exactly one JSON document on stdout.
+Exit codes (stable; README and docs/ci.md "Exit codes"): 0 success, 1 job failed,
+2 usage, auth or invalid input (every 4xx answer, a local file that cannot be read
+or written), 3 job cancelled, 4 wait timed out, 5 server unreachable (or answering
+5xx), 6 an unexpected error on this side. `--json` prints exactly one JSON document
+on stdout, whatever happens.
 """
 
 import json
@@ -16,12 +18,20 @@ from typing import Annotated
 import typer
 
 from trajx.cli.app import app
-from trajx.cli.remote.output import Output, job_exit_code, job_table, jobs_table, rows_table
-from trajx.cli.remote.watch import JobWatcher
+from trajx.cli.remote.output import (
+    InternalError,
+    LocalFileError,
+    Output,
+    job_exit_code,
+    job_table,
+    jobs_table,
+    rows_table,
+)
+from trajx.cli.remote.specfiles import upload_local_file, upload_spec_files
+from trajx.cli.remote.watch import JobWatcher, TransferBars
 from trajx.client import Client, ClientError, Event, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
 from trajx.client.models import TERMINAL_STATUSES
-from trajx.client.specfiles import upload_local_file, upload_spec_files
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="TRAJX_URL", show_envvar=True, help="Server URL (default: http://127.0.0.1:8000)")]
@@ -35,16 +45,27 @@ DownloadOpt = Annotated[Path | None, typer.Option("--download", help="Download t
 
 @contextmanager
 def _session(url: str | None, api_key: str | None, json_mode: bool) -> Iterator[tuple[Client, Output]]:
-    """A client and an output; any ClientError inside becomes its report and exit code."""
+    """A client and an output; any error inside becomes a report (JSON under --json) and an exit code.
+
+    Client errors carry their own code; a local file problem (OSError) exits 2; anything
+    else is a bug on this side and exits 6, never 1, which means "the job failed".
+    """
     out = Output(json_mode)
     try:
-        with Client(url, api_key, progress=True) as client:
+        with TransferBars(out.err) as bars, Client(url, api_key, progress=bars) as client:
             yield client, out
+    except typer.Exit:
+        raise  # the command's own exit code (typer.Exit is a RuntimeError)
     except WaitTimeout as exc:
         write_github_outputs(exc.job)  # the job keeps running: a later step may cancel it by id
         out.fail(exc)
     except ClientError as exc:
         out.fail(exc)
+    except OSError as exc:
+        out.fail(LocalFileError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)))
+    except Exception as exc:  # noqa: BLE001  (reported with exit 6, not swallowed)
+        out.err.print_exception()  # the traceback, on stderr, for a bug report
+        out.fail(InternalError(f"{type(exc).__name__}: {exc}"))
 
 
 def _wait(client: Client, out: Output, job: Job, timeout: float | None) -> Job:

@@ -14,11 +14,31 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from trajx.client.errors import ApiError, ClientError, WaitTimeout
+from trajx.client.errors import (
+    EXIT_INTERNAL,
+    EXIT_JOB_CANCELLED,
+    EXIT_JOB_FAILED,
+    ApiError,
+    ClientError,
+    WaitTimeout,
+)
 from trajx.client.models import Job
 
 # Exit codes per final job status; anything not finished yet is a success of the command.
-_STATUS_EXIT = {"failed": 1, "cancelled": 3}
+_STATUS_EXIT = {"failed": EXIT_JOB_FAILED, "cancelled": EXIT_JOB_CANCELLED}
+
+
+class LocalFileError(ClientError):
+    """A file on this machine could not be read or written (an OSError): exit 2."""
+
+    code = "local_file_error"
+
+
+class InternalError(ClientError):
+    """An unexpected exception in the CLI itself: exit 6, so it never reads as "job failed"."""
+
+    exit_code = EXIT_INTERNAL
+    code = "internal_error"
 
 
 def job_exit_code(job: Job) -> int:
