@@ -6,7 +6,7 @@ Only safetensors is ever read (never torch.load or pickle). Every problem raises
 `target_out_of_range`.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -118,11 +118,13 @@ def load_data(path: Path, what: str) -> Dataset:
 
 
 @torch.no_grad()
-def validate_data(data: Dataset, model: nn.Module, what: str) -> None:
+def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequence[int]) -> None:
     """Check that `data` fits `model`: one forward pass on 2 samples, then the targets.
 
-    Raises InvalidInput `data_mismatch` (inputs the model cannot take, naming the input
-    shape and the model's error; float targets not shaped like the outputs; class-id
+    `sample_shape` is the shape of one sample the model expects (its architecture's
+    example input without the batch axis), named when the inputs do not fit.
+    Raises InvalidInput `data_mismatch` (inputs the model cannot take, naming both
+    shapes and the model's error; float targets not shaped like the outputs; class-id
     targets for a model without a class axis) or `target_out_of_range` (class id < 0
     or ≥ the number of outputs).
     """
@@ -134,10 +136,10 @@ def validate_data(data: Dataset, model: nn.Module, what: str) -> None:
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise InvalidInput(
             f"{what}: inputs of shape {list(data.inputs.shape)} (one sample: "
-            f"{list(data.inputs.shape[1:])}, dtype {_dtype(data.inputs)}) do not fit the model: "
-            f"{str(exc).splitlines()[0]}",
+            f"{list(data.inputs.shape[1:])}, dtype {_dtype(data.inputs)}) do not fit the model, "
+            f"which expects one sample of shape {list(sample_shape)}: {str(exc).splitlines()[0]}",
             code="data_mismatch", artifact=what, tensor="inputs",
-            inputs_shape=list(data.inputs.shape)) from None
+            inputs_shape=list(data.inputs.shape), expected_sample_shape=list(sample_shape)) from None
     finally:
         model.train(was_training)
     if data.targets.is_floating_point():

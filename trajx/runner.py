@@ -50,6 +50,7 @@ class RunProgress:
 @dataclass
 class _Inputs:
     model: torch.nn.Module
+    example: torch.Tensor  # an input batch of the architecture, for tracing
     source: list[dict[str, torch.Tensor]]
     targets: list[dict[str, torch.Tensor]]
     trained: list[dict[str, torch.Tensor]] | None
@@ -74,9 +75,7 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
         # cuBLAS is only deterministic with a fixed workspace; it must be set before first use.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     inputs = _load_inputs(spec, resolve)
-    perm_spec = derive_spec(inputs.model,
-                            example_input(spec.arch.name, spec.arch.config, batch=2),
-                            explicit=spec.permutation_spec)
+    perm_spec = derive_spec(inputs.model, inputs.example, explicit=spec.permutation_spec)
     try:
         plan_trajectory(spec.params.schedule, spec.params.steps, len(spec.source))
     except ValueError as exc:
@@ -141,13 +140,14 @@ def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
         trained = [load_checkpoint(resolve(t.trained), expected, f"targets[{i}].trained")
                    for i, t in enumerate(spec.targets)]
     model.load_state_dict(source[0])
+    example = example_input(spec.arch.name, spec.arch.config, batch=2)
     train = load_data(resolve(spec.train_data), "train_data")
-    validate_data(train, model, "train_data")
+    validate_data(train, model, "train_data", example.shape[1:])
     eval_data = None
     if spec.eval_data is not None:
         eval_data = load_data(resolve(spec.eval_data), "eval_data")
-        validate_data(eval_data, model, "eval_data")
-    return _Inputs(model, source, targets, trained, train, eval_data)
+        validate_data(eval_data, model, "eval_data", example.shape[1:])
+    return _Inputs(model, example, source, targets, trained, train, eval_data)
 
 
 def _write_target(directory: Path, target: TargetResult, spec: TransferJob) -> None:

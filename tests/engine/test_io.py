@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trajx.engine.zoo import build_model, init_state_dict
+from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.errors import InvalidInput
 from trajx.io import (
     load_checkpoint,
@@ -15,6 +15,7 @@ from trajx.io import (
 )
 
 MLP = ("mlp", {"in_features": 64, "hidden": [16], "num_classes": 10, "norm": "batchnorm"})
+SAMPLE = example_input(*MLP).shape[1:]
 
 
 @pytest.fixture
@@ -112,22 +113,24 @@ def test_non_finite_inputs_are_refused(tmp_path):
 def test_inputs_that_do_not_fit_the_model_name_the_shape(tmp_path, model):
     data = load_data(shard(tmp_path, inputs=torch.zeros(4, 32), targets=torch.zeros(4, dtype=torch.int64)),
                      "train_data")
-    error = error_of(validate_data, data, model, "train_data")
+    error = error_of(validate_data, data, model, "train_data", SAMPLE)
     assert error.code == "data_mismatch" and "[4, 32]" in error.message and "[32]" in error.message
+    assert "expects one sample of shape [64]" in error.message
+    assert error.details["inputs_shape"] == [4, 32] and error.details["expected_sample_shape"] == [64]
 
 
 @pytest.mark.parametrize("bad", [10, -1])
 def test_class_ids_outside_the_model_classes_are_refused(tmp_path, model, bad):
     targets = torch.tensor([0, 1, bad, 2])
     data = load_data(shard(tmp_path, inputs=torch.zeros(4, 64), targets=targets), "train_data")
-    error = error_of(validate_data, data, model, "train_data")
+    error = error_of(validate_data, data, model, "train_data", SAMPLE)
     assert error.code == "target_out_of_range" and error.details["num_classes"] == 10
     assert str(bad) in error.message
 
 
 def test_float_targets_must_match_the_outputs(tmp_path, model):
     data = load_data(shard(tmp_path, inputs=torch.zeros(4, 64), targets=torch.zeros(4, 3)), "train_data")
-    error = error_of(validate_data, data, model, "train_data")
+    error = error_of(validate_data, data, model, "train_data", SAMPLE)
     assert error.code == "data_mismatch" and "[10]" in error.message
     fitting = load_data(shard(tmp_path, inputs=torch.zeros(4, 64), targets=torch.zeros(4, 10)), "train_data")
-    validate_data(fitting, model, "train_data")
+    validate_data(fitting, model, "train_data", SAMPLE)
