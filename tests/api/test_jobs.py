@@ -1,8 +1,11 @@
 """Jobs over HTTP: validated creation, 202 + Location, reads, lists, cancel, events."""
 
+import json
+
 import pytest
 from sqlalchemy import update
 
+from app.api.routes.jobs import MAX_JOB_BODY_BYTES
 from app.models import Job, JobEvent, utcnow
 from tests.api.factories import mlp_checkpoint, safetensors_bytes
 from tests.api.helpers import transfer_spec, uploaded_id
@@ -197,6 +200,19 @@ def test_events_page_in_order_with_a_cursor(api, tenant, dispatcher, session_fac
     assert ids == sorted(ids)
     later = api.get(url, params={"cursor": ids[-1]}, headers=tenant.headers).json()
     assert later == {"data": [], "next_cursor": None}
+
+
+def test_oversize_job_body_is_a_413_problem_declared_or_streamed(api, tenant):
+    body = json.dumps({"spec": {"kind": "transfer", "pad": "x" * MAX_JOB_BODY_BYTES}}).encode()
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    declared = api.post("/v1/jobs", content=body, headers=headers)
+    streamed = api.post("/v1/jobs", content=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                        headers=headers)  # chunked: no Content-Length to check up front
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "payload_too_large"
+        assert str(MAX_JOB_BODY_BYTES) in response.json()["detail"]
 
 
 def test_problem_body_is_pinned(api, tenant):

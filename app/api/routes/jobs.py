@@ -7,23 +7,25 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import jobs
+from app.api.body_limit import body_limited_route
 from app.api.deps import ServicesDep, TenantId
 from app.api.responses import problem_responses
 from app.idempotency import check_key
 from app.models import JOB_ID_PREFIX, id_pattern
 from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=body_limited_route(MAX_JOB_BODY_BYTES))
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, the job created before)",
                   "headers": {"Location": {"schema": {"type": "string"}, "description": "the job's URL"},
                               "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}}}}
 
 
-@router.post("", status_code=202, response_model=JobPublic, max_body_size=MAX_JOB_BODY_BYTES,
-             responses={**_CREATED, **problem_responses(400, 401, 413, 422)})
+@router.post("", status_code=202, response_model=JobPublic, responses={
+    **_CREATED, **problem_responses(400, 401, 413, 422,
+                                    descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"})})
 async def create_job(body: JobCreate, response: Response, services: ServicesDep, tenant_id: TenantId,
                      idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
