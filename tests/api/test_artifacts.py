@@ -2,6 +2,12 @@
 
 import hashlib
 
+from fastapi.testclient import TestClient
+from sqlalchemy import delete
+
+from app.db import session_scope
+from app.main import create_app
+from app.models import Tenant
 from tests.api.factories import data_shard, mlp_checkpoint
 from tests.api.helpers import stored_files, upload
 
@@ -89,3 +95,16 @@ def test_pagination_walks_every_artifact_once(api, tenant):
             break
     assert len(seen) == 5 and set(seen) == ids
     assert seen == sorted(seen, reverse=True)  # newest first
+
+
+def test_a_database_failure_while_recording_leaves_no_blob(settings, tenant, store, session_factory):
+    app = create_app(settings.model_copy(update={"auth_cache_seconds": 60}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/artifacts", headers=tenant.headers).status_code == 200  # the key is now cached
+        with session_scope(session_factory) as session:
+            session.execute(delete(Tenant).where(Tenant.id == tenant.id))
+        # The artifact row's tenant foreign key now fails at the database, after the blob is in place.
+        response = upload(client, tenant, mlp_checkpoint())
+    app.state.services.engine.dispose()
+    assert response.status_code == 500
+    assert stored_files(store) == []

@@ -1,9 +1,10 @@
 """Idempotency-Key on both creates: same key and body replays, a different body is 422."""
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import transfer_spec, upload
+from tests.api.helpers import stored_files, transfer_spec, upload
 from tests.conftest import make_tenant
 
 
@@ -34,6 +35,19 @@ def test_upload_retry_returns_the_original_artifact(api, tenant):
     assert retry.json()["id"] == first.json()["id"]
     other = upload(api, tenant, mlp_checkpoint(fill=7), **{"Idempotency-Key": "up-1"})
     assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+
+
+def test_a_refused_upload_keeps_no_bytes_but_never_drops_shared_ones(api, tenant, store):
+    first = upload(api, tenant, mlp_checkpoint(), **{"Idempotency-Key": "up-1"}).json()
+    shared = upload(api, tenant, mlp_checkpoint(fill=3)).json()
+    before = stored_files(store)
+    for content in (mlp_checkpoint(fill=7), mlp_checkpoint(fill=3)):  # new bytes, then bytes `shared` holds
+        refused = upload(api, tenant, content, **{"Idempotency-Key": "up-1"})
+        assert refused.status_code == 422 and refused.json()["code"] == "idempotency_key_reused"
+        assert sorted(stored_files(store)) == sorted(before)
+    for artifact in (first, shared):
+        content = api.get(f"/v1/artifacts/{artifact['id']}/content", headers=tenant.headers)
+        assert content.status_code == 200 and hashlib.sha256(content.content).hexdigest() == artifact["sha256"]
 
 
 def test_concurrent_retries_create_one_job(api, tenant):

@@ -85,18 +85,30 @@ def _display_name(name: str | None) -> str:
 
 def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str,
                     key: str | None, name: str, max_header_bytes: int) -> ArtifactPublic:
-    """Check the file, move it into the store and record it, under the blob's lock."""
+    """Check the file, move it into the store and record it, under the blob's lock.
+
+    If recording fails (a reused Idempotency-Key, a database error), bytes this upload
+    brought into the store are removed again: under the lock, a blob that was absent
+    before is one no live artifact references (uploads record, deletes unlink, under it).
+    """
     found: list[artifacts.FileInfo] = []
 
     def inspect(path: Path) -> None:
         found.append(artifacts.inspect_file(path, name, max_header_bytes))
 
-    with store.lock(writer.finish()):
+    sha256 = writer.finish()
+    with store.lock(sha256):
+        already_stored = store.exists(sha256)
         try:
-            sha256, size = writer.commit(inspect)
+            _, size = writer.commit(inspect)
         except InvalidInput as exc:
             raise from_trajx_error(exc) from None
-        return _record_upload(session, tenant_id, key, sha256, size, name, found[0])
+        try:
+            return _record_upload(session, tenant_id, key, sha256, size, name, found[0])
+        except BaseException:
+            if not already_stored:
+                store.delete(sha256)
+            raise
 
 
 def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
