@@ -96,6 +96,29 @@ def test_oracle_recovers_the_permutation_of_a_permuted_twin(mlp):
     assert torch.equal(result.permutation[group][torch.argsort(perm[group])][moved], moved)
 
 
+def test_fgmt_recovers_a_permuted_twin_end_to_end(mlp):
+    planted = mlp.spec.random(torch.Generator().manual_seed(11))
+    twin = apply_permutation(mlp.spec, planted, mlp.source[0])
+    result = transfer(mlp.model(), mlp.spec, mlp.source, [twin], mlp.train,
+                      TransferParams(steps=4, batch_size=128, device="cpu")).targets[0]
+    # The twin's transferred model is the source's endpoint permuted: same outputs.
+    transferred, endpoint = mlp.model().eval(), mlp.model().eval()
+    transferred.load_state_dict(result.last)
+    endpoint.load_state_dict(mlp.source[-1])
+    with torch.no_grad():
+        assert torch.allclose(transferred(mlp.test.inputs), endpoint(mlp.test.inputs), atol=1e-5)
+    for group in mlp.spec.groups:
+        axis = group.axes[0]
+        displacement = (mlp.source[-1][axis.param] - mlp.source[0][axis.param]).movedim(axis.dim, 0)
+        distance = displacement.reshape(group.size, -1).norm(dim=1)
+        # Nearly dead units get next to no gradient, so any order of them is as good.
+        moved = (distance > distance.median() / 4).nonzero().flatten()
+        assert len(moved) > group.size // 2  # most units
+        # Where each moving source unit landed in the twin, FGMT put that same unit.
+        landed = torch.argsort(planted[group.name])[moved]
+        assert torch.equal(result.permutation[group.name][landed], moved)
+
+
 def test_ensemble_shares_source_gradients(mlp):
     result = run(mlp, "fgmt", targets=(1, 2), steps=4, eval_data=None)
     assert result.timings.backward_passes == 4 + 2 * 4
