@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app.admin import ensure_local_key
 from app.api.deps import Database, Services
+from app.api.responses import document_problems
 from app.api.routes import artifacts, jobs, ops
 from app.auth import KeyCache
 from app.db import make_engine, make_session_factory
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.metrics = Metrics(sessions)
     install_problem_handlers(app)
+    document_problems(app)
     # Jobs first: status polling is the hot path and routes are matched in order.
     for router in (jobs.router, artifacts.router, ops.router):
         app.include_router(router)

@@ -1,6 +1,9 @@
 """OpenAPI documentation of problem+json error responses."""
 
+from collections.abc import Callable
 from typing import Any
+
+from fastapi import FastAPI
 
 from app.problems import PROBLEM_MEDIA_TYPE, Problem
 
@@ -11,15 +14,36 @@ _DESCRIPTIONS = {
     422: "invalid request (the `errors` list names each offending field, artifact or tensor)",
     503: "not ready",
 }
+# Every /v1 route authenticates and validates its input. Declaring 422 also keeps FastAPI
+# from documenting its own HTTPValidationError body, which this API never sends.
+V1_PROBLEMS = (401, 422)
 
 
 def problem_responses(*statuses: int, descriptions: dict[int, str] | None = None
                       ) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entries for these status codes, each a problem+json body.
+    """`responses=` entries for these status codes, each a problem+json body (and nothing else).
 
     `descriptions` replaces the generic description of some of them.
     """
     schema = {"$ref": "#/components/schemas/Problem"}
     described = {**_DESCRIPTIONS, **(descriptions or {})}
-    return {status: {"model": Problem, "description": described[status],
-                     "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}}} for status in statuses}
+    return {status: {"description": described[status], "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}}}
+            for status in statuses}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Add the Problem schema the error responses refer to to `app`'s OpenAPI components.
+
+    (A `model=` in `responses` would add it too, but also document an application/json body.)
+    """
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "Problem" not in components:
+            problem = Problem.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
+            components.update(problem.pop("$defs", {}), Problem=problem)
+        return schema
+
+    app.openapi = openapi

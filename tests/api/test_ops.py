@@ -81,3 +81,18 @@ def test_openapi_documents_auth_and_problem_responses_on_every_v1_operation(api)
             assert operation.get("security"), (method, path)
             unauthorized = operation["responses"]["401"]["content"]
             assert "application/problem+json" in unauthorized, (method, path)
+
+
+def test_every_documented_error_is_a_problem_and_only_a_problem(api):
+    schema = api.get("/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(schema)
+    assert schema["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status", "detail", "code"]
+    documented = 0
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    documented += 1
+                    assert response["content"] == {"application/problem+json": {
+                        "schema": {"$ref": "#/components/schemas/Problem"}}}, (method, path, status)
+    assert documented >= 25

@@ -13,7 +13,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app import artifacts
 from app.api.deps import ServicesDep, TenantId
-from app.api.responses import problem_responses
+from app.api.responses import V1_PROBLEMS, problem_responses
 from app.idempotency import check_key, remember, replayed_resource, request_hash
 from app.models import ARTIFACT_ID_PREFIX, id_pattern
 from app.problems import ProblemError, from_trajx_error
@@ -22,7 +22,7 @@ from app.storage import ArtifactStore, BlobWriter, TooLarge
 from app.uploads import receive_body
 from trajx.errors import InvalidInput
 
-router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
 ARTIFACTS_PATH = "/v1/artifacts"
 MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",
                "other": "application/octet-stream"}
@@ -43,7 +43,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("", status_code=201, response_model=ArtifactPublic, openapi_extra=_UPLOAD_BODY,
-             responses=problem_responses(400, 401, 413, 422))
+             responses=problem_responses(400, 413))
 async def create_artifact(request: Request, services: ServicesDep, tenant_id: TenantId,
                           name: NameQuery = None, idempotency_key: IdempotencyKey = None) -> ArtifactPublic:
     """Upload a file (raw body or multipart `file`); safetensors headers are validated."""
@@ -132,7 +132,7 @@ def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: st
     return ArtifactPublic.model_validate(artifact)
 
 
-@router.get("", response_model=ArtifactsPage, responses=problem_responses(401, 422))
+@router.get("", response_model=ArtifactsPage)
 async def list_artifacts(services: ServicesDep, tenant_id: TenantId,
                          cursor: Annotated[str | None, Query(pattern=id_pattern(ARTIFACT_ID_PREFIX))] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -146,7 +146,7 @@ async def list_artifacts(services: ServicesDep, tenant_id: TenantId,
     return await services.db.run(page)
 
 
-@router.get("/{artifact_id}", response_model=ArtifactPublic, responses=problem_responses(401, 404))
+@router.get("/{artifact_id}", response_model=ArtifactPublic, responses=problem_responses(404))
 async def read_artifact(services: ServicesDep, tenant_id: TenantId, artifact_id: str) -> ArtifactPublic:
     """An artifact's metadata, tensor table included."""
     return await services.db.run(_public, tenant_id, artifact_id)
@@ -161,7 +161,7 @@ def _public(session: Session, tenant_id: str, artifact_id: str) -> ArtifactPubli
           "description": "the bytes; `ETag` is the quoted sha256"},
     206: {"description": "the requested byte range (`Range: bytes=...`)"},
     304: {"description": "`If-None-Match` matched the ETag"},
-    **problem_responses(400, 401, 404, 416)})
+    **problem_responses(400, 404, 416)})
 async def read_artifact_content(services: ServicesDep, tenant_id: TenantId, artifact_id: str,
                                 range_: Annotated[str | None, Header(alias="Range")] = None,
                                 if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None):
@@ -193,7 +193,7 @@ def _check_range(header: str, size: int) -> None:
 
 
 @router.delete("/{artifact_id}", status_code=204, response_class=Response,
-               responses=problem_responses(401, 404, 409))
+               responses=problem_responses(404, 409))
 async def delete_artifact(services: ServicesDep, tenant_id: TenantId, artifact_id: str) -> Response:
     """Delete an artifact (409 `artifact_in_use` while a queued or running job reads it)."""
     await services.db.run(artifacts.delete_artifact, services.store, tenant_id, artifact_id)

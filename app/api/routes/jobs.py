@@ -9,14 +9,15 @@ from starlette.concurrency import run_in_threadpool
 from app import jobs
 from app.api.body_limit import body_limited_route
 from app.api.deps import ServicesDep, TenantId
-from app.api.responses import problem_responses
+from app.api.responses import V1_PROBLEMS, problem_responses
 from app.idempotency import check_key
 from app.models import JOB_ID_PREFIX, id_pattern
 from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
 
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=body_limited_route(MAX_JOB_BODY_BYTES))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(*V1_PROBLEMS),
+                   route_class=body_limited_route(MAX_JOB_BODY_BYTES))
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, the job created before)",
                   "headers": {"Location": {"schema": {"type": "string"}, "description": "the job's URL"},
@@ -24,8 +25,7 @@ _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, t
 
 
 @router.post("", status_code=202, response_model=JobPublic, responses={
-    **_CREATED, **problem_responses(400, 401, 413, 422,
-                                    descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"})})
+    **_CREATED, **problem_responses(400, 413, descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"})})
 async def create_job(body: JobCreate, response: Response, services: ServicesDep, tenant_id: TenantId,
                      idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
@@ -47,7 +47,7 @@ def _create(session: Session, tenant_id: str, body: JobCreate, max_attempts: int
     return jobs.job_public(job), created
 
 
-@router.get("", response_model=JobsPage, responses=problem_responses(401, 422))
+@router.get("", response_model=JobsPage)
 async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatus | None = None,
                     cursor: Annotated[str | None, Query(pattern=id_pattern(JOB_ID_PREFIX))] = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobsPage:
@@ -59,19 +59,19 @@ async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatu
     return await services.db.run(page)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=problem_responses(401, 404))
+@router.get("/{job_id}", response_model=JobPublic, responses=problem_responses(404))
 async def read_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Status, progress, error, result artifact ids and summary metrics of a job."""
     return await services.db.run(lambda s: jobs.job_public(jobs.get_job(s, tenant_id, job_id)))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, responses=problem_responses(401, 404, 409))
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=problem_responses(404, 409))
 async def cancel_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step (status `cancelling`)."""
     return await services.db.run(lambda s: jobs.job_public(jobs.cancel_job(s, tenant_id, job_id)))
 
 
-@router.get("/{job_id}/events", response_model=EventsPage, responses=problem_responses(401, 404, 422))
+@router.get("/{job_id}/events", response_model=EventsPage, responses=problem_responses(404))
 async def list_job_events(services: ServicesDep, tenant_id: TenantId, job_id: str,
                           cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventsPage:
