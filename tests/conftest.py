@@ -1,7 +1,8 @@
 """Shared fixtures: migrated databases (SQLite and a real PostgreSQL), settings, the API.
 
 - `database_url`: a clean, migrated database, parametrized over SQLite and PostgreSQL
-  (PostgreSQL cases skip with a reason when the server at 127.0.0.1:5432 is down).
+  (PostgreSQL cases skip with a reason when the server at 127.0.0.1:5432 is down, and
+  fail instead when TRAJX_REQUIRE_SERVICES=1: see `service_unavailable`).
   `sqlite_url` / `postgres_url` pick one backend.
 - `settings`: Settings for that database with a temp data dir and dispatcher "none".
 - `session_factory`, `store`: the database sessions and artifact store of `settings`.
@@ -12,10 +13,12 @@ One PostgreSQL database is created per test session (uniquely named) and dropped
 the end; each test gets it truncated.
 """
 
+import os
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import text
@@ -31,6 +34,14 @@ from app.storage import ArtifactStore
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
+def service_unavailable(reason: str) -> NoReturn:
+    """Skip a test whose PostgreSQL or Redis is down, or fail it when TRAJX_REQUIRE_SERVICES=1:
+    where the services are meant to run (CI), a skip would hide a broken setup."""
+    if os.environ.get("TRAJX_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (and TRAJX_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> str:
     """URL of a migrated PostgreSQL database private to this test session."""
@@ -40,7 +51,7 @@ def postgres_database() -> str:
         admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
                                 autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".splitlines()[0])
+        service_unavailable(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".splitlines()[0])
     name = f"trajx_test_{secrets.token_hex(6)}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"

@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 from app.db import make_engine
 from app.migrate import alembic_config, upgrade
 from app.models import Base
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import POSTGRES_ADMIN_URL, service_unavailable
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -18,11 +18,12 @@ def empty_database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
+
     try:
         admin = psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".splitlines()[0])
+        service_unavailable(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".splitlines()[0])
     name = f"trajx_migr_{tmp_path.name[-20:].replace('-', '_').lower()}"
     admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     admin.execute(f'CREATE DATABASE "{name}"')

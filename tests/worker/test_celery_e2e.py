@@ -20,6 +20,7 @@ from app.admin import create_api_key, create_tenant
 from app.db import make_engine, make_session_factory, session_scope
 from app.models import Artifact, Base
 from app.settings import Settings
+from tests.conftest import service_unavailable
 from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
 from tests.worker.receiver import WebhookReceiver
 from tests.worker.services import Service, api_server, celery_worker, recovery_loop, redis_restarted
@@ -50,7 +51,7 @@ def stack(postgres_database, tmp_path_factory) -> Iterator[Stack]:
     try:
         redis.Redis.from_url(REDIS_URL).flushdb()
     except redis.ConnectionError as exc:
-        pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+        service_unavailable(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
     engine = make_engine(postgres_database)
     with engine.begin() as connection:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from app.models import utcnow
+from tests.conftest import service_unavailable
 from tests.worker.factories import event_types, load_job, make_job
 from worker.celery_app import RUN_JOB_TASK
 from worker.dispatchers import DISPATCH_MARKER, CeleryDispatcher
@@ -26,7 +27,7 @@ def broker() -> redis.Redis:
     try:
         client.flushdb()
     except redis.ConnectionError as exc:
-        pytest.skip(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+        service_unavailable(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
     yield client
     client.flushdb()
 
