@@ -30,6 +30,7 @@ from app.problems import ProblemError, field_path, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
 from trajx.errors import InvalidInput
 from trajx.spec import parse_job_spec
+from worker.outbox import enqueue as enqueue_webhook
 
 JOBS_PATH = "/v1/jobs"
 log = logging.getLogger("app.jobs")
@@ -138,6 +139,8 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
         if session.execute(update(Job).where(Job.id == job.id, Job.status == from_status)
                            .values(**values)).rowcount:
             session.add(JobEvent(job_id=job.id, type=event, data={}, created_at=now))
+            # The worker's outbox delivers the job.cancelled webhook of a queued job.
+            enqueue_webhook(session, job.id, f"job.{values['status']}")
             changed = True
             break
     session.commit()

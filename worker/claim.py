@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobEvent, utcnow
+from worker.outbox import enqueue
 
 WORKER_LOST = "worker_lost"
 
@@ -84,21 +85,21 @@ def cancel_requested(session: Session, claim: Claim) -> bool:
     return row is None or bool(row.cancel_requested)
 
 
-def finish(session: Session, claim: Claim, status: str, **values: Any) -> bool:
+def finish(session: Session, claim: Claim, status: str, **values: Any) -> str | None:
     """Set the final `status` (and result/summary/error columns) if the claim still holds.
 
     A job whose cancel was requested while it ran ends `cancelled` whatever `status`
     says, and then keeps no result. Does not commit (the caller adds its artifacts and
-    events to the same transaction); returns False if the claim was lost.
+    events to the same transaction); returns the status written, None if the claim was lost.
     """
     row = session.execute(select(Job.cancel_requested).where(_owned(claim)).with_for_update()).first()
     if row is None:
-        return False
+        return None
     if row.cancel_requested:
         status, values = "cancelled", {}
     session.execute(update(Job).where(_owned(claim))
                     .values(status=status, finished_at=utcnow(), heartbeat_at=None, **values))
-    return True
+    return status
 
 
 def release(session: Session, claim: Claim) -> bool:
@@ -142,8 +143,10 @@ def fail_exhausted(session: Session, stale_seconds: float, job_id: str | None = 
     ).all()
     for id_ in failed:
         add_event(session, id_, "failed", {"code": WORKER_LOST})
+        enqueue(session, id_, "job.failed")
     for id_ in cancelled:
         add_event(session, id_, "cancelled", {"reason": "worker stopped while cancelling"})
+        enqueue(session, id_, "job.cancelled")
     session.commit()
     return list(failed)
 

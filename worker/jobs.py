@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app.artifacts import create_artifact_from_file
@@ -30,16 +30,14 @@ from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
-from worker.webhooks import WebhookSender
+from worker.outbox import PROGRESS, enqueue
+from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
 
 # Progress rows are throttled: a fast job must not turn into a database benchmark.
 PROGRESS_MIN_INTERVAL = 0.5
 CANCEL_CHECK_INTERVAL = 0.25
-# How long a finished job waits for its last webhooks before the worker moves on
-# (slower deliveries continue in the background).
-WEBHOOK_DRAIN_SECONDS = 5.0
 
 
 def worker_id() -> str:
@@ -76,12 +74,13 @@ class _JobRun:
             job = session.get(Job, claim.job_id)
             self.tenant_id = job.tenant_id
             self.spec_data = job.spec
-            self.webhook = (WebhookSender(job.webhook_url, job.webhook_secret, job.webhook_events,
-                                          self._record_webhook)
-                            if job.webhook_url and job.webhook_secret else None)
+            # Webhook messages go to the outbox with each transition; this process's
+            # deliverer sends them (and, should this process end, any other one does).
+            self.webhooks = deliverer(ctx.settings) if job.webhook_url else None
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
         self._results_done = 0
+        self._result_blobs: list[str] = []
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
 
@@ -95,8 +94,6 @@ class _JobRun:
         finally:
             stop_heartbeat.set()
             beat.join()
-            if self.webhook is not None:
-                self.webhook.close(WEBHOOK_DRAIN_SECONDS)
         return status
 
     def _run_and_finish(self) -> str | None:
@@ -164,9 +161,7 @@ class _JobRun:
                 self.lost.set()
                 return
             add_event(session, self.claim.job_id, "progress", data)
-            session.commit()
-        if self.webhook is not None:
-            self.webhook.send("job.progress", {"id": self.claim.job_id, "status": "running", **data})
+            self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **data})
 
     def _should_cancel(self) -> bool:
         if self.lost.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline:
@@ -191,16 +186,23 @@ class _JobRun:
 
     def _succeed(self, out_dir: Path, summary: dict[str, Any]) -> str | None:
         with self.ctx.sessions() as session:
-            result = self._store_results(session, out_dir)
+            try:
+                result = self._store_results(session, out_dir)
+            except BaseException:
+                session.rollback()
+                self._drop_result_blobs()
+                raise
             return self._finish(session, "succeeded", {"result": result, "summary": summary})
 
     def _store_results(self, session: Session, out_dir: Path) -> dict[str, Any]:
         """Every result file becomes an artifact of the tenant; returns `job.result`."""
         def store(path: Path) -> str:
             name = "-".join(path.relative_to(out_dir).parts)
-            return create_artifact_from_file(session, self.tenant_id, path, name, self.claim.job_id,
-                                             store=self.ctx.store,
-                                             max_header_bytes=self.ctx.settings.max_header_bytes).id
+            artifact = create_artifact_from_file(session, self.tenant_id, path, name, self.claim.job_id,
+                                                 store=self.ctx.store,
+                                                 max_header_bytes=self.ctx.settings.max_header_bytes)
+            self._result_blobs.append(artifact.sha256)
+            return artifact.id
 
         targets = []
         for target_dir in sorted(out_dir.glob("target-*"), key=lambda p: int(p.name.split("-")[1])):
@@ -218,39 +220,43 @@ class _JobRun:
                 event_data: dict[str, Any] | None = None) -> str | None:
         """Write the final state, plus whatever `session` already holds, in one commit.
 
-        Returns the status the job really ended with (a requested cancel wins), or None
-        if the claim was lost and nothing was written.
+        Returns the status the job really ended with, or None if the claim was lost and
+        nothing was written. A cancel requested meanwhile wins, even after the engine
+        finished: then the results `session` holds are rolled back and their blobs dropped.
         """
-        if not finish(session, self.claim, status, **values):
+        ended = finish(session, self.claim, status, **values)
+        if ended is not None and ended != status:
             session.rollback()
+            self._drop_result_blobs()
+            ended = finish(session, self.claim, "cancelled")
+        if ended is None:
+            session.rollback()
+            self._drop_result_blobs()
             log.warning("job %s: claim lost before finishing", self.claim.job_id)
             return None
-        job = session.get(Job, self.claim.job_id, populate_existing=True)
-        add_event(session, job.id, job.status, event_data if job.status == status else {})
-        session.commit()
-        if self.webhook is not None:
-            self.webhook.send(f"job.{job.status}", job_snapshot(job))
-        return job.status
+        add_event(session, self.claim.job_id, ended, event_data if ended == status else {})
+        self._commit_with_webhook(session, f"job.{ended}")
+        return ended
+
+    def _drop_result_blobs(self) -> None:
+        """Delete the blobs of result artifacts that were not committed, unless another
+        artifact uses the same bytes (checked under the blob's lock, like a delete)."""
+        blobs, self._result_blobs = set(self._result_blobs), []
+        for sha256 in blobs:
+            with self.ctx.store.lock(sha256), self.ctx.sessions() as session:
+                if not session.scalar(select(exists().where(Artifact.sha256 == sha256,
+                                                            Artifact.deleted_at.is_(None)))):
+                    self.ctx.store.delete(sha256)
 
     def _started(self) -> None:
         data = {"attempt": self.claim.attempt, "worker_id": self.claim.worker_id}
         with self.ctx.sessions() as session:
             add_event(session, self.claim.job_id, "started", data)
-            session.commit()
-        if self.webhook is not None:
-            self.webhook.send("job.running", {"id": self.claim.job_id, "status": "running", **data})
+            self._commit_with_webhook(session, "job.running", {"id": self.claim.job_id, "status": "running", **data})
 
-    def _record_webhook(self, info: dict[str, Any]) -> None:
-        with self.ctx.sessions() as session:
-            add_event(session, self.claim.job_id, "webhook", info)
-            session.commit()
-
-
-def job_snapshot(job: Job) -> dict[str, Any]:
-    """The job fields a webhook receiver needs to act without calling back."""
-    return {
-        "id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
-        "progress": {"step": job.progress_step, "total": job.progress_total},
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "result": job.result, "summary": job.summary,
-    }
+    def _commit_with_webhook(self, session: Session, event: str, data: dict[str, Any] | None = None) -> None:
+        """Commit `session` with webhook message `event` (if the job wants it) in the outbox."""
+        queued = self.webhooks is not None and enqueue(session, self.claim.job_id, event, data)
+        session.commit()
+        if queued:
+            self.webhooks.wake()

@@ -5,7 +5,8 @@ beside Celery workers (one such process is enough; more only send harmless dupli
 messages). Each sweep fails stale jobs that have no attempts left (`worker_lost`),
 re-sends running jobs whose heartbeat is stale, and re-sends queued jobs older than
 a grace period whose message is no longer in the broker (e.g. Redis restarted); a
-job is re-sent at most once per stale period.
+job is re-sent at most once per stale period. It also delivers the webhook outbox,
+so a message whose worker ended before sending it still goes out.
 The embedded worker does the same by itself. No torch here.
 """
 
@@ -23,6 +24,7 @@ from app.models import Job, JobEvent, utcnow
 from app.settings import Settings, get_settings
 from worker.claim import add_event, claimable_job_ids, fail_exhausted
 from worker.context import worker_context
+from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     dispatcher = get_dispatcher(settings)
+    webhooks = deliverer(settings)  # the outbox: messages of every job, whichever worker ended it
     while True:
         try:
             sweep(settings, dispatcher, args.grace)
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             # The database or broker may be restarting: try again next round.
             log.exception("recovery sweep failed")
         if args.once:
+            webhooks.stop()
             return
         time.sleep(args.interval)
 

@@ -1,43 +1,38 @@
-"""Job webhooks: Standard Webhooks signing and bounded, non-blocking delivery.
+"""Job webhooks: Standard Webhooks signing and delivery of the outbox (`worker.outbox`).
 
-A job may carry `webhook_url`, `webhook_events` (which of `app.schemas.WEBHOOK_EVENTS`
-to send, e.g. `job.succeeded`; None means the terminal ones) and a per-job
-`webhook_secret` (`whsec_<base64>`). Each message is POSTed as
-`{"type": "job.succeeded", "timestamp": ..., "data": {...}}` with the
-`webhook-id`, `webhook-timestamp` and `webhook-signature` (v1, HMAC-SHA256) headers;
-receivers verify it with any Standard Webhooks library. Deliveries run on a
-background thread with a per-request timeout and bounded exponential backoff, so a
-slow or dead receiver never slows the job; every attempt is reported to a callback
-(the worker records it as a job event). Deliveries still retrying when a job ends go
-on in the background while the worker runs its next job.
+Each message is POSTed as `{"type": "job.succeeded", "timestamp": ..., "data": {...}}`
+with the `webhook-id` (stable across retries), `webhook-timestamp` and
+`webhook-signature` (v1, HMAC-SHA256, the job's `webhook_secret`) headers; receivers
+verify it with any Standard Webhooks library. `deliver_due` makes one attempt at every
+message that is due, in order per job; a failed one is retried later with exponential
+backoff, until `RetryPolicy.attempts`. Every attempt is recorded as a `webhook` job
+event. A `Deliverer` thread runs it in every worker, the embedded worker and the
+recovery loop; an attempt is leased in the database, so they can run side by side.
 """
 
 import json
 import logging
+import os
 import threading
-import time
 import uuid
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 from standardwebhooks import Webhook
 
-from app.schemas import DEFAULT_WEBHOOK_EVENTS
+from app.models import Job, WebhookDelivery, utcnow
+from app.settings import Settings
+from worker.claim import add_event
+from worker.context import worker_context
 
 log = logging.getLogger(__name__)
 
-
-
-PROGRESS = "job.progress"
-
-
-def wanted_events(events: list[str] | None) -> frozenset[str]:
-    """The job events a webhook asked for; None or empty means the terminal ones."""
-    return frozenset(events or DEFAULT_WEBHOOK_EVENTS)
+POLL_SECONDS = 1.0
+ERROR_BACKOFF_SECONDS = 5.0
 
 
 def signed_request(secret: str, event: str, data: dict[str, Any],
@@ -67,98 +62,120 @@ class RetryPolicy:
     first_delay: float = 1.0
     timeout: float = 5.0
 
-
-@dataclass
-class _Message:
-    event: str
-    data: dict[str, Any]
-    msg_id: str
+    @property
+    def lease(self) -> timedelta:
+        # Long enough for one attempt: a deliverer that dies mid-attempt frees its message after it.
+        return timedelta(seconds=self.timeout + 30)
 
 
-class WebhookSender:
-    """Delivers one job's webhook messages in order on a background thread.
+def deliver_due(sessions: sessionmaker[Session], policy: RetryPolicy = RetryPolicy(), limit: int = 50) -> int:
+    """One attempt at each message due now whose earlier messages (same job) are done.
 
-    `record(attempt_info)` is called after every attempt with
-    `{event, webhook_id, attempt, ok, status_code | error}`. A newer `job.progress`
-    message replaces one still waiting, so a slow receiver cannot build a backlog.
+    Returns how many attempts were made.
+    """
+    earlier = aliased(WebhookDelivery)
+    with sessions() as session:
+        due = session.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.next_attempt_at <= utcnow(),
+                   ~exists().where(earlier.job_id == WebhookDelivery.job_id, earlier.id < WebhookDelivery.id,
+                                   earlier.next_attempt_at.is_not(None)))
+            .order_by(WebhookDelivery.id).limit(limit)
+        ).all()
+        session.rollback()
+    attempted = 0
+    with httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
+        for delivery_id in due:
+            attempted += _attempt(sessions, client, policy, delivery_id)
+    return attempted
+
+
+def _attempt(sessions: sessionmaker[Session], client: httpx.Client, policy: RetryPolicy, delivery_id: int) -> bool:
+    """Lease the message, POST it, record the outcome; False if another deliverer has it."""
+    with sessions() as session:
+        now = utcnow()
+        leased = session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.next_attempt_at <= now)
+            .values(next_attempt_at=now + policy.lease)
+        ).rowcount == 1
+        session.commit()
+        if not leased:
+            return False
+        delivery = session.get(WebhookDelivery, delivery_id)
+        job = session.get(Job, delivery.job_id)
+        job_id, url, secret = job.id, job.webhook_url, job.webhook_secret
+        event, data, msg_id, attempt = delivery.event, delivery.data, delivery.message_id, delivery.attempts + 1
+        session.rollback()
+    outcome = _post(client, url, secret, event, data, msg_id)
+    done = outcome["ok"] or attempt >= policy.attempts
+    retry_at = utcnow() + timedelta(seconds=policy.first_delay * 2 ** (attempt - 1))
+    with sessions() as session:
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                        .values(attempts=attempt, next_attempt_at=None if done else retry_at))
+        add_event(session, job_id, "webhook", {"event": event, "webhook_id": msg_id, "attempt": attempt, **outcome})
+        session.commit()
+    return True
+
+
+def _post(client: httpx.Client, url: str, secret: str, event: str, data: dict[str, Any],
+          msg_id: str) -> dict[str, Any]:
+    # Signed per attempt: the timestamp must be fresh, the id stays the same.
+    headers, body = signed_request(secret, event, data, msg_id)
+    try:
+        response = client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": response.is_success, "status_code": response.status_code}
+
+
+class Deliverer:
+    """Runs `deliver_due` on a daemon thread: at once after `wake()`, else every `poll_seconds`.
+
+    Messages it has not delivered when the process ends stay in the outbox for the next one.
     """
 
-    def __init__(self, url: str, secret: str, events: list[str] | None,
-                 record: Callable[[dict[str, Any]], None], policy: RetryPolicy = RetryPolicy()) -> None:
-        self._url = url
-        self._secret = secret
-        self._wanted = wanted_events(events)
-        self._record = record
+    def __init__(self, sessions: sessionmaker[Session], policy: RetryPolicy = RetryPolicy(),
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self._sessions = sessions
         self._policy = policy
-        self._pending: deque[_Message] = deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self._closing = False
+        self._poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
         self._thread.start()
 
-    def send(self, event: str, data: dict[str, Any]) -> None:
-        """Queue a message of type `event` if the webhook asked for it; never blocks."""
-        if event not in self._wanted:
-            return
-        with self._cond:
-            if event == PROGRESS:
-                self._pending = deque(m for m in self._pending if m.event != PROGRESS)
-            self._pending.append(_Message(event, data, f"msg_{uuid.uuid4().hex}"))
-            self._cond.notify()
+    def wake(self) -> None:
+        self._wake.set()
 
-    def close(self, timeout: float) -> bool:
-        """Stop taking messages; wait up to `timeout` s for the queued ones to be delivered.
-
-        Returns True if all were. Otherwise the delivery thread goes on in the background
-        (the worker process outlives the job) and ends when its queue is empty.
-        """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-            while (self._pending or self._busy) and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
-            return not (self._pending or self._busy)
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                message = self._pending.popleft()
-                self._busy = True
+        while not self._stop.is_set():
             try:
-                self._deliver(message)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                attempted = deliver_due(self._sessions, self._policy)
+            except Exception:
+                # The database may be restarting: the messages wait in it.
+                log.exception("webhook delivery failed; retrying in %g s", ERROR_BACKOFF_SECONDS)
+                self._stop.wait(ERROR_BACKOFF_SECONDS)
+                continue
+            if not attempted:
+                self._wake.wait(self._poll_seconds)
+                self._wake.clear()
 
-    def _deliver(self, message: _Message) -> None:
-        with httpx.Client(timeout=self._policy.timeout, follow_redirects=False) as client:
-            for attempt in range(1, self._policy.attempts + 1):
-                outcome = self._attempt(client, message)
-                self._safe_record({"event": message.event, "webhook_id": message.msg_id,
-                                   "attempt": attempt, **outcome})
-                if outcome["ok"] or attempt == self._policy.attempts:
-                    return
-                time.sleep(self._policy.first_delay * 2 ** (attempt - 1))
 
-    def _attempt(self, client: httpx.Client, message: _Message) -> dict[str, Any]:
-        # Re-signed per attempt: the timestamp must be fresh, the id stays the same.
-        headers, body = signed_request(self._secret, message.event, message.data, message.msg_id)
-        try:
-            response = client.post(self._url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        return {"ok": response.is_success, "status_code": response.status_code}
+_deliverers: dict[tuple[int, str], Deliverer] = {}
+_deliverers_lock = threading.Lock()
 
-    def _safe_record(self, info: dict[str, Any]) -> None:
-        # Recording is best effort: a database hiccup must not kill the delivery thread.
-        try:
-            self._record(info)
-        except Exception:
-            log.exception("could not record webhook attempt %s", info)
+
+def deliverer(settings: Settings) -> Deliverer:
+    """This process's deliverer for `settings.database_url`, started on first use (a forked
+    child starts its own)."""
+    with _deliverers_lock:
+        key = (os.getpid(), settings.database_url)
+        if key not in _deliverers:
+            _deliverers[key] = Deliverer(worker_context(settings).sessions)
+        return _deliverers[key]

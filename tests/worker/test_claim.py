@@ -65,7 +65,7 @@ def test_stale_job_is_reclaimed_and_the_old_claim_is_fenced_off(settings, tenant
     with worker_context(settings).sessions() as session:
         assert heartbeat(session, old) is False
         assert cancel_requested(session, old) is True  # a lost claim means: stop
-        assert finish(session, old, "succeeded") is False
+        assert finish(session, old, "succeeded") is None
         session.rollback()
         assert heartbeat(session, new, progress_step=3, progress_total=10) is True
     assert load_job(settings, job_id).progress_step == 3
@@ -105,7 +105,7 @@ def test_finish_honours_a_cancel_requested_while_running(settings, tenant_id):
         session.execute(update(Job).where(Job.id == job_id).values(status="cancelling", cancel_requested=True))
         session.commit()
         assert cancel_requested(session, claim) is True
-        assert finish(session, claim, "succeeded", result={"x": 1}) is True
+        assert finish(session, claim, "succeeded", result={"x": 1}) == "cancelled"
         session.commit()
     job = load_job(settings, job_id)
     assert (job.status, job.result) == ("cancelled", None)

@@ -1,0 +1,59 @@
+"""A cancel that arrives after the engine finished, before the job is finished, keeps nothing."""
+
+import pytest
+from sqlalchemy import select
+
+import worker.jobs
+from app.artifacts import create_artifact_from_file
+from app.jobs import cancel_job
+from app.models import Artifact
+from app.storage import ArtifactStore
+from tests.worker.digits import digits_spec, write_digits_source
+from tests.worker.factories import event_types, load_job, make_job
+from worker.context import worker_context
+from worker.jobs import run_job
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digits_source(tmp_path_factory.mktemp("digits"))
+
+
+def _blobs(store: ArtifactStore) -> set[str]:
+    return {p.name for p in store.root.glob("??/??/*") if p.is_file()}
+
+
+def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenant_id, digits, monkeypatch):
+    store = ArtifactStore(settings.storage_dir)
+    with worker_context(settings).sessions() as session:
+        inputs = {role: create_artifact_from_file(session, tenant_id, path, path.name, None, store=store).id
+                  for role, path in {"theta0": digits.theta0, "thetaT": digits.theta_t,
+                                     "train": digits.train, "heldout": digits.heldout}.items()}
+        session.commit()
+    input_blobs = _blobs(store)
+    job_id = make_job(settings, tenant_id, spec=digits_spec(inputs, steps=2))
+    stored = []
+
+    def store_result_then_cancel(*args, **kwargs):
+        # The engine is done and the first result is being stored: the user cancels now,
+        # through the API's own function, on its own database session.
+        if not stored:
+            with worker_context(settings).sessions() as api_session:
+                assert cancel_job(api_session, tenant_id, job_id).status == "cancelling"
+        artifact = real_create(*args, **kwargs)
+        stored.append(artifact.sha256)
+        return artifact
+
+    real_create = worker.jobs.create_artifact_from_file
+    monkeypatch.setattr(worker.jobs, "create_artifact_from_file", store_result_then_cancel)
+
+    assert run_job(job_id, settings) == "cancelled"
+
+    job = load_job(settings, job_id)
+    assert (job.status, job.result, job.summary, job.error_code) == ("cancelled", None, None, None)
+    assert len(stored) >= 3  # every result file was written before finishing noticed the cancel
+    with worker_context(settings).sessions() as session:
+        assert session.scalars(select(Artifact.id).where(Artifact.producer_job_id == job_id)).all() == []
+    assert _blobs(store) == input_blobs  # the results' bytes are gone, the inputs' kept
+    types = event_types(settings, job_id)
+    assert types[-1] == "cancelled" and "succeeded" not in types
