@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import redis
 from kombu.exceptions import OperationalError
@@ -23,6 +24,8 @@ from worker.context import worker_context
 log = logging.getLogger(__name__)
 
 DISPATCH_MARKER = "trajx:dispatched:{job_id}"
+# How often the API process checks that its embedded worker is alive.
+WATCHDOG_SECONDS = 5.0
 
 
 def queue_for(spec: dict) -> str:
@@ -66,23 +69,50 @@ class EmbeddedRunner:
 
     The child polls the database itself; a line on its stdin only wakes it early
     (written without blocking: a busy child's full pipe just means it polls).
-    Closing its stdin (this process exiting) stops it after its current job.
+    Closing its stdin (this process exiting) stops it after its current job. A
+    watchdog thread restarts a child that died, so queued jobs do not wait for a wake-up.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, watchdog_seconds: float = WATCHDOG_SECONDS) -> None:
         self._settings = settings
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._watchdog_seconds = watchdog_seconds
+        self._watchdog: threading.Thread | None = None
+        self._stopped = True
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None else None
 
     def start(self) -> None:
-        """Start the child if it is not running (idempotent)."""
+        """Start the child if it is not running, and its watchdog (idempotent)."""
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._process = subprocess.Popen(
-                    [sys.executable, "-m", "worker.embedded", "--parent-pipe"],
-                    stdin=subprocess.PIPE, env={**os.environ, **settings_env(self._settings)},
-                )
-                os.set_blocking(self._process.stdin.fileno(), False)
+            self._stopped = False
+            self._spawn_if_dead()
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._watchdog = threading.Thread(target=self._watch, name="embedded-watchdog", daemon=True)
+                self._watchdog.start()
+
+    def _spawn_if_dead(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        if self._process is not None:
+            log.warning("embedded worker exited with %s; restarting it", self._process.returncode)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "worker.embedded", "--parent-pipe"],
+            stdin=subprocess.PIPE, env={**os.environ, **settings_env(self._settings)},
+        )
+        os.set_blocking(self._process.stdin.fileno(), False)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self._watchdog_seconds)
+            with self._lock:
+                if self._stopped:
+                    return
+                self._spawn_if_dead()
 
     def wake(self, job_id: str) -> None:
         """Tell the child a job is waiting (restarting it if it died)."""
@@ -93,12 +123,13 @@ class EmbeddedRunner:
             except BlockingIOError:
                 pass  # the child is busy and has wake-ups enough; it polls the database next
             except (BrokenPipeError, ValueError):
-                log.warning("embedded worker gone; it will be restarted on the next dispatch")
+                log.warning("embedded worker gone; its watchdog restarts it")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the child to hand its running job back to the queue and exit; kill it after `timeout`."""
         with self._lock:
             process, self._process = self._process, None
+            self._stopped = True
         if process is None:
             return
         process.stdin.close()

@@ -22,10 +22,12 @@ from pathlib import Path
 from app.settings import Settings, get_settings
 from worker.claim import claimable_job_ids, fail_exhausted
 from worker.context import worker_context
+from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+MAX_ERROR_BACKOFF_SECONDS = 30.0
 LOCK_RETRY_SECONDS = 0.5
 
 
@@ -78,6 +80,8 @@ def serve(settings: Settings, parent_fd: int | None) -> None:
 
     On SIGTERM/SIGINT the running job goes back to the queue at its next step check,
     so the next start resumes it at once instead of waiting for its heartbeat to go stale.
+    A database error (locked, restarting) is logged and retried with backoff; the job it
+    interrupted keeps a stale heartbeat and is run again.
     """
     shutdown = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,10 +90,19 @@ def serve(settings: Settings, parent_fd: int | None) -> None:
         if not locked:
             return
         log.info("embedded worker %d running jobs from %s", os.getpid(), settings.database_url)
+        deliverer(settings)  # webhooks of jobs finished anywhere, the API's cancels too
+        failures = 0
         while not shutdown.is_set():
-            while run_pending(settings, shutdown):
-                pass
-            if not _wait_for_wake(parent_fd, POLL_SECONDS):
+            wait = POLL_SECONDS
+            try:
+                while run_pending(settings, shutdown):
+                    pass
+                failures = 0
+            except Exception:
+                failures += 1
+                wait = min(POLL_SECONDS * 2 ** failures, MAX_ERROR_BACKOFF_SECONDS)
+                log.exception("embedded worker: running jobs failed; retrying in %g s", wait)
+            if not _wait_for_wake(parent_fd, wait):
                 return
 
 
