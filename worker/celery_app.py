@@ -42,6 +42,8 @@ def celery_config(settings: Settings) -> dict:
         # A killed child requeues its message; the DB attempt counter bounds the retries.
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # One job at a time per worker: a gpu worker owns its GPU (`-c` overrides it for cpu workers).
+        "worker_concurrency": 1,
         # A warm child runs job after job (a fresh child per job cost 3 s of start-up
         # before each job on the test machine); the task releases CUDA memory after each
         # job, and a child is replaced after 50 jobs or once it holds 4 GiB of host memory.

@@ -12,7 +12,7 @@ def test_celery_config_is_json_only_late_ack_and_prefetch_one():
         "json", "json", ["json"])
     assert config["task_ignore_result"] is True and config["result_backend"] is None
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
-    assert config["worker_prefetch_multiplier"] == 1
+    assert config["worker_prefetch_multiplier"] == 1 and config["worker_concurrency"] == 1
     assert config["worker_max_tasks_per_child"] == 50 and config["worker_max_memory_per_child"] == 4 * 1024**2
     assert [q.name for q in config["task_queues"]] == ["gpu", "cpu"]
     # Redelivery must wait longer than any job may run.
