@@ -17,12 +17,14 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.models import JOB_STATUSES, Artifact, Job
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 access_log = logging.getLogger("app.access")
+log = logging.getLogger("app.observability")
 _LOG_FIELDS = ("request_id", "job_id", "method", "path", "route", "status", "duration_ms", "tenant_id")
 
 
@@ -73,10 +75,17 @@ class _DatabaseCollector:
     def collect(self):
         jobs = GaugeMetricFamily("trajx_jobs", "Jobs by status", labels=["status"])
         stored = GaugeMetricFamily("trajx_artifact_bytes_stored", "Bytes in the store (each blob once)")
-        with self.sessions() as session:
-            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            blobs = select(Artifact.sha256, Artifact.size).where(Artifact.deleted_at.is_(None)).distinct().subquery()
-            total = session.scalar(select(func.coalesce(func.sum(blobs.c.size), 0)))
+        try:
+            with self.sessions() as session:
+                counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+                blobs = (select(Artifact.sha256, Artifact.size).where(Artifact.deleted_at.is_(None))
+                         .distinct().subquery())
+                total = session.scalar(select(func.coalesce(func.sum(blobs.c.size), 0)))
+        except SQLAlchemyError as exc:
+            # The request metrics still help while the database is down (/readyz reports that).
+            log.warning("metrics: the database gauges are left out: %s: %s", type(exc).__name__,
+                        str(exc).splitlines()[0])
+            return
         for status in JOB_STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         stored.add_metric([], total or 0)

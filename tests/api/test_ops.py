@@ -27,6 +27,21 @@ def test_readiness_fails_with_a_problem_when_the_database_is_gone(settings):
         assert client.get("/healthz").status_code == 200
 
 
+def test_metrics_without_a_database_serve_the_request_metrics(settings, caplog):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    unreachable = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:9/none"})
+    with TestClient(create_app(unreachable)) as client:
+        client.get("/healthz")
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert 'trajx_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in response.text
+    assert "trajx_jobs" not in response.text and "trajx_artifact_bytes_stored" not in response.text
+    assert any(r.name == "app.observability" and "database" in r.getMessage() for r in caplog.records)
+
+
 def test_metrics_count_requests_jobs_and_bytes(api, tenant):
     content = mlp_checkpoint()
     upload(api, tenant, content)
