@@ -80,7 +80,7 @@ class _JobRun:
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
         self._results_done = 0
-        self._result_blobs: list[str] = []
+        self._result_blobs: dict[str, Path] = {}  # sha256 -> the result file it came from
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
 
@@ -192,7 +192,10 @@ class _JobRun:
                 session.rollback()
                 self._drop_result_blobs()
                 raise
-            return self._finish(session, "succeeded", {"result": result, "summary": summary})
+            ended = self._finish(session, "succeeded", {"result": result, "summary": summary})
+        if ended == "succeeded":
+            self._restore_result_blobs()
+        return ended
 
     def _store_results(self, session: Session, out_dir: Path) -> dict[str, Any]:
         """Every result file becomes an artifact of the tenant; returns `job.result`."""
@@ -201,7 +204,7 @@ class _JobRun:
             artifact = create_artifact_from_file(session, self.tenant_id, path, name, self.claim.job_id,
                                                  store=self.ctx.store,
                                                  max_header_bytes=self.ctx.settings.max_header_bytes)
-            self._result_blobs.append(artifact.sha256)
+            self._result_blobs[artifact.sha256] = path
             return artifact.id
 
         targets = []
@@ -241,12 +244,28 @@ class _JobRun:
     def _drop_result_blobs(self) -> None:
         """Delete the blobs of result artifacts that were not committed, unless another
         artifact uses the same bytes (checked under the blob's lock, like a delete)."""
-        blobs, self._result_blobs = set(self._result_blobs), []
+        blobs, self._result_blobs = self._result_blobs, {}
         for sha256 in blobs:
             with self.ctx.store.lock(sha256), self.ctx.sessions() as session:
                 if not session.scalar(select(exists().where(Artifact.sha256 == sha256,
                                                             Artifact.deleted_at.is_(None)))):
                     self.ctx.store.delete(sha256)
+
+    def _restore_result_blobs(self) -> None:
+        """Put back any committed result's bytes that vanished before the commit.
+
+        Results are stored without holding their blobs' locks (several results can share
+        one lock file), so a user deleting another artifact with identical bytes could
+        remove the blob while our rows were still uncommitted. Now that the rows are
+        visible to any delete, restoring under the lock closes that window.
+        """
+        blobs, self._result_blobs = self._result_blobs, {}
+        for sha256, path in blobs.items():
+            with self.ctx.store.lock(sha256):
+                if not self.ctx.store.exists(sha256):
+                    log.warning("job %s: result blob %s was removed before commit; restored",
+                                self.claim.job_id, sha256)
+                    self.ctx.store.put_file(path)
 
     def _started(self) -> None:
         data = {"attempt": self.claim.attempt, "worker_id": self.claim.worker_id}
