@@ -45,6 +45,7 @@ def serve(
     from app.admin import ensure_local_key
     from app.main import create_app
     from app.migrate import upgrade
+    from app.observability import configure_logging
     from app.settings import Settings
 
     _embedded_environment(data_dir)
@@ -56,6 +57,7 @@ def serve(
     elif settings.local_key_path.exists():
         typer.echo(f"API key: {settings.local_key_path}", err=True)
     typer.echo(f"trajx API on http://{host}:{port} (data in {settings.data_dir})", err=True)
+    configure_logging(settings.log_level)  # before uvicorn's first lines, not at app startup
     try:
         # With the embedded dispatcher, create_app starts the worker process.
         # log_config=None: uvicorn's own records reach the app's JSON handler on the root
