@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from app.observability import configure_logging
 from app.settings import Settings, get_settings
 from worker.claim import claimable_job_ids, fail_exhausted
 from worker.context import worker_context
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pipe", action="store_true",
                         help="stop when stdin closes (set by the API process that started it)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(get_settings().log_level)  # the same JSON lines as the API
     serve(get_settings(), sys.stdin.fileno() if args.parent_pipe else None)
 
 

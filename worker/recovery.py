@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from app.dispatch import get_dispatcher
 from app.models import Job, JobEvent, utcnow
+from app.observability import configure_logging
 from app.settings import Settings, get_settings
 from worker.claim import add_event, claimable_job_ids, fail_exhausted
 from worker.context import worker_context
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--once", action="store_true", help="sweep once and exit")
     args = parser.parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_level)  # the same JSON lines as the API
     dispatcher = get_dispatcher(settings)
     webhooks = deliverer(settings)  # the outbox: messages of every job, whichever worker ended it
     while True:
