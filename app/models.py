@@ -180,7 +180,8 @@ class JobEvent(Base):
 class WebhookDelivery(Base):
     """A webhook message waiting to be delivered (the worker's durable outbox).
 
-    `next_attempt_at` is None once it was delivered or ran out of attempts.
+    A row is deleted once delivered or out of attempts (each attempt is also a `webhook`
+    job event), so the table holds only pending messages.
     """
 
     __tablename__ = "webhook_deliveries"

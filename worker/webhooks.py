@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import exists, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from standardwebhooks import Webhook
 
@@ -78,8 +78,7 @@ def deliver_due(sessions: sessionmaker[Session], policy: RetryPolicy = RetryPoli
         due = session.scalars(
             select(WebhookDelivery.id)
             .where(WebhookDelivery.next_attempt_at <= utcnow(),
-                   ~exists().where(earlier.job_id == WebhookDelivery.job_id, earlier.id < WebhookDelivery.id,
-                                   earlier.next_attempt_at.is_not(None)))
+                   ~exists().where(earlier.job_id == WebhookDelivery.job_id, earlier.id < WebhookDelivery.id))
             .order_by(WebhookDelivery.id).limit(limit)
         ).all()
         session.rollback()
@@ -111,8 +110,10 @@ def _attempt(sessions: sessionmaker[Session], client: httpx.Client, policy: Retr
     done = outcome["ok"] or attempt >= policy.attempts
     retry_at = utcnow() + timedelta(seconds=policy.first_delay * 2 ** (attempt - 1))
     with sessions() as session:
-        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                        .values(attempts=attempt, next_attempt_at=None if done else retry_at))
+        # A finished message leaves the outbox; the job's `webhook` events keep its history.
+        row = WebhookDelivery.id == delivery_id
+        session.execute(delete(WebhookDelivery).where(row) if done else
+                        update(WebhookDelivery).where(row).values(attempts=attempt, next_attempt_at=retry_at))
         add_event(session, job_id, "webhook", {"event": event, "webhook_id": msg_id, "attempt": attempt, **outcome})
         session.commit()
     return True

@@ -51,7 +51,7 @@ def _drain(sessions, policy=FAST, timeout=10.0) -> None:
     while time.monotonic() < deadline:
         deliver_due(sessions, policy)
         with sessions() as session:
-            if session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.next_attempt_at.is_not(None))) is None:
+            if session.scalar(select(WebhookDelivery.id)) is None:
                 return
         time.sleep(0.02)
     raise AssertionError("webhook messages still waiting")
@@ -99,6 +99,26 @@ def test_a_dead_receiver_costs_bounded_attempts(settings, tenant_id, sessions):
     attempts = _attempts(sessions, job_id)
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
     assert not any(a["ok"] for a in attempts) and all("error" in a for a in attempts)
+
+
+def test_finished_messages_leave_the_outbox(settings, tenant_id, sessions, receiver):
+    delivered = _webhook_job(settings, tenant_id, receiver.url)
+    given_up = _webhook_job(settings, tenant_id, "http://127.0.0.1:9/unreachable")
+    waiting = _webhook_job(settings, tenant_id, receiver.url)
+    _enqueue(sessions, delivered, "job.succeeded")
+    _enqueue(sessions, given_up, "job.failed")
+    _enqueue(sessions, waiting, "job.cancelled")
+    with sessions() as session:  # not due yet: stays
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.job_id == waiting)
+                        .values(next_attempt_at=utcnow() + timedelta(hours=1)))
+        session.commit()
+    for _ in range(FAST.attempts):
+        deliver_due(sessions, FAST)
+        time.sleep(FAST.first_delay * 2 ** FAST.attempts)
+    with sessions() as session:
+        assert session.scalars(select(WebhookDelivery.job_id)).all() == [waiting]
+    assert [a["ok"] for a in _attempts(sessions, delivered)] == [True]
+    assert len(_attempts(sessions, given_up)) == FAST.attempts
 
 
 def test_waiting_progress_messages_coalesce_into_the_newest(settings, tenant_id, sessions, receiver):
