@@ -25,12 +25,12 @@ from app.models import (
     is_id,
     utcnow,
 )
+from app.outbox import enqueue as enqueue_webhook
 from app.pagination import keyset_page
 from app.problems import ProblemError, field_path, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
 from trajx.errors import InvalidInput
 from trajx.spec import parse_job_spec
-from worker.outbox import enqueue as enqueue_webhook
 
 JOBS_PATH = "/v1/jobs"
 log = logging.getLogger("app.jobs")

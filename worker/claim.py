@@ -15,7 +15,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobEvent, utcnow
-from worker.outbox import enqueue
+from app.outbox import enqueue
 
 WORKER_LOST = "worker_lost"
 

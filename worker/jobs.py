@@ -24,13 +24,13 @@ from sqlalchemy.orm import Session
 
 from app.artifacts import create_artifact_from_file
 from app.models import Artifact, Job
+from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
 from trajx.errors import Cancelled, InvalidInput, TrajxError
 from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
-from worker.outbox import PROGRESS, enqueue
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)

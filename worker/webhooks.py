@@ -1,4 +1,4 @@
-"""Job webhooks: Standard Webhooks signing and delivery of the outbox (`worker.outbox`).
+"""Job webhooks: Standard Webhooks signing and delivery of the outbox (`app.outbox`).
 
 Each message is POSTed as `{"type": "job.succeeded", "timestamp": ..., "data": {...}}`
 with the `webhook-id` (stable across retries), `webhook-timestamp` and

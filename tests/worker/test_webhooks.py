@@ -12,11 +12,11 @@ from standardwebhooks import Webhook
 
 from app.jobs import cancel_job
 from app.models import JobEvent, WebhookDelivery, utcnow
+from app.outbox import enqueue
 from tests.worker.factories import make_job
 from tests.worker.receiver import WebhookReceiver
 from worker.claim import fail_exhausted
 from worker.context import worker_context
-from worker.outbox import enqueue
 from worker.webhooks import Deliverer, RetryPolicy, deliver_due, signed_request
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
