@@ -132,9 +132,12 @@ def delete_artifact(session: Session, store: ArtifactStore, tenant_id: str, arti
                            errors=[{"artifact": artifact.id, "message": f"used by job {in_use}"}])
     with store.lock(artifact.sha256):
         artifact.deleted_at = utcnow()
-        shared = session.scalar(select(exists().where(Artifact.sha256 == artifact.sha256,
-                                                      Artifact.deleted_at.is_(None),
-                                                      Artifact.id != artifact.id)))
+        shared = blob_in_use(session, artifact.sha256)  # autoflush: this one no longer counts
         session.commit()
         if not shared:
             store.delete(artifact.sha256)
+
+
+def blob_in_use(session: Session, sha256: str) -> bool:
+    """Whether a live artifact references blob `sha256`; ask under the blob's lock."""
+    return bool(session.scalar(select(exists().where(Artifact.sha256 == sha256, Artifact.deleted_at.is_(None)))))

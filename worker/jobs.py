@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.artifacts import create_artifact_from_file
+from app.artifacts import blob_in_use, create_artifact_from_file
 from app.models import Artifact, Job
 from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
@@ -247,8 +247,7 @@ class _JobRun:
         blobs, self._result_blobs = self._result_blobs, {}
         for sha256 in blobs:
             with self.ctx.store.lock(sha256), self.ctx.sessions() as session:
-                if not session.scalar(select(exists().where(Artifact.sha256 == sha256,
-                                                            Artifact.deleted_at.is_(None)))):
+                if not blob_in_use(session, sha256):
                     self.ctx.store.delete(sha256)
 
     def _restore_result_blobs(self) -> None:
