@@ -53,10 +53,11 @@ class TargetResult:
     trajectory: list[Tensors] | None = None
 
 
+# The Timings seconds a stopwatch measures, per step as well as in total.
+_MEASURED_SECONDS = ("gradient_seconds", "matching_seconds", "evaluation_seconds")
 # Seconds every step's metrics hold. `source_gradient_seconds` is the step's source-side
 # gradient work, shared by all targets of the ensemble (counted once in Timings).
-STEP_TIMING_KEYS = ("gradient_seconds", "source_gradient_seconds", "matching_seconds",
-                    "evaluation_seconds")
+STEP_TIMING_KEYS = (*_MEASURED_SECONDS, "source_gradient_seconds")
 
 
 @dataclass
@@ -148,8 +149,7 @@ class _Stopwatch:
     def take_step(self) -> dict[str, float]:
         """Seconds per Timings attribute since the last call (0.0 where nothing ran)."""
         step, self._step = self._step, {}
-        return {key: step.get(key, 0.0)
-                for key in ("gradient_seconds", "matching_seconds", "evaluation_seconds")}
+        return {key: step.get(key, 0.0) for key in _MEASURED_SECONDS}
 
 
 class _Tracker:
