@@ -151,6 +151,8 @@ class _AxisTracer(fx.Interpreter):
         Those parameters: the ones in a group the op cuts (a set that would have been a
         group without it), and the op module's own state (tracing never sees inside it).
         """
+        if not self._opaque:
+            return
         params_of = self._params_by_root()
         for op in self._opaque:
             roots = {self.axes.find(e)[0] for e in op.endpoints}
