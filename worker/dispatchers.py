@@ -79,7 +79,6 @@ class EmbeddedRunner:
         self._lock = threading.Lock()
         self._watchdog_seconds = watchdog_seconds
         self._watchdog: threading.Thread | None = None
-        self._stopped = True
 
     @property
     def pid(self) -> int | None:
@@ -89,7 +88,6 @@ class EmbeddedRunner:
     def start(self) -> None:
         """Start the child if it is not running, and its watchdog (idempotent)."""
         with self._lock:
-            self._stopped = False
             self._spawn_if_dead()
             if self._watchdog is None or not self._watchdog.is_alive():
                 self._watchdog = threading.Thread(target=self._watch, name="embedded-watchdog", daemon=True)
@@ -110,7 +108,7 @@ class EmbeddedRunner:
         while True:
             time.sleep(self._watchdog_seconds)
             with self._lock:
-                if self._stopped:
+                if self._process is None:  # stopped
                     return
                 self._spawn_if_dead()
 
@@ -129,7 +127,6 @@ class EmbeddedRunner:
         """Ask the child to hand its running job back to the queue and exit; kill it after `timeout`."""
         with self._lock:
             process, self._process = self._process, None
-            self._stopped = True
         if process is None:
             return
         process.stdin.close()
