@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.models import ARTIFACT_ID_PREFIX, Artifact, is_id
 from app.problems import ProblemError
+from trajx.checkpoint_names import mismatch_hint
 
 # Result checkpoints (a previous job's `last`/`best`) may seed another transfer.
 CHECKPOINT_KINDS = ("checkpoint", "result")
@@ -79,6 +80,9 @@ def _check_checkpoints_agree(checkpoints: dict[str, Artifact]) -> None:
             else:
                 message = (f"tensor {name!r} has shape {mine} in spec.{field} ({artifact.id}) but "
                            f"{theirs} in spec.{reference_field} ({reference.id})")
+            if mine is None or theirs is None:
+                message += mismatch_hint(sorted(expected.keys() - shapes.keys()),
+                                         sorted(shapes.keys() - expected.keys()))
             raise ProblemError(422, "checkpoint_mismatch", message,
                                errors=[{"field": f"spec.{field}", "artifact": artifact.id, "tensor": name,
                                         "message": message}])

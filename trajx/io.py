@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from trajx.checkpoint_names import mismatch_hint
 from trajx.engine.batches import Dataset
 from trajx.errors import InvalidInput
 
@@ -54,7 +55,8 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     if missing or extra:
         raise InvalidInput(
             f"{what}: parameter names do not match the architecture; "
-            f"missing: {missing or 'none'}; unexpected: {extra or 'none'}",
+            f"missing: {missing or 'none'}; unexpected: {extra or 'none'}."
+            + mismatch_hint(missing, extra),
             code="checkpoint_mismatch", artifact=what, missing=missing, unexpected=extra)
     out = {}
     for name, reference in expected.items():
