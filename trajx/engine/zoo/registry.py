@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from trajx.engine.zoo.plugins import pick_up_new_installs
 from trajx.errors import InvalidInput
 
 ENTRY_POINT_GROUP = "trajx.architectures"
@@ -61,6 +62,7 @@ def load_entry_points(points: list[EntryPoint] | None = None) -> list[str]:
     InvalidInput(code="invalid_architecture_plugin") naming it.
     """
     if points is None:
+        pick_up_new_installs()  # a package installed since start-up is found without a restart
         points = list(entry_points(group=ENTRY_POINT_GROUP))
     added = []
     for point in points:
