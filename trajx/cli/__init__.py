@@ -1,7 +1,8 @@
 """`trajx` console command.
 
 Commands live in one module per concern and register on `trajx.cli.app.app`:
-`local` (run/init/describe: the engine on this machine), `remote` (the HTTP
+`local` (run/init/describe: the engine on this machine), `export` (a user's
+model as a program), `remote` (the HTTP
 client for people and CI), `server` (serve the embedded default, admin).
 Importing the CLI never imports torch; commands that need it import it late.
 """
@@ -10,7 +11,7 @@ import importlib
 
 from trajx.cli.app import app
 
-_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.remote", "trajx.cli.server")
+_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.export", "trajx.cli.remote", "trajx.cli.server")
 
 
 def main() -> None:

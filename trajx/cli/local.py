@@ -140,23 +140,32 @@ def describe(arch: ArchOpt, config: ConfigOpt,
         spec = derive_spec(model, example_input(arch, parsed))
     except TrajxError as exc:
         raise _fail(exc.message, _exit_code(exc)) from None
+    print_description(describe_model(model, spec, {"arch": arch, "config": parsed}), as_json, title=arch)
+
+
+def describe_model(model: Any, spec: Any, header: dict[str, Any]) -> dict[str, Any]:
+    """Tensors (name, shape, dtype, group per axis) and permutation groups of `model`."""
     groups = spec.to_json()
     parameters = [{"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
                    "groups": groups.get(name, [None] * tensor.ndim)}
                   for name, tensor in model.state_dict().items()]
-    description = {"arch": arch, "config": parsed, "parameters": parameters,
-                   "groups": [{"name": g.name, "size": g.size, "axes": len(g.axes)} for g in spec.groups]}
+    return {**header, "parameters": parameters,
+            "groups": [{"name": g.name, "size": g.size, "axes": len(g.axes)} for g in spec.groups]}
+
+
+def print_description(description: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
         typer.echo(json.dumps(description))
         return
+    parameters = description["parameters"]
     console = Console()
-    params_table = Table(title=f"{arch}: {len(parameters)} tensors")
+    params_table = Table(title=f"{title}: {len(parameters)} tensors")
     for column in ("name", "shape", "dtype", "groups per axis"):
         params_table.add_column(column, overflow="fold")  # names must stay whole to be copied
     for p in parameters:
         params_table.add_row(p["name"], str(p["shape"]), p["dtype"],
                              ", ".join("-" if g is None else g for g in p["groups"]))
-    groups_table = Table(title=f"{len(spec.groups)} permutation groups")
+    groups_table = Table(title=f"{len(description['groups'])} permutation groups")
     for column in ("group", "units", "axes"):
         groups_table.add_column(column, overflow="fold")
     for g in description["groups"]:
