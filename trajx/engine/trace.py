@@ -59,8 +59,9 @@ def export_model(model: nn.Module, example_input: torch.Tensor) -> ExportedProgr
             return torch.export.export(model, (like_model(model, example_input),), strict=False)
         except Exception as exc:  # export raises many types for what it cannot capture
             raise UnsupportedModel(
-                f"cannot export {type(model).__name__} with torch.export ({type(exc).__name__}: "
-                f"{str(exc)[:500]}); give an explicit permutation_spec naming every tensor",
+                f"cannot export {type(model).__name__} with torch.export.export ({type(exc).__name__}: "
+                f"{(str(exc).strip().splitlines() or [''])[0][:300]}); give an explicit "
+                "permutation_spec naming every tensor",
                 code="untraceable", op="torch.export.export", node=type(model).__name__,
             ) from exc
 
