@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
+from tests.engine.invariance import assert_invariant
 from trajx.engine.matching import PairBank, match
 from trajx.engine.permspec import apply_permutation, spec_from_param_groups
 from trajx.engine.trace import check_spec, derive_spec
@@ -39,31 +40,13 @@ def _zoo(case: str) -> tuple[nn.Module, torch.Tensor]:
     return build_model(name, ZOO[case]), example_input(name, ZOO[case], batch=3)
 
 
-def _assert_invariant(model: nn.Module, spec, x: torch.Tensor, seed: int = 0) -> None:
-    """Permute every group at random, reload the model and compare outputs in float32."""
-    model.eval()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    with torch.no_grad():
-        # non-trivial BatchNorm statistics, so a wrongly permuted buffer shows
-        for key, value in state.items():
-            if key.endswith("running_var"):
-                value.uniform_(0.5, 2.0)
-            elif key.endswith("running_mean"):
-                value.normal_()
-        model.load_state_dict(state)
-        reference = model(x)
-        perm = spec.random(torch.Generator().manual_seed(seed))
-        model.load_state_dict(apply_permutation(spec, perm, state))
-        assert torch.allclose(model(x), reference, rtol=1e-4, atol=1e-5)
-
-
 @pytest.mark.parametrize("case", sorted(ZOO))
 def test_zoo_models_get_a_spec_that_leaves_outputs_unchanged(case):
     model, x = _zoo(case)
     spec = derive_spec(model, x)
     assert len(spec.groups) == EXPECTED_GROUPS[case]
     assert set(spec.param_groups) == set(model.state_dict())
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 def test_mlp_groups_leave_input_and_output_axes_fixed():
@@ -159,7 +142,7 @@ def test_adversarial_graph_is_derived_conservatively_and_correctly():
     assert groups["proj.weight"][0] is None  # sliced by h[:, :5]
     assert groups["inner.weight"][0] is not None  # the residual branch's hidden layer survives
     assert groups["side.weight"] == (None, None) and groups["weight"] == (None, None)
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 class _SDPAEncoder(nn.Module):
@@ -191,7 +174,7 @@ def test_fused_qkv_heads_move_alike_in_q_k_and_v(causal):
     assert heads.size == 2
     assert spec.to_json()["qkv.weight"] == [f"3*{heads.name}*4", None]
     assert spec.to_json()["out.weight"] == [None, f"{heads.name}*4"]
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 class _NanoGPTBlock(nn.Module):
@@ -234,7 +217,7 @@ def test_split_fused_projections_keep_their_cut_axis_fixed_and_the_rest_free(spl
     assert spec.tile("c_attn.weight", 0) == 3 and spec.repeat("c_attn.weight", 0) == 4
     assert groups["ln_2.bias"] == (stream,) and groups["c_proj.weight"] == (stream, heads)
     assert groups["c_fc.weight"][0] not in (None, stream, heads)
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 class _SDPAHeads(nn.Module):
@@ -256,7 +239,7 @@ def test_scaled_dot_product_attention_moves_whole_heads():
     heads = spec.param_groups["q.weight"][0]
     assert spec.param_groups["v.bias"] == (heads,) and spec.param_groups["out.weight"] == (None, heads)
     assert spec.group(heads).size == 2 and spec.repeat("out.weight", 1) == 4
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 class _GroupNormStack(nn.Module):
@@ -282,7 +265,7 @@ def test_group_norm_permutes_channels_only_when_groups_allow(groups, permuted):
     # conv2's channels are the inner axis of a stat-major flatten: they move alike in both stats
     channels = spec.param_groups["conv2.weight"][0]
     assert spec.to_json()["head.weight"] == [None, f"2*{channels}"]
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 class _MeanHead(nn.Module):
@@ -461,7 +444,7 @@ def test_an_explicit_spec_naming_what_an_opaque_op_cuts_completes_the_model():
                                   "fc2.weight": ["P_fc2.weight_0", None]})
     assert [g.name for g in spec.groups] == ["P_fc2.weight_0"]
     assert spec.param_groups["fc2.bias"] == ("P_fc2.weight_0",)
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 def test_an_opaque_op_before_the_output_cuts_the_head_off_it():
@@ -472,7 +455,7 @@ def test_an_opaque_op_before_the_output_cuts_the_head_off_it():
     assert info.value.details["uncovered"] == ["head.bias", "head.weight"]
     spec = derive_spec(model, x, {"head.weight": [None, "P_fc2.weight_0"], "head.bias": [None]})
     assert [g.name for g in spec.groups] == ["P_fc1.weight_0", "P_fc2.weight_0"]
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 class _CumsumWeight(nn.Module):
@@ -564,7 +547,7 @@ def test_random_small_architectures_always_get_a_proven_spec(hidden, norm, activ
         # a group per hidden layer, except width-1 layers which have nothing to permute
         widths = hidden if name == "mlp" else channels + hidden[:1]
         assert len(spec.groups) == sum(w > 1 for w in widths)
-        _assert_invariant(model, spec, x)
+        assert_invariant(model, spec, x)
 
 
 class _Regrouped(nn.Module):
@@ -588,7 +571,7 @@ def test_regrouping_a_flattened_axis_yields_a_coarser_group():
     (group,) = spec.groups
     assert group.size == 2
     assert spec.repeat("conv.weight", 0) == 2 and spec.repeat("fc.weight", 1) == 1
-    _assert_invariant(model, spec, x)
+    assert_invariant(model, spec, x)
 
 
 class _GroupedConv(nn.Module):

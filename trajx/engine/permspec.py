@@ -22,6 +22,8 @@ from functools import cached_property
 
 import torch
 
+from trajx.errors import UnsupportedModel
+
 Permutation = dict[str, torch.Tensor]
 StateDict = Mapping[str, torch.Tensor]
 
@@ -86,12 +88,31 @@ class PermutationSpec:
     def to_json(self) -> dict[str, list[str | None]]:
         """`param -> group per axis`, written `"[tile*]group[*repeat]"`."""
         return {
-            name: [_json_group(g, self.repeat(name, dim), self.tile(name, dim)) for dim, g in enumerate(axes)]
+            name: [format_group_ref(g, self.repeat(name, dim), self.tile(name, dim)) for dim, g in enumerate(axes)]
             for name, axes in self.param_groups.items()
         }
 
 
-def _json_group(group: str | None, repeat: int, tile: int) -> str | None:
+def require_groups(spec: PermutationSpec, method: str) -> None:
+    """Refuse a matching method on a spec with no permutation group: its result would be
+    exactly the Naive one. Raises UnsupportedModel(code="no_permutation_groups") naming
+    what fixed the axes that could have moved (`spec.fixed_axes`)."""
+    if spec.groups:
+        return
+    # ops first: the model's own inputs and outputs fix axes in every model
+    reasons = sorted(spec.fixed_axes.items(), key=lambda item: "the model's" in item[1])
+    shown = "; ".join(f"{axis}: {why}" for axis, why in reasons[:6])
+    more = f" (and {len(spec.fixed_axes) - 6} more)" if len(spec.fixed_axes) > 6 else ""
+    what = f"what fixed them: {shown}{more}" if shown else "no parameter axis can move"
+    raise UnsupportedModel(
+        f"method {method!r} needs at least one permutation group, but every parameter axis of "
+        f"this model stays in place ({what}); use method 'naive' or give an explicit "
+        "permutation_spec", code="no_permutation_groups", method=method,
+        fixed_axes=dict(spec.fixed_axes))
+
+
+def format_group_ref(group: str | None, repeat: int = 1, tile: int = 1) -> str | None:
+    """The JSON reference `"[tile*]group[*repeat]"` (None for a fixed axis)."""
     if group is None:
         return None
     return f"{f'{tile}*' if tile != 1 else ''}{group}{f'*{repeat}' if repeat != 1 else ''}"

@@ -30,7 +30,7 @@ from torch.export import ExportedProgram
 
 from trajx.engine.axis_links import AtomUnion, AxisMismatch, Call, Endpoint, Links, TensorRef
 from trajx.engine.explicit import merge_explicit, names_every_entry
-from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
+from trajx.engine.permspec import PermutationSpec, format_group_ref, spec_from_param_groups
 from trajx.engine.selfcheck import check_spec, eval_mode, like_model
 from trajx.engine.trace_ops import HANDLERS, SPLITTING
 from trajx.errors import InvalidInput, UnsupportedModel
@@ -340,7 +340,7 @@ def _groups_from_axes(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]
             name = names.setdefault(axes.root(leaves[at]), f"P_{param}_{dim}")
             tile = math.prod(axes.atom_size(a) for a in leaves[:at])
             repeat = math.prod(axes.atom_size(a) for a in leaves[at + 1:])
-            entry.append(f"{f'{tile}*' if tile != 1 else ''}{name}{f'*{repeat}' if repeat != 1 else ''}")
+            entry.append(format_group_ref(name, repeat, tile))
         refs[param] = tuple(entry)
     return refs, fixed
 
