@@ -35,6 +35,7 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
         "aten.logical_or.default", "aten.logical_xor.default", "aten.bitwise_and.Scalar",
         "aten.bitwise_and.Tensor", "aten.bitwise_not.default", "aten.bitwise_or.Scalar",
         "aten.bitwise_or.Tensor", "aten.bitwise_xor.Scalar", "aten.bitwise_xor.Tensor",
+        "aten.__and__.Tensor", "aten.__or__.Tensor", "aten.__xor__.Tensor",
         "aten.isinf.default", "aten.isnan.default", "aten.masked_fill.Scalar",
         "aten.masked_fill.Tensor", "aten.masked_fill_.Scalar", "aten.add_.Tensor", "aten.sub_.Tensor",
         "aten.mul_.Tensor", "aten.div_.Tensor", "aten.relu_.default", "aten.gelu_.default",
@@ -45,6 +46,8 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
         "aten._softmax.default", "aten._log_softmax.default", "aten.softmax.int",
         "aten.log_softmax.int",
     ),
+    # running sums and differences along `dim`: that axis keeps its order, the others move
+    "along_dim": ("aten.cumsum.default", "aten.cumprod.default", "aten.diff.default"),
     "first_only": ("aten.expand.default", "aten.expand_as.default", "aten.type_as.default"),
     "reduction": (
         "aten.mean.dim", "aten.mean.default", "aten.sum.dim_IntList", "aten.sum.default",
@@ -91,7 +94,7 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
     "fix_all": (
         "aten.arange.default", "aten.arange.start", "aten.arange.start_step", "aten.triu.default",
         "aten.tril.default", "aten.lift_fresh_copy.default", "aten.index.Tensor",
-        "aten.index_select.default", "aten._local_scalar_dense.default",
+        "aten.index_select.default", "aten.gather.default", "aten._local_scalar_dense.default",
     ),
     # checks on a tensor's dtype or shape that return nothing
     "no_result": ("aten._assert_tensor_metadata.default",),
@@ -104,8 +107,8 @@ _RANDOM = "random or uninitialized values"
 _REFUSED_OPS: dict[str, tuple[str, ...]] = {
     _ORDER: (
         "aten.argmax.default", "aten.argmin.default", "aten.max.dim", "aten.min.dim",
-        "aten.cumsum.default", "aten.sort.default", "aten.topk.default", "aten.flip.default",
-        "aten.diagonal.default", "aten.nonzero.default", "aten.gather.default",
+        "aten.sort.default", "aten.topk.default", "aten.flip.default",
+        "aten.diagonal.default", "aten.nonzero.default",
         "aten.scatter.src", "aten.scatter.value", "aten.scatter_add.default",
         "aten.scatter_reduce.two", "aten.index_put.default", "aten.masked_scatter.default",
         "aten.select_scatter.default", "aten.slice_scatter.default", "aten.as_strided.default",

@@ -405,8 +405,8 @@ def test_malformed_explicit_spec_is_invalid_input(explicit, words):
     assert words in info.value.message
 
 
-class _WithCumsum(nn.Module):
-    """A cumulative sum over hidden features (no rule: it depends on their order)."""
+class _WithOpaqueOp(nn.Module):
+    """Hidden features reversed (flip has no rule: it depends on their order)."""
 
     def __init__(self, at_output: bool = False) -> None:
         super().__init__()
@@ -418,28 +418,28 @@ class _WithCumsum(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.fc1(x))
         if not self.at_output:
-            h = torch.cumsum(h, dim=-1)
+            h = torch.flip(h, dims=(-1,))
         out = self.head(torch.relu(self.fc2(h)))
-        return torch.cumsum(out, dim=-1) if self.at_output else out
+        return torch.flip(out, dims=(-1,)) if self.at_output else out
 
 
 def test_an_empty_explicit_spec_does_not_let_an_op_cut_a_group_silently():
-    model, x = _WithCumsum(), torch.randn(2, 4)
+    model, x = _WithOpaqueOp(), torch.randn(2, 4)
     with pytest.raises(UnsupportedModel) as strict:
         derive_spec(model, x)
-    assert strict.value.details["op"] == "aten.cumsum.default"
+    assert strict.value.details["op"] == "aten.flip.default"
     for explicit in ({}, {"fc1.weight": [None, None], "fc1.bias": [None]}):
         with pytest.raises(UnsupportedModel) as info:
             derive_spec(model, x, explicit)
         error = info.value
-        assert error.code == "unsupported_op" and error.details["op"] == "aten.cumsum.default"
-        # fc1's hidden units feed the cumsum, fc2 reads its output: both would stay unpermuted.
+        assert error.code == "unsupported_op" and error.details["op"] == "aten.flip.default"
+        # fc1's hidden units feed the flip, fc2 reads its output: both would stay unpermuted.
         assert error.details["uncovered"] == sorted({"fc1.weight", "fc1.bias", "fc2.weight"} - set(explicit))
         assert "fc2.weight" in error.message
 
 
 def test_an_explicit_spec_naming_what_an_opaque_op_cuts_completes_the_model():
-    model, x = _WithCumsum(), torch.randn(2, 4)
+    model, x = _WithOpaqueOp(), torch.randn(2, 4)
     spec = derive_spec(model, x, {"fc1.weight": [None, None], "fc1.bias": [None],
                                   "fc2.weight": ["P_fc2.weight_0", None]})
     assert [g.name for g in spec.groups] == ["P_fc2.weight_0"]
@@ -449,7 +449,7 @@ def test_an_explicit_spec_naming_what_an_opaque_op_cuts_completes_the_model():
 
 def test_an_opaque_op_before_the_output_cuts_the_head_off_it():
     # Tracing cannot tell whether the op keeps the class order: the head must be named.
-    model, x = _WithCumsum(at_output=True), torch.randn(2, 4)
+    model, x = _WithOpaqueOp(at_output=True), torch.randn(2, 4)
     with pytest.raises(UnsupportedModel) as info:
         derive_spec(model, x, {})
     assert info.value.details["uncovered"] == ["head.bias", "head.weight"]
@@ -458,7 +458,7 @@ def test_an_opaque_op_before_the_output_cuts_the_head_off_it():
     assert_invariant(model, spec, x)
 
 
-class _CumsumWeight(nn.Module):
+class _FlipWeight(nn.Module):
     """An opaque op reading a parameter directly: what it does to that parameter is unknown."""
 
     def __init__(self) -> None:
@@ -468,11 +468,11 @@ class _CumsumWeight(nn.Module):
         self.head = nn.Linear(6, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.fc(x)) + torch.cumsum(self.mix, dim=0).sum(0))
+        return self.head(torch.relu(self.fc(x)) + torch.flip(self.mix, dims=(0,)).sum(0))
 
 
 def test_an_opaque_op_must_have_the_parameters_it_reads_named():
-    model, x = _CumsumWeight(), torch.randn(2, 4)
+    model, x = _FlipWeight(), torch.randn(2, 4)
     with pytest.raises(UnsupportedModel) as info:
         derive_spec(model, x, {"fc.weight": [None, None], "fc.bias": [None], "head.weight": [None, None]})
     assert info.value.details["uncovered"] == ["mix"]

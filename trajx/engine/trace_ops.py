@@ -76,6 +76,14 @@ def reduction(call: Call) -> Links:
     return links
 
 
+def along_dim(call: Call) -> Links:
+    """cumsum / cumprod / diff along `dim`: that axis is fixed (the result depends on its
+    order), the others joined; `prepend`/`append` tensors join like the input."""
+    links = elementwise(call)
+    dim = call.arg("dim") % call.out.ndim
+    return links.fix(call.out.axis(dim), *(t.axis(dim) for t in call.tensors() if t.ndim == call.out.ndim))
+
+
 def constant(call: Call) -> Links:
     """ones / zeros / full (and their _like forms): all entries equal, so no axis is tied."""
     return Links()
@@ -379,7 +387,7 @@ def _pooling(spatial: int) -> Handler:
 
 
 HANDLERS: dict[str, Handler] = {
-    "elementwise": elementwise, "first_only": first_only, "reduction": reduction,
+    "elementwise": elementwise, "along_dim": along_dim, "first_only": first_only, "reduction": reduction,
     "constant": constant, "fix_all": fix_all, "no_result": no_result,
     "reshape": reshape, "transpose": transpose, "permute": permute, "cat": cat, "stack": stack,
     "split": split, "unbind": unbind, "select": select, "slice": slice_, "getitem": getitem,
