@@ -28,7 +28,13 @@ from trajx.engine.batches import BatchSampler, Dataset, task_loss
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import MatchResult, PairBank, match
 from trajx.engine.metrics import evaluate
-from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, apply_permutation, require_groups
+from trajx.engine.permspec import (
+    Permutation,
+    PermutationSpec,
+    StateDict,
+    apply_permutation,
+    require_groups,
+)
 from trajx.engine.schedule import plan_trajectory
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
 from trajx.spec import TransferParams
