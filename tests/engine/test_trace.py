@@ -594,3 +594,17 @@ def test_a_bfloat16_model_is_traced_and_checked_from_a_float32_example():
     model, x = _zoo("resnet")
     expected = derive_spec(model, x).to_json()
     assert derive_spec(model.to(torch.bfloat16), x).to_json() == expected
+
+
+def test_a_rule_that_cannot_read_its_call_is_a_named_refusal_not_a_crash(monkeypatch):
+    from trajx.engine import trace_ops
+
+    def confused(call):
+        raise AttributeError("'NoneType' object has no attribute 'axis'")
+
+    monkeypatch.setitem(trace_ops.HANDLERS, "linear", confused)
+    model, x = _zoo("mlp")
+    with pytest.raises(UnsupportedModel) as info:
+        derive_spec(model, x)
+    assert info.value.code == "unsupported_op" and info.value.details["op"] == "aten.linear.default"
+    assert "cannot read this call (AttributeError" in info.value.message

@@ -44,7 +44,7 @@ GroupRefs = tuple[str | None, ...]
 
 def op_name(target: Any) -> str:
     """The operator's name as `trajx.op_table` spells it: "aten.linear.default", "_operator.getitem"."""
-    if isinstance(target, torch._ops.OpOverload):
+    if isinstance(target, (torch._ops.OpOverload, str)):  # a str: get_attr's attribute name
         return str(target)
     if isinstance(target, torch._ops.HigherOrderOperator):
         return f"higher_order.{target.name()}"
@@ -184,6 +184,9 @@ class _GraphLinks:
                 reason = exc.details.get("reason", exc.message)
             except AxisMismatch as exc:
                 reason = f"its rule does not fit: {exc}"
+            except (TypeError, AttributeError, IndexError, KeyError, ValueError) as exc:
+                # an argument of a form the rule never met (an uploaded graph may hold anything)
+                reason = f"its rule cannot read this call ({type(exc).__name__}: {exc})"
         if self._covered is None:
             raise _refusal(node, reason)
         # Linked later: which groups it cuts is only known once the whole graph is.
