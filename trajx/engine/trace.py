@@ -348,11 +348,12 @@ def _groups_from_axes(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]
     return refs, fixed
 
 
-def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[str] | None
-            ) -> tuple[dict[str, GroupRefs], dict[str, str]]:
+def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[str] | None,
+            program: ExportedProgram | None) -> tuple[dict[str, GroupRefs], dict[str, str]]:
     state = model.state_dict()
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    walk = _GraphLinks(export_model(model, example_input), list(state), covered)
+    program = program if program is not None else export_model(model, example_input)
+    walk = _GraphLinks(program, list(state), covered)
     walk.add_state(shapes)
     walk.run()
     walk.join_aliases(_aliases(state))
@@ -362,24 +363,29 @@ def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[s
 
 
 def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
-                        covered: Collection[str] | None = None) -> dict[str, GroupRefs]:
-    """Export `model` on `example_input`: `state-dict name -> group reference per axis`.
+                        covered: Collection[str] | None = None, *,
+                        program: ExportedProgram | None = None) -> dict[str, GroupRefs]:
+    """Export `model` on `example_input` (or read `program`, its export):
+    `state-dict name -> group reference per axis`.
 
     `covered`: the state-dict names an explicit spec sets; an op without a rule is then
     opaque if every parameter it would leave unpermuted is among them. No self-check
     (see `derive_spec`). Raises UnsupportedModel (code "unsupported_op" naming op, node
     and module, plus `uncovered` names for an opaque op; or "untraceable").
     """
-    return _derive(model, example_input, covered)[0]
+    return _derive(model, example_input, covered, program)[0]
 
 
 def derive_spec(model: nn.Module, example_input: torch.Tensor,
                 explicit: Mapping[str, Sequence[str | None]] | None = None, *,
-                generator: torch.Generator | None = None) -> PermutationSpec:
+                generator: torch.Generator | None = None,
+                program: ExportedProgram | None = None) -> PermutationSpec:
     """The permutation spec of `model`, derived from its exported graph and proven by `check_spec`.
 
     `example_input` is one input batch (moved to the model's device and float dtype);
     the model's parameters, buffers and train/eval modes are left as they were.
+    `program`: the model's `torch.export` program when it already exists (an uploaded
+    one, with `program.module()` as `model`); it is read instead of exporting again.
 
     `explicit` (`state-dict name -> group per axis`, the job spec's JSON) overrides the
     derived entries it names; one naming every state-dict entry is used as it is, without
@@ -395,7 +401,7 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
     if explicit is not None and names_every_entry(explicit, shapes):
         refs, fixed = {}, {}
     else:
-        refs, fixed = _derive(model, example_input, None if explicit is None else set(explicit))
+        refs, fixed = _derive(model, example_input, None if explicit is None else set(explicit), program)
     if explicit is not None:
         refs = merge_explicit(refs, explicit, shapes)
         fixed = {k: v for k, v in fixed.items() if k.rsplit("[", 1)[0] not in explicit}
