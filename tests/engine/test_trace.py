@@ -28,10 +28,15 @@ ZOO = {
     "transformer": {"d_model": 16, "num_heads": 4, "num_layers": 2, "image_size": 8},
     "transformer-cls-tokens": {"input": "tokens", "d_in": 5, "seq_len": 6, "d_model": 8,
                                "num_heads": 2, "num_layers": 1, "pool": "cls"},
+    "transformer-fused": {"d_model": 16, "num_heads": 4, "num_layers": 2, "image_size": 8,
+                          "attention": "fused"},
+    "transformer-multihead": {"d_model": 16, "num_heads": 4, "num_layers": 2, "image_size": 8,
+                              "attention": "multihead"},
 }
 # residual streams + per-block groups: resnet-20 3 + 9, resnet-18 4 + 8; transformer 1 + 2 per layer
 EXPECTED_GROUPS = {"mlp": 2, "mlp-batchnorm": 2, "mlp-layernorm": 1, "cnn": 5, "cnn-avgpool": 3,
-                   "resnet": 12, "resnet-18": 12, "transformer": 5, "transformer-cls-tokens": 3}
+                   "resnet": 12, "resnet-18": 12, "transformer": 5, "transformer-cls-tokens": 3,
+                   "transformer-fused": 5, "transformer-multihead": 5}
 
 
 def _zoo(case: str) -> tuple[nn.Module, torch.Tensor]:
@@ -608,3 +613,15 @@ def test_a_rule_that_cannot_read_its_call_is_a_named_refusal_not_a_crash(monkeyp
         derive_spec(model, x)
     assert info.value.code == "unsupported_op" and info.value.details["op"] == "aten.linear.default"
     assert "cannot read this call (AttributeError" in info.value.message
+
+
+@pytest.mark.parametrize("attention, weight, tile", [("fused", "attn.qkv.weight", 3),
+                                                     ("multihead", "attn.mha.in_proj_weight", 3)])
+def test_zoo_transformer_attention_variants_move_whole_heads(attention, weight, tile):
+    model, x = _zoo(f"transformer-{attention}")
+    spec = derive_spec(model, x)
+    heads = spec.param_groups[f"blocks.0.{weight}"][0]
+    assert spec.group(heads).size == 4
+    assert (spec.tile(f"blocks.0.{weight}", 0), spec.repeat(f"blocks.0.{weight}", 0)) == (tile, 4)
+    out = "attn.out.weight" if attention == "fused" else "attn.mha.out_proj.weight"
+    assert spec.param_groups[f"blocks.0.{out}"] == (spec.param_groups["ln_f.weight"][0], heads)
