@@ -485,8 +485,9 @@ def test_an_opaque_op_must_have_the_parameters_it_reads_named():
     assert derive_spec(model, x, explicit).groups == ()
 
 
-def test_matching_recovers_a_planted_permutation_through_a_flatten():
-    model, x = _zoo("cnn")
+@pytest.mark.parametrize("case", ["cnn", "transformer-fused", "transformer-multihead"])
+def test_matching_recovers_a_planted_permutation_through_repeated_and_tiled_axes(case):
+    model, x = _zoo(case)
     spec = derive_spec(model, x)
     source = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     planted = spec.random(torch.Generator().manual_seed(3))
