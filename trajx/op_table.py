@@ -135,8 +135,9 @@ _REFUSED_OPS: dict[str, tuple[str, ...]] = {
     ),
     "symbolic sizes (the graph is exported with static shapes)": (
         "aten.sym_numel.default", "aten.sym_size.int", "aten.sym_storage_offset.default",
-        "aten.sym_stride.int",
+        "aten.sym_stride.int", "aten.sym_is_contiguous.default",
     ),
+    "it resizes a tensor in place": ("aten.resize_.default",),
     "an out= variant writes into a caller's tensor": ("aten.atan2.out",),
 }
 

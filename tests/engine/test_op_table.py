@@ -13,13 +13,15 @@ DOCS = Path(__file__).parents[2] / "docs" / "models.md"
 
 
 def _core_aten_ops() -> set[str]:
+    """Every registered ATen overload tagged core (all schemas: `torch.ops.aten` loads lazily)."""
     names = set()
-    for packet_name in dir(torch.ops.aten):
-        packet = getattr(torch.ops.aten, packet_name, None)
-        if isinstance(packet, torch._ops.OpOverloadPacket):
-            for overload in packet.overloads():
-                if torch.Tag.core in getattr(packet, overload).tags:
-                    names.add(str(getattr(packet, overload)))
+    for schema in torch._C._jit_get_all_schemas():
+        namespace, packet = schema.name.split("::")
+        if namespace != "aten":
+            continue
+        op = getattr(getattr(torch.ops.aten, packet), schema.overload_name or "default")
+        if torch.Tag.core in op.tags:
+            names.add(str(op))
     return names
 
 

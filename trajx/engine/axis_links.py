@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Endpoint = tuple[str, int]
+PARAM = "param:"  # key prefix of a state-dict entry's endpoints
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ without exporting. Each spec is proven by `check_spec` (selfcheck.py): permuting
 groups must leave the outputs unchanged.
 """
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,18 +27,16 @@ import torch
 from torch import fx, nn
 from torch.export import ExportedProgram
 
-from trajx.engine.axis_links import AtomUnion, AxisMismatch, Call, Endpoint, Links, TensorRef
+from trajx.engine.axis_groups import GroupRefs, groups_from_axes, one_group_per_axis
+from trajx.engine.axis_links import PARAM, AtomUnion, AxisMismatch, Call, Endpoint, Links, TensorRef
 from trajx.engine.explicit import merge_explicit, names_every_entry
-from trajx.engine.permspec import PermutationSpec, format_group_ref, spec_from_param_groups
+from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
 from trajx.engine.selfcheck import check_spec, eval_mode, like_model
 from trajx.engine.trace_ops import HANDLERS, SPLITTING
 from trajx.errors import InvalidInput, UnsupportedModel
 from trajx.op_table import refusal, rule_for
 
 __all__ = ["check_spec", "derive_param_groups", "derive_spec", "export_model", "op_name"]
-
-PARAM = "param:"
-GroupRefs = tuple[str | None, ...]
 
 
 def op_name(target: Any) -> str:
@@ -300,54 +297,6 @@ def _aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return [names for names in by_tensor.values() if len(names) > 1]
 
 
-def _one_group_per_axis(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]) -> None:
-    """Leave each parameter axis at most one live factor (the outermost): the spec format
-    gives an axis one group. Fixing only ever removes candidates, so this settles."""
-    changed = True
-    while changed:
-        changed = False
-        for param, shape in shapes.items():
-            for dim in range(len(shape)):
-                if (PARAM + param, dim) not in axes:
-                    continue
-                roots = [axes.root(a) for a in axes.leaves((PARAM + param, dim)) if axes.is_live(a)]
-                distinct = list(dict.fromkeys(roots))
-                if distinct and roots.count(distinct[0]) > 1:
-                    axes.fix_atom(distinct[0], f"axis {dim} of {param} holds it twice")
-                    changed = True
-                for root in distinct[1:]:
-                    axes.fix_atom(root, f"axis {dim} of {param} already moves with an outer factor")
-                    changed = True
-
-
-def _groups_from_axes(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]
-                      ) -> tuple[dict[str, GroupRefs], dict[str, str]]:
-    """`param -> group reference per axis` (groups named after their first parameter axis),
-    and for every parameter axis that could have moved but does not, why it is fixed."""
-    names: dict[int, str] = {}
-    refs: dict[str, GroupRefs] = {}
-    fixed: dict[str, str] = {}
-    for param, shape in shapes.items():
-        entry: list[str | None] = []
-        for dim in range(len(shape)):
-            endpoint = (PARAM + param, dim)
-            leaves = axes.leaves(endpoint) if endpoint in axes else []
-            live = [i for i, a in enumerate(leaves) if axes.is_live(a)]
-            if not live:
-                entry.append(None)
-                reasons = [axes.why_fixed(a) for a in leaves if axes.atom_size(a) > 1]
-                if shape[dim] > 1 and any(reasons):
-                    fixed[f"{param}[{dim}]"] = next(r for r in reasons if r)
-                continue
-            at = live[0]
-            name = names.setdefault(axes.root(leaves[at]), f"P_{param}_{dim}")
-            tile = math.prod(axes.atom_size(a) for a in leaves[:at])
-            repeat = math.prod(axes.atom_size(a) for a in leaves[at + 1:])
-            entry.append(format_group_ref(name, repeat, tile))
-        refs[param] = tuple(entry)
-    return refs, fixed
-
-
 def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[str] | None,
             program: ExportedProgram | None) -> tuple[dict[str, GroupRefs], dict[str, str]]:
     state = model.state_dict()
@@ -358,8 +307,8 @@ def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[s
     walk.run()
     walk.join_aliases(_aliases(state))
     walk.settle_opaque()
-    _one_group_per_axis(walk.axes, shapes)
-    return _groups_from_axes(walk.axes, shapes)
+    one_group_per_axis(walk.axes, shapes)
+    return groups_from_axes(walk.axes, shapes)
 
 
 def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
