@@ -626,3 +626,33 @@ def test_zoo_transformer_attention_variants_move_whole_heads(attention, weight, 
     assert (spec.tile(f"blocks.0.{weight}", 0), spec.repeat(f"blocks.0.{weight}", 0)) == (tile, 4)
     out = "attn.out.weight" if attention == "fused" else "attn.mha.out_proj.weight"
     assert spec.param_groups[f"blocks.0.{out}"] == (spec.param_groups["ln_f.weight"][0], heads)
+
+
+class _TokenConv(nn.Module):
+    """Embedding, a 1-d convolution over time, 1-d pooling, a running sum over `dim`."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Embedding(11, 6)
+        self.conv = nn.Conv1d(6, 5, 3, padding=1)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(self.embed(tokens).transpose(1, 2)))  # (N, 5, L)
+        h = torch.cumsum(F.max_pool1d(h, 2), dim=self.dim)
+        return self.head(h.mean(dim=-1))
+
+
+@pytest.mark.parametrize("dim, channels_move", [(-1, True), (1, False)])
+def test_embedding_conv1d_pool1d_and_a_running_sum_that_fixes_its_axis(dim, channels_move):
+    model, tokens = _TokenConv(dim), torch.randint(0, 11, (3, 8))
+    spec = derive_spec(model, tokens)
+    groups = spec.param_groups
+    features, channels = groups["embed.weight"][1], groups["conv.weight"][0]
+    assert groups["embed.weight"][0] is None and features is not None
+    assert groups["conv.weight"] == (channels, features, None) and groups["head.weight"] == (None, channels)
+    assert (channels is not None) is channels_move
+    if not channels_move:  # a running sum over the channels depends on their order
+        assert spec.fixed_axes["conv.weight[0]"] == "op aten.cumsum.default at node 'cumsum'"
+    assert_invariant(model, spec, tokens)
