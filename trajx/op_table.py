@@ -74,7 +74,7 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
     "linear": ("aten.linear.default",),
     "conv": ("aten.conv1d.default", "aten.conv2d.default", "aten.convolution.default"),
     "batch_norm": ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default"),
-    "layer_norm": ("aten.layer_norm.default", "aten.native_layer_norm.default"),
+    "layer_norm": ("aten.layer_norm.default", "aten.native_layer_norm.default", "aten.rms_norm.default"),
     "group_norm": ("aten.group_norm.default", "aten.native_group_norm.default"),
     "embedding": ("aten.embedding.default",),
     "attention": ("aten.scaled_dot_product_attention.default",),

@@ -656,3 +656,27 @@ def test_embedding_conv1d_pool1d_and_a_running_sum_that_fixes_its_axis(dim, chan
     if not channels_move:  # a running sum over the channels depends on their order
         assert spec.fixed_axes["conv.weight[0]"] == "op aten.cumsum.default at node 'cumsum'"
     assert_invariant(model, spec, tokens)
+
+
+
+def test_pytorch_transformer_encoder_and_rms_norm_move_heads_and_features():
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(5, 16)
+            layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+            self.norm = nn.RMSNorm(16)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.norm(self.encoder(self.embed(x))).mean(1))
+
+    torch.manual_seed(0)
+    model, x = Encoder(), torch.randn(3, 6, 5)
+    spec = derive_spec(model, x)
+    groups = spec.to_json()
+    heads = groups["encoder.layers.0.self_attn.in_proj_weight"][0]
+    assert heads.startswith("3*") and spec.group(heads.split("*")[1]).size == 4
+    assert groups["norm.weight"] == [groups["embed.weight"][0]] != [None]
+    assert_invariant(model, spec, x)
