@@ -6,7 +6,8 @@ operators named like `"aten.linear.default"` (packet and overload), plus
 each operator with a rule to the rule's name (the handler in `trajx.engine.trace_ops`);
 `REFUSED` lists every operator of PyTorch's core ATen set without one, with the reason.
 Any other operator is refused too: the table fails closed. The API reads this module to
-check an uploaded program's operators before anything runs, without importing torch.
+check an uploaded program's operators before anything runs, without importing torch
+(`unsupported(targets)` takes a saved program's node targets as they are written).
 """
 
 _RULE_OPS: dict[str, tuple[str, ...]] = {
@@ -144,16 +145,22 @@ _REFUSED_OPS: dict[str, tuple[str, ...]] = {
 REFUSED: dict[str, str] = {op: why for why, ops in _REFUSED_OPS.items() for op in ops}
 
 
+def canonical(op: str) -> str:
+    """`op` as this table spells it: a saved program's graph (`torch.export.save`, the
+    archive's `models/model.json`) writes targets as "torch.ops.aten.linear.default"."""
+    return op.removeprefix("torch.ops.")
+
+
 def rule_for(op: str) -> str | None:
     """The rule name for operator `op` (e.g. "aten.linear.default"), None when refused."""
-    return RULES.get(op)
+    return RULES.get(canonical(op))
 
 
 def refusal(op: str) -> str:
     """Why operator `op` has no rule."""
-    return REFUSED.get(op, "no rule for this op")
+    return REFUSED.get(canonical(op), "no rule for this op")
 
 
 def unsupported(ops: list[str]) -> list[str]:
-    """The operators of `ops` without a rule, in order, each once."""
-    return [op for op in dict.fromkeys(ops) if op not in RULES]
+    """The operators of `ops` without a rule (as this table spells them), in order, each once."""
+    return [op for op in dict.fromkeys(map(canonical, ops)) if op not in RULES]

@@ -58,6 +58,21 @@ def test_lookups_fail_closed():
         "aten.sort.default", "x.y"]
 
 
+def test_a_saved_programs_node_targets_are_read_as_they_are_written(tmp_path):
+    import json
+    import zipfile
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3),), strict=False), tmp_path / "m.pt2")
+    with zipfile.ZipFile(tmp_path / "m.pt2") as archive:
+        name = next(n for n in archive.namelist() if n.endswith("models/model.json"))
+        nodes = json.loads(archive.read(name))["graph_module"]["graph"]["nodes"]
+    targets = [node["target"] for node in nodes]
+    assert "torch.ops.aten.linear.default" in targets
+    assert unsupported(targets) == [] and rule_for("torch.ops.aten.relu.default") == "elementwise"
+    assert unsupported([*targets, "torch.ops.aten.sort.default"]) == ["aten.sort.default"]
+
+
 def test_the_docs_list_every_rule_and_every_refused_op():
     text = DOCS.read_text()
     assert [op for op in [*RULES, *REFUSED] if f"`{op}`" not in text] == []
