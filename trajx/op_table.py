@@ -77,6 +77,7 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
     "batch_norm": ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default"),
     "layer_norm": ("aten.layer_norm.default", "aten.native_layer_norm.default", "aten.rms_norm.default"),
     "group_norm": ("aten.group_norm.default", "aten.native_group_norm.default"),
+    "prelu": ("aten.prelu.default",),
     "embedding": ("aten.embedding.default",),
     "attention": ("aten.scaled_dot_product_attention.default",),
     "pool1d": ("aten.max_pool1d.default", "aten.avg_pool1d.default", "aten.adaptive_avg_pool1d.default",

@@ -680,3 +680,14 @@ def test_pytorch_transformer_encoder_and_rms_norm_move_heads_and_features():
     assert heads.startswith("3*") and spec.group(heads.split("*")[1]).size == 4
     assert groups["norm.weight"] == [groups["embed.weight"][0]] != [None]
     assert_invariant(model, spec, x)
+
+
+
+@pytest.mark.parametrize("slopes", [1, 6])
+def test_prelu_slopes_move_with_their_channels(slopes):
+    model = nn.Sequential(nn.Conv2d(2, 6, 3), nn.PReLU(slopes), nn.Flatten(), nn.Linear(6 * 2 * 2, 3))
+    x = torch.randn(3, 2, 4, 4)
+    spec = derive_spec(model, x)
+    channels = spec.param_groups["0.weight"][0]
+    assert channels is not None and spec.param_groups["1.weight"] == ((channels,) if slopes > 1 else (None,))
+    assert_invariant(model, spec, x)
