@@ -1,21 +1,15 @@
-"""The Celery application: Redis broker, JSON messages carrying only a job id.
+"""Celery's configuration, shared by the sender (the API's dispatcher) and the workers.
 
-Run a GPU worker (one per GPU, one job at a time, a fresh child process per job):
-
-    python -m celery -A worker.celery_app worker -Q gpu -c 1
-
-The database is the truth about jobs, so there is no result backend; a message is
-only a nudge to `run_job(job_id)`, whose atomic claim makes redelivery harmless.
-Importing this module does not import torch (the API process uses it to send):
-the task module is listed in `include`, which only a worker imports.
+Redis broker, JSON messages carrying only a job id, sent by task name (`RUN_JOB_TASK`):
+the sender never imports the task. The database is the truth about jobs, so there is
+no result backend; a message is only a nudge to `run_job(job_id)`, whose atomic claim
+makes redelivery harmless. The worker's app is `worker.celery_app`.
 """
-
-from functools import lru_cache
 
 from celery import Celery
 from kombu import Queue
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings
 
 RUN_JOB_TASK = "trajx.run_job"
 QUEUES = ("gpu", "cpu")
@@ -58,17 +52,8 @@ def celery_config(settings: Settings) -> dict:
     }
 
 
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app for `settings`; only a worker imports the task module."""
-    celery = Celery("trajx", include=["worker.tasks"])
+def create_celery(settings: Settings, include: tuple[str, ...] = ()) -> Celery:
+    """A Celery app for `settings`; a worker passes its task modules in `include`."""
+    celery = Celery("trajx", include=list(include))
     celery.conf.update(celery_config(settings))
     return celery
-
-
-@lru_cache
-def get_celery() -> Celery:
-    """The process-wide Celery app built from the environment's settings."""
-    return create_celery(get_settings())
-
-
-app = get_celery()
