@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.engine.zoo import example_input, init_state_dict
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_tensors, save_tensors
 from trajx.spec import parse_job_spec
