@@ -16,7 +16,7 @@ from app.core.claim import (
     release,
 )
 from app.core.models import Job, utcnow
-from tests.worker.factories import event_types, load_job, make_job
+from tests.support.rows import event_types, load_job, make_job
 from worker.context import worker_context
 
 

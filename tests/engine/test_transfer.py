@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.digits_setup import cnn_setup, mlp_setup
+from tests.support.engine_setups import cnn_setup, mlp_setup
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.methods import FGMT, GMT, Naive, Oracle

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from safetensors.torch import load_file
 
-from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer
 from trajx.demo.source import accuracy

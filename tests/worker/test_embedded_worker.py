@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from app.core.dispatchers import EmbeddedRunner, settings_env
 from app.core.settings import Settings
-from tests.worker.factories import load_job, make_job
+from tests.support.rows import load_job, make_job
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

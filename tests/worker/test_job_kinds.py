@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from app.api.routes.jobs import job_public
 from app.core.jobs import create_job
 from tests.support.jobs import submit_job, upload_file
-from tests.worker.factories import load_job
+from tests.support.rows import load_job
 from trajx import executors, spec
 from trajx.executors import ResultManifest, RunContext, RunProgress, file_entry, register_executor
 from trajx.spec import ArtifactRef, JobSpecBase, register_job_kind

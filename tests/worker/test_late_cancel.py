@@ -11,9 +11,9 @@ from app.core.artifacts import blob_in_use
 from app.core.jobs import cancel_job
 from app.core.models import Artifact
 from app.core.storage import ArtifactStore
+from tests.support.digits import digits_spec, write_digits_source
 from tests.support.jobs import submit_job, upload_files
-from tests.worker.digits import digits_spec, write_digits_source
-from tests.worker.factories import event_types, load_job
+from tests.support.rows import event_types, load_job
 from worker.context import worker_context
 from worker.jobs import run_job
 

@@ -4,9 +4,9 @@ import pytest
 from sqlalchemy import select, update
 
 from app.core.models import Artifact, utcnow
+from tests.support.digits import digits_spec, write_digits_source
 from tests.support.jobs import submit_job, upload_files
-from tests.worker.digits import digits_spec, write_digits_source
-from tests.worker.factories import event_types, load_job
+from tests.support.rows import event_types, load_job
 from worker.context import worker_context
 from worker.jobs import run_job
 
