@@ -29,6 +29,7 @@ from app.outbox import enqueue as enqueue_webhook
 from app.pagination import keyset_page
 from app.problems import ProblemError, field_path, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
+from trajx.arch_configs import check_builtin_config
 from trajx.errors import InvalidInput
 from trajx.spec import parse_job_spec
 
@@ -86,7 +87,9 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
 
 def _parse_spec(document: dict):
     try:
-        return parse_job_spec(document)
+        spec = parse_job_spec(document)
+        check_builtin_config(spec.arch.name, spec.arch.config)
+        return spec
     except InvalidInput as exc:
         problem = from_trajx_error(exc)
         for error in problem.errors or []:

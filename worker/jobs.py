@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,7 +25,7 @@ from app.artifacts import blob_in_use, create_artifact_from_file
 from app.models import Artifact, Job
 from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
-from trajx.errors import Cancelled, InvalidInput, TrajxError
+from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
 from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
@@ -121,9 +120,9 @@ class _JobRun:
             except TrajxError as exc:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
                 return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
-            except (torch.OutOfMemoryError, MemoryError) as exc:
-                return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
             except Exception as exc:
+                if is_out_of_memory(exc):
+                    return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
                 log.exception("job %s failed", self.claim.job_id)
                 # A database outage fails here too and propagates: the heartbeat goes stale
                 # and recovery runs the job again.

@@ -18,6 +18,7 @@ from app.idempotency import check_key, remember, replayed_resource, request_hash
 from app.models import ARTIFACT_ID_PREFIX, id_pattern
 from app.problems import ProblemError, from_trajx_error
 from app.schemas import ArtifactPublic, ArtifactsPage
+from app.settings import Settings
 from app.storage import ArtifactStore, BlobWriter, TooLarge
 from app.uploads import receive_body
 from trajx.errors import InvalidInput
@@ -66,8 +67,7 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
             raise ProblemError(422, "empty_upload", "the upload has no content",
                                errors=[{"field": "body", "message": "empty"}])
         await run_in_threadpool(writer.finish)  # the fsync, outside the blob lock
-        return await services.db.run(_publish_upload, services.store, writer, tenant_id, key, name,
-                                     settings.max_header_bytes)
+        return await services.db.run(_publish_upload, services.store, writer, tenant_id, key, name, settings)
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
@@ -84,7 +84,7 @@ def _display_name(name: str | None) -> str:
 
 
 def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str,
-                    key: str | None, name: str, max_header_bytes: int) -> ArtifactPublic:
+                    key: str | None, name: str, settings: Settings) -> ArtifactPublic:
     """Check the file, move it into the store and record it, under the blob's lock.
 
     If recording fails (a reused Idempotency-Key, a database error), bytes this upload
@@ -94,7 +94,9 @@ def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, 
     found: list[artifacts.FileInfo] = []
 
     def inspect(path: Path) -> None:
-        found.append(artifacts.inspect_file(path, name, max_header_bytes))
+        found.append(artifacts.inspect_file(path, name, settings.max_header_bytes,
+                                            max_tensors=settings.max_tensors_per_file,
+                                            max_name_length=settings.max_tensor_name_length))
 
     sha256 = writer.finish()
     with store.lock(sha256):

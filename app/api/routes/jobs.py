@@ -13,6 +13,7 @@ from app.api.responses import V1_PROBLEMS, problem_responses
 from app.idempotency import check_key
 from app.models import JOB_ID_PREFIX, id_pattern
 from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
+from app.validation.json_document import check_json_document
 
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
@@ -29,6 +30,7 @@ _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, t
 async def create_job(body: JobCreate, response: Response, services: ServicesDep, tenant_id: TenantId,
                      idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
+    check_json_document(body.spec, "spec", services.settings.max_json_depth)
     job, created = await services.db.run(_create, tenant_id, body, services.settings.max_attempts,
                                          check_key(idempotency_key))
     if created:
