@@ -3,7 +3,15 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from app.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
 from app.validation.text import scrub_json, scrub_text
@@ -17,6 +25,7 @@ DEFAULT_WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.cancelled"]
 # path they missed) must never make a response, let alone a listing, fail to encode.
 ShownText = Annotated[str, AfterValidator(scrub_text)]
 ShownJson = Annotated[dict[str, Any], AfterValidator(scrub_json)]
+TENSORS_SHOWN = 100
 
 
 class TensorInfo(BaseModel):
@@ -36,9 +45,25 @@ class ArtifactPublic(BaseModel):
     size: int
     format: Literal["safetensors", "json", "other"]
     kind: Literal["checkpoint", "data", "result", "other"]
-    tensors: list[TensorInfo]
+    tensors: list[TensorInfo] = Field(description=f"the first {TENSORS_SHOWN} tensors in file order; "
+                                      "`GET /v1/artifacts/{id}/tensors` pages through all of them")
+    tensor_count: int = Field(description="how many tensors the file holds")
     producer_job_id: str | None
     created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_tensors_only(cls, data: Any) -> Any:
+        # One response (and a listing of 200) stays small whatever a file holds.
+        if not isinstance(data, dict):
+            data = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        tensors = data.get("tensors") or []
+        return {**data, "tensors": tensors[:TENSORS_SHOWN], "tensor_count": data.get("tensor_count", len(tensors))}
+
+
+class TensorsPage(BaseModel):
+    data: list[TensorInfo]
+    next_offset: int | None = Field(description="pass as `offset` for the next page; null on the last")
 
 
 class ArtifactsPage(BaseModel):

@@ -30,6 +30,7 @@ from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
+from worker.fair_share import DEFERRED
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,20 @@ def run_job(job_id: str, settings: Settings | None = None,
     """Run job `job_id` to completion if this process can claim it.
 
     Returns the job's final status; "queued" when `shutdown` was set and the job went
-    back to the queue at its next step check; None when the job was not claimable
+    back to the queue at its next step check; DEFERRED when its tenant already runs
+    TRAJX_TENANT_MAX_RUNNING_JOBS jobs (it stays queued); None when the job was not claimable
     (finished, running elsewhere, or out of attempts: then failed with `worker_lost`)
     or the claim was lost while running. Database errors propagate: the job keeps its
     stale heartbeat and recovery re-runs it.
     """
     ctx = worker_context(settings or get_settings())
     with ctx.sessions() as session:
-        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds)
-    if claim is None:
-        return None
+        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
+                          ctx.settings.tenant_max_running_jobs)
+        if claim is None:
+            still_queued = session.scalar(select(Job.status).where(Job.id == job_id)) == "queued"
+            session.rollback()
+            return DEFERRED if still_queued else None
     return _JobRun(ctx, claim, shutdown or threading.Event()).run()
 
 
