@@ -50,6 +50,7 @@ def serve(
     from app.migrate import upgrade
     from app.observability import configure_logging
     from app.settings import Settings
+    from app.slow_clients import header_timeout_protocol
 
     _embedded_environment(data_dir)
     settings = Settings()
@@ -65,8 +66,10 @@ def serve(
         # With the embedded dispatcher, create_app starts the worker process.
         # log_config=None: uvicorn's own records reach the app's JSON handler on the root
         # logger; the app's middleware already writes one access line per request.
+        # The header timeout protocol bounds slow request headers; the app bounds slow bodies.
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                    log_config=None, access_log=False)
+                    log_config=None, access_log=False,
+                    http=header_timeout_protocol(settings.header_timeout_seconds))
     finally:
         if settings.dispatcher == "embedded":
             from worker.dispatchers import embedded_runner
