@@ -31,12 +31,20 @@ def scrub_text(value: str) -> str:
         return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def scrub_json(value: Any) -> Any:
-    """A JSON value with every string (keys too) passed through `scrub_text`."""
+# Deeper stored values are shown as a marker: serializers give up around 255 levels.
+SHOWN_DEPTH = 64
+TOO_DEEP = "<nested too deeply to show>"
+
+
+def scrub_json(value: Any, depth: int = 0) -> Any:
+    """A JSON value with every string (keys too) passed through `scrub_text` and every
+    container deeper than SHOWN_DEPTH replaced by TOO_DEEP."""
     if isinstance(value, str):
         return scrub_text(value)
+    if isinstance(value, dict | list) and depth >= SHOWN_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
-        return {scrub_text(str(k)): scrub_json(v) for k, v in value.items()}
+        return {scrub_text(str(k)): scrub_json(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [scrub_json(v) for v in value]
+        return [scrub_json(v, depth + 1) for v in value]
     return value

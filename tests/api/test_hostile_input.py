@@ -60,12 +60,15 @@ def test_a_stored_poisoned_row_cannot_break_a_listing(api, tenant, session_facto
         job = Job(tenant_id=tenant.id, kind="transfer", status="failed", created_at=utcnow(),
                   spec={**spec, "arch": {"name": "mlp", "config": {"\ud800": "\udfff"}}},
                   summary={"note": "\ud800"}, result={"targets": [{"last": "\udfff"}]})
+        deep = Job(tenant_id=tenant.id, kind="transfer", status="queued", created_at=utcnow(),
+                   spec={**spec, "arch": {"name": "mlp", "config": {"a": json.loads("[" * 300 + "]" * 300)}}})
+        session.add(deep)
         session.add_all([artifact, job])
         session.flush()
         session.add(JobEvent(job_id=job.id, type="progress", data={"tensor": "\ud800"}, created_at=utcnow()))
         session.commit()
-        job_id, artifact_id = job.id, artifact.id
-    listings_answer(api, tenant, [job_id])
+        job_id, artifact_id, deep_id = job.id, artifact.id, deep.id
+    listings_answer(api, tenant, [job_id, deep_id])
     shown = api.get(f"/v1/artifacts/{artifact_id}", headers=tenant.headers).json()
     assert shown["tensors"][0]["name"] == "\ufffdw"
     assert api.get(f"/v1/jobs/{job_id}", headers=tenant.headers).json()["summary"] == {"note": "\ufffd"}
