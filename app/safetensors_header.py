@@ -89,7 +89,7 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
 
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates,
-                            parse_int=bounded_int, parse_constant=_no_constant)
+                            parse_int=_bounded_int, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise invalid(f"header is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -97,7 +97,7 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return header
 
 
-def bounded_int(text: str) -> int:
+def _bounded_int(text: str) -> int:
     """`json.loads` hook: an integer of at most MAX_INT_DIGITS digits (ValueError beyond)."""
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ValueError(f"an integer of {len(text)} characters is out of range")
@@ -113,7 +113,8 @@ def _check_name(name: str, max_length: int) -> None:
     if fault is None and len(name) > max_length:
         fault = f"is {len(name)} characters long; the limit is {max_length}"
     if fault is not None:
-        raise invalid(f"tensor name {name[:60]!r} {fault}", tensor=name[:60].encode("utf-8", "backslashreplace").decode())
+        shown = name[:60].encode("utf-8", "backslashreplace").decode()  # a surrogate cannot go out as is
+        raise invalid(f"tensor name {name[:60]!r} {fault}", tensor=shown)
 
 
 def _entry(name: str, info: Any) -> dict[str, Any]:

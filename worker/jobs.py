@@ -61,9 +61,11 @@ def run_job(job_id: str, settings: Settings | None = None,
         claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
                           ctx.settings.tenant_max_running_jobs)
         if claim is None:
-            still_queued = session.scalar(select(Job.status).where(Job.id == job_id)) == "queued"
+            # Still claimable but not claimed: only the tenant's running quota refuses that.
+            waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
+                                                          Job.attempts < Job.max_attempts))
             session.rollback()
-            return DEFERRED if still_queued else None
+            return DEFERRED if waiting else None
     return _JobRun(ctx, claim, shutdown or threading.Event()).run()
 
 
