@@ -65,3 +65,27 @@ def test_each_tenant_is_offered_even_behind_a_long_backlog(settings, tenant_id, 
     with worker_context(settings).sessions() as session:
         assert theirs not in claimable_job_ids(session, settings.stale_seconds)  # the oldest 100 only
     assert _fair(settings)[1] == theirs
+
+
+def test_the_embedded_worker_serves_tenants_in_turn(settings, tenant_id, session_factory, monkeypatch):
+    """A backlog submitted first does not hold back another tenant's job behind all of it."""
+    import threading
+
+    from worker import embedded
+
+    ran = []
+
+    def fake_run_job(job_id, settings, shutdown):  # the job "runs": it starts and succeeds at once
+        ran.append(job_id)
+        with worker_context(settings).sessions() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(status="succeeded", started_at=utcnow()))
+            session.commit()
+        return "succeeded"
+
+    monkeypatch.setattr("worker.jobs.run_job", fake_run_job)
+    other = make_tenant(session_factory).id
+    backlog = [make_job(settings, tenant_id, age_seconds=100 - i) for i in range(3)]
+    newcomer = make_job(settings, other, age_seconds=1)
+    while embedded.run_pending(settings, threading.Event()):
+        pass
+    assert ran == [backlog[0], newcomer, backlog[1], backlog[2]]
