@@ -124,6 +124,7 @@ class TransformerConfig(ArchConfig):
     num_layers: int = Field(default=2, ge=1, le=128)
     mlp_ratio: float = Field(default=4.0, gt=0, le=64)
     pool: Literal["mean", "cls"] = "mean"
+    attention: Literal["separate", "fused", "multihead"] = "separate"
     activation: Activation = "gelu"
     num_classes: int = Field(default=10, ge=1, le=1_000_000)
 
