@@ -6,7 +6,7 @@ Checked twice: on the URL when a job is created (IP literals, integer-encoded on
 included, since URL parsing normalises `http://2130706433/` to 127.0.0.1), and on
 the resolved address at delivery, where `PinnedTransport` connects to exactly the
 address it checked, so a DNS answer that changes in between (rebinding) cannot
-redirect the request.
+redirect the request. No HTTP-layer imports: the worker delivers with it.
 """
 
 import ipaddress
@@ -14,8 +14,6 @@ import socket
 from urllib.parse import urlsplit
 
 import httpx
-
-from app.problems import ProblemError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LOCAL_NAMES = ("localhost", "localhost.", "localhost.localdomain")
@@ -52,14 +50,6 @@ def url_fault(url: str, allow_private: bool) -> str | None:
         return None  # a name: its addresses are checked at delivery
     fault = address_fault(address)
     return f"{host} is {fault}" if fault else None
-
-
-def check_webhook_url(url: str, allow_private: bool) -> None:
-    """422 `webhook_url_not_allowed` naming `webhook.url` if `url_fault` finds one."""
-    fault = url_fault(url, allow_private)
-    if fault is not None:
-        raise ProblemError(422, "webhook_url_not_allowed", f"webhook URL refused: {fault}",
-                           errors=[{"field": "body.webhook.url", "message": fault}])
 
 
 def resolve_allowed(host: str, port: int, allow_private: bool) -> str:

@@ -12,10 +12,11 @@ from app.api.deps import ServicesDep, TenantId
 from app.api.responses import V1_PROBLEMS, problem_responses
 from app.idempotency import check_key
 from app.models import JOB_ID_PREFIX, id_pattern
+from app.problems import ProblemError
 from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
 from app.settings import Settings
 from app.validation.json_document import check_json_document
-from app.webhook_guard import check_webhook_url
+from app.webhook_guard import url_fault
 
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
@@ -34,7 +35,7 @@ async def create_job(body: JobCreate, response: Response, services: ServicesDep,
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
     check_json_document(body.spec, "spec", services.settings.max_json_depth)
     if body.webhook is not None:
-        check_webhook_url(str(body.webhook.url), services.settings.webhook_allow_private)
+        _check_webhook_url(str(body.webhook.url), services.settings.webhook_allow_private)
     job, created = await services.db.run(_create, tenant_id, body, services.settings,
                                          check_key(idempotency_key))
     if created:
@@ -44,6 +45,13 @@ async def create_job(body: JobCreate, response: Response, services: ServicesDep,
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
+
+
+def _check_webhook_url(url: str, allow_private: bool) -> None:
+    fault = url_fault(url, allow_private)
+    if fault is not None:
+        raise ProblemError(422, "webhook_url_not_allowed", f"webhook URL refused: {fault}",
+                           errors=[{"field": "body.webhook.url", "message": fault}])
 
 
 def _create(session: Session, tenant_id: str, body: JobCreate, settings: Settings,
