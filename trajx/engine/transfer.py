@@ -25,7 +25,13 @@ from trajx.engine.matching import MatchResult, PairBank, match
 from trajx.engine.methods import FGMT, Method
 from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
-from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, apply_permutation
+from trajx.engine.permspec import (
+    Permutation,
+    PermutationSpec,
+    StateDict,
+    apply_permutation,
+    require_groups,
+)
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.solvers import Solver, scipy_solver
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
@@ -98,11 +104,15 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     one TargetResult per target (last step, best step on `eval_data`, or last when no
     eval data, the permutation, per-step metrics including that step's seconds under
     STEP_TIMING_KEYS, optionally every step's state).
-    Raises ValueError for too short a source or missing oracle targets, NonFiniteLoss
+    Raises ValueError for too short a source or missing oracle targets,
+    UnsupportedModel("no_permutation_groups") for a matching method on a spec without
+    groups, NonFiniteLoss
     when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
     """
     if len(source) < 2:
         raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
+    if method.needs_groups:
+        require_groups(spec, method.name)
     with _deterministic():
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
                           keep_trajectory, on_progress, should_cancel)
