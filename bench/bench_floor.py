@@ -1,0 +1,206 @@
+"""FGMT against its floor, and its matching against main's (issue 15). Prints tables.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_floor.py          # ~15 min on 2 CPU cores
+    .venv/bin/python bench/bench_floor.py --steps 10,20 --tasks cnn --device cuda
+
+For T = 10, 20, 40, 80, on the 64→512→512→10 MLP and the BatchNorm CNN of
+bench_engine.py (digits, one 128-sample batch per gradient, G = 1, one target, no eval
+data), one run each of:
+- FGMT as it is: wall seconds, matching seconds split into cost matrices and assignment
+  solves (the solver is wrapped with a stopwatch), number of solves;
+- the floor, what FGMT cannot avoid: its 2·G·T backward passes, bare, plus per step one
+  cost matrix per group built from the new pair only and one assignment solve per group
+  (the pairs are the floor's own gradients, accumulated as FGMT does);
+- FGMT with main's cost matrices (bench/main_matching.py, rebuilt on every solve): its
+  matching seconds, split the same way. The permutations are identical
+  (tests/engine/test_matching_identity.py), so both solve the same problems.
+All runs use one solver (`--solver`, default scipy) and the same thread count
+(OMP_NUM_THREADS, default 1, also passed to torch.set_num_threads), so ratios compare
+like with like on a shared machine.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import main_matching  # noqa: E402
+from bench_engine import TASKS, Task, digits, sgd  # noqa: E402
+
+import trajx.engine.matching as matching  # noqa: E402
+import trajx.engine.transfer as transfer_module  # noqa: E402
+from trajx.engine.batches import BatchSampler, task_loss  # noqa: E402
+from trajx.engine.matching import PairBank  # noqa: E402
+from trajx.engine.solvers import break_ties, get_solver  # noqa: E402
+from trajx.engine.trace import derive_spec  # noqa: E402
+from trajx.engine.transfer import resolve_device, transfer  # noqa: E402
+from trajx.engine.zoo import build_model, example_input, init_state_dict  # noqa: E402
+from trajx.spec import TransferParams  # noqa: E402
+
+MLP512 = Task("MLP 64-512-512-10", ("mlp", {"in_features": 64, "hidden": [512, 512], "num_classes": 10}),
+              images=False, epochs=20, lr=0.005)
+FLOOR_TASKS = {"mlp": MLP512, "cnn": TASKS["cnn"]}
+
+
+@dataclass
+class SolveClock:
+    """Wraps a solver: seconds spent in it and calls made."""
+
+    solve: Callable[[np.ndarray], np.ndarray]
+    seconds: float = 0.0
+    calls: int = 0
+
+    def __call__(self, cost: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        cols = self.solve(cost)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return cols
+
+
+@contextmanager
+def clocked_solver(name: str):
+    """Every `match` (ours and main's) solves through one SolveClock while inside."""
+    clock = SolveClock(get_solver(name))
+    modules = (matching, main_matching)
+    originals = [module.get_solver for module in modules]
+    for module in modules:
+        module.get_solver = lambda _: clock
+    try:
+        yield clock
+    finally:
+        for module, original in zip(modules, originals):
+            module.get_solver = original
+
+
+@dataclass
+class Run:
+    wall: float
+    matching: float
+    solves: float
+    calls: int
+    backward_passes: int
+
+    @property
+    def costs(self) -> float:
+        return self.matching - self.solves
+
+
+class Case:
+    """One architecture with its trained source, ready for FGMT, main's FGMT and the floor."""
+
+    def __init__(self, task: Task, device: torch.device, solver: str) -> None:
+        self.task, self.device, self.solver = task, device, solver
+        self.train, _ = digits(task.images)
+        model = build_model(*task.arch)
+        self.spec = derive_spec(model, example_input(*task.arch))
+        self.source = [init_state_dict(*task.arch, seed=0)]
+        model.load_state_dict(self.source[0])
+        self.source.append(sgd(model, self.train, task, 0))
+        self.target = init_state_dict(*task.arch, seed=1)
+
+    def fgmt(self, steps: int, match=None) -> Run:
+        """One FGMT run; `match` replaces the engine's (main's, for the baseline)."""
+        params = TransferParams(steps=steps, batch_size=128, device=self.device.type,
+                                matching={"solver": self.solver})
+        original = transfer_module.match
+        transfer_module.match = match or original
+        try:
+            with clocked_solver(self.solver) as clock:
+                start = time.perf_counter()
+                result = transfer(build_model(*self.task.arch), self.spec, self.source, [self.target],
+                                  self.train, params)
+                wall = time.perf_counter() - start
+        finally:
+            transfer_module.match = original
+        timings = result.timings
+        return Run(wall, timings.matching_seconds, clock.seconds, clock.calls, timings.backward_passes)
+
+    def floor(self, steps: int) -> tuple[float, float]:
+        """(seconds of 2·T bare backward passes, seconds of T cost-from-new-pair + solve per group)."""
+        model = build_model(*self.task.arch).to(self.device)
+        model.load_state_dict(self.target)
+        model.train()
+        sampler = BatchSampler(len(self.train), 128, torch.Generator().manual_seed(0))
+        batches = [self.train.batch(sampler.draw(), self.device) for _ in range(2 * steps)]
+        names = [n for n, _ in model.named_parameters()
+                 if any(g is not None for g in self.spec.param_groups.get(n, ()))]
+        gradients = []
+        start = self._sync()
+        for inputs, labels in batches:
+            model.zero_grad(set_to_none=True)
+            task_loss(model(inputs), labels).backward()
+            gradients.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if n in names})
+        backward = self._sync() - start
+        shapes = {n: tuple(g.shape) for n, g in gradients[0].items()}
+        bank = PairBank.allocate(shapes, steps, self.device)
+        costs = bank.costs(self.spec)
+        solve, identity = get_solver(self.solver), self.spec.identity()
+        groups = [g.name for g in self.spec.groups if any(a.param in names for a in g.axes)]
+        start = self._sync()
+        for step in range(steps):
+            bank.add(gradients[2 * step], gradients[2 * step + 1])
+            for group in groups:  # permutations unchanged: each cost gains the new pair only
+                solve(break_ties(costs.cost(group, identity)))
+        return backward, self._sync() - start
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+def report(case: Case, steps: list[int], main_steps: set[int]) -> None:
+    case.fgmt(2)  # warm-up: first calls into BLAS and the solver are slow
+    print(f"\n## {case.task.label}: FGMT vs its floor and vs main's matching, device {case.device}, "
+          f"solver {case.solver}, {torch.get_num_threads()} thread(s)")
+    print("| T | FGMT s | floor s (backward + matching) | FGMT / floor | matching s (costs + solves, "
+          "solves) | main's matching s (costs + solves) | main / ours, matching | main / ours, costs |")
+    print("|---|---|---|---|---|---|---|---|")
+    matching_at: dict[int, tuple[float, float | None]] = {}
+    for t in steps:
+        ours = case.fgmt(t)
+        backward, floor_matching = case.floor(t)
+        floor = backward + floor_matching
+        main = case.fgmt(t, main_matching.main_match) if t in main_steps else None
+        matching_at[t] = (ours.matching, main.matching if main else None)
+        main_cells = (f"{main.matching:.2f} ({main.costs:.2f} + {main.solves:.2f}) | "
+                      f"{main.matching / ours.matching:.2f}× | {main.costs / ours.costs:.1f}×"
+                      if main else "- | - | -")
+        print(f"| {t} | {ours.wall:.2f} | {floor:.2f} ({backward:.2f} + {floor_matching:.2f}) | "
+              f"{ours.wall / floor:.2f}× | {ours.matching:.2f} ({ours.costs:.2f} + {ours.solves:.2f}, "
+              f"{ours.calls}) | {main_cells} |", flush=True)
+    if 20 in matching_at and 80 in matching_at:
+        ours_growth = matching_at[80][0] / matching_at[20][0]
+        main_growth = (f"{matching_at[80][1] / matching_at[20][1]:.1f}×"
+                       if matching_at[80][1] and matching_at[20][1] else "-")
+        print(f"\nmatching seconds from T=20 to T=80: ours ×{ours_growth:.1f}, main's {main_growth}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default="10,20,40,80", help="values of T")
+    parser.add_argument("--main-steps", default=None, help="T values that also run main's matching "
+                        "(default: all of --steps)")
+    parser.add_argument("--tasks", default="mlp,cnn", help="mlp,cnn")
+    parser.add_argument("--solver", default="scipy", help="LAP solver for every run (scipy, lapx)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    steps = [int(t) for t in args.steps.split(",")]
+    main_steps = set(steps) if args.main_steps is None else {int(t) for t in args.main_steps.split(",") if t}
+    device = resolve_device(args.device)
+    for name in args.tasks.split(","):
+        report(Case(FLOOR_TASKS[name], device, args.solver), steps, main_steps)
+
+
+if __name__ == "__main__":
+    main()
