@@ -6,7 +6,7 @@
 For T = 10, 20, 40, 80, on the 64→512→512→10 MLP and the BatchNorm CNN of
 bench_engine.py (digits, one 128-sample batch per gradient, G = 1, one target, no eval
 data), one run each of:
-- FGMT as it is: wall seconds, matching seconds split into cost matrices and assignment
+- FGMT as it is: its seconds, matching seconds split into cost matrices and assignment
   solves (the solver is wrapped with a stopwatch), number of solves;
 - the floor, what FGMT cannot avoid: its 2·G·T backward passes, bare, plus per step one
   cost matrix per group built from the new pair only and one assignment solve per group
@@ -15,8 +15,10 @@ data), one run each of:
   matching seconds, split the same way. The permutations are identical
   (tests/engine/test_matching_identity.py), so both solve the same problems.
 All runs use one solver (`--solver`, default scipy) and the same thread count
-(OMP_NUM_THREADS, default 1, also passed to torch.set_num_threads), so ratios compare
-like with like on a shared machine.
+(OMP_NUM_THREADS, default 1, also passed to torch.set_num_threads). On the CPU, seconds
+are this process's CPU seconds (`time.process_time`), not wall time: on a shared machine
+other processes' load stretches wall time but not the work counted, so ratios stay fair.
+On CUDA they are wall seconds with device synchronisation.
 """
 
 import os
@@ -50,26 +52,40 @@ MLP512 = Task("MLP 64-512-512-10", ("mlp", {"in_features": 64, "hidden": [512, 5
 FLOOR_TASKS = {"mlp": MLP512, "cnn": TASKS["cnn"]}
 
 
-@dataclass
-class SolveClock:
-    """Wraps a solver: seconds spent in it and calls made."""
+class Clock:
+    """CPU seconds of this process on the CPU; wall seconds after synchronising on CUDA."""
 
-    solve: Callable[[np.ndarray], np.ndarray]
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return time.perf_counter()
+        return time.process_time()
+
+
+@dataclass
+class Timed:
+    """Wraps a function (a solver, `match`): seconds spent in it and calls made."""
+
+    fn: Callable
+    clock: Clock
     seconds: float = 0.0
     calls: int = 0
 
-    def __call__(self, cost: np.ndarray) -> np.ndarray:
-        start = time.perf_counter()
-        cols = self.solve(cost)
-        self.seconds += time.perf_counter() - start
+    def __call__(self, *args, **kwargs):
+        start = self.clock()
+        result = self.fn(*args, **kwargs)
+        self.seconds += self.clock() - start
         self.calls += 1
-        return cols
+        return result
 
 
 @contextmanager
-def clocked_solver(name: str):
-    """Every `match` (ours and main's) solves through one SolveClock while inside."""
-    clock = SolveClock(get_solver(name))
+def clocked_solver(name: str, clock: Clock):
+    """Every `match` (ours and main's) solves through one timed solver while inside."""
+    clock = Timed(get_solver(name), clock)
     modules = (matching, main_matching)
     originals = [module.get_solver for module in modules]
     for module in modules:
@@ -83,7 +99,7 @@ def clocked_solver(name: str):
 
 @dataclass
 class Run:
-    wall: float
+    total: float
     matching: float
     solves: float
     calls: int
@@ -99,6 +115,7 @@ class Case:
 
     def __init__(self, task: Task, device: torch.device, solver: str) -> None:
         self.task, self.device, self.solver = task, device, solver
+        self.clock = Clock(device)
         self.train, _ = digits(task.images)
         model = build_model(*task.arch)
         self.spec = derive_spec(model, example_input(*task.arch))
@@ -112,17 +129,17 @@ class Case:
         params = TransferParams(steps=steps, batch_size=128, device=self.device.type,
                                 matching={"solver": self.solver})
         original = transfer_module.match
-        transfer_module.match = match or original
+        timed_match = Timed(match or original, self.clock)
+        transfer_module.match = timed_match
         try:
-            with clocked_solver(self.solver) as clock:
-                start = time.perf_counter()
+            with clocked_solver(self.solver, self.clock) as solves:
+                start = self.clock()
                 result = transfer(build_model(*self.task.arch), self.spec, self.source, [self.target],
                                   self.train, params)
-                wall = time.perf_counter() - start
+                total = self.clock() - start
         finally:
             transfer_module.match = original
-        timings = result.timings
-        return Run(wall, timings.matching_seconds, clock.seconds, clock.calls, timings.backward_passes)
+        return Run(total, timed_match.seconds, solves.seconds, solves.calls, result.timings.backward_passes)
 
     def floor(self, steps: int) -> tuple[float, float]:
         """(seconds of 2·T bare backward passes, seconds of T cost-from-new-pair + solve per group)."""
@@ -134,34 +151,30 @@ class Case:
         names = [n for n, _ in model.named_parameters()
                  if any(g is not None for g in self.spec.param_groups.get(n, ()))]
         gradients = []
-        start = self._sync()
+        start = self.clock()
         for inputs, labels in batches:
             model.zero_grad(set_to_none=True)
             task_loss(model(inputs), labels).backward()
             gradients.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if n in names})
-        backward = self._sync() - start
+        backward = self.clock() - start
         shapes = {n: tuple(g.shape) for n, g in gradients[0].items()}
         bank = PairBank.allocate(shapes, steps, self.device)
         costs = bank.costs(self.spec)
         solve, identity = get_solver(self.solver), self.spec.identity()
         groups = [g.name for g in self.spec.groups if any(a.param in names for a in g.axes)]
-        start = self._sync()
+        start = self.clock()
         for step in range(steps):
             bank.add(gradients[2 * step], gradients[2 * step + 1])
             for group in groups:  # permutations unchanged: each cost gains the new pair only
                 solve(break_ties(costs.cost(group, identity)))
-        return backward, self._sync() - start
-
-    def _sync(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return backward, self.clock() - start
 
 
 def report(case: Case, steps: list[int], main_steps: set[int]) -> None:
     case.fgmt(2)  # warm-up: first calls into BLAS and the solver are slow
+    unit = "wall s" if case.device.type == "cuda" else "CPU s"
     print(f"\n## {case.task.label}: FGMT vs its floor and vs main's matching, device {case.device}, "
-          f"solver {case.solver}, {torch.get_num_threads()} thread(s)")
+          f"solver {case.solver}, {torch.get_num_threads()} thread(s), seconds are {unit}")
     print("| T | FGMT s | floor s (backward + matching) | FGMT / floor | matching s (costs + solves, "
           "solves) | main's matching s (costs + solves) | main / ours, matching | main / ours, costs |")
     print("|---|---|---|---|---|---|---|---|")
@@ -175,8 +188,8 @@ def report(case: Case, steps: list[int], main_steps: set[int]) -> None:
         main_cells = (f"{main.matching:.2f} ({main.costs:.2f} + {main.solves:.2f}) | "
                       f"{main.matching / ours.matching:.2f}× | {main.costs / ours.costs:.1f}×"
                       if main else "- | - | -")
-        print(f"| {t} | {ours.wall:.2f} | {floor:.2f} ({backward:.2f} + {floor_matching:.2f}) | "
-              f"{ours.wall / floor:.2f}× | {ours.matching:.2f} ({ours.costs:.2f} + {ours.solves:.2f}, "
+        print(f"| {t} | {ours.total:.2f} | {floor:.2f} ({backward:.2f} + {floor_matching:.2f}) | "
+              f"{ours.total / floor:.2f}× | {ours.matching:.2f} ({ours.costs:.2f} + {ours.solves:.2f}, "
               f"{ours.calls}) | {main_cells} |", flush=True)
     if 20 in matching_at and 80 in matching_at:
         ours_growth = matching_at[80][0] / matching_at[20][0]
