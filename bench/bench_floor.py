@@ -26,26 +26,25 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+import argparse
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import main_matching  # noqa: E402
-from bench_engine import TASKS, Task, digits, sgd  # noqa: E402
+import main_matching
+import torch
+from bench_engine import TASKS, Task, digits, sgd
 
-import trajx.engine.matching as matching  # noqa: E402
-import trajx.engine.transfer as transfer_module  # noqa: E402
-from trajx.engine.batches import BatchSampler, task_loss  # noqa: E402
-from trajx.engine.matching import PairBank  # noqa: E402
-from trajx.engine.solvers import break_ties, get_solver  # noqa: E402
-from trajx.engine.trace import derive_spec  # noqa: E402
-from trajx.engine.transfer import resolve_device, transfer  # noqa: E402
-from trajx.engine.zoo import build_model, example_input, init_state_dict  # noqa: E402
-from trajx.spec import TransferParams  # noqa: E402
+import trajx.engine.transfer as transfer_module
+from trajx.engine import matching
+from trajx.engine.batches import BatchSampler, task_loss
+from trajx.engine.matching import PairBank
+from trajx.engine.solvers import break_ties, get_solver
+from trajx.engine.trace import derive_spec
+from trajx.engine.transfer import resolve_device, transfer
+from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.spec import TransferParams
 
 MLP512 = Task("MLP 64-512-512-10", ("mlp", {"in_features": 64, "hidden": [512, 512], "num_classes": 10}),
               images=False, epochs=20, lr=0.005)
