@@ -27,7 +27,7 @@ import torch
 from trajx.engine.permspec import Permutation, PermutationSpec, expand_index
 
 # Elements of one parameter's pair stack handled per chunk: bounds the float64 copies.
-_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS = 1 << 20
 
 
 class Pairs(Protocol):
