@@ -1,10 +1,10 @@
-"""The cost matrices of weight matching as main computed them before issue 15 (f5046ee).
+"""The cost matrices of weight matching as main computed them before issue 15 (2ab33d2).
 
 Every solve rebuilt its group's cost over all pairs kept so far, in float32, permuting
 the whole pair stack with `index_select`. Kept as the baseline that bench_floor.py times
 and as the reference that tests/engine/test_matching_identity.py compares permutations
 with. `main_match` is `trajx.engine.matching.match` with these costs plugged in (the
-coordinate descent itself is unchanged since f5046ee). Not used by the service.
+coordinate descent itself is unchanged since 2ab33d2). Not used by the service.
 """
 
 import math
@@ -52,7 +52,7 @@ def _permute_except(spec: PermutationSpec, perm: Permutation, name: str,
     # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
     for dim, group in enumerate(spec.param_groups.get(name, ())):
         if group is not None and dim != skip_dim:
-            stack = permute_axis(stack, dim + 1, perm[group], spec.repeat(name, dim))
+            stack = permute_axis(stack, dim + 1, perm[group], spec.repeat(name, dim), spec.tile(name, dim))
     return stack
 
 
@@ -65,8 +65,10 @@ def _group_cost(spec: PermutationSpec, pairs: PairBank, perm: Permutation,
             continue
         target, source = pairs.pair_stacks(axis.param)
         source = _permute_except(spec, perm, axis.param, source, axis.dim)
+        # A tiled axis (fused q/k/v) as (tile, units * repeat): its copies add up like a batch.
+        target, source = (t.unflatten(axis.dim + 1, (axis.tile, -1)) for t in (target, source))
         # n is the group's unit count: a flattened axis holds each unit's block of features.
-        term = _unit_products(target, source, axis.dim + 1, perm[group_name].numel())
+        term = _unit_products(target, source, axis.dim + 2, perm[group_name].numel())
         cost = term if cost is None else cost + term
     return cost.double().cpu().numpy()
 

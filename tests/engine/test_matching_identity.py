@@ -18,17 +18,21 @@ from trajx.engine.permspec import apply_permutation, spec_from_param_groups
 from trajx.engine.transfer import transfer
 from trajx.spec import TransferParams
 
-TRANSFORMER = ("transformer", {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8,
-                               "patch_size": 2, "in_channels": 1})
-SETUPS = {"mlp": (MLP, False, 10, 0.005), "cnn": (CNN, True, 2, 0.02), "transformer": (TRANSFORMER, True, 2, 0.01)}
+TRANSFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8, "patch_size": 2,
+               "in_channels": 1}
+SETUPS = {"mlp": (MLP, False, 10, 0.005), "cnn": (CNN, True, 2, 0.02),
+          "transformer": (("transformer", TRANSFORMER), True, 2, 0.01),
+          "transformer-fused-qkv": (("transformer", {**TRANSFORMER, "attention": "fused"}), True, 2, 0.01)}
 
-# A conv (4 channels) flattened into a Linear: a repeated axis, and a group on 3 params.
+# A conv (4 channels) flattened into a Linear: a repeated axis, and a group on 3 params;
+# a fused q/k/v-like projection holds group h tiled 3 times, 2 features per unit.
 CONV_GROUPS = {
     "conv.weight": ("c", None, None, None), "conv.bias": ("c",),
     "fc.weight": ("h", "c*9"), "fc.bias": ("h",), "out.weight": (None, "h"),
+    "qkv.weight": ("3*h*2", "c"),
 }
 CONV_SHAPES = {"conv.weight": (4, 2, 3, 3), "conv.bias": (4,), "fc.weight": (6, 36),
-               "fc.bias": (6,), "out.weight": (3, 6)}
+               "fc.bias": (6,), "out.weight": (3, 6), "qkv.weight": (36, 4)}
 
 
 def objective(spec, bank, perm):

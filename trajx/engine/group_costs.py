@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from trajx.engine.permspec import Permutation, PermutationSpec, expand_index
+from trajx.engine.permspec import Permutation, PermutationSpec, expand_index, permute_axis
 
 # Elements of one parameter's pair stack handled per chunk: bounds the float64 copies.
 _CHUNK_ELEMENTS = 1 << 20
@@ -40,13 +40,19 @@ class Pairs(Protocol):
     def pair_stacks(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+# A permuted axis: (axis, group, repeat, tile) as in permspec.Axis.
+Layout = tuple[int, str, int, int]
+
+
 @dataclass(frozen=True)
 class _Term:
-    """Axis `dim` of `param` in a group's cost; `others` are its other permuted axes."""
+    """Axis `dim` of `param` (holding its group `tile` times) in a group's cost; `others`
+    are the parameter's other permuted axes."""
 
     param: str
     dim: int
-    others: tuple[tuple[int, str, int], ...]  # (axis, group, repeat)
+    tile: int
+    others: tuple[Layout, ...]
 
 
 @dataclass
@@ -109,12 +115,12 @@ class GroupCosts:
 
     def _catch_up(self, group: str, entry: _Cost, perm: Permutation) -> bool:
         """Apply the moves of `group`'s neighbours since `entry` was summed; False to rebuild."""
-        for neighbour in sorted({h for t in self._terms[group] for _, h, _ in t.others}):
+        for neighbour in sorted({o[1] for t in self._terms[group] for o in t.others}):
             moved = torch.nonzero(entry.under[neighbour] != perm[neighbour]).flatten()
             if moved.numel() == 0:
                 continue
-            terms = [t for t in self._terms[group] if any(h == neighbour for _, h, _ in t.others)]
-            twice = any(sum(h == neighbour for _, h, _ in t.others) > 1 for t in terms)
+            terms = [t for t in self._terms[group] if any(o[1] == neighbour for o in t.others)]
+            twice = any(sum(o[1] == neighbour for o in t.others) > 1 for t in terms)
             if twice or 2 * moved.numel() > perm[neighbour].numel():
                 return False
             for term in terms:
@@ -129,26 +135,25 @@ class GroupCosts:
         total = torch.zeros(size, size, dtype=torch.float64, device=target.device)
         for lo, hi in _chunks(target, start, stop):
             total += _unit_products(target[lo:hi], _permute(source[lo:hi], term.others, perm),
-                                    term.dim + 1, size)
+                                    term.dim + 1, size, term.tile)
         return total
 
     def _moved_products(self, term: _Term, entry: _Cost, neighbour: str, moved: torch.Tensor,
                         new: torch.Tensor) -> torch.Tensor:
         """Change of the term when `neighbour` goes from entry.under to `new` on units `moved`."""
         target, source = self.pairs.pair_stacks(term.param)
-        axis, _, repeat = next(o for o in term.others if o[1] == neighbour)
+        axis, _, repeat, tile = next(o for o in term.others if o[1] == neighbour)
         rest = tuple(o for o in term.others if o[1] != neighbour)
-        device = target.device
-        rows = expand_index(moved, repeat).to(device)
-        before = expand_index(entry.under[neighbour][moved], repeat).to(device)
-        after = expand_index(new[moved], repeat).to(device)
+        units = new.numel()
+        rows, before, after = (_positions(index, units, repeat, tile).to(target.device)
+                               for index in (moved, entry.under[neighbour][moved], new[moved]))
         size = self._size(term)
-        total = torch.zeros(size, size, dtype=torch.float64, device=device)
+        total = torch.zeros(size, size, dtype=torch.float64, device=target.device)
         for lo, hi in _chunks(target, 0, entry.count):
             chunk = source[lo:hi]
             change = chunk.index_select(axis + 1, after).double() - chunk.index_select(axis + 1, before).double()
             total += _unit_products(target[lo:hi].index_select(axis + 1, rows),
-                                    _permute(change, rest, entry.under), term.dim + 1, size)
+                                    _permute(change, rest, entry.under), term.dim + 1, size, term.tile)
         return total
 
     def _size(self, term: _Term) -> int:
@@ -159,34 +164,45 @@ class GroupCosts:
 
 
 def _terms(spec: PermutationSpec, group: str, names: tuple[str, ...]) -> list[_Term]:
-    return [_Term(a.param, a.dim, _permuted_axes(spec, a.param, skip=a.dim))
+    return [_Term(a.param, a.dim, a.tile, _permuted_axes(spec, a.param, skip=a.dim))
             for a in spec.group(group).axes if a.param in names]
 
 
-def _permuted_axes(spec: PermutationSpec, name: str, skip: int | None) -> tuple[tuple[int, str, int], ...]:
-    return tuple((dim, group, spec.repeat(name, dim))
+def _permuted_axes(spec: PermutationSpec, name: str, skip: int | None) -> tuple[Layout, ...]:
+    return tuple((dim, group, spec.repeat(name, dim), spec.tile(name, dim))
                  for dim, group in enumerate(spec.param_groups.get(name, ()))
                  if group is not None and dim != skip)
 
 
-def _permute(stack: torch.Tensor, axes: tuple[tuple[int, str, int], ...], perm: Permutation) -> torch.Tensor:
+def _permute(stack: torch.Tensor, axes: tuple[Layout, ...], perm: Permutation) -> torch.Tensor:
     # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
-    for dim, group, repeat in axes:
-        stack = stack.index_select(dim + 1, expand_index(perm[group], repeat).to(stack.device))
+    for dim, group, repeat, tile in axes:
+        stack = permute_axis(stack, dim + 1, perm[group], repeat, tile)
     return stack
 
 
-def _unit_products(target: torch.Tensor, source: torch.Tensor, dim: int, units: int) -> torch.Tensor:
-    """[units, units] float64: Σ over every index but axis `dim` of target[.., i, ..] * source[.., j, ..].
+def _positions(index: torch.Tensor, units: int, repeat: int, tile: int) -> torch.Tensor:
+    """Axis positions of the units `index` (a subset of a group of `units`), tiled and repeated."""
+    inner = expand_index(index, repeat)
+    if tile == 1:
+        return inner
+    return (torch.arange(tile)[:, None] * (units * repeat) + inner).reshape(-1)
+
+
+def _unit_products(target: torch.Tensor, source: torch.Tensor, dim: int, units: int,
+                   tile: int) -> torch.Tensor:
+    """[units, units] float64: Σ over every index but unit i / j of axis `dim` of
+    target[.., i, ..] * source[.., j, ..].
 
     One matrix product over all pairs of the chunk: each side is copied once, unit axis
-    first, into float64 (a flattened axis holds each unit's block of features).
+    first, into float64. A tiled axis (fused q/k/v) is split into (tile, units * repeat)
+    and its copies add up like a batch; a flattened axis holds each unit's block of features.
     """
-    return _unit_rows(target, dim, units) @ _unit_rows(source, dim, units).T
+    return _unit_rows(target, dim, units, tile) @ _unit_rows(source, dim, units, tile).T
 
 
-def _unit_rows(stack: torch.Tensor, dim: int, units: int) -> torch.Tensor:
-    moved = stack.movedim(dim, 0)
+def _unit_rows(stack: torch.Tensor, dim: int, units: int, tile: int) -> torch.Tensor:
+    moved = stack.unflatten(dim, (tile, -1)).movedim(dim + 1, 0)  # [units * repeat, ...]
     rows = torch.empty(moved.shape, dtype=torch.float64, device=stack.device)
     rows.copy_(moved)
     return rows.reshape(units, -1)
