@@ -92,7 +92,7 @@ def test_overwriting_a_pair_starts_the_costs_afresh():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "steps"), [("fgmt", 4), ("fgmt", 12), ("gmt", 5)])
+@pytest.mark.parametrize(("method", "steps"), [("fgmt", 12), ("gmt", 4)])
 def test_transfer_gives_main_s_permutations_and_checkpoints(setup, method, steps, monkeypatch):
     params = TransferParams(steps=steps, batch_size=128, device="cpu", seed=3)
     inits = [setup.init(seed) for seed in (1, 2)]

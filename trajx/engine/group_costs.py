@@ -13,8 +13,10 @@ The objective Σ⟨target, π source⟩ is carried over the same way.
 
 Sums are float64 (float32 pairs are widened before each product): updated and rebuilt
 matrices agree to ~1e-15 relative, far below the 1e-9 tie-breaking perturbation of the
-solvers, so the order of updates never decides an assignment. Work is done in chunks of
-pairs (about `_CHUNK_ELEMENTS` per chunk), so the stack itself is never copied whole.
+solvers, so the order of updates never decides an assignment. They differ from the float32
+costs main built before issue 15 by ~1e-7 relative; the permutations stayed identical in
+every case tested (tests/engine/test_matching_identity.py). Work is done in chunks of pairs
+(about `_CHUNK_ELEMENTS` elements each), so a stack is never copied whole.
 """
 
 from collections.abc import Iterator
