@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import lru_cache
 
 import redis
 from kombu.exceptions import OperationalError
@@ -34,16 +35,20 @@ def queue_for(spec: dict) -> str:
 
 
 class CeleryDispatcher:
-    """Publishes the job id to the job's queue and marks it dispatched in Redis.
+    """Publishes the job id to the job's queue, then marks it dispatched in Redis.
 
     The marker lives in the broker's Redis, so a Redis restart that loses the queued
-    message loses the marker too: recovery re-dispatches exactly those jobs.
+    message loses the marker too: recovery re-dispatches exactly those jobs. A worker
+    drops the marker once it is done with the message (`message_consumed`). The marker is
+    set after the send: a crash between the two leaves a message without a marker (a
+    harmless duplicate later), never a marker without a message; and recovery trusts a
+    marker only for a while (`worker.recovery`), as one can still outlive its message.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._celery = create_celery(settings)
-        self._redis = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+        self._redis = broker_redis(settings.broker_url)
         self._sessions = worker_context(settings).sessions
         self._marker_ttl = int(self._celery.conf.broker_transport_options["visibility_timeout"])
 
@@ -54,14 +59,30 @@ class CeleryDispatcher:
         if spec is None:
             raise LookupError(f"no job {job_id!r} to dispatch")
         try:
-            self._redis.set(DISPATCH_MARKER.format(job_id=job_id), "1", ex=self._marker_ttl)
             self._celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(spec))
+            self._redis.set(DISPATCH_MARKER.format(job_id=job_id), "1", ex=self._marker_ttl)
         except (redis.RedisError, OperationalError, OSError) as exc:
             log.warning("job %s: broker unavailable (%s); recovery will re-dispatch it", job_id, exc)
 
     def is_pending(self, job_id: str) -> bool:
         """True if a message for the job may still be in the broker."""
         return bool(self._redis.exists(DISPATCH_MARKER.format(job_id=job_id)))
+
+
+@lru_cache(maxsize=4)
+def broker_redis(broker_url: str) -> redis.Redis:
+    """A client of the broker's Redis (connections open lazily, so it may cross no fork unused)."""
+    return redis.Redis.from_url(broker_url, socket_timeout=5)
+
+
+def message_consumed(settings: Settings, job_id: str) -> None:
+    """A worker is done with a message for the job (ran it, or found nothing to claim): drop
+    the job's dispatched marker, so a job still queued is re-sent by recovery at once."""
+    try:
+        broker_redis(settings.broker_url).delete(DISPATCH_MARKER.format(job_id=job_id))
+    except redis.RedisError as exc:
+        log.warning("job %s: could not clear its dispatched marker (%s); recovery re-sends it later",
+                    job_id, exc)
 
 
 class EmbeddedRunner:

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.artifacts import blob_in_use, create_artifact_from_file
+from app.db_outage import is_unavailable
 from app.models import Artifact, Job
 from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
@@ -124,9 +125,11 @@ class _JobRun:
             except (torch.OutOfMemoryError, MemoryError) as exc:
                 return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
             except Exception as exc:
+                if is_unavailable(exc):
+                    # Not the job's fault: it stays running, its heartbeat goes stale and
+                    # recovery runs it again once the database is back.
+                    raise
                 log.exception("job %s failed", self.claim.job_id)
-                # A database outage fails here too and propagates: the heartbeat goes stale
-                # and recovery runs the job again.
                 return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
     def _input_paths(self, refs: dict[str, str]) -> dict[str, Path]:

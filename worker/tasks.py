@@ -11,6 +11,7 @@ message is requeued, so another worker resumes it without waiting for a stale he
 """
 
 import gc
+import logging
 import os
 import signal
 import threading
@@ -24,24 +25,41 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_shutting_down
 
 from app.db import make_engine
+from app.db_outage import is_unavailable
 from app.settings import get_settings
 from worker.celery_app import RUN_JOB_TASK, app
+from worker.dispatchers import message_consumed
 from worker.jobs import run_job
 from worker.webhooks import deliverer
 
 # Loads the SQLAlchemy dialect and driver without opening a connection (none may cross a fork).
 make_engine(get_settings().database_url).dispose()
 
+log = logging.getLogger(__name__)
+# The longest wait before a message that met an unavailable database is tried again.
+MAX_RETRY_SECONDS = 30
 # SIGUSR1 is billiard's soft-time-limit signal in pool children.
 RELEASE_SIGNAL = signal.SIGUSR2
 _shutdown = threading.Event()
 
 
-@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
-def run_job_task(job_id: str) -> None:
-    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op."""
+@app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
+def run_job_task(self, job_id: str) -> None:
+    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op.
+
+    With the database unavailable the message is not spent: it goes back to the broker
+    (`retry`, with backoff) and the job's dispatched marker stays, so nothing depends on
+    recovery noticing. A job the outage interrupted keeps a heartbeat that goes stale.
+    """
     try:
         status = run_job(job_id, shutdown=_shutdown)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        countdown = min(2 ** self.request.retries, MAX_RETRY_SECONDS)
+        log.warning("job %s: database unavailable (%s); message retried in %d s", job_id, type(exc).__name__,
+                    countdown)
+        raise self.retry(countdown=countdown, max_retries=None) from None
     finally:
         # The child stays for the next job: hand its GPU memory back. A reference cycle
         # (a traceback, an autograd graph) can keep tensors alive, and the cache can only
@@ -51,6 +69,7 @@ def run_job_task(job_id: str) -> None:
             torch.cuda.empty_cache()
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
+    message_consumed(get_settings(), job_id)
 
 
 @worker_process_init.connect

@@ -106,3 +106,37 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "torch")[:3])
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_sweep_resends_a_queued_job_whose_marker_outlived_its_message(celery_settings, tenant_id, broker):
+    """A crash between the job's commit and its message (or a message consumed without a
+    claim whose marker stayed) leaves a marker and no message: the marker is believed only
+    for `resend_after_seconds`."""
+    dispatcher = CeleryDispatcher(celery_settings)
+    stranded = make_job(celery_settings, tenant_id, age_seconds=60)
+    broker.set(DISPATCH_MARKER.format(job_id=stranded), "1", ex=90_000)  # as old code set it, before sending
+    waiting = make_job(celery_settings, tenant_id, age_seconds=20)
+    dispatcher.dispatch(waiting)  # a message in a busy queue, within the bound
+
+    result = sweep(celery_settings, dispatcher, queued_grace_seconds=10, resend_after_seconds=30)
+
+    assert result.redispatched == [stranded]
+    assert sorted(_queued_job_ids(broker, "gpu")) == sorted([waiting, stranded])
+    # Re-sent now, it is left to its new message for another bound.
+    assert sweep(celery_settings, dispatcher, queued_grace_seconds=10, resend_after_seconds=30).redispatched == []
+
+
+def test_dispatch_sends_before_it_marks(celery_settings, tenant_id, broker, monkeypatch):
+    """The window between the job's commit and its message: a send that fails leaves no
+    marker, so the next sweep past the grace period re-sends the job."""
+    dispatcher = CeleryDispatcher(celery_settings)
+    job_id = make_job(celery_settings, tenant_id, age_seconds=60)
+
+    def broker_down(*args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(dispatcher._celery, "send_task", broker_down)
+    dispatcher.dispatch(job_id)
+    assert not dispatcher.is_pending(job_id)
+    monkeypatch.undo()
+    assert sweep(celery_settings, dispatcher, queued_grace_seconds=10).redispatched == [job_id]
