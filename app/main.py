@@ -21,6 +21,7 @@ from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.problems import install_problem_handlers
 from app.settings import Settings, get_settings
 from app.storage import ArtifactStore
+from app.temp_files import sweep_stale
 from trajx import __version__
 
 log = logging.getLogger("app.main")
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             created = ensure_local_key(settings)
             if created is not None:
                 log.warning("created tenant 'local' and its API key in %s", created[1])
+        sweep_stale(services.store.tmp_dir)  # partial uploads of a killed predecessor
         yield
         engine.dispose()
 

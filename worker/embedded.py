@@ -21,6 +21,7 @@ from pathlib import Path
 
 from app.observability import configure_logging
 from app.settings import Settings, get_settings
+from app.temp_files import PeriodicSweep
 from worker.claim import claimable_job_ids, fail_exhausted
 from worker.context import worker_context
 from worker.webhooks import deliverer
@@ -92,9 +93,11 @@ def serve(settings: Settings, parent_fd: int | None) -> None:
             return
         log.info("embedded worker %d running jobs from %s", os.getpid(), settings.database_url)
         deliverer(settings)  # webhooks of jobs finished anywhere, the API's cancels too
+        temp_files = PeriodicSweep(worker_context(settings).store.tmp_dir)  # what crashed jobs left
         failures = 0
         while not shutdown.is_set():
             wait = POLL_SECONDS
+            temp_files.maybe_sweep()
             try:
                 while run_pending(settings, shutdown):
                     pass

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from app.db_outage import is_unavailable
 from app.models import Artifact, Job
 from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
+from app.temp_files import work_dir
 from trajx.errors import Cancelled, InvalidInput, TrajxError
 from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
@@ -99,7 +99,7 @@ class _JobRun:
 
     def _run_and_finish(self) -> str | None:
         self._started()
-        with tempfile.TemporaryDirectory(prefix=f"{self.claim.job_id}-", dir=self.ctx.store.tmp_dir) as tmp:
+        with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
             try:
                 spec = parse_job_spec(self.spec_data)
                 paths = self._input_paths(spec.artifact_refs())

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,8 +28,10 @@ from celery.signals import worker_process_init, worker_shutting_down
 from app.db import make_engine
 from app.db_outage import is_unavailable
 from app.settings import get_settings
+from app.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.dispatchers import message_consumed
+from worker.context import worker_context
 from worker.jobs import run_job
 from worker.webhooks import deliverer
 
@@ -67,14 +70,22 @@ def run_job_task(self, job_id: str) -> None:
         if torch.cuda.is_initialized():
             gc.collect()
             torch.cuda.empty_cache()
+    _temp_files().maybe_sweep()
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
     message_consumed(get_settings(), job_id)
 
 
+@lru_cache
+def _temp_files() -> PeriodicSweep:
+    """This child's sweep of the store's temporary files (a killed sibling's job directory)."""
+    return PeriodicSweep(worker_context(get_settings()).store.tmp_dir)
+
+
 @worker_process_init.connect
 def _start_child(**_: object) -> None:
     signal.signal(RELEASE_SIGNAL, lambda *_: _shutdown.set())
+    _temp_files().maybe_sweep()  # a new child often replaces a killed one
     # Every child delivers the webhook outbox (its own jobs' messages first, promptly).
     deliverer(get_settings())
 

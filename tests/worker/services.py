@@ -92,8 +92,10 @@ def celery_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Se
     return Service(name, command, settings, log_dir, lambda s: " ready." in s.log_since_start(), start_timeout=90)
 
 
-def recovery_loop(settings: Settings, log_dir: Path, interval: float = 0.5, grace: float = 1.0) -> Service:
-    command = [sys.executable, "-m", "worker.recovery", "--interval", str(interval), "--grace", str(grace)]
+def recovery_loop(settings: Settings, log_dir: Path, interval: float = 0.5, grace: float = 1.0,
+                  resend_after: float = 300.0) -> Service:
+    command = [sys.executable, "-m", "worker.recovery", "--interval", str(interval), "--grace", str(grace),
+               "--resend-after", str(resend_after)]
     return Service("recovery", command, settings, log_dir, lambda s: s.process.poll() is None)
 
 
