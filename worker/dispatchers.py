@@ -120,7 +120,7 @@ class EmbeddedRunner:
         if self._process is not None:
             log.warning("embedded worker exited with %s; restarting it", self._process.returncode)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "worker.embedded", "--parent-pipe"],
+            [sys.executable, "-m", "worker.embedded", "--parent-pipe", "--parent-pid", str(os.getpid())],
             stdin=subprocess.PIPE, env={**os.environ, **settings_env(self._settings)},
         )
         os.set_blocking(self._process.stdin.fileno(), False)

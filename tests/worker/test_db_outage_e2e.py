@@ -26,9 +26,9 @@ from worker.dispatchers import DISPATCH_MARKER
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # a database of its own: flushed freely
-LONG = {"steps": 40, "grad_batches": 4}
+LONG = {"steps": 20, "grad_batches": 2}
 QUICK_STEPS = 3
-OUTAGE_SECONDS = 8  # longer than the stale period: the running job's heartbeat goes stale
+OUTAGE_SECONDS = 6  # longer than the stale period: the running job's heartbeat goes stale
 
 
 @dataclass
