@@ -30,8 +30,8 @@ from app.db_outage import is_unavailable
 from app.settings import get_settings
 from app.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
-from worker.dispatchers import message_consumed
 from worker.context import worker_context
+from worker.dispatchers import message_consumed
 from worker.jobs import run_job
 from worker.webhooks import deliverer
 

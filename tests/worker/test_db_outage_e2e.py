@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from app.admin import create_api_key, create_tenant
-from app.db import make_engine, make_session_factory, session_scope
+from app.db import make_engine, make_session_factory
 from app.settings import Settings
-from tests.conftest import service_unavailable
+from tests.conftest import make_tenant, service_unavailable
 from tests.db_faults import database_down, scratch_postgres
 from tests.worker.digits import digits_spec, write_digits_source
 from tests.worker.services import Service, api_server, celery_worker, recovery_loop
@@ -52,9 +51,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                             dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
                             auto_migrate=False, create_local_key=False)
         engine = make_engine(url)
-        with session_scope(make_session_factory(engine)) as session:
-            create_tenant(session, "outage")
-            key = create_api_key(session, "outage")
+        key = make_tenant(make_session_factory(engine)).key
         engine.dispose()
         digits = write_digits_source(root / "source")
         with recovery_loop(settings, root, resend_after=10), celery_worker(settings, root) as worker, \
