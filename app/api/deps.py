@@ -30,6 +30,7 @@ from app.settings import Settings
 from app.storage import ArtifactStore
 
 log = logging.getLogger("app.api.deps")
+_COMMITTED = "trajx.committed"  # a `Session.info` key: the session attempted a commit
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -47,6 +48,7 @@ class Database:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        event.listen(sessions, "before_commit", _note_commit)
 
     async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await run_in_threadpool(self._call, self.ATTEMPTS, work, *args, **kwargs)
@@ -58,11 +60,10 @@ class Database:
         while True:
             attempts -= 1
             with self._session() as session:
-                commits = _count_commits(session)
                 try:
                     return work(session, *args, **kwargs)
                 except DBAPIError as exc:
-                    if not attempts or commits or not is_dropped_connection(exc):
+                    if not attempts or _COMMITTED in session.info or not is_dropped_connection(exc):
                         raise
                     log.warning("database connection dropped (%s); running the request again",
                                 str(exc.orig).splitlines()[0])
@@ -82,11 +83,8 @@ class Database:
                     raise
 
 
-def _count_commits(session: Session) -> list[None]:
-    """A list that grows by one on each commit `session` attempts."""
-    commits: list[None] = []
-    event.listen(session, "before_commit", lambda _: commits.append(None))
-    return commits
+def _note_commit(session: Session) -> None:
+    session.info[_COMMITTED] = True
 
 
 @dataclass(frozen=True)
