@@ -32,6 +32,7 @@ from app.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.context import worker_context
 from worker.dispatchers import message_consumed
+from worker.fair_share import DEFERRED
 from worker.jobs import run_job
 from worker.webhooks import deliverer
 
@@ -44,11 +45,14 @@ MAX_RETRY_SECONDS = 30
 # SIGUSR1 is billiard's soft-time-limit signal in pool children.
 RELEASE_SIGNAL = signal.SIGUSR2
 _shutdown = threading.Event()
+# A job deferred by its tenant's running quota is offered again after this long.
+DEFER_SECONDS = 5.0
 
 
-@app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
+@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True)
 def run_job_task(self, job_id: str) -> None:
-    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op.
+    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op,
+    one whose tenant has its running quota is tried again after DEFER_SECONDS.
 
     With the database unavailable the message is not spent: it goes back to the broker
     (`retry`, with backoff) and the job's dispatched marker stays, so nothing depends on
@@ -73,6 +77,8 @@ def run_job_task(self, job_id: str) -> None:
     _temp_files().maybe_sweep()
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
+    if status == DEFERRED:
+        raise self.retry(countdown=DEFER_SECONDS, max_retries=None)
     message_consumed(get_settings(), job_id)
 
 
