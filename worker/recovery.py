@@ -5,9 +5,9 @@ beside Celery workers (one such process is enough; more only send harmless dupli
 messages). Each sweep fails stale jobs that have no attempts left (`worker_lost`),
 re-sends running jobs whose heartbeat is stale (at most once per stale period), and
 re-sends queued jobs older than a grace period whose message is no longer in the
-broker (e.g. Redis restarted, or consumed without a claim), or that stayed unclaimed
-for `--resend-after` seconds whatever the broker seems to hold: no job depends on one
-message. It also delivers the webhook outbox,
+broker (e.g. Redis restarted, or consumed without a claim), or whose message was
+neither sent nor seen alive for `--resend-after` seconds, whatever the broker seems
+to hold: no job depends on one message. It also delivers the webhook outbox,
 so a message whose worker ended before sending it still goes out.
 The embedded worker does the same by itself. No torch here.
 """
@@ -16,7 +16,7 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import func, select
@@ -30,13 +30,14 @@ from worker.context import worker_context
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
-# How long a queued job's dispatched marker is believed: past it the job is re-sent anyway.
+# How long a queued job's dispatched marker is believed unless refreshed: past it the job
+# is re-sent anyway.
 RESEND_AFTER_SECONDS = 300.0
 
 
 class RecoverableDispatcher(Protocol):
     def dispatch(self, job_id: str) -> None: ...
-    def is_pending(self, job_id: str) -> bool: ...
+    def marked_at(self, job_id: str) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,13 @@ def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_se
             # worker would otherwise find the queue clogged with duplicates.
             reason, wait, sent_at = "stale_heartbeat", settings.stale_seconds, last_resent.get(job_id)
         else:
-            # A queued job's message is trusted while its marker says it is in the broker,
-            # but only for `resend_after_seconds`: a marker can outlive its message.
-            reason, sent_at = "lost_message", last_resent.get(job_id, job.created_at)
-            wait = resend_after_seconds if dispatcher.is_pending(job_id) else queued_grace_seconds
+            # A queued job's message is trusted while its marker is fresh (sent, or seen
+            # alive by a worker that retries it): a marker can outlive its message.
+            reason, marked_at = "lost_message", dispatcher.marked_at(job_id)
+            if marked_at is None:
+                wait, sent_at = queued_grace_seconds, last_resent.get(job_id, job.created_at)
+            else:
+                wait, sent_at = resend_after_seconds, datetime.fromtimestamp(marked_at, UTC)
         if sent_at is not None and sent_at > now - timedelta(seconds=wait):
             continue
         with sessions() as session:

@@ -31,7 +31,7 @@ from app.settings import get_settings
 from app.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.context import worker_context
-from worker.dispatchers import message_consumed
+from worker.dispatchers import message_consumed, message_retried
 from worker.fair_share import DEFERRED
 from worker.jobs import run_job
 from worker.webhooks import deliverer
@@ -55,8 +55,8 @@ def run_job_task(self, job_id: str) -> None:
     one whose tenant has its running quota is tried again after DEFER_SECONDS.
 
     With the database unavailable the message is not spent: it goes back to the broker
-    (`retry`, with backoff) and the job's dispatched marker stays, so nothing depends on
-    recovery noticing. A job the outage interrupted keeps a heartbeat that goes stale.
+    (`retry`, with backoff) and the job's dispatched marker is refreshed, so nothing depends
+    on recovery noticing. A job the outage interrupted keeps a heartbeat that goes stale.
     """
     try:
         status = run_job(job_id, shutdown=_shutdown)
@@ -66,6 +66,7 @@ def run_job_task(self, job_id: str) -> None:
         countdown = min(2 ** self.request.retries, MAX_RETRY_SECONDS)
         log.warning("job %s: database unavailable (%s); message retried in %d s", job_id, type(exc).__name__,
                     countdown)
+        message_retried(get_settings(), job_id)
         raise self.retry(countdown=countdown, max_retries=None) from None
     finally:
         # The child stays for the next job: hand its GPU memory back. A reference cycle
@@ -78,6 +79,7 @@ def run_job_task(self, job_id: str) -> None:
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
     if status == DEFERRED:
+        message_retried(get_settings(), job_id)
         raise self.retry(countdown=DEFER_SECONDS, max_retries=None)
     message_consumed(get_settings(), job_id)
 
