@@ -1,6 +1,6 @@
 """FGMT against its floor, and its matching against main's (issue 15). Prints tables.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_floor.py          # ~15 min on 2 CPU cores
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_floor.py          # ~15 min on 2 busy CPU cores
     .venv/bin/python bench/bench_floor.py --steps 10,20 --tasks cnn --device cuda
 
 For T = 10, 20, 40, 80, on the 64→512→512→10 MLP and the BatchNorm CNN of
@@ -192,9 +192,9 @@ def report(case: Case, steps: list[int], main_steps: set[int]) -> None:
               f"{ours.calls}) | {main_cells} |", flush=True)
     if 20 in matching_at and 80 in matching_at:
         ours_growth = matching_at[80][0] / matching_at[20][0]
-        main_growth = (f"{matching_at[80][1] / matching_at[20][1]:.1f}×"
+        main_growth = (f"×{matching_at[80][1] / matching_at[20][1]:.1f}"
                        if matching_at[80][1] and matching_at[20][1] else "-")
-        print(f"\nmatching seconds from T=20 to T=80: ours ×{ours_growth:.1f}, main's {main_growth}")
+        print(f"\nmatching seconds from T = 20 to T = 80: ours ×{ours_growth:.1f}, main's {main_growth}")
 
 
 def main() -> None:
