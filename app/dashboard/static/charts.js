@@ -1,0 +1,94 @@
+// Per-target charts of a job's per-step metrics (uPlot, vendored): held-out accuracy and
+// loss on one chart, the matching objective on another. Points arrive one by one while the
+// job runs (progress events) or all at once from a finished job's report.
+import { el } from "./dom.js";
+
+const WIDTH = 540, HEIGHT = 240;
+const COLORS = { accuracy: "#2156c9", loss: "#c0392b", objective: "#1b7f3b" };
+
+function series(label, scale) {
+  return { label, scale, stroke: COLORS[label], width: 2, points: { show: true, size: 5 } };
+}
+
+function accuracyLossOptions(title) {
+  return {
+    title, width: WIDTH, height: HEIGHT, scales: { x: { time: false } },
+    series: [{ label: "step" }, series("accuracy", "acc"), series("loss", "loss")],
+    axes: [{ label: "step" }, { scale: "acc", label: "accuracy" },
+      { scale: "loss", label: "loss", side: 1, grid: { show: false } }],
+  };
+}
+
+function objectiveOptions(title) {
+  return {
+    title, width: WIDTH, height: HEIGHT, scales: { x: { time: false } },
+    series: [{ label: "step" }, series("objective", "y")],
+    axes: [{ label: "step" }, { scale: "y", label: "Σ⟨g₂, π g₁⟩", size: 70 }],
+  };
+}
+
+class TargetChart {
+  constructor(target, container) {
+    this.rows = new Map(); // step -> metrics
+    this.frame = el("div", { class: "target-charts", dataset: { target, points: 0 } },
+      el("h3", {}, `Target ${target}`));
+    container.append(this.frame);
+    this.accuracy = this.plot(accuracyLossOptions(`target ${target}: held-out accuracy and loss`), "accuracy");
+    this.objective = this.plot(objectiveOptions(`target ${target}: matching objective`), "objective");
+  }
+
+  plot(options, metric) {
+    const holder = el("div", { class: "chart", dataset: { metric, points: 0 } });
+    this.frame.append(holder);
+    return { holder, chart: new window.uPlot(options, options.series.map(() => []), holder) };
+  }
+
+  set(rows) {
+    this.rows = new Map(rows.map((row) => [row.step, row]));
+    this.redraw();
+  }
+
+  add(row) {
+    if (this.rows.has(row.step)) return;
+    this.rows.set(row.step, row);
+    this.redraw();
+  }
+
+  redraw() {
+    const rows = [...this.rows.values()].sort((a, b) => a.step - b.step);
+    const column = (name) => rows.map((row) => (typeof row[name] === "number" ? row[name] : null));
+    const steps = rows.map((row) => row.step);
+    this.draw(this.accuracy, [steps, column("accuracy"), column("loss")]);
+    this.draw(this.objective, [steps, column("objective")]);
+    this.frame.dataset.points = rows.length;
+  }
+
+  draw({ holder, chart }, data) {
+    chart.setData(data);
+    // What tests and people can read without the canvas: points that carry a value.
+    holder.dataset.points = data[1].filter((v) => v !== null).length;
+  }
+}
+
+export class JobCharts {
+  constructor(container) {
+    this.container = container;
+    this.targets = new Map();
+  }
+
+  target(index) {
+    if (!this.targets.has(index)) this.targets.set(index, new TargetChart(index, this.container));
+    return this.targets.get(index);
+  }
+
+  // A progress event's data: {target, target_step, metrics}.
+  addProgress({ target, target_step: step, metrics }) {
+    if (typeof target !== "number" || typeof step !== "number") return;
+    this.target(target).add({ ...(metrics || {}), step });
+  }
+
+  // A report's `targets`: [{steps: [{step, accuracy, loss, objective, ...}]}].
+  setReport(targets) {
+    targets.forEach((target, index) => this.target(index).set(target.steps || []));
+  }
+}
