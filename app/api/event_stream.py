@@ -9,7 +9,6 @@ or after `MAX_STREAM_SECONDS` (the client then reconnects with `Last-Event-ID`).
 """
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 

@@ -90,6 +90,10 @@ class Client:
         return download_artifact(self._transport, artifact_id, artifact.sha256, artifact.size,
                                  Path(dest), progress=self.progress)
 
+    def artifact_json(self, artifact_id: str) -> Any:
+        """The content of a (small) JSON artifact, such as a job's report, parsed."""
+        return self._transport.request("GET", f"/v1/artifacts/{artifact_id}/content").json()
+
     # -- jobs --------------------------------------------------------------------------------
 
     def create_job(self, spec: dict[str, Any], *, idempotency_key: str | None = None,

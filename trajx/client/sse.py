@@ -27,7 +27,7 @@ def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         if name == "data":
             data.append(value)
         elif name == "event":

@@ -9,8 +9,13 @@ from starlette.concurrency import run_in_threadpool
 
 from app import jobs
 from app.api.body_limit import body_limited_route
-from app.api.event_stream import EVENT_STREAM, event_stream_response, parse_last_event_id, wants_event_stream
 from app.api.deps import ServicesDep, TenantId
+from app.api.event_stream import (
+    EVENT_STREAM,
+    event_stream_response,
+    parse_last_event_id,
+    wants_event_stream,
+)
 from app.api.responses import V1_PROBLEMS, problem_responses
 from app.idempotency import check_key
 from app.models import JOB_ID_PREFIX, id_pattern
