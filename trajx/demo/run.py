@@ -7,9 +7,10 @@ the transferred checkpoints; evaluate them on the held-out split and print one
 table; stop the server.
 """
 
+import signal
 import statistics
 import tempfile
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def run_demo(seeds: tuple[int, ...] = (1, 2, 3), steps: int = 30, data_dir: Path
                        for method, job in finished.items()}
             rows = _rows(files, split, seeds, finished, results)
             console.print(_table(rows, seeds, steps))
-            console.print(_dashboard_note(server, finished, keep_serving))
+            console.print(_dashboard_note(server, finished, keep_serving), soft_wrap=True)  # whole URLs
             if keep_serving:
                 _serve_until_interrupted(log)
     return rows
@@ -110,12 +111,17 @@ def _dashboard_note(server: EmbeddedServer, jobs: dict[str, Job], keep_serving: 
 
 
 def _serve_until_interrupted(log: Console) -> None:
+    """Block until SIGINT or SIGTERM: either way the caller's `with` blocks stop the server
+    (a plain SIGTERM would end this process and leave the server, in its own session, running)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     log.print("the demo server stays up; press Ctrl-C to stop it")
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        log.print("stopping the demo server")
+        stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.print("stopping the demo server")
 
 
 def _write_source(out_dir: Path, split: DigitsSplit) -> dict:
