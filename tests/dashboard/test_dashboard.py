@@ -1,5 +1,6 @@
 """The dashboard in a real browser: sign in, jobs list, a job's live charts, cancel, tenancy."""
 
+import hashlib
 import time
 
 import pytest
@@ -79,6 +80,18 @@ def test_jobs_list_filters_by_status_and_pages(page, client, inputs, server):
     page.wait_for_selector("tr[data-job]")
     statuses = page.locator("tr[data-job] [data-status]").all_inner_texts()
     assert statuses and set(statuses) == {"cancelled"}
+
+    page.goto("/#/jobs?status=cancelled&limit=2")  # pages follow the API's cursors
+    ids = lambda: page.locator("tr[data-job]").evaluate_all("rows => rows.map(r => r.dataset.job)")
+    wait_until(page, lambda: len(ids()) == 2)
+    first = ids()
+    assert page.is_disabled("#prev-page") and page.is_enabled("#next-page")
+    page.click("#next-page")
+    wait_until(page, lambda: ids() != first)
+    second = ids()
+    assert second and not set(second) & set(first) and max(second) < min(first)  # older, newest first
+    page.click("#prev-page")
+    wait_until(page, lambda: ids() == first)
     assert page.console.errors == []
 
 
@@ -116,3 +129,17 @@ def test_page_is_served_with_a_content_security_policy(server):
     policy = response.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert httpx.get(f"{server.url}/dashboard/vendor/uplot/uPlot.iife.min.js").status_code == 200
+
+
+def test_artifacts_page_lists_uploads_and_downloads_one(page, client, inputs, server, tmp_path):
+    sign_in(page, server.api_key)
+    page.click("text=Artifacts")
+    row = page.locator(f"tr[data-artifact='{inputs.train}']")
+    row.wait_for()
+    assert "train.safetensors" in row.inner_text() and "data" in row.inner_text()
+    with page.expect_download() as download:
+        row.locator("button").click()
+    saved = tmp_path / "train.safetensors"
+    download.value.save_as(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == client.get_artifact(inputs.train).sha256
+    assert page.console.errors == []

@@ -4,7 +4,7 @@ import { getJson, isTerminal, query } from "./api.js";
 import { el, formatDuration, formatPercent, formatTime, jobFacts, progressText, statusBadge, table } from "./dom.js";
 
 const STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"];
-const PAGE = 20;
+const PAGE = 20; // jobs per page unless the address says `limit=` (1 to 200, the API's bounds)
 const REFRESH_MS = 2000;
 
 function jobRow(job) {
@@ -23,13 +23,15 @@ export async function renderJobs(view, params, signal) {
   const status = params.get("status") || "";
   const cursors = (params.get("cursors") || "").split(",").filter(Boolean); // pages before this one
   const cursor = cursors.at(-1) || null;
-  const page = await getJson(`/v1/jobs${query({ status, cursor, limit: PAGE })}`, { signal });
+  const limit = Math.min(200, Math.max(1, Number(params.get("limit")) || PAGE));
+  const page = await getJson(`/v1/jobs${query({ status, cursor, limit })}`, { signal });
 
   const filter = el("select", { id: "status-filter", "aria-label": "status" },
     el("option", { value: "" }, "all statuses"),
     STATUSES.map((s) => el("option", { value: s, selected: s === status }, s)));
-  filter.addEventListener("change", () => { location.hash = `#/jobs${query({ status: filter.value })}`; });
-  const go = (list) => { location.hash = `#/jobs${query({ status, cursors: list.join(",") })}`; };
+  const size = limit === PAGE ? null : limit;
+  filter.addEventListener("change", () => { location.hash = `#/jobs${query({ status: filter.value, limit: size })}`; });
+  const go = (list) => { location.hash = `#/jobs${query({ status, limit: size, cursors: list.join(",") })}`; };
   const rows = page.data.map(jobRow);
   view.replaceChildren(
     el("h1", {}, "Jobs"),
