@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from app.db import make_engine, make_session_factory
@@ -29,6 +30,7 @@ class Inputs:
     source: list[str]
     train: str
     eval: str
+    bad_train: str
 
     def spec(self, steps: int, method: str = "fgmt", targets: int = 1) -> dict:
         return {"method": method, "arch": ARCH, "source": self.source, "train_data": self.train,
@@ -56,9 +58,13 @@ def inputs(client, tmp_path_factory) -> Inputs:
     out = tmp_path_factory.mktemp("inputs")
     for name, seed in (("theta0", 0), ("thetaT", 100)):
         save_file(init_state_dict(ARCH["name"], ARCH["config"], seed), str(out / f"{name}.safetensors"))
-    load_digits_split().save_shards(out)
+    split = load_digits_split()
+    split.save_shards(out)
+    # Labels outside the model's 10 classes: a job on this shard fails on the worker.
+    save_file({"inputs": split.train_inputs[:64], "targets": torch.full((64,), 99, dtype=torch.int64)},
+              str(out / "bad_targets.safetensors"))
     ids = {path.stem: client.upload(path).id for path in sorted(out.glob("*.safetensors"))}
-    return Inputs([ids["theta0"], ids["thetaT"]], ids["train"], ids["heldout"])
+    return Inputs([ids["theta0"], ids["thetaT"]], ids["train"], ids["heldout"], ids["bad_targets"])
 
 
 @pytest.fixture(scope="session")

@@ -143,3 +143,15 @@ def test_artifacts_page_lists_uploads_and_downloads_one(page, client, inputs, se
     download.value.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == client.get_artifact(inputs.train).sha256
     assert page.console.errors == []
+
+
+def test_failed_job_shows_its_error_code(page, client, inputs, server):
+    job = client.wait(client.create_job({**inputs.spec(steps=2), "train_data": inputs.bad_train}).id, timeout=120)
+    assert job.status == "failed"
+    sign_in(page, server.api_key)
+    page.goto(f"/#/jobs/{job.id}")
+    page.wait_for_selector("#job-error")
+    assert page.get_attribute("#job-error code", "data-code") == job.error.code
+    assert job.error.message[:40] in page.inner_text("#job-error")
+    assert page.is_hidden("#cancel") and page.locator("#timeline tr[data-event='failed']").count() == 1
+    assert page.console.errors == []

@@ -8,8 +8,8 @@ import { el, formatBytes, formatDuration, formatPercent, formatTime, jobFacts, p
   from "./dom.js";
 
 // Event types after which the job resource itself has changed (status, result, error).
-const STATE_EVENTS = new Set(["claimed", "started", "cancel_requested", "cancelled", "succeeded", "failed",
-  "requeued", "retry"]);
+const STATE_EVENTS = new Set(["claimed", "started", "released", "redispatched", "cancel_requested", "cancelled",
+  "succeeded", "failed"]);
 
 function facts(job) {
   const { method, arch, bestAccuracy } = jobFacts(job);
