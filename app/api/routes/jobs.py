@@ -92,6 +92,7 @@ async def list_job_events(request: Request, services: ServicesDep, tenant_id: Te
     if wants_event_stream(request.headers.get("accept")):
         after = parse_last_event_id(request.headers.get("last-event-id"))
         return await event_stream_response(services.db, tenant_id, job_id, cursor if after is None else after)
+
     def page(session: Session) -> EventsPage:
         rows, next_cursor = jobs.list_events(session, tenant_id, job_id, limit=limit, cursor=cursor)
         return EventsPage(data=[EventPublic.model_validate(e) for e in rows], next_cursor=next_cursor)
