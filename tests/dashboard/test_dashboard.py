@@ -61,6 +61,10 @@ def test_running_job_chart_grows_and_cancel_from_the_page(page, client, inputs, 
     first = points(page, 0)
     wait_until(page, lambda: points(page, 0) > first)
     assert client.get_job(job.id).status == "running"  # it grew while running, not from a final report
+    # Live, too, one point per step: the throttled progress events carry every step since the last.
+    shown, last_step = page.locator("[data-target='0']").evaluate(
+        "frame => [Number(frame.dataset.points), Number(frame.dataset.lastStep)]")
+    assert shown == last_step > first
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel")

@@ -61,6 +61,7 @@ class TargetChart {
     this.draw(this.accuracy, [steps, column("accuracy"), column("loss")]);
     this.draw(this.objective, [steps, column("objective")]);
     this.frame.dataset.points = rows.length;
+    this.frame.dataset.lastStep = steps.length ? steps[steps.length - 1] : 0;
   }
 
   draw({ holder, chart }, data) {
@@ -81,10 +82,12 @@ export class JobCharts {
     return this.targets.get(index);
   }
 
-  // A progress event's data: {target, target_step, metrics}.
-  addProgress({ target, target_step: step, metrics }) {
-    if (typeof target !== "number" || typeof step !== "number") return;
-    this.target(target).add({ ...(metrics || {}), step });
+  // A progress event's data: {target, target_step, metrics, steps: [every step since the
+  // previous event, the same shape]} (`steps` absent: that one step only).
+  addProgress(data) {
+    for (const { target, target_step: step, metrics } of data.steps || [data]) {
+      if (typeof target === "number" && typeof step === "number") this.target(target).add({ ...(metrics || {}), step });
+    }
   }
 
   // A report's `targets`: [{steps: [{step, accuracy, loss, objective, ...}]}].

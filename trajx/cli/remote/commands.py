@@ -150,17 +150,20 @@ def status(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: Js
 
 
 def _steps_by_target(client: Client, job: Job) -> dict[int, list[dict]]:
-    """Each target's per-step metrics: every step from a succeeded job's report, else those
-    the progress events carry (the worker sends them at most twice a second)."""
+    """Each target's per-step metrics: from a succeeded job's report, else from the progress
+    events (each carries every step since the previous one)."""
     report_id = (job.result or {}).get("report")
     if isinstance(report_id, str):
         report = client.artifact_json(report_id)
         return {i: t.get("steps") or [] for i, t in enumerate(report.get("targets") or [])}
     steps: dict[int, list[dict]] = {}
     for event in client.events(job.id):
+        if event.type != "progress":
+            continue
         data = event.data or {}
-        if event.type == "progress" and isinstance(data.get("target"), int):
-            steps.setdefault(data["target"], []).append({**(data.get("metrics") or {}), "step": data.get("target_step")})
+        for one in data.get("steps") or [data]:
+            if isinstance(one.get("target"), int):
+                steps.setdefault(one["target"], []).append({**(one.get("metrics") or {}), "step": one.get("target_step")})
     return steps
 
 
