@@ -6,11 +6,16 @@ id, so a client resuming with `Last-Event-ID` gets exactly what it missed). A co
 line goes out every `HEARTBEAT_SECONDS` so proxies keep the connection open. The
 stream ends once the job is finished and every event up to its final one was sent,
 or after `MAX_STREAM_SECONDS` (the client then reconnects with `Last-Event-ID`).
+A tenant holds at most about `MAX_STREAMS_PER_TENANT` open streams per API process
+(more are a 429 problem), so one tenant's open pages cannot take the thread pool.
 """
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +24,7 @@ from starlette.responses import StreamingResponse
 from app import jobs
 from app.api.deps import Database
 from app.models import TERMINAL_JOB_STATUSES, Job, JobEvent
+from app.problems import ProblemError
 from app.schemas import EventPublic
 
 EVENT_STREAM = "text/event-stream"
@@ -28,6 +34,43 @@ MAX_STREAM_SECONDS = 3600.0
 BATCH = 500  # events read per poll: one poll costs bounded work however long the job's history
 # Tells the browser how long to wait before reconnecting after the stream drops.
 RETRY_MILLISECONDS = 2000
+MAX_STREAMS_PER_TENANT = 16
+
+
+class StreamSlots:
+    """Open streams per tenant in this process (one per app, on `app.state`).
+
+    A stream counts from its first byte to its end; the check before the response is
+    not a reservation, so concurrent requests can pass it together: the cap is soft by
+    at most the number of requests arriving at the same moment, and never leaks.
+    """
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self.open: Counter[str] = Counter()
+
+    def check(self, tenant_id: str) -> None:
+        if self.open[tenant_id] >= self.per_tenant:
+            raise ProblemError(429, "too_many_streams",
+                               f"this key's tenant already has {self.open[tenant_id]} open event streams "
+                               f"(at most {self.per_tenant}); close one or poll the events",
+                               headers={"Retry-After": "5"})
+
+    @contextmanager
+    def held(self, tenant_id: str) -> Iterator[None]:
+        self.open[tenant_id] += 1
+        try:
+            yield
+        finally:
+            self.open[tenant_id] -= 1
+            if not self.open[tenant_id]:
+                del self.open[tenant_id]
+
+
+def stream_slots(app: Any) -> StreamSlots:
+    if not hasattr(app.state, "event_stream_slots"):
+        app.state.event_stream_slots = StreamSlots(MAX_STREAMS_PER_TENANT)
+    return app.state.event_stream_slots
 
 
 def wants_event_stream(accept: str | None) -> bool:
@@ -43,15 +86,24 @@ def parse_last_event_id(value: str | None) -> int | None:
     return int(value.strip())
 
 
-async def event_stream_response(db: Database, tenant_id: str, job_id: str, after: int | None,
-                                *, poll_seconds: float = POLL_SECONDS) -> StreamingResponse:
-    """The SSE response; the job is looked up first, so another tenant's job is a 404 problem."""
+async def event_stream_response(db: Database, slots: StreamSlots, tenant_id: str, job_id: str,
+                                after: int | None) -> StreamingResponse:
+    """The SSE response; the job is looked up first, so another tenant's job is a 404 problem
+    (and a tenant with too many open streams gets a 429 one)."""
     await db.run(jobs.get_job, tenant_id, job_id)
-    return StreamingResponse(_messages(db, job_id, after, poll_seconds), media_type=EVENT_STREAM,
+    slots.check(tenant_id)
+    return StreamingResponse(_messages(db, slots, tenant_id, job_id, after), media_type=EVENT_STREAM,
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _messages(db: Database, job_id: str, after: int | None, poll_seconds: float) -> AsyncIterator[str]:
+async def _messages(db: Database, slots: StreamSlots, tenant_id: str, job_id: str,
+                    after: int | None) -> AsyncIterator[str]:
+    with slots.held(tenant_id):
+        async for message in _job_messages(db, job_id, after):
+            yield message
+
+
+async def _job_messages(db: Database, job_id: str, after: int | None) -> AsyncIterator[str]:
     started = last_sent = time.monotonic()
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     while time.monotonic() - started < MAX_STREAM_SECONDS:
@@ -67,7 +119,7 @@ async def _messages(db: Database, job_id: str, after: int | None, poll_seconds: 
             last_sent = time.monotonic()
             yield ": keep-alive\n\n"
         if len(events) < BATCH:
-            await asyncio.sleep(poll_seconds)
+            await asyncio.sleep(POLL_SECONDS)
 
 
 def _poll(session: Session, job_id: str, after: int | None) -> tuple[list[EventPublic], bool]:

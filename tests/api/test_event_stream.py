@@ -125,3 +125,29 @@ def test_accept_header_negotiation(header, expected):
                                                  ("9" * 40, None), (None, None)])
 def test_last_event_id_parsing(value, expected):
     assert event_stream.parse_last_event_id(value) == expected
+
+
+def test_a_tenant_beyond_its_open_streams_gets_429_and_the_client_polls_instead(
+        api_app, tenant, job_id, session_factory, monkeypatch):
+    monkeypatch.setattr(event_stream, "MAX_STREAMS_PER_TENANT", 1)
+    with session_factory() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="running", attempts=1))
+        session.commit()
+    url_headers = {**tenant.headers, **SSE}
+    with serve(api_app) as base_url:
+        url = f"{base_url}/v1/jobs/{job_id}/events"
+        with httpx.stream("GET", url, headers=url_headers, timeout=20) as first:
+            lines = first.iter_lines()  # kept: a dropped iterator would close the stream
+            assert next(lines) == "retry: 2000"  # the stream is open: its slot is held
+            refused = httpx.get(url, headers=url_headers)
+            assert refused.status_code == 429 and refused.json()["code"] == "too_many_streams"
+            assert refused.headers["retry-after"] == "5"
+            with Client(base_url, tenant.key) as client:
+                threading.Timer(0.5, add_events, (session_factory, job_id, "progress"), {"finish": "succeeded"}).start()
+                assert [e.type for e in client.follow_events(job_id)] == ["created", "progress", "succeeded"]
+        # The closed stream gave its slot back.
+        deadline = time.monotonic() + 5
+        while (again := read_stream(base_url, job_id, url_headers)[0]).status_code == 429:
+            assert time.monotonic() < deadline, "the slot of a closed stream was never released"
+            time.sleep(0.1)
+        assert again.status_code == 200

@@ -11,7 +11,7 @@ import httpx
 
 from trajx.client.config import resolve_api_key, resolve_url
 from trajx.client.download import download_artifact
-from trajx.client.errors import ServerUnreachable, WaitTimeout
+from trajx.client.errors import ApiError, ServerUnreachable, WaitTimeout
 from trajx.client.hashing import iter_file, sha256_file
 from trajx.client.models import Artifact, Event, Job
 from trajx.client.progress import ByteCounter, TransferProgress
@@ -142,6 +142,11 @@ class Client:
                         event = Event.from_dict(json.loads(message.data))
                         after, failures = int(event.id), 0
                         yield event
+            except ApiError as exc:
+                if exc.status != 429:  # 429: this tenant has too many streams open; poll instead
+                    raise
+                yield from self._poll_events(job_id, after)
+                return
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > reconnects:
@@ -152,6 +157,19 @@ class Client:
             if self.get_job(job_id).done:
                 yield from self.events(job_id, after=after)
                 return
+
+    def _poll_events(self, job_id: str, after: int | None, interval: float = 2.0) -> Iterator[Event]:
+        while True:
+            # Status first: a job seen finished has its final event in the read that follows.
+            done = self.get_job(job_id).done
+            new = self.events(job_id, after=after)
+            yield from new
+            if new:
+                after = int(new[-1].id)
+            elif done:
+                return
+            else:
+                time.sleep(interval)
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 0.5,
              max_interval: float = 5.0, on_update: Callable[[Job], None] | None = None) -> Job:

@@ -99,9 +99,26 @@ export async function followEvents(jobId, onEvent, signal) {
       const job = await getJson(`/v1/jobs/${jobId}`, { signal });
       if (isTerminal(job.status)) return;
     } catch (error) {
+      if (error instanceof ApiError && error.status === 429) return pollEvents(jobId, lastId, onEvent, signal);
       if (signal.aborted || error instanceof ApiError) return;
       failures += 1;
-      await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** failures, 10_000)));
+      await sleep(Math.min(500 * 2 ** failures, 10_000));
     }
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The same as followEvents by polling pages, for when the server refuses another stream (429).
+async function pollEvents(jobId, lastId, onEvent, signal) {
+  let cursor = lastId;
+  while (!signal.aborted) {
+    // Status first: a job seen finished has its final event in the read that follows.
+    const done = isTerminal((await getJson(`/v1/jobs/${jobId}`, { signal })).status);
+    const page = await getJson(`/v1/jobs/${jobId}/events${query({ cursor, limit: 1000 })}`, { signal });
+    page.data.forEach(onEvent);
+    if (page.data.length) cursor = page.data[page.data.length - 1].id;
+    else if (done) return;
+    else await sleep(2000);
   }
 }
