@@ -104,7 +104,7 @@ export async function renderJob(view, jobId, signal) {
     el("h2", {}, "Per-step metrics"),
     job.spec && job.spec.eval_data === null
       ? el("p", { class: "muted", id: "no-eval-data" }, "No held-out data (eval_data) in the spec: accuracy and loss are not measured.")
-      : null,
+      : "",
     chartBox,
     el("h2", {}, "Result files"), results,
     el("h2", {}, "Events"), el("div", { class: "timeline" }, el("table", { id: "timeline" }, timeline)),
