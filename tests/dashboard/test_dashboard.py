@@ -117,6 +117,7 @@ def test_sign_in_is_refused_for_a_wrong_key_and_the_key_never_reaches_a_url(page
 def test_another_tenants_job_is_not_reachable(page, client, inputs, other_tenant):
     job = client.create_job(inputs.spec(steps=2))
     sign_in(page, other_tenant.key)
+    page.wait_for_selector("#no-jobs")  # the list came back empty: none of the first tenant's jobs
     assert page.locator(f"tr[data-job='{job.id}']").count() == 0
     page.goto(f"/#/jobs/{job.id}")
     page.wait_for_selector("#view-error")
@@ -157,5 +158,6 @@ def test_failed_job_shows_its_error_code(page, client, inputs, server):
     page.wait_for_selector("#job-error")
     assert page.get_attribute("#job-error code", "data-code") == job.error.code
     assert job.error.message[:40] in page.inner_text("#job-error")
+    page.wait_for_selector("#timeline tr[data-event='failed']")  # the timeline fills from the stream
     assert page.is_hidden("#cancel") and page.locator("#timeline tr[data-event='failed']").count() == 1
     assert page.console.errors == []
