@@ -36,9 +36,9 @@ def test_finished_job_shows_one_point_per_step_per_target(page, client, inputs, 
     page.wait_for_selector("#results tr[data-artifact]")
     wait_until(page, lambda: page.locator("[data-target][data-points='6']").count() == 2)
     for target in (0, 1):
-        assert points(page, target, "accuracy") == 6 and points(page, target, "objective") == 6
+        assert [points(page, target, metric) for metric in ("accuracy", "objective", "seconds")] == [6, 6, 6]
     # One canvas per chart: uPlot really drew them.
-    assert page.locator("#charts canvas").count() == 4
+    assert page.locator("#charts canvas").count() == 6
     assert page.locator("#results tr[data-artifact]").count() == len(job.result_files())
     assert page.locator("#timeline tr[data-event='succeeded']").count() == 1
     page.screenshot(path=str(tmp_path / "job.png"), full_page=True)

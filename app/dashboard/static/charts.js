@@ -1,10 +1,14 @@
 // Per-target charts of a job's per-step metrics (uPlot, vendored): held-out accuracy and
-// loss on one chart, the matching objective on another. Points arrive one by one while the
-// job runs (progress events) or all at once from a finished job's report.
+// loss on one chart, the matching objective on another, the step's seconds on a third.
+// Points arrive while the job runs (progress events) or all at once from a finished
+// job's report.
 import { el } from "./dom.js";
 
-const WIDTH = 540, HEIGHT = 240;
-const COLORS = { accuracy: "#2156c9", loss: "#c0392b", objective: "#1b7f3b" };
+const WIDTH = 350, HEIGHT = 220;
+const COLORS = { accuracy: "#2156c9", loss: "#c0392b", objective: "#1b7f3b",
+  gradient: "#7a4fc9", matching: "#c98a1f", evaluation: "#5f7a8a" };
+// Per-step seconds the engine measures (the metrics' `<name>_seconds` keys).
+const TIMINGS = ["gradient", "matching", "evaluation"];
 
 function series(label, scale) {
   return { label, scale, stroke: COLORS[label], width: 2, points: { show: true, size: 5 } };
@@ -27,6 +31,14 @@ function objectiveOptions(title) {
   };
 }
 
+function timingOptions(title) {
+  return {
+    title, width: WIDTH, height: HEIGHT, scales: { x: { time: false } },
+    series: [{ label: "step" }, ...TIMINGS.map((name) => series(name, "s"))],
+    axes: [{ label: "step" }, { scale: "s", label: "seconds" }],
+  };
+}
+
 class TargetChart {
   constructor(target, container) {
     this.rows = new Map(); // step -> metrics
@@ -35,6 +47,7 @@ class TargetChart {
     container.append(this.frame);
     this.accuracy = this.plot(accuracyLossOptions(`target ${target}: held-out accuracy and loss`), "accuracy");
     this.objective = this.plot(objectiveOptions(`target ${target}: matching objective`), "objective");
+    this.timing = this.plot(timingOptions(`target ${target}: seconds per step`), "seconds");
   }
 
   plot(options, metric) {
@@ -60,6 +73,7 @@ class TargetChart {
     const steps = rows.map((row) => row.step);
     this.draw(this.accuracy, [steps, column("accuracy"), column("loss")]);
     this.draw(this.objective, [steps, column("objective")]);
+    this.draw(this.timing, [steps, ...TIMINGS.map((name) => column(`${name}_seconds`))]);
     this.frame.dataset.points = rows.length;
     this.frame.dataset.lastStep = steps.length ? steps[steps.length - 1] : 0;
   }
