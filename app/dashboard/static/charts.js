@@ -45,9 +45,9 @@ class TargetChart {
     this.frame = el("div", { class: "target-charts", dataset: { target, points: 0 } },
       el("h3", {}, `Target ${target}`));
     container.append(this.frame);
-    this.accuracy = this.plot(accuracyLossOptions(`target ${target}: held-out accuracy and loss`), "accuracy");
-    this.objective = this.plot(objectiveOptions(`target ${target}: matching objective`), "objective");
-    this.timing = this.plot(timingOptions(`target ${target}: seconds per step`), "seconds");
+    this.accuracy = this.plot(accuracyLossOptions("held-out accuracy and loss"), "accuracy");
+    this.objective = this.plot(objectiveOptions("matching objective"), "objective");
+    this.timing = this.plot(timingOptions("seconds per step"), "seconds");
   }
 
   plot(options, metric) {
