@@ -18,11 +18,11 @@ def test_version_and_shell_completion(cli):
 def test_submit_says_when_it_reattached(cli, inputs_dir, tmp_path):
     spec = write_spec(tmp_path, inputs_dir, targets=[{"seed": 21}])
     first = cli("submit", str(spec), "--idempotency-key", "readable-1")
-    again = cli("submit", str(spec), "--idempotency-key", "readable-1", "--json")
+    again = cli("submit", str(spec), "--idempotency-key", "readable-1", "--wait", "--json")
     assert first.code == again.code == 0, first.stderr + again.stderr
     assert "submitted job_" in first.stderr and "reattached" not in first.stderr
     assert "reattached to job_" in again.stderr and "readable-1" in again.stderr
-    assert again.json()["reattached"] is True
+    assert again.json()["reattached"] is True and again.json()["job"]["status"] == "succeeded"
 
 
 def test_events_follow_status_and_jobs_read_well_at_80_columns(cli, inputs_dir, tmp_path):

@@ -127,15 +127,15 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
         key = idempotency_key or default_idempotency_key(resolved)
         job = client.create_job(resolved, idempotency_key=key,
                                 webhook={"url": webhook} if webhook else None)
-        if job.replayed:
+        reattached = job.replayed
+        if reattached:
             out.info(f"reattached to {job.id} ({job.status}): it was created before with "
                      f"idempotency key {key!r}")
         else:
             out.info(f"submitted {job.id} ({job.status})")
         if wait or download:
             job = _wait(client, out, job, timeout)
-        _finish(out, job, _results_if_asked(client, job, download), uploaded=uploaded,
-                reattached=job.replayed)
+        _finish(out, job, _results_if_asked(client, job, download), uploaded=uploaded, reattached=reattached)
 
 
 @app.command()
