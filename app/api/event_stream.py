@@ -48,6 +48,12 @@ class StreamSlots:
     def __init__(self, per_tenant: int) -> None:
         self.per_tenant = per_tenant
         self.open: Counter[str] = Counter()
+        self.ending = False  # set when the server shuts down: every stream ends at its next poll
+
+    def end_all(self) -> None:
+        """End every open stream (clients resume elsewhere with `Last-Event-ID`): a server
+        waits for open responses before it stops, and a stream would last as long as its job."""
+        self.ending = True
 
     def check(self, tenant_id: str) -> None:
         if self.open[tenant_id] >= self.per_tenant:
@@ -99,14 +105,14 @@ async def event_stream_response(db: Database, slots: StreamSlots, tenant_id: str
 async def _messages(db: Database, slots: StreamSlots, tenant_id: str, job_id: str,
                     after: int | None) -> AsyncIterator[str]:
     with slots.held(tenant_id):
-        async for message in _job_messages(db, job_id, after):
+        async for message in _job_messages(db, slots, job_id, after):
             yield message
 
 
-async def _job_messages(db: Database, job_id: str, after: int | None) -> AsyncIterator[str]:
+async def _job_messages(db: Database, slots: StreamSlots, job_id: str, after: int | None) -> AsyncIterator[str]:
     started = last_sent = time.monotonic()
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
-    while time.monotonic() - started < MAX_STREAM_SECONDS:
+    while not slots.ending and time.monotonic() - started < MAX_STREAM_SECONDS:
         events, finished = await db.run(_poll, job_id, after)
         for event in events:
             after = event.id
