@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajx.cli.remote.watch import JobWatcher
+from trajx.cli.remote.watch import JobWatcher, LatestMetrics
 from trajx.client import Client, Job
 from trajx.client.config import LOCAL_KEY_FILENAME
 from trajx.demo.server import EmbeddedServer
@@ -152,7 +152,7 @@ def _spec(method: str, ids: dict[str, str], seeds: tuple[int, ...], steps: int) 
 
 
 def _wait(client: Client, job: Job, log: Console) -> Job:
-    with JobWatcher(log) as watcher:
+    with JobWatcher(log, LatestMetrics(client, job.id)) as watcher:
         job = client.wait(job.id, timeout=600, on_update=watcher.on_update)
     if job.status != "succeeded":
         error = f"{job.error.code}: {job.error.message}" if job.error else "no error recorded"
