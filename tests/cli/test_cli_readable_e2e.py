@@ -11,8 +11,13 @@ from trajx import __version__
 def test_version_and_shell_completion(cli):
     version = cli("--version")
     assert (version.code, version.stdout.strip()) == (0, f"trajx {__version__}")
-    completion = cli("--show-completion", "bash")
-    assert completion.code == 0 and "_TRAJX_COMPLETE" in completion.stdout
+    # The script `trajx --install-completion` installs, for a named shell (no detection)...
+    script = cli("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
+    assert script.code == 0 and "_TRAJX_COMPLETE" in script.stdout
+    # ...and the answers it gets: command names, then their options.
+    words = {"_TRAJX_COMPLETE": "complete_bash", "COMP_WORDS": "trajx jo", "COMP_CWORD": "1"}
+    assert cli(env=words).stdout.split() == ["jobs"]
+    assert "--status" in cli(env={**words, "COMP_WORDS": "trajx jobs --st", "COMP_CWORD": "2"}).stdout.split()
 
 
 def test_submit_says_when_it_reattached(cli, inputs_dir, tmp_path):
