@@ -1,6 +1,7 @@
 """The dashboard in a real browser: sign in, jobs list, a job's live charts, cancel, tenancy."""
 
 import hashlib
+import re
 import time
 
 import pytest
@@ -160,4 +161,17 @@ def test_failed_job_shows_its_error_code(page, client, inputs, server):
     assert job.error.message[:40] in page.inner_text("#job-error")
     page.wait_for_selector("#timeline tr[data-event='failed']")  # the timeline fills from the stream
     assert page.is_hidden("#cancel") and page.locator("#timeline tr[data-event='failed']").count() == 1
+    assert page.console.errors == []
+
+
+def test_jobs_list_follows_a_live_job_to_its_end(page, client, inputs, server):
+    job = client.create_job(inputs.spec(steps=8))
+    sign_in(page, server.api_key)
+    status = page.locator(f"tr[data-job='{job.id}'] [data-status]")
+    status.wait_for()
+    assert status.inner_text() in {"queued", "running", "succeeded"}
+    # The list refreshes itself while a listed job is live; no reload here.
+    page.wait_for_selector(f"tr[data-job='{job.id}'] [data-status='succeeded']", timeout=120_000)
+    row = page.locator(f"tr[data-job='{job.id}']").inner_text()
+    assert "8/8 (100%)" in row and re.search(r"\d+\.\d%", row)  # progress, best held-out accuracy
     assert page.console.errors == []
