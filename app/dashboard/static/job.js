@@ -29,9 +29,13 @@ function errorBox(job) {
     job.error.message);
 }
 
-// Result artifact ids with the path the CLI saves each under (as `trajx download` does).
+// Result artifact ids with the path the CLI saves each under (as `trajx download` does):
+// from the executor's manifest (`files`) where the job has one, else from the grouped ids.
 function resultFiles(result) {
   if (!result) return [];
+  if (Array.isArray(result.files)) {
+    return result.files.map((f) => ({ path: f.path, id: f.artifact, size: f.size, sha256: f.sha256 }));
+  }
   const files = [];
   (result.targets || []).forEach((target, index) => {
     for (const [role, id] of Object.entries(target || {})) {
@@ -46,7 +50,7 @@ async function resultsTable(job, signal) {
   const files = resultFiles(job.result);
   if (!files.length) return el("p", { class: "muted", id: "no-results" },
     job.status === "succeeded" ? "No result files." : "Results appear when the job succeeds.");
-  const artifacts = await Promise.all(files.map((f) => getJson(`/v1/artifacts/${f.id}`, { signal })));
+  const artifacts = await Promise.all(files.map((f) => (f.sha256 ? f : getJson(`/v1/artifacts/${f.id}`, { signal }))));
   return table(["file", "size", "sha256", ""], files.map((file, i) => el("tr", { dataset: { artifact: file.id } },
     el("td", { class: "mono" }, file.path),
     el("td", { class: "num" }, formatBytes(artifacts[i].size)),
