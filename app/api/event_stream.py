@@ -74,6 +74,7 @@ class StreamSlots:
 
 
 def stream_slots(app: Any) -> StreamSlots:
+    """The slots of `app` (one `StreamSlots` per application, made on first use)."""
     if not hasattr(app.state, "event_stream_slots"):
         app.state.event_stream_slots = StreamSlots(MAX_STREAMS_PER_TENANT)
     return app.state.event_stream_slots
