@@ -21,6 +21,7 @@ from app.migrate import upgrade
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.problems import install_problem_handlers
 from app.settings import Settings, get_settings
+from app.slow_clients import BodyTimeoutMiddleware
 from app.storage import ArtifactStore
 from trajx import __version__
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, artifacts.router, ops.router):
         app.include_router(router)
     mount_dashboard(app)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app
 
