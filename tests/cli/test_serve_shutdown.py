@@ -9,7 +9,7 @@ from tests.api.factories import data_shard, mlp_checkpoint
 from trajx.client.sse import parse_sse
 from trajx.demo.server import EmbeddedServer
 
-# θ⁰, θᵀ and a data shard for the zoo's default `mlp`.
+# θ⁰, θᵀ and a data shard for an `mlp` 8 → 16 → 3.
 FILES = [("theta0.safetensors", mlp_checkpoint(fill=0)), ("thetaT.safetensors", mlp_checkpoint(fill=1)),
          ("train.safetensors", data_shard())]
 
@@ -21,9 +21,11 @@ def test_an_open_event_stream_does_not_hold_up_the_servers_shutdown(tmp_path):
         ids = [httpx.post(f"{server.url}/v1/artifacts", params={"name": name}, content=content,
                           headers={**headers, "Content-Type": "application/octet-stream"}).json()["id"]
                for name, content in FILES]
-        job = httpx.post(f"{server.url}/v1/jobs", headers=headers, json={"spec": {
-            "method": "fgmt", "arch": {"name": "mlp", "config": {}}, "source": ids[:2], "targets": [{"seed": 1}],
-            "train_data": ids[2]}}).json()
+        created = httpx.post(f"{server.url}/v1/jobs", headers=headers, json={"spec": {
+            "method": "fgmt", "arch": {"name": "mlp", "config": {"in_features": 8, "hidden": [16], "num_classes": 3}},
+            "source": ids[:2], "targets": [{"seed": 1}], "train_data": ids[2]}})
+        assert created.status_code == 202, created.text
+        job = created.json()
         ended = threading.Event()
 
         def follow():
