@@ -23,6 +23,7 @@ from app.problems import install_problem_handlers
 from app.settings import Settings, get_settings
 from app.slow_clients import BodyTimeoutMiddleware
 from app.storage import ArtifactStore
+from app.temp_files import sweep_stale
 from trajx import __version__
 
 log = logging.getLogger("app.main")
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             created = ensure_local_key(settings)
             if created is not None:
                 log.warning("created tenant 'local' and its API key in %s", created[1])
+        sweep_stale(services.store.tmp_dir)  # partial uploads of a killed predecessor
         yield
         engine.dispose()
 

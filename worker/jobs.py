@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,9 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.artifacts import blob_in_use, create_artifact_from_file
+from app.db_outage import is_unavailable
 from app.models import Artifact, Job
 from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
+from app.temp_files import work_dir
 from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
 from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
@@ -105,7 +106,7 @@ class _JobRun:
 
     def _run_and_finish(self) -> str | None:
         self._started()
-        with tempfile.TemporaryDirectory(prefix=f"{self.claim.job_id}-", dir=self.ctx.store.tmp_dir) as tmp:
+        with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
             try:
                 spec = parse_job_spec(self.spec_data)
                 paths = self._input_paths(spec.artifact_refs())
@@ -129,11 +130,13 @@ class _JobRun:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
                 return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
             except Exception as exc:
+                if is_unavailable(exc):
+                    # Not the job's fault: it stays running, its heartbeat goes stale and
+                    # recovery runs it again once the database is back.
+                    raise
                 if is_out_of_memory(exc):
                     return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
                 log.exception("job %s failed", self.claim.job_id)
-                # A database outage fails here too and propagates: the heartbeat goes stale
-                # and recovery runs the job again.
                 return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
     def _input_paths(self, refs: dict[str, str]) -> dict[str, Path]:
