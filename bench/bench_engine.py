@@ -29,12 +29,16 @@ from torch import nn
 from trajx.engine.batches import BatchSampler, Dataset, task_loss
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import PairBank, match
+from trajx.engine.methods import FGMT, GMT, Naive, Oracle
 from trajx.engine.metrics import evaluate
+from trajx.engine.options import TransferOptions
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.executors.solver_choice import solver_for
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
-from trajx.spec import TransferParams
+
+SOLVER = solver_for("auto")  # what a job gets by default
 
 MB = 2**20
 
@@ -106,7 +110,7 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
     train, test = digits(task.images)
     model = build_model(*task.arch)
     spec = derive_spec(model, example_input(*task.arch))
-    params = TransferParams(steps=args.steps, batch_size=128, device=device.type)
+    params = TransferOptions(steps=args.steps, batch_size=128, device=device.type)
     rows: dict[str, dict[str, list[float]]] = {}
 
     def record(method: str, last: float, best: float, seconds: float, memory: float) -> None:
@@ -130,12 +134,12 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
         reestimate_batch_norm(init_model, [train.inputs[:128]])
         accuracy = evaluate(init_model, test, 512, "cpu")["accuracy"]
         record("target init", accuracy, accuracy, 0.0, 0.0)
-        for method in ("naive", "fgmt", "gmt", "oracle"):
+        for method in (Naive(), FGMT(), GMT(), Oracle([target_final])):
             result, seconds, memory = measured(
                 device, transfer, build_model(*task.arch), spec, [source_init, source_final], [target_init],
-                train, params, method=method, eval_data=test, trained_targets=[target_final])
+                train, params, method=method, solver=SOLVER, eval_data=test)
             target = result.targets[0]
-            record(method, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
+            record(method.name, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
                    seconds, memory)
 
     print(f"\n## Quality: {task.label} on digits (1400 train / 397 test), T={args.steps}, "
@@ -144,48 +148,6 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
     for method, row in rows.items():
         print(f"{method:<18} {mean_std(row['last'], 100):>14} {mean_std(row['best'], 100):>14} "
               f"{mean_std(row['seconds'], 1, 2):>14} {mean_std(row['memory']):>14}")
-
-
-def bare_backward_seconds(task: Task, passes: int, batch_size: int, device: torch.device) -> float:
-    """`passes` forward+backward passes on fresh batches and nothing else."""
-    train, _ = digits(task.images)
-    model = build_model(*task.arch).to(device)
-    model.train()
-    sampler = BatchSampler(len(train), batch_size, torch.Generator().manual_seed(0))
-    batches = [train.batch(sampler.draw(), device) for _ in range(passes)]
-    start = time.perf_counter()
-    for inputs, targets in batches:
-        model.zero_grad(set_to_none=True)
-        task_loss(model(inputs), targets).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def cost(task: Task, args: argparse.Namespace, device: torch.device) -> None:
-    train, _ = digits(task.images)
-    model = build_model(*task.arch)
-    spec = derive_spec(model, example_input(*task.arch))
-    source_init = init_state_dict(*task.arch, seed=0)
-    model.load_state_dict(source_init)
-    source_final = sgd(model, train, task, 0)
-    params = TransferParams(steps=args.steps, batch_size=128, device=device.type)
-    run = (build_model(*task.arch), spec, [source_init, source_final], [init_state_dict(*task.arch, seed=1)],
-           train)
-    transfer(*run, params.model_copy(update={"steps": 2}))  # warm-up: the solver choice is measured once
-    # The machine is shared: interleave the runs and keep the fastest of each kind.
-    walls, matchings, backwards = [], [], []
-    for _ in range(args.repeats):
-        result, wall, _ = measured(device, transfer, *run, params)
-        walls.append(wall)
-        matchings.append(result.timings.matching_seconds)
-        backwards.append(bare_backward_seconds(task, result.timings.backward_passes, params.batch_size, device))
-    floor = min(backwards) + min(matchings)
-    print(f"\n## Cost: FGMT on {task.label}, T={args.steps}, G=1, no eval data, device {device}, "
-          f"best of {args.repeats}")
-    print(f"FGMT wall {min(walls):.2f} s | floor {floor:.2f} s = {result.timings.backward_passes} bare "
-          f"backward passes {min(backwards):.2f} s + {result.timings.matching_solves} matching solves "
-          f"{min(matchings):.2f} s | ratio {min(walls) / floor:.2f}x")
 
 
 def bank_memory(depth: int, steps: int, device: torch.device, solve: bool = True) -> tuple[int, float, int]:
@@ -243,9 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seed pairs for the quality table")
     parser.add_argument("--steps", type=int, default=20, help="T (the paper uses 30)")
-    parser.add_argument("--tasks", default="mlp,cnn", help="quality/cost tasks: mlp,cnn")
-    parser.add_argument("--sections", default="quality,cost,memory")
-    parser.add_argument("--repeats", type=int, default=3, help="cost runs (the fastest counts)")
+    parser.add_argument("--tasks", default="mlp,cnn", help="quality tasks: mlp,cnn")
+    parser.add_argument("--sections", default="quality,memory")
     parser.add_argument("--resnet18", action="store_true", help="measure ResNet-18 T=30 (needs ~4 GB)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
@@ -257,8 +218,6 @@ def main() -> None:
     for task in tasks:
         if "quality" in sections:
             quality(task, args, device)
-        if "cost" in sections:
-            cost(task, args, device)
 
 
 if __name__ == "__main__":

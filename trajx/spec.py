@@ -5,22 +5,29 @@ local runner (`trajx run`) and the worker execute them. Artifact references are
 strings: on the service they are artifact ids (`art_...`), for the local runner
 file paths (relative to the spec file).
 
-A spec carries a `kind`; each kind has its own model in `JOB_KINDS`, so adding
-`average` or `align` is one model and one executor, not a new API.
+A spec carries a `kind`; each kind has its own model, a `JobSpecBase` registered with
+`register_job_kind`, so adding `average` or `align` is one model and one executor
+(`trajx.executors.register_executor`), not a new API. The API and the worker only call
+the methods of `JobSpecBase`; they read no field of a kind by name.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trajx.arch_configs import check_builtin_config
 from trajx.errors import InvalidInput
+from trajx.input_checks import Tables, check_checkpoints_agree, check_data, check_permutation_spec
 
 ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
+InputKind = Literal["checkpoint", "data"]
+Queue = Literal["gpu", "cpu"]
 
 
 class _Strict(BaseModel):
     # Unknown fields are a typo in a user's spec: refuse them instead of ignoring them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict types: "10", 10.0 and true are not integers; NaN and Infinity are not numbers.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Architecture(_Strict):
@@ -79,7 +86,41 @@ class Outputs(_Strict):
     trajectory: bool = False
 
 
-class TransferJob(_Strict):
+class JobSpecBase(_Strict):
+    """What the API and the worker ask of every job kind's spec model.
+
+    A subclass declares `kind: Literal["name"] = "name"` and implements `artifact_refs`
+    and `input_kind`; the other methods have defaults.
+    """
+
+    kind: str
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        """Every artifact this job reads, keyed by its location in the spec (`source[0]`)."""
+        raise NotImplementedError
+
+    def input_kind(self, location: str) -> InputKind:
+        """What the artifact at `location` must be: a `checkpoint` or a `data` shard."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Checks beyond the fields' types (run by `parse_job_spec`); InvalidInput naming the field."""
+
+    def check_input_tensors(self, table: Tables) -> None:
+        """Check the inputs' tensor tables (`table(location)` -> {name: shape}, read on
+        demand) agree with each other and the spec; InvalidInput naming location, artifact
+        and tensor."""
+
+    def queue(self) -> Queue:
+        """The worker queue this job belongs on (chosen once, when the job is created)."""
+        return "gpu"
+
+    def summary_fields(self) -> dict[str, Any]:
+        """A few JSON values that tell jobs of this kind apart in a listing."""
+        return {}
+
+
+class TransferJob(JobSpecBase):
     """Transfer a source trajectory onto one or more target initializations."""
 
     kind: Literal["transfer"] = "transfer"
@@ -107,8 +148,9 @@ class TransferJob(_Strict):
                 raise ValueError(f"method 'oracle' needs 'trained' on every target; missing: {missing}")
         return self
 
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
+
     def artifact_refs(self) -> dict[str, ArtifactRef]:
-        """Every artifact this job reads, keyed by its location in the spec (for errors)."""
         refs: dict[str, ArtifactRef] = {f"source[{i}]": r for i, r in enumerate(self.source)}
         for i, target in enumerate(self.targets):
             if target.checkpoint is not None:
@@ -120,20 +162,47 @@ class TransferJob(_Strict):
             refs["eval_data"] = self.eval_data
         return refs
 
+    def input_kind(self, location: str) -> InputKind:
+        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
 
-# kind -> spec model. `average` and `align` join here.
-JOB_KINDS: dict[str, type[_Strict]] = {"transfer": TransferJob}
+    def check(self) -> None:
+        check_builtin_config(self.arch.name, self.arch.config)
 
-JobSpec = TransferJob  # widen to an Annotated union on `kind` when a second kind lands
+    def check_input_tensors(self, table: Tables) -> None:
+        refs = self.artifact_refs()
+        check_checkpoints_agree({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"},
+                                table)
+        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
+        if self.permutation_spec:
+            check_permutation_spec(self.permutation_spec, table("source[0]"))
 
-_job_spec_adapter: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+    def queue(self) -> Queue:
+        # A job pinned to the CPU must not wait for (or occupy) a GPU worker.
+        return "cpu" if self.params.device == "cpu" else "gpu"
+
+    def summary_fields(self) -> dict[str, Any]:
+        return {"method": self.method, "arch": self.arch.name, "targets": len(self.targets)}
 
 
-def parse_job_spec(data: Any) -> JobSpec:
-    """Validate a job spec document; an unknown `kind` is an InvalidInput naming it.
+# kind -> spec model. `average` and `align` join through `register_job_kind`.
+JOB_KINDS: dict[str, type[JobSpecBase]] = {}
 
-    Pydantic's ValidationError is raised for any other problem (the API turns its
-    errors into problem+json naming each field).
+
+def register_job_kind(model: type[JobSpecBase]) -> type[JobSpecBase]:
+    """Add `model` to JOB_KINDS under the default of its `kind` field (usable as a decorator)."""
+    JOB_KINDS[model.model_fields["kind"].default] = model
+    return model
+
+
+register_job_kind(TransferJob)
+
+
+def parse_job_spec(data: Any) -> JobSpecBase:
+    """Validate a job spec document of any registered kind (`kind` defaults to "transfer").
+
+    An unknown `kind` is an InvalidInput naming it. Pydantic's ValidationError is raised
+    for any other problem, with locations relative to the spec (the API turns them into
+    problem+json naming each field).
     """
     kind = data.get("kind", "transfer") if isinstance(data, dict) else None
     if not isinstance(kind, str) or kind not in JOB_KINDS:  # a list or dict is unhashable
@@ -142,4 +211,7 @@ def parse_job_spec(data: Any) -> JobSpec:
             code="unknown_kind",
             field="kind",
         )
-    return _job_spec_adapter.validate_python(data)
+    # The tag picks the model (a discriminated union whose errors carry no tag in their loc).
+    spec = JOB_KINDS[kind].model_validate(data)
+    spec.check()
+    return spec

@@ -16,7 +16,15 @@ from typing import Annotated, Any
 import typer
 
 from trajx.cli.app import app
-from trajx.cli.local import EXIT_INVALID, _exit_code, _fail, _parse_config, print_description
+from trajx.cli.local import (
+    EXIT_INVALID,
+    _exit_code,
+    _fail,
+    _needs_engine,
+    _parse_config,
+    describe_model,
+    print_description,
+)
 from trajx.errors import TrajxError
 
 PROGRAM_FILE, INIT_FILE = "program.json", "init.safetensors"
@@ -44,11 +52,12 @@ def export(model: Annotated[str, typer.Argument(
            ) -> None:
     """Export your own model as a program the service can run, with its initial checkpoint."""
     kwargs = _parse_config(config)
-    import torch
+    with _needs_engine():
+        import torch
 
-    from trajx.engine.trace import derive_spec
-    from trajx.io import save_tensors
-    from trajx.program.build import export_program, load_program
+        from trajx.engine.trace import derive_spec
+        from trajx.io import save_tensors
+        from trajx.program.build import export_program, load_program
 
     examples = _examples(input_shape, input_dtype, example_data)
     torch.manual_seed(seed)
@@ -66,8 +75,6 @@ def export(model: Annotated[str, typer.Argument(
     out.mkdir(parents=True, exist_ok=True)
     (out / PROGRAM_FILE).write_text(json.dumps(document))
     save_tensors(out / INIT_FILE, init, {"program": PROGRAM_FILE, "seed": str(seed)})
-    from trajx.cli.local import describe_model
-
     header = {"program": str(out / PROGRAM_FILE), "checkpoint": str(out / INIT_FILE),
               "operators": len({op for op in _operators(document)})}
     print_description(describe_model(rebuilt, spec, header), as_json, title=model)

@@ -16,11 +16,11 @@ from trajx.client.errors import (
     WaitTimeout,
 )
 from trajx.client.keymap import KeyMapping
-from trajx.client.models import Artifact, Event, Job
+from trajx.client.models import Artifact, Event, Job, ResultFile
 from trajx.client.prepare import PreparedFile, prepare_checkpoint
 
 __all__ = [
     "ApiError", "Artifact", "ChecksumMismatch", "Client", "ClientError", "Event",
-    "InvalidLocalInput", "Job", "KeyMapping", "PreparedFile", "ServerUnreachable", "WaitTimeout",
-    "prepare_checkpoint",
+    "InvalidLocalInput", "Job", "KeyMapping", "PreparedFile", "ResultFile", "ServerUnreachable",
+    "WaitTimeout", "prepare_checkpoint",
 ]

@@ -2,17 +2,31 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import jobs
 from app.api.body_limit import body_limited_route
 from app.api.deps import ServicesDep, TenantId
+from app.api.event_stream import (
+    EVENT_STREAM,
+    MAX_STREAMS_PER_TENANT,
+    event_stream_response,
+    parse_last_event_id,
+    stream_slots,
+    wants_event_stream,
+)
+from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.idempotency import check_key
-from app.models import JOB_ID_PREFIX, id_pattern
-from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
+from app.api.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
+from app.core import jobs
+from app.core.idempotency import check_key
+from app.core.job_result import public_result
+from app.core.models import JOB_ID_PREFIX, Job, id_pattern
+from app.core.settings import Settings
+from app.core.validation.json_document import check_json_document
+from app.core.webhook_guard import url_fault
 
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
@@ -25,26 +39,51 @@ _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, t
 
 
 @router.post("", status_code=202, response_model=JobPublic, responses={
-    **_CREATED, **problem_responses(400, 413, descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"})})
+    **_CREATED, **problem_responses(400, 413, 429, descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"})})
 async def create_job(body: JobCreate, response: Response, services: ServicesDep, tenant_id: TenantId,
                      idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
-    job, created = await services.db.run(_create, tenant_id, body, services.settings.max_attempts,
+    check_json_document(body.spec, "spec", services.settings.max_json_depth)
+    if body.webhook is not None:
+        _check_webhook_url(str(body.webhook.url), services.settings.webhook_allow_private)
+    job, created = await services.db.run(_create, tenant_id, body, services.settings,
                                          check_key(idempotency_key))
     if created:
         # A Celery send is network I/O: keep it off the event loop too.
-        await run_in_threadpool(jobs.dispatch_after_commit, services.dispatcher, job.id)
+        await run_in_threadpool(jobs.dispatch_after_commit, services.dispatcher, job.id, job.queue)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
 
 
-def _create(session: Session, tenant_id: str, body: JobCreate, max_attempts: int,
+def _check_webhook_url(url: str, allow_private: bool) -> None:
+    fault = url_fault(url, allow_private)
+    if fault is not None:
+        raise ProblemError(422, "webhook_url_not_allowed", f"webhook URL refused: {fault}",
+                           errors=[{"field": "body.webhook.url", "message": fault}])
+
+
+def _create(session: Session, tenant_id: str, body: JobCreate, settings: Settings,
             idempotency_key: str | None) -> tuple[JobPublic, bool]:
-    job, created = jobs.create_job(session, tenant_id, body, max_attempts=max_attempts,
-                                   idempotency_key=idempotency_key)
-    return jobs.job_public(job), created
+    webhook = jobs.Webhook(str(body.webhook.url), list(body.webhook.events)) if body.webhook else None
+    job, created = jobs.create_job(session, tenant_id, body.spec, webhook, max_attempts=settings.max_attempts,
+                                   idempotency_key=idempotency_key, max_queued=settings.tenant_max_queued_jobs)
+    return job_public(job), created
+
+
+def job_public(job: Job) -> JobPublic:
+    """The job resource as the API shows it."""
+    return JobPublic(
+        id=job.id, kind=job.kind, status=job.status, spec=job.spec, queue=job.queue,
+        progress={"step": job.progress_step, "total": job.progress_total},
+        attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        error={"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+        result=public_result(job.result), summary=job.summary,
+        webhook={"url": job.webhook_url, "events": job.webhook_events or [], "secret": job.webhook_secret}
+        if job.webhook_url else None,
+    )
 
 
 @router.get("", response_model=JobsPage)
@@ -54,7 +93,7 @@ async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatu
     """The caller's jobs, newest first, optionally of one status."""
     def page(session: Session) -> JobsPage:
         rows, next_cursor = jobs.list_jobs(session, tenant_id, limit=limit, cursor=cursor, status=status)
-        return JobsPage(data=[jobs.job_public(j) for j in rows], next_cursor=next_cursor)
+        return JobsPage(data=[job_public(j) for j in rows], next_cursor=next_cursor)
 
     return await services.db.run(page)
 
@@ -62,20 +101,33 @@ async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatu
 @router.get("/{job_id}", response_model=JobPublic, responses=problem_responses(404))
 async def read_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Status, progress, error, result artifact ids and summary metrics of a job."""
-    return await services.db.run(lambda s: jobs.job_public(jobs.get_job(s, tenant_id, job_id)))
+    return await services.db.run(lambda s: job_public(jobs.get_job(s, tenant_id, job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=problem_responses(404, 409))
 async def cancel_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step (status `cancelling`)."""
-    return await services.db.run(lambda s: jobs.job_public(jobs.cancel_job(s, tenant_id, job_id)))
+    return await services.db.run(lambda s: job_public(jobs.cancel_job(s, tenant_id, job_id)))
 
 
-@router.get("/{job_id}/events", response_model=EventsPage, responses=problem_responses(404))
-async def list_job_events(services: ServicesDep, tenant_id: TenantId, job_id: str,
+_EVENTS_OK = {200: {"description": "a page of events, or with `Accept: text/event-stream` a live "
+                                     "stream of them (SSE, resumable with `Last-Event-ID`)",
+                      "content": {EVENT_STREAM: {"schema": {"type": "string"}}}}}
+
+
+@router.get("/{job_id}/events", response_model=EventsPage,
+            responses={**_EVENTS_OK, **problem_responses(404, 429, descriptions={
+                429: f"with `Accept: text/event-stream`: the tenant has {MAX_STREAMS_PER_TENANT} streams open"})})
+async def list_job_events(request: Request, services: ServicesDep, tenant_id: TenantId, job_id: str,
                           cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventsPage:
-    """The job's events in order, after the event id `cursor`."""
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventsPage | StreamingResponse:
+    """The job's events in order, after the event id `cursor`; streamed live until the job
+    finishes when the request accepts `text/event-stream` (then a `Last-Event-ID` header beats `cursor`)."""
+    if wants_event_stream(request.headers.get("accept")):
+        after = parse_last_event_id(request.headers.get("last-event-id"))
+        return await event_stream_response(services.db, stream_slots(request.app), tenant_id, job_id,
+                                           cursor if after is None else after)
+
     def page(session: Session) -> EventsPage:
         rows, next_cursor = jobs.list_events(session, tenant_id, job_id, limit=limit, cursor=cursor)
         return EventsPage(data=[EventPublic.model_validate(e) for e in rows], next_cursor=next_cursor)
