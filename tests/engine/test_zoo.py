@@ -218,8 +218,7 @@ def test_installed_distribution_plugs_in_through_metadata(clean_registry, tmp_pa
 PLUGIN_MODULE = '''
 import torch
 from torch import nn
-from trajx.engine.zoo import ArchitectureEntry
-from trajx.engine.zoo.registry import ArchConfig
+from trajx.engine.zoo import ArchConfig, ArchitectureEntry
 
 class Config(ArchConfig):
     width: int = 3
