@@ -20,7 +20,8 @@ from trajx.errors import InvalidInput
 from trajx.input_checks import Tables, check_checkpoints_agree, check_data, check_permutation_spec
 
 ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
-InputKind = Literal["checkpoint", "data"]
+InputKind = Literal["checkpoint", "data", "program"]
+ARCH_PROGRAM = "arch.program"  # where a spec names an uploaded model program
 Queue = Literal["gpu", "cpu"]
 
 
@@ -31,10 +32,31 @@ class _Strict(BaseModel):
 
 
 class Architecture(_Strict):
-    """A model-zoo (or plug-in) architecture name and its constructor config."""
+    """A zoo, plug-in or Hugging Face architecture by name and constructor config, or a
+    model program the user exported with `trajx export` (docs/bring-your-own-model.md)."""
 
-    name: str = Field(min_length=1, max_length=100, examples=["mlp"])
+    name: str | None = Field(default=None, min_length=1, max_length=100, examples=["mlp"])
     config: dict[str, Any] = Field(default_factory=dict, examples=[{"in_features": 64}])
+    program: ArtifactRef | None = Field(default=None, description="an uploaded model program")
+
+    @model_validator(mode="after")
+    def _name_or_program(self) -> "Architecture":
+        if (self.name is None) == (self.program is None):
+            raise ValueError("an architecture needs exactly one of 'name' or 'program'")
+        if self.program is not None and self.config:
+            raise ValueError("a program carries its own configuration: give no 'config' with it")
+        return self
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        return {ARCH_PROGRAM: self.program} if self.program is not None else {}
+
+    def check(self) -> None:
+        if self.name is not None:
+            check_builtin_config(self.name, self.config)
+
+    def label(self) -> str:
+        """How listings show it: the architecture's name, or `program`."""
+        return self.name if self.name is not None else "program"
 
 
 class Target(_Strict):
@@ -160,13 +182,22 @@ class TransferJob(JobSpecBase):
         refs["train_data"] = self.train_data
         if self.eval_data is not None:
             refs["eval_data"] = self.eval_data
-        return refs
+        return {**refs, **self.arch.artifact_refs()}
 
     def input_kind(self, location: str) -> InputKind:
+        if location == ARCH_PROGRAM:
+            return "program"
         return "data" if location in self.DATA_LOCATIONS else "checkpoint"
 
     def check(self) -> None:
-        check_builtin_config(self.arch.name, self.arch.config)
+        self.arch.check()
+        if self.arch.program is not None:
+            seeded = [i for i, target in enumerate(self.targets) if target.seed is not None]
+            if seeded:
+                raise InvalidInput(
+                    f"targets[{seeded[0]}].seed: a model program has no initializer on the service; "
+                    "give the target as a checkpoint (trajx export --seed N writes one)",
+                    code="invalid_value", field=f"targets[{seeded[0]}].seed")
 
     def check_input_tensors(self, table: Tables) -> None:
         refs = self.artifact_refs()
@@ -181,7 +212,7 @@ class TransferJob(JobSpecBase):
         return "cpu" if self.params.device == "cpu" else "gpu"
 
     def summary_fields(self) -> dict[str, Any]:
-        return {"method": self.method, "arch": self.arch.name, "targets": len(self.targets)}
+        return {"method": self.method, "arch": self.arch.label(), "targets": len(self.targets)}
 
 
 # kind -> spec model. `average` and `align` join through `register_job_kind`.

@@ -31,6 +31,7 @@ from app.core.settings import Settings
 from app.core.storage import ArtifactStore, BlobWriter
 from trajx.errors import InvalidInput
 from trajx.executors.manifest import ResultFile
+from trajx.program.document import check_program, is_program_document
 
 ARTIFACTS_PATH = "/v1/artifacts"
 MAX_JSON_BYTES = 64 * 1024**2
@@ -52,7 +53,9 @@ def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool =
 
     A file is safetensors if its name ends in `.safetensors` or its first bytes look like
     one; it is `data` when it has `inputs` and `targets`, else a `checkpoint` (or
-    `result` when a job produced it). `.json` files must parse. Anything else is `other`.
+    `result` when a job produced it). `.json` files must parse; one that says it is a
+    model program is a `program` once `trajx.program.document` accepts it (InvalidInput
+    naming the operator or member otherwise). Anything else is `other`.
     `table_limits` (`max_tensors`, `max_name_length`) go to `read_tensor_table`.
     """
     size = path.stat().st_size
@@ -63,9 +66,12 @@ def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool =
                 raise InvalidInput(f"JSON artifact is {size} bytes; the limit is {MAX_JSON_BYTES}",
                                    code="invalid_json")
             try:
-                json.load(file)
+                document = json.load(file)
             except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: a huge integer too
                 raise InvalidInput(f"{name!r} is not valid JSON: {exc}", code="invalid_json") from None
+            if not result and is_program_document(document):
+                check_program(document)  # refused here, naming the op or member, before any job uses it
+                return FileInfo("json", "program")
             return FileInfo("json", "result" if result else "other")
         if not (lower.endswith(".safetensors") or looks_like_safetensors(file.read(9))):
             return FileInfo("other", "result" if result else "other")

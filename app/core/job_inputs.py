@@ -19,6 +19,7 @@ from trajx.spec import InputKind, JobSpecBase
 # Result checkpoints (a previous job's `last`/`best`) may seed another transfer.
 CHECKPOINT_KINDS = ("checkpoint", "result")
 DATA_KIND = "data"
+PROGRAM_KIND = "program"
 
 
 def resolve_inputs(session: Session, tenant_id: str, spec: JobSpecBase) -> dict[str, Artifact]:
@@ -58,14 +59,16 @@ def resolve_inputs(session: Session, tenant_id: str, spec: JobSpecBase) -> dict[
 
 
 def _has_kind(artifact: Artifact, kind: InputKind) -> bool:
+    if kind == PROGRAM_KIND:
+        return artifact.format == "json" and artifact.kind == PROGRAM_KIND
     if artifact.format != "safetensors":
         return False
     return artifact.kind == DATA_KIND if kind == DATA_KIND else artifact.kind in CHECKPOINT_KINDS
 
 
 def _kind_error(field: str, artifact: Artifact, kind: InputKind) -> dict[str, Any]:
-    wanted = "a safetensors data shard (tensors 'inputs' and 'targets')" if kind == DATA_KIND \
-        else "a safetensors checkpoint"
+    wanted = {DATA_KIND: "a safetensors data shard (tensors 'inputs' and 'targets')",
+              PROGRAM_KIND: "a model program (trajx export)"}.get(kind, "a safetensors checkpoint")
     return {"field": f"spec.{field}", "artifact": artifact.id,
             "message": f"spec.{field}: {artifact.id} is a {artifact.format} {artifact.kind} artifact, "
                        f"expected {wanted}"}

@@ -29,8 +29,8 @@ from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
-from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.errors import InvalidInput
+from trajx.executors.architecture import open_architecture
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.executors.solver_choice import solver_for
@@ -131,7 +131,8 @@ def _write_json(out_dir: Path, path: Path, document: dict[str, Any], role: str,
 
 def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
     """Every input, validated, before anything expensive runs."""
-    model = build_model(spec.arch.name, spec.arch.config)
+    architecture = open_architecture(spec.arch, resolve)
+    model = architecture.build()
     expected = model.state_dict()
     source = [load_checkpoint(resolve(ref), expected, f"source[{i}]")
               for i, ref in enumerate(spec.source)]
@@ -141,13 +142,13 @@ def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
             targets.append(load_checkpoint(resolve(target.checkpoint), expected,
                                            f"targets[{i}].checkpoint"))
         else:
-            targets.append(init_state_dict(spec.arch.name, spec.arch.config, target.seed))
+            targets.append(architecture.init(target.seed, f"targets[{i}].seed"))
     trained = None
     if spec.method == "oracle":
         trained = [load_checkpoint(resolve(t.trained), expected, f"targets[{i}].trained")
                    for i, t in enumerate(spec.targets)]
     model.load_state_dict(source[0])
-    example = example_input(spec.arch.name, spec.arch.config, batch=2)
+    example = architecture.example(2)
     train = load_data(resolve(spec.train_data), "train_data")
     validate_data(train, model, "train_data", example.shape[1:])
     eval_data = None

@@ -24,7 +24,7 @@ MODES = ("train", "eval")
 TASKS = ("classes-or-values", "next-token", "masked-tokens")
 DTYPE_SIZES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4,
                "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
-MAX_INPUTS = 8
+MAX_INPUTS = 1  # the engine feeds a model one `inputs` tensor
 MAX_DIM = 1 << 20
 MAX_CONSTANT_BYTES = 64 << 20
 _ATEN = "torch.ops."
@@ -51,6 +51,11 @@ class ProgramSummary:
     parameters: list[str]
     buffers: list[str]
     inputs: list[dict[str, Any]]
+
+
+def is_program_document(doc: Any) -> bool:
+    """Whether `doc` says it is a model program (it may still be refused by check_program)."""
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
 def check_program(doc: Any) -> ProgramSummary:

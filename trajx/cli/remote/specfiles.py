@@ -98,9 +98,9 @@ def _set_slot(doc: dict[str, Any], slot: str, value: str) -> None:
     if match is None:
         raise ValueError(f"unexpected artifact slot {slot!r}")
     field, index, attr = match["field"], match["index"], match["attr"]
-    if index is None:
-        doc[field] = value
-    elif attr is None:
-        doc[field][int(index)] = value
-    else:
-        doc[field][int(index)][attr] = value
+    parent, key = doc, field  # `train_data`, `source[1]`, `targets[0].checkpoint`, `arch.program`
+    if index is not None:
+        parent, key = parent[key], int(index)
+    if attr is not None:
+        parent, key = parent[key], attr
+    parent[key] = value
