@@ -42,7 +42,7 @@ class ArtifactPublic(BaseModel):
     sha256: str
     size: int
     format: Literal["safetensors", "json", "other"]
-    kind: Literal["checkpoint", "data", "result", "other"]
+    kind: Literal["checkpoint", "data", "program", "result", "other"]
     tensors: list[TensorInfo] = Field(description=f"the first {TENSORS_SHOWN} tensors in file order; "
                                       "`GET /v1/artifacts/{id}/tensors` pages through all of them")
     tensor_count: int = Field(description="how many tensors the file holds")
