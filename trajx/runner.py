@@ -5,7 +5,7 @@ each checkpoint against the architecture, the data against the model, the spec
 derivation and the step plan), then runs the transfer and writes, under `out_dir`:
 
     target-{i}/last.safetensors  best.safetensors  [permutations.safetensors]
-    target-{i}/[trajectory.safetensors]  metrics.json (best step, per-step metrics and seconds)
+    target-{i}/[trajectory.safetensors]  [average.safetensors]  metrics.json (best step, per-step metrics and seconds)
     report.json (spec, permutation spec, summary, every target's steps, run timings, versions)
 
 The worker and `trajx run` both call it; it knows nothing about HTTP or the database.
@@ -89,7 +89,8 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
     result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
                       spec.params, method=spec.method, eval_data=inputs.eval,
                       trained_targets=inputs.trained, keep_trajectory=spec.outputs.trajectory,
-                      on_progress=progress, should_cancel=should_cancel)
+                      on_progress=progress, should_cancel=should_cancel,
+                      average_last=spec.outputs.average.last if spec.outputs.average else None)
     seconds = time.perf_counter() - started
 
     for index, target in enumerate(result.targets):
@@ -115,7 +116,10 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
 
 
 def _target_metrics(target: TargetResult) -> dict[str, Any]:
-    return {"best_step": target.best_step, "steps": target.steps}
+    metrics = {"best_step": target.best_step, "steps": target.steps}
+    if target.average is not None:
+        metrics["average"] = target.average_metrics
+    return metrics
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
@@ -159,6 +163,9 @@ def _write_target(directory: Path, target: TargetResult, spec: TransferJob) -> N
                  {**common, "step": str(target.best_step)})
     if spec.outputs.permutations:
         save_tensors(directory / "permutations.safetensors", target.permutation, common)
+    if target.average is not None:
+        save_tensors(directory / "average.safetensors", target.average,
+                     {**common, "average_last": str(spec.outputs.average.last)})
     if target.trajectory is not None:
         save_tensors(directory / "trajectory.safetensors",
                      {f"step{s:04d}/{name}": tensor for s, state in enumerate(target.trajectory)
@@ -168,8 +175,12 @@ def _write_target(directory: Path, target: TargetResult, spec: TransferJob) -> N
 def _target_summary(target: TargetResult) -> dict[str, Any]:
     last = target.steps[-1] if target.steps else {}
     best = target.steps[target.best_step - 1] if target.steps else {}
-    return {"last_accuracy": last.get("accuracy"), "best_accuracy": best.get("accuracy"),
-            "best_step": target.best_step, "last_loss": last.get("loss")}
+    summary = {"last_accuracy": last.get("accuracy"), "best_accuracy": best.get("accuracy"),
+               "best_step": target.best_step, "last_loss": last.get("loss")}
+    if target.average is not None:
+        summary |= {"average_accuracy": target.average_metrics.get("accuracy"),
+                    "average_loss": target.average_metrics.get("loss")}
+    return summary
 
 
 def _versions() -> dict[str, str]:

@@ -9,9 +9,10 @@ A spec carries a `kind`; each kind has its own model in `JOB_KINDS`, so adding
 `average` or `align` is one model and one executor, not a new API.
 """
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trajx.errors import InvalidInput
 
@@ -72,11 +73,22 @@ class TransferParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class LastSteps(_Strict):
+    """The newest `last` points of a sequence (transferred steps, checkpoints)."""
+
+    last: int = Field(ge=1, le=1000)
+
+
 class Outputs(_Strict):
-    """What to keep besides the last and best checkpoints and the metrics report."""
+    """What to keep besides the last and best checkpoints and the metrics report.
+
+    `average`: also return the uniform average of the last k transferred steps
+    (BatchNorm re-estimated), evaluated like the other results.
+    """
 
     permutations: bool = True
     trajectory: bool = False
+    average: LastSteps | None = None
 
 
 class TransferJob(_Strict):
@@ -107,6 +119,13 @@ class TransferJob(_Strict):
                 raise ValueError(f"method 'oracle' needs 'trained' on every target; missing: {missing}")
         return self
 
+    @model_validator(mode="after")
+    def _average_fits_the_steps(self) -> "TransferJob":
+        if self.outputs.average is not None and self.outputs.average.last > self.params.steps:
+            raise ValueError(f"outputs.average.last is {self.outputs.average.last} but the transfer "
+                             f"has only params.steps={self.params.steps} steps")
+        return self
+
     def artifact_refs(self) -> dict[str, ArtifactRef]:
         """Every artifact this job reads, keyed by its location in the spec (for errors)."""
         refs: dict[str, ArtifactRef] = {f"source[{i}]": r for i, r in enumerate(self.source)}
@@ -121,12 +140,160 @@ class TransferJob(_Strict):
         return refs
 
 
-# kind -> spec model. `average` and `align` join here.
-JOB_KINDS: dict[str, type[_Strict]] = {"transfer": TransferJob}
+class RunParams(_Strict):
+    """Data and device controls shared by averaging and alignment jobs."""
 
-JobSpec = TransferJob  # widen to an Annotated union on `kind` when a second kind lands
+    batch_size: int = Field(default=128, ge=1, le=65_536, description="batch for BN re-estimation "
+                            "and activations; evaluation uses 4x")
+    bn_batches: int = Field(default=5, ge=1, le=1000, description="batches to re-estimate BN stats")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
-_job_spec_adapter: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+
+class UniformMethod(_Strict):
+    """The plain mean of the newest `last` checkpoints, or of the newest `fraction` of them."""
+
+    name: Literal["uniform"] = "uniform"
+    last: int | None = Field(default=None, ge=1, le=1000)
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_window(self) -> "UniformMethod":
+        if (self.last is None) == (self.fraction is None):
+            raise ValueError("method 'uniform' needs exactly one of 'last' or 'fraction'")
+        return self
+
+    def window(self, count: int) -> int:
+        """How many of `count` checkpoints enter (a fraction rounds up, at least one)."""
+        return self.last if self.last is not None else max(1, math.ceil(self.fraction * count))
+
+
+class LawaMethod(_Strict):
+    """LAWA: the mean of `last` checkpoints `every` apart, ending at the newest."""
+
+    name: Literal["lawa"] = "lawa"
+    last: int = Field(ge=1, le=1000)
+    every: int = Field(default=1, ge=1, le=1000)
+
+
+class EmaMethod(_Strict):
+    """Exponential moving average with decay β in (0, 1), optionally with a warm-up of β."""
+
+    name: Literal["ema"] = "ema"
+    decay: float = Field(gt=0.0, lt=1.0)
+    warmup: bool = Field(default=False, description="decay of update t is min(β, (1+t)/(10+t))")
+
+
+AverageMethod = Annotated[UniformMethod | LawaMethod | EmaMethod, Field(discriminator="name")]
+
+
+class Sweep(_Strict):
+    """A grid to choose from on held-out data: windows `last` (uniform, lawa) or decays (ema)."""
+
+    last: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(default=None, min_length=1, max_length=100)
+    decay: list[Annotated[float, Field(gt=0.0, lt=1.0)]] | None = Field(default=None, min_length=1,
+                                                                         max_length=100)
+
+    @model_validator(mode="after")
+    def _one_grid(self) -> "Sweep":
+        if (self.last is None) == (self.decay is None):
+            raise ValueError("a sweep needs exactly one of 'last' or 'decay'")
+        return self
+
+
+class AverageOutputs(_Strict):
+    """`candidates`: keep every swept candidate's checkpoint, not only the best."""
+
+    candidates: bool = False
+
+
+class AverageJob(_Strict):
+    """Average checkpoints of one trajectory (uniform, LAWA, EMA), optionally sweeping a grid."""
+
+    kind: Literal["average"]
+    arch: Architecture
+    checkpoints: list[ArtifactRef] = Field(min_length=2, max_length=1000,
+                                           description="one trajectory, oldest first")
+    train_data: ArtifactRef = Field(description="data BatchNorm statistics are re-estimated on")
+    eval_data: ArtifactRef | None = None
+    method: AverageMethod
+    sweep: Sweep | None = None
+    params: RunParams = Field(default_factory=RunParams)
+    outputs: AverageOutputs = Field(default_factory=AverageOutputs)
+
+    @model_validator(mode="after")
+    def _fits_the_list(self) -> "AverageJob":
+        count, method = len(self.checkpoints), self.method
+        lasts = [method.window(count)] if isinstance(method, UniformMethod) else []
+        if isinstance(method, LawaMethod):
+            lasts = [method.last]
+        field = "sweep.last" if self.sweep is not None and self.sweep.last is not None else "method.last"
+        if self.sweep is not None:
+            if self.eval_data is None:
+                raise ValueError("eval_data: a sweep chooses on held-out data; give eval_data")
+            grid_field = "last" if self.sweep.last is not None else "decay"
+            wanted = "decay" if isinstance(method, EmaMethod) else "last"
+            if grid_field != wanted:
+                raise ValueError(f"sweep.{grid_field}: method {method.name!r} sweeps '{wanted}'")
+            if self.sweep.last is not None:
+                lasts = self.sweep.last
+        every = method.every if isinstance(method, LawaMethod) else 1
+        for last in lasts:
+            span = (last - 1) * every + 1
+            if last < 1 or span > count:
+                raise ValueError(f"{field}: a window of last={last} (every={every}) spans {span} "
+                                 f"checkpoints but 'checkpoints' holds {count}")
+        return self
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        """Every artifact this job reads, keyed by its location in the spec (for errors)."""
+        refs: dict[str, ArtifactRef] = {f"checkpoints[{i}]": r for i, r in enumerate(self.checkpoints)}
+        refs["train_data"] = self.train_data
+        if self.eval_data is not None:
+            refs["eval_data"] = self.eval_data
+        return refs
+
+
+class AlignParams(RunParams):
+    """Alignment controls; `activation_batches` batches of train_data feed activation matching."""
+
+    activation_batches: int = Field(default=10, ge=1, le=1000)
+    matching: MatchingParams = Field(default_factory=MatchingParams)
+
+
+class AlignOutputs(_Strict):
+    """`merged`: also return the aligned midpoint ½(A + πB), BatchNorm re-estimated."""
+
+    merged: bool = False
+
+
+class AlignJob(_Strict):
+    """Permute model B onto model A and report the plain and aligned interpolation barriers."""
+
+    kind: Literal["align"]
+    arch: Architecture
+    model_a: ArtifactRef
+    model_b: ArtifactRef
+    method: Literal["weights", "activations"] = "weights"
+    train_data: ArtifactRef = Field(description="BatchNorm re-estimation and activation matching")
+    eval_data: ArtifactRef | None = Field(default=None, description="barrier metrics (train_data if absent)")
+    params: AlignParams = Field(default_factory=AlignParams)
+    outputs: AlignOutputs = Field(default_factory=AlignOutputs)
+    permutation_spec: dict[str, list[str | None]] | None = Field(
+        default=None, description="explicit spec, as for transfer jobs")
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        """Every artifact this job reads, keyed by its location in the spec (for errors)."""
+        refs = {"model_a": self.model_a, "model_b": self.model_b, "train_data": self.train_data}
+        if self.eval_data is not None:
+            refs["eval_data"] = self.eval_data
+        return refs
+
+
+# kind -> spec model
+JOB_KINDS: dict[str, type[_Strict]] = {"transfer": TransferJob, "average": AverageJob, "align": AlignJob}
+
+JobSpec = Annotated[TransferJob | AverageJob | AlignJob, Field(discriminator="kind")]
 
 
 def parse_job_spec(data: Any) -> JobSpec:
@@ -142,4 +309,5 @@ def parse_job_spec(data: Any) -> JobSpec:
             code="unknown_kind",
             field="kind",
         )
-    return _job_spec_adapter.validate_python(data)
+    # Validated by the kind's own model, so error locations start at the spec's fields.
+    return JOB_KINDS[kind].model_validate({**data, "kind": kind})
