@@ -1,0 +1,123 @@
+"""Alignment: weight and activation matching onto model A, and interpolation barriers."""
+
+import pytest
+import torch
+from torch import nn
+
+from tests.engine.digits_setup import CNN, digits, state
+from trajx.engine.alignment import (
+    Curve,
+    PathEvaluator,
+    activation_matching,
+    find_probes,
+    matched_parameters,
+    weight_matching,
+)
+from trajx.engine.permspec import apply_permutation
+from trajx.engine.trace import derive_spec
+from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.errors import UnsupportedModel
+
+WIDE_MLP = ("mlp", {"in_features": 64, "hidden": [128, 128], "num_classes": 10})
+
+
+def _trained(arch, images: bool, seed: int) -> dict[str, torch.Tensor]:
+    train, _ = digits(images)
+    model = build_model(*arch)
+    model.load_state_dict(init_state_dict(*arch, seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), 64):
+            batch = order[start:start + 64]
+            loss = nn.functional.cross_entropy(model(train.inputs[batch]), train.targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return state(model)
+
+
+@pytest.fixture(scope="module", params=["mlp", "cnn"])
+def pair(request):
+    arch, images = (WIDE_MLP, False) if request.param == "mlp" else (CNN, True)
+    model = build_model(*arch)
+    spec = derive_spec(model, example_input(*arch))
+    train, test = digits(images)
+    return arch, model, spec, _trained(arch, images, 0), _trained(arch, images, 1), train, test
+
+
+def _evaluator(pair):
+    _, model, spec, _, _, train, test = pair
+    return PathEvaluator(model, matched_parameters(model, spec), [train.inputs[i:i + 128] for i in range(0, 640, 128)],
+                         test, 512, torch.device("cpu"))
+
+
+def test_weight_matching_recovers_a_permuted_twin_with_no_barrier(pair):
+    _, model, spec, a, _, _, _ = pair
+    twin = apply_permutation(spec, spec.random(torch.Generator().manual_seed(5)), a)
+    perm = weight_matching(spec, a, twin, matched_parameters(model, spec))
+    aligned = apply_permutation(spec, perm, twin)
+    for name, tensor in a.items():
+        torch.testing.assert_close(aligned[name], tensor, msg=name)
+    curve = _evaluator(pair).curve(a, aligned)
+    assert [p["alpha"] for p in curve.points] == pytest.approx([i / 10 for i in range(11)])
+    assert abs(curve.barrier("loss")) < 1e-4
+
+
+def test_activation_matching_on_a_permuted_twin_gives_the_same_function(pair):
+    _, model, spec, a, _, train, test = pair
+    twin = apply_permutation(spec, spec.random(torch.Generator().manual_seed(6)), a)
+    model.load_state_dict(a)
+    probes = find_probes(model, spec, train.inputs[:32], torch.Generator().manual_seed(0))
+    assert {p.group for p in probes} == {g.name for g in spec.groups}
+    perm = activation_matching(model, spec, a, twin, [train.inputs[:512]], probes)
+    aligned = apply_permutation(spec, perm, twin)
+    model.load_state_dict(a)
+    expected = model(test.inputs)
+    model.load_state_dict(aligned)
+    torch.testing.assert_close(model(test.inputs), expected)
+    assert abs(_evaluator(pair).curve(a, aligned).barrier("loss")) < 1e-4
+
+
+def test_alignment_lowers_the_barrier_between_independent_runs(pair):
+    _, model, spec, a, b, train, _ = pair
+    evaluator = _evaluator(pair)
+    plain = evaluator.curve(a, b)
+    by_weights = evaluator.curve(a, apply_permutation(spec, weight_matching(
+        spec, a, b, matched_parameters(model, spec)), b))
+    model.load_state_dict(a)
+    probes = find_probes(model, spec, train.inputs[:32], torch.Generator().manual_seed(0))
+    by_activations = evaluator.curve(a, apply_permutation(spec, activation_matching(
+        model, spec, a, b, [train.inputs[:512]], probes), b))
+    assert plain.barrier("loss") > 0.1
+    assert by_weights.barrier("loss") < 0.7 * plain.barrier("loss")
+    assert by_activations.barrier("loss") < 0.7 * plain.barrier("loss")
+
+
+def test_barrier_is_the_largest_excess_over_the_endpoints_line():
+    curve = Curve([{"alpha": 0.0, "loss": 1.0, "accuracy": 0.9}, {"alpha": 0.5, "loss": 2.5, "accuracy": 0.5},
+                   {"alpha": 1.0, "loss": 2.0, "accuracy": 0.7}])
+    assert curve.barrier("loss") == pytest.approx(1.0)
+    assert curve.barrier("accuracy") == pytest.approx(0.3)
+    assert curve.to_json()["accuracy_barrier"] == pytest.approx(0.3)
+
+
+class _Functional(nn.Module):
+    """Its hidden units never leave a module: only functional code sees them."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(8, 4))
+        self.w2 = nn.Parameter(torch.randn(3, 8))
+
+    def forward(self, x):
+        return torch.relu(x @ self.w1.T) @ self.w2.T
+
+
+def test_a_group_no_module_output_carries_is_refused_for_activation_matching():
+    model = _Functional()
+    spec = derive_spec(model, torch.randn(2, 4))
+    with pytest.raises(UnsupportedModel) as error:
+        find_probes(model, spec, torch.randn(5, 4), torch.Generator().manual_seed(0))
+    assert error.value.code == "activations_unobservable"
