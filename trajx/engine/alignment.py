@@ -207,7 +207,8 @@ class Curve:
         """max_α of the loss above (or, for accuracy, below) the endpoints' straight line."""
         first, last = self.points[0][key], self.points[-1][key]
         sign = 1.0 if key == "loss" else -1.0
-        return max(sign * (p[key] - ((1 - p["alpha"]) * first + p["alpha"] * last)) for p in self.points)
+        excess = max(sign * (p[key] - ((1 - p["alpha"]) * first + p["alpha"] * last)) for p in self.points)
+        return excess + 0.0  # no -0.0 in reports
 
     def to_json(self) -> dict:
         summary = {"loss_barrier": self.barrier("loss"), "points": self.points}
@@ -232,10 +233,10 @@ class PathEvaluator:
 
     def point(self, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
               alpha: float) -> Tensors:
-        """The model at α with BatchNorm re-estimated (left loaded in the working model)."""
+        """The model at α with BatchNorm re-estimated (left loaded in the working model), on CPU."""
         self.model.load_state_dict(interpolate(state_a, state_b, alpha, self.names))
         reestimate_batch_norm(self.model, self.bn_inputs)
-        return self.model.state_dict()
+        return {n: t.detach().to("cpu", copy=True) for n, t in self.model.state_dict().items()}
 
     def curve(self, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
               alphas: Sequence[float] = ALPHAS) -> Curve:
