@@ -1,0 +1,55 @@
+"""A real SGD trajectory of the zoo's `mlp` on digits, written as safetensors files."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tests.engine.digits_setup import digits, state
+from trajx.engine.zoo import build_model, init_state_dict
+from trajx.io import save_tensors
+
+MLP = ("mlp", {"in_features": 64, "hidden": [64, 64], "num_classes": 10})
+ARCH = {"name": MLP[0], "config": MLP[1]}
+
+
+@dataclass
+class Files:
+    checkpoints: list[Path]  # oldest first
+    other_run: Path  # the last checkpoint of an independent run (another seed)
+    train: Path
+    test: Path
+
+
+def sgd_run(seed: int, epochs: int, lr: float = 0.1) -> list[dict[str, torch.Tensor]]:
+    """One checkpoint per epoch of plain SGD (no decay) from the zoo's seeded init."""
+    train, _ = digits()
+    model = build_model(*MLP)
+    model.load_state_dict(init_state_dict(*MLP, seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    checkpoints = []
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), 32):
+            batch = order[start:start + 32]
+            loss = nn.functional.cross_entropy(model(train.inputs[batch]), train.targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        checkpoints.append(state(model))
+    return checkpoints
+
+
+def write_files(directory: Path) -> Files:
+    train, test = digits()
+    for name, data in (("train", train), ("test", test)):
+        save_tensors(directory / f"{name}.safetensors", {"inputs": data.inputs, "targets": data.targets})
+    paths = []
+    for index, checkpoint in enumerate(sgd_run(0, epochs=8)):
+        paths.append(directory / f"epoch{index}.safetensors")
+        save_tensors(paths[-1], checkpoint)
+    save_tensors(directory / "other.safetensors", sgd_run(1, epochs=4)[-1])
+    return Files(paths, directory / "other.safetensors", directory / "train.safetensors",
+                 directory / "test.safetensors")
