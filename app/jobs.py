@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from app.dispatch import Dispatcher
 from app.idempotency import remember, replayed_resource, request_hash
-from app.job_inputs import check_permutation_spec, resolve_inputs
+from app.job_inputs import resolve_inputs
+from app.job_result import public_result
 from app.models import (
     JOB_ID_PREFIX,
     TERMINAL_JOB_STATUSES,
@@ -57,9 +58,14 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
         earlier = replayed_resource(session, tenant_id, idempotency_key, JOBS_PATH, req_hash)
         if earlier is not None:
             return get_job(session, tenant_id, earlier), False
-    spec = _parse_spec(body.spec)
-    inputs = resolve_inputs(session, tenant_id, spec.artifact_refs())
-    check_permutation_spec(getattr(spec, "permutation_spec", None), inputs["source[0]"])
+    try:
+        spec = parse_job_spec(body.spec)
+        inputs = resolve_inputs(session, tenant_id, spec)
+    except InvalidInput as exc:
+        raise _spec_problem(exc) from None
+    except ValidationError as exc:
+        errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        raise ProblemError(422, "validation_error", "the job spec is not valid", errors=errors) from None
     webhook = body.webhook
     job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"), status="queued",
               max_attempts=max_attempts, created_at=utcnow(),
@@ -69,7 +75,8 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
     session.add(job)
     session.flush()
     session.add_all(JobArtifact(job_id=job.id, artifact_id=a.id, role=field) for field, a in inputs.items())
-    session.add(JobEvent(job_id=job.id, type="created", data={"kind": spec.kind}, created_at=utcnow()))
+    session.add(JobEvent(job_id=job.id, type="created", data={"kind": spec.kind, **spec.summary_fields()},
+                         created_at=utcnow()))
     if idempotency_key is not None:
         remember(session, tenant_id, idempotency_key, JOBS_PATH, req_hash, job.id)
     try:
@@ -84,17 +91,12 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
     return job, True
 
 
-def _parse_spec(document: dict):
-    try:
-        return parse_job_spec(document)
-    except InvalidInput as exc:
-        problem = from_trajx_error(exc)
-        for error in problem.errors or []:
-            error["field"] = f"spec.{error.get('field', '')}".rstrip(".")
-        raise problem from None
-    except ValidationError as exc:
-        errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        raise ProblemError(422, "validation_error", "the job spec is not valid", errors=errors) from None
+def _spec_problem(exc: InvalidInput) -> ProblemError:
+    """A 422 whose fields are located in the request body (`spec.source[1]`)."""
+    problem = from_trajx_error(exc)
+    for error in problem.errors or []:
+        error["field"] = f"spec.{error.get('field', '')}".rstrip(".")
+    return problem
 
 
 def dispatch_after_commit(dispatcher: Dispatcher, job_id: str) -> None:
@@ -166,7 +168,7 @@ def job_public(job: Job) -> JobPublic:
         attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         error={"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
-        result=job.result, summary=job.summary,
+        result=public_result(job.result), summary=job.summary,
         webhook={"url": job.webhook_url, "events": job.webhook_events or [], "secret": job.webhook_secret}
         if job.webhook_url else None,
     )

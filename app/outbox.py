@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from app.job_result import public_result
 from app.models import Job, WebhookDelivery, utcnow
 from app.schemas import DEFAULT_WEBHOOK_EVENTS
 
@@ -29,7 +30,7 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
         "progress": {"step": job.progress_step, "total": job.progress_total},
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "result": job.result, "summary": job.summary,
+        "result": public_result(job.result), "summary": job.summary,
     }
 
 

@@ -107,7 +107,10 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     error: JobError | None
     result: dict[str, Any] | None = Field(
-        description="`{targets: [{last, best, permutations, trajectory}], report}`: artifact ids")
+        description="`{files: [{role, target, path, sha256, size, metadata, artifact}], targets: "
+                    "[{role: artifact id}], <job-wide role>: artifact id}`: the executor's result "
+                    "manifest (`files`), grouped by target (a transfer: `last`, `best`, `permutations`, "
+                    "`trajectory`, `metrics`; job-wide `report`)")
     summary: dict[str, Any] | None
     webhook: WebhookPublic | None
 

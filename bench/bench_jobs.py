@@ -6,7 +6,7 @@ Runs a real stack on this machine (PostgreSQL database of its own, Redis db 12, 
 under uvicorn, `celery worker -c 1`, recovery loop) and measures:
 
 1. POST /v1/jobs -> engine start: from just before the POST to the job's `started`
-   event (written by the worker right before it calls `trajx.runner.execute`), over
+   event (written by the worker right before it calls the job kind's executor), over
    `--jobs` tiny digits jobs submitted one after another. Median and p90.
 2. A job of >= 10 s through the service (POST to finished, as a polling client sees
    it) against the same spec run by `trajx run` (wall time of the command), both on the

@@ -5,18 +5,23 @@ local runner (`trajx run`) and the worker execute them. Artifact references are
 strings: on the service they are artifact ids (`art_...`), for the local runner
 file paths (relative to the spec file).
 
-A spec carries a `kind`; each kind has its own model in `JOB_KINDS`, so adding
-`average` or `align` is one model and one executor, not a new API.
+A spec carries a `kind`; each kind has its own model, a `JobSpecBase` registered with
+`register_job_kind`, so adding `average` or `align` is one model and one executor
+(`trajx.executors.register_executor`), not a new API. The API and the worker only call
+the methods of `JobSpecBase`; they read no field of a kind by name.
 """
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trajx.errors import InvalidInput
+from trajx.input_checks import Tables, check_checkpoints_agree, check_data, check_permutation_spec
 
 ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
+InputKind = Literal["checkpoint", "data"]
+Queue = Literal["gpu", "cpu"]
 
 
 class _Strict(BaseModel):
@@ -91,7 +96,37 @@ class Outputs(_Strict):
     average: LastSteps | None = None
 
 
-class TransferJob(_Strict):
+class JobSpecBase(_Strict):
+    """What the API and the worker ask of every job kind's spec model.
+
+    A subclass declares `kind: Literal["name"] = "name"` and implements `artifact_refs`
+    and `input_kind`; the other methods have defaults.
+    """
+
+    kind: str
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        """Every artifact this job reads, keyed by its location in the spec (`source[0]`)."""
+        raise NotImplementedError
+
+    def input_kind(self, location: str) -> InputKind:
+        """What the artifact at `location` must be: a `checkpoint` or a `data` shard."""
+        raise NotImplementedError
+
+    def check_input_tensors(self, tables: Tables) -> None:
+        """Check the inputs' tensor tables (location -> (ref, {name: shape})) agree with
+        each other and the spec; InvalidInput naming location, artifact and tensor."""
+
+    def queue(self) -> Queue:
+        """The worker queue this job belongs on (chosen once, when the job is created)."""
+        return "gpu"
+
+    def summary_fields(self) -> dict[str, Any]:
+        """A few JSON values that tell jobs of this kind apart in a listing."""
+        return {}
+
+
+class TransferJob(JobSpecBase):
     """Transfer a source trajectory onto one or more target initializations."""
 
     kind: Literal["transfer"] = "transfer"
@@ -126,8 +161,9 @@ class TransferJob(_Strict):
                              f"has only params.steps={self.params.steps} steps")
         return self
 
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
+
     def artifact_refs(self) -> dict[str, ArtifactRef]:
-        """Every artifact this job reads, keyed by its location in the spec (for errors)."""
         refs: dict[str, ArtifactRef] = {f"source[{i}]": r for i, r in enumerate(self.source)}
         for i, target in enumerate(self.targets):
             if target.checkpoint is not None:
@@ -138,6 +174,46 @@ class TransferJob(_Strict):
         if self.eval_data is not None:
             refs["eval_data"] = self.eval_data
         return refs
+
+    def input_kind(self, location: str) -> InputKind:
+        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
+
+    def check_input_tensors(self, tables: Tables) -> None:
+        checkpoints = {loc: t for loc, t in tables.items() if self.input_kind(loc) == "checkpoint"}
+        check_checkpoints_agree(checkpoints)
+        check_data({loc: t for loc, t in tables.items() if self.input_kind(loc) == "data"})
+        if self.permutation_spec:
+            check_permutation_spec(self.permutation_spec, {"source[0]": tables["source[0]"]})
+
+    def queue(self) -> Queue:
+        # A job pinned to the CPU must not wait for (or occupy) a GPU worker.
+        return "cpu" if self.params.device == "cpu" else "gpu"
+
+    def summary_fields(self) -> dict[str, Any]:
+        return {"method": self.method, "arch": self.arch.name, "targets": len(self.targets)}
+
+
+class _StoredModelsJob(JobSpecBase):
+    """Average and align jobs: checkpoints of one architecture plus `train_data`/`eval_data`."""
+
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
+
+    def input_kind(self, location: str) -> InputKind:
+        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
+
+    def check_input_tensors(self, tables: Tables) -> None:
+        """Every checkpoint has the first one's tensors (a mixed list is `checkpoint_mismatch`
+        naming the odd one), the data shards agree, an explicit spec fits the checkpoints."""
+        checkpoints = {loc: t for loc, t in tables.items() if self.input_kind(loc) == "checkpoint"}
+        check_checkpoints_agree(checkpoints)
+        check_data({loc: t for loc, t in tables.items() if self.input_kind(loc) == "data"})
+        explicit = getattr(self, "permutation_spec", None)
+        if explicit:
+            first = next(iter(checkpoints))
+            check_permutation_spec(explicit, {first: checkpoints[first]})
+
+    def queue(self) -> Queue:
+        return "cpu" if self.params.device == "cpu" else "gpu"
 
 
 class RunParams(_Strict):
@@ -207,10 +283,10 @@ class AverageOutputs(_Strict):
     candidates: bool = False
 
 
-class AverageJob(_Strict):
+class AverageJob(_StoredModelsJob):
     """Average checkpoints of one trajectory (uniform, LAWA, EMA), optionally sweeping a grid."""
 
-    kind: Literal["average"]
+    kind: Literal["average"] = "average"
     arch: Architecture
     checkpoints: list[ArtifactRef] = Field(min_length=2, max_length=1000,
                                            description="one trajectory, oldest first")
@@ -246,12 +322,15 @@ class AverageJob(_Strict):
         return self
 
     def artifact_refs(self) -> dict[str, ArtifactRef]:
-        """Every artifact this job reads, keyed by its location in the spec (for errors)."""
         refs: dict[str, ArtifactRef] = {f"checkpoints[{i}]": r for i, r in enumerate(self.checkpoints)}
         refs["train_data"] = self.train_data
         if self.eval_data is not None:
             refs["eval_data"] = self.eval_data
         return refs
+
+    def summary_fields(self) -> dict[str, Any]:
+        return {"method": self.method.name, "arch": self.arch.name, "checkpoints": len(self.checkpoints),
+                "sweep": self.sweep is not None}
 
 
 class AlignParams(RunParams):
@@ -267,10 +346,10 @@ class AlignOutputs(_Strict):
     merged: bool = False
 
 
-class AlignJob(_Strict):
+class AlignJob(_StoredModelsJob):
     """Permute model B onto model A and report the plain and aligned interpolation barriers."""
 
-    kind: Literal["align"]
+    kind: Literal["align"] = "align"
     arch: Architecture
     model_a: ArtifactRef
     model_b: ArtifactRef
@@ -283,24 +362,37 @@ class AlignJob(_Strict):
         default=None, description="explicit spec, as for transfer jobs")
 
     def artifact_refs(self) -> dict[str, ArtifactRef]:
-        """Every artifact this job reads, keyed by its location in the spec (for errors)."""
         refs = {"model_a": self.model_a, "model_b": self.model_b, "train_data": self.train_data}
         if self.eval_data is not None:
             refs["eval_data"] = self.eval_data
         return refs
 
-
-# kind -> spec model
-JOB_KINDS: dict[str, type[_Strict]] = {"transfer": TransferJob, "average": AverageJob, "align": AlignJob}
-
-JobSpec = Annotated[TransferJob | AverageJob | AlignJob, Field(discriminator="kind")]
+    def summary_fields(self) -> dict[str, Any]:
+        return {"method": self.method, "arch": self.arch.name, "merged": self.outputs.merged}
 
 
-def parse_job_spec(data: Any) -> JobSpec:
-    """Validate a job spec document; an unknown `kind` is an InvalidInput naming it.
 
-    Pydantic's ValidationError is raised for any other problem (the API turns its
-    errors into problem+json naming each field).
+# kind -> spec model. `average` and `align` join through `register_job_kind`.
+JOB_KINDS: dict[str, type[JobSpecBase]] = {}
+
+
+def register_job_kind(model: type[JobSpecBase]) -> type[JobSpecBase]:
+    """Add `model` to JOB_KINDS under the default of its `kind` field (usable as a decorator)."""
+    JOB_KINDS[model.model_fields["kind"].default] = model
+    return model
+
+
+register_job_kind(TransferJob)
+register_job_kind(AverageJob)
+register_job_kind(AlignJob)
+
+
+def parse_job_spec(data: Any) -> JobSpecBase:
+    """Validate a job spec document of any registered kind (`kind` defaults to "transfer").
+
+    An unknown `kind` is an InvalidInput naming it. Pydantic's ValidationError is raised
+    for any other problem, with locations relative to the spec (the API turns them into
+    problem+json naming each field).
     """
     kind = data.get("kind", "transfer") if isinstance(data, dict) else None
     if not isinstance(kind, str) or kind not in JOB_KINDS:  # a list or dict is unhashable
@@ -309,5 +401,5 @@ def parse_job_spec(data: Any) -> JobSpec:
             code="unknown_kind",
             field="kind",
         )
-    # Validated by the kind's own model, so error locations start at the spec's fields.
-    return JOB_KINDS[kind].model_validate({**data, "kind": kind})
+    # The tag picks the model (a discriminated union whose errors carry no tag in their loc).
+    return JOB_KINDS[kind].model_validate(data)

@@ -15,6 +15,7 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from app.models import Artifact, Job
 from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
 from trajx.errors import Cancelled, InvalidInput, TrajxError
-from trajx.runner import RunProgress, execute
+from trajx.executors import ResultManifest, RunContext, RunProgress, executor_for
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
@@ -79,7 +80,6 @@ class _JobRun:
             self.webhooks = deliverer(ctx.settings) if job.webhook_url else None
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
-        self._results_done = 0
         self._result_blobs: dict[str, Path] = {}  # sha256 -> the result file it came from
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
@@ -102,9 +102,9 @@ class _JobRun:
             try:
                 spec = parse_job_spec(self.spec_data)
                 paths = self._input_paths(spec.artifact_refs())
-                summary = execute(spec, resolve=paths.__getitem__, out_dir=Path(tmp),
-                                  on_progress=self._on_progress, should_cancel=self._should_cancel)
-                return self._succeed(Path(tmp), summary)
+                manifest = executor_for(spec.kind)(spec, paths.__getitem__, Path(tmp),
+                                                   RunContext(self._on_progress, self._should_cancel))
+                return self._succeed(Path(tmp), manifest)
             except Cancelled:
                 if self.lost.is_set():
                     log.warning("job %s: claim lost, another worker owns it now", self.claim.job_id)
@@ -145,17 +145,12 @@ class _JobRun:
         return found
 
     def _on_progress(self, progress: RunProgress) -> None:
-        # The job's progress counts (target, step) results, whatever order the engine
-        # produces them in: it reaches `total` exactly when the last one is done.
-        self._results_done += 1
-        step = self._results_done
-        total = (len(self.spec_data.get("targets", [])) or 1) * progress.total
+        step, total = progress.done, progress.total
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
             return
         self._last_progress = now
-        data = {"step": step, "total": total, "target": progress.target,
-                "target_step": progress.step, "metrics": progress.metrics}
+        data = {"step": step, "total": total, **progress.data}
         with self.ctx.sessions() as session:
             if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
                 self.lost.set()
@@ -184,35 +179,31 @@ class _JobRun:
             except Exception:
                 log.exception("job %s: heartbeat failed, retrying", self.claim.job_id)
 
-    def _succeed(self, out_dir: Path, summary: dict[str, Any]) -> str | None:
+    def _succeed(self, out_dir: Path, manifest: ResultManifest) -> str | None:
         with self.ctx.sessions() as session:
             try:
-                result = self._store_results(session, out_dir)
+                result = self._store_results(session, out_dir, manifest)
             except BaseException:
                 session.rollback()
                 self._drop_result_blobs()
                 raise
-            ended = self._finish(session, "succeeded", {"result": result, "summary": summary})
+            ended = self._finish(session, "succeeded", {"result": result, "summary": manifest.summary})
         if ended == "succeeded":
             self._restore_result_blobs()
         return ended
 
-    def _store_results(self, session: Session, out_dir: Path) -> dict[str, Any]:
-        """Every result file becomes an artifact of the tenant; returns `job.result`."""
-        def store(path: Path) -> str:
-            name = "-".join(path.relative_to(out_dir).parts)
-            artifact = create_artifact_from_file(session, self.tenant_id, path, name, self.claim.job_id,
-                                                 store=self.ctx.store,
+    def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest) -> dict[str, Any]:
+        """Every file of the manifest becomes an artifact of the tenant; returns `job.result`:
+        the manifest's files, each with its `artifact` id."""
+        files = []
+        for entry in manifest.files:
+            path = out_dir / entry.path
+            artifact = create_artifact_from_file(session, self.tenant_id, path, entry.path.replace("/", "-"),
+                                                 self.claim.job_id, store=self.ctx.store,
                                                  max_header_bytes=self.ctx.settings.max_header_bytes)
             self._result_blobs[artifact.sha256] = path
-            return artifact.id
-
-        targets = []
-        for target_dir in sorted(out_dir.glob("target-*"), key=lambda p: int(p.name.split("-")[1])):
-            files = {p.stem: store(p) for p in sorted(target_dir.glob("*.safetensors"))}
-            targets.append({key: files.get(key) for key in ("last", "best", "permutations", "trajectory")})
-        report = out_dir / "report.json"
-        return {"targets": targets, "report": store(report) if report.exists() else None}
+            files.append({**asdict(entry), "artifact": artifact.id})
+        return {"files": files}
 
     def _fail(self, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
         with self.ctx.sessions() as session:

@@ -177,12 +177,20 @@ def test_worker_written_fields_show_in_the_job_resource(api, tenant, dispatcher,
         session.execute(update(Job).where(Job.id == job_id).values(
             status="failed", attempts=2, progress_step=3, progress_total=4, error_code="non_finite_loss",
             error_message="loss became NaN at step 3", summary={"seconds": 1.5},
-            result={"targets": [{"last": "art_1", "best": "art_2"}], "report": "art_3"}))
+            result={"files": [_entry("best", 0, "art_2"), _entry("report", None, "art_3")]}))
         session.commit()
     job = api.get(f"/v1/jobs/{job_id}", headers=tenant.headers).json()
     assert (job["status"], job["attempts"], job["progress"]) == ("failed", 2, {"step": 3, "total": 4})
     assert job["error"] == {"code": "non_finite_loss", "message": "loss became NaN at step 3"}
-    assert job["result"]["targets"][0]["best"] == "art_2" and job["summary"] == {"seconds": 1.5}
+    assert job["result"]["files"] == [_entry("best", 0, "art_2"), _entry("report", None, "art_3")]
+    # the grouped views older readers use, built from the same entries
+    assert (job["result"]["targets"], job["result"]["report"]) == ([{"best": "art_2"}], "art_3")
+    assert job["summary"] == {"seconds": 1.5}
+
+
+def _entry(role: str, target: int | None, artifact: str) -> dict:
+    return {"role": role, "target": target, "path": f"{role}.bin", "sha256": "0" * 64, "size": 1,
+            "metadata": {}, "artifact": artifact}
 
 
 def test_events_page_in_order_with_a_cursor(api, tenant, dispatcher, session_factory):

@@ -16,6 +16,7 @@ from trajx.client import (
     ChecksumMismatch,
     Client,
     Event,
+    InvalidLocalInput,
     Job,
     ServerUnreachable,
     WaitTimeout,
@@ -347,11 +348,40 @@ def test_list_jobs_follows_cursors_up_to_limit():
     assert len(client_for(handler).list_jobs(limit=2)) == 2
 
 
-def test_result_files_map_targets_and_report():
+def manifest_entry(path: str, role: str, target: int | None, artifact: str, content: bytes = b"") -> dict:
+    return {"role": role, "target": target, "path": path, "sha256": hashlib.sha256(content).hexdigest(),
+            "size": len(content), "metadata": {}, "artifact": artifact}
+
+
+def test_result_files_come_from_the_manifest_as_the_server_sent_it():
+    files = [manifest_entry("t0/final.safetensors", "last", 0, "art_1"),
+             manifest_entry("summary.json", "report", None, "art_3")]
     job = client_for(lambda r: httpx.Response(200, json={
-        **job_doc("succeeded"),
-        "result": {"targets": [{"last": "art_1", "best": "art_2", "permutations": None, "trajectory": None}],
-                   "report": "art_3"}})).get_job("job_x")
-    assert job.result_files() == {"target-0/last.safetensors": "art_1", "target-0/best.safetensors": "art_2",
-                                  "report.json": "art_3"}
+        **job_doc("succeeded"), "result": {"files": files, "targets": [{"last": "art_1"}], "report": "art_3"}}
+    )).get_job("job_x")
+    assert job.result_files() == {"t0/final.safetensors": "art_1", "summary.json": "art_3"}
+    assert job.result_file("last", 0).artifact == "art_1" and job.result_file("last", 1) is None
     assert json.loads(json.dumps(job.raw))["status"] == "succeeded"
+
+
+def test_download_result_uses_the_manifests_hash_and_path(tmp_path):
+    content = b"result bytes" * 100
+    server = ContentServer(content)
+    requested = []
+    job = Job.from_dict({**job_doc("succeeded"),
+                         "result": {"files": [manifest_entry("target-0/last.safetensors", "last", 0, ART, content)]}})
+
+    def handler(request):
+        requested.append(request.url.path)
+        return server(request)
+
+    path = client_for(handler).download_result(job.files[0], tmp_path)
+    assert path == tmp_path / "target-0" / "last.safetensors" and path.read_bytes() == content
+    assert requested == [f"/v1/artifacts/{ART}/content"]  # no metadata round trip
+
+
+@pytest.mark.parametrize("path", ["../escape.bin", "/etc/passwd", "a/../../b"])
+def test_a_result_path_leaving_the_download_directory_is_refused(tmp_path, path):
+    file = Job.from_dict({**job_doc("succeeded"), "result": {"files": [manifest_entry(path, "x", None, ART)]}}).files[0]
+    with pytest.raises(InvalidLocalInput):
+        client_for(ContentServer(b"")).download_result(file, tmp_path / "out")

@@ -22,7 +22,8 @@ sys.meta_path.insert(0, _NotInstalled())
 _USE_CLIENT = """
 import httpx, trajx
 job = {"id": "job_1", "status": "succeeded", "created_at": "2025-01-02T03:04:05Z", "new_field": 1,
-       "progress": {"step": 3, "total": 3}, "result": {"targets": [{"last": "art_1"}]}}
+       "progress": {"step": 3, "total": 3}, "result": {"files": [{"role": "last", "target": 0,
+       "path": "target-0/last.safetensors", "sha256": "0" * 64, "size": 1, "metadata": {}, "artifact": "art_1"}]}}
 client = trajx.Client("http://trajx.test", "k", transport=httpx.MockTransport(
     lambda request: httpx.Response(200, json=job)))
 got = client.wait("job_1", timeout=5)

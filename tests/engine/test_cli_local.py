@@ -37,7 +37,7 @@ def test_run_writes_results_and_prints_a_summary(spec_file, tmp_path):
     assert summary["method"] == "fgmt" and summary["targets"][0]["best_step"] >= 1
     assert (out / "target-0" / "last.safetensors").exists() and (out / "report.json").exists()
     table = runner.invoke(app, ["run", str(spec_file), "--out", str(tmp_path / "again")])
-    assert table.exit_code == 0 and "last accuracy" in table.stdout
+    assert table.exit_code == 0 and "last_accuracy" in table.stdout and "report.json" in table.stdout
 
 
 def test_run_refuses_a_non_empty_output_directory(spec_file, tmp_path):

@@ -92,7 +92,7 @@ def _event_types(stack: Stack, job: Job) -> list[str]:
 
 
 def _last_accuracy(stack: Stack, job: Job, tmp_path: Path) -> float:
-    path = stack.client.download(job.result["targets"][0]["last"], tmp_path / f"{job.id}.safetensors")
+    path = stack.client.download_result(job.result_file("last", 0), tmp_path / job.id)
     return accuracy(load_file(path), stack.digits.split)
 
 
@@ -102,7 +102,7 @@ def test_fgmt_job_runs_end_to_end_and_beats_naive(stack, tmp_path):
     for job in done.values():
         assert job.status == "succeeded", job.error
         assert job.attempts == 1 and job.progress.step == job.progress.total > 0
-        assert set(job.result["targets"][0]) >= {"last", "best"} and job.result["report"]
+        assert job.result_file("last", 0) and job.result_file("best", 0) and job.result_file("report")
     fgmt, naive = (_last_accuracy(stack, done[m], tmp_path) for m in ("fgmt", "naive"))
     assert fgmt > naive + 0.1, (fgmt, naive)  # measured here: 0.78 vs 0.54
     assert done["fgmt"].summary["targets"][0]["last_accuracy"] == pytest.approx(fgmt, abs=0.02)

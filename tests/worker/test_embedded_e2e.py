@@ -35,7 +35,7 @@ def test_digits_jobs_on_the_embedded_default(server, digits, tmp_path):
         accuracies = {}
         for method, job in done.items():
             assert job.status == "succeeded", job.error
-            path = client.download(job.result["targets"][0]["last"], tmp_path / f"{method}.safetensors")
+            path = client.download_result(job.result_file("last", 0), tmp_path / method)
             accuracies[method] = accuracy(load_file(path), digits.split)
     assert accuracies["fgmt"] > accuracies["naive"] + 0.1, accuracies  # measured here: 0.78 vs 0.54
 

@@ -41,11 +41,15 @@ def test_a_job_runs_once_and_stores_its_results_as_artifacts(settings, tenant_id
     assert all(t["last_accuracy"] > 0.1 for t in job.summary["targets"])
     with worker_context(settings).sessions() as session:
         produced = {a.id: a for a in session.scalars(select(Artifact).where(Artifact.producer_job_id == job_id))}
-    referenced = {job.result["report"]} | {t[role] for t in job.result["targets"]
-                                           for role in ("last", "best", "permutations")}
-    assert len(job.result["targets"]) == 2 and referenced == set(produced) and len(produced) == 7
-    assert produced[job.result["targets"][1]["last"]].kind == "result"
-    assert produced[job.result["report"]].format == "json"
+    files = {(f["target"], f["role"]): f for f in job.result["files"]}
+    assert set(files) == {(t, role) for t in (0, 1) for role in ("last", "best", "permutations", "metrics")} \
+        | {(None, "report")}
+    assert {f["artifact"] for f in files.values()} == set(produced)
+    for file in files.values():  # stored as the executor's manifest says
+        artifact = produced[file["artifact"]]
+        assert (artifact.sha256, artifact.size, artifact.kind) == (file["sha256"], file["size"], "result")
+    assert produced[files[(1, "last")]["artifact"]].name == "target-1-last.safetensors"
+    assert produced[files[(None, "report")]["artifact"]].format == "json"
     types = event_types(settings, job_id)
     assert types[:2] == ["claimed", "started"] and types[-1] == "succeeded"
 

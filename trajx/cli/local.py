@@ -17,6 +17,7 @@ from rich.text import Text
 
 from trajx.cli.app import app
 from trajx.errors import InvalidInput, TrajxError, UnsupportedModel
+from trajx.executors import ResultManifest, RunContext, executor_for
 
 EXIT_FAILURE, EXIT_INVALID = 1, 2
 ArchOpt = Annotated[str, typer.Option("--arch", help="Architecture name (see `trajx describe`).")]
@@ -48,7 +49,8 @@ def _parse_config(text: str) -> dict[str, Any]:
 def run(spec_file: Annotated[Path, typer.Argument(help="Job spec (JSON); file refs are relative to it.")],
         out: Annotated[Path, typer.Option("--out", help="Empty or new directory for the results.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
-    """Run a transfer job locally and write last/best checkpoints, permutations and a report."""
+    """Run a job spec locally (any kind) and write its result files, e.g. a transfer's
+    last/best checkpoints, permutations and a report."""
     from trajx.spec import parse_job_spec
 
     try:
@@ -66,20 +68,19 @@ def run(spec_file: Annotated[Path, typer.Argument(help="Job spec (JSON); file re
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise _fail(f"--out {out} must be an empty or new directory", EXIT_INVALID)
 
-    from trajx.cli.local_progress import TransferProgress
-    from trajx.runner import execute
+    from trajx.cli.local_progress import JobProgress
 
     resolve = _file_resolver(spec_file.parent.resolve(), spec.artifact_refs())
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with TransferProgress(_stderr, len(spec.targets), spec.params.steps) as progress:
-            summary = execute(spec, resolve, out, on_progress=progress.update)
+        with JobProgress(_stderr, spec.kind) as progress:
+            manifest = executor_for(spec.kind)(spec, resolve, out, RunContext(on_progress=progress.update))
     except TrajxError as exc:
         raise _fail(f"[{exc.code}] {exc.message}", _exit_code(exc)) from None
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps(manifest.summary))
     else:
-        Console().print(_summary_table(summary, out))
+        Console().print(_files_table(manifest, out))
 
 
 def _file_resolver(base: Path, refs: dict[str, str]):
@@ -95,19 +96,30 @@ def _file_resolver(base: Path, refs: dict[str, str]):
     return resolve
 
 
-def _summary_table(summary: dict[str, Any], out: Path) -> Table:
-    table = Table(title=f"{summary['method']} on {summary['device']}, "
-                        f"{summary['seconds']:.1f} s, results in {out}")
-    for column in ("target", "last accuracy", "best accuracy", "best step", "last loss"):
-        table.add_column(column, justify="right")
-    for index, target in enumerate(summary["targets"]):
-        table.add_row(str(index), _number(target["last_accuracy"]), _number(target["best_accuracy"]),
-                      str(target["best_step"]), _number(target["last_loss"]))
+def _files_table(manifest: ResultManifest, out: Path) -> Table:
+    """The result files, titled with the summary's job-wide values; its per-target
+    values (`summary["targets"]`) go on the rows of the files of that target."""
+    summary = manifest.summary
+    per_target = summary.get("targets") if isinstance(summary.get("targets"), list) else []
+    title = ", ".join(f"{k} {_value(v)}" for k, v in summary.items() if not isinstance(v, list | dict))
+    table = Table(title=f"{title}; results in {out}" if title else f"results in {out}")
+    for column in ("target", "role", "file", "size", "summary"):
+        table.add_column(column, overflow="fold")
+    shown: set[int] = set()
+    for file in manifest.files:
+        numbers = ""
+        if file.target is not None and file.target < len(per_target) and file.target not in shown:
+            shown.add(file.target)  # once per target, on its first file
+            numbers = ", ".join(f"{k}={_value(v)}" for k, v in per_target[file.target].items())
+        table.add_row("-" if file.target is None else str(file.target), file.role, file.path,
+                      str(file.size), numbers)
     return table
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _value(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @app.command()

@@ -14,9 +14,9 @@ from trajx.client.errors import (
     ServerUnreachable,
     WaitTimeout,
 )
-from trajx.client.models import Artifact, Event, Job
+from trajx.client.models import Artifact, Event, Job, ResultFile
 
 __all__ = [
     "ApiError", "Artifact", "ChecksumMismatch", "Client", "ClientError", "Event",
-    "InvalidLocalInput", "Job", "ServerUnreachable", "WaitTimeout",
+    "InvalidLocalInput", "Job", "ResultFile", "ServerUnreachable", "WaitTimeout",
 ]

@@ -8,10 +8,10 @@ from typing import Any, Self
 import httpx
 
 from trajx.client.config import resolve_api_key, resolve_url
-from trajx.client.download import download_artifact
+from trajx.client.download import download_artifact, result_path
 from trajx.client.errors import WaitTimeout
 from trajx.client.hashing import iter_file, sha256_file
-from trajx.client.models import Artifact, Event, Job
+from trajx.client.models import Artifact, Event, Job, ResultFile
 from trajx.client.progress import ByteCounter, TransferProgress
 from trajx.client.transport import Transport
 
@@ -86,6 +86,12 @@ class Client:
         artifact = self.get_artifact(artifact_id)
         return download_artifact(self._transport, artifact_id, artifact.sha256, artifact.size,
                                  Path(dest), progress=self.progress)
+
+    def download_result(self, file: ResultFile, out_dir: str | Path) -> Path:
+        """Download one result file of a job to `out_dir / file.path`, verified against the
+        manifest's sha256 and size (no extra request for the artifact's metadata)."""
+        return download_artifact(self._transport, file.artifact, file.sha256, file.size,
+                                 result_path(Path(out_dir), file.path), progress=self.progress)
 
     # -- jobs --------------------------------------------------------------------------------
 

@@ -77,8 +77,7 @@ def _download_results(client: Client, job: Job, out_dir: Path) -> dict[str, str]
     """Download every result file of a finished job under `out_dir`; relative path -> local path."""
     if job.status != "succeeded":
         raise InvalidLocalInput(f"job {job.id} is {job.status}; only a succeeded job has results")
-    return {rel: str(client.download(artifact_id, out_dir / rel))
-            for rel, artifact_id in job.result_files().items()}
+    return {file.path: str(client.download_result(file, out_dir)) for file in job.files}
 
 
 def _results_if_asked(client: Client, job: Job, out_dir: Path | None) -> dict[str, str] | None:

@@ -1,5 +1,6 @@
-"""The local runner: a job spec over files in, validated inputs, result files out."""
+"""The transfer executor: a job spec over files in, validated inputs, result files and their manifest out."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import torch
 
 from tests.engine.digits_setup import mlp_setup
 from trajx.errors import InvalidInput
+from trajx.executors import RunContext, RunProgress, executor_for
 from trajx.io import load_tensors, save_tensors
-from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 
 
@@ -37,10 +38,26 @@ def job(files, **overrides):
     return parse_job_spec(spec | overrides)
 
 
+def execute(spec, out_dir: Path, on_progress=None):
+    """The transfer executor as the worker reaches it; returns the manifest."""
+    ctx = RunContext(on_progress=on_progress) if on_progress else RunContext()
+    return executor_for(spec.kind)(spec, Path, out_dir, ctx)
+
+
 def test_run_writes_every_result_file_and_a_report(files, tmp_path):
     seen: list[RunProgress] = []
-    summary = execute(job(files), Path, tmp_path, on_progress=seen.append)
-    assert [(p.step, p.target) for p in seen] == [(s, t) for s in range(1, 5) for t in (0, 1)]
+    manifest = execute(job(files), tmp_path, on_progress=seen.append)
+    summary = manifest.summary
+    assert [(p.data["target_step"], p.data["target"]) for p in seen] == \
+        [(s, t) for s in range(1, 5) for t in (0, 1)]
+    assert [p.done for p in seen] == list(range(1, 9)) and {p.total for p in seen} == {8}
+    listed = {(f.target, f.role): f for f in manifest.files}
+    assert set(listed) == {(t, role) for t in (0, 1) for role in ("last", "best", "permutations", "metrics")} \
+        | {(None, "report")}
+    for file in manifest.files:  # the manifest is the truth about the files on disk
+        content = (tmp_path / file.path).read_bytes()
+        assert (file.sha256, file.size) == (hashlib.sha256(content).hexdigest(), len(content))
+    assert listed[(1, "best")].metadata == {"step": summary["targets"][1]["best_step"]}
     for index in (0, 1):
         directory = tmp_path / f"target-{index}"
         last = load_tensors(directory / "last.safetensors", "last")
@@ -68,7 +85,7 @@ def test_run_writes_every_result_file_and_a_report(files, tmp_path):
 def test_trajectory_output_holds_every_step(files, tmp_path):
     spec = job(files, targets=[{"seed": 1}], outputs={"trajectory": True, "permutations": False},
                params={"steps": 2, "device": "cpu"}, eval_data=None)
-    summary = execute(spec, Path, tmp_path)
+    summary = execute(spec, tmp_path).summary
     trajectory = load_tensors(tmp_path / "target-0" / "trajectory.safetensors", "trajectory")
     assert {key.split("/")[0] for key in trajectory} == {"step0000", "step0001", "step0002"}
     assert not (tmp_path / "target-0" / "permutations.safetensors").exists()
@@ -81,7 +98,7 @@ def test_bad_input_fails_before_any_work(files, tmp_path):
     spec = job(files, targets=[{"seed": 1}, {"checkpoint": str(wrong)}])
     seen = []
     with pytest.raises(InvalidInput) as info:
-        execute(spec, Path, tmp_path / "out", on_progress=seen.append)
+        execute(spec, tmp_path / "out", on_progress=seen.append)
     assert info.value.code == "checkpoint_mismatch" and "targets[1].checkpoint" in info.value.message
     assert seen == [] and not (tmp_path / "out").exists()
 
@@ -90,7 +107,7 @@ def test_oracle_reads_trained_targets(files, tmp_path):
     _, paths = files
     spec = job(files, method="oracle", targets=[{"checkpoint": str(paths["theta0"]),
                                                 "trained": str(paths["thetaT"])}])
-    summary = execute(spec, Path, tmp_path)
+    summary = execute(spec, tmp_path).summary
     assert summary["targets"][0]["last_accuracy"] > 0.6  # the source itself, recovered
 
 
@@ -99,5 +116,5 @@ def test_too_few_steps_for_the_checkpoints_is_invalid(files, tmp_path):
     spec = job(files, source=[str(paths["theta0"]), str(paths["target"]), str(paths["thetaT"])],
                params={"steps": 1, "device": "cpu"})
     with pytest.raises(InvalidInput) as info:
-        execute(spec, Path, tmp_path)
+        execute(spec, tmp_path)
     assert info.value.code == "invalid_params" and info.value.details["field"] == "params.steps"

@@ -1,6 +1,6 @@
-"""Execute a job spec on this machine: files in, engine, files out (docs/architecture.md).
+"""The `transfer` executor: files in, engine, files out (docs/architecture.md).
 
-`execute` validates every input before any expensive work (architecture and config,
+`run_transfer` validates every input before any expensive work (architecture and config,
 each checkpoint against the architecture, the data against the model, the spec
 derivation and the step plan), then runs the transfer and writes, under `out_dir`:
 
@@ -8,14 +8,14 @@ derivation and the step plan), then runs the transfer and writes, under `out_dir
     target-{i}/[trajectory.safetensors]  [average.safetensors]  metrics.json (best step, per-step metrics and seconds)
     report.json (spec, permutation spec, summary, every target's steps, run timings, versions)
 
-The worker and `trajx run` both call it; it knows nothing about HTTP or the database.
+and returns their manifest. The worker and `trajx run` reach it through
+`trajx.executors.executor_for("transfer")`; it knows nothing about HTTP or the database.
 """
 
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -30,21 +30,11 @@ from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.errors import InvalidInput
+from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
+from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 from trajx.spec import TransferJob
-
-Resolve = Callable[[str], Path]
-
-
-@dataclass(frozen=True)
-class RunProgress:
-    """Step `step` of `total` done for target `target`, with that step's metrics."""
-
-    step: int
-    total: int
-    target: int
-    metrics: dict[str, float]
 
 
 @dataclass
@@ -58,12 +48,11 @@ class _Inputs:
     eval: Dataset | None
 
 
-def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
-            on_progress: Callable[[RunProgress], None] | None = None,
-            should_cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run `spec`, write its result files under `out_dir`, return the summary.
+def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunContext) -> ResultManifest:
+    """Run `spec`, write its result files under `out_dir`, return their manifest.
 
-    `resolve` maps each artifact ref of the spec to a local safetensors file. Returns
+    `resolve` maps each artifact ref of the spec to a local safetensors file. Progress
+    counts (target, step) results: `total` is targets × steps. The manifest's summary is
     `{"method", "device", "seconds", "targets": [{last_accuracy, best_accuracy,
     best_step, last_loss}]}` (accuracies/loss are None without eval data). Raises
     InvalidInput / UnsupportedModel before any transfer work when an input is unusable,
@@ -81,21 +70,24 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
     except ValueError as exc:
         raise InvalidInput(f"params.steps: {exc}", code="invalid_params", field="params.steps") from None
 
-    def progress(step: int, total: int, target: int, metrics: dict[str, float]) -> None:
-        if on_progress is not None:
-            on_progress(RunProgress(step, total, target, metrics))
+    done, total = 0, len(spec.targets) * spec.params.steps
+
+    def progress(step: int, steps: int, target: int, metrics: dict[str, float]) -> None:
+        # Targets may interleave: the job's count reaches `total` exactly with the last result.
+        nonlocal done
+        done += 1
+        ctx.on_progress(RunProgress(done, total, {"target": target, "target_step": step, "metrics": metrics}))
 
     reset_peak_memory(device)
     result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
                       spec.params, method=spec.method, eval_data=inputs.eval,
                       trained_targets=inputs.trained, keep_trajectory=spec.outputs.trajectory,
-                      on_progress=progress, should_cancel=should_cancel,
+                      on_progress=progress, should_cancel=ctx.should_cancel,
                       average_last=spec.outputs.average.last if spec.outputs.average else None)
     seconds = time.perf_counter() - started
 
-    for index, target in enumerate(result.targets):
-        _write_target(out_dir / f"target-{index}", target, spec)
-        _write_json(out_dir / f"target-{index}" / "metrics.json", _target_metrics(target))
+    files = [entry for index, target in enumerate(result.targets)
+             for entry in _write_target(out_dir, index, target, spec)]
     summary = {
         "method": spec.method,
         "device": result.device,
@@ -111,8 +103,8 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
                     "peak_memory_bytes": peak_memory_bytes(device)},
         "versions": _versions(),
     }
-    _write_json(out_dir / "report.json", report)
-    return summary
+    files.append(_write_json(out_dir, out_dir / "report.json", report, "report"))
+    return ResultManifest(files, summary)
 
 
 def _target_metrics(target: TargetResult) -> dict[str, Any]:
@@ -122,8 +114,10 @@ def _target_metrics(target: TargetResult) -> dict[str, Any]:
     return metrics
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
+def _write_json(out_dir: Path, path: Path, document: dict[str, Any], role: str,
+                target: int | None = None) -> ResultFile:
     path.write_text(json.dumps(document, indent=2))
+    return file_entry(out_dir, path, role, target)
 
 
 def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
@@ -154,22 +148,28 @@ def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
     return _Inputs(model, example, source, targets, trained, train, eval_data)
 
 
-def _write_target(directory: Path, target: TargetResult, spec: TransferJob) -> None:
+def _write_target(out_dir: Path, index: int, target: TargetResult, spec: TransferJob) -> list[ResultFile]:
+    """Target `index`'s files under `target-{index}/`, with their manifest entries."""
+    directory = out_dir / f"target-{index}"
     common = {"trajx_version": __version__, "method": spec.method,
               "arch": json.dumps(spec.arch.model_dump(mode="json"))}
-    save_tensors(directory / "last.safetensors", target.last,
-                 {**common, "step": str(len(target.steps))})
-    save_tensors(directory / "best.safetensors", target.best,
-                 {**common, "step": str(target.best_step)})
+    outputs = {"last": (target.last, {"step": len(target.steps)}),  # role -> (tensors, facts)
+               "best": (target.best, {"step": target.best_step})}
     if spec.outputs.permutations:
-        save_tensors(directory / "permutations.safetensors", target.permutation, common)
+        outputs["permutations"] = (target.permutation, {})
     if target.average is not None:
-        save_tensors(directory / "average.safetensors", target.average,
-                     {**common, "average_last": str(spec.outputs.average.last)})
+        outputs["average"] = (target.average, {"average_last": spec.outputs.average.last,
+                                               **target.average_metrics})
     if target.trajectory is not None:
-        save_tensors(directory / "trajectory.safetensors",
-                     {f"step{s:04d}/{name}": tensor for s, state in enumerate(target.trajectory)
-                      for name, tensor in state.items()}, common)
+        outputs["trajectory"] = ({f"step{s:04d}/{name}": tensor for s, state in enumerate(target.trajectory)
+                                  for name, tensor in state.items()}, {})
+    files = []
+    for role, (tensors, facts) in outputs.items():
+        path = directory / f"{role}.safetensors"
+        save_tensors(path, tensors, {**common, **{k: str(v) for k, v in facts.items()}})
+        files.append(file_entry(out_dir, path, role, index, facts))
+    files.append(_write_json(out_dir, directory / "metrics.json", _target_metrics(target), "metrics", index))
+    return files
 
 
 def _target_summary(target: TargetResult) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""Checks of a transfer's inputs on their tensor tables (names and shapes), no bytes read.
+
+The API runs them when a job is created, from the safetensors headers it recorded at
+upload, so a mismatch costs an HTTP 422 and not a worker's GPU time. Each failure is an
+InvalidInput naming the spec location (`field`), the artifact ref and the tensor.
+"""
+
+from collections.abc import Mapping
+
+from trajx.errors import InvalidInput
+
+# spec location -> (artifact ref, {tensor name: shape})
+Tables = Mapping[str, tuple[str, Mapping[str, list[int]]]]
+
+
+def check_checkpoints_agree(checkpoints: Tables) -> None:
+    """Every checkpoint has the tensor names and shapes of the first one."""
+    reference_field, (reference_ref, expected) = next(iter(checkpoints.items()))
+    for field, (ref, shapes) in checkpoints.items():
+        for name in sorted(expected.keys() | shapes.keys()):
+            mine, theirs = shapes.get(name), expected.get(name)
+            if mine == theirs:
+                continue
+            if mine is None:
+                message = f"{field} ({ref}) lacks tensor {name!r} that {reference_field} has"
+            elif theirs is None:
+                message = f"{field} ({ref}) has tensor {name!r} that {reference_field} lacks"
+            else:
+                message = (f"tensor {name!r} has shape {mine} in {field} ({ref}) but "
+                           f"{theirs} in {reference_field} ({reference_ref})")
+            raise InvalidInput(message, code="checkpoint_mismatch", field=field, artifact=ref, tensor=name)
+
+
+def check_data(shards: Tables) -> None:
+    """inputs and targets hold the same number of examples; all shards' inputs look alike."""
+    feature_shapes = {}
+    for field, (ref, shapes) in shards.items():
+        inputs, targets = shapes["inputs"], shapes["targets"]
+        if not inputs or not targets or inputs[0] != targets[0]:
+            raise InvalidInput(f"{field} ({ref}): 'inputs' {inputs} and 'targets' {targets} "
+                               "must have the same leading (example) dimension",
+                               code="data_mismatch", field=field, artifact=ref, tensor="inputs")
+        feature_shapes[field] = list(inputs[1:])
+    (first, first_shape), *others = feature_shapes.items()
+    for field, shape in others:
+        if shape != first_shape:
+            raise InvalidInput(f"{field} inputs have example shape {shape}, {first} {first_shape}",
+                               code="data_mismatch", field=field, tensor="inputs")
+
+
+def check_permutation_spec(permutation_spec: Mapping[str, list[str | None]], source: Tables) -> None:
+    """An explicit permutation spec names tensors of the checkpoint, one entry per axis."""
+    (_, (_, shapes)), = source.items()
+    for name, axes in permutation_spec.items():
+        field = f"permutation_spec.{name}"
+        if name not in shapes:
+            message = f"{field}: the checkpoints have no tensor {name!r}"
+        elif len(axes) != len(shapes[name]):
+            message = f"{field}: names {len(axes)} axes but tensor {name!r} has shape {shapes[name]}"
+        else:
+            continue
+        raise InvalidInput(message, code="permutation_spec_mismatch", field=field, tensor=name)
