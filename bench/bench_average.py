@@ -251,8 +251,8 @@ def jobs(directory: Path) -> None:
         if summary.get("best") is not None:
             result = f"acc {100 * summary['best']['metrics']['accuracy']:.1f} ({summary['best']['label']})"
         else:
-            result = (f"barrier {summary['plain']['loss_barrier']:.3f} → {summary['aligned']['loss_barrier']:.3f}, "
-                      f"merged acc {100 * summary['merged']['accuracy']:.1f}")
+            result = (f"barrier {summary['plain_loss_barrier']:.3f} → {summary['aligned_loss_barrier']:.3f}, "
+                      f"merged acc {100 * summary['merged_accuracy']:.1f}")
         rows.append([label, result, f"{seconds:.2f}", f"{extra:.0f}"])
 
     # Streaming: a ~10 MB model, windows of 5 and 40 checkpoints.

@@ -42,9 +42,11 @@ _ACTIVATION_STREAM = 1
 def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) -> ResultManifest:
     """Align `spec.model_b` onto `spec.model_a`, write the results, return their manifest.
 
-    Summary: `{"method", "device", "seconds", "peak_memory_bytes", "plain": {loss_barrier,
-    accuracy_barrier}, "aligned": {...}, "merged": metrics | None}`. The barrier curves
-    are measured on eval_data (train_data without it). Raises InvalidInput (checkpoints,
+    Summary: `{"method", "device", "seconds", "matching_seconds", "peak_memory_bytes",
+    "plain_loss_barrier", "aligned_loss_barrier", "plain_accuracy_barrier",
+    "aligned_accuracy_barrier", "merged_accuracy"}` (accuracy entries only for class
+    targets; merged_accuracy None unless outputs.merged). The barrier curves are measured
+    on eval_data (train_data without it). Raises InvalidInput (checkpoints,
     data), UnsupportedModel (spec derivation; `activations_unobservable`), Cancelled
     between interpolation points.
     """
@@ -101,11 +103,12 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
             path = out_dir / f"{role}.safetensors"
             save_tensors(path, tensors, common)
             files.append(file_entry(out_dir, path, role))
-    barriers = {path: {k: v for k, v in curve.to_json().items() if k != "points"}
-                for path, curve in curves.items()}
+    barriers = {f"{path}_{key}": value for path, curve in curves.items()
+                for key, value in curve.to_json().items() if key != "points"}
+    midpoint = curves["aligned"].points[len(ALPHAS) // 2]  # α = 0.5: the merged model
     summary = {"method": spec.method, "device": str(device), "seconds": seconds,
                "matching_seconds": matching_seconds, "peak_memory_bytes": peak, **barriers,
-               "merged": curves["aligned"].points[len(ALPHAS) // 2] if merged is not None else None}
+               "merged_accuracy": midpoint.get("accuracy") if merged is not None else None}
     report = out_dir / "report.json"
     write_json(report, {"spec": spec.model_dump(mode="json"), "permutation_spec": perm_spec.to_json(),
                         "summary": summary, "curves": {p: c.to_json() for p, c in curves.items()},

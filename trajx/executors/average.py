@@ -51,8 +51,9 @@ def plan_candidates(spec: AverageJob) -> list[Candidate]:
 def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunContext) -> ResultManifest:
     """Average `spec.checkpoints`, write the result files under `out_dir`, return their manifest.
 
-    Summary: `{"method", "device", "seconds", "peak_memory_bytes", "best": {label, params,
-    metrics}, "last_checkpoint": metrics, "candidates"}` (metrics empty without eval data).
+    Summary: `{"method", "device", "seconds", "peak_memory_bytes", "candidates",
+    "best_accuracy", "last_checkpoint_accuracy", "best": {label, params, checkpoints, newest,
+    metrics}, "last_checkpoint": metrics}` (metrics empty, accuracies None without eval data).
     Raises InvalidInput before any averaging when a checkpoint or data shard is unusable,
     NonFiniteLoss, Cancelled between candidates.
     """
@@ -96,8 +97,10 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
     save_tensors(averaged, result.state, {**common, "label": result.best.candidate.label})
     files.insert(0, file_entry(out_dir, averaged, "averaged", metadata=_describe(result.best)))
     summary = {"method": spec.method.name, "device": str(device), "seconds": seconds,
-               "peak_memory_bytes": peak, "best": _describe(result.best),
-               "last_checkpoint": last_checkpoint, "candidates": len(candidates)}
+               "peak_memory_bytes": peak, "candidates": len(candidates),
+               "best_accuracy": result.best.metrics.get("accuracy"),
+               "last_checkpoint_accuracy": last_checkpoint.get("accuracy"),
+               "best": _describe(result.best), "last_checkpoint": last_checkpoint}
     report = out_dir / "report.json"
     write_json(report, {"spec": spec.model_dump(mode="json"), "summary": summary,
                         "candidates": [_describe(r) for r in result.curve], "buffers": BUFFERS_NOTE,
