@@ -9,6 +9,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from tests.cli.conftest import ARCH, write_spec
+from trajx.client import Client
 from trajx.engine.zoo import init_state_dict
 
 pytestmark = pytest.mark.slow
@@ -115,3 +116,22 @@ def test_trajx_run_writes_the_same_results_locally(cli, models_dir, tmp_path, do
     assert produced == ({"averaged.safetensors", "report.json"} if document is AVERAGE
                         else {"aligned_b.safetensors", "permutations.safetensors", "merged.safetensors",
                               "report.json"})
+
+
+def test_the_python_client_runs_both_kinds_and_reads_their_results(server, cli, models_dir, tmp_path):
+    with Client(server.url, server.api_key) as client:
+        ids = {p.name: client.upload(p).id for p in sorted(models_dir.iterdir())}
+        data = {"arch": ARCH, "train_data": ids["train.safetensors"], "eval_data": ids["heldout.safetensors"],
+                "params": {"device": "cpu"}}
+        average = client.create_job({**data, "kind": "average", "method": {"name": "uniform", "fraction": 0.5},
+                                     "checkpoints": [ids[f"ckpt{i}.safetensors"] for i in range(5)]})
+        align = client.create_job({**data, "kind": "align", "model_a": ids["ckpt0.safetensors"],
+                                   "model_b": ids["ckpt2.safetensors"]})
+        average, align = (client.wait(job.id, timeout=120, poll_interval=0.1) for job in (average, align))
+        assert (average.status, align.status) == ("succeeded", "succeeded")
+        averaged = load_file(client.download_result(average.result_file("averaged"), tmp_path / "avg"))
+        aligned = load_file(client.download_result(align.result_file("aligned_b"), tmp_path / "align"))
+    assert average.result_file("averaged").metadata["label"] == "uniform last=3"
+    assert set(averaged) == set(aligned) == set(load_file(models_dir / "ckpt0.safetensors"))
+    status = cli("status", average.id)  # the human view shows the kind's summary
+    assert status.code == 0 and "best_accuracy" in status.stdout and "averaged.safetensors" in status.stdout
