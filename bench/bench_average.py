@@ -32,7 +32,13 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from trajx.engine.alignment import PathEvaluator, activation_matching, find_probes, matched_parameters, weight_matching
+from trajx.engine.alignment import (
+    PathEvaluator,
+    activation_matching,
+    find_probes,
+    matched_parameters,
+    weight_matching,
+)
 from trajx.engine.averaging import Averager, Candidate, ema, lawa, uniform
 from trajx.engine.batches import Dataset
 from trajx.engine.permspec import apply_permutation

@@ -86,11 +86,10 @@ def check_checkpoint_header(path: Path, expected: Mapping[str, torch.Tensor], wh
     not read): a long list of checkpoints is checked before any work, in O(1) memory."""
     try:
         with safe_open(str(path), framework="pt") as file:
-            header = {name: torch.empty(file.get_slice(name).get_shape(),
-                                        dtype=_SAFETENSORS_DTYPES.get(file.get_slice(name).get_dtype(),
-                                                                      torch.complex64),
-                                        device="meta")
-                      for name in file.keys()}
+            slices = {name: file.get_slice(name) for name in list(file.keys())}  # not iterable
+            header = {name: torch.empty(s.get_shape(), device="meta",
+                                        dtype=_SAFETENSORS_DTYPES.get(s.get_dtype(), torch.complex64))
+                      for name, s in slices.items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise InvalidInput(f"{what}: cannot read {Path(path).name} as safetensors: {exc}",
                            code="invalid_safetensors", artifact=what) from None

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.digits_setup import CNN, digits, state
+from tests.engine.digits_setup import CNN, digits, train
 from trajx.engine.alignment import (
     Curve,
     PathEvaluator,
@@ -22,20 +22,9 @@ WIDE_MLP = ("mlp", {"in_features": 64, "hidden": [128, 128], "num_classes": 10})
 
 
 def _trained(arch, images: bool, seed: int) -> dict[str, torch.Tensor]:
-    train, _ = digits(images)
     model = build_model(*arch)
     model.load_state_dict(init_state_dict(*arch, seed))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(3):
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), 64):
-            batch = order[start:start + 64]
-            loss = nn.functional.cross_entropy(model(train.inputs[batch]), train.targets[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return state(model)
+    return train(model, digits(images)[0], epochs=3, lr=0.05, seed=seed)[-1]
 
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])

@@ -4,9 +4,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from tests.engine.digits_setup import digits, state
+from tests.engine.digits_setup import digits, train
 from trajx.engine.zoo import build_model, init_state_dict
 from trajx.io import save_tensors
 
@@ -22,24 +21,11 @@ class Files:
     test: Path
 
 
-def sgd_run(seed: int, epochs: int, lr: float = 0.1) -> list[dict[str, torch.Tensor]]:
-    """One checkpoint per epoch of plain SGD (no decay) from the zoo's seeded init."""
-    train, _ = digits()
+def sgd_run(seed: int, epochs: int) -> list[dict[str, torch.Tensor]]:
+    """One checkpoint per epoch of SGD from the zoo's seeded init."""
     model = build_model(*MLP)
     model.load_state_dict(init_state_dict(*MLP, seed))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    checkpoints = []
-    for _ in range(epochs):
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), 32):
-            batch = order[start:start + 32]
-            loss = nn.functional.cross_entropy(model(train.inputs[batch]), train.targets[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        checkpoints.append(state(model))
-    return checkpoints
+    return train(model, digits()[0], epochs, lr=0.02, seed=seed, every_epoch=True)[1:]
 
 
 def write_files(directory: Path) -> Files:

@@ -19,6 +19,7 @@ come from A.
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -136,7 +137,7 @@ class _Correlation:
     """Streaming Pearson correlation between the units of two activations, [C, C]."""
 
     def __init__(self, units: int, device: torch.device) -> None:
-        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        zeros = partial(torch.zeros, dtype=torch.float64, device=device)
         self.n = 0
         self.sum_a, self.sum_b = zeros(units), zeros(units)
         self.sq_a, self.sq_b = zeros(units), zeros(units)
@@ -217,19 +218,17 @@ class Curve:
         return summary
 
 
+@dataclass
 class PathEvaluator:
     """Evaluates interpolated models: BatchNorm re-estimated at each point, then scored."""
 
-    def __init__(self, model: nn.Module, names: Sequence[str], bn_inputs: Sequence[torch.Tensor],
-                 eval_data: Dataset, batch_size: int, device: torch.device,
-                 should_cancel: Callable[[], bool] | None = None) -> None:
-        self.model = model
-        self.names = names
-        self.bn_inputs = bn_inputs
-        self.eval_data = eval_data
-        self.batch_size = batch_size
-        self.device = device
-        self.should_cancel = should_cancel
+    model: nn.Module
+    names: Sequence[str]  # the parameters to interpolate (other entries come from A)
+    bn_inputs: Sequence[torch.Tensor]
+    eval_data: Dataset
+    batch_size: int
+    device: torch.device
+    should_cancel: Callable[[], bool] | None = None
 
     def point(self, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
               alpha: float) -> Tensors:

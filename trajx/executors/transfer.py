@@ -14,10 +14,8 @@ and returns their manifest. The worker and `trajx run` reach it through
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.errors import InvalidInput
+from trajx.executors.common import versions
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
@@ -101,7 +100,7 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         "targets": [_target_metrics(t) for t in result.targets],
         "timings": {"total_seconds": seconds, **asdict(result.timings),
                     "peak_memory_bytes": peak_memory_bytes(device)},
-        "versions": _versions(),
+        "versions": versions(),
     }
     files.append(_write_json(out_dir, out_dir / "report.json", report, "report"))
     return ResultManifest(files, summary)
@@ -183,11 +182,3 @@ def _target_summary(target: TargetResult) -> dict[str, Any]:
     return summary
 
 
-def _versions() -> dict[str, str]:
-    versions = {"trajx": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for package in ("numpy", "scipy", "safetensors", "lapx"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
