@@ -27,10 +27,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from app.admin import create_tenant
-from app.auth import issue_key
-from app.db import make_engine, make_session_factory, session_scope
-from app.migrate import upgrade
+from app.core.admin import create_tenant
+from app.core.auth import issue_key
+from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.migrate import upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

@@ -33,10 +33,10 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.worker's helpers
 
-from app.admin import create_api_key, create_tenant
-from app.db import make_engine, make_session_factory, session_scope
-from app.migrate import upgrade
-from app.settings import Settings
+from app.core.admin import create_api_key, create_tenant
+from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from tests.worker.digits import digits_spec, write_digits_source
 from tests.worker.services import api_server, celery_worker, recovery_loop
 from trajx.client import Client

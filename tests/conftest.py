@@ -23,13 +23,13 @@ from typing import NoReturn
 import pytest
 from sqlalchemy import text
 
-from app.admin import create_tenant
-from app.auth import issue_key
-from app.db import make_engine, make_session_factory, session_scope
-from app.migrate import upgrade
-from app.models import Base
-from app.settings import Settings
-from app.storage import ArtifactStore
+from app.core.admin import create_tenant
+from app.core.auth import issue_key
+from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.migrate import upgrade
+from app.core.models import Base
+from app.core.settings import Settings
+from app.core.storage import ArtifactStore
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 

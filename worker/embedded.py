@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.observability import configure_logging
-from app.settings import Settings, get_settings
-from worker.claim import claimable_job_ids, fail_exhausted
+from app.core.claim import claimable_job_ids, fail_exhausted
+from app.core.logs import configure_logging
+from app.core.settings import Settings, get_settings
 from worker.context import worker_context
 from worker.webhooks import deliverer
 

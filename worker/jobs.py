@@ -23,14 +23,14 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.artifacts import blob_in_use, create_artifact_from_file
-from app.models import Artifact, Job
-from app.outbox import PROGRESS, enqueue
-from app.settings import Settings, get_settings
+from app.core.artifacts import blob_in_use, create_artifact_from_file
+from app.core.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
+from app.core.models import Artifact, Job
+from app.core.outbox import PROGRESS, enqueue
+from app.core.settings import Settings, get_settings
 from trajx.errors import Cancelled, InvalidInput, TrajxError
 from trajx.executors import ResultManifest, RunContext, RunProgress, executor_for
 from trajx.spec import parse_job_spec
-from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
 from worker.webhooks import deliverer
 

@@ -15,24 +15,18 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
 
 from sqlalchemy import select
 
-from app.dispatch import get_dispatcher
-from app.models import Job, JobEvent, utcnow
-from app.observability import configure_logging
-from app.settings import Settings, get_settings
-from worker.claim import add_event, claimable_job_ids, fail_exhausted
+from app.core.claim import add_event, claimable_job_ids, fail_exhausted
+from app.core.dispatch import Dispatcher, get_dispatcher
+from app.core.logs import configure_logging
+from app.core.models import Job, JobEvent, utcnow
+from app.core.settings import Settings, get_settings
 from worker.context import worker_context
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
-
-
-class RecoverableDispatcher(Protocol):
-    def dispatch(self, job_id: str) -> None: ...
-    def is_pending(self, job_id: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class SweepResult:
     redispatched: list[str]
 
 
-def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_seconds: float) -> SweepResult:
+def sweep(settings: Settings, dispatcher: Dispatcher, queued_grace_seconds: float) -> SweepResult:
     """One recovery pass (see the module docstring); returns what it did."""
     sessions = worker_context(settings).sessions
     now = utcnow()
@@ -49,7 +43,8 @@ def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_se
         failed = fail_exhausted(session, settings.stale_seconds)
         candidates = claimable_job_ids(session, settings.stale_seconds,
                                        queued_before=now - timedelta(seconds=queued_grace_seconds))
-        statuses = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(candidates))).all())
+        jobs = {row.id: row for row in session.execute(
+            select(Job.id, Job.status, Job.queue).where(Job.id.in_(candidates)))}
         # A job re-sent within the last stale period still has its message in flight: a
         # busy worker would otherwise find the queue clogged with duplicates.
         recently_sent = set(session.scalars(
@@ -58,13 +53,15 @@ def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_se
         session.rollback()
     redispatched = []
     for job_id in candidates:
-        reason = "stale_heartbeat" if statuses.get(job_id) == "running" else "lost_message"
+        if job_id not in jobs:
+            continue  # deleted with its tenant meanwhile
+        reason = "stale_heartbeat" if jobs[job_id].status == "running" else "lost_message"
         if job_id in recently_sent or (reason == "lost_message" and dispatcher.is_pending(job_id)):
             continue
         with sessions() as session:
             add_event(session, job_id, "redispatched", {"reason": reason})
             session.commit()
-        dispatcher.dispatch(job_id)
+        dispatcher.dispatch(job_id, jobs[job_id].queue)
         redispatched.append(job_id)
     if failed or redispatched:
         log.info("recovery: failed %s, re-dispatched %s", failed, redispatched)

@@ -23,8 +23,8 @@ import torch._inductor.config
 from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_shutting_down
 
-from app.db import make_engine
-from app.settings import get_settings
+from app.core.db import make_engine
+from app.core.settings import get_settings
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.jobs import run_job
 from worker.webhooks import deliverer

@@ -19,11 +19,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import KeyCache, authenticate
-from app.dispatch import Dispatcher
-from app.problems import ProblemError
-from app.settings import Settings
-from app.storage import ArtifactStore
+from app.api.problems import ProblemError
+from app.core.auth import KeyCache, authenticate
+from app.core.dispatch import Dispatcher
+from app.core.settings import Settings
+from app.core.storage import ArtifactStore
 
 P = ParamSpec("P")
 T = TypeVar("T")

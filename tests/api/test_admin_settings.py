@@ -6,10 +6,10 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app import admin
-from app.auth import authenticate
-from app.models import Tenant
-from app.settings import Settings
+from app.core import admin
+from app.core.auth import authenticate
+from app.core.models import Tenant
+from app.core.settings import Settings
 
 
 def test_ensure_local_key_creates_a_private_key_file_once(settings, session_factory):
@@ -36,7 +36,7 @@ def test_create_tenant_and_key_refuse_duplicates_and_unknowns(session_factory):
 
 
 def test_admin_command(monkeypatch, settings, capsys):
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     monkeypatch.setenv("TRAJX_DATABASE_URL", settings.database_url)
     get_settings.cache_clear()

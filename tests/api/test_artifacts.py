@@ -5,9 +5,9 @@ import hashlib
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
-from app.db import session_scope
+from app.core.db import session_scope
+from app.core.models import Tenant
 from app.main import create_app
-from app.models import Tenant
 from tests.api.factories import data_shard, mlp_checkpoint
 from tests.api.helpers import stored_files, upload
 

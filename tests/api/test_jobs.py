@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import update
 
 from app.api.routes.jobs import MAX_JOB_BODY_BYTES
-from app.models import Job, JobEvent, utcnow
+from app.core.models import Job, JobEvent, utcnow
 from tests.api.factories import mlp_checkpoint, safetensors_bytes
 from tests.api.helpers import transfer_spec, uploaded_id
 
@@ -14,9 +14,11 @@ from tests.api.helpers import transfer_spec, uploaded_id
 class RecordingDispatcher:
     def __init__(self) -> None:
         self.dispatched: list[str] = []
+        self.queues: list[str] = []
 
-    def dispatch(self, job_id: str) -> None:
+    def dispatch(self, job_id: str, queue: str) -> None:
         self.dispatched.append(job_id)
+        self.queues.append(queue)
 
 
 @pytest.fixture
@@ -40,8 +42,10 @@ def test_create_queues_dispatches_and_reads_back(api, tenant, dispatcher):
         ("queued", "transfer", 0, None, None)
     assert job["spec"]["source"] == spec["source"] and job["spec"]["params"]["steps"] == 4
     assert job["spec"]["params"]["schedule"] == "cosine"  # defaults are filled in and stored
-    assert dispatcher.dispatched == [job["id"]]
+    assert dispatcher.dispatched == [job["id"]] and dispatcher.queues == [job["queue"]] == ["gpu"]
     assert api.get(f"/v1/jobs/{job['id']}", headers=tenant.headers).json() == job
+    pinned = create(api, tenant, {**spec, "params": {"device": "cpu"}}).json()
+    assert pinned["queue"] == "cpu" and dispatcher.queues[-1] == "cpu"  # chosen once, at creation
     events = api.get(f"/v1/jobs/{job['id']}/events", headers=tenant.headers).json()
     assert [e["type"] for e in events["data"]] == ["created"] and events["next_cursor"] is None
 
@@ -152,7 +156,7 @@ def test_webhook_gets_a_secret_and_default_events(api, tenant, dispatcher):
 
 def test_dispatch_failure_leaves_the_job_queued(api, api_app, tenant):
     class Broken:
-        def dispatch(self, job_id: str) -> None:
+        def dispatch(self, job_id: str, queue: str) -> None:
             raise ConnectionError("broker down")
 
     object.__setattr__(api_app.state.services, "dispatcher", Broken())

@@ -92,4 +92,4 @@ def test_a_database_data_error_is_a_422_problem_and_logged(api, database_error_r
     response = api.get(database_error_route)
     assert response.status_code == 422 and response.json()["code"] == "invalid_value"
     assert response.headers["content-type"] == "application/problem+json"
-    assert any(r.name == "app.problems" and "DataError" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "app.api.problems" and "DataError" in r.getMessage() for r in caplog.records)

@@ -3,8 +3,8 @@
 from datetime import timedelta
 from typing import Any
 
-from app.models import Job, JobEvent, utcnow
-from app.settings import Settings
+from app.core.models import Job, JobEvent, utcnow
+from app.core.settings import Settings
 from worker.context import worker_context
 
 MINIMAL_SPEC = {

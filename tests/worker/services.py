@@ -17,9 +17,9 @@ from typing import Self
 import httpx
 import redis
 
-from app.settings import Settings
+from app.core.dispatchers import settings_env
+from app.core.settings import Settings
 from trajx.demo.server import free_port
-from worker.dispatchers import settings_env
 
 REDIS_RESTART = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
                  "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",

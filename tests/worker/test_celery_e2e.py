@@ -16,17 +16,17 @@ import redis
 from safetensors.torch import load_file
 from sqlalchemy import select, text
 
-from app.admin import create_api_key, create_tenant
-from app.db import make_engine, make_session_factory, session_scope
-from app.models import Artifact, Base
-from app.settings import Settings
+from app.core.admin import create_api_key, create_tenant
+from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.dispatchers import CeleryDispatcher
+from app.core.models import Artifact, Base
+from app.core.settings import Settings
 from tests.conftest import service_unavailable
 from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
 from tests.worker.receiver import WebhookReceiver
 from tests.worker.services import Service, api_server, celery_worker, recovery_loop, redis_restarted
 from trajx.client import Client, Job
 from trajx.demo.source import accuracy
-from worker.dispatchers import CeleryDispatcher
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -114,8 +114,8 @@ def test_fgmt_job_runs_end_to_end_and_beats_naive(stack, tmp_path):
 def test_duplicated_messages_run_the_job_once(stack):
     job = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS))
     dispatcher = CeleryDispatcher(stack.settings)
-    dispatcher.dispatch(job.id)
-    dispatcher.dispatch(job.id)
+    dispatcher.dispatch(job.id, job.raw["queue"])
+    dispatcher.dispatch(job.id, job.raw["queue"])
     job = _wait(stack, job)
     time.sleep(1)  # let the duplicates be consumed
     assert job.status == "succeeded" and stack.client.get_job(job.id).attempts == 1

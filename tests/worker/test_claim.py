@@ -5,9 +5,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.models import Job, utcnow
-from tests.worker.factories import event_types, load_job, make_job
-from worker.claim import (
+from app.core.claim import (
     Claim,
     cancel_requested,
     claim_job,
@@ -17,6 +15,8 @@ from worker.claim import (
     heartbeat,
     release,
 )
+from app.core.models import Job, utcnow
+from tests.worker.factories import event_types, load_job, make_job
 from worker.context import worker_context
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.settings import Settings
+from app.core.dispatchers import EmbeddedRunner, settings_env
+from app.core.settings import Settings
 from tests.worker.factories import load_job, make_job
-from worker.dispatchers import EmbeddedRunner, settings_env
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

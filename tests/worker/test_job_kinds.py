@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.artifacts import create_artifact_from_file
-from app.jobs import create_job, job_public
-from app.schemas import JobCreate
+from app.api.routes.jobs import job_public
+from app.core.artifacts import create_artifact_from_file
+from app.core.jobs import create_job
 from tests.worker.factories import load_job
 from trajx import executors, spec
 from trajx.executors import ResultManifest, RunContext, RunProgress, file_entry, register_executor
@@ -67,10 +67,10 @@ def test_a_kind_registered_in_the_registries_runs_end_to_end(scale_kind, setting
         # Results are tagged `result`; an upload is a checkpoint (what the upload route records).
         uploaded.kind = "checkpoint"
         session.commit()
-        body = JobCreate(spec={"kind": "scale", "checkpoint": uploaded.id, "factor": 2.5})
-        job, created = create_job(session, tenant_id, body, max_attempts=1, idempotency_key=None)
+        job, created = create_job(session, tenant_id, {"kind": "scale", "checkpoint": uploaded.id, "factor": 2.5},
+                                  max_attempts=1, idempotency_key=None)
         job_id = job.id
-    assert created and job.kind == "scale"
+    assert created and (job.kind, job.queue) == ("scale", "cpu")
 
     assert run_job(job_id, settings) == "succeeded"
     job = load_job(settings, job_id)
@@ -87,5 +87,5 @@ def test_a_kind_registered_in_the_registries_runs_end_to_end(scale_kind, setting
 
 def test_an_unregistered_kind_is_refused_with_its_name(settings, tenant_id):
     with worker_context(settings).sessions() as session, pytest.raises(Exception) as info:
-        create_job(session, tenant_id, JobCreate(spec={"kind": "scale"}), max_attempts=1, idempotency_key=None)
+        create_job(session, tenant_id, {"kind": "scale"}, max_attempts=1, idempotency_key=None)
     assert getattr(info.value, "code", None) == "unknown_kind"

@@ -5,10 +5,10 @@ import pytest
 from sqlalchemy import select
 
 import worker.jobs
-from app.artifacts import create_artifact_from_file
-from app.jobs import cancel_job
-from app.models import Artifact
-from app.storage import ArtifactStore
+from app.core.artifacts import create_artifact_from_file
+from app.core.jobs import cancel_job
+from app.core.models import Artifact
+from app.core.storage import ArtifactStore
 from tests.worker.digits import digits_spec, write_digits_source
 from tests.worker.factories import event_types, load_job, make_job
 from worker.context import worker_context

@@ -3,9 +3,9 @@
 import pytest
 from sqlalchemy import select, update
 
-from app.artifacts import create_artifact_from_file
-from app.models import Artifact, utcnow
-from app.storage import ArtifactStore
+from app.core.artifacts import create_artifact_from_file
+from app.core.models import Artifact, utcnow
+from app.core.storage import ArtifactStore
 from tests.worker.digits import digits_spec, write_digits_source
 from tests.worker.factories import event_types, load_job, make_job
 from worker.context import worker_context

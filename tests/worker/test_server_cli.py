@@ -2,13 +2,13 @@
 
 from typer.testing import CliRunner
 
-from trajx.cli import server  # noqa: F401  (registers `serve` and `admin`)
+import app.cli
 from trajx.cli.app import app
 
 
 def test_admin_creates_a_tenant_and_a_key(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAJX_DATABASE_URL", f"sqlite:///{tmp_path / 'trajx.db'}")
-    from app.settings import get_settings
+    from app.core.settings import get_settings
     get_settings.cache_clear()
     runner = CliRunner()
     try:

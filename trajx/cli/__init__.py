@@ -10,16 +10,19 @@ import importlib
 
 from trajx.cli.app import app
 
-_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.remote", "trajx.cli.server")
+_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.remote")
+# Imported by name: the server depends on this package, never the other way round.
+SERVER_COMMANDS = "app.cli"
 
 
 def main() -> None:
     for module in _COMMAND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            # A client-only install has no server extras: skip those commands.
-            if exc.name == module or (exc.name or "").split(".")[0] in {"fastapi", "sqlalchemy"}:
-                continue
+        importlib.import_module(module)
+    try:
+        importlib.import_module(SERVER_COMMANDS)
+    except ModuleNotFoundError as exc:
+        # No server, or not its extras (a client install): no serve/admin commands. A
+        # missing module of our own packages is a bug, not a smaller install.
+        if exc.name not in ("app", SERVER_COMMANDS) and (exc.name or "").split(".")[0] in ("app", "worker", "trajx"):
             raise
     app()

@@ -6,6 +6,8 @@ torch is imported inside the commands so `trajx --help` stays fast and torch-fre
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +22,7 @@ from trajx.errors import InvalidInput, TrajxError, UnsupportedModel
 from trajx.executors import ResultManifest, RunContext, executor_for
 
 EXIT_FAILURE, EXIT_INVALID = 1, 2
+ENGINE_MODULES = frozenset({"torch", "numpy", "scipy", "safetensors", "sklearn", "lapx"})
 ArchOpt = Annotated[str, typer.Option("--arch", help="Architecture name (see `trajx describe`).")]
 ConfigOpt = Annotated[str, typer.Option("--config", help="Architecture config as a JSON object.")]
 
@@ -33,6 +36,18 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _exit_code(error: TrajxError) -> int:
     return EXIT_INVALID if isinstance(error, InvalidInput | UnsupportedModel) else EXIT_FAILURE
+
+
+@contextmanager
+def _needs_engine() -> Iterator[None]:
+    """Turn the engine extra missing from this install into a usage error that names it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
+            raise
+        raise _fail(f"this command runs the engine: pip install 'trajx[engine]' (no module {exc.name!r})",
+                    EXIT_INVALID) from None
 
 
 def _parse_config(text: str) -> dict[str, Any]:
@@ -70,11 +85,13 @@ def run(spec_file: Annotated[Path, typer.Argument(help="Job spec (JSON); file re
 
     from trajx.cli.local_progress import JobProgress
 
+    with _needs_engine():
+        executor = executor_for(spec.kind)
     resolve = _file_resolver(spec_file.parent.resolve(), spec.artifact_refs())
     out.mkdir(parents=True, exist_ok=True)
     try:
         with JobProgress(_stderr, spec.kind) as progress:
-            manifest = executor_for(spec.kind)(spec, resolve, out, RunContext(on_progress=progress.update))
+            manifest = executor(spec, resolve, out, RunContext(on_progress=progress.update))
     except TrajxError as exc:
         raise _fail(f"[{exc.code}] {exc.message}", _exit_code(exc)) from None
     if as_json:
@@ -128,8 +145,9 @@ def init(arch: ArchOpt, config: ConfigOpt,
          out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.safetensors).")]) -> None:
     """Write the architecture's seeded default initialization as a safetensors checkpoint."""
     parsed = _parse_config(config)
-    from trajx.engine.zoo import init_state_dict
-    from trajx.io import save_tensors
+    with _needs_engine():
+        from trajx.engine.zoo import init_state_dict
+        from trajx.io import save_tensors
 
     try:
         state = init_state_dict(arch, parsed, seed)
@@ -144,8 +162,9 @@ def describe(arch: ArchOpt, config: ConfigOpt,
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
     """Parameter names and shapes of an architecture and its permutation groups."""
     parsed = _parse_config(config)
-    from trajx.engine.trace import derive_spec
-    from trajx.engine.zoo import build_model, example_input
+    with _needs_engine():
+        from trajx.engine.trace import derive_spec
+        from trajx.engine.zoo import build_model, example_input
 
     try:
         model = build_model(arch, parsed)

@@ -18,7 +18,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajx.cli.remote.watch import JobWatcher
 from trajx.client import Client, Job
 from trajx.demo.server import EmbeddedServer
 from trajx.demo.source import (
@@ -31,6 +30,7 @@ from trajx.demo.source import (
 )
 from trajx.engine.zoo import init_state_dict
 from trajx.io import load_tensors, save_tensors
+from trajx.watch import JobWatcher
 
 # The demo's models are tiny: extra intra-op threads only contend for a small machine's cores.
 _SMALL_MODEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from trajx import __version__
 from trajx.engine.batches import Dataset
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.trace import derive_spec
@@ -34,6 +33,7 @@ from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 from trajx.spec import TransferJob
+from trajx.version import __version__
 
 
 @dataclass

@@ -11,15 +11,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from app import artifacts
 from app.api.deps import ServicesDep, TenantId
+from app.api.problems import ProblemError, from_trajx_error
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.idempotency import check_key, remember, replayed_resource, request_hash
-from app.models import ARTIFACT_ID_PREFIX, id_pattern
-from app.problems import ProblemError, from_trajx_error
-from app.schemas import ArtifactPublic, ArtifactsPage
-from app.storage import ArtifactStore, BlobWriter, TooLarge
-from app.uploads import receive_body
+from app.api.schemas import ArtifactPublic, ArtifactsPage
+from app.api.uploads import receive_body
+from app.core import artifacts
+from app.core.idempotency import check_key, remember, replayed_resource, request_hash
+from app.core.models import ARTIFACT_ID_PREFIX, id_pattern
+from app.core.storage import ArtifactStore, BlobWriter, TooLarge
 from trajx.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))

@@ -28,10 +28,10 @@ from trajx.cli.remote.output import (
     rows_table,
 )
 from trajx.cli.remote.specfiles import upload_local_file, upload_spec_files
-from trajx.cli.remote.watch import JobWatcher, TransferBars
 from trajx.client import Client, ClientError, Event, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
 from trajx.client.models import TERMINAL_STATUSES
+from trajx.watch import JobWatcher, TransferBars
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="TRAJX_URL", show_envvar=True, help="Server URL (default: http://127.0.0.1:8000)")]

@@ -2,22 +2,26 @@
 
 Execution is the worker's: it claims `queued` rows, runs them and writes progress,
 events, result and summary. The API only creates rows and asks for cancellation.
+Errors are TrajxError subclasses (InvalidInput, NotFound, Conflict); the HTTP layer
+renders them.
 """
 
 import base64
 import logging
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.dispatch import Dispatcher
-from app.idempotency import remember, replayed_resource, request_hash
-from app.job_inputs import resolve_inputs
-from app.job_result import public_result
-from app.models import (
+from app.core.dispatch import Dispatcher
+from app.core.errors import Conflict, NotFound, field_path
+from app.core.idempotency import remember, replayed_resource, request_hash
+from app.core.job_inputs import resolve_inputs
+from app.core.models import (
     JOB_ID_PREFIX,
     TERMINAL_JOB_STATUSES,
     Job,
@@ -26,15 +30,13 @@ from app.models import (
     is_id,
     utcnow,
 )
-from app.outbox import enqueue as enqueue_webhook
-from app.pagination import keyset_page
-from app.problems import ProblemError, field_path, from_trajx_error, not_found
-from app.schemas import JobCreate, JobPublic
+from app.core.outbox import enqueue as enqueue_webhook
+from app.core.pagination import keyset_page
 from trajx.errors import InvalidInput
 from trajx.spec import parse_job_spec
 
 JOBS_PATH = "/v1/jobs"
-log = logging.getLogger("app.jobs")
+log = logging.getLogger("app.core.jobs")
 
 
 def new_webhook_secret() -> str:
@@ -42,34 +44,43 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempts: int,
-               idempotency_key: str | None) -> tuple[Job, bool]:
+@dataclass(frozen=True)
+class Webhook:
+    """Where and for which events a job's webhook messages go."""
+
+    url: str
+    events: list[str]
+
+
+def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], webhook: Webhook | None = None,
+               *, max_attempts: int, idempotency_key: str | None) -> tuple[Job, bool]:
     """Validate and store a queued job with its `created` event; commits. Returns (job, created).
 
     `created` is False when `idempotency_key` replays an earlier request. Raises
-    ProblemError: 422 `validation_error`/`unknown_kind` for the spec,
+    InvalidInput: `validation_error`/`unknown_kind` for the spec,
     `artifact_not_found`, `wrong_artifact_kind`, `checkpoint_mismatch`, `data_mismatch`
     for its inputs, `permutation_spec_mismatch` for an explicit spec naming unknown
     tensors or the wrong number of axes, `idempotency_key_reused` for a key used with
     another body.
     """
-    req_hash = request_hash(body.model_dump(mode="json"))
+    req_hash = request_hash({"spec": spec_document,
+                             "webhook": {"url": webhook.url, "events": webhook.events} if webhook else None})
     if idempotency_key is not None:
         earlier = replayed_resource(session, tenant_id, idempotency_key, JOBS_PATH, req_hash)
         if earlier is not None:
             return get_job(session, tenant_id, earlier), False
     try:
-        spec = parse_job_spec(body.spec)
-        inputs = resolve_inputs(session, tenant_id, spec)
+        spec = parse_job_spec(spec_document)
     except InvalidInput as exc:
-        raise _spec_problem(exc) from None
+        exc.details["field"] = f"spec.{exc.details.get('field', '')}".rstrip(".")
+        raise
     except ValidationError as exc:
         errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        raise ProblemError(422, "validation_error", "the job spec is not valid", errors=errors) from None
-    webhook = body.webhook
-    job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"), status="queued",
-              max_attempts=max_attempts, created_at=utcnow(),
-              webhook_url=str(webhook.url) if webhook else None,
+        raise InvalidInput("the job spec is not valid", code="validation_error", errors=errors) from None
+    inputs = resolve_inputs(session, tenant_id, spec)
+    job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"), queue=spec.queue(),
+              status="queued", max_attempts=max_attempts, created_at=utcnow(),
+              webhook_url=webhook.url if webhook else None,
               webhook_events=list(webhook.events) if webhook else None,
               webhook_secret=new_webhook_secret() if webhook else None)
     session.add(job)
@@ -91,27 +102,19 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
     return job, True
 
 
-def _spec_problem(exc: InvalidInput) -> ProblemError:
-    """A 422 whose fields are located in the request body (`spec.source[1]`)."""
-    problem = from_trajx_error(exc)
-    for error in problem.errors or []:
-        error["field"] = f"spec.{error.get('field', '')}".rstrip(".")
-    return problem
-
-
-def dispatch_after_commit(dispatcher: Dispatcher, job_id: str) -> None:
+def dispatch_after_commit(dispatcher: Dispatcher, job_id: str, queue: str) -> None:
     """Hand the job to the dispatcher; a failure leaves it queued for the recovery sweep."""
     try:
-        dispatcher.dispatch(job_id)
+        dispatcher.dispatch(job_id, queue)
     except Exception:
         log.exception("dispatch of %s failed; it stays queued for recovery", job_id, extra={"job_id": job_id})
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
-    """The caller's job; 404 problem if missing or another tenant's."""
+    """The caller's job; NotFound if missing or another tenant's."""
     job = session.get(Job, job_id) if is_id(job_id, JOB_ID_PREFIX) else None
     if job is None or job.tenant_id != tenant_id:
-        raise not_found("job", job_id)
+        raise NotFound("job", job_id)
     return job
 
 
@@ -126,7 +129,7 @@ def list_jobs(session: Session, tenant_id: str, *, limit: int, cursor: str | Non
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     """Queued → cancelled at once; running → cancelling (the worker stops at its next step
-    check); cancelling → unchanged. Commits. 409 `job_finished` for a finished job.
+    check); cancelling → unchanged. Commits. Conflict `job_finished` for a finished job.
 
     Conditional UPDATEs make this safe against a worker claiming the job meanwhile.
     """
@@ -148,7 +151,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     session.commit()
     session.refresh(job)
     if not changed and job.status in TERMINAL_JOB_STATUSES:
-        raise ProblemError(409, "job_finished", f"job {job.id} already finished with status {job.status!r}")
+        raise Conflict(f"job {job.id} already finished with status {job.status!r}", code="job_finished")
     return job
 
 
@@ -158,17 +161,3 @@ def list_events(session: Session, tenant_id: str, job_id: str, *, limit: int,
     get_job(session, tenant_id, job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     return keyset_page(session, query, JobEvent.id, limit=limit, cursor=cursor, newest_first=False)
-
-
-def job_public(job: Job) -> JobPublic:
-    """The job resource as the API shows it."""
-    return JobPublic(
-        id=job.id, kind=job.kind, status=job.status, spec=job.spec,
-        progress={"step": job.progress_step, "total": job.progress_total},
-        attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-        error={"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
-        result=public_result(job.result), summary=job.summary,
-        webhook={"url": job.webhook_url, "events": job.webhook_events or [], "secret": job.webhook_secret}
-        if job.webhook_url else None,
-    )

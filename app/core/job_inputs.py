@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ARTIFACT_ID_PREFIX, Artifact, is_id
-from app.problems import ProblemError
+from app.core.models import ARTIFACT_ID_PREFIX, Artifact, is_id
+from trajx.errors import InvalidInput
 from trajx.spec import InputKind, JobSpecBase
 
 # Result checkpoints (a previous job's `last`/`best`) may seed another transfer.
@@ -23,8 +23,9 @@ DATA_KIND = "data"
 def resolve_inputs(session: Session, tenant_id: str, spec: JobSpecBase) -> dict[str, Artifact]:
     """Map each spec location (`source[0]`, `train_data`, ...) to its artifact.
 
-    422 problems when an artifact is missing or of the wrong kind; the spec's own
-    `check_input_tensors` raises InvalidInput when the tensor tables disagree.
+    InvalidInput (`artifact_not_found`, `wrong_artifact_kind`, listing every culprit in
+    `errors`) or, from the spec's `check_input_tensors`, when the tensor tables disagree.
+    Locations in errors are the request's (`spec.source[0]`).
     """
     refs = spec.artifact_refs()
     ids = {ref for ref in refs.values() if is_id(ref, ARTIFACT_ID_PREFIX)}  # others cannot exist
@@ -34,16 +35,19 @@ def resolve_inputs(session: Session, tenant_id: str, spec: JobSpecBase) -> dict[
     missing = [{"field": f"spec.{field}", "artifact": ref, "message": f"no artifact with id {ref!r}"}
                for field, ref in refs.items() if ref not in found]
     if missing:
-        raise ProblemError(422, "artifact_not_found",
-                           f"{len(missing)} referenced artifact(s) do not exist: "
-                           + ", ".join(m["field"] for m in missing), errors=missing)
+        raise InvalidInput(f"{len(missing)} referenced artifact(s) do not exist: "
+                           + ", ".join(m["field"] for m in missing), code="artifact_not_found", errors=missing)
     inputs = {field: found[ref] for field, ref in refs.items()}
     wrong = [_kind_error(field, artifact, spec.input_kind(field)) for field, artifact in inputs.items()
              if not _has_kind(artifact, spec.input_kind(field))]
     if wrong:
-        raise ProblemError(422, "wrong_artifact_kind", "; ".join(w["message"] for w in wrong), errors=wrong)
-    spec.check_input_tensors({field: (a.id, {t["name"]: t["shape"] for t in a.tensors})
-                              for field, a in inputs.items()})
+        raise InvalidInput("; ".join(w["message"] for w in wrong), code="wrong_artifact_kind", errors=wrong)
+    try:
+        spec.check_input_tensors({field: (a.id, {t["name"]: t["shape"] for t in a.tensors})
+                                  for field, a in inputs.items()})
+    except InvalidInput as exc:
+        exc.details["field"] = f"spec.{exc.details['field']}"
+        raise
     return inputs
 
 

@@ -5,13 +5,11 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from app.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
+from app.core.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
+from app.core.outbox import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
 
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
-# Webhook event types a job can be subscribed to; the worker delivers them.
-WEBHOOK_EVENTS = ("job.running", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
 WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
-DEFAULT_WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.cancelled"]
 
 
 class TensorInfo(BaseModel):
@@ -98,6 +96,7 @@ class JobPublic(BaseModel):
     kind: str
     status: JobStatus
     spec: dict[str, Any]
+    queue: str = Field(description="the worker queue (`gpu`, `cpu`), chosen from the spec at creation")
     progress: Progress
     attempts: int
     max_attempts: int

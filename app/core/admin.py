@@ -1,7 +1,7 @@
 """Administration: tenants and API keys, and the embedded default's first-start key.
 
-    python -m app.admin create-tenant NAME
-    python -m app.admin create-key TENANT [--name NAME]
+    python -m app.core.admin create-tenant NAME
+    python -m app.core.admin create-key TENANT [--name NAME]
 
 Both print the created thing; `create-key` prints the key once (it is stored hashed).
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth import issue_key
-from app.db import make_engine, make_session_factory, session_scope
-from app.migrate import upgrade
-from app.models import Tenant, utcnow
-from app.settings import Settings, get_settings
+from app.core.auth import issue_key
+from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.migrate import upgrade
+from app.core.models import Tenant, utcnow
+from app.core.settings import Settings, get_settings
 
 LOCAL_TENANT = "local"
 
@@ -78,7 +78,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.admin", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m app.core.admin", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     tenant_cmd = commands.add_parser("create-tenant", help="create a tenant")
     tenant_cmd.add_argument("name")

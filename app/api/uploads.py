@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from app.problems import ProblemError
-from app.storage import BlobWriter
+from app.api.problems import ProblemError
+from app.core.storage import BlobWriter
 
 WRITE_CHUNK = 1024 * 1024
 MAX_FORM_FIELD_BYTES = 4096

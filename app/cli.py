@@ -1,5 +1,7 @@
-"""`trajx serve` (the embedded default) and `trajx admin` (tenants and API keys).
+"""The server's commands: `trajx serve` (the embedded default) and `trajx admin` (tenants, keys).
 
+They live with the server and register on the `trajx` command only where the server
+extras import (`trajx.cli.main` imports this module by name and skips it otherwise).
 `trajx serve` needs nothing but this install: SQLite and an artifact directory under
 `--data-dir` ($TRAJX_DATA_DIR, default ./var), migrations run on start, a local API
 key on first start, and the API under uvicorn with an embedded worker process that
@@ -7,6 +9,7 @@ runs the jobs (set TRAJX_DISPATCHER=celery and TRAJX_DATABASE_URL to serve an AP
 front of Celery workers instead). Nothing here imports torch.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +17,12 @@ from typing import Annotated
 import typer
 
 from trajx.cli.app import app
+
+# The `api` extra's modules: without them these commands are not offered (cheap check,
+# nothing is imported until a command runs).
+for _module in ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings"):
+    if importlib.util.find_spec(_module) is None:
+        raise ModuleNotFoundError(f"the server needs the api extra (no module {_module!r})", name=_module)
 
 DEFAULT_DATA_DIR = Path("var")
 
@@ -42,11 +51,11 @@ def serve(
     """Run the API and an embedded worker on this machine (SQLite, local files, no Redis)."""
     import uvicorn
 
-    from app.admin import ensure_local_key
+    from app.core.admin import ensure_local_key
+    from app.core.logs import configure_logging
+    from app.core.migrate import upgrade
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.migrate import upgrade
-    from app.observability import configure_logging
-    from app.settings import Settings
 
     _embedded_environment(data_dir)
     settings = Settings()
@@ -58,23 +67,17 @@ def serve(
         typer.echo(f"API key: {settings.local_key_path}", err=True)
     typer.echo(f"trajx API on http://{host}:{port} (data in {settings.data_dir})", err=True)
     configure_logging(settings.log_level)  # before uvicorn's first lines, not at app startup
-    try:
-        # With the embedded dispatcher, create_app starts the worker process.
-        # log_config=None: uvicorn's own records reach the app's JSON handler on the root
-        # logger; the app's middleware already writes one access line per request.
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                    log_config=None, access_log=False)
-    finally:
-        if settings.dispatcher == "embedded":
-            from worker.dispatchers import embedded_runner
-
-            embedded_runner(settings).stop()  # hands its running job back to the queue
+    # The app's lifespan starts the embedded worker process and stops it on shutdown.
+    # log_config=None: uvicorn's own records reach the app's JSON handler on the root
+    # logger; the app's middleware already writes one access line per request.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
+                log_config=None, access_log=False)
 
 
 def _admin_session():
-    from app.db import make_engine, make_session_factory
-    from app.migrate import upgrade
-    from app.settings import get_settings
+    from app.core.db import make_engine, make_session_factory
+    from app.core.migrate import upgrade
+    from app.core.settings import get_settings
 
     settings = get_settings()
     upgrade(settings.database_url)
@@ -84,9 +87,9 @@ def _admin_session():
 @admin.command("create-tenant")
 def create_tenant(name: Annotated[str, typer.Argument(help="unique tenant name")]) -> None:
     """Create a tenant and print its id."""
-    from app.admin import AdminError
-    from app.admin import create_tenant as create
-    from app.db import session_scope
+    from app.core.admin import AdminError
+    from app.core.admin import create_tenant as create
+    from app.core.db import session_scope
 
     try:
         with session_scope(_admin_session()) as session:
@@ -102,8 +105,8 @@ def create_key(
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
 ) -> None:
     """Create an API key for a tenant and print it (shown once; stored hashed)."""
-    from app.admin import AdminError, create_api_key
-    from app.db import session_scope
+    from app.core.admin import AdminError, create_api_key
+    from app.core.db import session_scope
 
     try:
         with session_scope(_admin_session()) as session:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ApiKey, Tenant, utcnow
+from app.core.models import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "trx_"
 SHOWN_PREFIX_CHARS = 12

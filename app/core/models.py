@@ -136,6 +136,8 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Chosen once, from the spec, when the job is created; every (re-)dispatch sends it there.
+    queue: Mapped[str] = mapped_column(String(16), server_default="gpu")
     status: Mapped[str] = mapped_column(String(16), default="queued")
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)

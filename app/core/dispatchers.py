@@ -1,8 +1,8 @@
-"""Dispatcher implementations (see `app.dispatch`): hand a committed job id to a worker.
+"""Dispatcher implementations (see `app.core.dispatch`): hand a committed job id to a worker.
 
-`CeleryDispatcher` publishes `trajx.run_job(job_id)` to Redis; `EmbeddedDispatcher`
-wakes a local `python -m worker.embedded` subprocess. Neither imports torch, so the
-API process can use both.
+`CeleryDispatcher` publishes the task `trajx.run_job(job_id)` by name to the job's queue
+in Redis; `EmbeddedDispatcher` wakes a local `python -m worker.embedded` subprocess.
+Neither imports the worker's code (nor torch), so the API process can use both.
 """
 
 import logging
@@ -14,23 +14,15 @@ import time
 
 import redis
 from kombu.exceptions import OperationalError
-from sqlalchemy import select
 
-from app.models import Job
-from app.settings import Settings
-from worker.celery_app import RUN_JOB_TASK, create_celery
-from worker.context import worker_context
+from app.core.celery_config import RUN_JOB_TASK, create_celery
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DISPATCH_MARKER = "trajx:dispatched:{job_id}"
 # How often the API process checks that its embedded worker is alive.
 WATCHDOG_SECONDS = 5.0
-
-
-def queue_for(spec: dict) -> str:
-    """The Celery queue of a job: `cpu` when its spec pins the CPU, else `gpu`."""
-    return "cpu" if spec.get("params", {}).get("device") == "cpu" else "gpu"
 
 
 class CeleryDispatcher:
@@ -41,21 +33,21 @@ class CeleryDispatcher:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
         self._celery = create_celery(settings)
         self._redis = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
-        self._sessions = worker_context(settings).sessions
         self._marker_ttl = int(self._celery.conf.broker_transport_options["visibility_timeout"])
 
-    def dispatch(self, job_id: str) -> None:
-        """Send the job to its queue; on a broker failure log it (recovery re-sends)."""
-        with self._sessions() as session:
-            spec = session.scalar(select(Job.spec).where(Job.id == job_id))
-        if spec is None:
-            raise LookupError(f"no job {job_id!r} to dispatch")
+    def start(self) -> None:
+        return None  # connections open on first send
+
+    def stop(self) -> None:
+        return None
+
+    def dispatch(self, job_id: str, queue: str) -> None:
+        """Send the job to `queue`; on a broker failure log it (recovery re-sends)."""
         try:
             self._redis.set(DISPATCH_MARKER.format(job_id=job_id), "1", ex=self._marker_ttl)
-            self._celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(spec))
+            self._celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
         except (redis.RedisError, OperationalError, OSError) as exc:
             log.warning("job %s: broker unavailable (%s); recovery will re-dispatch it", job_id, exc)
 
@@ -151,16 +143,22 @@ def embedded_runner(settings: Settings) -> EmbeddedRunner:
 class EmbeddedDispatcher:
     """Runs jobs in a local subprocess worker: no Redis, and no torch in the API process.
 
-    The worker starts with the dispatcher, so jobs an earlier run left queued or
-    running are picked up without waiting for a new one.
+    The worker starts with `start` (after migrations), so jobs an earlier run left
+    queued or running are picked up without waiting for a new one; `stop` hands its
+    running job back to the queue.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._runner = embedded_runner(settings)
+
+    def start(self) -> None:
         self._runner.start()
 
-    def dispatch(self, job_id: str) -> None:
-        self._runner.wake(job_id)
+    def stop(self) -> None:
+        self._runner.stop()
+
+    def dispatch(self, job_id: str, queue: str) -> None:
+        self._runner.wake(job_id)  # one local worker serves every queue
 
     def is_pending(self, job_id: str) -> bool:
         # The embedded worker finds every claimable job in the database by itself.

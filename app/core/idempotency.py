@@ -11,19 +11,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import IdempotencyKey, utcnow
-from app.problems import ProblemError
+from app.core.models import IdempotencyKey, utcnow
+from trajx.errors import InvalidInput
 
 MAX_KEY_LENGTH = 255
 
 
 def check_key(key: str | None) -> str | None:
-    """Validate an Idempotency-Key header value (None when absent); 422 problem if unusable."""
+    """Validate an Idempotency-Key header value (None when absent); InvalidInput if unusable."""
     if key is None:
         return None
     if not (0 < len(key) <= MAX_KEY_LENGTH and key.isprintable()):
-        raise ProblemError(422, "invalid_idempotency_key",
-                           f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+                           code="invalid_idempotency_key",
                            errors=[{"field": "Idempotency-Key", "message": "invalid value"}])
     return key
 
@@ -35,15 +35,15 @@ def request_hash(document: Any) -> str:
 
 
 def replayed_resource(session: Session, tenant_id: str, key: str, path: str, req_hash: str) -> str | None:
-    """The id created earlier under this key, or None; 422 `idempotency_key_reused` on a different body."""
+    """The id created earlier under this key, or None; InvalidInput `idempotency_key_reused` on a
+    different body."""
     record = session.scalar(select(IdempotencyKey).where(
         IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key, IdempotencyKey.path == path))
     if record is None:
         return None
     if record.request_hash != req_hash:
-        raise ProblemError(422, "idempotency_key_reused",
-                           f"Idempotency-Key {key!r} was already used with a different request on {path}",
-                           errors=[{"field": "Idempotency-Key", "message": "reused with a different request"}])
+        raise InvalidInput(f"Idempotency-Key {key!r} was already used with a different request on {path}",
+                           code="idempotency_key_reused", errors=[{"field": "Idempotency-Key", "message": "reused with a different request"}])
     return record.resource_id
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from app.models import (
+from app.core.errors import Conflict, NotFound
+from app.core.models import (
     ARTIFACT_ID_PREFIX,
     LIVE_JOB_STATUSES,
     Artifact,
@@ -21,11 +22,10 @@ from app.models import (
     is_id,
     utcnow,
 )
-from app.pagination import keyset_page
-from app.problems import ProblemError, not_found
-from app.safetensors_header import looks_like_safetensors, read_tensor_table
-from app.settings import get_settings
-from app.storage import ArtifactStore
+from app.core.pagination import keyset_page
+from app.core.safetensors_header import looks_like_safetensors, read_tensor_table
+from app.core.settings import get_settings
+from app.core.storage import ArtifactStore
 from trajx.errors import InvalidInput
 
 MAX_JSON_BYTES = 64 * 1024**2
@@ -101,10 +101,10 @@ def create_artifact_from_file(session: Session, tenant_id: str, path: Path | str
 
 
 def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact:
-    """The caller's live artifact; 404 problem if missing, deleted or another tenant's."""
+    """The caller's live artifact; NotFound if missing, deleted or another tenant's."""
     artifact = session.get(Artifact, artifact_id) if is_id(artifact_id, ARTIFACT_ID_PREFIX) else None
     if artifact is None or artifact.tenant_id != tenant_id or artifact.deleted_at is not None:
-        raise not_found("artifact", artifact_id)
+        raise NotFound("artifact", artifact_id)
     return artifact
 
 
@@ -120,7 +120,7 @@ def list_artifacts(session: Session, tenant_id: str, *, limit: int, cursor: str 
 def delete_artifact(session: Session, store: ArtifactStore, tenant_id: str, artifact_id: str) -> None:
     """Soft-delete the artifact and drop its blob once no live artifact shares it; commits.
 
-    409 `artifact_in_use` while a queued or running job reads it.
+    Conflict `artifact_in_use` while a queued or running job reads it.
     """
     artifact = get_artifact(session, tenant_id, artifact_id)
     in_use = session.scalar(
@@ -128,8 +128,8 @@ def delete_artifact(session: Session, store: ArtifactStore, tenant_id: str, arti
         .where(JobArtifact.artifact_id == artifact.id, Job.status.in_(LIVE_JOB_STATUSES)).limit(1)
     )
     if in_use is not None:
-        raise ProblemError(409, "artifact_in_use", f"artifact {artifact.id} is an input of live job {in_use}",
-                           errors=[{"artifact": artifact.id, "message": f"used by job {in_use}"}])
+        raise Conflict(f"artifact {artifact.id} is an input of live job {in_use}", code="artifact_in_use",
+                       errors=[{"artifact": artifact.id, "message": f"used by job {in_use}"}])
     with store.lock(artifact.sha256):
         artifact.deleted_at = utcnow()
         shared = blob_in_use(session, artifact.sha256)  # autoflush: this one no longer counts

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job, JobEvent, utcnow
-from app.outbox import enqueue
+from app.core.models import Job, JobEvent, utcnow
+from app.core.outbox import enqueue
 
 WORKER_LOST = "worker_lost"
 

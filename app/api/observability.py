@@ -1,4 +1,4 @@
-"""Structured JSON logs with a request id, and Prometheus metrics.
+"""A request id and an access-log line per request, and Prometheus metrics.
 
 `RequestMiddleware` (plain ASGI, so upload and download bodies stream through it
 untouched) assigns each request an id (`X-Request-ID`, echoed back), logs one JSON
@@ -6,10 +6,7 @@ line per request and counts it. Jobs by status and bytes stored are read from th
 database when `/metrics` is scraped, so every API replica reports the same truth.
 """
 
-import contextvars
-import json
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -20,39 +17,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.models import JOB_STATUSES, Artifact, Job
+from app.core.logs import request_id_var
+from app.core.models import JOB_STATUSES, Artifact, Job
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 access_log = logging.getLogger("app.access")
-log = logging.getLogger("app.observability")
-_LOG_FIELDS = ("request_id", "job_id", "method", "path", "route", "status", "duration_ms", "tenant_id")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and known context fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
-        request_id = getattr(record, "request_id", None) or request_id_var.get()
-        if request_id:
-            entry["request_id"] = request_id
-        for field in _LOG_FIELDS[1:]:
-            if hasattr(record, field):
-                entry[field] = getattr(record, field)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(level: str) -> None:
-    """Send every log record to stderr as JSON (idempotent)."""
-    root = logging.getLogger()
-    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        root.addHandler(handler)
-    root.setLevel(level)
+log = logging.getLogger("app.api.observability")
 
 
 class Metrics:

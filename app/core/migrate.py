@@ -1,7 +1,7 @@
 """Run the Alembic chain from code: `upgrade(url)` brings a database to head.
 
 Used on start-up of the embedded default (`auto_migrate`), by the compose migration
-step (`python -m app.migrate`) and by the tests.
+step (`python -m app.core.migrate`) and by the tests.
 """
 
 import sys
@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
@@ -29,7 +29,7 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 
 def main() -> None:
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     upgrade(get_settings().database_url)
     print("database migrated to head", file=sys.stderr)

@@ -5,7 +5,6 @@ artifact or tensor is at fault, `errors: [{field|artifact|tensor, message}]`.
 """
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,11 +14,12 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.errors import Conflict, NotFound, field_path
 from trajx.errors import TrajxError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://trajx.dev/problems/"
-log = logging.getLogger("app.problems")
+log = logging.getLogger("app.api.problems")
 
 
 class ProblemDetail(BaseModel):
@@ -61,26 +61,18 @@ class ProblemError(Exception):
                             media_type=PROBLEM_MEDIA_TYPE, headers=self.headers)
 
 
-def not_found(what: str, ident: str) -> ProblemError:
-    """404 for a missing id (also for another tenant's id: never reveal it exists)."""
-    return ProblemError(404, f"{what}_not_found", f"no {what} with id {ident!r}")
+# The domain's errors by HTTP status; any other TrajxError is a 422.
+_STATUSES = ((NotFound, 404), (Conflict, 409))
 
 
-def from_trajx_error(exc: TrajxError, status: int = 422) -> ProblemError:
-    """Map a shared TrajxError (code + details naming the culprit) onto a problem."""
-    errors = None
+def from_trajx_error(exc: TrajxError) -> ProblemError:
+    """Map a TrajxError (code + details naming the culprit, or an `errors` list) onto a problem."""
+    status = next((s for error_type, s in _STATUSES if isinstance(exc, error_type)), 422)
+    errors = exc.details.get("errors")
     culprit = {k: str(v) for k, v in exc.details.items() if k in ("field", "artifact", "tensor")}
-    if culprit:
+    if errors is None and culprit:
         errors = [{**culprit, "message": exc.message}]
     return ProblemError(status, exc.code, exc.message, errors=errors)
-
-
-def field_path(loc: Iterable[str | int]) -> str:
-    """A pydantic error location as users write it: `spec.targets[0].seed`."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -12,11 +12,13 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from app.job_result import public_result
-from app.models import Job, WebhookDelivery, utcnow
-from app.schemas import DEFAULT_WEBHOOK_EVENTS
+from app.core.job_result import public_result
+from app.core.models import Job, WebhookDelivery, utcnow
 
 PROGRESS = "job.progress"
+# Webhook event types a job can be subscribed to; the worker delivers them.
+WEBHOOK_EVENTS = ("job.running", PROGRESS, "job.succeeded", "job.failed", "job.cancelled")
+DEFAULT_WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.cancelled"]
 
 
 def wanted_events(events: list[str] | None) -> frozenset[str]:
