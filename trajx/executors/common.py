@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trajx import __version__
+from trajx.version import __version__
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.executors.registry import Resolve
 from trajx.io import load_data, validate_data
