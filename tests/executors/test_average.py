@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.executors.trajectory_files import ARCH, write_files
-from trajx.errors import InvalidInput
+from trajx.errors import Cancelled, InvalidInput
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_tensors, save_tensors
 from trajx.spec import parse_job_spec
@@ -72,3 +72,10 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_any_work(files, 
         executor_for("average")(document, lambda ref: ref, out, RunContext(on_progress=seen.append))
     assert error.value.code == "checkpoint_mismatch" and error.value.details["artifact"] == "checkpoints[1]"
     assert "blocks.1.fc.weight" in error.value.message and not seen and not any(out.iterdir())
+
+
+def test_a_cancel_is_honoured_between_checkpoints_of_one_window(files, tmp_path):
+    checks = iter([False, False, False, True])  # the candidate check, then two checkpoints read
+    with pytest.raises(Cancelled, match=r"checkpoints\[7\]"):
+        executor_for("average")(spec(files, method={"name": "uniform", "last": 3}), lambda ref: ref, tmp_path,
+                                RunContext(should_cancel=lambda: next(checks)))

@@ -19,7 +19,7 @@ import torch
 from trajx.engine.averaging import Averager, Candidate, CandidateResult, ema, lawa, uniform
 from trajx.engine.transfer import resolve_device
 from trajx.engine.zoo import build_model, example_input
-from trajx.errors import InvalidInput
+from trajx.errors import Cancelled, InvalidInput
 from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
@@ -70,6 +70,9 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
     candidates = plan_candidates(spec)
 
     def load(index: int) -> dict[str, torch.Tensor]:
+        # A window may hold up to 1000 checkpoints: a cancel need not wait for its end.
+        if ctx.should_cancel():
+            raise Cancelled(f"averaging cancelled before reading checkpoints[{index}]")
         return load_checkpoint(resolve(spec.checkpoints[index]), expected, f"checkpoints[{index}]")
 
     reset_peak_memory(device)
