@@ -7,8 +7,11 @@ Two ways to find the permutation π of B's hidden units:
 - `activations`: activation matching on data. For each permutation group the hidden
   activations that carry it are found by probing (permuting only that group of a model
   must permute exactly those outputs); A's and B's are correlated unit by unit over the
-  data and π is the linear assignment maximising the summed correlation (Ainsworth et
-  al., 2023, §3.1; their `activation_matching` does the same per layer).
+  data and π is the linear assignment maximising the summed Pearson correlation
+  (Ainsworth et al., 2023, §3.1). Their reference code (samuela/git-re-basin,
+  `mnist_mlp_activation_matching.py`) matches post-ReLU activations with the same LAP,
+  scoring by Pearson correlation or by the raw cross moment E[a bᵀ]; correlation is
+  used here because it ignores each unit's scale (a conv output before its BatchNorm).
 
 The barrier of a path α ↦ θ(α) = (1 − α) θ_A + α θ_B is the largest excess of the loss
 over the straight line between its endpoints' losses. BatchNorm statistics are
