@@ -35,7 +35,7 @@ class Candidate:
     label: str
     indices: tuple[int, ...]
     weights: tuple[float, ...]
-    params: dict[str, float] = field(default_factory=dict, compare=False)
+    params: dict[str, float | bool] = field(default_factory=dict, compare=False)
 
     @property
     def newest(self) -> int:
@@ -75,7 +75,7 @@ def ema(count: int, decay: float, warmup: bool = False) -> Candidate:
     total = sum(w for _, w in kept)
     label = f"ema decay={decay:g}" + (" warmup" if warmup else "")
     return Candidate(label, tuple(i for i, _ in kept), tuple(w / total for _, w in kept),
-                     {"decay": decay, "warmup": float(warmup)})
+                     {"decay": decay, "warmup": warmup})
 
 
 def _check_window(count: int, last: int, every: int) -> None:
