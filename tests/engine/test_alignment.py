@@ -110,3 +110,26 @@ def test_a_group_no_module_output_carries_is_refused_for_activation_matching():
     with pytest.raises(UnsupportedModel) as error:
         find_probes(model, spec, torch.randn(5, 4), torch.Generator().manual_seed(0))
     assert error.value.code == "activations_unobservable"
+
+
+@pytest.mark.parametrize("arch", [
+    ("transformer", {"input": "tokens", "d_in": 8, "seq_len": 6, "d_model": 32, "num_layers": 1}),
+    ("resnet", {"depth": 20, "image_size": 8, "in_channels": 1, "width": 0.25}),
+])
+def test_activation_matching_handles_heads_and_residual_streams(arch):
+    """Attention heads are units of several features; residual streams are carried by many outputs."""
+    model = build_model(*arch)
+    inputs = example_input(*arch, batch=64)
+    spec = derive_spec(model, inputs)
+    a = init_state_dict(*arch, 0)
+    twin = apply_permutation(spec, spec.random(torch.Generator().manual_seed(2)), a)
+    model.load_state_dict(a)
+    probes = find_probes(model, spec, inputs, torch.Generator().manual_seed(0))
+    if arch[0] == "transformer":
+        heads = next(p for p in probes if p.group.startswith("P_blocks.0.attn"))
+        assert heads.repeat == 8  # 4 heads of 8 dimensions
+    perm = activation_matching(model, spec, a, twin, [inputs], probes)
+    model.load_state_dict(a)
+    expected = model(inputs)
+    model.load_state_dict(apply_permutation(spec, perm, twin))
+    torch.testing.assert_close(model(inputs), expected)

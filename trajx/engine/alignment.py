@@ -31,7 +31,7 @@ from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import PairBank, match
 from trajx.engine.metrics import evaluate
-from trajx.engine.permspec import Permutation, PermutationSpec, apply_permutation
+from trajx.engine.permspec import Permutation, PermutationSpec, apply_permutation, expand_index
 from trajx.engine.solvers import break_ties, get_solver
 from trajx.errors import Cancelled, UnsupportedModel
 
@@ -59,11 +59,13 @@ def weight_matching(spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
 
 @dataclass(frozen=True)
 class Probe:
-    """Where group `group`'s units show in the activations: output `dim` of module `module`."""
+    """Where group `group`'s units show in the activations: output `dim` of module `module`,
+    each unit as a block of `repeat` features (an attention head's dimensions)."""
 
     group: str
     module: str
     dim: int
+    repeat: int = 1
 
 
 def find_probes(model: nn.Module, spec: PermutationSpec, example: torch.Tensor,
@@ -89,9 +91,9 @@ def find_probes(model: nn.Module, spec: PermutationSpec, example: torch.Tensor,
             outputs = _module_outputs(model, example)
             found = None
             for name, value in reference.items():
-                dim = _carrying_dim(value, outputs[name], perm)
-                if dim is not None:
-                    found = Probe(group.name, name, dim)  # keep the latest
+                carried = _carrying_axis(value, outputs[name], perm)
+                if carried is not None:
+                    found = Probe(group.name, name, *carried)  # keep the latest
             if found is None:
                 raise UnsupportedModel(
                     f"activation matching cannot observe permutation group {group.name!r}: no module "
@@ -102,15 +104,17 @@ def find_probes(model: nn.Module, spec: PermutationSpec, example: torch.Tensor,
     return probes
 
 
-def _carrying_dim(before: torch.Tensor, after: torch.Tensor, perm: torch.Tensor) -> int | None:
+def _carrying_axis(before: torch.Tensor, after: torch.Tensor, perm: torch.Tensor) -> tuple[int, int] | None:
+    """(dim, repeat) of the axis that `perm` reorders in blocks of `repeat`, else None."""
     scale = float(before.abs().max()) or 1.0
     for dim in range(1, before.ndim):
-        if before.shape[dim] != len(perm):
+        if before.shape[dim] % len(perm):
             continue
-        expected = before.index_select(dim, perm)
+        repeat = before.shape[dim] // len(perm)
+        expected = before.index_select(dim, expand_index(perm, repeat))
         if torch.allclose(after, expected, rtol=1e-4, atol=1e-5 * scale) and \
                 not torch.allclose(after, before, rtol=1e-4, atol=1e-5 * scale):
-            return dim
+            return dim, repeat
     return None
 
 
@@ -136,6 +140,15 @@ def _recorder(outputs: dict[str, torch.Tensor], name: str):
     return hook
 
 
+def _unit_columns(x: torch.Tensor, dim: int, repeat: int) -> torch.Tensor:
+    """(N, ..., C·r at dim, ...) -> (N x positions x r, C): one column per unit; a block's
+    r features count as r more observations of its unit (feature k of a block in A is
+    compared with feature k of a block in B)."""
+    units = x.shape[dim] // repeat
+    x = x.movedim(dim, -1).reshape(-1, units, repeat)  # (samples x positions, C, r)
+    return x.transpose(1, 2).reshape(-1, units).double()
+
+
 class _Correlation:
     """Streaming Pearson correlation between the units of two activations, [C, C]."""
 
@@ -146,10 +159,8 @@ class _Correlation:
         self.sq_a, self.sq_b = zeros(units), zeros(units)
         self.cross = zeros(units, units)
 
-    def add(self, a: torch.Tensor, b: torch.Tensor, dim: int) -> None:
-        # (N, ..., C at dim, ...) -> (samples x positions, C)
-        a = a.movedim(dim, -1).reshape(-1, a.shape[dim]).double()
-        b = b.movedim(dim, -1).reshape(-1, b.shape[dim]).double()
+    def add(self, a: torch.Tensor, b: torch.Tensor, dim: int, repeat: int) -> None:
+        a, b = _unit_columns(a, dim, repeat), _unit_columns(b, dim, repeat)
         self.n += len(a)
         self.sum_a += a.sum(0)
         self.sum_b += b.sum(0)
@@ -183,7 +194,7 @@ def activation_matching(model: nn.Module, spec: PermutationSpec, state_a: Mappin
         for batch in batches:
             out_a, out_b = _module_outputs(model_a, batch), _module_outputs(model_b, batch)
             for probe in probes:
-                stats[probe.group].add(out_a[probe.module], out_b[probe.module], probe.dim)
+                stats[probe.group].add(out_a[probe.module], out_b[probe.module], probe.dim, probe.repeat)
     solve = get_solver(solver)
     perm = spec.identity()
     for group, stat in stats.items():
