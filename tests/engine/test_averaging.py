@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.engine.digits_setup import CNN, MLP, digits, state
-from trajx.engine.averaging import Averager, Candidate, ema, lawa, uniform, weighted_average
+from trajx.engine.averaging import Averager, Candidate, ema, lawa, nested_windows, uniform, weighted_average
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.zoo import build_model, init_state_dict
 from trajx.errors import Cancelled
@@ -128,3 +128,33 @@ def test_mlp_average_of_identical_checkpoints_is_that_checkpoint():
     init = init_state_dict(*MLP, 3)
     averager = Averager(model, lambda i: init, [torch.zeros(2, 64)])
     torch.testing.assert_close(averager.build(ema(6, 0.7)), init)
+
+
+def test_a_sweep_of_nested_windows_reads_each_checkpoint_once(cnn_trajectory):
+    checkpoints, train, test = cnn_trajectory
+    reads = []
+
+    def load(index):
+        reads.append(index)
+        return checkpoints[index]
+
+    averager = Averager(build_model(*CNN), load, [train.inputs[:256]], test)
+    grid = [uniform(5, 3), uniform(5, 1), uniform(5, 5), uniform(5, 3)]
+    result = averager.run(grid)
+    assert reads == [4, 3, 2, 1, 0]  # newest first, once each
+    assert [r.candidate for r in result.curve] == grid  # in the order asked
+    for one in result.curve:
+        reads.clear()
+        expected = averager.build(one.candidate)
+        assert averager.score(expected) == pytest.approx(one.metrics, rel=1e-6)
+    spaced = averager.run([lawa(5, 2, 2), lawa(5, 3, 2)])
+    assert reads[-3:] == [4, 2, 0] and spaced.best.candidate in (lawa(5, 2, 2), lawa(5, 3, 2))
+    first = min(range(4), key=lambda i: (-result.curve[i].score(), i))
+    assert result.best is result.curve[first]
+
+
+def test_nested_windows_are_recognised_only_for_plain_means_of_nested_windows():
+    assert nested_windows([uniform(9, 2), uniform(9, 7)]) and nested_windows([lawa(9, 2, 3), lawa(9, 3, 3)])
+    assert not nested_windows([uniform(9, 2)])
+    assert not nested_windows([ema(9, 0.5), ema(9, 0.9)])
+    assert not nested_windows([lawa(9, 2, 2), lawa(9, 3, 3)])

@@ -12,14 +12,15 @@ candidate's window.
 """
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 from torch import nn
 
 from trajx.engine.batches import Dataset
-from trajx.engine.bn import reestimate_batch_norm, running_stat_names
+from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.metrics import evaluate
 from trajx.errors import Cancelled, NonFiniteLoss
 
@@ -90,12 +91,13 @@ def _check_window(count: int, last: int, every: int) -> None:
 class Accumulator:
     """A running weighted sum of state dicts in float32: Σ weight·state on `param_names`.
 
-    Other entries are kept from the state added last; nothing else is kept of a state,
-    so memory is one model whatever the number of states added.
+    Other entries are kept from the state added last (`others_from_first`: the first);
+    nothing else is kept of a state, so memory is one model whatever the number added.
     """
 
-    def __init__(self, param_names: Iterable[str]) -> None:
+    def __init__(self, param_names: Iterable[str], others_from_first: bool = False) -> None:
         self.names = set(param_names)
+        self.others_from_first = others_from_first
         self.count = 0
         self._sum: Tensors = {}
         self._others: Tensors = {}
@@ -110,15 +112,15 @@ class Accumulator:
                     self._sum[name] += term
                 else:
                     self._sum[name] = term
-            else:
+            elif not (self.others_from_first and self.count):
                 self._others[name] = tensor.detach().clone()
         self.count += 1
 
-    def result(self) -> Tensors:
-        """The sum so far, each tensor back in its own dtype."""
+    def result(self, scale: float = 1.0) -> Tensors:
+        """`scale` times the sum so far, each tensor back in its own dtype."""
         if self.count == 0:
             raise ValueError("nothing to average: no checkpoints")
-        return {**self._others, **{n: t.to(self._dtypes[n]) for n, t in self._sum.items()}}
+        return {**self._others, **{n: (t * scale).to(self._dtypes[n]) for n, t in self._sum.items()}}
 
 
 def weighted_average(states: Iterable[Mapping[str, torch.Tensor]], weights: Sequence[float],
@@ -162,6 +164,16 @@ class AverageResult:
     curve: list[CandidateResult]
 
 
+def nested_windows(candidates: Sequence[Candidate]) -> bool:
+    """Whether `candidates` are plain means of nested windows ending at one checkpoint (a
+    sweep of uniform or LAWA windows): then one pass over the longest builds them all."""
+    if len(candidates) < 2 or any(len(set(c.weights)) != 1 for c in candidates):
+        return False
+    ordered = sorted(candidates, key=lambda c: len(c.indices))
+    return all(big.indices[len(big.indices) - len(small.indices):] == small.indices
+               for small, big in pairwise(ordered))
+
+
 class Averager:
     """Builds and evaluates averaged models of one trajectory on one working model.
 
@@ -179,13 +191,26 @@ class Averager:
         self.eval_data = eval_data
         self.batch_size = batch_size
         self.param_names = [n for n, _ in model.named_parameters()]
-        self.bn_names = running_stat_names(model)
 
     def build(self, candidate: Candidate) -> Tensors:
         """The averaged state of `candidate` with BatchNorm re-estimated, on CPU."""
+        return self.finish(self._average(candidate))
+
+    def _average(self, candidate: Candidate) -> Tensors:
         states = (self.load(i) for i in candidate.indices)
-        averaged = weighted_average(states, candidate.weights, self.param_names)
-        return self.finish(averaged)
+        return weighted_average(states, candidate.weights, self.param_names)
+
+    def _nested_averages(self, ordered: Sequence[Candidate]) -> Iterator[Tensors]:
+        """The averages of nested windows (`ordered` smallest first) in one pass that
+        reads each checkpoint once, newest first, through one running sum."""
+        accumulator = Accumulator(self.param_names, others_from_first=True)  # buffers: newest
+        pending = iter(ordered)
+        candidate = next(pending, None)
+        for index in reversed(ordered[-1].indices):
+            accumulator.add(self.load(index), 1.0)
+            while candidate is not None and len(candidate.indices) == accumulator.count:
+                yield accumulator.result(scale=1.0 / accumulator.count)
+                candidate = next(pending, None)
 
     def finish(self, state: Tensors) -> Tensors:
         """`state` loaded into the model, BatchNorm re-estimated; the full state on CPU."""
@@ -207,8 +232,10 @@ class Averager:
     def run(self, candidates: Sequence[Candidate],
             on_candidate: Callable[[CandidateResult, Tensors], None] | None = None,
             should_cancel: Callable[[], bool] | None = None) -> AverageResult:
-        """Build and score every candidate in turn; keep the best (the first on ties).
+        """Build and score every candidate; keep the best (the first listed on ties).
 
+        Nested windows (see `nested_windows`) are built smallest first in one pass over
+        the checkpoints, others one by one; the curve keeps the order of `candidates`.
         Without eval data only one candidate can be chosen from, so `candidates` must
         hold exactly one. `on_candidate` sees each result and state before the next is
         built (it may write the state out). Raises Cancelled between candidates.
@@ -217,17 +244,23 @@ class Averager:
             raise ValueError("no candidates to average")
         if self.eval_data is None and len(candidates) > 1:
             raise ValueError("choosing among several candidates needs eval data")
-        best: tuple[CandidateResult, Tensors] | None = None
-        curve = []
-        for candidate in candidates:
+        order = sorted(range(len(candidates)), key=lambda i: len(candidates[i].indices))
+        if nested_windows(candidates):
+            averages = self._nested_averages([candidates[i] for i in order])
+        else:
+            order = list(range(len(candidates)))
+            averages = (self._average(candidates[i]) for i in order)
+        best: tuple[int, CandidateResult, Tensors] | None = None
+        results: dict[int, CandidateResult] = {}
+        for position in order:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("averaging cancelled between candidates")
-            state = self.build(candidate)
-            result = CandidateResult(candidate, self.score())
-            curve.append(result)
+            state = self.finish(next(averages))
+            result = results[position] = CandidateResult(candidates[position], self.score())
             if on_candidate is not None:
                 on_candidate(result, state)
-            if best is None or result.score() > best[0].score():
-                best = (result, state)
+            # The best score wins; among equals, the candidate listed first.
+            if best is None or (result.score(), -position) > (best[1].score(), -best[0]):
+                best = (position, result, state)
             del state
-        return AverageResult(best[0], best[1], curve)
+        return AverageResult(best[1], best[2], [results[i] for i in range(len(candidates))])

@@ -5,11 +5,13 @@ mixing architectures fails with `checkpoint_mismatch` naming `checkpoints[i]`); 
 checkpoints are then read one at a time while averaging. Writes, under `out_dir`:
 
     averaged.safetensors             the chosen average (the best on eval_data in a sweep)
-    candidates/{j}.safetensors       every swept candidate (if outputs.candidates)
+    candidates/{label}.safetensors   every swept candidate (if outputs.candidates), e.g.
+                                     candidates/uniform-last-5.safetensors
     report.json                      spec, every candidate's metrics, the last checkpoint's,
                                      timings, peak memory, versions
 """
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,7 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
         nonlocal done
         done += 1
         if spec.outputs.candidates:
-            path = out_dir / "candidates" / f"{done - 1}.safetensors"
+            path = out_dir / "candidates" / f"{_slug(result.candidate.label)}.safetensors"
             save_tensors(path, state, {**common, "label": result.candidate.label})
             files.append(file_entry(out_dir, path, "candidate", metadata=_describe(result)))
         ctx.on_progress(RunProgress(done, len(candidates), _describe(result)))
@@ -116,3 +118,8 @@ def _describe(result: CandidateResult) -> dict[str, Any]:
     candidate = result.candidate
     return {"label": candidate.label, "params": candidate.params, "checkpoints": len(candidate.indices),
             "newest": candidate.newest, "metrics": result.metrics}
+
+
+def _slug(label: str) -> str:
+    """A file name for a candidate label: "ema decay=0.9 warmup" -> "ema-decay-0.9-warmup"."""
+    return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
