@@ -133,3 +133,11 @@ def test_activation_matching_handles_heads_and_residual_streams(arch):
     expected = model(inputs)
     model.load_state_dict(apply_permutation(spec, perm, twin))
     torch.testing.assert_close(model(inputs), expected)
+
+
+def test_probing_leaves_the_model_as_it_was(pair):
+    _, model, spec, a, _, train, _ = pair
+    model.load_state_dict(a)
+    find_probes(model, spec, train.inputs[:16], torch.Generator().manual_seed(0))
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, a[name], msg=name)

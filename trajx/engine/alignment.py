@@ -78,7 +78,7 @@ def find_probes(model: nn.Module, spec: PermutationSpec, example: torch.Tensor,
     Raises UnsupportedModel("activations_unobservable") for a group no module output
     carries (e.g. one that lives only inside functional code): use `weights` then.
     """
-    base_state = model.state_dict()
+    base_state = {n: t.detach().clone() for n, t in model.state_dict().items()}  # not views
     with torch.no_grad():
         reference = _module_outputs(model, example)
         probes = []
