@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from sklearn.datasets import load_digits
+from bench_engine import digits  # the engine benchmark's split: 1400 train, 397 held out
 from torch import nn
 
 from trajx.engine.alignment import (
@@ -58,15 +58,6 @@ CNN = ("cnn", {"in_channels": 1, "image_size": 8, "channels": [32, 32], "fc": [6
                "batchnorm": True, "pooling": "flatten"})
 CHECKPOINTS = 40
 AVERAGE_LAST = 5
-
-
-def digits(images: bool) -> tuple[Dataset, Dataset]:
-    data = load_digits()
-    inputs = torch.tensor(data.data, dtype=torch.float32) / 16.0
-    if images:
-        inputs = inputs.reshape(-1, 1, 8, 8)
-    targets = torch.tensor(data.target, dtype=torch.int64)
-    return Dataset(inputs[:1400], targets[:1400]), Dataset(inputs[1400:], targets[1400:])
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:
