@@ -1,7 +1,7 @@
 """Averaging and alignment benchmark (prints tables, asserts nothing).
 
-    .venv/bin/python bench/bench_average.py            # a few minutes on 2 CPU cores
-    .venv/bin/python bench/bench_average.py --seeds 5
+    .venv/bin/python -m bench.bench_average            # from the repository root; ≈5 min on 2 CPU cores
+    .venv/bin/python -m bench.bench_average --seeds 5
 
 1. Averaging quality: scikit-learn digits (1400 train / 397 held out), the zoo `mlp` and
    a `cnn` with BatchNorm, SGD with momentum saving 40 evenly spaced checkpoints, at a
@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_engine import digits  # the engine benchmark's split: 1400 train, 397 held out
 from torch import nn
 
+from tests.support.engine_setups import digits  # 1400 train, 397 held out, as bench_engine
 from trajx.engine.alignment import (
     PathEvaluator,
     activation_matching,
@@ -280,7 +280,8 @@ def main() -> None:
     if MMAP_THRESHOLD not in os.environ:
         # glibc raises its mmap threshold after large frees, then serves big tensors from the
         # heap, whose freed pages RSS keeps: peak RSS would measure fragmentation, not use.
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_THRESHOLD: "65536"})
+        os.execve(sys.executable, [sys.executable, "-m", __spec__.name, *sys.argv[1:]],
+                  {**os.environ, MMAP_THRESHOLD: "65536"})
     torch.set_num_threads(1)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as directory:

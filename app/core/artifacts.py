@@ -1,4 +1,4 @@
-"""Artifact records: inspect a stored file, record it for a tenant, read, list, delete.
+"""Artifact records: inspect a file, publish an upload, record a job's result, read, list, delete.
 
 The HTTP routes and the worker (which registers result files) share these functions,
 so there is one path into the `artifacts` table.
@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound
+from app.core.idempotency import remember, replayed_resource, request_hash
 from app.core.models import (
     ARTIFACT_ID_PREFIX,
     LIVE_JOB_STATUSES,
@@ -24,10 +26,11 @@ from app.core.models import (
 )
 from app.core.pagination import keyset_page
 from app.core.safetensors_header import looks_like_safetensors, read_tensor_table
-from app.core.settings import get_settings
-from app.core.storage import ArtifactStore
+from app.core.storage import ArtifactStore, BlobWriter
 from trajx.errors import InvalidInput
+from trajx.executors.manifest import ResultFile
 
+ARTIFACTS_PATH = "/v1/artifacts"
 MAX_JSON_BYTES = 64 * 1024**2
 DATA_TENSORS = {"inputs", "targets"}
 
@@ -82,22 +85,64 @@ def record_artifact(session: Session, tenant_id: str, sha256: str, size: int, na
     return artifact
 
 
-def create_artifact_from_file(session: Session, tenant_id: str, path: Path | str, name: str,
-                              job_id: str | None, *, store: ArtifactStore | None = None,
-                              max_header_bytes: int | None = None) -> Artifact:
-    """Store a job's result file and record it as a `result` artifact of `tenant_id`.
+def record_result(session: Session, store: ArtifactStore, tenant_id: str, out_dir: Path, entry: ResultFile,
+                  job_id: str, max_header_bytes: int) -> tuple[Artifact, bool]:
+    """Move an executor's result file into the store as its manifest entry describes it
+    (no copy, no re-hash) and record it as a `result` artifact of `tenant_id`.
 
-    Validates safetensors headers like an upload (InvalidInput if malformed); JSON files
-    get format "json". Flushes but does not commit: the caller owns the transaction.
-    `store` and `max_header_bytes` default to the process settings.
+    Safetensors headers are validated like an upload's (InvalidInput if malformed); the
+    name is the entry's path with `/` as `-`. Call under the blob's lock; flushes, does
+    not commit. Returns the artifact and whether its blob is new to the store.
     """
-    settings = get_settings()
-    store = store or ArtifactStore(settings.storage_dir)
-    limit = max_header_bytes or settings.max_header_bytes
-    path = Path(path)
-    info = inspect_file(path, name, limit, result=True)
-    sha256, size = store.put_file(path)
-    return record_artifact(session, tenant_id, sha256, size, name, info, producer_job_id=job_id)
+    path = out_dir / entry.path
+    name = entry.path.replace("/", "-")
+    info = inspect_file(path, name, max_header_bytes, result=True)
+    new_blob = store.adopt(path, entry.sha256, entry.size)
+    return record_artifact(session, tenant_id, entry.sha256, entry.size, name, info, producer_job_id=job_id), new_blob
+
+
+def publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str, name: str,
+                   max_header_bytes: int, idempotency_key: str | None = None) -> Artifact:
+    """Check an uploaded file, move it into the store and record it, under the blob's lock; commits.
+
+    InvalidInput when the file breaks its format. With `idempotency_key`, a retry gets
+    the artifact recorded before. If recording fails (a reused key, a database error),
+    bytes this upload brought into the store are removed again: under the lock, a blob
+    that was absent before is one no live artifact references (uploads record, deletes
+    unlink, under it).
+    """
+    found: list[FileInfo] = []
+    sha256 = writer.finish()
+    with store.lock(sha256):
+        already_stored = store.exists(sha256)
+        _, size = writer.commit(lambda path: found.append(inspect_file(path, name, max_header_bytes)))
+        try:
+            return _record_upload(session, tenant_id, idempotency_key, sha256, size, name, found[0])
+        except BaseException:
+            if not already_stored:
+                store.delete(sha256)
+            raise
+
+
+def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
+                   info: FileInfo) -> Artifact:
+    req_hash = request_hash({"sha256": sha256, "name": name})
+    if key is not None:
+        earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash)
+        if earlier is not None:
+            return get_artifact(session, tenant_id, earlier)
+    artifact = record_artifact(session, tenant_id, sha256, size, name, info)
+    if key is not None:
+        remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent retry with the same key committed first
+        earlier = replayed_resource(session, tenant_id, key or "", ARTIFACTS_PATH, req_hash)
+        if earlier is None:
+            raise
+        artifact = get_artifact(session, tenant_id, earlier)
+    return artifact
 
 
 def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact:

@@ -41,9 +41,11 @@ def add_event(session: Session, job_id: str, type_: str, data: dict[str, Any] | 
 def claim_job(session: Session, job_id: str, worker_id: str, stale_seconds: float) -> Claim | None:
     """Claim `job_id` if it is queued, or running with a heartbeat older than `stale_seconds`.
 
-    Increments `attempts`. Returns None when another worker owns the job, it is
-    finished, or it has no attempts left (then it is failed with `worker_lost`).
-    Commits.
+    Increments `attempts` and records the one event of the transition, `started`
+    (with its `job.running` webhook message), in the same commit. Returns None when
+    another worker owns the job, it is finished, or it has no attempts left (then it is
+    failed with `worker_lost`); then a `claim_refused` event records the attempt, so
+    every message for a job leaves a trace (a duplicate is seen to do nothing).
     """
     now = utcnow()
     claimable = or_(Job.status == "queued", _stale(now - timedelta(seconds=stale_seconds)))
@@ -57,8 +59,14 @@ def claim_job(session: Session, job_id: str, worker_id: str, stale_seconds: floa
     if row is None:
         session.commit()
         fail_exhausted(session, stale_seconds, job_id)
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status is not None:
+            add_event(session, job_id, "claim_refused", {"worker_id": worker_id, "status": status})
+        session.commit()
         return None
-    add_event(session, job_id, "claimed", {"worker_id": worker_id, "attempt": row.attempts})
+    data = {"attempt": row.attempts, "worker_id": worker_id}
+    add_event(session, job_id, "started", data)
+    enqueue(session, job_id, "job.running", {"id": job_id, "status": "running", **data})
     session.commit()
     return Claim(job_id, worker_id, row.attempts)
 

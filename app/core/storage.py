@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Self
 
@@ -130,13 +130,20 @@ class ArtifactStore:
         bytes that a concurrent upload of the same content has just recorded.
         (One flock file per first hash byte: 256 files, locks shared by their blobs.)
         """
-        self.path(sha256)  # validates the hash
-        with open(self.lock_dir / f"{sha256[:2]}.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with self.locks([sha256]):
+            yield
+
+    @contextmanager
+    def locks(self, hashes: Iterable[str]) -> Iterator[None]:
+        """Hold the locks of all blobs `hashes` at once (each lock file once, in one order:
+        two holders of overlapping sets cannot deadlock)."""
+        names = sorted({self.path(sha256).name[:2] for sha256 in hashes})  # validates each hash
+        with ExitStack() as stack:
+            for name in names:
+                handle = stack.enter_context(open(self.lock_dir / f"{name}.lock", "a+b"))
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+            yield
 
     def writer(self, max_bytes: int | None = None) -> BlobWriter:
         """Start an incremental write (for async producers such as HTTP bodies)."""
@@ -154,6 +161,27 @@ class ArtifactStore:
         """Copy a local file into the store; returns (sha256, size)."""
         with open(path, "rb") as source:
             return self.put_stream(iter(lambda: source.read(COPY_CHUNK), b""), check=check)
+
+    def adopt(self, path: Path, sha256: str, size: int) -> bool:
+        """Move the file `path`, whose sha256 and size its producer computed, into the store.
+
+        A rename, not a copy (`path` must be on the store's filesystem, e.g. under
+        `tmp_dir`), and no re-hash. Returns True when the blob is new, False when these
+        bytes were already stored (then `path` is removed). Call under the blob's lock.
+        """
+        actual = path.stat().st_size
+        if actual != size:
+            raise ValueError(f"{path} has {actual} bytes, its producer said {size}")
+        final = self.path(sha256)
+        if final.exists():
+            path.unlink()
+            return False
+        with open(path, "rb") as file:
+            os.fsync(file.fileno())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, final)
+        _fsync_dir(final.parent)
+        return True
 
     def path(self, sha256: str) -> Path:
         """Where the blob `sha256` lives (whether or not it exists). ValueError on a non-hash."""

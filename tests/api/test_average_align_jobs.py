@@ -2,9 +2,9 @@
 
 import pytest
 
-from tests.api.factories import data_shard, mlp_checkpoint
-from tests.api.helpers import uploaded_id
 from tests.api.test_jobs import create, dispatcher  # noqa: F401  (the fixture)
+from tests.support.files import data_shard, mlp_checkpoint
+from tests.support.http import uploaded_id
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from sqlalchemy import update
 
 from app.api.routes.jobs import MAX_JOB_BODY_BYTES
 from app.core.models import Job, JobEvent, utcnow
-from tests.api.factories import mlp_checkpoint, safetensors_bytes
-from tests.api.helpers import transfer_spec, uploaded_id
+from tests.support.files import mlp_checkpoint, safetensors_bytes
+from tests.support.http import transfer_spec, uploaded_id
 
 
 class RecordingDispatcher:

@@ -16,7 +16,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.api.helpers import transfer_spec
+from tests.support.http import transfer_spec
 
 EXAMPLES_PER_OPERATION = 15
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from app.core.logs import JsonFormatter
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import upload
+from tests.support.files import mlp_checkpoint
+from tests.support.http import upload
 
 
 def test_health_and_readiness(api):

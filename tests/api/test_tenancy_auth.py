@@ -4,9 +4,9 @@ from sqlalchemy import select, update
 
 from app.core.auth import hash_key
 from app.core.models import ApiKey, utcnow
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import transfer_spec, uploaded_id
 from tests.conftest import make_tenant
+from tests.support.files import mlp_checkpoint
+from tests.support.http import transfer_spec, uploaded_id
 
 
 def test_missing_malformed_and_unknown_keys_are_401_problems(api):

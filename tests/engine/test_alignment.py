@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.digits_setup import CNN, digits, train
+from tests.support.engine_setups import CNN, digits, train
 from trajx.engine.alignment import (
     Curve,
     PathEvaluator,

@@ -3,8 +3,16 @@
 import pytest
 import torch
 
-from tests.engine.digits_setup import CNN, MLP, digits, state
-from trajx.engine.averaging import Averager, Candidate, ema, lawa, nested_windows, uniform, weighted_average
+from tests.support.engine_setups import CNN, MLP, digits, state
+from trajx.engine.averaging import (
+    Averager,
+    Candidate,
+    ema,
+    lawa,
+    nested_windows,
+    uniform,
+    weighted_average,
+)
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.zoo import build_model, init_state_dict
 from trajx.errors import Cancelled

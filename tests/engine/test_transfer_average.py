@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.engine.digits_setup import cnn_setup
+from tests.support.engine_setups import cnn_setup
 from trajx.engine.batches import BatchSampler
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.metrics import evaluate

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.engine.digits_setup import mlp_setup
+from tests.support.engine_setups import mlp_setup
 from trajx.errors import InvalidInput
 from trajx.executors import RunContext, RunProgress, executor_for
 from trajx.io import load_tensors, save_tensors

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from tests.engine.digits_setup import digits, train
+from tests.support.engine_setups import digits, train
 from trajx.engine.zoo import build_model, init_state_dict
 from trajx.io import save_tensors
 

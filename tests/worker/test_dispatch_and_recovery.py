@@ -13,7 +13,7 @@ from app.core.celery_config import RUN_JOB_TASK
 from app.core.dispatchers import DISPATCH_MARKER, CeleryDispatcher
 from app.core.models import utcnow
 from tests.conftest import service_unavailable
-from tests.worker.factories import event_types, load_job, make_job
+from tests.support.rows import event_types, load_job, make_job
 from worker.recovery import sweep
 
 REDIS_URL = "redis://127.0.0.1:6379/14"

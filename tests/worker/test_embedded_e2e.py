@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from safetensors.torch import load_file
 
-from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer
 from trajx.demo.source import accuracy
@@ -53,7 +53,7 @@ def test_restarting_the_server_mid_job_loses_nothing(digits, tmp_path):
         types = [e.type for e in client.events(job.id)]
     assert job.status == "succeeded", job.error
     assert job.attempts == 1
-    assert types.count("claimed") == 2 and "released" in types
+    assert types.count("started") == 2 and "released" in types
 
 
 def _wait_running(client: Client, job_id: str, timeout: float = 60) -> None:

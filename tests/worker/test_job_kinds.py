@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.api.routes.jobs import job_public
-from app.core.artifacts import create_artifact_from_file
 from app.core.jobs import create_job
-from tests.worker.factories import load_job
+from tests.support.jobs import submit_job, upload_file
+from tests.support.rows import load_job
 from trajx import executors, spec
 from trajx.executors import ResultManifest, RunContext, RunProgress, file_entry, register_executor
 from trajx.spec import ArtifactRef, JobSpecBase, register_job_kind
@@ -61,16 +61,9 @@ def test_a_kind_registered_in_the_registries_runs_end_to_end(scale_kind, setting
     weights = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
     save_file(weights, str(tmp_path / "w.safetensors"))
     ctx = worker_context(settings)
-    with ctx.sessions() as session:
-        uploaded = create_artifact_from_file(session, tenant_id, tmp_path / "w.safetensors", "w.safetensors",
-                                             None, store=ctx.store)
-        # Results are tagged `result`; an upload is a checkpoint (what the upload route records).
-        uploaded.kind = "checkpoint"
-        session.commit()
-        job, created = create_job(session, tenant_id, {"kind": "scale", "checkpoint": uploaded.id, "factor": 2.5},
-                                  max_attempts=1, idempotency_key=None)
-        job_id = job.id
-    assert created and (job.kind, job.queue) == ("scale", "cpu")
+    uploaded = upload_file(settings, tenant_id, tmp_path / "w.safetensors")
+    job_id = submit_job(settings, tenant_id, {"kind": "scale", "checkpoint": uploaded, "factor": 2.5})
+    assert (load_job(settings, job_id).kind, load_job(settings, job_id).queue) == ("scale", "cpu")
 
     assert run_job(job_id, settings) == "succeeded"
     job = load_job(settings, job_id)

@@ -14,8 +14,8 @@ from app.core.claim import fail_exhausted
 from app.core.jobs import cancel_job
 from app.core.models import JobEvent, WebhookDelivery, utcnow
 from app.core.outbox import enqueue
-from tests.worker.factories import make_job
-from tests.worker.receiver import WebhookReceiver
+from tests.support.receiver import WebhookReceiver
+from tests.support.rows import make_job
 from worker.context import worker_context
 from worker.webhooks import Deliverer, RetryPolicy, deliver_due, signed_request
 

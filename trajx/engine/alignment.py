@@ -32,7 +32,7 @@ from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import PairBank, match
 from trajx.engine.metrics import evaluate
 from trajx.engine.permspec import Permutation, PermutationSpec, apply_permutation, expand_index
-from trajx.engine.solvers import break_ties, get_solver
+from trajx.engine.solvers import Solver, break_ties, scipy_solver
 from trajx.errors import Cancelled, UnsupportedModel
 
 Tensors = dict[str, torch.Tensor]
@@ -48,7 +48,7 @@ def matched_parameters(model: nn.Module, spec: PermutationSpec) -> list[str]:
 def weight_matching(spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
                     state_b: Mapping[str, torch.Tensor], names: Sequence[str], *,
                     max_iter: int = 100, tol: float = 1e-7, seed: int = 0,
-                    solver: str = "auto") -> Permutation:
+                    solver: Solver = scipy_solver) -> Permutation:
     """π maximising Σ_names ⟨A, π B⟩: apply it to B to align B onto A."""
     pair = ({n: state_a[n].float() for n in names}, {n: state_b[n].float() for n in names})
     bank = PairBank.from_pairs([pair], names)
@@ -178,7 +178,7 @@ class _Correlation:
 
 def activation_matching(model: nn.Module, spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
                         state_b: Mapping[str, torch.Tensor], batches: Sequence[torch.Tensor],
-                        probes: Sequence[Probe], solver: str = "auto") -> Permutation:
+                        probes: Sequence[Probe], solver: Solver = scipy_solver) -> Permutation:
     """π from correlating A's and B's activations at each group's probe over `batches`.
 
     Row i of a group's correlation matrix is A's unit i; π[g][i] is the B unit that
@@ -195,10 +195,9 @@ def activation_matching(model: nn.Module, spec: PermutationSpec, state_a: Mappin
             out_a, out_b = _module_outputs(model_a, batch), _module_outputs(model_b, batch)
             for probe in probes:
                 stats[probe.group].add(out_a[probe.module], out_b[probe.module], probe.dim, probe.repeat)
-    solve = get_solver(solver)
     perm = spec.identity()
     for group, stat in stats.items():
-        cols = solve(break_ties(stat.matrix().cpu().numpy()))
+        cols = solver(break_ties(stat.matrix().cpu().numpy()))
         perm[group] = torch.as_tensor(cols, dtype=torch.int64)
     return perm
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, permute_axis
-from trajx.engine.solvers import break_ties, get_solver
+from trajx.engine.solvers import Solver, break_ties, scipy_solver
 
 # Up to this many leading slices, a matmul per slice beats copying the stack (see _unit_products).
 _LOOP_LEAD = 256
@@ -143,7 +143,7 @@ class MatchResult:
 
 def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = None, *,
           max_iter: int = 100, tol: float = 1e-7, generator: torch.Generator | None = None,
-          solver: str = "auto") -> MatchResult:
+          solver: Solver = scipy_solver) -> MatchResult:
     """Maximise Σ_pairs ⟨target, π source⟩ over permutations π of `spec`'s groups.
 
     Coordinate descent: each sweep visits the groups in an order drawn from `generator`
@@ -153,12 +153,12 @@ def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = Non
     answer, is the same). Stops when a sweep improves the objective by less than `tol`
     relative, when nothing is left to re-solve, or after `max_iter` sweeps. `init`
     warm-starts the search (default: identity). Cost matrices are computed on the pairs'
-    device, the assignment on CPU in float64. Raises ValueError for an empty bank or an
-    unknown solver.
+    device, the assignment on CPU in float64 by `solver` (the caller's choice). Raises
+    ValueError for an empty bank.
     """
     if len(pairs) == 0:
         raise ValueError("weight matching needs at least one pair")
-    solve = get_solver(solver)
+    solve = solver
     perm = {g: p.detach().to("cpu", torch.int64).clone()
             for g, p in (init or spec.identity()).items()}
     involved = [g for g in spec.groups if any(a.param in pairs.names for a in g.axes)]

@@ -31,6 +31,7 @@ from trajx.engine.zoo import build_model, example_input
 from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
 from trajx.executors.manifest import ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.solver_choice import solver_for
 from trajx.io import load_checkpoint, save_tensors
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 from trajx.spec import AlignJob
@@ -68,19 +69,19 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     state_a = {n: t.to(device) for n, t in state_a.items()}
     state_b = {n: t.to(device) for n, t in state_b.items()}
     names = matched_parameters(model, perm_spec)
+    solver = solver_for(spec.params.matching.solver)
     matching_started = time.perf_counter()
     if spec.method == "weights":
         matching = spec.params.matching
         perm = weight_matching(perm_spec, state_a, state_b, names, max_iter=matching.max_iter,
-                               tol=matching.tol, seed=spec.params.seed, solver=matching.solver)
+                               tol=matching.tol, seed=spec.params.seed, solver=solver)
     else:
         batches = draw_batches(train, spec.params, spec.params.activation_batches, device,
                                offset=_ACTIVATION_STREAM)
         model.load_state_dict(state_a)
         probes = find_probes(model, perm_spec, batches[0],
                              torch.Generator().manual_seed(spec.params.seed))
-        perm = activation_matching(model, perm_spec, state_a, state_b, batches, probes,
-                                   spec.params.matching.solver)
+        perm = activation_matching(model, perm_spec, state_a, state_b, batches, probes, solver)
     matching_seconds = time.perf_counter() - matching_started
     aligned_b = apply_permutation(perm_spec, perm, state_b)
 

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from trajx.version import __version__
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.executors.registry import Resolve
 from trajx.io import load_data, validate_data
 from trajx.spec import Architecture, RunParams
+from trajx.version import __version__
 
 
 def load_dataset(resolve: Resolve, ref: str, what: str, model: nn.Module,

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from trajx.engine.batches import Dataset
+from trajx.engine.methods import FGMT, GMT, Method, Naive, Oracle
+from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
@@ -30,9 +32,13 @@ from trajx.errors import InvalidInput
 from trajx.executors.common import versions
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.solver_choice import solver_for
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
 from trajx.resources import peak_memory_bytes, reset_peak_memory
-from trajx.spec import TransferJob
+from trajx.spec import TransferJob, TransferParams
+
+# spec.method -> the engine's strategy (Oracle is built with the trained targets).
+_METHODS: dict[str, type[Method]] = {"fgmt": FGMT, "gmt": GMT, "naive": Naive}
 from trajx.version import __version__
 
 
@@ -78,9 +84,10 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         ctx.on_progress(RunProgress(done, total, {"target": target, "target_step": step, "metrics": metrics}))
 
     reset_peak_memory(device)
+    method = Oracle(inputs.trained) if spec.method == "oracle" else _METHODS[spec.method]()
     result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
-                      spec.params, method=spec.method, eval_data=inputs.eval,
-                      trained_targets=inputs.trained, keep_trajectory=spec.outputs.trajectory,
+                      engine_options(spec.params), method=method, solver=solver_for(spec.params.matching.solver),
+                      eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory,
                       on_progress=progress, should_cancel=ctx.should_cancel,
                       average_last=spec.outputs.average.last if spec.outputs.average else None)
     seconds = time.perf_counter() - started
@@ -104,6 +111,12 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     }
     files.append(_write_json(out_dir, out_dir / "report.json", report, "report"))
     return ResultManifest(files, summary)
+
+
+def engine_options(params: TransferParams) -> TransferOptions:
+    """The spec's `params` as the engine's options (the solver is chosen separately)."""
+    matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol)
+    return TransferOptions(**params.model_dump(exclude={"matching"}), matching=matching)
 
 
 def _target_metrics(target: TargetResult) -> dict[str, Any]:

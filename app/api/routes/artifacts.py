@@ -1,29 +1,25 @@
 """`/v1/artifacts`: upload (streamed), read, download (Range, ETag), list, delete."""
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app.api.deps import ServicesDep, TenantId
-from app.api.problems import ProblemError, from_trajx_error
+from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
 from app.api.schemas import ArtifactPublic, ArtifactsPage
 from app.api.uploads import receive_body
 from app.core import artifacts
-from app.core.idempotency import check_key, remember, replayed_resource, request_hash
+from app.core.idempotency import check_key
 from app.core.models import ARTIFACT_ID_PREFIX, id_pattern
 from app.core.storage import ArtifactStore, BlobWriter, TooLarge
-from trajx.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
-ARTIFACTS_PATH = "/v1/artifacts"
 MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",
                "other": "application/octet-stream"}
 
@@ -85,50 +81,7 @@ def _display_name(name: str | None) -> str:
 
 def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str,
                     key: str | None, name: str, max_header_bytes: int) -> ArtifactPublic:
-    """Check the file, move it into the store and record it, under the blob's lock.
-
-    If recording fails (a reused Idempotency-Key, a database error), bytes this upload
-    brought into the store are removed again: under the lock, a blob that was absent
-    before is one no live artifact references (uploads record, deletes unlink, under it).
-    """
-    found: list[artifacts.FileInfo] = []
-
-    def inspect(path: Path) -> None:
-        found.append(artifacts.inspect_file(path, name, max_header_bytes))
-
-    sha256 = writer.finish()
-    with store.lock(sha256):
-        already_stored = store.exists(sha256)
-        try:
-            _, size = writer.commit(inspect)
-        except InvalidInput as exc:
-            raise from_trajx_error(exc) from None
-        try:
-            return _record_upload(session, tenant_id, key, sha256, size, name, found[0])
-        except BaseException:
-            if not already_stored:
-                store.delete(sha256)
-            raise
-
-
-def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
-                   info: artifacts.FileInfo) -> ArtifactPublic:
-    req_hash = request_hash({"sha256": sha256, "name": name})
-    if key is not None:
-        earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash)
-        if earlier is not None:
-            return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, earlier))
-    artifact = artifacts.record_artifact(session, tenant_id, sha256, size, name, info)
-    if key is not None:
-        remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # a concurrent retry with the same key committed first
-        earlier = replayed_resource(session, tenant_id, key or "", ARTIFACTS_PATH, req_hash)
-        if earlier is None:
-            raise
-        artifact = artifacts.get_artifact(session, tenant_id, earlier)
+    artifact = artifacts.publish_upload(session, store, writer, tenant_id, name, max_header_bytes, key)
     return ArtifactPublic.model_validate(artifact)
 
 

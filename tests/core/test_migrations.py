@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 from app.core.db import make_engine
 from app.core.migrate import alembic_config, upgrade
 from app.core.models import Base
-from tests.conftest import POSTGRES_ADMIN_URL, service_unavailable
+from tests.conftest import scratch_postgres
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -18,20 +18,8 @@ def empty_database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    import psycopg
-
-    try:
-        admin = psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        service_unavailable(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".splitlines()[0])
-    name = f"trajx_migr_{tmp_path.name[-20:].replace('-', '_').lower()}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_postgres("trajx_migr") as url:
+        yield url
 
 
 def test_upgrade_from_empty_has_no_drift_and_downgrades(empty_database_url):

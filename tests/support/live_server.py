@@ -1,17 +1,12 @@
 """Run the API under a real uvicorn server in a thread, on a free loopback port."""
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
 
 import uvicorn
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from trajx.demo.server import free_port
 
 
 @contextmanager

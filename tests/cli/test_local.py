@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 import trajx.cli.local  # noqa: F401  (registers the commands)
-from tests.engine.digits_setup import MLP, mlp_setup
+from tests.support.engine_setups import MLP, mlp_setup
 from trajx.cli.app import app
 from trajx.io import load_tensors
 

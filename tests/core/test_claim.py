@@ -16,7 +16,7 @@ from app.core.claim import (
     release,
 )
 from app.core.models import Job, utcnow
-from tests.worker.factories import event_types, load_job, make_job
+from tests.support.rows import event_types, load_job, make_job
 from worker.context import worker_context
 
 
@@ -33,7 +33,8 @@ def test_claim_takes_a_queued_job_once(settings, tenant_id):
     job = load_job(settings, job_id)
     assert (job.status, job.attempts, job.worker_id) == ("running", 1, "w1")
     assert job.heartbeat_at is not None and job.started_at is not None
-    assert event_types(settings, job_id) == ["claimed"]
+    # one event for the one transition; the refused claim leaves its trace
+    assert event_types(settings, job_id) == ["started", "claim_refused"]
 
 
 def test_concurrent_claims_have_one_winner(settings, tenant_id):
@@ -86,7 +87,7 @@ def test_exhausted_stale_job_fails_with_worker_lost(settings, tenant_id):
     job = load_job(settings, job_id)
     assert (job.status, job.error_code) == ("failed", "worker_lost")
     assert job.finished_at is not None
-    assert event_types(settings, job_id) == ["failed"]
+    assert event_types(settings, job_id) == ["failed", "claim_refused"]
 
 
 def test_sweep_ends_stale_cancelling_jobs(settings, tenant_id):

@@ -1,6 +1,6 @@
 """Request helpers shared by the API tests."""
 
-from tests.api.factories import data_shard, mlp_checkpoint
+from tests.support.files import data_shard, mlp_checkpoint
 
 
 def upload(api, tenant, content: bytes, name: str = "ckpt.safetensors", **headers):

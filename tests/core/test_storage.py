@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from app.core.storage import ArtifactStore, TooLarge
-from tests.api.helpers import stored_files
+from tests.support.http import stored_files
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from tests.api.factories import raw_safetensors, safetensors_bytes
-from tests.api.helpers import stored_files, upload
+from tests.support.files import raw_safetensors, safetensors_bytes
+from tests.support.http import stored_files, upload
 
 VALID = safetensors_bytes({"w": ("F32", [4, 2]), "b": ("F32", [4])})
 W = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
