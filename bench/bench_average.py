@@ -41,6 +41,7 @@ from trajx.engine.alignment import (
 )
 from trajx.engine.averaging import Averager, Candidate, ema, lawa, uniform
 from trajx.engine.batches import Dataset
+from trajx.engine.options import TransferOptions
 from trajx.engine.permspec import apply_permutation
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import transfer
@@ -48,7 +49,7 @@ from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.executors import RunContext, executor_for
 from trajx.io import save_tensors
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
-from trajx.spec import TransferParams, parse_job_spec
+from trajx.spec import parse_job_spec
 
 MB = 2**20
 MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
@@ -191,7 +192,7 @@ def averaged_transfers(seeds: int) -> None:
         source = [init_state_dict(*arch, 0), source[-1]]
         results: dict[str, list[float]] = {}
         for seed in range(1, seeds + 1):
-            params = TransferParams(steps=20, batch_size=128, device="cpu")
+            params = TransferOptions(steps=20, batch_size=128, device="cpu")
             started = time.perf_counter()
             target = transfer(build_model(*arch), spec, source, [init_state_dict(*arch, seed)], train,
                               params, eval_data=test, average_last=AVERAGE_LAST).targets[0]

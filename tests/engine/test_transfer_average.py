@@ -7,8 +7,9 @@ from tests.support.engine_setups import cnn_setup
 from trajx.engine.batches import BatchSampler
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.metrics import evaluate
+from trajx.engine.options import TransferOptions
 from trajx.engine.transfer import transfer
-from trajx.spec import TransferParams, parse_job_spec
+from trajx.spec import parse_job_spec
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def cnn():
 
 
 def test_average_is_the_mean_of_the_last_steps_with_bn_re_estimated(cnn):
-    params = TransferParams(steps=6, batch_size=128, device="cpu", bn_batches=2)
+    params = TransferOptions(steps=6, batch_size=128, device="cpu", bn_batches=2)
     result = transfer(cnn.model(), cnn.spec, cnn.source, [cnn.init(1)], cnn.train, params,
                       eval_data=cnn.test, keep_trajectory=True, average_last=3)
     target = result.targets[0]
@@ -36,7 +37,7 @@ def test_average_is_the_mean_of_the_last_steps_with_bn_re_estimated(cnn):
 
 
 def test_without_the_option_there_is_no_average(cnn):
-    params = TransferParams(steps=2, batch_size=128, device="cpu")
+    params = TransferOptions(steps=2, batch_size=128, device="cpu")
     target = transfer(cnn.model(), cnn.spec, cnn.source, [cnn.init(1)], cnn.train, params).targets[0]
     assert target.average is None and target.average_metrics is None
 
