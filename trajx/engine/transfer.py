@@ -26,7 +26,13 @@ from trajx.engine.matching import MatchResult, PairBank, match
 from trajx.engine.methods import FGMT, Method
 from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
-from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, apply_permutation
+from trajx.engine.permspec import (
+    Permutation,
+    PermutationSpec,
+    StateDict,
+    apply_permutation,
+    require_groups,
+)
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.solvers import Solver, scipy_solver
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
@@ -103,11 +109,15 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     eval data, the permutation, per-step metrics including that step's seconds under
     STEP_TIMING_KEYS, optionally every step's state, with `average_last` = k the mean of
     the last k steps' parameters, BatchNorm re-estimated, and its metrics).
-    Raises ValueError for too short a source or missing oracle targets, NonFiniteLoss
+    Raises ValueError for too short a source or missing oracle targets,
+    UnsupportedModel("no_permutation_groups") for a matching method on a spec without
+    groups, NonFiniteLoss
     when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
     """
     if len(source) < 2:
         raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
+    if method.name != "naive":
+        require_groups(spec, method.name)
     with _deterministic():
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
                           keep_trajectory, on_progress, should_cancel, average_last)
