@@ -112,12 +112,17 @@ def test_a_group_no_module_output_carries_is_refused_for_activation_matching():
     assert error.value.code == "activations_unobservable"
 
 
+TOKENS = {"input": "tokens", "d_in": 8, "seq_len": 6, "d_model": 32, "num_layers": 1}
+
+
 @pytest.mark.parametrize("arch", [
-    ("transformer", {"input": "tokens", "d_in": 8, "seq_len": 6, "d_model": 32, "num_layers": 1}),
+    ("transformer", TOKENS),
+    ("transformer", {**TOKENS, "attention": "fused"}),
     ("resnet", {"depth": 20, "image_size": 8, "in_channels": 1, "width": 0.25}),
 ])
 def test_activation_matching_handles_heads_and_residual_streams(arch):
-    """Attention heads are units of several features; residual streams are carried by many outputs."""
+    """Attention heads are units of several features (three times over in a fused q/k/v
+    output); residual streams are carried by many outputs."""
     model = build_model(*arch)
     inputs = example_input(*arch, batch=64)
     spec = derive_spec(model, inputs)
@@ -127,7 +132,8 @@ def test_activation_matching_handles_heads_and_residual_streams(arch):
     probes = find_probes(model, spec, inputs, torch.Generator().manual_seed(0))
     if arch[0] == "transformer":
         heads = next(p for p in probes if p.group.startswith("P_blocks.0.attn"))
-        assert heads.repeat == 8  # 4 heads of 8 dimensions
+        fused = arch[1].get("attention") == "fused"
+        assert (heads.repeat, heads.tile) == (8, 3 if fused else 1)  # 4 heads of 8 dimensions
     perm = activation_matching(model, spec, a, twin, [inputs], probes)
     model.load_state_dict(a)
     expected = model(inputs)

@@ -60,12 +60,14 @@ def weight_matching(spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
 @dataclass(frozen=True)
 class Probe:
     """Where group `group`'s units show in the activations: output `dim` of module `module`,
-    each unit as a block of `repeat` features (an attention head's dimensions)."""
+    each unit as a block of `repeat` features (an attention head's dimensions), the whole
+    group `tile` times over (a fused q/k/v projection)."""
 
     group: str
     module: str
     dim: int
     repeat: int = 1
+    tile: int = 1
 
 
 def find_probes(model: nn.Module, spec: PermutationSpec, example: torch.Tensor,
@@ -104,17 +106,19 @@ def find_probes(model: nn.Module, spec: PermutationSpec, example: torch.Tensor,
     return probes
 
 
-def _carrying_axis(before: torch.Tensor, after: torch.Tensor, perm: torch.Tensor) -> tuple[int, int] | None:
-    """(dim, repeat) of the axis that `perm` reorders in blocks of `repeat`, else None."""
+def _carrying_axis(before: torch.Tensor, after: torch.Tensor,
+                   perm: torch.Tensor) -> tuple[int, int, int] | None:
+    """(dim, repeat, tile) of the axis that `perm` reorders (`tile` copies of the group,
+    each unit a block of `repeat`), else None."""
     scale = float(before.abs().max()) or 1.0
     for dim in range(1, before.ndim):
-        if before.shape[dim] % len(perm):
-            continue
-        repeat = before.shape[dim] // len(perm)
-        expected = before.index_select(dim, expand_index(perm, repeat))
-        if torch.allclose(after, expected, rtol=1e-4, atol=1e-5 * scale) and \
-                not torch.allclose(after, before, rtol=1e-4, atol=1e-5 * scale):
-            return dim, repeat
+        copies, rest = divmod(before.shape[dim], len(perm))
+        for tile in (t for t in range(1, copies + 1) if not rest and copies % t == 0):
+            repeat = copies // tile
+            expected = before.index_select(dim, expand_index(perm, repeat, tile))
+            if torch.allclose(after, expected, rtol=1e-4, atol=1e-5 * scale) and \
+                    not torch.allclose(after, before, rtol=1e-4, atol=1e-5 * scale):
+                return dim, repeat, tile
     return None
 
 
@@ -140,13 +144,13 @@ def _recorder(outputs: dict[str, torch.Tensor], name: str):
     return hook
 
 
-def _unit_columns(x: torch.Tensor, dim: int, repeat: int) -> torch.Tensor:
-    """(N, ..., C·r at dim, ...) -> (N x positions x r, C): one column per unit; a block's
-    r features count as r more observations of its unit (feature k of a block in A is
-    compared with feature k of a block in B)."""
-    units = x.shape[dim] // repeat
-    x = x.movedim(dim, -1).reshape(-1, units, repeat)  # (samples x positions, C, r)
-    return x.transpose(1, 2).reshape(-1, units).double()
+def _unit_columns(x: torch.Tensor, dim: int, repeat: int, tile: int) -> torch.Tensor:
+    """(N, ..., t·C·r at dim, ...) -> (N x positions x t x r, C): one column per unit; the
+    t·r features of a unit count as more observations of it (feature k of tile s of a unit
+    in A is compared with the same feature of a unit in B)."""
+    units = x.shape[dim] // (repeat * tile)
+    x = x.movedim(dim, -1).reshape(-1, tile, units, repeat)  # (samples x positions, t, C, r)
+    return x.transpose(2, 3).reshape(-1, units).double()
 
 
 class _Correlation:
@@ -159,8 +163,9 @@ class _Correlation:
         self.sq_a, self.sq_b = zeros(units), zeros(units)
         self.cross = zeros(units, units)
 
-    def add(self, a: torch.Tensor, b: torch.Tensor, dim: int, repeat: int) -> None:
-        a, b = _unit_columns(a, dim, repeat), _unit_columns(b, dim, repeat)
+    def add(self, a: torch.Tensor, b: torch.Tensor, probe: "Probe") -> None:
+        a = _unit_columns(a, probe.dim, probe.repeat, probe.tile)
+        b = _unit_columns(b, probe.dim, probe.repeat, probe.tile)
         self.n += len(a)
         self.sum_a += a.sum(0)
         self.sum_b += b.sum(0)
@@ -194,7 +199,7 @@ def activation_matching(model: nn.Module, spec: PermutationSpec, state_a: Mappin
         for batch in batches:
             out_a, out_b = _module_outputs(model_a, batch), _module_outputs(model_b, batch)
             for probe in probes:
-                stats[probe.group].add(out_a[probe.module], out_b[probe.module], probe.dim, probe.repeat)
+                stats[probe.group].add(out_a[probe.module], out_b[probe.module], probe)
     perm = spec.identity()
     for group, stat in stats.items():
         cols = solver(break_ties(stat.matrix().cpu().numpy()))
