@@ -15,6 +15,8 @@ Tables = Mapping[str, tuple[str, Mapping[str, list[int]]]]
 
 def check_checkpoints_agree(checkpoints: Tables) -> None:
     """Every checkpoint has the tensor names and shapes of the first one."""
+    if not checkpoints:
+        return
     reference_field, (reference_ref, expected) = next(iter(checkpoints.items()))
     for field, (ref, shapes) in checkpoints.items():
         for name in sorted(expected.keys() | shapes.keys()):
@@ -41,8 +43,8 @@ def check_data(shards: Tables) -> None:
                                "must have the same leading (example) dimension",
                                code="data_mismatch", field=field, artifact=ref, tensor="inputs")
         feature_shapes[field] = list(inputs[1:])
-    (first, first_shape), *others = feature_shapes.items()
-    for field, shape in others:
+    first, first_shape = next(iter(feature_shapes.items()), (None, None))
+    for field, shape in feature_shapes.items():
         if shape != first_shape:
             raise InvalidInput(f"{field} inputs have example shape {shape}, {first} {first_shape}",
                                code="data_mismatch", field=field, tensor="inputs")

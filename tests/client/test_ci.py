@@ -25,7 +25,9 @@ def test_spec_hash_ignores_formatting():
 def test_github_outputs_and_step_summary(tmp_path):
     job = Job.from_dict({
         "id": "job_1", "status": "succeeded",
-        "result": {"targets": [{"last": "art_1", "best": "art_2"}], "report": "art_3"},
+        "result": {"files": [_file("target-0/last.safetensors", "last", 0, "art_1"),
+                             _file("target-0/best.safetensors", "best", 0, "art_2"),
+                             _file("report.json", "report", None, "art_3")]},
         "summary": {"targets": [{"last_accuracy": 0.91234, "best_accuracy": 0.95, "best_step": 7}]},
     })
     env = {"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
@@ -37,6 +39,11 @@ def test_github_outputs_and_step_summary(tmp_path):
                                        '"target-0/best.safetensors":"art_2","report.json":"art_3"}')
     summary = (tmp_path / "summary").read_text()
     assert "job_1" in summary and "| 0 | 0.9123 | 0.9500 | 7 |" in summary
+
+
+def _file(path: str, role: str, target: int | None, artifact: str) -> dict:
+    return {"path": path, "role": role, "target": target, "sha256": "0" * 64, "size": 1, "metadata": {},
+            "artifact": artifact}
 
 
 def test_nothing_written_outside_github(tmp_path):
