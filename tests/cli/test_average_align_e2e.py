@@ -51,29 +51,29 @@ ALIGN = {"kind": "align", "model_a": "ckpt0.safetensors", "model_b": "ckpt1.safe
          "method": "activations", "outputs": {"merged": True}}
 
 
-def test_average_submits_waits_and_downloads_its_results(cli, models_dir, tmp_path):
-    result = cli("submit", str(_spec(tmp_path, models_dir, AVERAGE)), "--wait", "--timeout", "120",
+def _submit_and_download(cli, models_dir: Path, tmp_path: Path, document: dict) -> tuple[dict, dict]:
+    """`trajx submit --wait --download results`: the finished job and its downloaded report."""
+    result = cli("submit", str(_spec(tmp_path, models_dir, document)), "--wait", "--timeout", "120",
                  "--download", "results", "--json")
     assert result.code == 0, result.stderr
     job = result.json()["job"]
-    assert job["kind"] == "average" and job["status"] == "succeeded"
+    assert job["kind"] == document["kind"] and job["status"] == "succeeded"
+    return job, json.loads((tmp_path / "results" / "report.json").read_text())
+
+
+def test_average_submits_waits_and_downloads_its_results(cli, models_dir, tmp_path):
+    job, report = _submit_and_download(cli, models_dir, tmp_path, AVERAGE)
     assert {f["role"] for f in job["result"]["files"]} == {"averaged", "report"}
     assert job["result"]["averaged"] and job["summary"]["candidates"] == 2
     averaged = load_file(tmp_path / "results" / "averaged.safetensors")
     assert set(averaged) == set(load_file(models_dir / "ckpt0.safetensors"))
-    report = json.loads((tmp_path / "results" / "report.json").read_text())
     assert [c["params"]["decay"] for c in report["candidates"]] == [0.3, 0.6]
 
 
 def test_align_submits_waits_and_downloads_its_results(cli, models_dir, tmp_path):
-    result = cli("submit", str(_spec(tmp_path, models_dir, ALIGN)), "--wait", "--timeout", "120",
-                 "--download", "results", "--json")
-    assert result.code == 0, result.stderr
-    job = result.json()["job"]
-    assert job["kind"] == "align" and job["status"] == "succeeded"
+    job, report = _submit_and_download(cli, models_dir, tmp_path, ALIGN)
     assert {f["role"] for f in job["result"]["files"]} == {"aligned_b", "permutations", "merged", "report"}
     assert job["summary"]["plain_loss_barrier"] >= 0 and job["summary"]["merged_accuracy"] is not None
-    report = json.loads((tmp_path / "results" / "report.json").read_text())
     assert len(report["curves"]["plain"]["points"]) == len(report["curves"]["aligned"]["points"]) == 11
     assert set(load_file(tmp_path / "results" / "permutations.safetensors")) == {"P_blocks.0.fc.weight_0"}
 
