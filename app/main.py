@@ -14,6 +14,7 @@ from app.api.observability import Metrics, RequestMiddleware
 from app.api.problems import install_problem_handlers
 from app.api.responses import document_problems
 from app.api.routes import artifacts, jobs, ops
+from app.api.slow_clients import BodyTimeoutMiddleware
 from app.core.admin import ensure_local_key
 from app.core.auth import KeyCache
 from app.core.db import make_engine, make_session_factory
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Jobs first: status polling is the hot path and routes are matched in order.
     for router in (jobs.router, artifacts.router, ops.router):
         app.include_router(router)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app
 

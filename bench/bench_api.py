@@ -29,6 +29,7 @@ from app.core.auth import issue_key
 from app.core.db import make_engine, make_session_factory, session_scope
 from app.core.migrate import upgrade
 from tests.support.files import data_shard, mlp_checkpoint
+from tests.support.http import MLP_CONFIG
 from tests.support.postgres import scratch_database
 from trajx.demo.server import free_port
 
@@ -144,7 +145,8 @@ def seed_job(base_url: str, key: str) -> str:
         return httpx.post(f"{base_url}/v1/artifacts", params={"name": name}, content=content,
                           headers=headers).json()["id"]
 
-    spec = {"arch": {"name": "mlp"}, "source": [put(mlp_checkpoint(fill=i), f"s{i}.safetensors") for i in (0, 1)],
+    spec = {"arch": {"name": "mlp", "config": MLP_CONFIG},
+            "source": [put(mlp_checkpoint(fill=i), f"s{i}.safetensors") for i in (0, 1)],
             "targets": [{"seed": 1}], "train_data": put(data_shard(), "train.safetensors")}
     response = httpx.post(f"{base_url}/v1/jobs", json={"spec": spec}, headers=headers)
     response.raise_for_status()

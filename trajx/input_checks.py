@@ -5,20 +5,30 @@ upload, so a mismatch costs an HTTP 422 and not a worker's GPU time. Each failur
 InvalidInput naming the spec location (`field`), the artifact ref and the tensor.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from trajx.errors import InvalidInput
 
-# spec location -> (artifact ref, {tensor name: shape})
-Tables = Mapping[str, tuple[str, Mapping[str, list[int]]]]
+# spec location -> that artifact's {tensor name: shape}, read when asked for (one at a time:
+# a spec may name a thousand big checkpoints).
+Tables = Callable[[str], Mapping[str, list[int]]]
 
 
-def check_checkpoints_agree(checkpoints: Tables) -> None:
-    """Every checkpoint has the tensor names and shapes of the first one."""
-    if not checkpoints:
+def check_checkpoints_agree(refs: Mapping[str, str], table: Tables) -> None:
+    """Every checkpoint (location -> ref) has the tensor names and shapes of the first one;
+    each distinct artifact is compared once."""
+    if not refs:
         return
-    reference_field, (reference_ref, expected) = next(iter(checkpoints.items()))
-    for field, (ref, shapes) in checkpoints.items():
+    reference_field, reference_ref = next(iter(refs.items()))
+    expected = table(reference_field)
+    checked = {reference_ref}
+    for field, ref in refs.items():
+        if ref in checked:
+            continue
+        checked.add(ref)
+        shapes = table(field)
+        if shapes == expected:
+            continue
         for name in sorted(expected.keys() | shapes.keys()):
             mine, theirs = shapes.get(name), expected.get(name)
             if mine == theirs:
@@ -33,10 +43,11 @@ def check_checkpoints_agree(checkpoints: Tables) -> None:
             raise InvalidInput(message, code="checkpoint_mismatch", field=field, artifact=ref, tensor=name)
 
 
-def check_data(shards: Tables) -> None:
+def check_data(refs: Mapping[str, str], table: Tables) -> None:
     """inputs and targets hold the same number of examples; all shards' inputs look alike."""
     feature_shapes = {}
-    for field, (ref, shapes) in shards.items():
+    for field, ref in refs.items():
+        shapes = table(field)
         inputs, targets = shapes["inputs"], shapes["targets"]
         if not inputs or not targets or inputs[0] != targets[0]:
             raise InvalidInput(f"{field} ({ref}): 'inputs' {inputs} and 'targets' {targets} "
@@ -50,9 +61,10 @@ def check_data(shards: Tables) -> None:
                                code="data_mismatch", field=field, tensor="inputs")
 
 
-def check_permutation_spec(permutation_spec: Mapping[str, list[str | None]], source: Tables) -> None:
-    """An explicit permutation spec names tensors of the checkpoint, one entry per axis."""
-    (_, (_, shapes)), = source.items()
+def check_permutation_spec(permutation_spec: Mapping[str, list[str | None]],
+                           shapes: Mapping[str, list[int]]) -> None:
+    """An explicit permutation spec names tensors of the checkpoints (`shapes`: one
+    checkpoint's table), one entry per axis."""
     for name, axes in permutation_spec.items():
         field = f"permutation_spec.{name}"
         if name not in shapes:

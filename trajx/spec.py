@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trajx.arch_configs import check_builtin_config
 from trajx.errors import InvalidInput
 from trajx.input_checks import Tables, check_checkpoints_agree, check_data, check_permutation_spec
 
@@ -26,7 +27,8 @@ Queue = Literal["gpu", "cpu"]
 
 class _Strict(BaseModel):
     # Unknown fields are a typo in a user's spec: refuse them instead of ignoring them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict types: "10", 10.0 and true are not integers; NaN and Infinity are not numbers.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Architecture(_Strict):
@@ -113,9 +115,13 @@ class JobSpecBase(_Strict):
         """What the artifact at `location` must be: a `checkpoint` or a `data` shard."""
         raise NotImplementedError
 
-    def check_input_tensors(self, tables: Tables) -> None:
-        """Check the inputs' tensor tables (location -> (ref, {name: shape})) agree with
-        each other and the spec; InvalidInput naming location, artifact and tensor."""
+    def check(self) -> None:
+        """Checks beyond the fields' types (run by `parse_job_spec`); InvalidInput naming the field."""
+
+    def check_input_tensors(self, table: Tables) -> None:
+        """Check the inputs' tensor tables (`table(location)` -> {name: shape}, read on
+        demand) agree with each other and the spec; InvalidInput naming location, artifact
+        and tensor."""
 
     def queue(self) -> Queue:
         """The worker queue this job belongs on (chosen once, when the job is created)."""
@@ -178,12 +184,16 @@ class TransferJob(JobSpecBase):
     def input_kind(self, location: str) -> InputKind:
         return "data" if location in self.DATA_LOCATIONS else "checkpoint"
 
-    def check_input_tensors(self, tables: Tables) -> None:
-        checkpoints = {loc: t for loc, t in tables.items() if self.input_kind(loc) == "checkpoint"}
-        check_checkpoints_agree(checkpoints)
-        check_data({loc: t for loc, t in tables.items() if self.input_kind(loc) == "data"})
+    def check(self) -> None:
+        check_builtin_config(self.arch.name, self.arch.config)
+
+    def check_input_tensors(self, table: Tables) -> None:
+        refs = self.artifact_refs()
+        check_checkpoints_agree({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"},
+                                table)
+        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
         if self.permutation_spec:
-            check_permutation_spec(self.permutation_spec, {"source[0]": tables["source[0]"]})
+            check_permutation_spec(self.permutation_spec, table("source[0]"))
 
     def queue(self) -> Queue:
         # A job pinned to the CPU must not wait for (or occupy) a GPU worker.
@@ -402,4 +412,6 @@ def parse_job_spec(data: Any) -> JobSpecBase:
             field="kind",
         )
     # The tag picks the model (a discriminated union whose errors carry no tag in their loc).
-    return JOB_KINDS[kind].model_validate(data)
+    spec = JOB_KINDS[kind].model_validate(data)
+    spec.check()
+    return spec

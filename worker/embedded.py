@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.core.claim import claimable_job_ids, fail_exhausted
+from app.core.fair_share import DEFERRED, fair_order
 from app.core.logs import configure_logging
 from app.core.settings import Settings, get_settings
 from worker.context import worker_context
@@ -52,19 +53,24 @@ def exclusive(lock_path: Path, shutdown: threading.Event) -> Iterator[bool]:
 
 
 def run_pending(settings: Settings, shutdown: threading.Event) -> int:
-    """Run every job claimable now, oldest first, until `shutdown`; returns how many ran."""
+    """Run the next claimable job in fair order (`app.core.fair_share`); returns 1 if one ran, else 0.
+
+    One job per call: the next call orders the queue again, so a tenant's backlog cannot
+    hold back a job another tenant submitted meanwhile.
+    """
     from worker.jobs import run_job  # torch loads here, never in the parent API process
 
     ctx = worker_context(settings)
     with ctx.sessions() as session:
         fail_exhausted(session, settings.stale_seconds)
-        job_ids = claimable_job_ids(session, settings.stale_seconds)
-    ran = 0
+        job_ids = fair_order(session, claimable_job_ids(session, settings.stale_seconds),
+                             settings.tenant_max_running_jobs)
     for job_id in job_ids:
         if shutdown.is_set():
             break
-        ran += run_job(job_id, settings, shutdown) is not None
-    return ran
+        if run_job(job_id, settings, shutdown) not in (None, DEFERRED):
+            return 1
+    return 0
 
 
 def _wait_for_wake(fd: int | None, timeout: float) -> bool:

@@ -20,16 +20,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.artifacts import blob_in_use, record_result
 from app.core.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
+from app.core.fair_share import DEFERRED
 from app.core.models import Artifact, Job, JobArtifact
 from app.core.outbox import PROGRESS, enqueue
 from app.core.settings import Settings, get_settings
-from trajx.errors import Cancelled, InvalidInput, TrajxError
+from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
 from trajx.executors import Resolve, ResultManifest, RunContext, RunProgress, executor_for
 from trajx.spec import parse_job_spec
 from worker.context import WorkerContext, worker_context
@@ -52,16 +52,22 @@ def run_job(job_id: str, settings: Settings | None = None,
     """Run job `job_id` to completion if this process can claim it.
 
     Returns the job's final status; "queued" when `shutdown` was set and the job went
-    back to the queue at its next step check; None when the job was not claimable
+    back to the queue at its next step check; DEFERRED when its tenant already runs
+    TRAJX_TENANT_MAX_RUNNING_JOBS jobs (it stays queued); None when the job was not claimable
     (finished, running elsewhere, or out of attempts: then failed with `worker_lost`)
     or the claim was lost while running. Database errors propagate: the job keeps its
     stale heartbeat and recovery re-runs it.
     """
     ctx = worker_context(settings or get_settings())
     with ctx.sessions() as session:
-        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds)
-    if claim is None:
-        return None
+        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
+                          ctx.settings.tenant_max_running_jobs)
+        if claim is None:
+            # Still claimable but not claimed: only the tenant's running quota refuses that.
+            waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
+                                                          Job.attempts < Job.max_attempts))
+            session.rollback()
+            return DEFERRED if waiting else None
     return _JobRun(ctx, claim, shutdown or threading.Event()).run()
 
 
@@ -121,9 +127,9 @@ class _JobRun:
             except TrajxError as exc:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
                 return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
-            except (torch.OutOfMemoryError, MemoryError) as exc:
-                return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
             except Exception as exc:
+                if is_out_of_memory(exc):
+                    return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
                 log.exception("job %s failed", self.claim.job_id)
                 # A database outage fails here too and propagates: the heartbeat goes stale
                 # and recovery runs the job again.
@@ -212,7 +218,7 @@ class _JobRun:
         files = []
         for entry in manifest.files:
             artifact, new_blob = record_result(session, self.ctx.store, self.tenant_id, out_dir, entry,
-                                               self.claim.job_id, self.ctx.settings.max_header_bytes)
+                                               self.claim.job_id, self.ctx.settings)
             if new_blob:
                 new_blobs.append(entry.sha256)
             files.append({**asdict(entry), "artifact": artifact.id})

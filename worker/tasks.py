@@ -24,6 +24,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_shutting_down
 
 from app.core.db import make_engine
+from app.core.fair_share import DEFERRED
 from app.core.settings import get_settings
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.jobs import run_job
@@ -35,11 +36,14 @@ make_engine(get_settings().database_url).dispose()
 # SIGUSR1 is billiard's soft-time-limit signal in pool children.
 RELEASE_SIGNAL = signal.SIGUSR2
 _shutdown = threading.Event()
+# A job deferred by its tenant's running quota is offered again after this long.
+DEFER_SECONDS = 5.0
 
 
-@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
-def run_job_task(job_id: str) -> None:
-    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op."""
+@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True)
+def run_job_task(self, job_id: str) -> None:
+    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op,
+    one whose tenant has its running quota is tried again after DEFER_SECONDS."""
     try:
         status = run_job(job_id, shutdown=_shutdown)
     finally:
@@ -51,6 +55,8 @@ def run_job_task(job_id: str) -> None:
             torch.cuda.empty_cache()
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
+    if status == DEFERRED:
+        raise self.retry(countdown=DEFER_SECONDS, max_retries=None)
 
 
 @worker_process_init.connect

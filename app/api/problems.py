@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import Conflict, NotFound, field_path
+from app.core.errors import Conflict, NotFound, QuotaExceeded, TooBusy, field_path
 from trajx.errors import TrajxError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -62,7 +62,7 @@ class ProblemError(Exception):
 
 
 # The domain's errors by HTTP status; any other TrajxError is a 422.
-_STATUSES = ((NotFound, 404), (Conflict, 409))
+_STATUSES = ((NotFound, 404), (Conflict, 409), (QuotaExceeded, 403), (TooBusy, 429))
 
 
 def from_trajx_error(exc: TrajxError) -> ProblemError:
@@ -72,7 +72,8 @@ def from_trajx_error(exc: TrajxError) -> ProblemError:
     culprit = {k: str(v) for k, v in exc.details.items() if k in ("field", "artifact", "tensor")}
     if errors is None and culprit:
         errors = [{**culprit, "message": exc.message}]
-    return ProblemError(status, exc.code, exc.message, errors=errors)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooBusy) else None
+    return ProblemError(status, exc.code, exc.message, errors=errors, headers=headers)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -81,7 +82,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type",
+               406: "not_acceptable", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type",
                416: "range_not_satisfiable", 422: "validation_error"}
 
 

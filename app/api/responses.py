@@ -12,6 +12,8 @@ _DESCRIPTIONS = {
     404: "no such resource for this tenant", 409: "conflicts with the resource's state",
     413: "body larger than the upload limit (TRAJX_MAX_UPLOAD_BYTES)", 416: "range not satisfiable",
     422: "invalid request (the `errors` list names each offending field, artifact or tensor)",
+    403: "a tenant quota is exhausted (TRAJX_TENANT_MAX_STORED_BYTES)",
+    429: "too many queued jobs for this tenant (TRAJX_TENANT_MAX_QUEUED_JOBS); see Retry-After",
     503: "not ready",
 }
 # Every /v1 route authenticates and validates its input. Declaring 422 also keeps FastAPI

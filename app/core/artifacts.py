@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound
-from app.core.idempotency import remember, replayed_resource, request_hash
+from app.core.idempotency import rebind, remember, replayed_resource, request_hash
+from app.core.limits import check_stored_bytes
 from app.core.models import (
     ARTIFACT_ID_PREFIX,
     LIVE_JOB_STATUSES,
@@ -26,6 +27,7 @@ from app.core.models import (
 )
 from app.core.pagination import keyset_page
 from app.core.safetensors_header import looks_like_safetensors, read_tensor_table
+from app.core.settings import Settings
 from app.core.storage import ArtifactStore, BlobWriter
 from trajx.errors import InvalidInput
 from trajx.executors.manifest import ResultFile
@@ -44,12 +46,14 @@ class FileInfo:
     tensors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool = False) -> FileInfo:
+def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool = False,
+                 **table_limits: int) -> FileInfo:
     """Classify `path`; InvalidInput (`invalid_safetensors`/`invalid_json`) if it claims a format it breaks.
 
     A file is safetensors if its name ends in `.safetensors` or its first bytes look like
     one; it is `data` when it has `inputs` and `targets`, else a `checkpoint` (or
     `result` when a job produced it). `.json` files must parse. Anything else is `other`.
+    `table_limits` (`max_tensors`, `max_name_length`) go to `read_tensor_table`.
     """
     size = path.stat().st_size
     lower = name.lower()
@@ -60,13 +64,13 @@ def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool =
                                    code="invalid_json")
             try:
                 json.load(file)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: a huge integer too
                 raise InvalidInput(f"{name!r} is not valid JSON: {exc}", code="invalid_json") from None
             return FileInfo("json", "result" if result else "other")
         if not (lower.endswith(".safetensors") or looks_like_safetensors(file.read(9))):
             return FileInfo("other", "result" if result else "other")
         file.seek(0)
-        tensors = read_tensor_table(file, size, max_header_bytes)
+        tensors = read_tensor_table(file, size, max_header_bytes, **table_limits)
     if result:
         kind = "result"
     else:
@@ -86,7 +90,7 @@ def record_artifact(session: Session, tenant_id: str, sha256: str, size: int, na
 
 
 def record_result(session: Session, store: ArtifactStore, tenant_id: str, out_dir: Path, entry: ResultFile,
-                  job_id: str, max_header_bytes: int) -> tuple[Artifact, bool]:
+                  job_id: str, settings: Settings) -> tuple[Artifact, bool]:
     """Move an executor's result file into the store as its manifest entry describes it
     (no copy, no re-hash) and record it as a `result` artifact of `tenant_id`.
 
@@ -96,28 +100,38 @@ def record_result(session: Session, store: ArtifactStore, tenant_id: str, out_di
     """
     path = out_dir / entry.path
     name = entry.path.replace("/", "-")
-    info = inspect_file(path, name, max_header_bytes, result=True)
+    info = inspect_file(path, name, settings.max_header_bytes, result=True, **table_limits(settings))
     new_blob = store.adopt(path, entry.sha256, entry.size)
     return record_artifact(session, tenant_id, entry.sha256, entry.size, name, info, producer_job_id=job_id), new_blob
 
 
+def table_limits(settings: Settings) -> dict[str, int]:
+    """The tensor-table limits of `read_tensor_table`, from the settings."""
+    return {"max_tensors": settings.max_tensors_per_file, "max_name_length": settings.max_tensor_name_length}
+
+
 def publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str, name: str,
-                   max_header_bytes: int, idempotency_key: str | None = None) -> Artifact:
+                   settings: Settings, idempotency_key: str | None = None) -> Artifact:
     """Check an uploaded file, move it into the store and record it, under the blob's lock; commits.
 
-    InvalidInput when the file breaks its format. With `idempotency_key`, a retry gets
-    the artifact recorded before. If recording fails (a reused key, a database error),
-    bytes this upload brought into the store are removed again: under the lock, a blob
-    that was absent before is one no live artifact references (uploads record, deletes
-    unlink, under it).
+    InvalidInput when the file breaks its format, QuotaExceeded past the tenant's stored
+    bytes. With `idempotency_key`, a retry gets the artifact recorded before (or, if that
+    one was deleted since, stores this upload again). If recording fails (a reused key, a
+    database error), bytes this upload brought into the store are removed again: under the
+    lock, a blob that was absent before is one no live artifact references (uploads
+    record, deletes unlink, under it).
     """
     found: list[FileInfo] = []
+
+    def inspect(path: Path) -> None:
+        found.append(inspect_file(path, name, settings.max_header_bytes, **table_limits(settings)))
+
     sha256 = writer.finish()
     with store.lock(sha256):
         already_stored = store.exists(sha256)
-        _, size = writer.commit(lambda path: found.append(inspect_file(path, name, max_header_bytes)))
+        _, size = writer.commit(inspect)
         try:
-            return _record_upload(session, tenant_id, idempotency_key, sha256, size, name, found[0])
+            return _record_upload(session, tenant_id, idempotency_key, sha256, size, name, found[0], settings)
         except BaseException:
             if not already_stored:
                 store.delete(sha256)
@@ -125,14 +139,19 @@ def publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, t
 
 
 def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
-                   info: FileInfo) -> Artifact:
+                   info: FileInfo, settings: Settings) -> Artifact:
     req_hash = request_hash({"sha256": sha256, "name": name})
-    if key is not None:
-        earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash)
-        if earlier is not None:
-            return get_artifact(session, tenant_id, earlier)
+    earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash) if key else None
+    if earlier is not None:
+        live = session.get(Artifact, earlier)
+        if live is not None and live.deleted_at is None:
+            return live
+    check_stored_bytes(session, tenant_id, settings.tenant_max_stored_bytes, size)
     artifact = record_artifact(session, tenant_id, sha256, size, name, info)
-    if key is not None:
+    if earlier is not None:
+        # The key's artifact was deleted since: this retry stores the upload again.
+        rebind(session, tenant_id, key, ARTIFACTS_PATH, artifact.id)
+    elif key is not None:
         remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
     try:
         session.commit()

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core.fair_share import tenant_has_room
 from app.core.models import Job, JobEvent, utcnow
 from app.core.outbox import enqueue
 
@@ -38,20 +39,24 @@ def add_event(session: Session, job_id: str, type_: str, data: dict[str, Any] | 
     session.add(JobEvent(job_id=job_id, type=type_, data=data or {}))
 
 
-def claim_job(session: Session, job_id: str, worker_id: str, stale_seconds: float) -> Claim | None:
-    """Claim `job_id` if it is queued, or running with a heartbeat older than `stale_seconds`.
+def claim_job(session: Session, job_id: str, worker_id: str, stale_seconds: float,
+              max_running: int | None = None) -> Claim | None:
+    """Claim `job_id` if it is queued, or running with a heartbeat older than `stale_seconds`,
+    and its tenant runs fewer than `max_running` other jobs (if given).
 
     Increments `attempts` and records the one event of the transition, `started`
     (with its `job.running` webhook message), in the same commit. Returns None when
-    another worker owns the job, it is finished, or it has no attempts left (then it is
-    failed with `worker_lost`); then a `claim_refused` event records the attempt, so
-    every message for a job leaves a trace (a duplicate is seen to do nothing).
+    another worker owns the job, it is finished, it has no attempts left (then it is
+    failed with `worker_lost`), or its tenant has its running quota (then it stays
+    queued). A job that was not left queued gets a `claim_refused` event, so every
+    message for it leaves a trace (a duplicate is seen to do nothing).
     """
     now = utcnow()
     claimable = or_(Job.status == "queued", _stale(now - timedelta(seconds=stale_seconds)))
+    quota = [tenant_has_room(max_running)] if max_running is not None else []
     row = session.execute(
         update(Job)
-        .where(Job.id == job_id, claimable, Job.attempts < Job.max_attempts)
+        .where(Job.id == job_id, claimable, Job.attempts < Job.max_attempts, *quota)
         .values(status="running", attempts=Job.attempts + 1, worker_id=worker_id,
                 heartbeat_at=now, started_at=now)
         .returning(Job.attempts)
@@ -60,7 +65,7 @@ def claim_job(session: Session, job_id: str, worker_id: str, stale_seconds: floa
         session.commit()
         fail_exhausted(session, stale_seconds, job_id)
         status = session.scalar(select(Job.status).where(Job.id == job_id))
-        if status is not None:
+        if status not in (None, "queued"):  # queued: deferred by the quota, tried again soon
             add_event(session, job_id, "claim_refused", {"worker_id": worker_id, "status": status})
         session.commit()
         return None

@@ -17,6 +17,19 @@ def field_path(loc: Iterable[str | int]) -> str:
     return path
 
 
+def located_in(exc: TrajxError, prefix: str) -> TrajxError:
+    """`exc` with its field names located in the request (`source[0]` -> `spec.source[0]`)."""
+    def locate(field: str) -> str:
+        return f"{prefix}.{field}".rstrip(".")
+
+    if "field" in exc.details:
+        exc.details["field"] = locate(exc.details["field"])
+    for error in exc.details.get("errors") or []:
+        if "field" in error:
+            error["field"] = locate(error["field"])
+    return exc
+
+
 class NotFound(TrajxError):
     """No such resource for this tenant (another tenant's id is reported the same way)."""
 
@@ -30,3 +43,19 @@ class Conflict(TrajxError):
     """The resource's state forbids the request now (a finished job, an artifact in use)."""
 
     code = "conflict"
+
+
+class QuotaExceeded(TrajxError):
+    """A tenant's limit would be passed (stored bytes): free something first."""
+
+    code = "quota_exceeded"
+
+
+class TooBusy(TrajxError):
+    """A tenant's limit is reached for now (queued jobs): retry after `retry_after` seconds."""
+
+    code = "too_busy"
+
+    def __init__(self, message: str, *, retry_after: int, **details) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after

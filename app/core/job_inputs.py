@@ -9,8 +9,9 @@ the artifact and the tensor.
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
+from app.core.errors import located_in
 from app.core.models import ARTIFACT_ID_PREFIX, Artifact, is_id
 from trajx.errors import InvalidInput
 from trajx.spec import InputKind, JobSpecBase
@@ -29,9 +30,10 @@ def resolve_inputs(session: Session, tenant_id: str, spec: JobSpecBase) -> dict[
     """
     refs = spec.artifact_refs()
     ids = {ref for ref in refs.values() if is_id(ref, ARTIFACT_ID_PREFIX)}  # others cannot exist
+    # Tensor tables load one at a time when compared (a spec may name 1000 big checkpoints).
     found = {a.id: a for a in session.scalars(
-        select(Artifact).where(Artifact.id.in_(ids), Artifact.tenant_id == tenant_id,
-                               Artifact.deleted_at.is_(None)))}
+        select(Artifact).options(defer(Artifact.tensors)).where(
+            Artifact.id.in_(ids), Artifact.tenant_id == tenant_id, Artifact.deleted_at.is_(None)))}
     missing = [{"field": f"spec.{field}", "artifact": ref, "message": f"no artifact with id {ref!r}"}
                for field, ref in refs.items() if ref not in found]
     if missing:
@@ -42,12 +44,16 @@ def resolve_inputs(session: Session, tenant_id: str, spec: JobSpecBase) -> dict[
              if not _has_kind(artifact, spec.input_kind(field))]
     if wrong:
         raise InvalidInput("; ".join(w["message"] for w in wrong), code="wrong_artifact_kind", errors=wrong)
+    def table(location: str) -> dict[str, list[int]]:
+        artifact = inputs[location]
+        shapes = {t["name"]: t["shape"] for t in artifact.tensors}
+        session.expire(artifact, ["tensors"])  # memory for one table at a time
+        return shapes
+
     try:
-        spec.check_input_tensors({field: (a.id, {t["name"]: t["shape"] for t in a.tensors})
-                                  for field, a in inputs.items()})
+        spec.check_input_tensors(table)
     except InvalidInput as exc:
-        exc.details["field"] = f"spec.{exc.details['field']}"
-        raise
+        raise located_in(exc, "spec") from None
     return inputs
 
 

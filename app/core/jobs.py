@@ -18,9 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.dispatch import Dispatcher
-from app.core.errors import Conflict, NotFound, field_path
+from app.core.errors import Conflict, NotFound, field_path, located_in
 from app.core.idempotency import remember, replayed_resource, request_hash
 from app.core.job_inputs import resolve_inputs
+from app.core.limits import check_queued_jobs
 from app.core.models import (
     JOB_ID_PREFIX,
     TERMINAL_JOB_STATUSES,
@@ -53,7 +54,7 @@ class Webhook:
 
 
 def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], webhook: Webhook | None = None,
-               *, max_attempts: int, idempotency_key: str | None) -> tuple[Job, bool]:
+               *, max_attempts: int, idempotency_key: str | None, max_queued: int | None = None) -> tuple[Job, bool]:
     """Validate and store a queued job with its `created` event; commits. Returns (job, created).
 
     `created` is False when `idempotency_key` replays an earlier request. Raises
@@ -61,7 +62,7 @@ def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], 
     `artifact_not_found`, `wrong_artifact_kind`, `checkpoint_mismatch`, `data_mismatch`
     for its inputs, `permutation_spec_mismatch` for an explicit spec naming unknown
     tensors or the wrong number of axes, `idempotency_key_reused` for a key used with
-    another body.
+    another body; TooBusy `too_many_queued_jobs` past `max_queued` queued jobs of the tenant.
     """
     req_hash = request_hash({"spec": spec_document,
                              "webhook": {"url": webhook.url, "events": webhook.events} if webhook else None})
@@ -69,11 +70,12 @@ def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], 
         earlier = replayed_resource(session, tenant_id, idempotency_key, JOBS_PATH, req_hash)
         if earlier is not None:
             return get_job(session, tenant_id, earlier), False
+    if max_queued is not None:
+        check_queued_jobs(session, tenant_id, max_queued)
     try:
         spec = parse_job_spec(spec_document)
     except InvalidInput as exc:
-        exc.details["field"] = f"spec.{exc.details.get('field', '')}".rstrip(".")
-        raise
+        raise located_in(exc, "spec") from None
     except ValidationError as exc:
         errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
         raise InvalidInput("the job spec is not valid", code="validation_error", errors=errors) from None

@@ -101,7 +101,7 @@ def _commands(help_text: str) -> set[str]:
 
 
 def test_local_run_without_the_engine_names_the_extra(tmp_path):
-    spec = {"arch": {"name": "mlp"}, "source": ["a.safetensors", "b.safetensors"], "targets": [{"seed": 1}],
+    spec = {"arch": {"name": "mlp", "config": {"in_features": 4, "hidden": [4], "num_classes": 2}}, "source": ["a.safetensors", "b.safetensors"], "targets": [{"seed": 1}],
             "train_data": "d.safetensors"}
     (tmp_path / "job.json").write_text(json.dumps(spec))
 

@@ -16,8 +16,7 @@ def upload_file(settings: Settings, tenant_id: str, path: Path, name: str | None
         while chunk := file.read(1 << 20):
             writer.write(chunk)
         with ctx.sessions() as session:
-            return publish_upload(session, ctx.store, writer, tenant_id, name or path.name,
-                                  settings.max_header_bytes).id
+            return publish_upload(session, ctx.store, writer, tenant_id, name or path.name, settings).id
 
 
 def upload_files(settings: Settings, tenant_id: str, paths: dict[str, Path]) -> dict[str, str]:

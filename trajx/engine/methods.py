@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 class Method(Protocol):
     name: str
     uses_gradients: bool  # whether the run collects gradient pairs for `step`
+    needs_groups: bool  # whether it matches anything (a spec without groups is refused)
 
     def initial_perms(self, run: "TransferRun") -> list[Permutation]:
         """One permutation per target before step 1."""
@@ -36,7 +37,7 @@ class Method(Protocol):
 
 
 class Naive:
-    name, uses_gradients = "naive", False
+    name, uses_gradients, needs_groups = "naive", False, False
 
     def initial_perms(self, run: "TransferRun") -> list[Permutation]:
         return [run.spec.identity() for _ in run.target_inits]
@@ -46,7 +47,7 @@ class Naive:
 
 
 class Oracle(Naive):
-    name = "oracle"
+    name, needs_groups = "oracle", True
 
     def __init__(self, trained: Sequence[StateDict]) -> None:
         self.trained = trained
@@ -65,7 +66,7 @@ class Oracle(Naive):
 
 
 class FGMT(Naive):
-    name, uses_gradients = "fgmt", True
+    name, uses_gradients, needs_groups = "fgmt", True, True
 
     def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> MatchResult:
         """Add the newest pair, re-solve warm-started from `perm`."""

@@ -116,7 +116,7 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     """
     if len(source) < 2:
         raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
-    if method.name != "naive":
+    if method.needs_groups:
         require_groups(spec, method.name)
     with _deterministic():
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,

@@ -12,11 +12,12 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from app.api.deps import ServicesDep, TenantId
 from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.api.schemas import ArtifactPublic, ArtifactsPage
+from app.api.schemas import ArtifactPublic, ArtifactsPage, TensorsPage
 from app.api.uploads import receive_body
 from app.core import artifacts
 from app.core.idempotency import check_key
 from app.core.models import ARTIFACT_ID_PREFIX, id_pattern
+from app.core.settings import Settings
 from app.core.storage import ArtifactStore, BlobWriter, TooLarge
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
@@ -39,7 +40,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("", status_code=201, response_model=ArtifactPublic, openapi_extra=_UPLOAD_BODY,
-             responses=problem_responses(400, 413))
+             responses=problem_responses(400, 403, 413))
 async def create_artifact(request: Request, services: ServicesDep, tenant_id: TenantId,
                           name: NameQuery = None, idempotency_key: IdempotencyKey = None) -> ArtifactPublic:
     """Upload a file (raw body or multipart `file`); safetensors headers are validated."""
@@ -62,8 +63,7 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
             raise ProblemError(422, "empty_upload", "the upload has no content",
                                errors=[{"field": "body", "message": "empty"}])
         await run_in_threadpool(writer.finish)  # the fsync, outside the blob lock
-        return await services.db.run(_publish_upload, services.store, writer, tenant_id, key, name,
-                                     settings.max_header_bytes)
+        return await services.db.run(_publish_upload, services.store, writer, tenant_id, key, name, settings)
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
@@ -80,8 +80,8 @@ def _display_name(name: str | None) -> str:
 
 
 def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str,
-                    key: str | None, name: str, max_header_bytes: int) -> ArtifactPublic:
-    artifact = artifacts.publish_upload(session, store, writer, tenant_id, name, max_header_bytes, key)
+                    key: str | None, name: str, settings: Settings) -> ArtifactPublic:
+    artifact = artifacts.publish_upload(session, store, writer, tenant_id, name, settings, key)
     return ArtifactPublic.model_validate(artifact)
 
 
@@ -107,6 +107,19 @@ async def read_artifact(services: ServicesDep, tenant_id: TenantId, artifact_id:
 
 def _public(session: Session, tenant_id: str, artifact_id: str) -> ArtifactPublic:
     return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, artifact_id))
+
+
+@router.get("/{artifact_id}/tensors", response_model=TensorsPage, responses=problem_responses(404))
+async def list_artifact_tensors(services: ServicesDep, tenant_id: TenantId, artifact_id: str,
+                                offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+                                limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> TensorsPage:
+    """The artifact's tensor table in file order, `limit` entries from `offset`."""
+    def page(session: Session) -> TensorsPage:
+        tensors = artifacts.get_artifact(session, tenant_id, artifact_id).tensors or []
+        end = offset + limit
+        return TensorsPage(data=tensors[offset:end], next_offset=end if end < len(tensors) else None)
+
+    return await services.db.run(page)
 
 
 @router.get("/{artifact_id}/content", response_class=ArtifactContent, responses={

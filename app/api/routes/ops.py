@@ -1,5 +1,7 @@
 """Operations endpoints: `/healthz` (process up), `/readyz` (database and store), `/metrics`."""
 
+import hmac
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -33,7 +35,16 @@ def readyz(services: ServicesDep) -> Readiness:
 
 
 @router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
-def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests and latency, jobs by status, bytes stored."""
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+                       **problem_responses(401)})
+def metrics(request: Request, services: ServicesDep) -> Response:
+    """Prometheus metrics: requests and latency, jobs by status, bytes stored.
+
+    With TRAJX_METRICS_TOKEN set, only `Authorization: Bearer <that token>` gets them.
+    """
+    token = services.settings.metrics_token
+    presented = request.headers.get("authorization", "").encode("latin-1")
+    if token is not None and not hmac.compare_digest(presented, f"Bearer {token}".encode()):
+        raise ProblemError(401, "unauthorized", "`/metrics` needs `Authorization: Bearer <TRAJX_METRICS_TOKEN>`",
+                           headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

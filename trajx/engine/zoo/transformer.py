@@ -18,48 +18,14 @@ inside a head keep their order).
 """
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from trajx.engine.zoo.common import Activation, make_activation
-from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
-
-
-class TransformerConfig(ArchConfig):
-    """Config of `transformer` (see docs/models.md)."""
-
-    input: Literal["patches", "tokens"] = "patches"
-    in_channels: int = Field(default=3, ge=1, le=4096)
-    image_size: int = Field(default=32, ge=1, le=4096)
-    patch_size: int = Field(default=4, ge=1, le=4096)
-    d_in: int = Field(default=16, ge=1, le=1_000_000, description="token features (input='tokens')")
-    seq_len: int = Field(default=16, ge=1, le=100_000, description="tokens (input='tokens')")
-    d_model: int = Field(default=64, ge=1, le=65_536)
-    num_heads: int = Field(default=4, ge=1, le=1024)
-    num_layers: int = Field(default=2, ge=1, le=128)
-    mlp_ratio: float = Field(default=4.0, gt=0, le=64)
-    pool: Literal["mean", "cls"] = "mean"
-    attention: Literal["separate", "fused", "multihead"] = "separate"
-    activation: Activation = "gelu"
-    num_classes: int = Field(default=10, ge=1, le=1_000_000)
-
-    @property
-    def num_tokens(self) -> int:
-        if self.input == "tokens":
-            return self.seq_len
-        return (self.image_size // self.patch_size) ** 2
-
-    @model_validator(mode="after")
-    def _shapes_fit(self) -> "TransformerConfig":
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
-        if self.input == "patches" and self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
-        return self
+from trajx.arch_configs import Activation, TransformerConfig
+from trajx.engine.zoo.common import make_activation
+from trajx.engine.zoo.registry import ArchitectureEntry
 
 
 class PatchEmbedding(nn.Module):
@@ -157,7 +123,7 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(config.d_model)
         self.attn = ATTENTION[config.attention](config.d_model, config.num_heads)
         self.ln2 = nn.LayerNorm(config.d_model)
-        self.mlp = MLP(config.d_model, max(1, round(config.d_model * config.mlp_ratio)), config.activation)
+        self.mlp = MLP(config.d_model, config.mlp_hidden, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
