@@ -211,16 +211,19 @@ class _StoredModelsJob(JobSpecBase):
     def input_kind(self, location: str) -> InputKind:
         return "data" if location in self.DATA_LOCATIONS else "checkpoint"
 
-    def check_input_tensors(self, tables: Tables) -> None:
+    def check(self) -> None:
+        check_builtin_config(self.arch.name, self.arch.config)
+
+    def check_input_tensors(self, table: Tables) -> None:
         """Every checkpoint has the first one's tensors (a mixed list is `checkpoint_mismatch`
         naming the odd one), the data shards agree, an explicit spec fits the checkpoints."""
-        checkpoints = {loc: t for loc, t in tables.items() if self.input_kind(loc) == "checkpoint"}
-        check_checkpoints_agree(checkpoints)
-        check_data({loc: t for loc, t in tables.items() if self.input_kind(loc) == "data"})
+        refs = self.artifact_refs()
+        checkpoints = {loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"}
+        check_checkpoints_agree(checkpoints, table)
+        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
         explicit = getattr(self, "permutation_spec", None)
         if explicit:
-            first = next(iter(checkpoints))
-            check_permutation_spec(explicit, {first: checkpoints[first]})
+            check_permutation_spec(explicit, table(next(iter(checkpoints))))
 
     def queue(self) -> Queue:
         return "cpu" if self.params.device == "cpu" else "gpu"

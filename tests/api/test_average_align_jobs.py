@@ -4,7 +4,7 @@ import pytest
 
 from tests.api.test_jobs import create, dispatcher  # noqa: F401  (the fixture)
 from tests.support.files import data_shard, mlp_checkpoint
-from tests.support.http import uploaded_id
+from tests.support.http import MLP_CONFIG, uploaded_id
 
 
 @pytest.fixture
@@ -18,12 +18,12 @@ def train(api, tenant) -> str:
 
 
 def average(checkpoints, train, **overrides) -> dict:
-    return {"kind": "average", "arch": {"name": "mlp", "config": {}}, "checkpoints": checkpoints,
+    return {"kind": "average", "arch": {"name": "mlp", "config": MLP_CONFIG}, "checkpoints": checkpoints,
             "train_data": train, "method": {"name": "uniform", "last": 2}} | overrides
 
 
 def align(checkpoints, train, **overrides) -> dict:
-    return {"kind": "align", "arch": {"name": "mlp", "config": {}}, "model_a": checkpoints[0],
+    return {"kind": "align", "arch": {"name": "mlp", "config": MLP_CONFIG}, "model_a": checkpoints[0],
             "model_b": checkpoints[1], "train_data": train} | overrides
 
 
@@ -68,3 +68,11 @@ def test_a_data_shard_in_place_of_a_model_is_the_wrong_kind(api, tenant, dispatc
     response = create(api, tenant, align([checkpoints[0], train], train))
     assert response.status_code == 422 and response.json()["code"] == "wrong_artifact_kind"
     assert response.json()["errors"][0]["field"] == "spec.model_b"
+
+
+def test_a_config_the_architecture_refuses_is_a_422_naming_the_field(api, tenant, dispatcher,  # noqa: F811
+                                                                     checkpoints, train):
+    response = create(api, tenant, align(checkpoints, train, arch={"name": "mlp", "config": {"hidden": [4]}}))
+    body = response.json()
+    assert response.status_code == 422 and body["code"] == "invalid_config"
+    assert "spec.arch.config.in_features" in {e["field"] for e in body["errors"]}
