@@ -9,6 +9,7 @@ runs the jobs (set TRAJX_DISPATCHER=celery and TRAJX_DATABASE_URL to serve an AP
 front of Celery workers instead). Nothing here imports torch.
 """
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -53,7 +54,9 @@ def serve(
 ) -> None:
     """Run the API and an embedded worker on this machine (SQLite, local files, no Redis)."""
     import uvicorn
+    from uvicorn.server import STARTUP_FAILURE
 
+    from app.api.server import ApiServer
     from app.api.slow_clients import header_timeout_protocol
     from app.core.admin import ensure_local_key
     from app.core.logs import configure_logging
@@ -75,9 +78,13 @@ def serve(
     # log_config=None: uvicorn's own records reach the app's JSON handler on the root
     # logger; the app's middleware already writes one access line per request.
     # The header timeout protocol bounds slow request headers; the app bounds slow bodies.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                log_config=None, access_log=False,
-                http=header_timeout_protocol(settings.header_timeout_seconds))
+    server = ApiServer(uvicorn.Config(create_app(settings), host=host, port=port, log_config=None,
+                                      log_level=settings.log_level.lower(), access_log=False,
+                                      http=header_timeout_protocol(settings.header_timeout_seconds)))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
+        server.run()
+    if not server.started:
+        raise typer.Exit(STARTUP_FAILURE)  # e.g. the port is taken: uvicorn logged why
 
 
 def _admin_session():

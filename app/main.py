@@ -23,6 +23,8 @@ from app.core.logs import configure_logging
 from app.core.migrate import upgrade
 from app.core.settings import Settings, get_settings
 from app.core.storage import ArtifactStore
+from app.core.temp_files import sweep_stale
+from app.dashboard import mount_dashboard
 from trajx.version import __version__
 
 log = logging.getLogger("app.main")
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             created = ensure_local_key(settings)
             if created is not None:
                 log.warning("created tenant 'local' and its API key in %s", created[1])
+        sweep_stale(services.store.tmp_dir)  # partial uploads of a killed predecessor
         dispatcher.start()  # after migrations: the embedded worker reads the tables at once
         try:
             yield
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Jobs first: status polling is the hot path and routes are matched in order.
     for router in (jobs.router, artifacts.router, ops.router):
         app.include_router(router)
+    mount_dashboard(app)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -25,10 +24,12 @@ from sqlalchemy.orm import Session
 
 from app.core.artifacts import blob_in_use, record_result
 from app.core.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
+from app.core.db_outage import is_unavailable
 from app.core.fair_share import DEFERRED
 from app.core.models import Artifact, Job, JobArtifact
 from app.core.outbox import PROGRESS, enqueue
 from app.core.settings import Settings, get_settings
+from app.core.temp_files import work_dir
 from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
 from trajx.executors import Resolve, ResultManifest, RunContext, RunProgress, executor_for
 from trajx.spec import parse_job_spec
@@ -87,6 +88,7 @@ class _JobRun:
             self.webhooks = deliverer(ctx.settings) if job.webhook_url else None
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
+        self._unreported: list[dict[str, Any]] = []  # what finished since the last progress event
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
 
@@ -105,7 +107,7 @@ class _JobRun:
     def _run_and_finish(self) -> str | None:
         if self.webhooks is not None:
             self.webhooks.wake()  # the claim queued `job.running`
-        with tempfile.TemporaryDirectory(prefix=f"{self.claim.job_id}-", dir=self.ctx.store.tmp_dir) as tmp:
+        with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
             try:
                 spec = parse_job_spec(self.spec_data)
                 manifest = executor_for(spec.kind)(spec, self._input_resolver(), Path(tmp),
@@ -128,11 +130,13 @@ class _JobRun:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
                 return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
             except Exception as exc:
+                if is_unavailable(exc):
+                    # Not the job's fault: it stays running, its heartbeat goes stale and
+                    # recovery runs it again once the database is back.
+                    raise
                 if is_out_of_memory(exc):
                     return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
                 log.exception("job %s failed", self.claim.job_id)
-                # A database outage fails here too and propagates: the heartbeat goes stale
-                # and recovery runs the job again.
                 return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
     def _input_resolver(self) -> Resolve:
@@ -161,17 +165,20 @@ class _JobRun:
 
     def _on_progress(self, progress: RunProgress) -> None:
         step, total = progress.done, progress.total
+        self._unreported.append(progress.data)
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
             return
         self._last_progress = now
-        data = {"step": step, "total": total, **progress.data}
+        latest = {"step": step, "total": total, **progress.data}
         with self.ctx.sessions() as session:
             if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
                 self.lost.set()
                 return
-            add_event(session, self.claim.job_id, "progress", data)
-            self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **data})
+            # Every step since the previous event rides along, so per-step charts miss none.
+            add_event(session, self.claim.job_id, "progress", {**latest, "steps": self._unreported})
+            self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **latest})
+        self._unreported = []
 
     def _should_cancel(self) -> bool:
         if self.lost.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline:

@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.db_outage import RETRY_AFTER_SECONDS, is_unavailable
 from app.core.errors import Conflict, NotFound, QuotaExceeded, TooBusy, field_path
 from trajx.errors import TrajxError
 
@@ -65,6 +67,11 @@ class ProblemError(Exception):
 _STATUSES = ((NotFound, 404), (Conflict, 409), (QuotaExceeded, 403), (TooBusy, 429))
 
 
+def database_unavailable(detail: str = "the database is unavailable; try again shortly") -> ProblemError:
+    """503 with `Retry-After`: the database is restarting, refusing or dropped the connection."""
+    return ProblemError(503, "database_unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def from_trajx_error(exc: TrajxError) -> ProblemError:
     """Map a TrajxError (code + details naming the culprit, or an `errors` list) onto a problem."""
     status = next((s for error_type, s in _STATUSES if isinstance(exc, error_type)), 422)
@@ -109,6 +116,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("the database refused a value on %s %s: %s: %s", request.method, request.url.path,
                     type(exc).__name__, exc.orig)
         return ProblemError(422, "invalid_value", "a value in the request cannot be stored").response()
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            return await _crash(request, exc)
+        log.warning("database unavailable on %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        return database_unavailable().response()
 
     @app.exception_handler(TrajxError)
     async def _trajx(_: Request, exc: TrajxError) -> JSONResponse:

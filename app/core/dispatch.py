@@ -22,8 +22,9 @@ class Dispatcher(Protocol):
         """Hand a committed, queued job to whatever runs jobs. Must not block on the job."""
         ...
 
-    def is_pending(self, job_id: str) -> bool:
-        """Whether a message for the job may still be waiting (recovery re-sends the others)."""
+    def marked_at(self, job_id: str) -> float | None:
+        """When a message for the job was last sent or seen alive (None: none known);
+        recovery re-sends a queued job whose message went quiet."""
         ...
 
     def stop(self) -> None:
@@ -40,8 +41,8 @@ class NullDispatcher:
     def dispatch(self, job_id: str, queue: str) -> None:
         return None
 
-    def is_pending(self, job_id: str) -> bool:
-        return False
+    def marked_at(self, job_id: str) -> float | None:
+        return None
 
     def stop(self) -> None:
         return None

@@ -10,7 +10,7 @@ import importlib
 
 from trajx.cli.app import app
 
-_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.remote")
+_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.architectures", "trajx.cli.remote")
 # Imported by name: the server depends on this package, never the other way round.
 SERVER_COMMANDS = "app.cli"
 

@@ -63,7 +63,7 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
             raise ProblemError(422, "empty_upload", "the upload has no content",
                                errors=[{"field": "body", "message": "empty"}])
         await run_in_threadpool(writer.finish)  # the fsync, outside the blob lock
-        return await services.db.run(_publish_upload, services.store, writer, tenant_id, key, name, settings)
+        return await services.db.run_once(_publish_upload, services.store, writer, tenant_id, key, name, settings)
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:

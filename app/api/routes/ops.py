@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import ServicesDep
-from app.api.problems import ProblemError
+from app.api.problems import ProblemError, database_unavailable
 from app.api.responses import problem_responses
 from app.api.schemas import Health, Readiness
 
@@ -23,12 +23,13 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
 def readyz(services: ServicesDep) -> Readiness:
-    """The database answers a query and the artifact store accepts files."""
+    """The database answers a query and the artifact store accepts files (else 503, with
+    `Retry-After` when it is the database)."""
     try:
         with services.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        raise ProblemError(503, "database_unavailable", f"database check failed: {type(exc).__name__}") from None
+        raise database_unavailable(f"database check failed: {type(exc).__name__}") from None
     if not services.store.is_writable():
         raise ProblemError(503, "storage_unavailable", f"artifact store {services.store.root} is not writable")
     return Readiness(status="ready", database="ok", storage="ok")

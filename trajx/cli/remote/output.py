@@ -23,6 +23,7 @@ from trajx.client.errors import (
     WaitTimeout,
 )
 from trajx.client.models import Job
+from trajx.console.readable import progress_text, what
 
 # Exit codes per final job status; anything not finished yet is a success of the command.
 _STATUS_EXIT = {"failed": EXIT_JOB_FAILED, "cancelled": EXIT_JOB_CANCELLED}
@@ -86,8 +87,10 @@ def job_table(job: Job) -> Table:
     table = Table(show_header=False, box=None)
     table.add_row("job", job.id)
     table.add_row("status", job.status)
-    if job.progress and job.progress.total:
-        table.add_row("progress", f"{job.progress.step or 0}/{job.progress.total}")
+    if progress_text(job):
+        table.add_row("progress", progress_text(job))
+    if what(job):
+        table.add_row("what", what(job))
     if job.error:
         table.add_row("error", f"{job.error.code}: {job.error.message or ''}")
     for key, value in (job.summary or {}).items():  # job-wide facts of any kind (best_accuracy, ...)
@@ -98,17 +101,6 @@ def job_table(job: Job) -> Table:
         table.add_row(f"target {i}", metrics)
     for path, artifact_id in job.result_files().items():
         table.add_row(path, artifact_id)
-    return table
-
-
-def jobs_table(jobs: list[Job]) -> Table:
-    table = _table(["id", "status", "kind", "created"])
-    for job in jobs:
-        status = job.status
-        if job.progress and job.progress.total and not job.done:
-            status += f" {job.progress.step or 0}/{job.progress.total}"
-        created = f"{job.created_at:%Y-%m-%d %H:%M:%S}" if job.created_at else ""
-        table.add_row(job.id, status, job.kind or "", created)
     return table
 
 
