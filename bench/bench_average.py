@@ -1,6 +1,6 @@
 """Averaging and alignment benchmark (prints tables, asserts nothing).
 
-    .venv/bin/python -m bench.bench_average            # from the repository root; ≈5 min on 2 CPU cores
+    .venv/bin/python -m bench.bench_average            # from the repository root; 1.5-8 min on 2 busy CPU cores
     .venv/bin/python -m bench.bench_average --seeds 5
 
 1. Averaging quality: scikit-learn digits (1400 train / 397 held out), the zoo `mlp` and
