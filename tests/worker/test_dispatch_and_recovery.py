@@ -118,7 +118,7 @@ def test_sweep_resends_a_queued_job_whose_marker_outlived_its_message(celery_set
     stranded = make_job(celery_settings, tenant_id, age_seconds=60)
     broker.set(DISPATCH_MARKER.format(job_id=stranded), "1", ex=90_000)  # as old code set it, before sending
     waiting = make_job(celery_settings, tenant_id, age_seconds=20)
-    dispatcher.dispatch(waiting)  # a message in a busy queue, within the bound
+    dispatcher.dispatch(waiting, "gpu")  # a message in a busy queue, within the bound
     deferred = make_job(celery_settings, tenant_id, age_seconds=600)
     message_retried(celery_settings, deferred)  # its message keeps coming back (a retry)
 
@@ -140,7 +140,7 @@ def test_dispatch_sends_before_it_marks(celery_settings, tenant_id, broker, monk
         raise OSError("connection refused")
 
     monkeypatch.setattr(dispatcher._celery, "send_task", broker_down)
-    dispatcher.dispatch(job_id)
+    dispatcher.dispatch(job_id, "gpu")
     assert dispatcher.marked_at(job_id) is None
     monkeypatch.undo()
     assert sweep(celery_settings, dispatcher, queued_grace_seconds=10).redispatched == [job_id]
