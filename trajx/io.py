@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -101,11 +101,32 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
                 f"the architecture expects {_dtype(reference)}",
                 code="checkpoint_mismatch", artifact=what, tensor=name,
                 dtype=_dtype(tensor), expected_dtype=_dtype(reference))
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
             raise InvalidInput(f"{what}: tensor {name!r} holds NaN or infinite values",
                                code="non_finite_input", artifact=what, tensor=name)
         out[name] = tensor.to(reference.dtype)
     return out
+
+
+def check_checkpoint_header(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> None:
+    """`validate_checkpoint` on the file's header alone (names, shapes, dtypes; values are
+    not read): a long list of checkpoints is checked before any work, in O(1) memory."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            slices = {name: file.get_slice(name) for name in list(file.keys())}  # not iterable
+            header = {name: torch.empty(s.get_shape(), device="meta",
+                                        dtype=_SAFETENSORS_DTYPES.get(s.get_dtype(), torch.complex64))
+                      for name, s in slices.items()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidInput(f"{what}: cannot read {Path(path).name} as safetensors: {exc}",
+                           code="invalid_safetensors", artifact=what) from None
+    validate_checkpoint(header, {n: t.to("meta") for n, t in expected.items()}, what)
+
+
+# safetensors dtype names -> torch (one unknown to torch is reported as complex: unusable)
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                       "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+                       "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def load_checkpoint(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:

@@ -33,8 +33,10 @@ def digits(as_images: bool = False) -> tuple[Dataset, Dataset]:
     return Dataset(inputs[:1400], targets[:1400]), Dataset(inputs[1400:], targets[1400:])
 
 
-def train(model: nn.Module, data: Dataset, epochs: int, lr: float, seed: int = 0) -> list[dict]:
-    """SGD with momentum; returns the checkpoints before and after training."""
+def train(model: nn.Module, data: Dataset, epochs: int, lr: float, seed: int = 0,
+          every_epoch: bool = False) -> list[dict]:
+    """SGD with momentum; returns the checkpoints before and after training (with
+    `every_epoch`, after each epoch too)."""
     checkpoints = [state(model)]
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     generator = torch.Generator().manual_seed(seed)
@@ -47,7 +49,10 @@ def train(model: nn.Module, data: Dataset, epochs: int, lr: float, seed: int = 0
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    checkpoints.append(state(model))
+        if every_epoch:
+            checkpoints.append(state(model))
+    if not every_epoch:
+        checkpoints.append(state(model))
     return checkpoints
 
 

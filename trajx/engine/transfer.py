@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from trajx.engine.averaging import Accumulator
 from trajx.engine.batches import BatchSampler, Dataset, task_loss
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import MatchResult, PairBank, match
@@ -52,6 +53,8 @@ class TargetResult:
     permutation: Permutation
     steps: list[dict[str, float]]
     trajectory: list[Tensors] | None = None
+    average: Tensors | None = None  # mean of the last k steps (average_last), BN re-estimated
+    average_metrics: dict[str, float] | None = None
 
 
 # The Timings seconds a stopwatch measures, per step as well as in total.
@@ -94,7 +97,8 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
              targets: Sequence[StateDict], train: Dataset, options: TransferOptions = DEFAULT_OPTIONS, *,
              method: Method = DEFAULT_METHOD, solver: Solver = scipy_solver, eval_data: Dataset | None = None,
              keep_trajectory: bool = False, on_progress: ProgressCallback | None = None,
-             should_cancel: Callable[[], bool] | None = None) -> TransferResult:
+             should_cancel: Callable[[], bool] | None = None,
+             average_last: int | None = None) -> TransferResult:
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
@@ -103,7 +107,8 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     matching uses (any exact one gives the same result; timing them is the caller's). Returns
     one TargetResult per target (last step, best step on `eval_data`, or last when no
     eval data, the permutation, per-step metrics including that step's seconds under
-    STEP_TIMING_KEYS, optionally every step's state).
+    STEP_TIMING_KEYS, optionally every step's state, with `average_last` = k the mean of
+    the last k steps' parameters, BatchNorm re-estimated, and its metrics).
     Raises ValueError for too short a source or missing oracle targets,
     UnsupportedModel("no_permutation_groups") for a matching method on a spec without
     groups, NonFiniteLoss
@@ -115,7 +120,7 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
         require_groups(spec, method.name)
     with _deterministic():
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
-                          keep_trajectory, on_progress, should_cancel)
+                          keep_trajectory, on_progress, should_cancel, average_last)
         return run.execute(method)
 
 
@@ -157,7 +162,8 @@ class _Stopwatch:
 class _Tracker:
     """Per-target bookkeeping: step metrics, best and last state, optional trajectory."""
 
-    def __init__(self, keep_trajectory: bool) -> None:
+    def __init__(self, keep_trajectory: bool, average_names: list[str] | None) -> None:
+        self.window = Accumulator(average_names) if average_names is not None else None
         self.steps: list[dict[str, float]] = []
         self.best: Tensors | None = None
         self.best_step = 0
@@ -180,7 +186,7 @@ class TransferRun:
     """
 
     def __init__(self, model, spec, source, targets, train, eval_data, params: TransferOptions,
-                 solver: Solver, keep_trajectory, on_progress, should_cancel) -> None:
+                 solver: Solver, keep_trajectory, on_progress, should_cancel, average_last) -> None:
         self.device = resolve_device(params.device)
         self.solver = solver
         self.model = model.to(self.device)
@@ -191,6 +197,7 @@ class TransferRun:
         self.keep_trajectory = keep_trajectory
         self.on_progress = on_progress
         self.should_cancel = should_cancel
+        self.average_last = average_last
         self.timings = Timings()
         self.stopwatch = _Stopwatch(self.device, self.timings)
 
@@ -312,7 +319,8 @@ class TransferRun:
     def execute(self, method: Method) -> TransferResult:
         count, steps = len(self.target_inits), self.params.steps
         perms = method.initial_perms(self)
-        trackers = [_Tracker(self.keep_trajectory) for _ in range(count)]
+        trackers = [_Tracker(self.keep_trajectory, self.param_names if self.average_last else None)
+                    for _ in range(count)]
         banks: list[PairBank] = []
         if method.uses_gradients:
             pair_device = self.device if self.params.pair_device == "auto" else torch.device("cpu")
@@ -351,12 +359,25 @@ class TransferRun:
                 else (tracker.last, steps)
             results.append(TargetResult(tracker.last, best, best_step,
                                         {g: p.cpu() for g, p in perms[k].items()},
-                                        tracker.steps, tracker.trajectory))
+                                        tracker.steps, tracker.trajectory,
+                                        *self._window_average(tracker, k)))
         return TransferResult(results, self.timings, str(self.device))
+
+    def _window_average(self, tracker: _Tracker, k: int) -> tuple[Tensors | None, dict[str, float] | None]:
+        """The mean of the last `average_last` steps with BN re-estimated, and its metrics."""
+        if tracker.window is None:
+            return None, None
+        with self.stopwatch.measure("evaluation_seconds"):
+            state = self._finish(k, tracker.window.result())
+            metrics = {} if self.eval_data is None else \
+                evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device)
+        return state, metrics
 
     def _record(self, tracker: _Tracker, k: int, perm: Permutation, step: int) -> dict[str, float]:
         """Evaluate/keep step `step` of target k as needed; returns its eval metrics."""
         last = step == self.params.steps
+        if tracker.window is not None and step > self.params.steps - self.average_last:
+            tracker.window.add(self._target_point(k, perm, step), 1.0 / self.average_last)
         if self.eval_data is None and not self.keep_trajectory and not last:
             return {}
         metrics: dict[str, float] = {}

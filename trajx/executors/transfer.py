@@ -5,7 +5,7 @@ each checkpoint against the architecture, the data against the model, the spec
 derivation and the step plan), then runs the transfer and writes, under `out_dir`:
 
     target-{i}/last.safetensors  best.safetensors  [permutations.safetensors]
-    target-{i}/[trajectory.safetensors]  metrics.json (best step, per-step metrics and seconds)
+    target-{i}/[trajectory.safetensors]  [average.safetensors]  metrics.json (best step, per-step metrics and seconds)
     report.json (spec, permutation spec, summary, every target's steps, run timings, versions)
 
 and returns their manifest. The worker and `trajx run` reach it through
@@ -14,10 +14,8 @@ and returns their manifest. The worker and `trajx run` reach it through
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
 from trajx.errors import InvalidInput
 from trajx.executors.architecture import open_architecture
+from trajx.executors.common import versions
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.executors.solver_choice import solver_for
@@ -89,7 +88,8 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
                       engine_options(spec.params), method=method, solver=solver_for(spec.params.matching.solver),
                       eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory,
-                      on_progress=progress, should_cancel=ctx.should_cancel)
+                      on_progress=progress, should_cancel=ctx.should_cancel,
+                      average_last=spec.outputs.average.last if spec.outputs.average else None)
     seconds = time.perf_counter() - started
 
     files = [entry for index, target in enumerate(result.targets)
@@ -107,7 +107,7 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         "targets": [_target_metrics(t) for t in result.targets],
         "timings": {"total_seconds": seconds, **asdict(result.timings),
                     "peak_memory_bytes": peak_memory_bytes(device)},
-        "versions": _versions(),
+        "versions": versions(),
     }
     files.append(_write_json(out_dir, out_dir / "report.json", report, "report"))
     return ResultManifest(files, summary)
@@ -120,7 +120,10 @@ def engine_options(params: TransferParams) -> TransferOptions:
 
 
 def _target_metrics(target: TargetResult) -> dict[str, Any]:
-    return {"best_step": target.best_step, "steps": target.steps}
+    metrics = {"best_step": target.best_step, "steps": target.steps}
+    if target.average is not None:
+        metrics["average"] = target.average_metrics
+    return metrics
 
 
 def _write_json(out_dir: Path, path: Path, document: dict[str, Any], role: str,
@@ -167,6 +170,9 @@ def _write_target(out_dir: Path, index: int, target: TargetResult, spec: Transfe
                "best": (target.best, {"step": target.best_step})}
     if spec.outputs.permutations:
         outputs["permutations"] = (target.permutation, {})
+    if target.average is not None:
+        outputs["average"] = (target.average, {"average_last": spec.outputs.average.last,
+                                               **target.average_metrics})
     if target.trajectory is not None:
         outputs["trajectory"] = ({f"step{s:04d}/{name}": tensor for s, state in enumerate(target.trajectory)
                                   for name, tensor in state.items()}, {})
@@ -182,15 +188,11 @@ def _write_target(out_dir: Path, index: int, target: TargetResult, spec: Transfe
 def _target_summary(target: TargetResult) -> dict[str, Any]:
     last = target.steps[-1] if target.steps else {}
     best = target.steps[target.best_step - 1] if target.steps else {}
-    return {"last_accuracy": last.get("accuracy"), "best_accuracy": best.get("accuracy"),
-            "best_step": target.best_step, "last_loss": last.get("loss")}
+    summary = {"last_accuracy": last.get("accuracy"), "best_accuracy": best.get("accuracy"),
+               "best_step": target.best_step, "last_loss": last.get("loss")}
+    if target.average is not None:
+        summary |= {"average_accuracy": target.average_metrics.get("accuracy"),
+                    "average_loss": target.average_metrics.get("loss")}
+    return summary
 
 
-def _versions() -> dict[str, str]:
-    versions = {"trajx": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for package in ("numpy", "scipy", "safetensors", "lapx"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
