@@ -34,7 +34,10 @@ def fair_order(session: Session, claimable: list[str], max_running: int) -> list
     oldest_per_tenant = session.scalars(
         select(func.min(Job.id)).where(Job.status == "queued").group_by(Job.tenant_id)).all()
     ids = list(dict.fromkeys([*claimable, *oldest_per_tenant]))  # ids are time-ordered
-    tenant_of = dict(session.execute(select(Job.id, Job.tenant_id).where(Job.id.in_(ids))).all())
+    rows = session.execute(select(Job.id, Job.tenant_id, Job.created_at).where(Job.id.in_(ids))).all()
+    tenant_of = {job_id: tenant for job_id, tenant, _ in rows}
+    # Creation order: ids alone tie-break randomly within one millisecond.
+    created = {job_id: (_aware(created_at), job_id) for job_id, _, created_at in rows}
     tenants = set(tenant_of.values())
     running = dict(session.execute(select(Job.tenant_id, func.count()).where(
         Job.tenant_id.in_(tenants), Job.status.in_(RUNNING)).group_by(Job.tenant_id)).all())
@@ -42,9 +45,8 @@ def fair_order(session: Session, claimable: list[str], max_running: int) -> list
         Job.tenant_id.in_(tenants)).group_by(Job.tenant_id)).all())
     session.rollback()
     queues: dict[str, list[str]] = {}
-    for job_id in sorted(ids):  # creation order
-        if job_id in tenant_of:
-            queues.setdefault(tenant_of[job_id], []).append(job_id)
+    for job_id in sorted(tenant_of, key=created.__getitem__):
+        queues.setdefault(tenant_of[job_id], []).append(job_id)
     never = datetime.min.replace(tzinfo=UTC)
     turn = sorted(queues, key=lambda t: (running.get(t, 0) >= max_running, _aware(last_start.get(t)) or never))
     order = []
