@@ -46,7 +46,8 @@ def duration(job: Job) -> str:
 def what(job: Job) -> str:
     """`kind · method · architecture`, from the spec whatever the kind (missing parts left out)."""
     arch = job.spec.get("arch") if isinstance(job.spec.get("arch"), dict) else {}
-    return " · ".join(str(p) for p in (job.kind, job.spec.get("method"), arch.get("name")) if p)
+    label = arch.get("name") or ("program" if arch.get("program") else None)
+    return " · ".join(str(p) for p in (job.kind, job.spec.get("method"), label) if p)
 
 
 def jobs_table(jobs: list[Job]) -> Table:
