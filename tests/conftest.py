@@ -43,6 +43,16 @@ def service_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def require_redis(url: str) -> None:
+    """Skip (or fail, see `service_unavailable`) unless the Redis at `url` answers."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError as exc:
+        service_unavailable(f"Redis at {url} is not reachable: {exc}")
+
+
 @contextmanager
 def scratch_postgres(prefix: str) -> Iterator[str]:
     """`tests.support.postgres.scratch_database`, skipping (or failing, see

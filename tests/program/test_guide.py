@@ -1,24 +1,46 @@
 """docs/bring-your-own-model.md is a test: its code blocks run, in order, against a live server.
 
 `<!-- file: NAME -->` before a fenced block writes the block to NAME; `<!-- run -->`
-before a bash block runs each of its lines. The server is a `trajx serve` started from
-another directory: none of the guide's code is importable on its side.
+before a bash block runs each of its lines. The service is the embedded default (`trajx
+serve`) or the production shape (API, Celery worker, PostgreSQL, Redis), started from
+other directories: none of the guide's code is importable on its side.
 """
 
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from app.core.migrate import upgrade
+from tests.conftest import require_redis, scratch_postgres
+from tests.support.services import celery_stack
 from trajx.demo.server import EmbeddedServer
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "bring-your-own-model.md"
 _BLOCK = re.compile(r"<!-- (file: (?P<name>\S+)|run) -->\n```\w*\n(?P<body>.*?)```", re.DOTALL)
 
+REDIS_URL = "redis://127.0.0.1:6379/12"  # a database of its own: flushed freely
 pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def embedded(root: Path) -> Iterator[tuple[str, str]]:
+    with EmbeddedServer(root, env={"OMP_NUM_THREADS": "1"}) as server:
+        yield server.url, server.api_key
+
+
+@contextmanager
+def celery_and_postgres(root: Path) -> Iterator[tuple[str, str]]:
+    require_redis(REDIS_URL)
+    with scratch_postgres("trajx_guide") as database:
+        upgrade(database)
+        with celery_stack(database, root, REDIS_URL) as stack:
+            yield stack.api.url, stack.api_key
 
 
 def guide_steps() -> list[tuple[str | None, str]]:
@@ -33,14 +55,19 @@ def test_the_guide_has_files_and_commands():
     assert "trajx export" in commands and "trajx submit" in commands
 
 
-def test_the_guide_runs_against_a_live_server_and_fgmt_beats_naive(tmp_path):
-    work = tmp_path / "user"
+@pytest.mark.parametrize("service", [
+    pytest.param(embedded, id="embedded"),
+    pytest.param(celery_and_postgres, id="celery-postgres", marks=[pytest.mark.postgres, pytest.mark.redis]),
+])
+def test_the_guide_runs_against_a_live_service_and_fgmt_beats_naive(tmp_path, service):
+    work, root = tmp_path / "user", tmp_path / "service"
     work.mkdir()
+    root.mkdir()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}
     output = []
-    with EmbeddedServer(tmp_path / "server", env={"OMP_NUM_THREADS": "1"}) as server:
-        env.update(TRAJX_URL=server.url, TRAJX_API_KEY=server.api_key)
+    with service(root) as (url, api_key):
+        env.update(TRAJX_URL=url, TRAJX_API_KEY=api_key)
         for name, body in guide_steps():
             if name is not None:
                 (work / name).write_text(body)

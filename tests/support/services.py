@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -138,3 +139,42 @@ def redis_restarted() -> Iterator[None]:
                     break
             except redis.ConnectionError:
                 time.sleep(0.1)
+
+
+@dataclass
+class CeleryStack:
+    """The production shape on one machine: API, Celery worker and recovery loop over
+    PostgreSQL and Redis, with one tenant whose key is `api_key`."""
+
+    settings: Settings
+    worker: Service
+    api: Service
+    api_key: str
+
+
+@contextmanager
+def celery_stack(database_url: str, root: Path, broker_url: str) -> Iterator[CeleryStack]:
+    """Start the stack on an empty (migrated) `database_url` and a flushed Redis database;
+    fails the caller with redis.ConnectionError when Redis is down."""
+    from sqlalchemy import text
+
+    from app.core.admin import create_api_key, create_tenant
+    from app.core.db import make_engine, make_session_factory, session_scope
+    from app.core.models import Base
+
+    redis.Redis.from_url(broker_url).flushdb()
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    settings = Settings(database_url=database_url, data_dir=root, storage_dir=root / "artifacts",
+                        broker_url=broker_url, dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
+                        auto_migrate=False, create_local_key=False,
+                        webhook_allow_private=True)  # tests' webhook receivers are local
+    with session_scope(make_session_factory(engine)) as session:
+        create_tenant(session, "e2e")
+        key = create_api_key(session, "e2e")
+    engine.dispose()
+    with recovery_loop(settings, root), celery_worker(settings, root) as worker, \
+            api_server(settings, root) as api:
+        yield CeleryStack(settings, worker, api, key)

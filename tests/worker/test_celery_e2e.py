@@ -12,25 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from safetensors.torch import load_file
 from sqlalchemy import select, text
 
-from app.core.admin import create_api_key, create_tenant
-from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.db import make_engine, make_session_factory
 from app.core.dispatchers import CeleryDispatcher
-from app.core.models import Artifact, Base
+from app.core.models import Artifact
 from app.core.settings import Settings
-from tests.conftest import service_unavailable
+from tests.conftest import require_redis
 from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
 from tests.support.receiver import WebhookReceiver
-from tests.support.services import (
-    Service,
-    api_server,
-    celery_worker,
-    recovery_loop,
-    redis_restarted,
-)
+from tests.support.services import Service, celery_stack, redis_restarted
 from trajx.client import Client, Job
 from trajx.demo.source import accuracy
 
@@ -54,27 +46,12 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(postgres_database, tmp_path_factory) -> Iterator[Stack]:
-    try:
-        redis.Redis.from_url(REDIS_URL).flushdb()
-    except redis.ConnectionError as exc:
-        service_unavailable(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
-    engine = make_engine(postgres_database)
-    with engine.begin() as connection:
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    require_redis(REDIS_URL)
     root = tmp_path_factory.mktemp("celery-stack")
-    settings = Settings(database_url=postgres_database, data_dir=root, storage_dir=root / "artifacts",
-                        broker_url=REDIS_URL, dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
-                        auto_migrate=False, create_local_key=False,
-                        webhook_allow_private=True)  # the test's webhook receiver is local
-    with session_scope(make_session_factory(engine)) as session:
-        create_tenant(session, "e2e")
-        key = create_api_key(session, "e2e")
-    engine.dispose()
     digits = write_digits_source(root / "source")
-    with recovery_loop(settings, root), celery_worker(settings, root) as worker, \
-            api_server(settings, root) as api, Client(api.url, key, timeout=10) as client:
-        yield Stack(settings, worker, api, client, digits.upload(client), digits)
+    with celery_stack(postgres_database, root, REDIS_URL) as running, \
+            Client(running.api.url, running.api_key, timeout=10) as client:
+        yield Stack(running.settings, running.worker, running.api, client, digits.upload(client), digits)
 
 
 def _wait(stack: Stack, job: Job, timeout: float = 60) -> Job:
