@@ -4,8 +4,13 @@ Only safetensors is ever read (never torch.load or pickle). Every problem raises
 `trajx.errors.InvalidInput` with a stable code and the offending file/tensor named:
 `invalid_safetensors`, `checkpoint_mismatch`, `non_finite_input`, `data_mismatch`,
 `target_out_of_range`.
+
+A checkpoint is one safetensors file, or a Hugging Face sharded one: its
+`model.safetensors.index.json` (or the folder `save_pretrained` wrote) whose shards
+lie next to it.
 """
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trajx.engine.batches import Dataset
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import InvalidInput
 
 # BatchNorm's batch counter is bookkeeping, often dropped by exporters: take the model's.
@@ -42,13 +48,15 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
                         what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """`state` checked against a model's `expected` state dict and cast to its dtypes.
 
-    Names must match exactly (a missing `num_batches_tracked` is filled in), shapes must
+    Names must match exactly (a missing `num_batches_tracked` is filled in, and so is a
+    tied weight such as Hugging Face's `lm_head.weight`, the same tensor as an earlier
+    entry, which `save_pretrained` leaves out), shapes must
     match, floating entries must be floating (any precision) and integer ones integer,
     values must be finite. Raises InvalidInput `checkpoint_mismatch` listing missing
     and extra names or naming the tensor with both shapes/dtypes, `non_finite_input`
     naming the tensor.
     """
-    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)}
+    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)} | _tied_names(expected)
     missing = sorted(set(expected) - set(state) - optional)
     extra = sorted(set(state) - set(expected))
     if missing or extra:
@@ -81,13 +89,58 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     return out
 
 
+def _tied_names(expected: Mapping[str, torch.Tensor]) -> set[str]:
+    """Names whose tensor is the very tensor of an earlier name (tied weights)."""
+    seen, tied = set(), set()
+    for name, tensor in expected.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            tied.add(name)
+        seen.add(key)
+    return tied
+
+
 def load_checkpoint(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
-    """Read and `validate_checkpoint` a safetensors state dict."""
-    return validate_checkpoint(load_tensors(path, what), expected, what)
+    """Read and `validate_checkpoint` a safetensors state dict (one file or sharded)."""
+    return validate_checkpoint(load_state(Path(path), what), expected, what)
+
+
+def load_state(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint: a safetensors file, a sharded checkpoint's
+    `*.safetensors.index.json`, or a folder holding either (`save_pretrained`'s output).
+
+    Raises InvalidInput `invalid_safetensors` naming the file, or `invalid_checkpoint_index`
+    when an index is unreadable, names a shard outside its folder, or disagrees with its shards.
+    """
+    if path.is_dir():
+        index = path / "model.safetensors.index.json"
+        path = index if index.is_file() else path / "model.safetensors"
+    if not path.name.endswith(".index.json"):
+        return load_tensors(path, what)
+    try:
+        weight_map = json.loads(path.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{what}: {path.name} is not a sharded checkpoint index: {exc}",
+                           code="invalid_checkpoint_index", artifact=what) from None
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard:  # shards sit beside their index
+            raise InvalidInput(f"{what}: {path.name} names shard {shard!r} outside its folder",
+                               code="invalid_checkpoint_index", artifact=what, shard=str(shard))
+        state |= load_tensors(path.parent / shard, f"{what} ({shard})")
+    if set(state) != set(weight_map):
+        raise InvalidInput(
+            f"{what}: the shards of {path.name} hold other tensors than its weight_map names; "
+            f"missing: {sorted(set(weight_map) - set(state))[:5]}, "
+            f"unlisted: {sorted(set(state) - set(weight_map))[:5]}",
+            code="invalid_checkpoint_index", artifact=what)
+    return state
 
 
 def load_data(path: Path, what: str) -> Dataset:
-    """A data shard: a safetensors file with `inputs` [N, ...] and `targets` [N, ...].
+    """A data shard: a safetensors file with `inputs` [N, ...] and `targets` [N, ...],
+    optionally `attention_mask` [N, L] of 0/1 shaped like token `inputs`.
 
     Raises InvalidInput `data_mismatch` (missing tensors, lengths differ, empty,
     unusable dtypes) or `non_finite_input`.
@@ -112,14 +165,21 @@ def load_data(path: Path, what: str) -> Dataset:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InvalidInput(f"{what}: tensor {key!r} holds NaN or infinite values",
                                code="non_finite_input", artifact=what, tensor=key)
-    if targets.is_floating_point():
-        return Dataset(inputs.float() if inputs.is_floating_point() else inputs, targets.float())
-    return Dataset(inputs.float() if inputs.is_floating_point() else inputs, targets.long())
+    mask = tensors.get("attention_mask")
+    if mask is not None and (mask.shape != inputs.shape or not bool(((mask == 0) | (mask == 1)).all())):
+        raise InvalidInput(f"{what}: 'attention_mask' must hold 0/1 and be shaped like 'inputs' "
+                           f"{list(inputs.shape)}; got {list(mask.shape)}",
+                           code="data_mismatch", artifact=what, tensor="attention_mask")
+    inputs = inputs.float() if inputs.is_floating_point() else inputs.long()
+    targets = targets.float() if targets.is_floating_point() else targets.long()
+    return Dataset(inputs, targets, None if mask is None else mask.long())
 
 
 @torch.no_grad()
-def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequence[int]) -> None:
-    """Check that `data` fits `model`: one forward pass on 2 samples, then the targets.
+def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequence[int],
+                  task: Task = CLASSES_OR_VALUES) -> None:
+    """Check that `data` fits `model`: one forward pass on 2 samples, then `task` checks
+    the targets.
 
     `sample_shape` is the shape of one sample the model expects (its architecture's
     example input without the batch axis), named when the inputs do not fit.
@@ -128,11 +188,10 @@ def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequ
     targets for a model without a class axis) or `target_out_of_range` (class id < 0
     or ≥ the number of outputs).
     """
-    sample = data.inputs[:2]
     was_training = model.training
     model.eval()
     try:
-        outputs = model(sample)
+        outputs = task.outputs(model, data.batch(slice(0, 2), "cpu"))
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise InvalidInput(
             f"{what}: inputs of shape {list(data.inputs.shape)} (one sample: "
@@ -142,29 +201,7 @@ def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequ
             inputs_shape=list(data.inputs.shape), expected_sample_shape=list(sample_shape)) from None
     finally:
         model.train(was_training)
-    if data.targets.is_floating_point():
-        per_sample = tuple(outputs.shape[1:])
-        if outputs[0].numel() != data.targets[0].numel():
-            raise InvalidInput(
-                f"{what}: float targets of shape {list(data.targets.shape)} are regression values, "
-                f"but the model outputs {list(per_sample)} per sample",
-                code="data_mismatch", artifact=what, tensor="targets",
-                targets_shape=list(data.targets.shape), output_shape=list(per_sample))
-        return
-    if outputs.ndim != 2 or data.targets.ndim != 1:
-        raise InvalidInput(
-            f"{what}: integer targets {list(data.targets.shape)} are class ids, but the model "
-            f"outputs {list(outputs.shape[1:])} per sample (expected one score per class)",
-            code="data_mismatch", artifact=what, tensor="targets",
-            targets_shape=list(data.targets.shape), output_shape=list(outputs.shape[1:]))
-    classes = outputs.shape[1]
-    low, high = int(data.targets.min()), int(data.targets.max())
-    if low < 0 or high >= classes:
-        raise InvalidInput(
-            f"{what}: targets range over [{low}, {high}] but the model has {classes} classes "
-            f"(valid ids 0..{classes - 1})",
-            code="target_out_of_range", artifact=what, tensor="targets",
-            min=low, max=high, num_classes=classes)
+    task.check_data(data, outputs, what)
 
 
 def _dtype(tensor: torch.Tensor) -> str:

@@ -26,9 +26,10 @@ import torch
 from trajx import __version__
 from trajx.engine.batches import Dataset
 from trajx.engine.schedule import plan_trajectory
+from trajx.engine.tasks import Task
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
-from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.engine.zoo import build_model, example_input, init_state_dict, task_for
 from trajx.errors import InvalidInput
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
 from trajx.resources import peak_memory_bytes, reset_peak_memory
@@ -50,6 +51,7 @@ class RunProgress:
 @dataclass
 class _Inputs:
     model: torch.nn.Module
+    task: Task
     example: torch.Tensor  # an input batch of the architecture, for tracing
     source: list[dict[str, torch.Tensor]]
     targets: list[dict[str, torch.Tensor]]
@@ -89,7 +91,7 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
     result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
                       spec.params, method=spec.method, eval_data=inputs.eval,
                       trained_targets=inputs.trained, keep_trajectory=spec.outputs.trajectory,
-                      on_progress=progress, should_cancel=should_cancel)
+                      task=inputs.task, on_progress=progress, should_cancel=should_cancel)
     seconds = time.perf_counter() - started
 
     for index, target in enumerate(result.targets):
@@ -140,14 +142,15 @@ def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
         trained = [load_checkpoint(resolve(t.trained), expected, f"targets[{i}].trained")
                    for i, t in enumerate(spec.targets)]
     model.load_state_dict(source[0])
+    task = task_for(spec.arch.name, spec.arch.config)
     example = example_input(spec.arch.name, spec.arch.config, batch=2)
     train = load_data(resolve(spec.train_data), "train_data")
-    validate_data(train, model, "train_data", example.shape[1:])
+    validate_data(train, model, "train_data", example.shape[1:], task)
     eval_data = None
     if spec.eval_data is not None:
         eval_data = load_data(resolve(spec.eval_data), "eval_data")
-        validate_data(eval_data, model, "eval_data", example.shape[1:])
-    return _Inputs(model, example, source, targets, trained, train, eval_data)
+        validate_data(eval_data, model, "eval_data", example.shape[1:], task)
+    return _Inputs(model, task, example, source, targets, trained, train, eval_data)
 
 
 def _write_target(directory: Path, target: TargetResult, spec: TransferJob) -> None:

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from trajx.engine.batches import BatchSampler, Dataset, task_loss
+from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import MatchResult, PairBank, match
 from trajx.engine.metrics import evaluate
 from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, apply_permutation
 from trajx.engine.schedule import plan_trajectory
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
 from trajx.spec import TransferParams
 
@@ -93,12 +94,12 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
              targets: Sequence[StateDict], train: Dataset, params: TransferParams, *,
              method: str = "fgmt", eval_data: Dataset | None = None,
              trained_targets: Sequence[StateDict] | None = None, keep_trajectory: bool = False,
-             on_progress: ProgressCallback | None = None,
+             task: Task = CLASSES_OR_VALUES, on_progress: ProgressCallback | None = None,
              should_cancel: Callable[[], bool] | None = None) -> TransferResult:
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
-    it is moved to the run's device); inputs are assumed validated (trajx.io). Returns
+    it is moved to the run's device); `task` gives its loss and accuracy; inputs are assumed validated (trajx.io). Returns
     one TargetResult per target (last step, best step on `eval_data`, or last when no
     eval data, the permutation, per-step metrics including that step's seconds under
     STEP_TIMING_KEYS, optionally every step's state).
@@ -113,7 +114,7 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
         raise ValueError("method 'oracle' needs one trained state per target")
     with _deterministic():
         run = _Run(model, spec, source, targets, train, eval_data, params,
-                   keep_trajectory, on_progress, should_cancel)
+                   keep_trajectory, task, on_progress, should_cancel)
         return run.execute(method, trained_targets)
 
 
@@ -174,7 +175,7 @@ class _Run:
     """One transfer: the plan (points, batches) is fixed up front, then executed."""
 
     def __init__(self, model, spec, source, targets, train, eval_data, params,
-                 keep_trajectory, on_progress, should_cancel) -> None:
+                 keep_trajectory, task, on_progress, should_cancel) -> None:
         self.device = resolve_device(params.device)
         self.model = model.to(self.device)
         self.spec = spec
@@ -182,6 +183,7 @@ class _Run:
         self.eval_data = eval_data
         self.params = params
         self.keep_trajectory = keep_trajectory
+        self.task = task
         self.on_progress = on_progress
         self.should_cancel = should_cancel
         self.timings = Timings()
@@ -201,7 +203,7 @@ class _Run:
         # Plan every random draw now: BN batches first, then G batches per pair.
         sampler = BatchSampler(len(train), params.batch_size,
                                torch.Generator().manual_seed(params.seed))
-        self.bn_inputs = [train.batch(i, self.device)[0] for i in sampler.draw_many(params.bn_batches)]
+        self.bn_inputs = [train.batch(i, self.device).inputs for i in sampler.draw_many(params.bn_batches)]
         self.pair_batches = [sampler.draw_many(params.grad_batches) for _ in range(params.steps)]
 
     def _params_of(self, state: StateDict) -> Tensors:
@@ -264,8 +266,8 @@ class _Run:
             self.model.zero_grad(set_to_none=True)
             total = torch.zeros((), device=self.device)
             for indices in batches:
-                inputs, labels = self.train.batch(indices, self.device)
-                loss = task_loss(self.model(inputs), labels) / len(batches)
+                batch = self.train.batch(indices, self.device)
+                loss = self.task.loss(self.task.outputs(self.model, batch), batch.targets) / len(batches)
                 loss.backward()
                 total += loss.detach()
             self.timings.backward_passes += len(batches)
@@ -377,7 +379,8 @@ class _Run:
             state = self._finish(k, self._target_point(k, perm, step))
             if self.eval_data is not None:
                 # No gradients are kept, so a bigger batch than training's fits and runs faster.
-                metrics = evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device)
+                metrics = evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device,
+                                   self.task)
         if self.eval_data is not None:
             if not all(math.isfinite(v) for v in metrics.values()):
                 raise NonFiniteLoss(f"eval loss is {metrics['loss']} for target {k} at step {step}",

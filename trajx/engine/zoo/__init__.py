@@ -6,7 +6,7 @@
 Users train with these very modules, so their checkpoints load into the service as is.
 """
 
-from trajx.engine.zoo import cnn, mlp, resnet, transformer
+from trajx.engine.zoo import cnn, hf, mlp, resnet, transformer
 from trajx.engine.zoo.registry import (
     ENTRY_POINT_GROUP,
     REGISTRY,
@@ -20,9 +20,11 @@ from trajx.engine.zoo.registry import (
     load_entry_points,
     parse_config,
     register,
+    task_for,
 )
 
-for _name, _module in {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transformer": transformer}.items():
+for _name, _module in {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transformer": transformer,
+                      "hf": hf}.items():
     register(_name, _module.ENTRY)
 
 __all__ = [
@@ -38,4 +40,5 @@ __all__ = [
     "load_entry_points",
     "parse_config",
     "register",
+    "task_for",
 ]

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import InvalidInput
 
 ENTRY_POINT_GROUP = "trajx.architectures"
@@ -30,17 +31,19 @@ class ArchConfig(BaseModel):
 
 @dataclass(frozen=True)
 class ArchitectureEntry:
-    """One architecture: a builder, its config model and an example-input maker.
+    """One architecture: a builder, its config model, an example-input maker, its task.
 
     `builder(config)` gets a validated `config_model` instance and returns the module;
     `example_input(config, batch)` returns a tensor of the shape the module takes
-    (used for tracing and the spec self-check).
+    (used for tracing and the spec self-check); `task(config)` says what the module
+    is trained to do (loss, accuracy, the data it takes; trajx.engine.tasks).
     """
 
     builder: Callable[[Any], nn.Module]
     config_model: type[BaseModel]
     example_input: Callable[[Any, int], torch.Tensor]
     description: str = ""
+    task: Callable[[Any], Task] = lambda config: CLASSES_OR_VALUES
 
 
 REGISTRY: dict[str, ArchitectureEntry] = {}
@@ -145,6 +148,11 @@ def example_input(name: str, config: dict[str, Any] | BaseModel, batch: int = 2,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0 if generator is None else int(torch.randint(2**31, (1,), generator=generator)))
         return entry.example_input(parsed, batch)
+
+
+def task_for(name: str, config: dict[str, Any] | BaseModel) -> Task:
+    """What architecture `name` with `config` is trained to do (its loss and accuracy)."""
+    return get_entry(name).task(parse_config(name, config))
 
 
 def list_architectures() -> list[str]:
