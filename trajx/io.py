@@ -56,7 +56,8 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     and extra names or naming the tensor with both shapes/dtypes, `non_finite_input`
     naming the tensor.
     """
-    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)} | _tied_names(expected)
+    tied = _tied_names(expected)
+    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)} | set(tied)
     missing = sorted(set(expected) - set(state) - optional)
     extra = sorted(set(state) - set(expected))
     if missing or extra:
@@ -67,7 +68,8 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     out = {}
     for name, reference in expected.items():
         if name not in state:
-            out[name] = reference.detach().clone()
+            # A tied weight is its source's tensor: loading a stale copy would overwrite it.
+            out[name] = out[tied[name]] if name in tied else reference.detach().clone()
             continue
         tensor = state[name]
         if tuple(tensor.shape) != tuple(reference.shape):
@@ -89,14 +91,16 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     return out
 
 
-def _tied_names(expected: Mapping[str, torch.Tensor]) -> set[str]:
-    """Names whose tensor is the very tensor of an earlier name (tied weights)."""
-    seen, tied = set(), set()
+def _tied_names(expected: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Name -> earlier name, for names whose tensor is the very tensor of an earlier one
+    (tied weights)."""
+    first: dict[tuple, str] = {}
+    tied = {}
     for name, tensor in expected.items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        if tensor.numel() and key in seen:
-            tied.add(name)
-        seen.add(key)
+        if tensor.numel() and key in first:
+            tied[name] = first[key]
+        first.setdefault(key, name)
     return tied
 
 

@@ -116,9 +116,6 @@ def _checked(task: str, fields_json: str) -> Any:
         if key not in allowed:
             raise _invalid(f"not a field of {config_class.__name__}", key)
         _check_numbers(value, key)
-    for key in list(values):
-        if _DROPOUT.search(key) and isinstance(values[key], float):
-            values[key] = 0.0
     if task == "causal-lm":
         values["use_cache"] = False
     values.pop("model_type")
@@ -127,6 +124,9 @@ def _checked(task: str, fields_json: str) -> Any:
     except Exception as exc:  # noqa: BLE001  (transformers validates with its own error types)
         named = re.search(r"field '(\w+)'", str(exc))
         raise _invalid(str(exc).strip().splitlines()[-1].strip(), named.group(1) if named else None) from None
+    for field in fields(config_class):  # the defaults too: BERT's are 0.1
+        if _DROPOUT.search(field.name) and isinstance(getattr(hf, field.name), float):
+            setattr(hf, field.name, 0.0)
     _check_size(hf, task, config_class.attribute_map.get("num_hidden_layers", "num_hidden_layers"))
     return hf
 
