@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_spec.py [--repeats 3] [--device cpu|cuda]
 
 For each architecture (default configs, example batch of 2): parameters, groups,
-the time to trace and derive the groups (`derive_param_groups`), and the time of the
+the time to export the model (`torch.export`) and derive the groups from its graph
+(`derive_param_groups`), and the time of the
 float64 self-check (`check_spec`); median over `--repeats` runs after one warm-up.
 """
 
@@ -46,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     table = Table(title=f"spec derivation ({args.device}, torch {torch.__version__}, "
                         f"{torch.get_num_threads()} threads)")
-    for column in ("architecture", "params", "groups", "trace s", "self-check s"):
+    for column in ("architecture", "params", "groups", "export + derive s", "self-check s"):
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for name, config in CASES:
         model = build_model(name, config).to(args.device)

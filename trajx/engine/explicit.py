@@ -1,7 +1,7 @@
 """Merge an explicit permutation spec (the job spec's JSON) into a derived one.
 
 The explicit spec maps a state-dict name to one group reference per axis (`"name"`,
-`"name*repeat"` or null for a fixed axis). Each entry it names replaces the derived
+`"name*repeat"`, `"tile*name*repeat"` or null for a fixed axis). Each entry it names replaces the derived
 entry; entries it does not name keep what tracing found. The merged spec is
 self-checked by the caller like any derived one.
 """
@@ -44,3 +44,8 @@ def merge_explicit(derived: Mapping[str, GroupRefs], explicit: Mapping[str, Sequ
                     raise InvalidInput(str(exc), code="invalid_permutation_spec", field=field) from None
         merged[param] = tuple(refs)
     return merged
+
+
+def names_every_entry(explicit: Mapping[str, Sequence[str | None]], shapes: Mapping[str, tuple[int, ...]]) -> bool:
+    """Whether `explicit` sets every state-dict entry (then nothing is left to derive)."""
+    return all(name in explicit for name in shapes)

@@ -203,7 +203,7 @@ def _permute_except(spec: PermutationSpec, perm: Permutation, name: str,
     # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
     for dim, group in enumerate(spec.param_groups.get(name, ())):
         if group is not None and dim != skip_dim:
-            stack = permute_axis(stack, dim + 1, perm[group], spec.repeat(name, dim))
+            stack = permute_axis(stack, dim + 1, perm[group], spec.repeat(name, dim), spec.tile(name, dim))
     return stack
 
 
@@ -216,8 +216,10 @@ def _group_cost(spec: PermutationSpec, pairs: PairBank, perm: Permutation,
             continue
         target, source = pairs.pair_stacks(axis.param)
         source = _permute_except(spec, perm, axis.param, source, axis.dim)
+        # A tiled axis (fused q/k/v) as (tile, units * repeat): its copies add up like a batch.
+        target, source = (t.unflatten(axis.dim + 1, (axis.tile, -1)) for t in (target, source))
         # n is the group's unit count: a flattened axis holds each unit's block of features.
-        term = _unit_products(target, source, axis.dim + 1, perm[group_name].numel())
+        term = _unit_products(target, source, axis.dim + 2, perm[group_name].numel())
         cost = term if cost is None else cost + term
     return cost.double().cpu().numpy()
 

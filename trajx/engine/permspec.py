@@ -7,17 +7,22 @@ with `perm[g][i]` = index of the source unit that lands at position i.
 
 An axis may hold a group *repeated*: after flattening a (C, H, W) activation the next
 Linear's input axis has C*H*W entries, channel-major, so permuting the C channels moves
-blocks of H*W features. Such an axis records `repeat = H*W`; its length is
-`group.size * repeat` and it is permuted by `expand_index(perm[g], repeat)`. Always
-permute axes through `permute_axis` (or `apply_permutation`) and size cost matrices by
-`group.size`, never by the axis length. In JSON a repeated axis is written `"name*16"`.
+blocks of H*W features. Such an axis records `repeat = H*W`. An axis may also hold its
+group *tiled*: a fused q/k/v projection's output axis is (3, heads, head_dim), and the
+heads move alike in each of the three; it records `tile = 3` (and `repeat = head_dim`).
+Its length is `tile * group.size * repeat` and it is permuted by
+`expand_index(perm[g], repeat, tile)`. Always permute axes through `permute_axis` (or
+`apply_permutation`) and size cost matrices by `group.size`, never by the axis length.
+In JSON a repeated axis is written `"name*16"`, a tiled one `"3*name*16"`.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+
+from trajx.errors import UnsupportedModel
 
 Permutation = dict[str, torch.Tensor]
 StateDict = Mapping[str, torch.Tensor]
@@ -25,11 +30,13 @@ StateDict = Mapping[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Axis:
-    """One axis `dim` of the state-dict entry `param`, holding its group `repeat` times blockwise."""
+    """One axis `dim` of the state-dict entry `param`: `tile` copies of its group, each unit
+    `repeat` times blockwise."""
 
     param: str
     dim: int
     repeat: int = 1
+    tile: int = 1
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,15 @@ class PermutationGroup:
 
 @dataclass(frozen=True)
 class PermutationSpec:
-    """Groups plus, for every state-dict entry, the group of each axis (None = fixed)."""
+    """Groups plus, for every state-dict entry, the group of each axis (None = fixed).
+
+    `fixed_axes` (`"param[dim]" -> why`), filled by spec derivation, says what keeps each
+    parameter axis in place that could otherwise have moved (an op, the model's output).
+    """
 
     groups: tuple[PermutationGroup, ...]
     param_groups: Mapping[str, tuple[str | None, ...]]
+    fixed_axes: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def group(self, name: str) -> PermutationGroup:
         for group in self.groups:
@@ -62,56 +74,92 @@ class PermutationSpec:
 
     def repeat(self, param: str, dim: int) -> int:
         """How many times axis `dim` of `param` repeats its group blockwise (1 if not)."""
-        return self._repeats.get((param, dim), 1)
+        return self._layouts.get((param, dim), (1, 1))[0]
+
+    def tile(self, param: str, dim: int) -> int:
+        """How many copies of its group axis `dim` of `param` holds one after another (1 if one)."""
+        return self._layouts.get((param, dim), (1, 1))[1]
 
     @cached_property
-    def _repeats(self) -> dict[tuple[str, int], int]:
-        return {(a.param, a.dim): a.repeat for g in self.groups for a in g.axes if a.repeat != 1}
+    def _layouts(self) -> dict[tuple[str, int], tuple[int, int]]:
+        return {(a.param, a.dim): (a.repeat, a.tile) for g in self.groups for a in g.axes
+                if (a.repeat, a.tile) != (1, 1)}
 
     def to_json(self) -> dict[str, list[str | None]]:
-        """`param -> group per axis`, a repeated axis written `"group*repeat"`."""
+        """`param -> group per axis`, written `"[tile*]group[*repeat]"`."""
         return {
-            name: [_json_group(g, self.repeat(name, dim)) for dim, g in enumerate(axes)]
+            name: [format_group_ref(g, self.repeat(name, dim), self.tile(name, dim)) for dim, g in enumerate(axes)]
             for name, axes in self.param_groups.items()
         }
 
 
-def _json_group(group: str | None, repeat: int) -> str | None:
-    return group if group is None or repeat == 1 else f"{group}*{repeat}"
+def require_groups(spec: PermutationSpec, method: str) -> None:
+    """Refuse a matching method on a spec with no permutation group: its result would be
+    exactly the Naive one. Raises UnsupportedModel(code="no_permutation_groups") naming
+    what fixed the axes that could have moved (`spec.fixed_axes`)."""
+    if spec.groups:
+        return
+    # ops first: the model's own inputs and outputs fix axes in every model
+    reasons = sorted(spec.fixed_axes.items(), key=lambda item: "the model's" in item[1])
+    shown = "; ".join(f"{axis}: {why}" for axis, why in reasons[:6])
+    more = f" (and {len(spec.fixed_axes) - 6} more)" if len(spec.fixed_axes) > 6 else ""
+    what = f"what fixed them: {shown}{more}" if shown else "no parameter axis can move"
+    raise UnsupportedModel(
+        f"method {method!r} needs at least one permutation group, but every parameter axis of "
+        f"this model stays in place ({what}); use method 'naive' or give an explicit "
+        "permutation_spec", code="no_permutation_groups", method=method,
+        fixed_axes=dict(spec.fixed_axes))
 
 
-def parse_group_ref(ref: str) -> tuple[str, int]:
-    """Split a JSON group reference `"name"` or `"name*repeat"` into (name, repeat).
+def format_group_ref(group: str | None, repeat: int = 1, tile: int = 1) -> str | None:
+    """The JSON reference `"[tile*]group[*repeat]"` (None for a fixed axis)."""
+    if group is None:
+        return None
+    return f"{f'{tile}*' if tile != 1 else ''}{group}{f'*{repeat}' if repeat != 1 else ''}"
 
-    Raises ValueError when the repeat is not a positive integer.
+
+def parse_group_ref(ref: str) -> tuple[str, int, int]:
+    """Split a JSON group reference `"[tile*]name[*repeat]"` into (name, repeat, tile).
+
+    A leading or trailing part made of digits is a count; the name is what remains.
+    Raises ValueError when a count is not a positive integer or the name is empty.
     """
-    name, sep, count = ref.rpartition("*")
-    if not sep:
-        return ref, 1
-    if not count.isdigit() or int(count) < 1 or not name:
-        raise ValueError(f"group reference {ref!r}: expected 'name' or 'name*<positive int>'")
-    return name, int(count)
+    parts = ref.split("*")
+    counts = [1, 1]  # repeat, tile
+    if len(parts) > 1 and parts[-1].isdigit():
+        counts[0] = int(parts.pop())
+    if len(parts) > 1 and parts[0].isdigit():
+        counts[1] = int(parts.pop(0))
+    if len(parts) != 1 or not parts[0] or min(counts) < 1:
+        raise ValueError(f"group reference {ref!r}: expected 'name', 'name*<positive int>' "
+                         "or '<positive int>*name*<positive int>'")
+    return parts[0], counts[0], counts[1]
 
 
-def expand_index(index: torch.Tensor, repeat: int) -> torch.Tensor:
-    """Index of a `repeat`-times blockwise axis from its group's permutation `index`."""
-    if repeat == 1:
-        return index
-    inner = torch.arange(repeat, device=index.device)
-    return (index[:, None] * repeat + inner).reshape(-1)
+def expand_index(index: torch.Tensor, repeat: int, tile: int = 1) -> torch.Tensor:
+    """Index of an axis holding `tile` copies of a group, each unit `repeat` times blockwise,
+    from the group's permutation `index`."""
+    if repeat != 1:
+        inner = torch.arange(repeat, device=index.device)
+        index = (index[:, None] * repeat + inner).reshape(-1)
+    if tile != 1:
+        outer = torch.arange(tile, device=index.device) * index.numel()
+        index = (outer[:, None] + index).reshape(-1)
+    return index
 
 
-def permute_axis(tensor: torch.Tensor, dim: int, index: torch.Tensor, repeat: int = 1) -> torch.Tensor:
-    """`tensor` with axis `dim` reordered by a group permutation `index` (repeated blockwise)."""
-    return torch.index_select(tensor, dim, expand_index(index.to(tensor.device), repeat))
+def permute_axis(tensor: torch.Tensor, dim: int, index: torch.Tensor, repeat: int = 1,
+                 tile: int = 1) -> torch.Tensor:
+    """`tensor` with axis `dim` reordered by a group permutation `index` (tiled, repeated blockwise)."""
+    return torch.index_select(tensor, dim, expand_index(index.to(tensor.device), repeat, tile))
 
 
 def spec_from_param_groups(param_groups: Mapping[str, tuple[str | None, ...]],
                            shapes: Mapping[str, tuple[int, ...]]) -> PermutationSpec:
     """Build a spec from `param -> group per axis`, checking every group has one size.
 
-    A group may be written `"name*repeat"` (see the module docstring); its size is then
-    the axis length divided by `repeat`. Raises ValueError naming the parameter when an
+    A group may be written `"[tile*]name[*repeat]"` (see the module docstring); its size
+    is then the axis length divided by `tile * repeat`. Raises ValueError naming the parameter when an
     axis count, a repeat or a group size does not fit.
     """
     axes: dict[str, list[Axis]] = {}
@@ -128,16 +176,16 @@ def spec_from_param_groups(param_groups: Mapping[str, tuple[str | None, ...]],
         for dim, ref in enumerate(parsed):
             if ref is None:
                 continue
-            name, repeat = ref
-            if shape[dim] % repeat:
-                raise ValueError(f"{param} axis {dim} has size {shape[dim]}, not a multiple of {repeat}")
-            size = shape[dim] // repeat
+            name, repeat, tile = ref
+            if shape[dim] % (repeat * tile):
+                raise ValueError(f"{param} axis {dim} has size {shape[dim]}, not a multiple of {repeat * tile}")
+            size = shape[dim] // (repeat * tile)
             if sizes.setdefault(name, size) != size:
                 raise ValueError(
                     f"group {name!r}: {param} axis {dim} holds {size} units, "
                     f"other axes in the group hold {sizes[name]}"
                 )
-            axes.setdefault(name, []).append(Axis(param, dim, repeat))
+            axes.setdefault(name, []).append(Axis(param, dim, repeat, tile))
     groups = tuple(PermutationGroup(n, sizes[n], tuple(a)) for n, a in axes.items())
     return PermutationSpec(groups, names)
 
@@ -148,7 +196,7 @@ def apply_permutation(spec: PermutationSpec, perm: Permutation, state: StateDict
     for name, tensor in state.items():
         for dim, group in enumerate(spec.param_groups.get(name, ())):
             if group is not None:
-                tensor = permute_axis(tensor, dim, perm[group], spec.repeat(name, dim))
+                tensor = permute_axis(tensor, dim, perm[group], spec.repeat(name, dim), spec.tile(name, dim))
         out[name] = tensor
     return out
 

@@ -1,45 +1,69 @@
-"""Derive a model's permutation spec by tracing it, and prove it by a self-check.
+"""Derive a model's permutation spec from its `torch.export` graph, and prove it.
 
-`derive_spec` traces the model with torch.fx, runs the graph once on an example input
-(one `torch.fx.Interpreter` walk), asks the handler of every op (`trace_ops`) which
-axes share a permutation, merges them in an `AxisUnion` and reads the groups off it:
-a group touching the model's input or output, of size 1, or made of parameter axes
-alone is fixed. An op without a handler is refused, naming op and node, unless an
-explicit spec names every parameter whose axes the op would leave unpermuted (then
-it is opaque: every axis it touches stays fixed). Each spec is then proven by
-`check_spec` (selfcheck.py): permuting its groups must leave the outputs unchanged.
+`derive_spec` exports the model on an example input (`torch.export.export`, non-strict,
+eval mode) and walks the ATen graph once: the rule of every op (`trajx.op_table` names
+it, `trace_ops` implements it) says which axes of its arguments and results share a
+permutation; an `AtomUnion` merges them. Parameters, buffers and inputs are the graph's
+placeholders (`graph_signature` names them). Then:
+
+- every axis of the model's inputs and outputs is fixed;
+- a parameter axis carries at most one permutation: where several of its factors could
+  move (heads and the features inside each head), the outermost is kept;
+- a permutation is a group when it holds an activation axis and more than one unit;
+  groups are named after their first parameter axis in state-dict order (`P_<param>_<dim>`).
+
+An op without a rule is refused, naming op, node and module, unless an explicit spec
+names every parameter whose axes the op would leave unpermuted (then it is opaque: every
+axis it touches stays fixed). An explicit spec naming every state-dict entry is used
+without exporting. Each spec is proven by `check_spec` (selfcheck.py): permuting its
+groups must leave the outputs unchanged.
 """
 
+import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.node import _get_qualified_name
-from torch.overrides import resolve_name
-from torch.utils._pytree import tree_leaves
+from torch.export import ExportedProgram
 
-from trajx.engine.axis_links import AxisUnion, Call, Endpoint, Links, TensorRef
-from trajx.engine.explicit import merge_explicit
-from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
+from trajx.engine.axis_links import AtomUnion, AxisMismatch, Call, Endpoint, Links, TensorRef
+from trajx.engine.explicit import merge_explicit, names_every_entry
+from trajx.engine.permspec import PermutationSpec, format_group_ref, spec_from_param_groups
 from trajx.engine.selfcheck import check_spec, eval_mode, like_model
-from trajx.engine.trace_ops import (
-    FUNCTION_HANDLERS,
-    METHOD_HANDLERS,
-    MODULE_HANDLERS,
-    SPLITTING,
-    Handler,
-)
+from trajx.engine.trace_ops import HANDLERS, SPLITTING
 from trajx.errors import InvalidInput, UnsupportedModel
+from trajx.op_table import refusal, rule_for
 
-__all__ = ["check_spec", "derive_param_groups", "derive_spec"]
+__all__ = ["check_spec", "derive_param_groups", "derive_spec", "export_model", "op_name"]
 
 PARAM = "param:"
+GroupRefs = tuple[str | None, ...]
 
 
-class _AxisMismatch(Exception):
-    """An op's rule linked axes whose sizes do not fit: the op is not what the rule assumes."""
+def op_name(target: Any) -> str:
+    """The operator's name as `trajx.op_table` spells it: "aten.linear.default", "_operator.getitem"."""
+    if isinstance(target, torch._ops.OpOverload):
+        return str(target)
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return f"higher_order.{target.name()}"
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+
+
+def export_model(model: nn.Module, example_input: torch.Tensor) -> ExportedProgram:
+    """`torch.export.export(model, (example_input,), strict=False)` in eval mode (the
+    model's modes are restored). Raises UnsupportedModel(code="untraceable")."""
+    with eval_mode(model):
+        try:
+            return torch.export.export(model, (like_model(model, example_input),), strict=False)
+        except Exception as exc:  # export raises many types for what it cannot capture
+            raise UnsupportedModel(
+                f"cannot export {type(model).__name__} with torch.export.export ({type(exc).__name__}: "
+                f"{(str(exc).strip().splitlines() or [''])[0][:300]}); give an explicit "
+                "permutation_spec naming every tensor",
+                code="untraceable", op="torch.export.export", node=type(model).__name__,
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -47,219 +71,221 @@ class _OpaqueOp:
     """An op without a rule, kept until the whole graph is linked (see `settle_opaque`)."""
 
     node: fx.Node
-    module: nn.Module | None
     reason: str
     endpoints: tuple[Endpoint, ...]
+    params: tuple[str, ...]  # state-dict entries it reads directly
 
 
-def _op_name(node: fx.Node, module: nn.Module | None) -> str:
-    if node.op == "call_module":
-        return f"{type(module).__module__}.{type(module).__qualname__}"
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    return resolve_name(node.target) or _get_qualified_name(node.target)
+def _module_path(node: fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path, kind = list(stack.values())[-1]
+    name = getattr(kind, "__qualname__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")
+    return f"{path or '<root>'} ({name})"
 
 
-def _contains_tensor(value: Any) -> bool:
-    return any(isinstance(leaf, torch.Tensor) for leaf in tree_leaves(value))
+def _refusal(node: fx.Node, reason: str, **details: Any) -> UnsupportedModel:
+    op = op_name(node.target)
+    module = _module_path(node)
+    where = f" in module {module}" if module else ""
+    advice = "" if details else "; give an explicit permutation_spec for this model"
+    if module:
+        details = {**details, "module": module}
+    return UnsupportedModel(
+        f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: {reason}{advice}",
+        code="unsupported_op", op=op, node=node.name, **details,
+    )
 
 
-class _AxisTracer(fx.Interpreter):
-    """Runs the graph and records every op's links into `self.axes`.
+def _fake_shapes(value: Any) -> tuple[int, ...] | list | None:
+    if isinstance(value, torch.Tensor):
+        return tuple(int(n) for n in value.shape)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
+        return [_fake_shapes(v) if isinstance(v, torch.Tensor) else None for v in value]
+    return None
+
+
+class _GraphLinks:
+    """Walks an exported graph and records every op's links into `self.axes`.
 
     With `covered` (the names an explicit spec sets), an op without a rule is kept as
     opaque instead of being refused at once; `settle_opaque` then refuses it unless
     `covered` names every parameter it would leave unpermuted.
     """
 
-    def __init__(self, module: fx.GraphModule, state_keys: Sequence[str],
+    def __init__(self, program: ExportedProgram, state_keys: Sequence[str],
                  covered: Collection[str] | None) -> None:
-        super().__init__(module)
-        self.axes = AxisUnion()
-        self._refs: dict[fx.Node, TensorRef] = {}
-        self._parts: dict[fx.Node, tuple[TensorRef, ...]] = {}  # results of split-like ops
+        self.axes = AtomUnion()
         self._state_keys = set(state_keys)
         self._covered = covered
         self._opaque: list[_OpaqueOp] = []
-        named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
-        self._shapes: dict[str, tuple[int, ...]] = {PARAM + n: tuple(t.shape) for n, t in named}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._refs: dict[fx.Node, TensorRef] = {}
+        self._parts: dict[fx.Node, tuple[TensorRef | None, ...]] = {}
+        signature = program.graph_signature
+        self._state_of = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
+        self._graph = program.graph
 
-    def run_node(self, node: fx.Node) -> Any:
-        value = super().run_node(node)
-        if isinstance(value, torch.Tensor):
-            self._refs[node] = self._ref(f"node:{node.name}", value)
-        elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
-            self._parts[node] = tuple(self._ref(f"node:{node.name}.{i}", v) for i, v in enumerate(value))
-        self._record(node, value)
-        return value
+    def run(self) -> None:
+        for node in self._graph.nodes:
+            if node.op == "placeholder":
+                self._placeholder(node)
+            elif node.op == "output":
+                nodes = [n for n in _flat(node.args) if isinstance(n, fx.Node)]
+                outputs = [r for n in nodes for r in (self._refs.get(n), *self._parts.get(n, ()))]
+                self._apply(Links().fix_all(*(r for r in outputs if r is not None)),
+                            "it reaches the model's output")
+            elif node.op == "call_function":
+                self._call_function(node)
+            else:  # get_attr of a submodule (a higher-order op's body), call_module
+                raise _refusal(node, f"graph node kind {node.op!r} is not supported")
 
-    def _ref(self, key: str, value: torch.Tensor) -> TensorRef:
-        self._shapes[key] = tuple(value.shape)
-        return TensorRef(key, tuple(value.shape))
+    def _register_value(self, node: fx.Node, key: str) -> None:
+        shapes = _fake_shapes(node.meta.get("val"))
+        if isinstance(shapes, tuple):
+            self._refs[node] = self._ref(key, shapes)
+        elif isinstance(shapes, list):
+            self._parts[node] = tuple(None if s is None else self._ref(f"{key}.{i}", s)
+                                      for i, s in enumerate(shapes))
 
-    def _record(self, node: fx.Node, value: Any) -> None:
-        out = self._refs.get(node)
-        if node.op == "placeholder":
-            self._apply(Links().fix_all(out) if out else Links())
-        elif node.op == "output":
-            self._apply(Links().fix_all(*self._call(node, None).tensors()))
-        elif node.op == "get_attr":
-            self._apply(self._get_attr_links(node, out))
+    def _ref(self, key: str, shape: tuple[int, ...]) -> TensorRef:
+        self._shapes[key] = shape
+        return TensorRef(key, shape)
+
+    def _placeholder(self, node: fx.Node) -> None:
+        name = self._state_of.get(node.name)
+        self._register_value(node, f"node:{node.name}" if name is None else PARAM + name)
+        ref = self._refs.get(node)
+        if ref is None:
+            return
+        if name is None:  # a user input or a lifted constant
+            self._apply(Links().fix_all(ref), "it reaches the model's input")
+        elif name not in self._state_keys:
+            self._apply(Links().fix_all(ref), "a buffer outside the state dict")
         else:
-            module = self.module.get_submodule(node.target) if node.op == "call_module" else None
-            try:
-                self._apply(self._op_links(node, module, self._call(node, module), value))
-            except _AxisMismatch as exc:
-                raise self._refusal(node, module, str(exc)) from None
+            for endpoint in ref.axes():
+                self._register(endpoint)
 
-    def _get_attr_links(self, node: fx.Node, out: TensorRef | None) -> Links:
-        if out is None:
-            return Links()
-        if node.target not in self._state_keys:  # a constant tensor: nothing to permute
-            return Links().fix_all(out)
-        param = TensorRef(PARAM + node.target, out.shape)
-        links = Links()
-        for dim in range(out.ndim):
-            links.join(out.axis(dim), param.axis(dim))
-        return links
-
-    def _op_links(self, node: fx.Node, module: nn.Module | None, call: Call, value: Any) -> Links:
-        if call.out is None and not call.tensors() and not _contains_tensor(value):
-            return Links()  # arithmetic on sizes and other plain Python values
-        handler = self._handler(node, module)
-        if call.out is None and _contains_tensor(value) and not (call.parts and handler in SPLITTING):
+    def _call_function(self, node: fx.Node) -> None:
+        self._register_value(node, f"node:{node.name}")
+        op = op_name(node.target)
+        rule = rule_for(op)
+        call = self._call(node)
+        if rule is None:
+            reason = refusal(op)
+        elif call.parts and rule not in SPLITTING:
             reason = "it returns several tensors"
-        elif handler is None:
-            reason = "no rule for this op"
         else:
             try:
-                return handler(call)
+                self._apply(HANDLERS[rule](call), f"op {op} at node {node.name!r}")
+                return
             except UnsupportedModel as exc:
                 reason = exc.details.get("reason", exc.message)
+            except AxisMismatch as exc:
+                reason = f"its rule does not fit: {exc}"
         if self._covered is None:
-            raise self._refusal(node, module, reason)
+            raise _refusal(node, reason)
         # Linked later: which groups it cuts is only known once the whole graph is.
-        touched = [*call.tensors(), *([call.out] if call.out else [])]
-        self._opaque.append(_OpaqueOp(node, module, reason,
-                                      tuple(e for t in touched for e in t.axes())))
-        return Links()
+        touched = [*call.tensors(), *([call.out] if call.out else []), *(p for p in call.parts if p)]
+        params = tuple(t.key[len(PARAM):] for t in call.tensors() if t.key.startswith(PARAM))
+        self._opaque.append(_OpaqueOp(node, reason, tuple(e for t in touched for e in t.axes()), params))
+
+    def _call(self, node: fx.Node) -> Call:
+        def convert(value: Any) -> Any:
+            if isinstance(value, fx.Node):
+                return self._refs.get(value) or self._parts.get(value)
+            if isinstance(value, (list, tuple)):
+                return type(value)(convert(v) for v in value)
+            return value
+
+        args, kwargs = convert(node.args), convert(node.kwargs)
+        schema = getattr(node.target, "_schema", None)
+        if schema is None:  # operator.getitem
+            named = dict(zip(("self", "index"), args))
+        else:
+            named = {}
+            for i, argument in enumerate(schema.arguments):
+                if i < len(args) and not argument.kwarg_only:
+                    named[argument.name] = args[i]
+                elif argument.name in kwargs:
+                    named[argument.name] = kwargs[argument.name]
+                elif argument.has_default_value():
+                    named[argument.name] = argument.default_value
+        return Call(self._refs.get(node), named, self._parts.get(node, ()))
+
+    def _apply(self, links: Links, why: str) -> None:
+        for key, shape in links.virtual.items():
+            self._shapes[key] = shape
+        for a, b in links.same:
+            for endpoint in (*a, *b):
+                self._register(endpoint)
+            self.axes.join(a, b, why)
+        for endpoint in links.fixed:
+            self._register(endpoint)
+            self.axes.fix(endpoint, why)
+
+    def _register(self, endpoint: Endpoint) -> None:
+        key, dim = endpoint
+        if endpoint not in self.axes:
+            self.axes.add(endpoint, self._shapes[key][dim], in_graph=not key.startswith(PARAM))
+
+    def join_aliases(self, aliases: Sequence[Sequence[str]]) -> None:
+        """Tie the axes of state-dict names that hold one tensor (tied weights)."""
+        links = Links()
+        for first, *rest in aliases:
+            for name in rest:
+                for dim in range(len(self._shapes[PARAM + name])):
+                    links.join((PARAM + first, dim), (PARAM + name, dim))
+        self._apply(links, "tied weights")
+
+    def add_state(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Register state entries the graph never reads (their axes stay unlinked)."""
+        for name, shape in shapes.items():
+            self._shapes.setdefault(PARAM + name, shape)
 
     def settle_opaque(self) -> None:
         """Fix every axis an opaque op touches, once the parameters it would leave
         unpermuted are all named by the explicit spec; else refuse the first such op.
 
-        Those parameters: the ones in a group the op cuts (a set that would have been a
-        group without it), and the op module's own state (tracing never sees inside it).
+        Those parameters: the ones in a group the op cuts (a class that would have been
+        a group without it), and the ones it reads directly.
         """
         if not self._opaque:
             return
-        params_of = self._params_by_root()
         for op in self._opaque:
-            roots = {self.axes.find(e)[0] for e in op.endpoints}
-            cut = {p for r in roots if _is_group(self.axes, r) for p in params_of.get(r, ())}
-            if op.module is not None:
-                cut |= {k for k in self._state_keys if k.startswith(f"{op.node.target}.")}
+            for endpoint in op.endpoints:
+                self._register(endpoint)
+        params_of = self._params_by_class()
+        for op in self._opaque:
+            classes = {self.axes.root(a) for e in op.endpoints for a in self.axes.leaves(e)
+                       if self.axes.is_live(a)}
+            cut = {p for c in classes for p in params_of.get(c, ())} | set(op.params)
             missing = sorted(cut - set(self._covered))
             if missing:
-                raise self._refusal(
-                    op.node, op.module,
+                raise _refusal(
+                    op.node,
                     f"{op.reason}; as an opaque op it would leave {missing} unpermuted, so an "
                     "explicit permutation_spec must name each of them (null axes to keep them fixed)",
                     uncovered=missing)
         for op in self._opaque:
             for endpoint in op.endpoints:
-                self.axes.fix(endpoint)
+                self.axes.fix(endpoint, f"op {op_name(op.node.target)} at node {op.node.name!r} (opaque)")
 
-    def _params_by_root(self) -> dict[Endpoint, set[str]]:
-        """State-dict names per set root (opaque ops' axes registered first)."""
-        for op in self._opaque:
-            for endpoint in op.endpoints:
-                self._register(endpoint)
-        params_of: dict[Endpoint, set[str]] = {}
+    def _params_by_class(self) -> dict[int, set[str]]:
+        params_of: dict[int, set[str]] = {}
         for name in self._state_keys:
-            for dim in range(len(self._shapes[PARAM + name])):
+            for dim in range(len(self._shapes.get(PARAM + name, ()))):
                 if (PARAM + name, dim) in self.axes:
-                    params_of.setdefault(self.axes.find((PARAM + name, dim))[0], set()).add(name)
+                    for atom in self.axes.leaves((PARAM + name, dim)):
+                        params_of.setdefault(self.axes.root(atom), set()).add(name)
         return params_of
 
-    @staticmethod
-    def _refusal(node: fx.Node, module: nn.Module | None, reason: str, **details: Any) -> UnsupportedModel:
-        op = _op_name(node, module)
-        where = f" (module {node.target!r})" if module is not None else ""
-        advice = "" if details else "; give an explicit permutation_spec for this model"
-        return UnsupportedModel(
-            f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: {reason}{advice}",
-            code="unsupported_op", op=op, node=node.name, **details,
-        )
 
-    def _handler(self, node: fx.Node, module: nn.Module | None) -> Handler | None:
-        if node.op == "call_module":
-            return MODULE_HANDLERS.get(type(module))
-        if node.op == "call_method":
-            return METHOD_HANDLERS.get(node.target)
-        return FUNCTION_HANDLERS.get(node.target)
-
-    def _call(self, node: fx.Node, module: nn.Module | None) -> Call:
-        def convert(value: Any) -> Any:
-            if isinstance(value, fx.Node):
-                return self._refs.get(value) or self._parts.get(value) or self.env.get(value)
-            if isinstance(value, (list, tuple)):
-                return type(value)(convert(v) for v in value)
-            if isinstance(value, dict):
-                return {k: convert(v) for k, v in value.items()}
-            if isinstance(value, slice):
-                return slice(convert(value.start), convert(value.stop), convert(value.step))
-            return value
-
-        return Call(self._refs.get(node), convert(node.args), convert(node.kwargs), module,
-                    node.target if module is not None else "", self._parts.get(node, ()))
-
-    def _apply(self, links: Links) -> None:
-        for a, b in links.same:
-            self._join(a, b, 1)
-        for a, b, repeat in links.blocks:
-            self._join(a, b, repeat)
-        for endpoint in links.fixed:
-            self._register(endpoint)
-            self.axes.fix(endpoint)
-
-    def _join(self, a: Endpoint, b: Endpoint, repeat: int) -> None:
-        self._register(a)
-        self._register(b)
-        if self.axes.size(a) != self.axes.size(b) * repeat:
-            raise _AxisMismatch(
-                f"its rule links axis {a[1]} of {a[0]} (size {self.axes.size(a)}) to axis {b[1]} "
-                f"of {b[0]} (size {self.axes.size(b)}) repeated {repeat} times"
-            )
-        self.axes.join(a, b, repeat)
-
-    def _register(self, endpoint: Endpoint) -> None:
-        key, dim = endpoint
-        if endpoint in self.axes:
-            return
-        is_param = key.startswith(PARAM)
-        self.axes.add(endpoint, self._shapes[key][dim], in_graph=not is_param)
-        if is_param and key[len(PARAM):] not in self._state_keys:  # a non-persistent buffer
-            self.axes.fix(endpoint)
-
-    def join_aliases(self, aliases: Sequence[Sequence[str]]) -> None:
-        """Tie the axes of state-dict names that hold one tensor (tied weights)."""
-        for names in aliases:
-            first, *rest = names
-            for name in rest:
-                for dim in range(len(self._shapes[PARAM + name])):
-                    self._join((PARAM + first, dim), (PARAM + name, dim), 1)
-
-
-def _trace(model: nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for data-dependent control flow
-        raise UnsupportedModel(
-            f"cannot trace {type(model).__name__} with torch.fx.symbolic_trace ({type(exc).__name__}: {exc}); "
-            "give an explicit permutation_spec",
-            code="untraceable", op="torch.fx.symbolic_trace", node=type(model).__name__,
-        ) from exc
+def _flat(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _flat(item)]
+    return [value]
 
 
 def _aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
@@ -271,74 +297,108 @@ def _aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return [names for names in by_tensor.values() if len(names) > 1]
 
 
-def _is_group(axes: AxisUnion, root: Endpoint) -> bool:
-    """Whether the set of `root` becomes a permutation group (see the module docstring)."""
-    return not axes.is_fixed(root) and axes.in_graph(root) and axes.size(root) > 1
+def _one_group_per_axis(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Leave each parameter axis at most one live factor (the outermost): the spec format
+    gives an axis one group. Fixing only ever removes candidates, so this settles."""
+    changed = True
+    while changed:
+        changed = False
+        for param, shape in shapes.items():
+            for dim in range(len(shape)):
+                if (PARAM + param, dim) not in axes:
+                    continue
+                roots = [axes.root(a) for a in axes.leaves((PARAM + param, dim)) if axes.is_live(a)]
+                distinct = list(dict.fromkeys(roots))
+                if distinct and roots.count(distinct[0]) > 1:
+                    axes.fix_atom(distinct[0], f"axis {dim} of {param} holds it twice")
+                    changed = True
+                for root in distinct[1:]:
+                    axes.fix_atom(root, f"axis {dim} of {param} already moves with an outer factor")
+                    changed = True
 
 
-def _groups_from_axes(axes: AxisUnion, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str | None, ...]]:
-    """`param -> group reference per axis`, groups named after their first parameter axis."""
-    names: dict[Endpoint, str] = {}
-    refs: dict[str, tuple[str | None, ...]] = {}
+def _groups_from_axes(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]
+                      ) -> tuple[dict[str, GroupRefs], dict[str, str]]:
+    """`param -> group reference per axis` (groups named after their first parameter axis),
+    and for every parameter axis that could have moved but does not, why it is fixed."""
+    names: dict[int, str] = {}
+    refs: dict[str, GroupRefs] = {}
+    fixed: dict[str, str] = {}
     for param, shape in shapes.items():
         entry: list[str | None] = []
         for dim in range(len(shape)):
             endpoint = (PARAM + param, dim)
-            if endpoint not in axes:
+            leaves = axes.leaves(endpoint) if endpoint in axes else []
+            live = [i for i, a in enumerate(leaves) if axes.is_live(a)]
+            if not live:
                 entry.append(None)
+                reasons = [axes.why_fixed(a) for a in leaves if axes.atom_size(a) > 1]
+                if shape[dim] > 1 and any(reasons):
+                    fixed[f"{param}[{dim}]"] = next(r for r in reasons if r)
                 continue
-            root, repeat = axes.find(endpoint)
-            if not _is_group(axes, root):
-                entry.append(None)
-                continue
-            name = names.setdefault(root, f"P_{param}_{dim}")
-            entry.append(name if repeat == 1 else f"{name}*{repeat}")
+            at = live[0]
+            name = names.setdefault(axes.root(leaves[at]), f"P_{param}_{dim}")
+            tile = math.prod(axes.atom_size(a) for a in leaves[:at])
+            repeat = math.prod(axes.atom_size(a) for a in leaves[at + 1:])
+            entry.append(format_group_ref(name, repeat, tile))
         refs[param] = tuple(entry)
-    return refs
+    return refs, fixed
+
+
+def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[str] | None
+            ) -> tuple[dict[str, GroupRefs], dict[str, str]]:
+    state = model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    walk = _GraphLinks(export_model(model, example_input), list(state), covered)
+    walk.add_state(shapes)
+    walk.run()
+    walk.join_aliases(_aliases(state))
+    walk.settle_opaque()
+    _one_group_per_axis(walk.axes, shapes)
+    return _groups_from_axes(walk.axes, shapes)
 
 
 def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
-                        covered: Collection[str] | None = None) -> dict[str, tuple[str | None, ...]]:
-    """Trace `model` on `example_input`: `state-dict name -> group reference per axis`.
+                        covered: Collection[str] | None = None) -> dict[str, GroupRefs]:
+    """Export `model` on `example_input`: `state-dict name -> group reference per axis`.
 
     `covered`: the state-dict names an explicit spec sets; an op without a rule is then
     opaque if every parameter it would leave unpermuted is among them. No self-check
-    (see `derive_spec`). Raises UnsupportedModel (code "unsupported_op" naming op and
-    node, plus `uncovered` names for an opaque op; or "untraceable").
+    (see `derive_spec`). Raises UnsupportedModel (code "unsupported_op" naming op, node
+    and module, plus `uncovered` names for an opaque op; or "untraceable").
     """
-    state = model.state_dict()
-    graph = _trace(model)
-    tracer = _AxisTracer(graph, list(state), covered)
-    with eval_mode(graph), torch.no_grad():  # BatchNorm must not update its statistics
-        tracer.run(like_model(model, example_input))
-    tracer.join_aliases(_aliases(state))
-    tracer.settle_opaque()
-    return _groups_from_axes(tracer.axes, {k: tuple(v.shape) for k, v in state.items()})
+    return _derive(model, example_input, covered)[0]
 
 
 def derive_spec(model: nn.Module, example_input: torch.Tensor,
                 explicit: Mapping[str, Sequence[str | None]] | None = None, *,
                 generator: torch.Generator | None = None) -> PermutationSpec:
-    """The permutation spec of `model`, derived by tracing and proven by `check_spec`.
+    """The permutation spec of `model`, derived from its exported graph and proven by `check_spec`.
 
     `example_input` is one input batch (moved to the model's device and float dtype);
     the model's parameters, buffers and train/eval modes are left as they were.
 
     `explicit` (`state-dict name -> group per axis`, the job spec's JSON) overrides the
-    derived entries it names. An op tracing cannot handle is still refused unless
-    `explicit` names every parameter whose axes the op would leave unpermuted (the
-    groups it cuts and its module's own state); then its axes stay fixed and the
-    explicit entries say what those parameters do. Raises UnsupportedModel
-    ("unsupported_op", "untraceable", "spec_self_check_failed") and InvalidInput
-    ("invalid_permutation_spec") for a malformed explicit spec.
+    derived entries it names; one naming every state-dict entry is used as it is, without
+    exporting (so a model export cannot capture still works). An op without a rule is
+    still refused unless `explicit` names every parameter whose axes the op would leave
+    unpermuted; then its axes stay fixed and the explicit entries say what those
+    parameters do. `spec.fixed_axes` says, for each parameter axis that stays in place
+    though it could have moved, what fixed it. Raises UnsupportedModel ("unsupported_op",
+    "untraceable", "spec_self_check_failed") and InvalidInput ("invalid_permutation_spec")
+    for a malformed explicit spec.
     """
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    refs = derive_param_groups(model, example_input, covered=None if explicit is None else set(explicit))
+    if explicit is not None and names_every_entry(explicit, shapes):
+        refs, fixed = {}, {}
+    else:
+        refs, fixed = _derive(model, example_input, None if explicit is None else set(explicit))
     if explicit is not None:
         refs = merge_explicit(refs, explicit, shapes)
+        fixed = {k: v for k, v in fixed.items() if k.rsplit("[", 1)[0] not in explicit}
     try:
         spec = spec_from_param_groups(refs, shapes)
     except ValueError as exc:
         raise InvalidInput(f"permutation_spec: {exc}", code="invalid_permutation_spec") from None
     check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
-    return spec
+    return replace(spec, fixed_axes=fixed)

@@ -1,32 +1,18 @@
-"""One handler per op: what an op says about which tensor axes share a permutation.
+"""One handler per rule: what an ATen op says about which tensor axes share a permutation.
 
-A handler takes a `Call` (arguments as TensorRefs, the result's TensorRef) and returns
-`Links`; it never touches the union-find. Every axis an op is not equivariant along
-(spatial axes of a convolution, a sliced axis, the inner axes of a flatten) is fixed,
-so a missing link can only cost permutations, never correctness. The tables at the end
-map functions, Tensor method names and module classes (exact class, not subclasses:
-a subclass may change `forward`) to handlers; anything else is refused by the tracer.
+A handler takes a `Call` (arguments by schema name, tensors as TensorRefs; the result's
+TensorRef) and returns `Links`; it never touches the union-find. Every axis an op is not
+equivariant along (spatial axes of a convolution, a sliced axis, attention positions
+under a mask) is fixed, so a missing link can only cost permutations, never correctness.
+`HANDLERS` maps the rule names of `trajx.op_table.RULES` to handlers.
 """
 
-import math
-import operator
 from collections.abc import Callable
-
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from trajx.engine.axis_links import Call, Links, TensorRef
 from trajx.errors import UnsupportedModel
 
 Handler = Callable[[Call], Links]
-
-
-def _normalize_dims(dim: object, ndim: int) -> list[int]:
-    if dim is None or isinstance(dim, bool):  # torch.std(x, True): `unbiased`, not a dim
-        return list(range(ndim))
-    dims = [dim] if isinstance(dim, int) else list(dim)
-    return sorted(d % ndim for d in dims) if dims else list(range(ndim))
 
 
 def _refuse(why: str) -> UnsupportedModel:
@@ -35,33 +21,32 @@ def _refuse(why: str) -> UnsupportedModel:
     return UnsupportedModel(why, code="unsupported_op", reason=why)
 
 
-# -- shape-preserving and broadcasting ops ---------------------------------------------
-
-def metadata(call: Call) -> Links:
-    """x.size(), x.dim(), x.shape: a non-tensor result, no axes involved."""
-    if call.out is not None:
-        raise _refuse("a method returning a tensor is not supported")
-    return Links()
+def _first(call: Call) -> TensorRef:
+    return call.tensors()[0]
 
 
-def attribute(call: Call) -> Links:
-    """getattr(x, name): metadata (shape, dtype, ...), `.real`/`.data` (element-wise), `.T`/`.mT`."""
-    name = call.args[1]
-    if call.out is None:
-        return Links()
-    if name in ("real", "data"):
-        return elementwise(call)
-    if name in ("T", "mT"):
-        x: TensorRef = call.args[0]
-        order = list(range(x.ndim))[::-1] if name == "T" else [*range(x.ndim - 2), x.ndim - 1, x.ndim - 2]
-        return _permuted(call, order)
-    raise _refuse(f"tensor attribute {name!r} is not supported")
+def _result(call: Call) -> TensorRef:
+    """The main result: the only one, or the first of several (native_layer_norm's output)."""
+    return call.out if call.out is not None else call.parts[0]
 
+
+def _fix_extra_parts(call: Call, links: Links) -> Links:
+    """Statistics and indices an op returns besides its result keep every axis in place."""
+    return links.fix_all(*(p for p in call.parts[1:] if p is not None))
+
+
+def _dims(dim: object, ndim: int) -> list[int]:
+    if dim is None:
+        return list(range(ndim))
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    return sorted(d % ndim for d in dims) if dims else list(range(ndim))
+
+
+# -- element-wise, broadcasting and reductions -----------------------------------------
 
 def elementwise(call: Call) -> Links:
-    """Element-wise ops (activations, arithmetic, dropout, softmax along any axis):
-    every tensor argument is joined to the result axis by axis, right-aligned, where
-    it is not broadcast. Softmax belongs here: softmax(P x) = P softmax(x)."""
+    """Every tensor argument joined to the result axis by axis, right-aligned, where it is
+    not broadcast."""
     links = Links()
     for tensor in call.tensors():
         links.join_all(tensor, call.out)
@@ -69,18 +54,17 @@ def elementwise(call: Call) -> Links:
 
 
 def first_only(call: Call) -> Links:
-    """expand / expand_as / type_as: the result is arg 0 broadcast; others give only a shape."""
-    return Links().join_all(call.args[0], call.out)
+    """expand / expand_as / type_as: the result is the first argument broadcast; the others
+    give only a shape or dtype. An axis broadcast from size 1 holds equal copies: free."""
+    return Links().join_all(_first(call), call.out)
 
 
 def reduction(call: Call) -> Links:
-    """mean/sum/var/std/amax over `dim`: kept axes joined; reduced axes are free
-    (the result does not depend on their order)."""
-    x: TensorRef = call.args[0]
-    reduced = set(_normalize_dims(call.arg(1, "dim"), x.ndim))
+    """Kept axes joined; reduced axes are free (the result does not depend on their order)."""
+    x = _first(call)
+    reduced = set(_dims(call.arg("dim"), x.ndim))
     keepdim = call.out.ndim == x.ndim
-    links = Links()
-    out_dim = 0
+    links, out_dim = Links(), 0
     for dim in range(x.ndim):
         if dim not in reduced:
             links.join(x.axis(dim), call.out.axis(out_dim))
@@ -92,88 +76,71 @@ def reduction(call: Call) -> Links:
     return links
 
 
-# -- layout ops ------------------------------------------------------------------------
+def along_dim(call: Call) -> Links:
+    """cumsum / cumprod / diff along `dim`: that axis is fixed (the result depends on its
+    order), the others joined; `prepend`/`append` tensors join like the input."""
+    links = elementwise(call)
+    dim = call.arg("dim") % call.out.ndim
+    return links.fix(call.out.axis(dim), *(t.axis(dim) for t in call.tensors() if t.ndim == call.out.ndim))
 
-def _chunks(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
-    """Pair runs of non-unit source and destination axes whose sizes multiply equal."""
-    a = [d for d, n in enumerate(src) if n != 1]
-    b = [d for d, n in enumerate(dst) if n != 1]
-    chunks, i, j = [], 0, 0
-    while i < len(a) and j < len(b):
-        run_a, run_b = [a[i]], [b[j]]
-        size_a, size_b = src[a[i]], dst[b[j]]
-        i, j = i + 1, j + 1
-        while size_a != size_b:
-            if size_a < size_b:
-                run_a.append(a[i])
-                size_a *= src[a[i]]
-                i += 1
-            else:
-                run_b.append(b[j])
-                size_b *= dst[b[j]]
-                j += 1
-        chunks.append((run_a, run_b))
-    return chunks
 
+def constant(call: Call) -> Links:
+    """ones / zeros / full (and their _like forms): all entries equal, so no axis is tied."""
+    return Links()
+
+
+def fix_all(call: Call) -> Links:
+    """arange, masks, advanced indexing: every axis of every argument and result stays."""
+    return Links().fix_all(*call.tensors(), *([call.out] if call.out else []),
+                           *(p for p in call.parts if p is not None))
+
+
+def no_result(call: Call) -> Links:
+    return Links()
+
+
+# -- layout ----------------------------------------------------------------------------
 
 def reshape(call: Call) -> Links:
-    """view/reshape/flatten/unflatten/squeeze/unsqueeze, read off the two shapes.
-
-    An axis kept whole is joined. Merging axes (c, h, w) -> c*h*w makes the result axis
-    the first one repeated h*w times blockwise and fixes h and w; splitting is the
-    mirror image. Anything else (a many-to-many regrouping) is fixed.
-    """
-    x: TensorRef = call.args[0]
-    out = call.out
+    """view / reshape / flatten / unflatten / squeeze / unsqueeze: the input's axes read
+    row-major hold the same units as the result's. The union-find refines both sides to
+    one factorization: merging (C, H, W) gives an axis whose outer factor is C."""
+    x, out = _first(call), call.out
     links = Links().fix(*(x.axis(d) for d, n in enumerate(x.shape) if n == 1))
     links.fix(*(out.axis(d) for d, n in enumerate(out.shape) if n == 1))
-    for src, dst in _chunks(x.shape, out.shape):
-        if len(src) == 1 and len(dst) == 1:
-            links.join(x.axis(src[0]), out.axis(dst[0]))
-        elif len(dst) == 1:  # merge: out = x[src[0]] repeated over the inner axes
-            links.join_block(out.axis(dst[0]), x.axis(src[0]), math.prod(x.shape[d] for d in src[1:]))
-            links.fix(*(x.axis(d) for d in src[1:]))
-        elif len(src) == 1:  # split: x = out[dst[0]] repeated over the inner axes
-            links.join_block(x.axis(src[0]), out.axis(dst[0]), math.prod(out.shape[d] for d in dst[1:]))
-            links.fix(*(out.axis(d) for d in dst[1:]))
-        else:
-            links.fix(*(x.axis(d) for d in src), *(out.axis(d) for d in dst))
-    return links
+    return links.join_seq((x.axis(d) for d, n in enumerate(x.shape) if n != 1),
+                          (out.axis(d) for d, n in enumerate(out.shape) if n != 1))
 
 
-def _permuted(call: Call, order: list[int]) -> Links:
-    x: TensorRef = call.args[0]
+def _permuted(x: TensorRef, out: TensorRef, order: list[int]) -> Links:
     links = Links()
     for out_dim, in_dim in enumerate(order):
-        links.join(x.axis(in_dim), call.out.axis(out_dim))
+        links.join(x.axis(in_dim), out.axis(out_dim))
     return links
 
 
 def transpose(call: Call) -> Links:
-    """transpose(d0, d1) / t(): result axis i is input axis order[i]."""
-    x: TensorRef = call.args[0]
+    x = _first(call)
     order = list(range(x.ndim))
     if x.ndim >= 2:
-        d0 = call.arg(1, "dim0", 0) % x.ndim
-        d1 = call.arg(2, "dim1", 1) % x.ndim
+        d0, d1 = call.arg("dim0", 0) % x.ndim, call.arg("dim1", 1) % x.ndim
         order[d0], order[d1] = order[d1], order[d0]
-    return _permuted(call, order)
+    return _permuted(x, call.out, order)
 
 
 def permute(call: Call) -> Links:
-    """permute(*dims) / torch.permute(x, dims)."""
-    dims = call.args[1:] if len(call.args) > 1 else (call.kwargs.get("dims"),)
-    if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
-        dims = dims[0]
-    return _permuted(call, [d % call.args[0].ndim for d in dims])
+    x = _first(call)
+    return _permuted(x, call.out, [d % x.ndim for d in call.arg("dims")])
 
 
 def cat(call: Call) -> Links:
     """cat along `dim`: the concatenated axis is fixed everywhere, the others joined."""
-    parts: list[TensorRef] = list(call.arg(0, "tensors"))
-    dim = call.arg(1, "dim", 0) % call.out.ndim
+    dim = call.arg("dim", 0) % call.out.ndim
     links = Links().fix(call.out.axis(dim))
-    for part in parts:
+    for part in call.arg("tensors"):
+        if part.ndim != call.out.ndim:  # a legacy empty (0,) tensor
+            links.fix_all(part)
+            continue
         links.fix(part.axis(dim))
         for d in range(call.out.ndim):
             if d != dim:
@@ -181,84 +148,90 @@ def cat(call: Call) -> Links:
     return links
 
 
-def getitem(call: Call) -> Links:
-    """x[index] with ints, slices, None and Ellipsis. A full slice keeps an axis joined;
-    an int or a partial slice fixes it. Tensor (advanced) indices fix every axis."""
-    x = call.args[0]
-    if not isinstance(x, TensorRef):  # a shape, a list, or the parts of a split
-        part = x[call.args[1]]
-        if isinstance(part, TensorRef) and call.out is not None:
-            return Links().join_all(part, call.out)
-        if call.out is not None:
-            raise _refuse("indexing several tensors at once is not supported")
-        return Links()
-    index = call.args[1] if isinstance(call.args[1], tuple) else (call.args[1],)
-    basic = (i is None or i is Ellipsis or isinstance(i, slice) or type(i) is int for i in index)
-    if not all(basic):  # tensors, lists, bools: advanced indexing
-        return Links().fix_all(*call.tensors(), call.out)
-    consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
-    if Ellipsis in index:
-        at = index.index(Ellipsis)
-        index = index[:at] + (slice(None),) * (x.ndim - consumed) + index[at + 1:]
-    index = index + (slice(None),) * (x.ndim - consumed)
-    links, in_dim, out_dim = Links(), 0, 0
-    for item in index:
-        if item is None:
-            out_dim += 1
-        elif isinstance(item, int):
-            links.fix(x.axis(in_dim))
-            in_dim += 1
-        else:
-            if item.indices(x.shape[in_dim]) == (0, x.shape[in_dim], 1):
-                links.join(x.axis(in_dim), call.out.axis(out_dim))
-            else:
-                links.fix(x.axis(in_dim), call.out.axis(out_dim))
-            in_dim, out_dim = in_dim + 1, out_dim + 1
-    return links
-
-
 def stack(call: Call) -> Links:
     """stack along a new `dim`: that axis is fixed, the others joined across the parts."""
-    parts: list[TensorRef] = list(call.arg(0, "tensors"))
-    dim = call.arg(1, "dim", 0) % call.out.ndim
+    dim = call.arg("dim", 0) % call.out.ndim
     links = Links().fix(call.out.axis(dim))
-    for part in parts:
+    for part in call.arg("tensors"):
         for d in range(part.ndim):
             links.join(part.axis(d), call.out.axis(d if d < dim else d + 1))
     return links
 
 
-def _split_along(call: Call, dim: int, keeps_dim: bool) -> Links:
-    """The parts of `x` cut along `dim`: other axes joined, the cut axis fixed (a unit
-    of one part is not a unit of the whole)."""
-    x: TensorRef = call.args[0]
-    dim %= x.ndim
-    links = Links().fix(x.axis(dim))
-    for part in call.parts:
-        if keeps_dim:
-            links.fix(part.axis(dim))
+def split(call: Call) -> Links:
+    """split / split_with_sizes / chunk along `dim`. Equal parts: the cut axis is
+    (parts, part size), the number of parts fixed and every part's axis the inner factor,
+    so units move alike in each part (a fused q/k/v projection's heads). Unequal parts:
+    the cut axis is fixed."""
+    x = _first(call)
+    dim = call.arg("dim", 0) % x.ndim
+    parts = [p for p in call.parts if p is not None]
+    links = Links()
+    for part in parts:
         for d in range(x.ndim):
             if d != dim:
-                links.join(x.axis(d), part.axis(d if keeps_dim or d < dim else d - 1))
-    return links
-
-
-def split(call: Call) -> Links:
-    """split(size_or_sizes, dim) / chunk(chunks, dim)."""
-    return _split_along(call, call.arg(2, "dim", 0), keeps_dim=True)
+                links.join(x.axis(d), part.axis(d))
+    sizes = {part.shape[dim] for part in call.parts}
+    if len(sizes) == 1 and len(call.parts) * sizes.pop() == x.shape[dim]:
+        count = links.add_virtual(f"{x.key}#parts{dim}", len(call.parts))
+        for part in parts:
+            links.join_seq((x.axis(dim),), (count, part.axis(dim)))
+        return links.fix(count)
+    return links.fix(x.axis(dim), *(part.axis(dim) for part in parts))
 
 
 def unbind(call: Call) -> Links:
-    """unbind(dim): the parts lose the axis."""
-    return _split_along(call, call.arg(1, "dim", 0), keeps_dim=False)
+    """unbind(dim): the parts lose the (fixed) axis; the others are joined."""
+    x = _first(call)
+    dim = call.arg("dim", 0) % x.ndim
+    links = Links().fix(x.axis(dim))
+    for part in call.parts:
+        if part is not None:
+            for d in range(x.ndim):
+                if d != dim:
+                    links.join(x.axis(d), part.axis(d if d < dim else d - 1))
+    return links
 
 
-def matmul(call: Call) -> Links:
+def select(call: Call) -> Links:
+    """x.select(dim, i): one entry of a fixed axis; the others are joined."""
+    x = _first(call)
+    dim = call.arg("dim") % x.ndim
+    links = Links().fix(x.axis(dim))
+    for d in range(x.ndim):
+        if d != dim:
+            links.join(x.axis(d), call.out.axis(d if d < dim else d - 1))
+    return links
+
+
+def slice_(call: Call) -> Links:
+    """x[.., start:end:step, ..]: a full slice keeps the axis joined, any other fixes it."""
+    x = _first(call)
+    dim = call.arg("dim", 0) % x.ndim
+    links = Links()
+    for d in range(x.ndim):
+        if d != dim or call.out.shape[d] == x.shape[d] and call.arg("step", 1) == 1:
+            links.join(x.axis(d), call.out.axis(d))
+        else:
+            links.fix(x.axis(d), call.out.axis(d))
+    return links
+
+
+def getitem(call: Call) -> Links:
+    """One result of an op that returns several (`parts[i]`)."""
+    part = call.args["self"][call.args["index"]]
+    if call.out is None:
+        return Links()
+    if not isinstance(part, TensorRef):
+        raise _refuse("it picks a result that is not a tensor")
+    return Links().join_all(part, call.out)
+
+
+# -- products and layers ---------------------------------------------------------------
+
+def _matmul(a: TensorRef, b: TensorRef, out: TensorRef) -> Links:
     """a @ b: a's last axis joined with b's contracted axis, rows and columns with the
     result's, batch axes broadcast."""
-    a: TensorRef = call.args[0]
-    b: TensorRef = call.args[1]
-    out = call.out
     links = Links().join(a.axis(-1), b.axis(0 if b.ndim == 1 else -2))
     if a.ndim >= 2:
         links.join(a.axis(-2), out.axis(-2 if b.ndim >= 2 else -1))
@@ -273,41 +246,35 @@ def matmul(call: Call) -> Links:
     return links
 
 
-def scaled_dot_product_attention(call: Call) -> Links:
-    """softmax(q k^T) v over (..., L, E) queries and (..., S, E) keys / (..., S, Ev) values:
-    q's and k's features joined, k's and v's positions joined; a mask or causal attention
-    ties positions to their order, so it fixes them."""
-    q, k, v = call.args[0], call.arg(1, "key"), call.arg(2, "value")
-    out = call.out
-    if call.arg(7, "enable_gqa", False):
-        raise _refuse("grouped-query attention is not supported")
-    links = Links().join(q.axis(-1), k.axis(-1)).join(k.axis(-2), v.axis(-2))
-    links.join(q.axis(-2), out.axis(-2)).join(v.axis(-1), out.axis(-1))
-    for side in (q, k, v):
-        for offset in range(3, min(side.ndim, out.ndim) + 1):
-            if side.shape[-offset] == out.shape[-offset]:
-                links.join(side.axis(-offset), out.axis(-offset))
-    mask = call.arg(3, "attn_mask")
-    if isinstance(mask, TensorRef) or call.arg(5, "is_causal", False):
-        links.fix(q.axis(-2), k.axis(-2), out.axis(-2))
-        if isinstance(mask, TensorRef):
-            links.fix_all(mask)
-    return links
+def matmul(call: Call) -> Links:
+    a, b = call.tensors()[:2]
+    return _matmul(a, b, call.out)
 
 
-# -- layers (module and functional forms share one rule each) -------------------------
+def addmm(call: Call) -> Links:
+    """bias + mat1 @ mat2."""
+    return _matmul(call.arg("mat1"), call.arg("mat2"), call.out).join_all(call.arg("self"), call.out)
 
-def _linear(x: TensorRef, weight: TensorRef, bias: TensorRef | None, out: TensorRef) -> Links:
-    links = Links().join(weight.axis(1), x.axis(-1)).join(weight.axis(0), out.axis(-1))
+
+def linear(call: Call) -> Links:
+    x, weight, bias, out = call.arg("input"), call.arg("weight"), call.arg("bias"), call.out
+    links = Links().join(weight.axis(-1), x.axis(-1))
+    if weight.ndim == 2:
+        links.join(weight.axis(0), out.axis(-1))
     if bias is not None:
-        links.join(bias.axis(0), out.axis(-1))
-    for offset in range(2, x.ndim + 1):
+        links.join_all(bias, out)
+    for offset in range(2 if weight.ndim == 2 else 1, x.ndim + 1):
         links.join(x.axis(-offset), out.axis(-offset))
     return links
 
 
-def _conv(call: Call, x: TensorRef, weight: TensorRef, bias: TensorRef | None, groups: int) -> Links:
-    out = call.out
+def conv(call: Call) -> Links:
+    """conv1d / conv2d / convolution: channels joined, spatial axes fixed; depthwise
+    convolutions tie each filter to its channel; other groupings are refused."""
+    if call.arg("transposed", False):
+        raise _refuse("transposed convolution is not supported")
+    x, weight, bias, out = call.arg("input"), call.arg("weight"), call.arg("bias"), call.out
+    groups = call.arg("groups", 1)
     channel = 1 if x.ndim == weight.ndim else 0  # batched (N, C, ...) or unbatched (C, ...)
     links = Links().fix(*(weight.axis(d) for d in range(2, weight.ndim)))
     links.fix(*(x.axis(d) for d in range(channel + 1, x.ndim)))
@@ -334,168 +301,101 @@ def _norm(x: TensorRef, out: TensorRef, vectors: list[TensorRef | None], dims: l
     return links
 
 
-def _maybe_param(call: Call, name: str) -> TensorRef | None:
-    value = getattr(call.module, name, None)
-    return None if value is None else call.param(name, tuple(value.shape))
+def batch_norm(call: Call) -> Links:
+    names = ("weight", "bias", "running_mean", "running_var")
+    links = _norm(call.arg("input"), _result(call), [call.arg(n) for n in names], [1])
+    return _fix_extra_parts(call, links)
 
 
-def linear_module(call: Call) -> Links:
-    return _linear(call.args[0], _maybe_param(call, "weight"), _maybe_param(call, "bias"), call.out)
+def layer_norm(call: Call) -> Links:
+    x = call.arg("input")
+    dims = len(call.arg("normalized_shape"))
+    links = _norm(x, _result(call), [call.arg("weight"), call.arg("bias")], list(range(x.ndim - dims, x.ndim)))
+    return _fix_extra_parts(call, links)
 
 
-def linear_function(call: Call) -> Links:
-    return _linear(call.args[0], call.arg(1, "weight"), call.arg(2, "bias"), call.out)
+def group_norm(call: Call) -> Links:
+    """Channels move only when statistics are over all of them or per channel."""
+    x = call.arg("input")
+    groups = call.arg("num_groups", call.arg("group"))
+    links = _norm(x, _result(call), [call.arg("weight"), call.arg("bias")], [1])
+    if groups not in (1, x.shape[1]):  # contiguous channel groups: moving one across changes results
+        links.fix(x.axis(1))
+    return _fix_extra_parts(call, links)
 
 
-def conv_module(call: Call) -> Links:
-    return _conv(call, call.args[0], _maybe_param(call, "weight"), _maybe_param(call, "bias"),
-                 call.module.groups)
-
-
-def conv_function(call: Call) -> Links:
-    return _conv(call, call.args[0], call.arg(1, "weight"), call.arg(2, "bias"), call.arg(6, "groups", 1))
-
-
-def batch_norm_module(call: Call) -> Links:
-    vectors = [_maybe_param(call, n) for n in ("weight", "bias", "running_mean", "running_var")]
-    return _norm(call.args[0], call.out, vectors, [1])
-
-
-def batch_norm_function(call: Call) -> Links:
-    vectors = [call.arg(1, "running_mean"), call.arg(2, "running_var"),
-               call.arg(3, "weight"), call.arg(4, "bias")]
-    return _norm(call.args[0], call.out, [v for v in vectors if isinstance(v, TensorRef)], [1])
-
-
-def _layer_norm(call: Call, weight: TensorRef | None, bias: TensorRef | None, dims: int) -> Links:
-    x: TensorRef = call.args[0]
-    return _norm(x, call.out, [weight, bias], list(range(x.ndim - dims, x.ndim)))
-
-
-def layer_norm_module(call: Call) -> Links:
-    dims = len(call.module.normalized_shape)
-    return _layer_norm(call, _maybe_param(call, "weight"), _maybe_param(call, "bias"), dims)
-
-
-def layer_norm_function(call: Call) -> Links:
-    return _layer_norm(call, call.arg(2, "weight"), call.arg(3, "bias"), len(call.arg(1, "normalized_shape")))
-
-
-def _group_norm(call: Call, groups: int, weight: TensorRef | None, bias: TensorRef | None) -> Links:
-    x: TensorRef = call.args[0]
-    if groups in (1, x.shape[1]):  # statistics over all channels or per channel: equivariant
-        return _norm(x, call.out, [weight, bias], [1])
-    # channels are normalized in contiguous groups: moving one across groups changes results
-    return _norm(x, call.out, [weight, bias], [1]).fix(x.axis(1))
-
-
-def group_norm_module(call: Call) -> Links:
-    return _group_norm(call, call.module.num_groups, _maybe_param(call, "weight"), _maybe_param(call, "bias"))
-
-
-def group_norm_function(call: Call) -> Links:
-    return _group_norm(call, call.arg(1, "num_groups"), call.arg(2, "weight"), call.arg(3, "bias"))
-
-
-def _embedding(indices: TensorRef, weight: TensorRef, out: TensorRef) -> Links:
+def embedding(call: Call) -> Links:
+    """Rows of the table are looked up by value: the vocabulary axis is fixed."""
+    weight, indices, out = call.arg("weight"), call.arg("indices"), call.out
     links = Links().fix(weight.axis(0)).join(weight.axis(1), out.axis(-1))
     for dim in range(indices.ndim):
         links.join(indices.axis(dim), out.axis(dim))
     return links
 
 
-def embedding_module(call: Call) -> Links:
-    return _embedding(call.args[0], _maybe_param(call, "weight"), call.out)
+def attention(call: Call) -> Links:
+    """softmax(q k^T) v over (..., L, E) queries, (..., S, E) keys, (..., S, Ev) values.
 
-
-def embedding_function(call: Call) -> Links:
-    return _embedding(call.args[0], call.arg(1, "weight"), call.out)
+    q's and k's features are joined, k's and v's positions, the batch and head axes of all
+    three with the result's. Grouped-query attention (`enable_gqa`): key/value head h serves
+    query heads h*g .. h*g+g-1, so the query head axis is (key heads, g). A mask or causal
+    attention ties positions to their order, so it fixes them.
+    """
+    q, k, v, out = call.arg("query"), call.arg("key"), call.arg("value"), call.out
+    links = Links().join(q.axis(-1), k.axis(-1)).join(k.axis(-2), v.axis(-2))
+    links.join(q.axis(-2), out.axis(-2)).join(v.axis(-1), out.axis(-1))
+    for offset in range(3, out.ndim + 1):
+        links.join(q.axis(-offset), out.axis(-offset))
+        for side in (k, v):
+            if offset > side.ndim:
+                continue
+            if side.shape[-offset] == out.shape[-offset]:
+                links.join(side.axis(-offset), out.axis(-offset))
+            elif offset == 3 and call.arg("enable_gqa", False) and side.shape[-3] > 1:
+                share = out.shape[-3] // side.shape[-3]
+                queries = links.add_virtual(f"{out.key}#gqa", share)
+                links.join_seq((out.axis(-3),), (side.axis(-3), queries))
+    mask = call.arg("attn_mask")
+    if isinstance(mask, TensorRef) or call.arg("is_causal", False):
+        links.fix(q.axis(-2), k.axis(-2), out.axis(-2))
+        if isinstance(mask, TensorRef):
+            links.fix(*(mask.axis(-d) for d in range(1, min(mask.ndim, 2) + 1)))
+            for offset in range(3, min(mask.ndim, out.ndim) + 1):  # a per-head mask moves with its head
+                if mask.shape[-offset] == out.shape[-offset]:
+                    links.join(mask.axis(-offset), out.axis(-offset))
+    return links
 
 
 def _pooling(spatial: int) -> Handler:
     def pool(call: Call) -> Links:
         """Channel-wise pooling: leading (batch, channel) axes joined, spatial axes fixed."""
-        x: TensorRef = call.args[0]
+        x, out = _first(call), _result(call)
         keep = x.ndim - spatial
         links = Links().fix(*(x.axis(d) for d in range(keep, x.ndim)))
-        links.fix(*(call.out.axis(d) for d in range(keep, call.out.ndim)))
+        links.fix(*(out.axis(d) for d in range(keep, out.ndim)))
         for dim in range(keep):
-            links.join(x.axis(dim), call.out.axis(dim))
+            links.join(x.axis(dim), out.axis(dim))
+        for part in call.parts[1:]:  # indices of the maxima: positions within each channel
+            if part is not None:
+                links.fix(*(part.axis(d) for d in range(keep, part.ndim)))
+                for dim in range(keep):
+                    links.join(x.axis(dim), part.axis(dim))
         return links
 
     pool.__name__ = f"pool{spatial}d"
     return pool
 
 
-pool1d, pool2d = _pooling(1), _pooling(2)
-
-
-def resample(call: Call) -> Links:
-    """interpolate / Upsample on (N, C, *spatial): channel-wise like pooling."""
-    return _pooling(call.args[0].ndim - 2)(call)
-
-# -- tables ----------------------------------------------------------------------------
-
-# Ops whose result is a tuple of tensors, handed to their handler as `Call.parts`.
-SPLITTING = {split, unbind}
-
-_UNARY_FUNCTIONS = [
-    torch.relu, torch.tanh, torch.sigmoid, torch.exp, torch.abs, torch.neg, torch.sqrt,
-    torch.rsqrt, torch.softmax, torch.log_softmax, torch.clone, F.softmax,
-    F.relu, F.gelu, F.silu, F.tanh, F.sigmoid, F.leaky_relu, F.elu, F.softplus, F.mish,
-    F.relu6, F.hardtanh, F.log_softmax, F.dropout, F.dropout1d, F.dropout2d, operator.neg,
-]
-_BINARY_FUNCTIONS = [
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.pow, operator.iadd,
-    operator.isub, operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul,
-    torch.div, torch.pow, torch.maximum, torch.minimum, torch.where, torch.masked_fill,
-]
-
-FUNCTION_HANDLERS: dict[object, Handler] = {
-    **{f: elementwise for f in _UNARY_FUNCTIONS + _BINARY_FUNCTIONS},
-    **{f: reduction for f in (torch.mean, torch.sum, torch.var, torch.std, torch.amax, torch.amin)},
-    **{f: reshape for f in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
-                            torch.unflatten)},
-    torch.transpose: transpose, torch.t: transpose, torch.permute: permute,
-    torch.cat: cat, torch.concat: cat, torch.concatenate: cat, torch.stack: stack,
-    torch.split: split, torch.chunk: split, torch.unbind: unbind,
-    operator.getitem: getitem, getattr: attribute,
-    operator.matmul: matmul, torch.matmul: matmul, torch.bmm: matmul,
-    F.linear: linear_function, F.conv1d: conv_function, F.conv2d: conv_function,
-    F.batch_norm: batch_norm_function, F.layer_norm: layer_norm_function,
-    F.embedding: embedding_function, F.group_norm: group_norm_function,
-    F.scaled_dot_product_attention: scaled_dot_product_attention, F.interpolate: resample,
-    **{f: pool1d for f in (F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d)},
-    **{f: pool2d for f in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d)},
+HANDLERS: dict[str, Handler] = {
+    "elementwise": elementwise, "along_dim": along_dim, "first_only": first_only, "reduction": reduction,
+    "constant": constant, "fix_all": fix_all, "no_result": no_result,
+    "reshape": reshape, "transpose": transpose, "permute": permute, "cat": cat, "stack": stack,
+    "split": split, "unbind": unbind, "select": select, "slice": slice_, "getitem": getitem,
+    "matmul": matmul, "addmm": addmm, "linear": linear, "conv": conv,
+    "batch_norm": batch_norm, "layer_norm": layer_norm, "group_norm": group_norm,
+    "embedding": embedding, "attention": attention, "pool1d": _pooling(1), "pool2d": _pooling(2),
 }
 
-METHOD_HANDLERS: dict[str, Handler] = {
-    **{m: elementwise for m in (
-        "relu", "tanh", "sigmoid", "exp", "abs", "neg", "sqrt", "rsqrt", "softmax", "log_softmax",
-        "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to",
-        "add", "sub", "mul", "div", "pow", "add_", "mul_", "masked_fill",
-    )},
-    **{m: first_only for m in ("expand", "expand_as", "type_as")},
-    **{m: reduction for m in ("mean", "sum", "var", "std", "amax", "amin")},
-    **{m: reshape for m in ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze")},
-    "transpose": transpose, "t": transpose, "permute": permute,
-    "split": split, "chunk": split, "unbind": unbind,
-    "matmul": matmul, "bmm": matmul,
-    **{m: metadata for m in ("size", "dim", "numel")},
-}
-
-MODULE_HANDLERS: dict[type[nn.Module], Handler] = {
-    **{m: elementwise for m in (
-        nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus,
-        nn.Mish, nn.ReLU6, nn.Hardtanh, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
-        nn.Softmax, nn.LogSoftmax,
-    )},
-    **{m: reshape for m in (nn.Flatten, nn.Unflatten)},
-    nn.Linear: linear_module,
-    nn.Conv1d: conv_module, nn.Conv2d: conv_module,
-    nn.BatchNorm1d: batch_norm_module, nn.BatchNorm2d: batch_norm_module,
-    nn.LayerNorm: layer_norm_module, nn.GroupNorm: group_norm_module, nn.Upsample: resample,
-    nn.Embedding: embedding_module,
-    **{m: pool1d for m in (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)},
-    **{m: pool2d for m in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)},
-}
+# Rules that read an op's several results from `Call.parts`.
+SPLITTING = frozenset({"split", "unbind", "batch_norm", "layer_norm", "group_norm", "pool1d", "pool2d",
+                       "fix_all"})

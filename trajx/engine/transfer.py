@@ -28,7 +28,13 @@ from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import MatchResult, PairBank, match
 from trajx.engine.metrics import evaluate
-from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, apply_permutation
+from trajx.engine.permspec import (
+    Permutation,
+    PermutationSpec,
+    StateDict,
+    apply_permutation,
+    require_groups,
+)
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
@@ -103,7 +109,9 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     one TargetResult per target (last step, best step on `eval_data`, or last when no
     eval data, the permutation, per-step metrics including that step's seconds under
     STEP_TIMING_KEYS, optionally every step's state).
-    Raises ValueError for an unknown method or missing oracle targets, NonFiniteLoss
+    Raises ValueError for an unknown method or missing oracle targets,
+    UnsupportedModel("no_permutation_groups") for a matching method on a spec without
+    groups, NonFiniteLoss
     when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
     """
     if method not in METHODS:
@@ -112,6 +120,8 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
         raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
     if method == "oracle" and (trained_targets is None or len(trained_targets) != len(targets)):
         raise ValueError("method 'oracle' needs one trained state per target")
+    if method != "naive":
+        require_groups(spec, method)
     with _deterministic():
         run = _Run(model, spec, source, targets, train, eval_data, params,
                    keep_trajectory, task, on_progress, should_cancel)

@@ -1,0 +1,61 @@
+"""The operator table: torch-free, complete over core ATen, every rule implemented and documented."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from trajx.engine.trace_ops import HANDLERS
+from trajx.op_table import REFUSED, RULES, refusal, rule_for, unsupported
+
+DOCS = Path(__file__).parents[2] / "docs" / "models.md"
+
+
+def _core_aten_ops() -> set[str]:
+    names = set()
+    for packet_name in dir(torch.ops.aten):
+        packet = getattr(torch.ops.aten, packet_name, None)
+        if isinstance(packet, torch._ops.OpOverloadPacket):
+            for overload in packet.overloads():
+                if torch.Tag.core in getattr(packet, overload).tags:
+                    names.add(str(getattr(packet, overload)))
+    return names
+
+
+def _exists(op: str) -> bool:
+    if op == "_operator.getitem":
+        return True
+    namespace, packet, overload = op.split(".")
+    found = getattr(getattr(torch.ops, namespace), packet, None)
+    return found is not None and overload in found.overloads()
+
+
+def test_the_table_imports_without_torch():
+    code = "import sys, trajx.op_table; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_core_aten_op_has_a_rule_or_a_reason_to_refuse_it():
+    core = _core_aten_ops()
+    assert len(core) > 150
+    assert sorted(core - set(RULES) - set(REFUSED)) == []
+    assert set(RULES).isdisjoint(REFUSED)
+
+
+def test_every_listed_op_exists_and_every_rule_has_a_handler():
+    assert [op for op in [*RULES, *REFUSED] if not _exists(op)] == []
+    assert set(RULES.values()) == set(HANDLERS)
+
+
+def test_lookups_fail_closed():
+    assert rule_for("aten.linear.default") == "linear"
+    assert rule_for("aten.sort.default") is None and "order" in refusal("aten.sort.default")
+    assert rule_for("aten.some_new_op.default") is None and refusal("aten.some_new_op.default") == "no rule for this op"
+    assert unsupported(["aten.linear.default", "aten.sort.default", "x.y", "aten.sort.default"]) == [
+        "aten.sort.default", "x.y"]
+
+
+def test_the_docs_list_every_rule_and_every_refused_op():
+    text = DOCS.read_text()
+    assert [op for op in [*RULES, *REFUSED] if f"`{op}`" not in text] == []
