@@ -29,7 +29,7 @@ from trajx.engine.schedule import plan_trajectory
 from trajx.engine.tasks import Task
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
-from trajx.engine.zoo import build_model, example_input, init_state_dict, task_for
+from trajx.engine.zoo import build_model, checkpoint_names, example_input, init_state_dict, task_for
 from trajx.errors import InvalidInput
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
 from trajx.resources import peak_memory_bytes, reset_peak_memory
@@ -52,6 +52,7 @@ class RunProgress:
 class _Inputs:
     model: torch.nn.Module
     task: Task
+    names: dict[str, str]  # state-dict name -> name in checkpoint files
     example: torch.Tensor  # an input batch of the architecture, for tracing
     source: list[dict[str, torch.Tensor]]
     targets: list[dict[str, torch.Tensor]]
@@ -95,7 +96,7 @@ def execute(spec: TransferJob, resolve: Resolve, out_dir: Path,
     seconds = time.perf_counter() - started
 
     for index, target in enumerate(result.targets):
-        _write_target(out_dir / f"target-{index}", target, spec)
+        _write_target(out_dir / f"target-{index}", target, spec, inputs.names)
         _write_json(out_dir / f"target-{index}" / "metrics.json", _target_metrics(target))
     summary = {
         "method": spec.method,
@@ -127,20 +128,23 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
     """Every input, validated, before anything expensive runs."""
     model = build_model(spec.arch.name, spec.arch.config)
-    expected = model.state_dict()
-    source = [load_checkpoint(resolve(ref), expected, f"source[{i}]")
-              for i, ref in enumerate(spec.source)]
+    names = checkpoint_names(spec.arch.name, model)
+    expected = {names[n]: t for n, t in model.state_dict().items()}
+    module_names = {saved: name for name, saved in names.items()}
+
+    def load(ref: str, what: str) -> dict[str, torch.Tensor]:
+        return _renamed(load_checkpoint(resolve(ref), expected, what), module_names)
+
+    source = [load(ref, f"source[{i}]") for i, ref in enumerate(spec.source)]
     targets = []
     for i, target in enumerate(spec.targets):
         if target.checkpoint is not None:
-            targets.append(load_checkpoint(resolve(target.checkpoint), expected,
-                                           f"targets[{i}].checkpoint"))
+            targets.append(load(target.checkpoint, f"targets[{i}].checkpoint"))
         else:
             targets.append(init_state_dict(spec.arch.name, spec.arch.config, target.seed))
     trained = None
     if spec.method == "oracle":
-        trained = [load_checkpoint(resolve(t.trained), expected, f"targets[{i}].trained")
-                   for i, t in enumerate(spec.targets)]
+        trained = [load(t.trained, f"targets[{i}].trained") for i, t in enumerate(spec.targets)]
     model.load_state_dict(source[0])
     task = task_for(spec.arch.name, spec.arch.config)
     example = example_input(spec.arch.name, spec.arch.config, batch=2)
@@ -150,21 +154,26 @@ def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
     if spec.eval_data is not None:
         eval_data = load_data(resolve(spec.eval_data), "eval_data")
         validate_data(eval_data, model, "eval_data", example.shape[1:], task)
-    return _Inputs(model, task, example, source, targets, trained, train, eval_data)
+    return _Inputs(model, task, names, example, source, targets, trained, train, eval_data)
 
 
-def _write_target(directory: Path, target: TargetResult, spec: TransferJob) -> None:
+def _renamed(state: dict[str, torch.Tensor], names: dict[str, str]) -> dict[str, torch.Tensor]:
+    return {names[name]: tensor for name, tensor in state.items()}
+
+
+def _write_target(directory: Path, target: TargetResult, spec: TransferJob, names: dict[str, str]) -> None:
+    """The target's files, tensors under their checkpoint names."""
     common = {"trajx_version": __version__, "method": spec.method,
               "arch": json.dumps(spec.arch.model_dump(mode="json"))}
-    save_tensors(directory / "last.safetensors", target.last,
+    save_tensors(directory / "last.safetensors", _renamed(target.last, names),
                  {**common, "step": str(len(target.steps))})
-    save_tensors(directory / "best.safetensors", target.best,
+    save_tensors(directory / "best.safetensors", _renamed(target.best, names),
                  {**common, "step": str(target.best_step)})
     if spec.outputs.permutations:
         save_tensors(directory / "permutations.safetensors", target.permutation, common)
     if target.trajectory is not None:
         save_tensors(directory / "trajectory.safetensors",
-                     {f"step{s:04d}/{name}": tensor for s, state in enumerate(target.trajectory)
+                     {f"step{s:04d}/{names[name]}": tensor for s, state in enumerate(target.trajectory)
                       for name, tensor in state.items()}, common)
 
 

@@ -6,7 +6,10 @@
 `AutoModelFor<Task>.from_config` with random weights. Nothing is ever downloaded
 (HF_HUB_OFFLINE=1 on this path) and remote code is never run (`auto_map` is refused,
 `trust_remote_code=False`). Parameter names are Hugging Face's, so what `save_pretrained`
-writes loads as is (tied weights such as `lm_head.weight` may be absent).
+writes loads as is (tied weights such as `lm_head.weight` may be absent), and results are
+written under those names: for models transformers 5 saves under their older names (ViT's
+`encoder.layer.0.attention.attention.key` for the module's `layers.0.attention.k_proj`),
+`checkpoint_names` maps one to the other with transformers' own conversion table.
 
 The config is checked before anything is built: `model_type` must have a model for the
 task, every key must be a field of its config class, numbers are bounded, the layer count
@@ -34,7 +37,7 @@ from torch import nn
 
 from trajx.engine.tasks import CLASSES_OR_VALUES, MaskedTokens, NextToken, Task
 from trajx.engine.zoo.registry import ArchitectureEntry
-from trajx.errors import InvalidInput
+from trajx.errors import InvalidInput, UnsupportedModel
 
 HFTask = Literal["causal-lm", "masked-lm", "sequence-classification", "image-classification"]
 
@@ -188,5 +191,25 @@ def example(config: HFConfig, batch: int) -> torch.Tensor:
     return torch.randint(0, hf.vocab_size, (batch, length))
 
 
+def checkpoint_names(model: nn.Module) -> dict[str, str]:
+    """State-dict name -> the name `save_pretrained` writes it under.
+
+    Raises UnsupportedModel("checkpoint_conversion") for a model whose saved tensors are
+    not its own renamed (transformers fuses or splits some, e.g. mixture-of-experts weights).
+    """
+    from transformers.core_model_loading import revert_weight_conversion
+
+    state = model.state_dict()
+    saved = revert_weight_conversion(model, dict(state))
+    own = {id(tensor): name for name, tensor in state.items()}  # a rename keeps the tensor object
+    names = {own.get(id(tensor)): name for name, tensor in saved.items()}
+    if None in names or len(names) != len(state):
+        raise UnsupportedModel(
+            f"{type(model).__name__}: transformers saves this model's tensors converted (fused or "
+            "split), not renamed; its checkpoints cannot be matched tensor by tensor",
+            code="checkpoint_conversion")
+    return names
+
+
 ENTRY = ArchitectureEntry(build, HFConfig, example, "Hugging Face model from a config (AutoModelFor<task>)",
-                          task=lambda config: _TASK_OBJECTS[config.task])
+                          task=lambda config: _TASK_OBJECTS[config.task], checkpoint_names=checkpoint_names)

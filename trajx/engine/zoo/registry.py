@@ -36,7 +36,9 @@ class ArchitectureEntry:
     `builder(config)` gets a validated `config_model` instance and returns the module;
     `example_input(config, batch)` returns a tensor of the shape the module takes
     (used for tracing and the spec self-check); `task(config)` says what the module
-    is trained to do (loss, accuracy, the data it takes; trajx.engine.tasks).
+    is trained to do (loss, accuracy, the data it takes; trajx.engine.tasks);
+    `checkpoint_names(model)`, when given, maps the module's state-dict names to the names
+    its checkpoints use on disk (Hugging Face saves some models under older names).
     """
 
     builder: Callable[[Any], nn.Module]
@@ -44,6 +46,7 @@ class ArchitectureEntry:
     example_input: Callable[[Any, int], torch.Tensor]
     description: str = ""
     task: Callable[[Any], Task] = lambda config: CLASSES_OR_VALUES
+    checkpoint_names: Callable[[nn.Module], dict[str, str]] | None = None
 
 
 REGISTRY: dict[str, ArchitectureEntry] = {}
@@ -153,6 +156,14 @@ def example_input(name: str, config: dict[str, Any] | BaseModel, batch: int = 2,
 def task_for(name: str, config: dict[str, Any] | BaseModel) -> Task:
     """What architecture `name` with `config` is trained to do (its loss and accuracy)."""
     return get_entry(name).task(parse_config(name, config))
+
+
+def checkpoint_names(name: str, model: nn.Module) -> dict[str, str]:
+    """State-dict name of `model` (architecture `name`) -> its name in checkpoint files."""
+    entry = get_entry(name)
+    if entry.checkpoint_names is None:
+        return {key: key for key in model.state_dict()}
+    return entry.checkpoint_names(model)
 
 
 def list_architectures() -> list[str]:
