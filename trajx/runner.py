@@ -186,7 +186,7 @@ def _target_summary(target: TargetResult) -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     versions = {"trajx": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for package in ("numpy", "scipy", "safetensors", "lapx"):
+    for package in ("numpy", "scipy", "safetensors", "lapx", "transformers"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
