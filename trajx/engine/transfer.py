@@ -105,7 +105,8 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
-    it is moved to the run's device); `task` gives its loss and accuracy; inputs are assumed validated (trajx.io). Returns
+    it is moved to the run's device); `task` gives its loss and accuracy (the default:
+    class ids or regression values); inputs are assumed validated (trajx.io). Returns
     one TargetResult per target (last step, best step on `eval_data`, or last when no
     eval data, the permutation, per-step metrics including that step's seconds under
     STEP_TIMING_KEYS, optionally every step's state).
