@@ -2,8 +2,11 @@
 
     python -m app.admin create-tenant NAME
     python -m app.admin create-key TENANT [--name NAME]
+    python -m app.admin list-keys [TENANT]
+    python -m app.admin revoke-key KEY_ID
 
-Both print the created thing; `create-key` prints the key once (it is stored hashed).
+The create commands print the created thing; `create-key` prints the key once (it is
+stored hashed). `list-keys` prints one line per key, never the key itself.
 """
 
 import argparse
@@ -17,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.auth import issue_key
 from app.db import make_engine, make_session_factory, session_scope
 from app.migrate import upgrade
-from app.models import Tenant, utcnow
+from app.models import ApiKey, Tenant, utcnow
 from app.settings import Settings, get_settings
 
 LOCAL_TENANT = "local"
@@ -44,6 +47,40 @@ def create_api_key(session: Session, tenant_name: str, key_name: str = "") -> st
         raise AdminError(f"no tenant named {tenant_name!r}")
     _, key = issue_key(session, tenant, key_name)
     return key
+
+
+def list_api_keys(session: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+    """(key row, tenant name) for every key, or the keys of `tenant_name`; oldest first."""
+    query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id).order_by(ApiKey.created_at,
+                                                                                           ApiKey.id)
+    if tenant_name is not None:
+        if session.scalar(select(Tenant.id).where(Tenant.name == tenant_name)) is None:
+            raise AdminError(f"no tenant named {tenant_name!r}")
+        query = query.where(Tenant.name == tenant_name)
+    return [(key, name) for key, name in session.execute(query).all()]
+
+
+def revoke_api_key(session: Session, key_id: str) -> ApiKey:
+    """Mark key `key_id` revoked (it stops working within TRAJX_AUTH_CACHE_SECONDS). Flushes.
+
+    AdminError if no such key; revoking a revoked key keeps its first revocation time.
+    """
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise AdminError(f"no API key with id {key_id!r}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    return key
+
+
+def describe_key(key: ApiKey, tenant_name: str) -> str:
+    """One tab-separated line: id, tenant, prefix, name, created, last used, revoked (or -)."""
+    def when(value) -> str:
+        return value.isoformat(timespec="seconds") if value else "-"
+
+    return "\t".join([key.id, tenant_name, key.prefix + "...", key.name or "-", when(key.created_at),
+                      when(key.last_used_at), "revoked " + when(key.revoked_at) if key.revoked_at else "active"])
 
 
 def ensure_local_key(settings: Settings) -> tuple[str, Path] | None:
@@ -85,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     key_cmd = commands.add_parser("create-key", help="create an API key for a tenant and print it")
     key_cmd.add_argument("tenant")
     key_cmd.add_argument("--name", default="", help="a label for the key")
+    list_cmd = commands.add_parser("list-keys", help="list API keys (id, tenant, prefix, name, dates, state)")
+    list_cmd.add_argument("tenant", nargs="?", help="only this tenant's keys")
+    revoke_cmd = commands.add_parser("revoke-key", help="revoke an API key by its id (key_...)")
+    revoke_cmd.add_argument("key_id")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -94,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         with session_scope(make_session_factory(engine)) as session:
             if args.command == "create-tenant":
                 print(create_tenant(session, args.name).id)
-            else:
+            elif args.command == "create-key":
                 print(create_api_key(session, args.tenant, args.name))
+            elif args.command == "list-keys":
+                for key, tenant_name in list_api_keys(session, args.tenant):
+                    print(describe_key(key, tenant_name))
+            else:
+                key = revoke_api_key(session, args.key_id)
+                print(describe_key(key, session.get(Tenant, key.tenant_id).name))
     except AdminError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -41,12 +41,14 @@ class FileInfo:
     tensors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool = False) -> FileInfo:
+def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool = False,
+                 **table_limits: int) -> FileInfo:
     """Classify `path`; InvalidInput (`invalid_safetensors`/`invalid_json`) if it claims a format it breaks.
 
     A file is safetensors if its name ends in `.safetensors` or its first bytes look like
     one; it is `data` when it has `inputs` and `targets`, else a `checkpoint` (or
     `result` when a job produced it). `.json` files must parse. Anything else is `other`.
+    `table_limits` (`max_tensors`, `max_name_length`) go to `read_tensor_table`.
     """
     size = path.stat().st_size
     lower = name.lower()
@@ -57,13 +59,13 @@ def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool =
                                    code="invalid_json")
             try:
                 json.load(file)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: a huge integer too
                 raise InvalidInput(f"{name!r} is not valid JSON: {exc}", code="invalid_json") from None
             return FileInfo("json", "result" if result else "other")
         if not (lower.endswith(".safetensors") or looks_like_safetensors(file.read(9))):
             return FileInfo("other", "result" if result else "other")
         file.seek(0)
-        tensors = read_tensor_table(file, size, max_header_bytes)
+        tensors = read_tensor_table(file, size, max_header_bytes, **table_limits)
     if result:
         kind = "result"
     else:
@@ -95,7 +97,8 @@ def create_artifact_from_file(session: Session, tenant_id: str, path: Path | str
     store = store or ArtifactStore(settings.storage_dir)
     limit = max_header_bytes or settings.max_header_bytes
     path = Path(path)
-    info = inspect_file(path, name, limit, result=True)
+    info = inspect_file(path, name, limit, result=True, max_tensors=settings.max_tensors_per_file,
+                        max_name_length=settings.max_tensor_name_length)
     sha256, size = store.put_file(path)
     return record_artifact(session, tenant_id, sha256, size, name, info, producer_job_id=job_id)
 

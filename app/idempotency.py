@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.models import IdempotencyKey, utcnow
@@ -51,3 +51,10 @@ def remember(session: Session, tenant_id: str, key: str, path: str, req_hash: st
     """Record the key in the caller's transaction (unique per tenant, key and route)."""
     session.add(IdempotencyKey(tenant_id=tenant_id, key=key, path=path, request_hash=req_hash,
                                resource_id=resource_id, created_at=utcnow()))
+
+
+def rebind(session: Session, tenant_id: str, key: str, path: str, resource_id: str) -> None:
+    """Point an existing key at a new resource (its first one was deleted), in the caller's transaction."""
+    session.execute(update(IdempotencyKey).where(
+        IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key, IdempotencyKey.path == path,
+    ).values(resource_id=resource_id))

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.dispatch import Dispatcher
 from app.idempotency import remember, replayed_resource, request_hash
 from app.job_inputs import check_permutation_spec, resolve_inputs
+from app.limits import check_queued_jobs
 from app.models import (
     JOB_ID_PREFIX,
     TERMINAL_JOB_STATUSES,
@@ -29,6 +30,7 @@ from app.outbox import enqueue as enqueue_webhook
 from app.pagination import keyset_page
 from app.problems import ProblemError, field_path, from_trajx_error, not_found
 from app.schemas import JobCreate, JobPublic
+from trajx.arch_configs import check_builtin_config
 from trajx.errors import InvalidInput
 from trajx.spec import parse_job_spec
 
@@ -42,7 +44,7 @@ def new_webhook_secret() -> str:
 
 
 def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempts: int,
-               idempotency_key: str | None) -> tuple[Job, bool]:
+               idempotency_key: str | None, max_queued: int | None = None) -> tuple[Job, bool]:
     """Validate and store a queued job with its `created` event; commits. Returns (job, created).
 
     `created` is False when `idempotency_key` replays an earlier request. Raises
@@ -50,13 +52,15 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
     `artifact_not_found`, `wrong_artifact_kind`, `checkpoint_mismatch`, `data_mismatch`
     for its inputs, `permutation_spec_mismatch` for an explicit spec naming unknown
     tensors or the wrong number of axes, `idempotency_key_reused` for a key used with
-    another body.
+    another body; 429 `too_many_queued_jobs` past `max_queued` queued jobs of the tenant.
     """
     req_hash = request_hash(body.model_dump(mode="json"))
     if idempotency_key is not None:
         earlier = replayed_resource(session, tenant_id, idempotency_key, JOBS_PATH, req_hash)
         if earlier is not None:
             return get_job(session, tenant_id, earlier), False
+    if max_queued is not None:
+        check_queued_jobs(session, tenant_id, max_queued)
     spec = _parse_spec(body.spec)
     inputs = resolve_inputs(session, tenant_id, spec.artifact_refs())
     check_permutation_spec(getattr(spec, "permutation_spec", None), inputs["source[0]"])
@@ -86,7 +90,9 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, *, max_attempt
 
 def _parse_spec(document: dict):
     try:
-        return parse_job_spec(document)
+        spec = parse_job_spec(document)
+        check_builtin_config(spec.arch.name, spec.arch.config)
+        return spec
     except InvalidInput as exc:
         problem = from_trajx_error(exc)
         for error in problem.errors or []:

@@ -20,7 +20,9 @@ from app.migrate import upgrade
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.problems import install_problem_handlers
 from app.settings import Settings, get_settings
+from app.slow_clients import BodyTimeoutMiddleware
 from app.storage import ArtifactStore
+from app.temp_files import sweep_stale
 from trajx import __version__
 
 log = logging.getLogger("app.main")
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             created = ensure_local_key(settings)
             if created is not None:
                 log.warning("created tenant 'local' and its API key in %s", created[1])
+        sweep_stale(services.store.tmp_dir)  # partial uploads of a killed predecessor
         yield
         engine.dispose()
 
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Jobs first: status polling is the hot path and routes are matched in order.
     for router in (jobs.router, artifacts.router, ops.router):
         app.include_router(router)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app
 

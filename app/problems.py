@@ -12,9 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db_outage import RETRY_AFTER_SECONDS, is_unavailable
 from trajx.errors import TrajxError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -66,6 +68,11 @@ def not_found(what: str, ident: str) -> ProblemError:
     return ProblemError(404, f"{what}_not_found", f"no {what} with id {ident!r}")
 
 
+def database_unavailable(detail: str = "the database is unavailable; try again shortly") -> ProblemError:
+    """503 with `Retry-After`: the database is restarting, refusing or dropped the connection."""
+    return ProblemError(503, "database_unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def from_trajx_error(exc: TrajxError, status: int = 422) -> ProblemError:
     """Map a shared TrajxError (code + details naming the culprit) onto a problem."""
     errors = None
@@ -89,7 +96,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type",
+               406: "not_acceptable", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type",
                416: "range_not_satisfiable", 422: "validation_error"}
 
 
@@ -116,6 +123,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("the database refused a value on %s %s: %s: %s", request.method, request.url.path,
                     type(exc).__name__, exc.orig)
         return ProblemError(422, "invalid_value", "a value in the request cannot be stored").response()
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            return await _crash(request, exc)
+        log.warning("database unavailable on %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        return database_unavailable().response()
 
     @app.exception_handler(TrajxError)
     async def _trajx(_: Request, exc: TrajxError) -> JSONResponse:

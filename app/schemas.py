@@ -1,21 +1,35 @@
 """Request and response bodies of the HTTP API (the OpenAPI schema is built from these)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from app.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
+from app.validation.text import scrub_json, scrub_text
 
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
 # Webhook event types a job can be subscribed to; the worker delivers them.
 WEBHOOK_EVENTS = ("job.running", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
 WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
 DEFAULT_WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.cancelled"]
+# Stored text as responses show it: a row written before today's input checks (or by a
+# path they missed) must never make a response, let alone a listing, fail to encode.
+ShownText = Annotated[str, AfterValidator(scrub_text)]
+ShownJson = Annotated[dict[str, Any], AfterValidator(scrub_json)]
+TENSORS_SHOWN = 100
 
 
 class TensorInfo(BaseModel):
-    name: str
+    name: ShownText
     dtype: str
     shape: list[int]
 
@@ -26,14 +40,30 @@ class ArtifactPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str = Field(examples=["art_0190f2c1a3b45f6e7d8c9b0a1f2e3d4c"])
-    name: str
+    name: ShownText
     sha256: str
     size: int
     format: Literal["safetensors", "json", "other"]
     kind: Literal["checkpoint", "data", "result", "other"]
-    tensors: list[TensorInfo]
+    tensors: list[TensorInfo] = Field(description=f"the first {TENSORS_SHOWN} tensors in file order; "
+                                      "`GET /v1/artifacts/{id}/tensors` pages through all of them")
+    tensor_count: int = Field(description="how many tensors the file holds")
     producer_job_id: str | None
     created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_tensors_only(cls, data: Any) -> Any:
+        # One response (and a listing of 200) stays small whatever a file holds.
+        if not isinstance(data, dict):
+            data = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        tensors = data.get("tensors") or []
+        return {**data, "tensors": tensors[:TENSORS_SHOWN], "tensor_count": data.get("tensor_count", len(tensors))}
+
+
+class TensorsPage(BaseModel):
+    data: list[TensorInfo]
+    next_offset: int | None = Field(description="pass as `offset` for the next page; null on the last")
 
 
 class ArtifactsPage(BaseModel):
@@ -78,7 +108,7 @@ class JobCreate(BaseModel):
 
 
 class WebhookPublic(BaseModel):
-    url: str
+    url: ShownText
     events: list[str]
     secret: str = Field(description="`whsec_...`: verify the webhook-signature header with it")
 
@@ -90,14 +120,14 @@ class Progress(BaseModel):
 
 class JobError(BaseModel):
     code: str
-    message: str
+    message: ShownText
 
 
 class JobPublic(BaseModel):
     id: str = Field(examples=["job_0190f2c1a3b45f6e7d8c9b0a1f2e3d4c"])
     kind: str
     status: JobStatus
-    spec: dict[str, Any]
+    spec: ShownJson
     progress: Progress
     attempts: int
     max_attempts: int
@@ -106,9 +136,9 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: JobError | None
-    result: dict[str, Any] | None = Field(
+    result: ShownJson | None = Field(
         description="`{targets: [{last, best, permutations, trajectory}], report}`: artifact ids")
-    summary: dict[str, Any] | None
+    summary: ShownJson | None
     webhook: WebhookPublic | None
 
 
@@ -123,7 +153,7 @@ class EventPublic(BaseModel):
     id: int
     type: str
     created_at: datetime
-    data: dict[str, Any]
+    data: ShownJson
 
 
 class EventsPage(BaseModel):

@@ -37,6 +37,22 @@ class Settings(BaseSettings):
 
     # A revoked API key keeps working for up to this long (app.auth.KeyCache); 0 disables.
     auth_cache_seconds: float = Field(default=10.0, ge=0)
+    # Hostile-input bounds (docs/api.md, "Limits").
+    max_tensors_per_file: int = Field(default=10_000, ge=1)
+    max_tensor_name_length: int = Field(default=1024, ge=1)
+    max_json_depth: int = Field(default=32, ge=2, le=200)
+    # Per tenant; 0 means no limit on stored bytes.
+    tenant_max_running_jobs: int = Field(default=2, ge=1)
+    tenant_max_queued_jobs: int = Field(default=100, ge=1)
+    tenant_max_stored_bytes: int = Field(default=0, ge=0)
+    # Webhooks to loopback, private, link-local... addresses; `trajx serve` allows them.
+    webhook_allow_private: bool = False
+    # When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    metrics_token: str | None = Field(default=None, min_length=16)
+    # `trajx serve`: a request whose headers (or a body chunk) take longer is cut off.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+
     auto_migrate: bool = True
     create_local_key: bool = True
     log_level: str = "INFO"

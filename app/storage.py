@@ -2,8 +2,8 @@
 
 Blobs live at `<root>/ab/cd/<sha256>`: the path is derived from the hash only,
 never from a user string. Writes go to `<root>/tmp/` first and are fsynced and
-renamed into place, so a crash or an aborted upload never leaves a partial blob;
-identical bytes are stored once.
+renamed into place, so a crash or an aborted upload never leaves a partial blob
+(what a crash leaves in `tmp/` is swept: `app.temp_files`); identical bytes are stored once.
 """
 
 import fcntl
@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Self
+
+from app.temp_files import hold
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 COPY_CHUNK = 1024 * 1024
@@ -43,6 +45,8 @@ class BlobWriter:
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
         self.temp_path = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb")
+        # Held until commit or abort, so a sweep never takes a live upload for a crash's leftover.
+        self._held: int | None = hold(self.temp_path)
         self._flushed_to = 0
 
     def write(self, *chunks: bytes) -> None:
@@ -95,6 +99,8 @@ class BlobWriter:
         except BaseException:
             self.temp_path.unlink(missing_ok=True)
             raise
+        finally:
+            self._release()
         return sha256, self.size
 
     def abort(self) -> None:
@@ -102,6 +108,12 @@ class BlobWriter:
         if not self._file.closed:
             self._file.close()
         self.temp_path.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            os.close(held)
 
     def __enter__(self) -> Self:
         return self

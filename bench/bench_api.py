@@ -35,6 +35,7 @@ from app.migrate import upgrade
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.api.factories import data_shard, mlp_checkpoint
+from tests.api.helpers import MLP_CONFIG
 
 PG_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
@@ -161,7 +162,8 @@ def seed_job(base_url: str, key: str) -> str:
         return httpx.post(f"{base_url}/v1/artifacts", params={"name": name}, content=content,
                           headers=headers).json()["id"]
 
-    spec = {"arch": {"name": "mlp"}, "source": [put(mlp_checkpoint(fill=i), f"s{i}.safetensors") for i in (0, 1)],
+    spec = {"arch": {"name": "mlp", "config": MLP_CONFIG},
+            "source": [put(mlp_checkpoint(fill=i), f"s{i}.safetensors") for i in (0, 1)],
             "targets": [{"seed": 1}], "train_data": put(data_shard(), "train.safetensors")}
     response = httpx.post(f"{base_url}/v1/jobs", json={"spec": spec}, headers=headers)
     response.raise_for_status()

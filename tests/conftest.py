@@ -102,7 +102,7 @@ def database_url(request) -> str:
 def settings(database_url, tmp_path) -> Settings:
     return Settings(database_url=database_url, data_dir=tmp_path / "data", storage_dir=tmp_path / "artifacts",
                     dispatcher="none", auto_migrate=False, create_local_key=False, auth_cache_seconds=0,
-                    max_upload_bytes=64 * 1024**2, max_header_bytes=1024**2)
+                    max_upload_bytes=64 * 1024**2, max_header_bytes=1024**2, webhook_allow_private=True)
 
 
 @pytest.fixture

@@ -42,3 +42,15 @@ class Cancelled(TrajxError):
     """The caller's cancel check asked the run to stop between steps."""
 
     code = "cancelled"
+
+
+# How an allocation failure reads: torch.OutOfMemoryError (CUDA), the CPU allocator's
+# RuntimeError, or Python's MemoryError.
+_OUT_OF_MEMORY_MARKERS = ("out of memory", "DefaultCPUAllocator", "can't allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is a failed allocation (an `out_of_memory` error, not an internal one)."""
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OUT_OF_MEMORY_MARKERS)

@@ -11,6 +11,7 @@ lie next to it.
 """
 
 import json
+import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,10 +39,33 @@ def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor],
                  metadata: Mapping[str, str] | None = None) -> None:
-    """Write `tensors` (moved to CPU, made contiguous) to `path` as safetensors."""
+    """Write `tensors` (moved to CPU, made contiguous) to `path` as safetensors.
+
+    Equal tensors and metadata give equal bytes, in any process (see `_sort_metadata`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({n: t.detach().cpu().contiguous() for n, t in tensors.items()}, str(path),
               metadata=dict(metadata) if metadata else None)
+    if metadata:
+        _sort_metadata(path)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the header of the safetensors file `path` with its `__metadata__` keys sorted.
+
+    safetensors keeps the metadata in a Rust HashMap whose order changes from process to
+    process, and with it the file's bytes (and sha256). Sorting changes no length (the same
+    keys and values in compact JSON), so the header is rewritten in place.
+    """
+    with open(path, "r+b") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(length))
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:  # safetensors escaped something differently from json.dumps
+            raise RuntimeError(f"{path.name}: sorted safetensors header outgrew its {length} bytes")
+        file.seek(8)
+        file.write(text.ljust(length, b" "))
 
 
 def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],

@@ -6,7 +6,8 @@ operators named like `"aten.linear.default"` (packet and overload), plus
 each operator with a rule to the rule's name (the handler in `trajx.engine.trace_ops`);
 `REFUSED` lists every operator of PyTorch's core ATen set without one, with the reason.
 Any other operator is refused too: the table fails closed. The API reads this module to
-check an uploaded program's operators before anything runs, without importing torch.
+check an uploaded program's operators before anything runs, without importing torch
+(`unsupported(targets)` takes a saved program's node targets as they are written).
 """
 
 _RULE_OPS: dict[str, tuple[str, ...]] = {
@@ -74,8 +75,9 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
     "linear": ("aten.linear.default",),
     "conv": ("aten.conv1d.default", "aten.conv2d.default", "aten.convolution.default"),
     "batch_norm": ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default"),
-    "layer_norm": ("aten.layer_norm.default", "aten.native_layer_norm.default"),
+    "layer_norm": ("aten.layer_norm.default", "aten.native_layer_norm.default", "aten.rms_norm.default"),
     "group_norm": ("aten.group_norm.default", "aten.native_group_norm.default"),
+    "prelu": ("aten.prelu.default",),
     "embedding": ("aten.embedding.default",),
     "attention": ("aten.scaled_dot_product_attention.default",),
     "pool1d": ("aten.max_pool1d.default", "aten.avg_pool1d.default", "aten.adaptive_avg_pool1d.default",
@@ -135,24 +137,31 @@ _REFUSED_OPS: dict[str, tuple[str, ...]] = {
     ),
     "symbolic sizes (the graph is exported with static shapes)": (
         "aten.sym_numel.default", "aten.sym_size.int", "aten.sym_storage_offset.default",
-        "aten.sym_stride.int",
+        "aten.sym_stride.int", "aten.sym_is_contiguous.default",
     ),
+    "it resizes a tensor in place": ("aten.resize_.default",),
     "an out= variant writes into a caller's tensor": ("aten.atan2.out",),
 }
 
 REFUSED: dict[str, str] = {op: why for why, ops in _REFUSED_OPS.items() for op in ops}
 
 
+def canonical(op: str) -> str:
+    """`op` as this table spells it: a saved program's graph (`torch.export.save`, the
+    archive's `models/model.json`) writes targets as "torch.ops.aten.linear.default"."""
+    return op.removeprefix("torch.ops.")
+
+
 def rule_for(op: str) -> str | None:
     """The rule name for operator `op` (e.g. "aten.linear.default"), None when refused."""
-    return RULES.get(op)
+    return RULES.get(canonical(op))
 
 
 def refusal(op: str) -> str:
     """Why operator `op` has no rule."""
-    return REFUSED.get(op, "no rule for this op")
+    return REFUSED.get(canonical(op), "no rule for this op")
 
 
 def unsupported(ops: list[str]) -> list[str]:
-    """The operators of `ops` without a rule, in order, each once."""
-    return [op for op in dict.fromkeys(ops) if op not in RULES]
+    """The operators of `ops` without a rule (as this table spells them), in order, each once."""
+    return [op for op in dict.fromkeys(map(canonical, ops)) if op not in RULES]

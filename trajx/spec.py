@@ -20,7 +20,8 @@ ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
 
 class _Strict(BaseModel):
     # Unknown fields are a typo in a user's spec: refuse them instead of ignoring them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict types: "10", 10.0 and true are not integers; NaN and Infinity are not numbers.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Architecture(_Strict):

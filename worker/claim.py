@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Job, JobEvent, utcnow
 from app.outbox import enqueue
+from worker.fair_share import tenant_has_room
 
 WORKER_LOST = "worker_lost"
 
@@ -38,18 +39,21 @@ def add_event(session: Session, job_id: str, type_: str, data: dict[str, Any] | 
     session.add(JobEvent(job_id=job_id, type=type_, data=data or {}))
 
 
-def claim_job(session: Session, job_id: str, worker_id: str, stale_seconds: float) -> Claim | None:
-    """Claim `job_id` if it is queued, or running with a heartbeat older than `stale_seconds`.
+def claim_job(session: Session, job_id: str, worker_id: str, stale_seconds: float,
+              max_running: int | None = None) -> Claim | None:
+    """Claim `job_id` if it is queued, or running with a heartbeat older than `stale_seconds`,
+    and its tenant runs fewer than `max_running` other jobs (if given).
 
     Increments `attempts`. Returns None when another worker owns the job, it is
-    finished, or it has no attempts left (then it is failed with `worker_lost`).
-    Commits.
+    finished, it has no attempts left (then it is failed with `worker_lost`), or its
+    tenant has its running quota (then it stays queued). Commits.
     """
     now = utcnow()
     claimable = or_(Job.status == "queued", _stale(now - timedelta(seconds=stale_seconds)))
+    quota = [tenant_has_room(max_running)] if max_running is not None else []
     row = session.execute(
         update(Job)
-        .where(Job.id == job_id, claimable, Job.attempts < Job.max_attempts)
+        .where(Job.id == job_id, claimable, Job.attempts < Job.max_attempts, *quota)
         .values(status="running", attempts=Job.attempts + 1, worker_id=worker_id,
                 heartbeat_at=now, started_at=now)
         .returning(Job.attempts)

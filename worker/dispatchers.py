@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import lru_cache
 
 import redis
 from kombu.exceptions import OperationalError
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from app.models import Job
 from app.settings import Settings
-from worker.celery_app import RUN_JOB_TASK, create_celery
+from worker.celery_app import RUN_JOB_TASK, celery_config, create_celery
 from worker.context import worker_context
 
 log = logging.getLogger(__name__)
@@ -34,18 +35,19 @@ def queue_for(spec: dict) -> str:
 
 
 class CeleryDispatcher:
-    """Publishes the job id to the job's queue and marks it dispatched in Redis.
+    """Publishes the job id to the job's queue, then marks it dispatched in Redis.
 
-    The marker lives in the broker's Redis, so a Redis restart that loses the queued
-    message loses the marker too: recovery re-dispatches exactly those jobs.
+    The marker (`DispatchMarkers`) lives in the broker's Redis, so a Redis restart that
+    loses the queued message loses the marker too: recovery re-dispatches exactly those
+    jobs. It is set after the send: a crash between the two leaves a message without a
+    marker (a harmless duplicate later), never a marker without a message.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._celery = create_celery(settings)
-        self._redis = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+        self._markers = dispatch_markers(settings)
         self._sessions = worker_context(settings).sessions
-        self._marker_ttl = int(self._celery.conf.broker_transport_options["visibility_timeout"])
 
     def dispatch(self, job_id: str) -> None:
         """Send the job to its queue; on a broker failure log it (recovery re-sends)."""
@@ -54,14 +56,71 @@ class CeleryDispatcher:
         if spec is None:
             raise LookupError(f"no job {job_id!r} to dispatch")
         try:
-            self._redis.set(DISPATCH_MARKER.format(job_id=job_id), "1", ex=self._marker_ttl)
             self._celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(spec))
+            self._markers.touch(job_id)
         except (redis.RedisError, OperationalError, OSError) as exc:
             log.warning("job %s: broker unavailable (%s); recovery will re-dispatch it", job_id, exc)
 
-    def is_pending(self, job_id: str) -> bool:
-        """True if a message for the job may still be in the broker."""
-        return bool(self._redis.exists(DISPATCH_MARKER.format(job_id=job_id)))
+    def marked_at(self, job_id: str) -> float | None:
+        """When a message for the job was last sent or seen alive (None: no message known)."""
+        return self._markers.touched_at(job_id)
+
+
+class DispatchMarkers:
+    """One key per job in the broker's Redis: the time a message for it was last sent, or
+    seen alive by a worker that put it back (a retry), until a worker is done with it.
+
+    Recovery believes a marker only while it is fresh (`worker.recovery`): one that a
+    crash or a lost message left behind stops hiding its job after a while.
+    """
+
+    def __init__(self, broker_url: str, ttl_seconds: int) -> None:
+        self._redis = redis.Redis.from_url(broker_url, socket_timeout=5)  # connects lazily
+        self._ttl = ttl_seconds
+
+    def touch(self, job_id: str) -> None:
+        self._redis.set(DISPATCH_MARKER.format(job_id=job_id), repr(time.time()), ex=self._ttl)
+
+    def forget(self, job_id: str) -> None:
+        self._redis.delete(DISPATCH_MARKER.format(job_id=job_id))
+
+    def touched_at(self, job_id: str) -> float | None:
+        value = self._redis.get(DISPATCH_MARKER.format(job_id=job_id))
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return 0.0  # a marker of an older release: no time, so long stale
+
+
+def dispatch_markers(settings: Settings) -> DispatchMarkers:
+    """The markers of `settings.broker_url` (one client per process)."""
+    ttl = celery_config(settings)["broker_transport_options"]["visibility_timeout"]
+    return _markers(settings.broker_url, ttl)
+
+
+@lru_cache(maxsize=4)
+def _markers(broker_url: str, ttl_seconds: int) -> DispatchMarkers:
+    return DispatchMarkers(broker_url, ttl_seconds)
+
+
+def message_consumed(settings: Settings, job_id: str) -> None:
+    """A worker is done with a message for the job (ran it, or found nothing to claim): drop
+    the job's marker, so a job still queued is re-sent by recovery at once."""
+    _update_marker(settings, job_id, DispatchMarkers.forget)
+
+
+def message_retried(settings: Settings, job_id: str) -> None:
+    """A worker put a message for the job back in the broker (to retry it later): it is
+    alive, so recovery need not send another while it keeps coming back."""
+    _update_marker(settings, job_id, DispatchMarkers.touch)
+
+
+def _update_marker(settings: Settings, job_id: str, update) -> None:
+    try:
+        update(dispatch_markers(settings), job_id)
+    except redis.RedisError as exc:
+        log.warning("job %s: could not update its dispatched marker (%s); recovery re-sends it later",
+                    job_id, exc)
 
 
 class EmbeddedRunner:
@@ -99,7 +158,7 @@ class EmbeddedRunner:
         if self._process is not None:
             log.warning("embedded worker exited with %s; restarting it", self._process.returncode)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "worker.embedded", "--parent-pipe"],
+            [sys.executable, "-m", "worker.embedded", "--parent-pipe", "--parent-pid", str(os.getpid())],
             stdin=subprocess.PIPE, env={**os.environ, **settings_env(self._settings)},
         )
         os.set_blocking(self._process.stdin.fileno(), False)
@@ -162,9 +221,9 @@ class EmbeddedDispatcher:
     def dispatch(self, job_id: str) -> None:
         self._runner.wake(job_id)
 
-    def is_pending(self, job_id: str) -> bool:
+    def marked_at(self, job_id: str) -> float | None:
         # The embedded worker finds every claimable job in the database by itself.
-        return True
+        return time.time()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -12,25 +12,26 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.artifacts import blob_in_use, create_artifact_from_file
+from app.db_outage import is_unavailable
 from app.models import Artifact, Job
 from app.outbox import PROGRESS, enqueue
 from app.settings import Settings, get_settings
-from trajx.errors import Cancelled, InvalidInput, TrajxError
+from app.temp_files import work_dir
+from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
 from trajx.runner import RunProgress, execute
 from trajx.spec import parse_job_spec
 from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
+from worker.fair_share import DEFERRED
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,22 @@ def run_job(job_id: str, settings: Settings | None = None,
     """Run job `job_id` to completion if this process can claim it.
 
     Returns the job's final status; "queued" when `shutdown` was set and the job went
-    back to the queue at its next step check; None when the job was not claimable
+    back to the queue at its next step check; DEFERRED when its tenant already runs
+    TRAJX_TENANT_MAX_RUNNING_JOBS jobs (it stays queued); None when the job was not claimable
     (finished, running elsewhere, or out of attempts: then failed with `worker_lost`)
     or the claim was lost while running. Database errors propagate: the job keeps its
     stale heartbeat and recovery re-runs it.
     """
     ctx = worker_context(settings or get_settings())
     with ctx.sessions() as session:
-        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds)
-    if claim is None:
-        return None
+        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
+                          ctx.settings.tenant_max_running_jobs)
+        if claim is None:
+            # Still claimable but not claimed: only the tenant's running quota refuses that.
+            waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
+                                                          Job.attempts < Job.max_attempts))
+            session.rollback()
+            return DEFERRED if waiting else None
     return _JobRun(ctx, claim, shutdown or threading.Event()).run()
 
 
@@ -98,7 +105,7 @@ class _JobRun:
 
     def _run_and_finish(self) -> str | None:
         self._started()
-        with tempfile.TemporaryDirectory(prefix=f"{self.claim.job_id}-", dir=self.ctx.store.tmp_dir) as tmp:
+        with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
             try:
                 spec = parse_job_spec(self.spec_data)
                 paths = self._input_paths(spec.artifact_refs())
@@ -121,12 +128,14 @@ class _JobRun:
             except TrajxError as exc:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
                 return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
-            except (torch.OutOfMemoryError, MemoryError) as exc:
-                return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
             except Exception as exc:
+                if is_unavailable(exc):
+                    # Not the job's fault: it stays running, its heartbeat goes stale and
+                    # recovery runs it again once the database is back.
+                    raise
+                if is_out_of_memory(exc):
+                    return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
                 log.exception("job %s failed", self.claim.job_id)
-                # A database outage fails here too and propagates: the heartbeat goes stale
-                # and recovery runs the job again.
                 return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
     def _input_paths(self, refs: dict[str, str]) -> dict[str, Path]:

@@ -3,9 +3,11 @@
 `python -m worker.recovery` runs the sweep on start and every `--interval` seconds
 beside Celery workers (one such process is enough; more only send harmless duplicate
 messages). Each sweep fails stale jobs that have no attempts left (`worker_lost`),
-re-sends running jobs whose heartbeat is stale, and re-sends queued jobs older than
-a grace period whose message is no longer in the broker (e.g. Redis restarted); a
-job is re-sent at most once per stale period. It also delivers the webhook outbox,
+re-sends running jobs whose heartbeat is stale (at most once per stale period), and
+re-sends queued jobs older than a grace period whose message is no longer in the
+broker (e.g. Redis restarted, or consumed without a claim), or whose message was
+neither sent nor seen alive for `--resend-after` seconds, whatever the broker seems
+to hold: no job depends on one message. It also delivers the webhook outbox,
 so a message whose worker ended before sending it still goes out.
 The embedded worker does the same by itself. No torch here.
 """
@@ -14,10 +16,10 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.dispatch import get_dispatcher
 from app.models import Job, JobEvent, utcnow
@@ -28,11 +30,14 @@ from worker.context import worker_context
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
+# How long a queued job's dispatched marker is believed unless refreshed: past it the job
+# is re-sent anyway.
+RESEND_AFTER_SECONDS = 300.0
 
 
 class RecoverableDispatcher(Protocol):
     def dispatch(self, job_id: str) -> None: ...
-    def is_pending(self, job_id: str) -> bool: ...
+    def marked_at(self, job_id: str) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ class SweepResult:
     redispatched: list[str]
 
 
-def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_seconds: float) -> SweepResult:
+def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_seconds: float,
+          resend_after_seconds: float = RESEND_AFTER_SECONDS) -> SweepResult:
     """One recovery pass (see the module docstring); returns what it did."""
     sessions = worker_context(settings).sessions
     now = utcnow()
@@ -49,17 +55,28 @@ def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_se
         failed = fail_exhausted(session, settings.stale_seconds)
         candidates = claimable_job_ids(session, settings.stale_seconds,
                                        queued_before=now - timedelta(seconds=queued_grace_seconds))
-        statuses = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(candidates))).all())
-        # A job re-sent within the last stale period still has its message in flight: a
-        # busy worker would otherwise find the queue clogged with duplicates.
-        recently_sent = set(session.scalars(
-            select(JobEvent.job_id).where(JobEvent.job_id.in_(candidates), JobEvent.type == "redispatched",
-                                          JobEvent.created_at > now - timedelta(seconds=settings.stale_seconds))))
+        jobs = {row.id: row for row in session.execute(
+            select(Job.id, Job.status, Job.created_at).where(Job.id.in_(candidates)))}
+        last_resent = dict(session.execute(
+            select(JobEvent.job_id, func.max(JobEvent.created_at))
+            .where(JobEvent.job_id.in_(candidates), JobEvent.type == "redispatched").group_by(JobEvent.job_id)).all())
         session.rollback()
     redispatched = []
     for job_id in candidates:
-        reason = "stale_heartbeat" if statuses.get(job_id) == "running" else "lost_message"
-        if job_id in recently_sent or (reason == "lost_message" and dispatcher.is_pending(job_id)):
+        job = jobs[job_id]
+        if job.status == "running":
+            # A message re-sent within the last stale period is still on its way: a busy
+            # worker would otherwise find the queue clogged with duplicates.
+            reason, wait, sent_at = "stale_heartbeat", settings.stale_seconds, last_resent.get(job_id)
+        else:
+            # A queued job's message is trusted while its marker is fresh (sent, or seen
+            # alive by a worker that retries it): a marker can outlive its message.
+            reason, marked_at = "lost_message", dispatcher.marked_at(job_id)
+            if marked_at is None:
+                wait, sent_at = queued_grace_seconds, last_resent.get(job_id, job.created_at)
+            else:
+                wait, sent_at = resend_after_seconds, datetime.fromtimestamp(marked_at, UTC)
+        if sent_at is not None and sent_at > now - timedelta(seconds=wait):
             continue
         with sessions() as session:
             add_event(session, job_id, "redispatched", {"reason": reason})
@@ -76,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between sweeps")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="a queued job younger than this is left to its message")
+    parser.add_argument("--resend-after", type=float, default=RESEND_AFTER_SECONDS,
+                        help="a queued job unclaimed this long is re-sent even if its message seems queued")
     parser.add_argument("--once", action="store_true", help="sweep once and exit")
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -84,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     webhooks = deliverer(settings)  # the outbox: messages of every job, whichever worker ended it
     while True:
         try:
-            sweep(settings, dispatcher, args.grace)
+            sweep(settings, dispatcher, args.grace, args.resend_after)
         except Exception:
             # The database or broker may be restarting: try again next round.
             log.exception("recovery sweep failed")

@@ -11,9 +11,11 @@ message is requeued, so another worker resumes it without waiting for a stale he
 """
 
 import gc
+import logging
 import os
 import signal
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -24,24 +26,48 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_shutting_down
 
 from app.db import make_engine
+from app.db_outage import is_unavailable
 from app.settings import get_settings
+from app.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
+from worker.context import worker_context
+from worker.dispatchers import message_consumed, message_retried
+from worker.fair_share import DEFERRED
 from worker.jobs import run_job
 from worker.webhooks import deliverer
 
 # Loads the SQLAlchemy dialect and driver without opening a connection (none may cross a fork).
 make_engine(get_settings().database_url).dispose()
 
+log = logging.getLogger(__name__)
+# The longest wait before a message that met an unavailable database is tried again.
+MAX_RETRY_SECONDS = 30
 # SIGUSR1 is billiard's soft-time-limit signal in pool children.
 RELEASE_SIGNAL = signal.SIGUSR2
 _shutdown = threading.Event()
+# A job deferred by its tenant's running quota is offered again after this long.
+DEFER_SECONDS = 5.0
 
 
-@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
-def run_job_task(job_id: str) -> None:
-    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op."""
+@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True)
+def run_job_task(self, job_id: str) -> None:
+    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op,
+    one whose tenant has its running quota is tried again after DEFER_SECONDS.
+
+    With the database unavailable the message is not spent: it goes back to the broker
+    (`retry`, with backoff) and the job's dispatched marker is refreshed, so nothing depends
+    on recovery noticing. A job the outage interrupted keeps a heartbeat that goes stale.
+    """
     try:
         status = run_job(job_id, shutdown=_shutdown)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        countdown = min(2 ** self.request.retries, MAX_RETRY_SECONDS)
+        log.warning("job %s: database unavailable (%s); message retried in %d s", job_id, type(exc).__name__,
+                    countdown)
+        message_retried(get_settings(), job_id)
+        raise self.retry(countdown=countdown, max_retries=None) from None
     finally:
         # The child stays for the next job: hand its GPU memory back. A reference cycle
         # (a traceback, an autograd graph) can keep tensors alive, and the cache can only
@@ -49,13 +75,25 @@ def run_job_task(job_id: str) -> None:
         if torch.cuda.is_initialized():
             gc.collect()
             torch.cuda.empty_cache()
+    _temp_files().maybe_sweep()
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
+    if status == DEFERRED:
+        message_retried(get_settings(), job_id)
+        raise self.retry(countdown=DEFER_SECONDS, max_retries=None)
+    message_consumed(get_settings(), job_id)
+
+
+@lru_cache
+def _temp_files() -> PeriodicSweep:
+    """This child's sweep of the store's temporary files (a killed sibling's job directory)."""
+    return PeriodicSweep(worker_context(get_settings()).store.tmp_dir)
 
 
 @worker_process_init.connect
 def _start_child(**_: object) -> None:
     signal.signal(RELEASE_SIGNAL, lambda *_: _shutdown.set())
+    _temp_files().maybe_sweep()  # a new child often replaces a killed one
     # Every child delivers the webhook outbox (its own jobs' messages first, promptly).
     deliverer(get_settings())
 

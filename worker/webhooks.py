@@ -26,6 +26,7 @@ from standardwebhooks import Webhook
 
 from app.models import Job, WebhookDelivery, utcnow
 from app.settings import Settings
+from app.webhook_guard import DestinationRefused, PinnedTransport
 from worker.claim import add_event
 from worker.context import worker_context
 
@@ -61,6 +62,8 @@ class RetryPolicy:
     attempts: int = 5
     first_delay: float = 1.0
     timeout: float = 5.0
+    # TRAJX_WEBHOOK_ALLOW_PRIVATE: may messages go to loopback/private/link-local addresses?
+    allow_private: bool = False
 
     @property
     def lease(self) -> timedelta:
@@ -83,7 +86,8 @@ def deliver_due(sessions: sessionmaker[Session], policy: RetryPolicy = RetryPoli
         ).all()
         session.rollback()
     attempted = 0
-    with httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
+    transport = PinnedTransport(policy.allow_private)
+    with httpx.Client(timeout=policy.timeout, follow_redirects=False, transport=transport) as client:
         for delivery_id in due:
             attempted += _attempt(sessions, client, policy, delivery_id)
     return attempted
@@ -124,9 +128,14 @@ def _post(client: httpx.Client, url: str, secret: str, event: str, data: dict[st
     # Signed per attempt: the timestamp must be fresh, the id stays the same.
     headers, body = signed_request(secret, event, data, msg_id)
     try:
-        response = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        # Credentials in a URL (stored before they were refused) would go out as Basic auth.
+        response = client.post(httpx.URL(url).copy_with(username=None, password=None), content=body,
+                               headers=headers)
+    except DestinationRefused:
+        return {"ok": False, "error": "destination_not_allowed"}
+    except httpx.HTTPError:
+        # No low-level text: "connection refused" vs "timed out" would make webhooks a port scanner.
+        return {"ok": False, "error": "delivery_failed"}
     return {"ok": response.is_success, "status_code": response.status_code}
 
 
@@ -178,5 +187,6 @@ def deliverer(settings: Settings) -> Deliverer:
     with _deliverers_lock:
         key = (os.getpid(), settings.database_url)
         if key not in _deliverers:
-            _deliverers[key] = Deliverer(worker_context(settings).sessions)
+            _deliverers[key] = Deliverer(worker_context(settings).sessions,
+                                         RetryPolicy(allow_private=settings.webhook_allow_private))
         return _deliverers[key]

@@ -9,38 +9,82 @@ hop of their own (FastAPI also validates a sync endpoint's response in the pool)
 on a busy 2-core machine those hops are what turns into tail latency.
 """
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import KeyCache, authenticate
+from app.db_outage import is_dropped_connection
 from app.dispatch import Dispatcher
 from app.problems import ProblemError
 from app.settings import Settings
 from app.storage import ArtifactStore
 
+log = logging.getLogger("app.api.deps")
+_COMMITTED = "trajx.committed"  # a `Session.info` key: the session attempted a commit
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 class Database:
-    """Runs `work(session, *args)` in the thread pool with a fresh session, closed after."""
+    """Runs `work(session, *args)` in the thread pool with a fresh session, closed after.
+
+    `run` runs the work again, on a fresh connection, when its pooled connection turns out
+    dead before the work committed anything (a database restart or a terminated backend):
+    the transaction died with the connection, so nothing happened yet. Work that changes
+    something outside the database first (the store) uses `run_once`.
+    """
+
+    ATTEMPTS = 3
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        event.listen(sessions, "before_commit", _note_commit)
 
     async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await run_in_threadpool(self._call, work, *args, **kwargs)
+        return await run_in_threadpool(self._call, self.ATTEMPTS, work, *args, **kwargs)
 
-    def _call(self, work: Callable[..., T], *args, **kwargs) -> T:
-        with self.sessions() as session:
-            return work(session, *args, **kwargs)
+    async def run_once(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_in_threadpool(self._call, 1, work, *args, **kwargs)
+
+    def _call(self, attempts: int, work: Callable[..., T], *args, **kwargs) -> T:
+        while True:
+            attempts -= 1
+            with self._session() as session:
+                try:
+                    return work(session, *args, **kwargs)
+                except DBAPIError as exc:
+                    if not attempts or _COMMITTED in session.info or not is_dropped_connection(exc):
+                        raise
+                    log.warning("database connection dropped (%s); running the request again",
+                                str(exc.orig).splitlines()[0])
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        session = self.sessions()
+        try:
+            yield session
+        finally:
+            try:
+                session.close()
+            except DBAPIError as exc:
+                # The connection died after the work ended: its transaction went with it,
+                # there is nothing left to roll back, and the work's outcome stands.
+                if not is_dropped_connection(exc):
+                    raise
+
+
+def _note_commit(session: Session) -> None:
+    session.info[_COMMITTED] = True
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ _DESCRIPTIONS = {
     404: "no such resource for this tenant", 409: "conflicts with the resource's state",
     413: "body larger than the upload limit (TRAJX_MAX_UPLOAD_BYTES)", 416: "range not satisfiable",
     422: "invalid request (the `errors` list names each offending field, artifact or tensor)",
-    503: "not ready",
+    403: "a tenant quota is exhausted (TRAJX_TENANT_MAX_STORED_BYTES)",
+    429: "too many queued jobs for this tenant (TRAJX_TENANT_MAX_QUEUED_JOBS); see Retry-After",
+    503: "the database (or, for /readyz, the store) is unavailable; `Retry-After` says when to try again",
 }
-# Every /v1 route authenticates and validates its input. Declaring 422 also keeps FastAPI
-# from documenting its own HTTPValidationError body, which this API never sends.
-V1_PROBLEMS = (401, 422)
+# Every /v1 route authenticates, validates its input and needs the database. Declaring 422
+# also keeps FastAPI from documenting its own HTTPValidationError body, which this API never sends.
+V1_PROBLEMS = (401, 422, 503)
 
 
 def problem_responses(*statuses: int, descriptions: dict[int, str] | None = None

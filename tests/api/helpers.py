@@ -2,6 +2,9 @@
 
 from tests.api.factories import data_shard, mlp_checkpoint
 
+# A valid `mlp` config: the API checks built-in architectures' configs.
+MLP_CONFIG = {"in_features": 8, "hidden": [16], "num_classes": 3}
+
 
 def upload(api, tenant, content: bytes, name: str = "ckpt.safetensors", **headers):
     """POST raw bytes as an artifact of `tenant`; returns the response."""
@@ -18,7 +21,7 @@ def uploaded_id(api, tenant, content: bytes, name: str = "ckpt.safetensors") -> 
 def transfer_spec(api, tenant, **overrides) -> dict:
     """A valid transfer spec over freshly uploaded artifacts of `tenant`."""
     source = [uploaded_id(api, tenant, mlp_checkpoint(fill=i)) for i in range(2)]
-    spec = {"kind": "transfer", "method": "fgmt", "arch": {"name": "mlp", "config": {}},
+    spec = {"kind": "transfer", "method": "fgmt", "arch": {"name": "mlp", "config": MLP_CONFIG},
             "source": source, "targets": [{"seed": 1}],
             "train_data": uploaded_id(api, tenant, data_shard(), "train.safetensors"),
             "params": {"steps": 4}}

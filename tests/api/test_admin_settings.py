@@ -51,6 +51,29 @@ def test_admin_command(monkeypatch, settings, capsys):
         get_settings.cache_clear()
 
 
+def test_python_m_app_admin_lists_and_revokes_keys(monkeypatch, settings, session_factory, capsys):
+    from app.settings import get_settings
+
+    monkeypatch.setenv("TRAJX_DATABASE_URL", settings.database_url)
+    get_settings.cache_clear()
+    try:
+        with session_factory() as session:
+            admin.create_tenant(session, "keys-co")
+            key = admin.create_api_key(session, "keys-co", "deploy")
+            session.commit()
+        assert admin.main(["list-keys", "keys-co"]) == 0
+        key_id, tenant, prefix, name, *_, state = capsys.readouterr().out.strip().split("\t")
+        assert (tenant, prefix, name, state) == ("keys-co", key[:12] + "...", "deploy", "active")
+        assert admin.main(["revoke-key", key_id]) == 0
+        assert "\trevoked " in capsys.readouterr().out
+        with session_factory() as session:
+            assert authenticate(session, key) is None
+        assert admin.main(["revoke-key", "key_unknown"]) == 1
+        assert "no API key" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+
+
 def test_settings_normalise_postgres_urls_and_refuse_unsafe_production():
     assert Settings(database_url="postgresql://u@h/db").database_url == "postgresql+psycopg://u@h/db"
     with pytest.raises(ValidationError, match="TRAJX_DATABASE_URL must be set explicitly"):

@@ -62,3 +62,16 @@ def test_concurrent_retries_create_one_job(api, tenant):
 def test_unusable_key_is_refused(api, tenant):
     response = upload(api, tenant, mlp_checkpoint(), **{"Idempotency-Key": "x" * 300})
     assert response.status_code == 422
+
+
+def test_replaying_an_upload_key_after_its_artifact_was_deleted_stores_it_again(api, tenant):
+    first = upload(api, tenant, mlp_checkpoint(), **{"Idempotency-Key": "up-1"})
+    assert first.status_code == 201
+    assert api.delete(f"/v1/artifacts/{first.json()['id']}", headers=tenant.headers).status_code == 204
+    again = upload(api, tenant, mlp_checkpoint(), **{"Idempotency-Key": "up-1"})
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] != first.json()["id"]
+    content = api.get(f"/v1/artifacts/{again.json()['id']}/content", headers=tenant.headers)
+    assert content.status_code == 200 and content.content == mlp_checkpoint()
+    replay = upload(api, tenant, mlp_checkpoint(), **{"Idempotency-Key": "up-1"})
+    assert replay.json()["id"] == again.json()["id"]  # the key now names the new artifact

@@ -35,11 +35,11 @@ def test_malformed_cursors_are_validation_errors(api, tenant):
 
 def test_malformed_artifact_refs_in_a_spec_are_not_found(api, tenant):
     spec = transfer_spec(api, tenant)
-    response = api.post("/v1/jobs", json={"spec": {**spec, "source": [spec["source"][0], "art_\x00"]}},
+    response = api.post("/v1/jobs", json={"spec": {**spec, "source": [spec["source"][0], "art_%"]}},
                         headers=tenant.headers)
     assert response.status_code == 422 and response.json()["code"] == "artifact_not_found"
-    assert response.json()["errors"] == [{"field": "spec.source[1]", "artifact": "art_\x00",
-                                          "message": "no artifact with id 'art_\\x00'"}]
+    assert response.json()["errors"] == [{"field": "spec.source[1]", "artifact": "art_%",
+                                          "message": "no artifact with id 'art_%'"}]
 
 
 def test_nul_in_stored_strings_is_refused_naming_the_field(api, tenant):
@@ -65,14 +65,15 @@ def test_a_webhook_url_longer_than_its_column_is_refused(api, tenant):
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "body.webhook.url"
 
 
-def test_nul_inside_a_spec_round_trips_through_the_json_column(api, tenant):
+def test_nul_inside_a_spec_is_refused_naming_the_field(api, tenant):
     spec = transfer_spec(api, tenant)
-    config = {"x\x00": "\x00"}  # JSON escapes it as \u0000, which a PostgreSQL json column keeps
-    response = api.post("/v1/jobs", json={"spec": {**spec, "arch": {"name": "mlp", "config": config}}},
-                        headers=tenant.headers)
-    assert response.status_code == 202, response.text
-    stored = api.get(f"/v1/jobs/{response.json()['id']}", headers=tenant.headers).json()
-    assert stored["spec"]["arch"]["config"] == config
+    for config, field in (({"x": "\x00"}, "spec.arch.config.x"), ({"x\x00": 1}, "spec.arch.config")):
+        response = api.post("/v1/jobs", json={"spec": {**spec, "arch": {"name": "mlp", "config": config}}},
+                            headers=tenant.headers)
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == field, response.text
+    source = api.post("/v1/jobs", json={"spec": {**spec, "source": [spec["source"][0], "art_\x00"]}},
+                      headers=tenant.headers)
+    assert source.status_code == 422 and source.json()["errors"][0]["field"] == "spec.source[1]"
 
 
 @pytest.fixture

@@ -52,6 +52,21 @@ def test_metrics_count_requests_jobs_and_bytes(api, tenant):
     assert 'trajx_http_requests_total{method="POST",route="/v1/artifacts",status="201"} 2.0' in text
 
 
+def test_metrics_need_the_token_when_one_is_set(settings, tenant):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    token = "m" * 32
+    with TestClient(create_app(settings.model_copy(update={"metrics_token": token}))) as client:
+        for headers in ({}, tenant.headers, {"Authorization": f"Bearer {token}x"}, {"Authorization": token}):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and refused.json()["code"] == "unauthorized", headers
+            assert "trajx_jobs" not in refused.text
+        allowed = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert allowed.status_code == 200 and "trajx_jobs" in allowed.text
+
+
 def test_request_id_is_echoed_and_logged_as_json(api, caplog):
     with caplog.at_level(logging.INFO, logger="app.access"):
         response = api.get("/healthz", headers={"X-Request-ID": "req-123"})

@@ -13,13 +13,15 @@ DOCS = Path(__file__).parents[2] / "docs" / "models.md"
 
 
 def _core_aten_ops() -> set[str]:
+    """Every registered ATen overload tagged core (all schemas: `torch.ops.aten` loads lazily)."""
     names = set()
-    for packet_name in dir(torch.ops.aten):
-        packet = getattr(torch.ops.aten, packet_name, None)
-        if isinstance(packet, torch._ops.OpOverloadPacket):
-            for overload in packet.overloads():
-                if torch.Tag.core in getattr(packet, overload).tags:
-                    names.add(str(getattr(packet, overload)))
+    for schema in torch._C._jit_get_all_schemas():
+        namespace, packet = schema.name.split("::")
+        if namespace != "aten":
+            continue
+        op = getattr(getattr(torch.ops.aten, packet), schema.overload_name or "default")
+        if torch.Tag.core in op.tags:
+            names.add(str(op))
     return names
 
 
@@ -54,6 +56,21 @@ def test_lookups_fail_closed():
     assert rule_for("aten.some_new_op.default") is None and refusal("aten.some_new_op.default") == "no rule for this op"
     assert unsupported(["aten.linear.default", "aten.sort.default", "x.y", "aten.sort.default"]) == [
         "aten.sort.default", "x.y"]
+
+
+def test_a_saved_programs_node_targets_are_read_as_they_are_written(tmp_path):
+    import json
+    import zipfile
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3),), strict=False), tmp_path / "m.pt2")
+    with zipfile.ZipFile(tmp_path / "m.pt2") as archive:
+        name = next(n for n in archive.namelist() if n.endswith("models/model.json"))
+        nodes = json.loads(archive.read(name))["graph_module"]["graph"]["nodes"]
+    targets = [node["target"] for node in nodes]
+    assert "torch.ops.aten.linear.default" in targets
+    assert unsupported(targets) == [] and rule_for("torch.ops.aten.relu.default") == "elementwise"
+    assert unsupported([*targets, "torch.ops.aten.sort.default"]) == ["aten.sort.default"]
 
 
 def test_the_docs_list_every_rule_and_every_refused_op():

@@ -105,3 +105,17 @@ def test_a_hugging_face_gpt2_from_a_config_exports_and_moves_its_heads():
     heads = groups["transformer.h.0.attn.c_attn.weight"][1]  # Conv1D: (in, out)
     assert heads is not None and heads.startswith("3*") and heads.endswith("*4")
     assert groups["transformer.h.0.mlp.c_fc.weight"][1] is not None
+
+
+def test_an_exported_program_gives_the_spec_of_the_model_it_came_from():
+    # an uploaded model arrives as a torch.export program; its module() is what runs
+    from trajx.engine.trace import export_model
+    from trajx.engine.zoo import build_model, example_input
+
+    config = {"d_model": 8, "num_heads": 2, "num_layers": 1, "image_size": 8}
+    torch.manual_seed(0)
+    model, x = build_model("transformer", config), example_input("transformer", config, batch=2)
+    program = export_model(model, x)
+    spec = derive_spec(program.module(), x, program=program)
+    assert spec.to_json() == derive_spec(model, x).to_json()
+    assert len(spec.groups) == 3

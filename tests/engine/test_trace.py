@@ -28,10 +28,15 @@ ZOO = {
     "transformer": {"d_model": 16, "num_heads": 4, "num_layers": 2, "image_size": 8},
     "transformer-cls-tokens": {"input": "tokens", "d_in": 5, "seq_len": 6, "d_model": 8,
                                "num_heads": 2, "num_layers": 1, "pool": "cls"},
+    "transformer-fused": {"d_model": 16, "num_heads": 4, "num_layers": 2, "image_size": 8,
+                          "attention": "fused"},
+    "transformer-multihead": {"d_model": 16, "num_heads": 4, "num_layers": 2, "image_size": 8,
+                              "attention": "multihead"},
 }
 # residual streams + per-block groups: resnet-20 3 + 9, resnet-18 4 + 8; transformer 1 + 2 per layer
 EXPECTED_GROUPS = {"mlp": 2, "mlp-batchnorm": 2, "mlp-layernorm": 1, "cnn": 5, "cnn-avgpool": 3,
-                   "resnet": 12, "resnet-18": 12, "transformer": 5, "transformer-cls-tokens": 3}
+                   "resnet": 12, "resnet-18": 12, "transformer": 5, "transformer-cls-tokens": 3,
+                   "transformer-fused": 5, "transformer-multihead": 5}
 
 
 def _zoo(case: str) -> tuple[nn.Module, torch.Tensor]:
@@ -480,8 +485,9 @@ def test_an_opaque_op_must_have_the_parameters_it_reads_named():
     assert derive_spec(model, x, explicit).groups == ()
 
 
-def test_matching_recovers_a_planted_permutation_through_a_flatten():
-    model, x = _zoo("cnn")
+@pytest.mark.parametrize("case", ["cnn", "transformer-fused", "transformer-multihead"])
+def test_matching_recovers_a_planted_permutation_through_repeated_and_tiled_axes(case):
+    model, x = _zoo(case)
     spec = derive_spec(model, x)
     source = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     planted = spec.random(torch.Generator().manual_seed(3))
@@ -594,3 +600,94 @@ def test_a_bfloat16_model_is_traced_and_checked_from_a_float32_example():
     model, x = _zoo("resnet")
     expected = derive_spec(model, x).to_json()
     assert derive_spec(model.to(torch.bfloat16), x).to_json() == expected
+
+
+def test_a_rule_that_cannot_read_its_call_is_a_named_refusal_not_a_crash(monkeypatch):
+    from trajx.engine import trace_ops
+
+    def confused(call):
+        raise AttributeError("'NoneType' object has no attribute 'axis'")
+
+    monkeypatch.setitem(trace_ops.HANDLERS, "linear", confused)
+    model, x = _zoo("mlp")
+    with pytest.raises(UnsupportedModel) as info:
+        derive_spec(model, x)
+    assert info.value.code == "unsupported_op" and info.value.details["op"] == "aten.linear.default"
+    assert "cannot read this call (AttributeError" in info.value.message
+
+
+@pytest.mark.parametrize("attention, weight, tile", [("fused", "attn.qkv.weight", 3),
+                                                     ("multihead", "attn.mha.in_proj_weight", 3)])
+def test_zoo_transformer_attention_variants_move_whole_heads(attention, weight, tile):
+    model, x = _zoo(f"transformer-{attention}")
+    spec = derive_spec(model, x)
+    heads = spec.param_groups[f"blocks.0.{weight}"][0]
+    assert spec.group(heads).size == 4
+    assert (spec.tile(f"blocks.0.{weight}", 0), spec.repeat(f"blocks.0.{weight}", 0)) == (tile, 4)
+    out = "attn.out.weight" if attention == "fused" else "attn.mha.out_proj.weight"
+    assert spec.param_groups[f"blocks.0.{out}"] == (spec.param_groups["ln_f.weight"][0], heads)
+
+
+class _TokenConv(nn.Module):
+    """Embedding, a 1-d convolution over time, 1-d pooling, a running sum over `dim`."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Embedding(11, 6)
+        self.conv = nn.Conv1d(6, 5, 3, padding=1)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(self.embed(tokens).transpose(1, 2)))  # (N, 5, L)
+        h = torch.cumsum(F.max_pool1d(h, 2), dim=self.dim)
+        return self.head(h.mean(dim=-1))
+
+
+@pytest.mark.parametrize("dim, channels_move", [(-1, True), (1, False)])
+def test_embedding_conv1d_pool1d_and_a_running_sum_that_fixes_its_axis(dim, channels_move):
+    model, tokens = _TokenConv(dim), torch.randint(0, 11, (3, 8))
+    spec = derive_spec(model, tokens)
+    groups = spec.param_groups
+    features, channels = groups["embed.weight"][1], groups["conv.weight"][0]
+    assert groups["embed.weight"][0] is None and features is not None
+    assert groups["conv.weight"] == (channels, features, None) and groups["head.weight"] == (None, channels)
+    assert (channels is not None) is channels_move
+    if not channels_move:  # a running sum over the channels depends on their order
+        assert spec.fixed_axes["conv.weight[0]"] == "op aten.cumsum.default at node 'cumsum'"
+    assert_invariant(model, spec, tokens)
+
+
+
+def test_pytorch_transformer_encoder_and_rms_norm_move_heads_and_features():
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(5, 16)
+            layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+            self.norm = nn.RMSNorm(16)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.norm(self.encoder(self.embed(x))).mean(1))
+
+    torch.manual_seed(0)
+    model, x = Encoder(), torch.randn(3, 6, 5)
+    spec = derive_spec(model, x)
+    groups = spec.to_json()
+    heads = groups["encoder.layers.0.self_attn.in_proj_weight"][0]
+    assert heads.startswith("3*") and spec.group(heads.split("*")[1]).size == 4
+    assert groups["norm.weight"] == [groups["embed.weight"][0]] != [None]
+    assert_invariant(model, spec, x)
+
+
+
+@pytest.mark.parametrize("slopes", [1, 6])
+def test_prelu_slopes_move_with_their_channels(slopes):
+    model = nn.Sequential(nn.Conv2d(2, 6, 3), nn.PReLU(slopes), nn.Flatten(), nn.Linear(6 * 2 * 2, 3))
+    x = torch.randn(3, 2, 4, 4)
+    spec = derive_spec(model, x)
+    channels = spec.param_groups["0.weight"][0]
+    assert channels is not None and spec.param_groups["1.weight"] == ((channels,) if slopes > 1 else (None,))
+    assert_invariant(model, spec, x)

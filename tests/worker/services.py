@@ -20,6 +20,7 @@ import redis
 from app.settings import Settings
 from trajx.demo.server import free_port
 from worker.dispatchers import settings_env
+from worker.recovery import RESEND_AFTER_SECONDS
 
 REDIS_RESTART = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
                  "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
@@ -92,8 +93,10 @@ def celery_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Se
     return Service(name, command, settings, log_dir, lambda s: " ready." in s.log_since_start(), start_timeout=90)
 
 
-def recovery_loop(settings: Settings, log_dir: Path, interval: float = 0.5, grace: float = 1.0) -> Service:
-    command = [sys.executable, "-m", "worker.recovery", "--interval", str(interval), "--grace", str(grace)]
+def recovery_loop(settings: Settings, log_dir: Path, interval: float = 0.5, grace: float = 1.0,
+                  resend_after: float = RESEND_AFTER_SECONDS) -> Service:
+    command = [sys.executable, "-m", "worker.recovery", "--interval", str(interval), "--grace", str(grace),
+               "--resend-after", str(resend_after)]
     return Service("recovery", command, settings, log_dir, lambda s: s.process.poll() is None)
 
 

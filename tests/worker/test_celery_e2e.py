@@ -59,7 +59,8 @@ def stack(postgres_database, tmp_path_factory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("celery-stack")
     settings = Settings(database_url=postgres_database, data_dir=root, storage_dir=root / "artifacts",
                         broker_url=REDIS_URL, dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
-                        auto_migrate=False, create_local_key=False)
+                        auto_migrate=False, create_local_key=False,
+                        webhook_allow_private=True)  # the test's webhook receiver is local
     with session_scope(make_session_factory(engine)) as session:
         create_tenant(session, "e2e")
         key = create_api_key(session, "e2e")

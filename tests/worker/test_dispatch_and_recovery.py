@@ -13,7 +13,7 @@ from app.models import utcnow
 from tests.conftest import service_unavailable
 from tests.worker.factories import event_types, load_job, make_job
 from worker.celery_app import RUN_JOB_TASK
-from worker.dispatchers import DISPATCH_MARKER, CeleryDispatcher
+from worker.dispatchers import DISPATCH_MARKER, CeleryDispatcher, message_retried
 from worker.recovery import sweep
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -58,7 +58,7 @@ def test_celery_dispatch_sends_only_the_job_id_to_its_queue(celery_settings, ten
     dispatcher.dispatch(cpu_job)
     assert _queued_job_ids(broker, "gpu") == [gpu_job]
     assert _queued_job_ids(broker, "cpu") == [cpu_job]
-    assert dispatcher.is_pending(gpu_job) and broker.ttl(DISPATCH_MARKER.format(job_id=gpu_job)) > 3600
+    assert dispatcher.marked_at(gpu_job) is not None and broker.ttl(DISPATCH_MARKER.format(job_id=gpu_job)) > 3600
 
 
 def test_dispatch_with_the_broker_down_leaves_the_job_to_recovery(celery_settings, tenant_id):
@@ -106,3 +106,40 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "torch")[:3])
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_sweep_resends_a_queued_job_whose_marker_outlived_its_message(celery_settings, tenant_id, broker):
+    """A crash between the job's commit and its message (or a message consumed without a
+    claim whose marker stayed) leaves a marker and no message: a marker is believed only
+    while it is fresh, i.e. for `resend_after_seconds` after its message was last sent or
+    seen alive by a worker retrying it."""
+    dispatcher = CeleryDispatcher(celery_settings)
+    stranded = make_job(celery_settings, tenant_id, age_seconds=60)
+    broker.set(DISPATCH_MARKER.format(job_id=stranded), "1", ex=90_000)  # as old code set it, before sending
+    waiting = make_job(celery_settings, tenant_id, age_seconds=20)
+    dispatcher.dispatch(waiting)  # a message in a busy queue, within the bound
+    deferred = make_job(celery_settings, tenant_id, age_seconds=600)
+    message_retried(celery_settings, deferred)  # its message keeps coming back (a retry)
+
+    result = sweep(celery_settings, dispatcher, queued_grace_seconds=10, resend_after_seconds=30)
+
+    assert result.redispatched == [stranded]
+    assert sorted(_queued_job_ids(broker, "gpu")) == sorted([waiting, stranded])
+    # Re-sent now, it is left to its new message for another bound.
+    assert sweep(celery_settings, dispatcher, queued_grace_seconds=10, resend_after_seconds=30).redispatched == []
+
+
+def test_dispatch_sends_before_it_marks(celery_settings, tenant_id, broker, monkeypatch):
+    """The window between the job's commit and its message: a send that fails leaves no
+    marker, so the next sweep past the grace period re-sends the job."""
+    dispatcher = CeleryDispatcher(celery_settings)
+    job_id = make_job(celery_settings, tenant_id, age_seconds=60)
+
+    def broker_down(*args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(dispatcher._celery, "send_task", broker_down)
+    dispatcher.dispatch(job_id)
+    assert dispatcher.marked_at(job_id) is None
+    monkeypatch.undo()
+    assert sweep(celery_settings, dispatcher, queued_grace_seconds=10).redispatched == [job_id]

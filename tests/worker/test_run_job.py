@@ -80,3 +80,14 @@ def test_an_unexpected_error_fails_the_job_with_internal_error(settings, tenant_
     assert run_job(job_id, settings) == "failed"
     job = load_job(settings, job_id)
     assert job.error_code == "internal_error" and "ValidationError" in job.error_message
+
+
+def test_an_allocation_failure_fails_the_job_with_out_of_memory(settings, tenant_id, uploaded, monkeypatch):
+    def allocate(*_, **__):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: "
+                           "you tried to allocate 4398046511104 bytes")
+
+    monkeypatch.setattr("worker.jobs.execute", allocate)
+    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2))
+    assert run_job(job_id, settings) == "failed"
+    assert load_job(settings, job_id).error_code == "out_of_memory"

@@ -23,3 +23,33 @@ def test_admin_creates_a_tenant_and_a_key(tmp_path, monkeypatch):
         assert unknown.exit_code == 1 and "no tenant named 'nobody'" in unknown.stderr
     finally:
         get_settings.cache_clear()
+
+
+def test_admin_lists_and_revokes_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAJX_DATABASE_URL", f"sqlite:///{tmp_path / 'trajx.db'}")
+    from app.auth import authenticate
+    from app.db import make_engine, make_session_factory
+    from app.settings import get_settings
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        for tenant in ("acme", "other"):
+            assert runner.invoke(app, ["admin", "create-tenant", tenant]).exit_code == 0
+        key = runner.invoke(app, ["admin", "create-key", "acme", "--name", "ci"]).stdout.strip()
+        runner.invoke(app, ["admin", "create-key", "other"])
+        listed = runner.invoke(app, ["admin", "list-keys", "acme"])
+        assert listed.exit_code == 0, listed.output
+        [line] = listed.stdout.splitlines()
+        key_id, tenant, prefix, name, *_, state = line.split("\t")
+        assert (tenant, prefix, name, state) == ("acme", key[:12] + "...", "ci", "active")
+        assert key not in listed.stdout  # only the prefix, never the key
+        assert len(runner.invoke(app, ["admin", "list-keys"]).stdout.splitlines()) == 2
+        revoked = runner.invoke(app, ["admin", "revoke-key", key_id])
+        assert revoked.exit_code == 0 and revoked.stdout.split("\t")[-1].startswith("revoked ")
+        with make_session_factory(make_engine(get_settings().database_url))() as session:
+            assert authenticate(session, key) is None
+        unknown = runner.invoke(app, ["admin", "revoke-key", "key_nope"])
+        assert unknown.exit_code == 1 and "no API key with id 'key_nope'" in unknown.stderr
+        assert runner.invoke(app, ["admin", "list-keys", "nobody"]).exit_code == 1
+    finally:
+        get_settings.cache_clear()

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trajx.cli.app import app
-from trajx.errors import InvalidInput, TrajxError, UnsupportedModel
+from trajx.errors import InvalidInput, TrajxError, UnsupportedModel, is_out_of_memory
 
 EXIT_FAILURE, EXIT_INVALID = 1, 2
 ArchOpt = Annotated[str, typer.Option("--arch", help="Architecture name (see `trajx describe`).")]
@@ -140,6 +140,10 @@ def describe(arch: ArchOpt, config: ConfigOpt,
         spec = derive_spec(model, example_input(arch, parsed))
     except TrajxError as exc:
         raise _fail(exc.message, _exit_code(exc)) from None
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise _fail(f"{arch} with this config does not fit in memory: {exc}", EXIT_FAILURE) from None
     groups = spec.to_json()
     parameters = [{"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
                    "groups": groups.get(name, [None] * tensor.ndim)}

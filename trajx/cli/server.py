@@ -24,11 +24,14 @@ app.add_typer(admin, name="admin")
 
 def _embedded_environment(data_dir: Path) -> None:
     """Use `data_dir` (--data-dir, else $TRAJX_DATA_DIR) and put the database and the
-    artifacts in it unless TRAJX_DATABASE_URL / TRAJX_STORAGE_DIR say otherwise."""
+    artifacts in it unless TRAJX_DATABASE_URL / TRAJX_STORAGE_DIR say otherwise; allow
+    webhooks to local addresses unless TRAJX_WEBHOOK_ALLOW_PRIVATE says otherwise."""
     data_dir = data_dir.resolve()
     os.environ["TRAJX_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("TRAJX_DATABASE_URL", f"sqlite:///{data_dir / 'trajx.db'}")
     os.environ.setdefault("TRAJX_STORAGE_DIR", str(data_dir / "artifacts"))
+    # One machine, one user: a webhook to a local receiver is the usual case here.
+    os.environ.setdefault("TRAJX_WEBHOOK_ALLOW_PRIVATE", "true")
 
 
 @app.command()
@@ -47,6 +50,7 @@ def serve(
     from app.migrate import upgrade
     from app.observability import configure_logging
     from app.settings import Settings
+    from app.slow_clients import header_timeout_protocol
 
     _embedded_environment(data_dir)
     settings = Settings()
@@ -62,8 +66,10 @@ def serve(
         # With the embedded dispatcher, create_app starts the worker process.
         # log_config=None: uvicorn's own records reach the app's JSON handler on the root
         # logger; the app's middleware already writes one access line per request.
+        # The header timeout protocol bounds slow request headers; the app bounds slow bodies.
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                    log_config=None, access_log=False)
+                    log_config=None, access_log=False,
+                    http=header_timeout_protocol(settings.header_timeout_seconds))
     finally:
         if settings.dispatcher == "embedded":
             from worker.dispatchers import embedded_runner
@@ -84,16 +90,9 @@ def _admin_session():
 @admin.command("create-tenant")
 def create_tenant(name: Annotated[str, typer.Argument(help="unique tenant name")]) -> None:
     """Create a tenant and print its id."""
-    from app.admin import AdminError
     from app.admin import create_tenant as create
-    from app.db import session_scope
 
-    try:
-        with session_scope(_admin_session()) as session:
-            typer.echo(create(session, name).id)
-    except AdminError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    _run_admin(lambda session: typer.echo(create(session, name).id))
 
 
 @admin.command("create-key")
@@ -102,12 +101,44 @@ def create_key(
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
 ) -> None:
     """Create an API key for a tenant and print it (shown once; stored hashed)."""
-    from app.admin import AdminError, create_api_key
+    from app.admin import create_api_key
+
+    _run_admin(lambda session: typer.echo(create_api_key(session, tenant, name)))
+
+
+@admin.command("list-keys")
+def list_keys(tenant: Annotated[str | None, typer.Argument(help="only this tenant's keys")] = None) -> None:
+    """List API keys: id, tenant, prefix, name, created, last used, state (never the key)."""
+    from app.admin import describe_key, list_api_keys
+
+    def show(session) -> None:
+        for key, tenant_name in list_api_keys(session, tenant):
+            typer.echo(describe_key(key, tenant_name))
+
+    _run_admin(show)
+
+
+@admin.command("revoke-key")
+def revoke_key(key_id: Annotated[str, typer.Argument(help="the key's id (key_..., see list-keys)")]) -> None:
+    """Revoke an API key; it stops working within TRAJX_AUTH_CACHE_SECONDS."""
+    from app.admin import describe_key, revoke_api_key
+    from app.models import Tenant
+
+    def revoke(session) -> None:
+        key = revoke_api_key(session, key_id)
+        typer.echo(describe_key(key, session.get(Tenant, key.tenant_id).name))
+
+    _run_admin(revoke)
+
+
+def _run_admin(work) -> None:
+    """`work(session)` in one committed transaction; an AdminError is exit code 1."""
+    from app.admin import AdminError
     from app.db import session_scope
 
     try:
         with session_scope(_admin_session()) as session:
-            typer.echo(create_api_key(session, tenant, name))
+            work(session)
     except AdminError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -51,6 +51,11 @@ class EmbeddedServer:
         self.extra_env = env or {}
         self._process: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The `trajx serve` process (its embedded worker is a child of it)."""
+        return self._process.pid if self._process is not None else None
+
     def environment(self) -> dict[str, str]:
         # Every path explicit, so nothing lands in the caller's ./var.
         return {

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Endpoint = tuple[str, int]
+PARAM = "param:"  # key prefix of a state-dict entry's endpoints
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,10 @@ class AtomUnion:
         if total_a != total_b:
             raise AxisMismatch(f"{_describe(a, self)} (size {total_a}) cannot hold the units of "
                                f"{_describe(b, self)} (size {total_b})")
+        if total_a == 0:  # an empty tensor: no units to move
+            for endpoint in (*a, *b):
+                self.fix(endpoint, why)
+            return
         while True:
             left = [x for e in a for x in self.leaves(e) if self._size[x] > 1]
             right = [x for e in b for x in self.leaves(e) if self._size[x] > 1]

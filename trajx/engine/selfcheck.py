@@ -20,9 +20,13 @@ from trajx.errors import UnsupportedModel
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, then restore each one's own mode."""
+    """Put every submodule in eval mode, then restore each one's own mode.
+
+    The flag is set on each module rather than through `model.eval()`, which the module
+    of an exported program refuses (its graph was captured in one mode already)."""
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    for module, _ in modes:
+        module.training = False
     try:
         yield model
     finally:

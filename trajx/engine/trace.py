@@ -19,7 +19,6 @@ without exporting. Each spec is proven by `check_spec` (selfcheck.py): permuting
 groups must leave the outputs unchanged.
 """
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,9 +27,10 @@ import torch
 from torch import fx, nn
 from torch.export import ExportedProgram
 
-from trajx.engine.axis_links import AtomUnion, AxisMismatch, Call, Endpoint, Links, TensorRef
+from trajx.engine.axis_groups import GroupRefs, groups_from_axes, one_group_per_axis
+from trajx.engine.axis_links import PARAM, AtomUnion, AxisMismatch, Call, Endpoint, Links, TensorRef
 from trajx.engine.explicit import merge_explicit, names_every_entry
-from trajx.engine.permspec import PermutationSpec, format_group_ref, spec_from_param_groups
+from trajx.engine.permspec import PermutationSpec, spec_from_param_groups
 from trajx.engine.selfcheck import check_spec, eval_mode, like_model
 from trajx.engine.trace_ops import HANDLERS, SPLITTING
 from trajx.errors import InvalidInput, UnsupportedModel
@@ -38,13 +38,10 @@ from trajx.op_table import refusal, rule_for
 
 __all__ = ["check_spec", "derive_param_groups", "derive_spec", "export_model", "op_name"]
 
-PARAM = "param:"
-GroupRefs = tuple[str | None, ...]
-
 
 def op_name(target: Any) -> str:
     """The operator's name as `trajx.op_table` spells it: "aten.linear.default", "_operator.getitem"."""
-    if isinstance(target, torch._ops.OpOverload):
+    if isinstance(target, (torch._ops.OpOverload, str)):  # a str: get_attr's attribute name
         return str(target)
     if isinstance(target, torch._ops.HigherOrderOperator):
         return f"higher_order.{target.name()}"
@@ -184,6 +181,9 @@ class _GraphLinks:
                 reason = exc.details.get("reason", exc.message)
             except AxisMismatch as exc:
                 reason = f"its rule does not fit: {exc}"
+            except (TypeError, AttributeError, IndexError, KeyError, ValueError) as exc:
+                # an argument of a form the rule never met (an uploaded graph may hold anything)
+                reason = f"its rule cannot read this call ({type(exc).__name__}: {exc})"
         if self._covered is None:
             raise _refusal(node, reason)
         # Linked later: which groups it cuts is only known once the whole graph is.
@@ -297,86 +297,44 @@ def _aliases(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return [names for names in by_tensor.values() if len(names) > 1]
 
 
-def _one_group_per_axis(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]) -> None:
-    """Leave each parameter axis at most one live factor (the outermost): the spec format
-    gives an axis one group. Fixing only ever removes candidates, so this settles."""
-    changed = True
-    while changed:
-        changed = False
-        for param, shape in shapes.items():
-            for dim in range(len(shape)):
-                if (PARAM + param, dim) not in axes:
-                    continue
-                roots = [axes.root(a) for a in axes.leaves((PARAM + param, dim)) if axes.is_live(a)]
-                distinct = list(dict.fromkeys(roots))
-                if distinct and roots.count(distinct[0]) > 1:
-                    axes.fix_atom(distinct[0], f"axis {dim} of {param} holds it twice")
-                    changed = True
-                for root in distinct[1:]:
-                    axes.fix_atom(root, f"axis {dim} of {param} already moves with an outer factor")
-                    changed = True
-
-
-def _groups_from_axes(axes: AtomUnion, shapes: Mapping[str, tuple[int, ...]]
-                      ) -> tuple[dict[str, GroupRefs], dict[str, str]]:
-    """`param -> group reference per axis` (groups named after their first parameter axis),
-    and for every parameter axis that could have moved but does not, why it is fixed."""
-    names: dict[int, str] = {}
-    refs: dict[str, GroupRefs] = {}
-    fixed: dict[str, str] = {}
-    for param, shape in shapes.items():
-        entry: list[str | None] = []
-        for dim in range(len(shape)):
-            endpoint = (PARAM + param, dim)
-            leaves = axes.leaves(endpoint) if endpoint in axes else []
-            live = [i for i, a in enumerate(leaves) if axes.is_live(a)]
-            if not live:
-                entry.append(None)
-                reasons = [axes.why_fixed(a) for a in leaves if axes.atom_size(a) > 1]
-                if shape[dim] > 1 and any(reasons):
-                    fixed[f"{param}[{dim}]"] = next(r for r in reasons if r)
-                continue
-            at = live[0]
-            name = names.setdefault(axes.root(leaves[at]), f"P_{param}_{dim}")
-            tile = math.prod(axes.atom_size(a) for a in leaves[:at])
-            repeat = math.prod(axes.atom_size(a) for a in leaves[at + 1:])
-            entry.append(format_group_ref(name, repeat, tile))
-        refs[param] = tuple(entry)
-    return refs, fixed
-
-
-def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[str] | None
-            ) -> tuple[dict[str, GroupRefs], dict[str, str]]:
+def _derive(model: nn.Module, example_input: torch.Tensor, covered: Collection[str] | None,
+            program: ExportedProgram | None) -> tuple[dict[str, GroupRefs], dict[str, str]]:
     state = model.state_dict()
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    walk = _GraphLinks(export_model(model, example_input), list(state), covered)
+    program = program if program is not None else export_model(model, example_input)
+    walk = _GraphLinks(program, list(state), covered)
     walk.add_state(shapes)
     walk.run()
     walk.join_aliases(_aliases(state))
     walk.settle_opaque()
-    _one_group_per_axis(walk.axes, shapes)
-    return _groups_from_axes(walk.axes, shapes)
+    one_group_per_axis(walk.axes, shapes)
+    return groups_from_axes(walk.axes, shapes)
 
 
 def derive_param_groups(model: nn.Module, example_input: torch.Tensor,
-                        covered: Collection[str] | None = None) -> dict[str, GroupRefs]:
-    """Export `model` on `example_input`: `state-dict name -> group reference per axis`.
+                        covered: Collection[str] | None = None, *,
+                        program: ExportedProgram | None = None) -> dict[str, GroupRefs]:
+    """Export `model` on `example_input` (or read `program`, its export):
+    `state-dict name -> group reference per axis`.
 
     `covered`: the state-dict names an explicit spec sets; an op without a rule is then
     opaque if every parameter it would leave unpermuted is among them. No self-check
     (see `derive_spec`). Raises UnsupportedModel (code "unsupported_op" naming op, node
     and module, plus `uncovered` names for an opaque op; or "untraceable").
     """
-    return _derive(model, example_input, covered)[0]
+    return _derive(model, example_input, covered, program)[0]
 
 
 def derive_spec(model: nn.Module, example_input: torch.Tensor,
                 explicit: Mapping[str, Sequence[str | None]] | None = None, *,
-                generator: torch.Generator | None = None) -> PermutationSpec:
+                generator: torch.Generator | None = None,
+                program: ExportedProgram | None = None) -> PermutationSpec:
     """The permutation spec of `model`, derived from its exported graph and proven by `check_spec`.
 
     `example_input` is one input batch (moved to the model's device and float dtype);
     the model's parameters, buffers and train/eval modes are left as they were.
+    `program`: the model's `torch.export` program when it already exists (an uploaded
+    one, with `program.module()` as `model`); it is read instead of exporting again.
 
     `explicit` (`state-dict name -> group per axis`, the job spec's JSON) overrides the
     derived entries it names; one naming every state-dict entry is used as it is, without
@@ -392,7 +350,7 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
     if explicit is not None and names_every_entry(explicit, shapes):
         refs, fixed = {}, {}
     else:
-        refs, fixed = _derive(model, example_input, None if explicit is None else set(explicit))
+        refs, fixed = _derive(model, example_input, None if explicit is None else set(explicit), program)
     if explicit is not None:
         refs = merge_explicit(refs, explicit, shapes)
         fixed = {k: v for k, v in fixed.items() if k.rsplit("[", 1)[0] not in explicit}

@@ -324,6 +324,15 @@ def group_norm(call: Call) -> Links:
     return _fix_extra_parts(call, links)
 
 
+def prelu(call: Call) -> Links:
+    """A learned slope per channel (axis 1) or one shared by all."""
+    x, weight = call.arg("self"), call.arg("weight")
+    links = Links().join_all(x, call.out)
+    if weight.ndim == 1 and weight.shape[0] > 1:
+        links.join(weight.axis(0), x.axis(1))
+    return links
+
+
 def embedding(call: Call) -> Links:
     """Rows of the table are looked up by value: the vocabulary axis is fixed."""
     weight, indices, out = call.arg("weight"), call.arg("indices"), call.out
@@ -392,7 +401,7 @@ HANDLERS: dict[str, Handler] = {
     "reshape": reshape, "transpose": transpose, "permute": permute, "cat": cat, "stack": stack,
     "split": split, "unbind": unbind, "select": select, "slice": slice_, "getitem": getitem,
     "matmul": matmul, "addmm": addmm, "linear": linear, "conv": conv,
-    "batch_norm": batch_norm, "layer_norm": layer_norm, "group_norm": group_norm,
+    "batch_norm": batch_norm, "layer_norm": layer_norm, "group_norm": group_norm, "prelu": prelu,
     "embedding": embedding, "attention": attention, "pool1d": _pooling(1), "pool2d": _pooling(2),
 }
 

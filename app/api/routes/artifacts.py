@@ -14,10 +14,12 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from app import artifacts
 from app.api.deps import ServicesDep, TenantId
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.idempotency import check_key, remember, replayed_resource, request_hash
-from app.models import ARTIFACT_ID_PREFIX, id_pattern
+from app.idempotency import check_key, rebind, remember, replayed_resource, request_hash
+from app.limits import check_stored_bytes
+from app.models import ARTIFACT_ID_PREFIX, Artifact, id_pattern
 from app.problems import ProblemError, from_trajx_error
-from app.schemas import ArtifactPublic, ArtifactsPage
+from app.schemas import ArtifactPublic, ArtifactsPage, TensorsPage
+from app.settings import Settings
 from app.storage import ArtifactStore, BlobWriter, TooLarge
 from app.uploads import receive_body
 from trajx.errors import InvalidInput
@@ -43,7 +45,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("", status_code=201, response_model=ArtifactPublic, openapi_extra=_UPLOAD_BODY,
-             responses=problem_responses(400, 413))
+             responses=problem_responses(400, 403, 413))
 async def create_artifact(request: Request, services: ServicesDep, tenant_id: TenantId,
                           name: NameQuery = None, idempotency_key: IdempotencyKey = None) -> ArtifactPublic:
     """Upload a file (raw body or multipart `file`); safetensors headers are validated."""
@@ -66,8 +68,7 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
             raise ProblemError(422, "empty_upload", "the upload has no content",
                                errors=[{"field": "body", "message": "empty"}])
         await run_in_threadpool(writer.finish)  # the fsync, outside the blob lock
-        return await services.db.run(_publish_upload, services.store, writer, tenant_id, key, name,
-                                     settings.max_header_bytes)
+        return await services.db.run_once(_publish_upload, services.store, writer, tenant_id, key, name, settings)
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
@@ -84,7 +85,7 @@ def _display_name(name: str | None) -> str:
 
 
 def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str,
-                    key: str | None, name: str, max_header_bytes: int) -> ArtifactPublic:
+                    key: str | None, name: str, settings: Settings) -> ArtifactPublic:
     """Check the file, move it into the store and record it, under the blob's lock.
 
     If recording fails (a reused Idempotency-Key, a database error), bytes this upload
@@ -94,7 +95,9 @@ def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, 
     found: list[artifacts.FileInfo] = []
 
     def inspect(path: Path) -> None:
-        found.append(artifacts.inspect_file(path, name, max_header_bytes))
+        found.append(artifacts.inspect_file(path, name, settings.max_header_bytes,
+                                            max_tensors=settings.max_tensors_per_file,
+                                            max_name_length=settings.max_tensor_name_length))
 
     sha256 = writer.finish()
     with store.lock(sha256):
@@ -104,7 +107,7 @@ def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, 
         except InvalidInput as exc:
             raise from_trajx_error(exc) from None
         try:
-            return _record_upload(session, tenant_id, key, sha256, size, name, found[0])
+            return _record_upload(session, tenant_id, key, sha256, size, name, found[0], settings)
         except BaseException:
             if not already_stored:
                 store.delete(sha256)
@@ -112,14 +115,19 @@ def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, 
 
 
 def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
-                   info: artifacts.FileInfo) -> ArtifactPublic:
+                   info: artifacts.FileInfo, settings: Settings) -> ArtifactPublic:
     req_hash = request_hash({"sha256": sha256, "name": name})
-    if key is not None:
-        earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash)
-        if earlier is not None:
-            return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, earlier))
+    earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash) if key else None
+    if earlier is not None:
+        live = session.get(Artifact, earlier)
+        if live is not None and live.deleted_at is None:
+            return ArtifactPublic.model_validate(live)
+    check_stored_bytes(session, tenant_id, settings.tenant_max_stored_bytes, size)
     artifact = artifacts.record_artifact(session, tenant_id, sha256, size, name, info)
-    if key is not None:
+    if earlier is not None:
+        # The key's artifact was deleted since: this retry stores the upload again.
+        rebind(session, tenant_id, key, ARTIFACTS_PATH, artifact.id)
+    elif key is not None:
         remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
     try:
         session.commit()
@@ -154,6 +162,19 @@ async def read_artifact(services: ServicesDep, tenant_id: TenantId, artifact_id:
 
 def _public(session: Session, tenant_id: str, artifact_id: str) -> ArtifactPublic:
     return ArtifactPublic.model_validate(artifacts.get_artifact(session, tenant_id, artifact_id))
+
+
+@router.get("/{artifact_id}/tensors", response_model=TensorsPage, responses=problem_responses(404))
+async def list_artifact_tensors(services: ServicesDep, tenant_id: TenantId, artifact_id: str,
+                                offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+                                limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> TensorsPage:
+    """The artifact's tensor table in file order, `limit` entries from `offset`."""
+    def page(session: Session) -> TensorsPage:
+        tensors = artifacts.get_artifact(session, tenant_id, artifact_id).tensors or []
+        end = offset + limit
+        return TensorsPage(data=tensors[offset:end], next_offset=end if end < len(tensors) else None)
+
+    return await services.db.run(page)
 
 
 @router.get("/{artifact_id}/content", response_class=ArtifactContent, responses={

@@ -12,7 +12,11 @@ from app.api.deps import ServicesDep, TenantId
 from app.api.responses import V1_PROBLEMS, problem_responses
 from app.idempotency import check_key
 from app.models import JOB_ID_PREFIX, id_pattern
+from app.problems import ProblemError
 from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
+from app.settings import Settings
+from app.validation.json_document import check_json_document
+from app.webhook_guard import url_fault
 
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
@@ -25,11 +29,14 @@ _CREATED = {202: {"description": "queued (or, with a replayed Idempotency-Key, t
 
 
 @router.post("", status_code=202, response_model=JobPublic, responses={
-    **_CREATED, **problem_responses(400, 413, descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"})})
+    **_CREATED, **problem_responses(400, 413, 429, descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"})})
 async def create_job(body: JobCreate, response: Response, services: ServicesDep, tenant_id: TenantId,
                      idempotency_key: IdempotencyKey = None) -> JobPublic:
     """Queue a job; every referenced artifact is checked first. `Location` points at the job."""
-    job, created = await services.db.run(_create, tenant_id, body, services.settings.max_attempts,
+    check_json_document(body.spec, "spec", services.settings.max_json_depth)
+    if body.webhook is not None:
+        _check_webhook_url(str(body.webhook.url), services.settings.webhook_allow_private)
+    job, created = await services.db.run(_create, tenant_id, body, services.settings,
                                          check_key(idempotency_key))
     if created:
         # A Celery send is network I/O: keep it off the event loop too.
@@ -40,10 +47,17 @@ async def create_job(body: JobCreate, response: Response, services: ServicesDep,
     return job
 
 
-def _create(session: Session, tenant_id: str, body: JobCreate, max_attempts: int,
+def _check_webhook_url(url: str, allow_private: bool) -> None:
+    fault = url_fault(url, allow_private)
+    if fault is not None:
+        raise ProblemError(422, "webhook_url_not_allowed", f"webhook URL refused: {fault}",
+                           errors=[{"field": "body.webhook.url", "message": fault}])
+
+
+def _create(session: Session, tenant_id: str, body: JobCreate, settings: Settings,
             idempotency_key: str | None) -> tuple[JobPublic, bool]:
-    job, created = jobs.create_job(session, tenant_id, body, max_attempts=max_attempts,
-                                   idempotency_key=idempotency_key)
+    job, created = jobs.create_job(session, tenant_id, body, max_attempts=settings.max_attempts,
+                                   idempotency_key=idempotency_key, max_queued=settings.tenant_max_queued_jobs)
     return jobs.job_public(job), created
 
 

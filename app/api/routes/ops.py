@@ -1,5 +1,7 @@
 """Operations endpoints: `/healthz` (process up), `/readyz` (database and store), `/metrics`."""
 
+import hmac
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -7,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import ServicesDep
 from app.api.responses import problem_responses
-from app.problems import ProblemError
+from app.problems import ProblemError, database_unavailable
 from app.schemas import Health, Readiness
 
 router = APIRouter(tags=["ops"])
@@ -21,19 +23,29 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
 def readyz(services: ServicesDep) -> Readiness:
-    """The database answers a query and the artifact store accepts files."""
+    """The database answers a query and the artifact store accepts files (else 503, with
+    `Retry-After` when it is the database)."""
     try:
         with services.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        raise ProblemError(503, "database_unavailable", f"database check failed: {type(exc).__name__}") from None
+        raise database_unavailable(f"database check failed: {type(exc).__name__}") from None
     if not services.store.is_writable():
         raise ProblemError(503, "storage_unavailable", f"artifact store {services.store.root} is not writable")
     return Readiness(status="ready", database="ok", storage="ok")
 
 
 @router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
-def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests and latency, jobs by status, bytes stored."""
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+                       **problem_responses(401)})
+def metrics(request: Request, services: ServicesDep) -> Response:
+    """Prometheus metrics: requests and latency, jobs by status, bytes stored.
+
+    With TRAJX_METRICS_TOKEN set, only `Authorization: Bearer <that token>` gets them.
+    """
+    token = services.settings.metrics_token
+    presented = request.headers.get("authorization", "").encode("latin-1")
+    if token is not None and not hmac.compare_digest(presented, f"Bearer {token}".encode()):
+        raise ProblemError(401, "unauthorized", "`/metrics` needs `Authorization: Bearer <TRAJX_METRICS_TOKEN>`",
+                           headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,11 +6,11 @@
 Users train with these very modules, so their checkpoints load into the service as is.
 """
 
+from trajx.arch_configs import ArchConfig
 from trajx.engine.zoo import cnn, hf, mlp, resnet, transformer
 from trajx.engine.zoo.registry import (
     ENTRY_POINT_GROUP,
     REGISTRY,
-    ArchConfig,
     ArchitectureEntry,
     build_model,
     checkpoint_names,

@@ -10,49 +10,13 @@ channel-major; with pooling="avgpool" it takes c_last.
 """
 
 from itertools import pairwise
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
-from trajx.engine.zoo.common import Activation, make_activation
-from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
-
-CONV8_CHANNELS = [64, 64, 128, 128, 256, 256, 512, 512]
-
-
-def scaled(width: int, factor: float) -> int:
-    """`width` times `factor`, rounded, at least one unit."""
-    return max(1, round(width * factor))
-
-
-class CNNConfig(ArchConfig):
-    """Config of `cnn` (see docs/models.md); defaults give Conv8 for 32x32 RGB."""
-
-    in_channels: int = Field(default=3, ge=1, le=4096)
-    image_size: int = Field(default=32, ge=1, le=4096)
-    num_classes: int = Field(default=10, ge=1, le=1_000_000)
-    channels: list[int] = Field(default_factory=lambda: list(CONV8_CHANNELS), min_length=1, max_length=64)
-    fc: list[int] = Field(default_factory=lambda: [256, 256], max_length=16)
-    width: float = Field(default=1.0, gt=0, le=64)
-    pool_every: int = Field(default=2, ge=1, le=64)
-    batchnorm: bool = True
-    pooling: Literal["flatten", "avgpool"] = "flatten"
-    activation: Activation = "relu"
-
-    @property
-    def num_pools(self) -> int:
-        return len(self.channels) // self.pool_every
-
-    @model_validator(mode="after")
-    def _image_survives_pooling(self) -> "CNNConfig":
-        if self.image_size % 2**self.num_pools:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by 2**{self.num_pools} "
-                f"({self.num_pools} max-pools for {len(self.channels)} convs, pool_every={self.pool_every})"
-            )
-        return self
+from trajx.arch_configs import CNNConfig, scaled
+from trajx.engine.zoo.common import make_activation
+from trajx.engine.zoo.registry import ArchitectureEntry
 
 
 class ConvBlock(nn.Module):

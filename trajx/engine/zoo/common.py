@@ -1,10 +1,8 @@
 """Pieces shared by the zoo's architectures."""
 
-from typing import Literal
-
 from torch import nn
 
-Activation = Literal["relu", "gelu", "tanh", "silu"]
+from trajx.arch_configs import Activation
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -29,17 +29,16 @@ import os
 import re
 from dataclasses import fields
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import model_validator
 from torch import nn
 
+from trajx.arch_configs import HFArchConfig
 from trajx.engine.tasks import CLASSES_OR_VALUES, MaskedTokens, NextToken, Task
 from trajx.engine.zoo.registry import ArchitectureEntry
 from trajx.errors import InvalidInput, UnsupportedModel
-
-HFTask = Literal["causal-lm", "masked-lm", "sequence-classification", "image-classification"]
 
 # task -> (Auto class, its model_type -> class-name mapping in transformers.models.auto.modeling_auto)
 TASKS: dict[str, tuple[str, str]] = {
@@ -65,13 +64,9 @@ EXAMPLE_SEQ_LEN = 8
 EXAMPLE_IMAGE_SIZE = 32
 
 
-class HFConfig(BaseModel):
-    """`task`, `model_type` and the other `config.json` fields (checked by `hf_config`)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    task: HFTask
-    model_type: str = Field(min_length=1, max_length=100)
+class HFConfig(HFArchConfig):
+    """`task`, `model_type` (checked without torch, by the API too) and the other
+    `config.json` fields (checked by `hf_config`)."""
 
     @model_validator(mode="after")
     def _buildable(self) -> "HFConfig":

@@ -7,32 +7,13 @@ Inputs are (N, in_features); (N, C, H, W) images are flattened to C*H*W features
 """
 
 from itertools import pairwise
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
-from trajx.engine.zoo.common import Activation, make_activation
-from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
-
-
-class MLPConfig(ArchConfig):
-    """Config of `mlp` (see docs/models.md)."""
-
-    in_features: int = Field(ge=1, le=1_000_000)
-    hidden: list[int] = Field(min_length=1, max_length=64)
-    num_classes: int = Field(ge=1, le=1_000_000)
-    activation: Activation = "relu"
-    norm: Literal["none", "layernorm", "batchnorm"] = "none"
-    # Example inputs only: trace with images of this shape instead of flat vectors.
-    input_shape: list[int] | None = Field(default=None, min_length=1, max_length=3)
-
-    @model_validator(mode="after")
-    def _input_shape_holds_features(self) -> "MLPConfig":
-        if self.input_shape is not None and torch.Size(self.input_shape).numel() != self.in_features:
-            raise ValueError(f"input_shape {self.input_shape} does not hold in_features={self.in_features}")
-        return self
+from trajx.arch_configs import MLPConfig
+from trajx.engine.zoo.common import make_activation
+from trajx.engine.zoo.registry import ArchitectureEntry
 
 
 class MLPBlock(nn.Module):

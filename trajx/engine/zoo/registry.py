@@ -14,19 +14,14 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 from torch import nn
 
+from trajx.arch_configs import validate_config
 from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import InvalidInput
 
 ENTRY_POINT_GROUP = "trajx.architectures"
-
-
-class ArchConfig(BaseModel):
-    """Base of every architecture config: unknown keys are refused, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -106,22 +101,7 @@ def get_entry(name: str) -> ArchitectureEntry:
 
 def parse_config(name: str, config: dict[str, Any] | BaseModel) -> BaseModel:
     """Validate `config` for architecture `name`; InvalidInput(code="invalid_config") names each bad key."""
-    entry = get_entry(name)
-    if isinstance(config, entry.config_model):
-        return config
-    try:
-        return entry.config_model.model_validate(config)
-    except ValidationError as exc:
-        problems = [
-            {"field": ".".join(["arch.config", *(str(p) for p in err["loc"])]), "message": err["msg"]}
-            for err in exc.errors()
-        ]
-        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise InvalidInput(
-            f"invalid config for architecture {name!r}: {summary}",
-            code="invalid_config",
-            errors=problems,
-        ) from None
+    return validate_config(name, get_entry(name).config_model, config)
 
 
 def build_model(name: str, config: dict[str, Any] | BaseModel) -> nn.Module:

@@ -12,28 +12,12 @@ Convs carry no bias (BatchNorm follows). The residual stream of a stage is one
 permutation group; each block's inner channels are another.
 """
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from trajx.engine.zoo.cnn import scaled
-from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
-
-# depth -> (blocks per stage, channels per stage)
-LAYOUTS = {20: ([3, 3, 3], [16, 32, 64]), 18: ([2, 2, 2, 2], [64, 128, 256, 512])}
-
-
-class ResNetConfig(ArchConfig):
-    """Config of `resnet` (see docs/models.md)."""
-
-    depth: Literal[18, 20] = 20
-    width: float = Field(default=1.0, gt=0, le=64)
-    in_channels: int = Field(default=3, ge=1, le=4096)
-    num_classes: int = Field(default=10, ge=1, le=1_000_000)
-    image_size: int = Field(default=32, ge=8, le=4096)
+from trajx.arch_configs import RESNET_LAYOUTS, ResNetConfig, scaled
+from trajx.engine.zoo.registry import ArchitectureEntry
 
 
 class ConvBN(nn.Module):
@@ -71,7 +55,7 @@ class ResNet(nn.Module):
 
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
-        blocks, channels = LAYOUTS[config.depth]
+        blocks, channels = RESNET_LAYOUTS[config.depth]
         channels = [scaled(c, config.width) for c in channels]
         self.stem = ConvBN(config.in_channels, channels[0], 3, 1)
         stages = []

@@ -1,12 +1,15 @@
 """`transformer`: a small pre-LayerNorm encoder over patches or token features.
 
-Attention is written with explicit q/k/v/out Linear layers (not nn.MultiheadAttention)
-so every weight is visible to the spec tracer. Parameter names:
+Attention (`attention`) is written with separate q/k/v/out Linear layers by default, or
+one fused qkv Linear through scaled_dot_product_attention (`fused`), or
+nn.MultiheadAttention (`multihead`). Parameter names:
     embed.proj.{weight,bias}   Conv2d(in_channels, d_model, patch, stride=patch) for
                                input="patches" (N, C, H, W); Linear(d_in, d_model) for
                                input="tokens" (N, seq_len, d_in)
     pos_embed [1, L, d_model]  (L = tokens, +1 with pool="cls")   cls_token [1, 1, d_model]
-    blocks.{i}.ln1.*  blocks.{i}.attn.{q,k,v,out}.{weight,bias}
+    blocks.{i}.ln1.*  blocks.{i}.attn.{q,k,v,out}.{weight,bias} (separate)
+                      blocks.{i}.attn.{qkv,out}.{weight,bias} (fused)
+                      blocks.{i}.attn.mha.{in_proj_weight,in_proj_bias,out_proj.*} (multihead)
     blocks.{i}.ln2.*  blocks.{i}.mlp.fc1.*  blocks.{i}.mlp.fc2.*
     ln_f.{weight,bias}  head.{weight,bias}
 The residual stream (d_model) is one permutation group, each block's MLP hidden layer
@@ -15,46 +18,14 @@ inside a head keep their order).
 """
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
+from torch.nn import functional as F
 
-from trajx.engine.zoo.common import Activation, make_activation
-from trajx.engine.zoo.registry import ArchConfig, ArchitectureEntry
-
-
-class TransformerConfig(ArchConfig):
-    """Config of `transformer` (see docs/models.md)."""
-
-    input: Literal["patches", "tokens"] = "patches"
-    in_channels: int = Field(default=3, ge=1, le=4096)
-    image_size: int = Field(default=32, ge=1, le=4096)
-    patch_size: int = Field(default=4, ge=1, le=4096)
-    d_in: int = Field(default=16, ge=1, le=1_000_000, description="token features (input='tokens')")
-    seq_len: int = Field(default=16, ge=1, le=100_000, description="tokens (input='tokens')")
-    d_model: int = Field(default=64, ge=1, le=65_536)
-    num_heads: int = Field(default=4, ge=1, le=1024)
-    num_layers: int = Field(default=2, ge=1, le=128)
-    mlp_ratio: float = Field(default=4.0, gt=0, le=64)
-    pool: Literal["mean", "cls"] = "mean"
-    activation: Activation = "gelu"
-    num_classes: int = Field(default=10, ge=1, le=1_000_000)
-
-    @property
-    def num_tokens(self) -> int:
-        if self.input == "tokens":
-            return self.seq_len
-        return (self.image_size // self.patch_size) ** 2
-
-    @model_validator(mode="after")
-    def _shapes_fit(self) -> "TransformerConfig":
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
-        if self.input == "patches" and self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
-        return self
+from trajx.arch_configs import Activation, TransformerConfig
+from trajx.engine.zoo.common import make_activation
+from trajx.engine.zoo.registry import ArchitectureEntry
 
 
 class PatchEmbedding(nn.Module):
@@ -101,6 +72,36 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).flatten(2))  # (N, L, d_model)
 
 
+class FusedSelfAttention(nn.Module):
+    """Multi-head self-attention with one qkv projection (nanoGPT's c_attn) and SDPA."""
+
+    def __init__(self, d_model: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heads = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # (3, N, nh, L, hd)
+        q, k, v = heads.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)  # (N, nh, L, hd)
+        return self.out(y.transpose(1, 2).flatten(2))  # (N, L, d_model)
+
+
+class MultiheadSelfAttention(nn.Module):
+    """nn.MultiheadAttention on (N, L, d_model), as self-attention."""
+
+    def __init__(self, d_model: int, num_heads: int) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+ATTENTION = {"separate": SelfAttention, "fused": FusedSelfAttention, "multihead": MultiheadSelfAttention}
+
+
 class MLP(nn.Module):
     """fc1 -> activation -> fc2."""
 
@@ -120,9 +121,9 @@ class Block(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(config.d_model)
-        self.attn = SelfAttention(config.d_model, config.num_heads)
+        self.attn = ATTENTION[config.attention](config.d_model, config.num_heads)
         self.ln2 = nn.LayerNorm(config.d_model)
-        self.mlp = MLP(config.d_model, max(1, round(config.d_model * config.mlp_ratio)), config.activation)
+        self.mlp = MLP(config.d_model, config.mlp_hidden, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))

@@ -1,0 +1,107 @@
+"""The store's `tmp/` directory: what is in use is locked, what a crash left behind is swept.
+
+Partial uploads and job work directories live in `<store>/tmp/`. Whoever writes one
+holds an exclusive flock on it for as long as it uses it; a process killed mid-way
+leaves its entry unlocked (the kernel drops the lock with the process), and
+`sweep_stale` removes exactly such entries. The API sweeps at start-up, the embedded
+worker and the recovery loop also periodically. No torch here.
+"""
+
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# An entry is locked right after it is created; younger ones are left alone, so that the
+# moment in between never looks abandoned.
+MIN_AGE_SECONDS = 10.0
+# How often the long-running processes sweep.
+SWEEP_INTERVAL_SECONDS = 600.0
+
+
+def hold(path: Path) -> int:
+    """Lock `path` (a file or a directory) exclusively; returns the descriptor whose closing releases it."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+@contextmanager
+def work_dir(tmp_dir: Path, prefix: str) -> Iterator[Path]:
+    """A new directory in `tmp_dir`, held (see `hold`) while the block runs, then removed."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_dir))
+    fd = hold(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Swept:
+    entries: int
+    bytes: int
+
+
+def sweep_stale(tmp_dir: Path, min_age_seconds: float = MIN_AGE_SECONDS) -> Swept:
+    """Remove every entry of `tmp_dir` older than `min_age_seconds` that nobody holds."""
+    removed = Swept(0, 0)
+    cutoff = time.time() - min_age_seconds
+    for entry in tmp_dir.iterdir() if tmp_dir.is_dir() else ():
+        try:
+            if entry.lstat().st_mtime > cutoff:
+                continue
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a live upload or job holds it
+        try:
+            size = _size(entry)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed = Swept(removed.entries + 1, removed.bytes + size)
+        finally:
+            os.close(fd)
+    if removed.entries:
+        log.warning("removed %d abandoned temporary entries (%d bytes) from %s", removed.entries,
+                    removed.bytes, tmp_dir)
+    return removed
+
+
+def _size(entry: Path) -> int:
+    if not entry.is_dir():
+        return entry.stat().st_size
+    return sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+
+
+class PeriodicSweep:
+    """`maybe_sweep()` sweeps `tmp_dir` on its first call and then at most every `interval` seconds."""
+
+    def __init__(self, tmp_dir: Path, interval: float = SWEEP_INTERVAL_SECONDS) -> None:
+        self.tmp_dir = tmp_dir
+        self.interval = interval
+        self._next = 0.0
+
+    def maybe_sweep(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self.interval
+        try:
+            sweep_stale(self.tmp_dir)
+        except OSError:
+            log.exception("sweeping %s failed; trying again in %g s", self.tmp_dir, self.interval)
