@@ -14,6 +14,7 @@ from app.api.deps import Database, Services
 from app.api.responses import document_problems
 from app.api.routes import artifacts, jobs, ops
 from app.auth import KeyCache
+from app.dashboard import mount_dashboard
 from app.db import make_engine, make_session_factory
 from app.dispatch import get_dispatcher
 from app.migrate import upgrade
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Jobs first: status polling is the hot path and routes are matched in order.
     for router in (jobs.router, artifacts.router, ops.router):
         app.include_router(router)
+    mount_dashboard(app)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

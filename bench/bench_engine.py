@@ -147,48 +147,6 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
               f"{mean_std(row['seconds'], 1, 2):>14} {mean_std(row['memory']):>14}")
 
 
-def bare_backward_seconds(task: Task, passes: int, batch_size: int, device: torch.device) -> float:
-    """`passes` forward+backward passes on fresh batches and nothing else."""
-    train, _ = digits(task.images)
-    model = build_model(*task.arch).to(device)
-    model.train()
-    sampler = BatchSampler(len(train), batch_size, torch.Generator().manual_seed(0))
-    batches = [train.batch(sampler.draw(), device) for _ in range(passes)]
-    start = time.perf_counter()
-    for inputs, targets, _ in batches:
-        model.zero_grad(set_to_none=True)
-        CLASSES_OR_VALUES.loss(model(inputs), targets).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def cost(task: Task, args: argparse.Namespace, device: torch.device) -> None:
-    train, _ = digits(task.images)
-    model = build_model(*task.arch)
-    spec = derive_spec(model, example_input(*task.arch))
-    source_init = init_state_dict(*task.arch, seed=0)
-    model.load_state_dict(source_init)
-    source_final = sgd(model, train, task, 0)
-    params = TransferParams(steps=args.steps, batch_size=128, device=device.type)
-    run = (build_model(*task.arch), spec, [source_init, source_final], [init_state_dict(*task.arch, seed=1)],
-           train)
-    transfer(*run, params.model_copy(update={"steps": 2}))  # warm-up: the solver choice is measured once
-    # The machine is shared: interleave the runs and keep the fastest of each kind.
-    walls, matchings, backwards = [], [], []
-    for _ in range(args.repeats):
-        result, wall, _ = measured(device, transfer, *run, params)
-        walls.append(wall)
-        matchings.append(result.timings.matching_seconds)
-        backwards.append(bare_backward_seconds(task, result.timings.backward_passes, params.batch_size, device))
-    floor = min(backwards) + min(matchings)
-    print(f"\n## Cost: FGMT on {task.label}, T={args.steps}, G=1, no eval data, device {device}, "
-          f"best of {args.repeats}")
-    print(f"FGMT wall {min(walls):.2f} s | floor {floor:.2f} s = {result.timings.backward_passes} bare "
-          f"backward passes {min(backwards):.2f} s + {result.timings.matching_solves} matching solves "
-          f"{min(matchings):.2f} s | ratio {min(walls) / floor:.2f}x")
-
-
 def bank_memory(depth: int, steps: int, device: torch.device, solve: bool = True) -> tuple[int, float, int]:
     """(bank bytes, peak extra MB for filling a T-pair bank and one matching sweep, parameter count)."""
     arch = ("resnet", {"depth": depth})
@@ -244,9 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seed pairs for the quality table")
     parser.add_argument("--steps", type=int, default=20, help="T (the paper uses 30)")
-    parser.add_argument("--tasks", default="mlp,cnn", help="quality/cost tasks: mlp,cnn")
-    parser.add_argument("--sections", default="quality,cost,memory")
-    parser.add_argument("--repeats", type=int, default=3, help="cost runs (the fastest counts)")
+    parser.add_argument("--tasks", default="mlp,cnn", help="quality tasks: mlp,cnn")
+    parser.add_argument("--sections", default="quality,memory")
     parser.add_argument("--resnet18", action="store_true", help="measure ResNet-18 T=30 (needs ~4 GB)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
@@ -258,8 +215,6 @@ def main() -> None:
     for task in tasks:
         if "quality" in sections:
             quality(task, args, device)
-        if "cost" in sections:
-            cost(task, args, device)
 
 
 if __name__ == "__main__":

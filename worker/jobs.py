@@ -87,6 +87,7 @@ class _JobRun:
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
         self._results_done = 0
+        self._unreported: list[dict[str, Any]] = []  # (target, step, metrics) not in a progress event yet
         self._result_blobs: dict[str, Path] = {}  # sha256 -> the result file it came from
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
@@ -159,18 +160,22 @@ class _JobRun:
         self._results_done += 1
         step = self._results_done
         total = (len(self.spec_data.get("targets", [])) or 1) * progress.total
+        self._unreported.append({"target": progress.target, "target_step": progress.step,
+                                 "metrics": progress.metrics})
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
             return
         self._last_progress = now
-        data = {"step": step, "total": total, "target": progress.target,
-                "target_step": progress.step, "metrics": progress.metrics}
+        latest = {"step": step, "total": total, "target": progress.target,
+                  "target_step": progress.step, "metrics": progress.metrics}
         with self.ctx.sessions() as session:
             if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
                 self.lost.set()
                 return
-            add_event(session, self.claim.job_id, "progress", data)
-            self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **data})
+            # Every step since the previous event rides along, so per-step charts miss none.
+            add_event(session, self.claim.job_id, "progress", {**latest, "steps": self._unreported})
+            self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **latest})
+        self._unreported = []
 
     def _should_cancel(self) -> bool:
         if self.lost.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline:

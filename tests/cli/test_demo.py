@@ -1,7 +1,9 @@
 """`trajx demo`: end to end, shortened (one seed, T = 3), and how its failures are reported."""
 
 import io
+import re
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -12,10 +14,22 @@ from trajx.client import ApiError, ServerUnreachable
 from trajx.demo.run import run_demo
 
 
-def test_demo_runs_through_the_service_and_prints_its_table(tmp_path):
+def test_demo_runs_through_the_service_and_prints_its_table(tmp_path, monkeypatch):
     out = io.StringIO()
+    served = []
 
-    rows = run_demo(seeds=(1,), steps=3, data_dir=tmp_path, console=Console(file=out, width=120))
+    def while_kept_up(log):  # instead of waiting for Ctrl-C: the printed dashboard URLs answer
+        urls = re.findall(r"dashboard: (http://\S+)/#/jobs/(job_\w+)", out.getvalue())
+        key = (tmp_path / "server" / "local-api-key").read_text().strip()
+        for base, job_id in urls:
+            page = httpx.get(f"{base}/")
+            job = httpx.get(f"{base}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"})
+            served.append((page.status_code, "uPlot" in page.text or "app.js" in page.text, job.json()["status"]))
+
+    monkeypatch.setattr("trajx.demo.run._serve_until_interrupted", while_kept_up)
+    rows = run_demo(seeds=(1,), steps=3, data_dir=tmp_path, console=Console(file=out, width=120),
+                    keep_serving=True)
+    assert served == [(200, True, "succeeded")] * 2  # the naive and the FGMT job
 
     assert [row.model for row in rows] == ["target init (untrained)", "Naive transfer", "FGMT transfer",
                                            "trained source"]
@@ -31,7 +45,7 @@ def test_demo_runs_through_the_service_and_prints_its_table(tmp_path):
     (ApiError(422, "spec_invalid", "params.steps: too large", {"code": "spec_invalid"}), 2),
 ])
 def test_demo_reports_a_client_error_with_its_exit_code(monkeypatch, error, exit_code):
-    def failing_demo(*args):
+    def failing_demo(*args, **kwargs):
         raise error
 
     monkeypatch.setattr("trajx.demo.run.run_demo", failing_demo)

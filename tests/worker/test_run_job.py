@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.artifacts import create_artifact_from_file
-from app.models import Artifact, utcnow
+from app.models import Artifact, JobEvent, utcnow
 from app.storage import ArtifactStore
 from tests.worker.digits import digits_spec, write_digits_source
 from tests.worker.factories import event_types, load_job, make_job
@@ -91,3 +91,15 @@ def test_an_allocation_failure_fails_the_job_with_out_of_memory(settings, tenant
     job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=2))
     assert run_job(job_id, settings) == "failed"
     assert load_job(settings, job_id).error_code == "out_of_memory"
+
+
+def test_progress_events_carry_every_step_of_every_target_once(settings, tenant_id, uploaded):
+    job_id = make_job(settings, tenant_id, spec=digits_spec(uploaded, steps=6, seeds=(1, 2)))
+    assert run_job(job_id, settings) == "succeeded"
+    with worker_context(settings).sessions() as session:
+        events = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "progress")
+                                 .order_by(JobEvent.id)).all()
+    carried = [(s["target"], s["target_step"]) for e in events for s in e.data["steps"]]
+    assert sorted(carried) == [(t, s) for t in (0, 1) for s in range(1, 7)]  # each once, none missing
+    assert all("accuracy" in s["metrics"] for e in events for s in e.data["steps"])
+    assert (events[-1].data["target"], events[-1].data["target_step"]) in carried  # the newest is included

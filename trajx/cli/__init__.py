@@ -10,7 +10,7 @@ import importlib
 
 from trajx.cli.app import app
 
-_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.remote", "trajx.cli.server")
+_COMMAND_MODULES = ("trajx.cli.local", "trajx.cli.architectures", "trajx.cli.remote", "trajx.cli.server")
 
 
 def main() -> None:

@@ -13,12 +13,16 @@ from trajx.client.errors import ClientError
 def demo(seeds: Annotated[list[int], typer.Option("--seed", help="Target seeds (repeat the option).")] = [1, 2, 3],  # noqa: B006
          steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="T, points on the trajectory.")] = 30,
          data_dir: Annotated[Path | None, typer.Option(
-             "--data-dir", help="Keep source, server data and results here (default: a temp dir).")] = None) -> None:
+             "--data-dir", help="Keep source, server data and results here (default: a temp dir).")] = None,
+         keep_serving: Annotated[bool, typer.Option(
+             "--keep-serving", help="Keep the demo server (and its dashboard) up until Ctrl-C.")] = False,
+         port: Annotated[int | None, typer.Option(
+             "--port", min=1, max=65535, help="Port of the demo server (default: a free one).")] = None) -> None:
     """Start `trajx serve`, train a source MLP on digits, transfer it to new seeds (Naive, FGMT), print a table."""
     from trajx.demo.run import run_demo  # torch loads here, not when the CLI starts
 
     try:
-        run_demo(tuple(seeds), steps, data_dir)
+        run_demo(tuple(seeds), steps, data_dir, keep_serving=keep_serving, port=port)
     except ClientError as exc:  # the API refused a call, or the server went away mid-demo
         typer.echo(f"demo failed talking to its server: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from exc

@@ -7,6 +7,7 @@ runs the jobs (set TRAJX_DISPATCHER=celery and TRAJX_DATABASE_URL to serve an AP
 front of Celery workers instead). Nothing here imports torch.
 """
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -44,8 +45,10 @@ def serve(
 ) -> None:
     """Run the API and an embedded worker on this machine (SQLite, local files, no Redis)."""
     import uvicorn
+    from uvicorn.server import STARTUP_FAILURE
 
     from app.admin import ensure_local_key
+    from app.api.server import ApiServer
     from app.main import create_app
     from app.migrate import upgrade
     from app.observability import configure_logging
@@ -67,9 +70,13 @@ def serve(
         # log_config=None: uvicorn's own records reach the app's JSON handler on the root
         # logger; the app's middleware already writes one access line per request.
         # The header timeout protocol bounds slow request headers; the app bounds slow bodies.
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                    log_config=None, access_log=False,
-                    http=header_timeout_protocol(settings.header_timeout_seconds))
+        server = ApiServer(uvicorn.Config(create_app(settings), host=host, port=port, log_config=None,
+                                          log_level=settings.log_level.lower(), access_log=False,
+                                          http=header_timeout_protocol(settings.header_timeout_seconds)))
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
+            server.run()
+        if not server.started:
+            raise typer.Exit(STARTUP_FAILURE)  # e.g. the port is taken: uvicorn logged why
     finally:
         if settings.dispatcher == "embedded":
             from worker.dispatchers import embedded_runner

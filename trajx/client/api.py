@@ -1,7 +1,9 @@
 """`trajx.Client`: the Python client of the trajx HTTP API (httpx only, no torch)."""
 
+import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -9,10 +11,11 @@ import httpx
 
 from trajx.client.config import resolve_api_key, resolve_url
 from trajx.client.download import download_artifact
-from trajx.client.errors import WaitTimeout
+from trajx.client.errors import ApiError, ServerUnreachable, WaitTimeout
 from trajx.client.hashing import iter_file, sha256_file
 from trajx.client.models import Artifact, Event, Job
 from trajx.client.progress import ByteCounter, TransferProgress
+from trajx.client.sse import parse_sse
 from trajx.client.transport import Transport
 
 
@@ -87,15 +90,21 @@ class Client:
         return download_artifact(self._transport, artifact_id, artifact.sha256, artifact.size,
                                  Path(dest), progress=self.progress)
 
+    def artifact_json(self, artifact_id: str) -> Any:
+        """The content of a (small) JSON artifact, such as a job's report, parsed."""
+        return self._transport.request("GET", f"/v1/artifacts/{artifact_id}/content").json()
+
     # -- jobs --------------------------------------------------------------------------------
 
     def create_job(self, spec: dict[str, Any], *, idempotency_key: str | None = None,
                    webhook: dict[str, Any] | None = None) -> Job:
-        """Submit a job spec; with the same `idempotency_key` the existing job comes back."""
+        """Submit a job spec; with the same `idempotency_key` the existing job comes back
+        (then its `replayed` is True: the server said `Idempotent-Replayed: true`)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self._transport.request("POST", "/v1/jobs", json={"spec": spec, "webhook": webhook},
                                            headers=headers)
-        return Job.from_dict(response.json())
+        job = Job.from_dict(response.json())
+        return replace(job, replayed=response.headers.get("Idempotent-Replayed") == "true")
 
     def get_job(self, job_id: str) -> Job:
         return Job.from_dict(self._get(f"/v1/jobs/{job_id}"))
@@ -116,6 +125,51 @@ class Client:
         """
         path = f"/v1/jobs/{job_id}/events"
         return [Event.from_dict(doc) for doc in self._pages(path, {}, limit, cursor=after)]
+
+    def follow_events(self, job_id: str, after: int | None = None, *, reconnects: int = 5) -> Iterator[Event]:
+        """Yield the job's events as they happen (server-sent events) until it is finished.
+
+        Starts after event id `after`. A dropped stream is resumed with `Last-Event-ID`
+        (up to `reconnects` times in a row without a new event, then ServerUnreachable).
+        """
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream",
+                       **({"Last-Event-ID": str(after)} if after is not None else {})}
+            try:
+                with self._transport.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+                    for message in parse_sse(response.iter_lines()):
+                        event = Event.from_dict(json.loads(message.data))
+                        after, failures = int(event.id), 0
+                        yield event
+            except ApiError as exc:
+                if exc.status != 429:  # 429: this tenant has too many streams open; poll instead
+                    raise
+                yield from self._poll_events(job_id, after)
+                return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > reconnects:
+                    raise ServerUnreachable(f"event stream of {job_id} keeps breaking: {exc}") from exc
+                time.sleep(min(2.0 ** failures * 0.25, 5.0))
+                continue
+            # The server ends a stream when the job is finished (or after its time limit: then resume).
+            if self.get_job(job_id).done:
+                yield from self.events(job_id, after=after)
+                return
+
+    def _poll_events(self, job_id: str, after: int | None, interval: float = 2.0) -> Iterator[Event]:
+        while True:
+            # Status first: a job seen finished has its final event in the read that follows.
+            done = self.get_job(job_id).done
+            new = self.events(job_id, after=after)
+            yield from new
+            if new:
+                after = int(new[-1].id)
+            elif done:
+                return
+            else:
+                time.sleep(interval)
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 0.5,
              max_interval: float = 5.0, on_update: Callable[[Job], None] | None = None) -> Job:

@@ -98,6 +98,8 @@ class Job(_Resource):
     error: JobError | None = None
     result: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
+    # Set by `Client.create_job` when an Idempotency-Key replay returned a job created before.
+    replayed: bool = field(default=False, compare=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     _converters: ClassVar[Converters] = {

@@ -7,8 +7,10 @@ the transferred checkpoints; evaluate them on the held-out split and print one
 table; stop the server.
 """
 
+import signal
 import statistics
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +20,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajx.cli.remote.watch import JobWatcher
+from trajx.cli.remote.watch import JobWatcher, LatestMetrics
 from trajx.client import Client, Job
+from trajx.client.config import LOCAL_KEY_FILENAME
 from trajx.demo.server import EmbeddedServer
 from trajx.demo.source import (
     ARCH,
@@ -58,8 +61,9 @@ def _data_dir(path: Path | None) -> Iterator[Path]:
 
 
 def run_demo(seeds: tuple[int, ...] = (1, 2, 3), steps: int = 30, data_dir: Path | None = None,
-             console: Console | None = None) -> list[Row]:
-    """Run the demo and print its table on `console`; return the table's rows.
+             console: Console | None = None, *, keep_serving: bool = False, port: int | None = None) -> list[Row]:
+    """Run the demo, print its table and the dashboard URL of its jobs on `console`; return
+    the table's rows. With `keep_serving`, the server stays up until Ctrl-C.
 
     Raises RuntimeError if the server does not start or a job does not succeed.
     """
@@ -70,7 +74,7 @@ def run_demo(seeds: tuple[int, ...] = (1, 2, 3), steps: int = 30, data_dir: Path
         split = load_digits_split()
         files = _write_source(root / "source", split)
         log.print(f"source mlp {MLP_CONFIG['hidden']} trained in {files['train_seconds']:.1f} s")
-        with EmbeddedServer(root / "server", env=_SMALL_MODEL_ENV) as server, \
+        with EmbeddedServer(root / "server", port, env=_SMALL_MODEL_ENV) as server, \
                 Client(server.url, server.api_key) as client:
             log.print(f"trajx serve on {server.url} (data in {server.data_dir})")
             ids = {name: client.upload(path).id for name, path in files["paths"].items()}
@@ -78,15 +82,46 @@ def run_demo(seeds: tuple[int, ...] = (1, 2, 3), steps: int = 30, data_dir: Path
             finished = {method: _wait(client, job, log) for method, job in jobs.items()}
             results = {method: _download_lasts(client, job, root / "results" / method)
                        for method, job in finished.items()}
-    rows = [
+            rows = _rows(files, split, seeds, finished, results)
+            console.print(_table(rows, seeds, steps))
+            console.print(_dashboard_note(server, finished, keep_serving), soft_wrap=True)  # whole URLs
+            if keep_serving:
+                _serve_until_interrupted(log)
+    return rows
+
+
+def _rows(files: dict, split: DigitsSplit, seeds: tuple[int, ...], finished: dict[str, Job],
+          results: dict[str, list[dict]]) -> list[Row]:
+    return [
         Row("target init (untrained)", [accuracy(init_state_dict(ARCH, MLP_CONFIG, s), split) for s in seeds], None),
         *(Row(f"{method.upper() if method == 'fgmt' else 'Naive'} transfer",
               [accuracy(state, split) for state in results[method]], _job_seconds(finished[method]))
           for method in ("naive", "fgmt")),
         Row("trained source", [files["source_accuracy"]], files["train_seconds"]),
     ]
-    console.print(_table(rows, seeds, steps))
-    return rows
+
+
+def _dashboard_note(server: EmbeddedServer, jobs: dict[str, Job], keep_serving: bool) -> str:
+    """Where to see the jobs' curves: one dashboard URL per job, and where the sign-in key is."""
+    lines = [f"dashboard: {server.url}/#/jobs/{job.id}  ({method})" for method, job in jobs.items()]
+    lines.append(f"sign in with the API key in {server.data_dir / LOCAL_KEY_FILENAME}")
+    if not keep_serving:
+        lines.append("the demo server stops now: run `bash .ci/demo --keep-serving` to keep it up")
+    return "\n".join(lines)
+
+
+def _serve_until_interrupted(log: Console) -> None:
+    """Block until SIGINT or SIGTERM: either way the caller's `with` blocks stop the server
+    (a plain SIGTERM would end this process and leave the server, in its own session, running)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    log.print("the demo server stays up; press Ctrl-C to stop it")
+    try:
+        stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.print("stopping the demo server")
 
 
 def _write_source(out_dir: Path, split: DigitsSplit) -> dict:
@@ -117,7 +152,7 @@ def _spec(method: str, ids: dict[str, str], seeds: tuple[int, ...], steps: int) 
 
 
 def _wait(client: Client, job: Job, log: Console) -> Job:
-    with JobWatcher(log) as watcher:
+    with JobWatcher(log, LatestMetrics(client, job.id)) as watcher:
         job = client.wait(job.id, timeout=600, on_update=watcher.on_update)
     if job.status != "succeeded":
         error = f"{job.error.code}: {job.error.message}" if job.error else "no error recorded"

@@ -1,24 +1,24 @@
 """Weight matching: the permutation π maximising Σ_pairs ⟨target, π source⟩.
 
 Pairs are tensor dicts (gradients for GMT/FGMT, displacements for the oracle) kept in a
-`PairBank`, stacked along a leading pair axis so a group's cost matrix is one matmul per
-axis whatever the number of pairs. `match` runs coordinate descent over permutation
-groups (Git Re-Basin weight matching): each group in turn is set to the solution of one
-linear assignment problem with every other group held fixed.
+`PairBank`, stacked along a leading pair axis. `match` runs coordinate descent over
+permutation groups (Git Re-Basin weight matching): each group in turn is set to the
+solution of one linear assignment problem with every other group held fixed. The cost
+matrices come from the bank's `GroupCosts`, which updates them with the pairs and the
+permutation moves since the last solve instead of rebuilding them (see group_costs.py).
 """
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from trajx.engine.permspec import Permutation, PermutationSpec, StateDict, permute_axis
-from trajx.engine.solvers import break_ties, get_solver
+from trajx.engine.group_costs import GroupCosts
+from trajx.engine.permspec import Permutation, PermutationSpec, StateDict
+from trajx.engine.solvers import Solver, break_ties, get_solver
 
-# Up to this many leading slices, a matmul per slice beats copying the stack (see _unit_products).
-_LOOP_LEAD = 256
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -35,6 +35,7 @@ class GradientStack:
                        for name, shape in shapes.items()}
         self.capacity = capacity
         self.count = 0
+        self.overwrites = 0  # sums kept over the stack are stale once a slot is overwritten
 
     def __len__(self) -> int:
         return self.count
@@ -51,11 +52,15 @@ class GradientStack:
         """Store `tensors` (needs every name of the stack) in the next free slot."""
         if self.count == self.capacity:
             raise ValueError(f"gradient stack is full ({self.capacity} slots)")
-        self.put(self.count, tensors)
+        self._write(self.count, tensors)
         self.count += 1
 
     def put(self, index: int, tensors: StateDict) -> None:
         """Overwrite slot `index` (GMT recomputes earlier pairs under a new permutation)."""
+        self._write(index, tensors)
+        self.overwrites += 1
+
+    def _write(self, index: int, tensors: StateDict) -> None:
         for name, slot in self._slots.items():
             slot[index].copy_(tensors[name])
 
@@ -68,7 +73,9 @@ class PairBank:
     """(target, source) pairs for matching, one stack per side.
 
     The source stack may be shared by the banks of several targets (an ensemble sees
-    the same source gradients); a bank holds as many pairs as its target stack.
+    the same source gradients); a bank holds as many pairs as its target stack. It also
+    keeps the cost matrices matched on it so far (`costs`), so the next solve after a
+    new pair costs that pair's work, not all pairs' again.
     """
 
     def __init__(self, target: GradientStack, source: GradientStack) -> None:
@@ -76,6 +83,7 @@ class PairBank:
             raise ValueError("target and source stacks hold different tensors")
         self.target = target
         self.source = source
+        self._costs: tuple[tuple[int, int], GroupCosts] | None = None
 
     @classmethod
     def allocate(cls, shapes: Mapping[str, tuple[int, ...]], capacity: int,
@@ -128,6 +136,14 @@ class PairBank:
         count = len(self)
         return self.target.stacked(name, count), self.source.stacked(name, count)
 
+    def costs(self, spec: PermutationSpec) -> GroupCosts:
+        """The cost matrices of `spec`'s groups on these pairs, kept from earlier solves
+        while pairs were only appended (a fresh set after an overwrite or another spec)."""
+        revision = (self.target.overwrites, self.source.overwrites)
+        if self._costs is None or self._costs[0] != revision or self._costs[1].spec is not spec:
+            self._costs = (revision, GroupCosts(spec, self))
+        return self._costs[1]
+
 
 @dataclass
 class MatchResult:
@@ -153,18 +169,34 @@ def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = Non
     answer, is the same). Stops when a sweep improves the objective by less than `tol`
     relative, when nothing is left to re-solve, or after `max_iter` sweeps. `init`
     warm-starts the search (default: identity). Cost matrices are computed on the pairs'
-    device, the assignment on CPU in float64. Raises ValueError for an empty bank or an
-    unknown solver.
+    device in float64 and kept on the bank for the next call, the assignment on CPU.
+    Raises ValueError for an empty bank or an unknown solver.
     """
     if len(pairs) == 0:
         raise ValueError("weight matching needs at least one pair")
-    solve = get_solver(solver)
-    perm = {g: p.detach().to("cpu", torch.int64).clone()
-            for g, p in (init or spec.identity()).items()}
-    involved = [g for g in spec.groups if any(a.param in pairs.names for a in g.axes)]
-    neighbours = _neighbours(spec, pairs.names)
+    return descend(spec, pairs.names, pairs.costs(spec), init or spec.identity(), get_solver(solver),
+                   max_iter=max_iter, tol=tol, generator=generator)
+
+
+class CostSource(Protocol):
+    """Where `descend` gets cost matrices and objectives (GroupCosts, or a baseline)."""
+
+    def cost(self, group: str, perm: Permutation) -> np.ndarray: ...
+
+    def objective(self, perm: Permutation) -> float: ...
+
+    def remember_objective(self, perm: Permutation, value: float) -> None: ...
+
+
+def descend(spec: PermutationSpec, names: tuple[str, ...], costs: CostSource, init: Permutation,
+            solve: Solver, *, max_iter: int, tol: float,
+            generator: torch.Generator | None) -> MatchResult:
+    """The coordinate descent of `match` over the parameters `names`, costs from `costs`."""
+    perm = {g: p.detach().to("cpu", torch.int64).clone() for g, p in init.items()}
+    involved = [g for g in spec.groups if any(a.param in names for a in g.axes)]
+    neighbours = _neighbours(spec, names)
     stale = {g.name for g in involved}
-    objectives = [_objective(spec, pairs, perm)]
+    objectives = [costs.objective(perm)]
     for _ in range(max_iter):
         gain = 0.0
         for index in torch.randperm(len(involved), generator=generator).tolist():
@@ -172,7 +204,7 @@ def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = Non
             if group.name not in stale:
                 continue
             stale.discard(group.name)
-            cost = _group_cost(spec, pairs, perm, group.name)
+            cost = costs.cost(group.name, perm)
             cols = solve(break_ties(cost))
             rows = np.arange(group.size)
             old = cost[rows, perm[group.name].numpy()].sum()
@@ -185,6 +217,7 @@ def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = Non
         objectives.append(objectives[-1] + float(gain))
         if not stale or gain <= tol * abs(objectives[-2]):
             break
+    costs.remember_objective(perm, objectives[-1])
     return MatchResult(perm, objectives)
 
 
@@ -196,60 +229,3 @@ def _neighbours(spec: PermutationSpec, names: tuple[str, ...]) -> dict[str, set[
         for i, group in enumerate(groups):
             neighbours[group] |= {h for j, h in enumerate(groups) if j != i}
     return neighbours
-
-
-def _permute_except(spec: PermutationSpec, perm: Permutation, name: str,
-                    stack: torch.Tensor, skip_dim: int | None) -> torch.Tensor:
-    # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
-    for dim, group in enumerate(spec.param_groups.get(name, ())):
-        if group is not None and dim != skip_dim:
-            stack = permute_axis(stack, dim + 1, perm[group], spec.repeat(name, dim), spec.tile(name, dim))
-    return stack
-
-
-def _group_cost(spec: PermutationSpec, pairs: PairBank, perm: Permutation,
-                group_name: str) -> np.ndarray:
-    """C[i, j] = Σ_pairs Σ_axes ⟨target unit i, source unit j⟩, other groups applied."""
-    cost = None
-    for axis in spec.group(group_name).axes:
-        if axis.param not in pairs.names:
-            continue
-        target, source = pairs.pair_stacks(axis.param)
-        source = _permute_except(spec, perm, axis.param, source, axis.dim)
-        # A tiled axis (fused q/k/v) as (tile, units * repeat): its copies add up like a batch.
-        target, source = (t.unflatten(axis.dim + 1, (axis.tile, -1)) for t in (target, source))
-        # n is the group's unit count: a flattened axis holds each unit's block of features.
-        term = _unit_products(target, source, axis.dim + 2, perm[group_name].numel())
-        cost = term if cost is None else cost + term
-    return cost.double().cpu().numpy()
-
-
-def _unit_products(target: torch.Tensor, source: torch.Tensor, dim: int, units: int) -> torch.Tensor:
-    """[units, units]: Σ over every index except axis `dim` of target[.., i, ..] * source[.., j, ..].
-
-    Both stacks are viewed as [lead, units, rest] without copying. Only when `lead` is
-    large and `rest` is not trivial (a conv's input axis) is each pair copied, one at a
-    time, so the extra memory stays at one pair's tensor whatever the number of pairs.
-    """
-    lead = math.prod(target.shape[:dim])
-    a, b = target.reshape(lead, units, -1), source.reshape(lead, units, -1)
-    if a.shape[2] == 1:  # biases, norms, a Linear's input axis: one matmul over `lead`
-        return a[:, :, 0].float().T @ b[:, :, 0].float()
-    cost = torch.zeros(units, units, device=a.device)
-    if lead <= _LOOP_LEAD:  # e.g. output axes: one matmul per slice, accumulated in place
-        for k in range(lead):
-            cost.addmm_(a[k].float(), b[k].float().T)
-        return cost
-    for pair_a, pair_b in zip(target, source):  # [..., n, ...] -> [n, rest], one pair at a time
-        cost.addmm_(pair_a.movedim(dim - 1, 0).reshape(units, -1).float(),
-                    pair_b.movedim(dim - 1, 0).reshape(units, -1).float().T)
-    return cost
-
-
-def _objective(spec: PermutationSpec, pairs: PairBank, perm: Permutation) -> float:
-    total = 0.0
-    for name in pairs.names:
-        target, source = pairs.pair_stacks(name)
-        source = _permute_except(spec, perm, name, source, None)
-        total += float(torch.dot(target.reshape(-1).float(), source.reshape(-1).float()))
-    return total

@@ -2,13 +2,22 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import jobs
 from app.api.body_limit import body_limited_route
 from app.api.deps import ServicesDep, TenantId
+from app.api.event_stream import (
+    EVENT_STREAM,
+    MAX_STREAMS_PER_TENANT,
+    event_stream_response,
+    parse_last_event_id,
+    stream_slots,
+    wants_event_stream,
+)
 from app.api.responses import V1_PROBLEMS, problem_responses
 from app.idempotency import check_key
 from app.models import JOB_ID_PREFIX, id_pattern
@@ -85,11 +94,24 @@ async def cancel_job(services: ServicesDep, tenant_id: TenantId, job_id: str) ->
     return await services.db.run(lambda s: jobs.job_public(jobs.cancel_job(s, tenant_id, job_id)))
 
 
-@router.get("/{job_id}/events", response_model=EventsPage, responses=problem_responses(404))
-async def list_job_events(services: ServicesDep, tenant_id: TenantId, job_id: str,
+_EVENTS_OK = {200: {"description": "a page of events, or with `Accept: text/event-stream` a live "
+                                     "stream of them (SSE, resumable with `Last-Event-ID`)",
+                      "content": {EVENT_STREAM: {"schema": {"type": "string"}}}}}
+
+
+@router.get("/{job_id}/events", response_model=EventsPage,
+            responses={**_EVENTS_OK, **problem_responses(404, 429, descriptions={
+                429: f"with `Accept: text/event-stream`: the tenant has {MAX_STREAMS_PER_TENANT} streams open"})})
+async def list_job_events(request: Request, services: ServicesDep, tenant_id: TenantId, job_id: str,
                           cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventsPage:
-    """The job's events in order, after the event id `cursor`."""
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventsPage | StreamingResponse:
+    """The job's events in order, after the event id `cursor`; streamed live until the job
+    finishes when the request accepts `text/event-stream` (then a `Last-Event-ID` header beats `cursor`)."""
+    if wants_event_stream(request.headers.get("accept")):
+        after = parse_last_event_id(request.headers.get("last-event-id"))
+        return await event_stream_response(services.db, stream_slots(request.app), tenant_id, job_id,
+                                           cursor if after is None else after)
+
     def page(session: Session) -> EventsPage:
         rows, next_cursor = jobs.list_events(session, tenant_id, job_id, limit=limit, cursor=cursor)
         return EventsPage(data=[EventPublic.model_validate(e) for e in rows], next_cursor=next_cursor)

@@ -9,7 +9,6 @@ on stdout, whatever happens.
 
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,14 +23,13 @@ from trajx.cli.remote.output import (
     Output,
     job_exit_code,
     job_table,
-    jobs_table,
     rows_table,
 )
+from trajx.cli.remote.readable import accuracy_table, event_line, jobs_table
 from trajx.cli.remote.specfiles import upload_local_file, upload_spec_files
-from trajx.cli.remote.watch import JobWatcher, TransferBars
-from trajx.client import Client, ClientError, Event, InvalidLocalInput, Job, WaitTimeout
+from trajx.cli.remote.watch import JobWatcher, LatestMetrics, TransferBars
+from trajx.client import Client, ClientError, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
-from trajx.client.models import TERMINAL_STATUSES
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="TRAJX_URL", show_envvar=True, help="Server URL (default: http://127.0.0.1:8000)")]
@@ -69,7 +67,7 @@ def _session(url: str | None, api_key: str | None, json_mode: bool) -> Iterator[
 
 
 def _wait(client: Client, out: Output, job: Job, timeout: float | None) -> Job:
-    with JobWatcher(out.err) as watcher:
+    with JobWatcher(out.err, LatestMetrics(client, job.id)) as watcher:
         return client.wait(job.id, timeout, on_update=watcher.on_update)
 
 
@@ -129,17 +127,44 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
         key = idempotency_key or default_idempotency_key(resolved)
         job = client.create_job(resolved, idempotency_key=key,
                                 webhook={"url": webhook} if webhook else None)
-        out.info(f"submitted {job.id} ({job.status})")
+        reattached = job.replayed
+        if reattached:
+            out.info(f"reattached to {job.id} ({job.status}): it was created before with "
+                     f"idempotency key {key!r}")
+        else:
+            out.info(f"submitted {job.id} ({job.status})")
         if wait or download:
             job = _wait(client, out, job, timeout)
-        _finish(out, job, _results_if_asked(client, job, download), uploaded=uploaded)
+        _finish(out, job, _results_if_asked(client, job, download), uploaded=uploaded, reattached=reattached)
 
 
 @app.command()
 def status(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """Show a job; exits 1 if it failed, 3 if it was cancelled."""
     with _session(url, api_key, json_out) as (client, out):
-        _finish(out, client.get_job(job_id))
+        job = client.get_job(job_id)
+        chart = None if json_out else accuracy_table(_steps_by_target(client, job))
+        if chart is not None:
+            out.out.print(chart)
+        _finish(out, job)
+
+
+def _steps_by_target(client: Client, job: Job) -> dict[int, list[dict]]:
+    """Each target's per-step metrics: from a succeeded job's report, else from the progress
+    events (each carries every step since the previous one)."""
+    report_id = (job.result or {}).get("report")
+    if isinstance(report_id, str):
+        report = client.artifact_json(report_id)
+        return {i: t.get("steps") or [] for i, t in enumerate(report.get("targets") or [])}
+    steps: dict[int, list[dict]] = {}
+    for event in client.events(job.id):
+        if event.type != "progress":
+            continue
+        data = event.data or {}
+        for one in data.get("steps") or [data]:
+            if isinstance(one.get("target"), int):
+                steps.setdefault(one["target"], []).append({**(one.get("metrics") or {}), "step": one.get("target_step")})
+    return steps
 
 
 @app.command("wait")
@@ -187,32 +212,15 @@ def jobs(status_filter: Annotated[str | None, typer.Option("--status", help="Onl
 
 @app.command()
 def events(job_id: str,
-           follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events until the "
-                                                "job finishes (with --json: one document at the end).")] = False,
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they happen "
+                                                "until the job finishes (with --json: one document at the end).")] = False,
            url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """List a job's events (created, claimed, progress, finished, webhook deliveries)."""
     with _session(url, api_key, json_out) as (client, out):
-        if follow:
-            found = [event.raw for event in _follow_events(client, out, job_id)]
+        found = []
+        for event in client.follow_events(job_id) if follow else client.events(job_id):
+            found.append(event.raw)
+            if not json_out:
+                out.out.print(event_line(event))
+        if json_out:
             out.document({"data": found})
-        else:
-            found = [event.raw for event in client.events(job_id)]
-            out.document({"data": found}, rows_table(["id", "created_at", "type", "data"], found))
-
-
-def _follow_events(client: Client, out: Output, job_id: str, poll_seconds: float = 1.0) -> list[Event]:
-    """Poll for new events, printing each as a line (unless --json), until the job is finished."""
-    seen: list[Event] = []
-    while True:
-        new = client.events(job_id, after=seen[-1].id if seen else None)
-        for event in new:
-            if not out.json_mode:
-                out.out.print(f"{event.created_at:%H:%M:%S} {event.type} {json.dumps(event.data)}")
-        seen += new
-        if new and new[-1].type in TERMINAL_STATUSES:
-            return seen
-        if not new:
-            # Finished without a final event in view (e.g. only webhook events came after it).
-            if client.get_job(job_id).done:
-                return seen
-            time.sleep(poll_seconds)

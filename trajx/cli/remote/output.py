@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from trajx.cli.remote.readable import progress_text, what
 from trajx.client.errors import (
     EXIT_INTERNAL,
     EXIT_JOB_CANCELLED,
@@ -85,8 +86,10 @@ def job_table(job: Job) -> Table:
     table = Table(show_header=False, box=None)
     table.add_row("job", job.id)
     table.add_row("status", job.status)
-    if job.progress and job.progress.total:
-        table.add_row("progress", f"{job.progress.step or 0}/{job.progress.total}")
+    if progress_text(job):
+        table.add_row("progress", progress_text(job))
+    if what(job):
+        table.add_row("what", what(job))
     if job.error:
         table.add_row("error", f"{job.error.code}: {job.error.message or ''}")
     for i, target in enumerate((job.summary or {}).get("targets") or []):
@@ -94,17 +97,6 @@ def job_table(job: Job) -> Table:
         table.add_row(f"target {i}", metrics)
     for path, artifact_id in job.result_files().items():
         table.add_row(path, artifact_id)
-    return table
-
-
-def jobs_table(jobs: list[Job]) -> Table:
-    table = _table(["id", "status", "kind", "created"])
-    for job in jobs:
-        status = job.status
-        if job.progress and job.progress.total and not job.done:
-            status += f" {job.progress.step or 0}/{job.progress.total}"
-        created = f"{job.created_at:%Y-%m-%d %H:%M:%S}" if job.created_at else ""
-        table.add_row(job.id, status, job.kind or "", created)
     return table
 
 
