@@ -9,22 +9,23 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.admin import ensure_local_key
 from app.api.deps import Database, Services
+from app.api.observability import Metrics, RequestMiddleware
+from app.api.problems import install_problem_handlers
 from app.api.responses import document_problems
 from app.api.routes import artifacts, jobs, ops
-from app.auth import KeyCache
+from app.api.slow_clients import BodyTimeoutMiddleware
+from app.core.admin import ensure_local_key
+from app.core.auth import KeyCache
+from app.core.db import make_engine, make_session_factory
+from app.core.dispatch import get_dispatcher
+from app.core.logs import configure_logging
+from app.core.migrate import upgrade
+from app.core.settings import Settings, get_settings
+from app.core.storage import ArtifactStore
+from app.core.temp_files import sweep_stale
 from app.dashboard import mount_dashboard
-from app.db import make_engine, make_session_factory
-from app.dispatch import get_dispatcher
-from app.migrate import upgrade
-from app.observability import Metrics, RequestMiddleware, configure_logging
-from app.problems import install_problem_handlers
-from app.settings import Settings, get_settings
-from app.slow_clients import BodyTimeoutMiddleware
-from app.storage import ArtifactStore
-from app.temp_files import sweep_stale
-from trajx import __version__
+from trajx.version import __version__
 
 log = logging.getLogger("app.main")
 
@@ -34,8 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
+    dispatcher = get_dispatcher(settings)
     services = Services(settings=settings, engine=engine, db=Database(sessions),
-                        store=ArtifactStore(settings.storage_dir), dispatcher=get_dispatcher(settings),
+                        store=ArtifactStore(settings.storage_dir), dispatcher=dispatcher,
                         keys=KeyCache(settings.auth_cache_seconds))
 
     @asynccontextmanager
@@ -48,8 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if created is not None:
                 log.warning("created tenant 'local' and its API key in %s", created[1])
         sweep_stale(services.store.tmp_dir)  # partial uploads of a killed predecessor
-        yield
-        engine.dispose()
+        dispatcher.start()  # after migrations: the embedded worker reads the tables at once
+        try:
+            yield
+        finally:
+            dispatcher.stop()  # the embedded worker hands its running job back to the queue
+            engine.dispose()
 
     app = FastAPI(title="trajx", version=__version__, lifespan=lifespan,
                   description="Transfer a learning trajectory to a new initialization (GMT/FGMT).")

@@ -1,7 +1,7 @@
 """Benchmark the API process: 1 GB upload/download throughput with its memory growth, and
 job-status polling latency at a fixed request rate, on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/bench_api.py [--size-mb 1024] [--rate 200] [--duration 20]
+    .venv/bin/python -m bench.bench_api [--size-mb 1024] [--rate 200] [--duration 20]
 
 The API runs as a real `uvicorn app.main:app` process on loopback; transfers use curl
 (streamed both ways), polling uses wrk (Debian: `apt-get install -y wrk`) with a Lua
@@ -13,9 +13,7 @@ rows need the server at 127.0.0.1:5432 (a scratch database is created and droppe
 import argparse
 import os
 import re
-import secrets
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -25,25 +23,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 
-from app.admin import create_tenant
-from app.auth import issue_key
-from app.db import make_engine, make_session_factory, session_scope
-from app.migrate import upgrade
+from app.core.admin import create_tenant
+from app.core.auth import issue_key
+from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.migrate import upgrade
+from tests.support.files import data_shard, mlp_checkpoint
+from tests.support.http import MLP_CONFIG
+from tests.support.postgres import scratch_database
+from trajx.demo.server import free_port
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from tests.api.factories import data_shard, mlp_checkpoint
-from tests.api.helpers import MLP_CONFIG
-
-PG_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
@@ -54,16 +44,9 @@ def database(backend: str, workdir: Path):
         upgrade(url)
         yield url
         return
-    name = f"trajx_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
+    with scratch_database("trajx_bench") as url:
         upgrade(url)
         yield url
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def new_key(database_url: str) -> str:

@@ -29,13 +29,17 @@ from torch import nn
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import PairBank, match
+from trajx.engine.methods import FGMT, GMT, Naive, Oracle
 from trajx.engine.metrics import evaluate
+from trajx.engine.options import TransferOptions
 from trajx.engine.tasks import CLASSES_OR_VALUES
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.executors.solver_choice import solver_for
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
-from trajx.spec import TransferParams
+
+SOLVER = solver_for("auto")  # what a job gets by default
 
 MB = 2**20
 
@@ -107,7 +111,7 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
     train, test = digits(task.images)
     model = build_model(*task.arch)
     spec = derive_spec(model, example_input(*task.arch))
-    params = TransferParams(steps=args.steps, batch_size=128, device=device.type)
+    params = TransferOptions(steps=args.steps, batch_size=128, device=device.type)
     rows: dict[str, dict[str, list[float]]] = {}
 
     def record(method: str, last: float, best: float, seconds: float, memory: float) -> None:
@@ -131,12 +135,12 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
         reestimate_batch_norm(init_model, [train.inputs[:128]])
         accuracy = evaluate(init_model, test, 512, "cpu")["accuracy"]
         record("target init", accuracy, accuracy, 0.0, 0.0)
-        for method in ("naive", "fgmt", "gmt", "oracle"):
+        for method in (Naive(), FGMT(), GMT(), Oracle([target_final])):
             result, seconds, memory = measured(
                 device, transfer, build_model(*task.arch), spec, [source_init, source_final], [target_init],
-                train, params, method=method, eval_data=test, trained_targets=[target_final])
+                train, params, method=method, solver=SOLVER, eval_data=test)
             target = result.targets[0]
-            record(method, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
+            record(method.name, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
                    seconds, memory)
 
     print(f"\n## Quality: {task.label} on digits (1400 train / 397 test), T={args.steps}, "

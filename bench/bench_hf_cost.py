@@ -19,11 +19,11 @@ import time
 import torch
 
 from trajx.engine.batches import Dataset
+from trajx.engine.options import TransferOptions
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict, task_for
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
-from trajx.spec import TransferParams
 
 MB = 2**20
 CPU = torch.device("cpu")
@@ -65,7 +65,7 @@ def fgmt_gpt2(steps: int) -> dict:
     target = init_state_dict(*arch, seed=1)
     tokens = torch.randint(0, 50257, (64, 64), generator=generator)
     data = Dataset(tokens, tokens.clone())
-    params = TransferParams(steps=steps, batch_size=8, pair_device="cpu", pair_dtype="bfloat16", device="cpu")
+    params = TransferOptions(steps=steps, batch_size=8, pair_device="cpu", pair_dtype="bfloat16", device="cpu")
     names = {n for n, _ in model.named_parameters() if any(g is not None for g in spec.param_groups.get(n, ()))}
     matched = sum(t.numel() for n, t in model.named_parameters() if n in names)
     base = current_memory_bytes(CPU)

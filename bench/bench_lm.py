@@ -23,11 +23,12 @@ from sklearn.datasets import load_digits
 
 from tests.engine.stdlib_lm import gpt2_config, stdlib_text, trained_pair
 from trajx.engine.batches import Dataset
+from trajx.engine.methods import FGMT, Naive, Oracle
 from trajx.engine.metrics import evaluate
+from trajx.engine.options import TransferOptions
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import transfer
 from trajx.engine.zoo import build_model, example_input, task_for
-from trajx.spec import TransferParams
 
 INIT_SCALES = (0.02, 0.2)
 
@@ -56,7 +57,7 @@ def run(label: str, arch: tuple[str, dict], train: Dataset, held_out: Dataset, a
         train_steps: int, lr: float) -> None:
     task = task_for(*arch)
     spec = derive_spec(build_model(*arch), example_input(*arch))
-    params = TransferParams(steps=args.steps, batch_size=64, device="cpu")
+    params = TransferOptions(steps=args.steps, batch_size=64, device="cpu")
     rows: dict[str, dict[str, list[float]]] = {}
 
     def record(method: str, metrics: dict[str, float], seconds: float) -> None:
@@ -76,12 +77,11 @@ def run(label: str, arch: tuple[str, dict], train: Dataset, held_out: Dataset, a
         record("trained source", scored(source_final), time.perf_counter() - start)
         target_init, target_final = trained_pair(arch, train, train_steps, lr, 32, seed=1000 + pair)
         record("target init", scored(target_init), 0.0)
-        for method in ("naive", "fgmt", "oracle"):
+        for name, method in (("naive", Naive()), ("fgmt", FGMT()), ("oracle", Oracle([target_final]))):
             start = time.perf_counter()
             result = transfer(build_model(*arch), spec, [source_init, source_final], [target_init], train,
-                              params, method=method, eval_data=held_out, trained_targets=[target_final],
-                              task=task)
-            record(method, result.targets[0].steps[-1], time.perf_counter() - start)
+                              params, method=method, eval_data=held_out, task=task)
+            record(name, result.targets[0].steps[-1], time.perf_counter() - start)
 
     print(f"\n## {label}, initializer_range {arch[1]['initializer_range']}, T={args.steps}, cosine, "
           f"{args.seeds} seed pairs, source {train_steps} AdamW steps lr {lr}; groups "

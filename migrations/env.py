@@ -1,6 +1,6 @@
 """Alembic environment: one migration chain for SQLite and PostgreSQL.
 
-The URL comes from the `sqlalchemy.url` option when `app.migrate` sets it, else from
+The URL comes from the `sqlalchemy.url` option when `app.core.migrate` sets it, else from
 the settings (TRAJX_DATABASE_URL). SQLite runs in batch mode so ALTERs work there.
 """
 
@@ -8,9 +8,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.db import make_engine
-from app.models import Base, UTCDateTime
-from app.settings import get_settings
+from app.core.db import make_engine
+from app.core.models import Base, UTCDateTime
+from app.core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -16,6 +16,8 @@ the end; each test gets it truncated.
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -23,15 +25,14 @@ from typing import NoReturn
 import pytest
 from sqlalchemy import text
 
-from app.admin import create_tenant
-from app.auth import issue_key
-from app.db import make_engine, make_session_factory, session_scope
-from app.migrate import upgrade
-from app.models import Base
-from app.settings import Settings
-from app.storage import ArtifactStore
-
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from app.core.admin import create_tenant
+from app.core.auth import issue_key
+from app.core.db import make_engine, make_session_factory, session_scope
+from app.core.migrate import upgrade
+from app.core.models import Base
+from app.core.settings import Settings
+from app.core.storage import ArtifactStore
+from tests.support.postgres import PostgresUnavailable, scratch_database
 
 
 def service_unavailable(reason: str) -> NoReturn:
@@ -42,25 +43,23 @@ def service_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """`tests.support.postgres.scratch_database`, skipping (or failing, see
+    `service_unavailable`) when the server is down."""
+    try:
+        with scratch_database(prefix) as url:
+            yield url
+    except PostgresUnavailable as exc:
+        service_unavailable(str(exc))
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> str:
     """URL of a migrated PostgreSQL database private to this test session."""
-    import psycopg
-
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
-                                autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        service_unavailable(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".splitlines()[0])
-    name = f"trajx_test_{secrets.token_hex(6)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with scratch_postgres("trajx_test") as url:
         upgrade(url)
         yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +139,11 @@ def make_tenant(session_factory, name: str | None = None) -> TenantKey:
 @pytest.fixture
 def tenant(session_factory) -> TenantKey:
     return make_tenant(session_factory)
+
+
+@pytest.fixture
+def tenant_id(tenant) -> str:
+    return tenant.id
 
 
 @pytest.fixture

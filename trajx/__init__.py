@@ -5,7 +5,9 @@ Importing `trajx` is cheap and never imports torch: the engine lives in
 and the job spec in `trajx.spec` (pydantic only), which the API reuses.
 """
 
-__version__ = "0.1.0"
+from trajx.version import __version__
+
+__all__ = ["Client", "__version__"]
 
 
 def __getattr__(name: str):

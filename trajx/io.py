@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from trajx.checkpoint_names import mismatch_hint
 from trajx.engine.batches import Dataset
 from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import InvalidInput
@@ -69,7 +70,8 @@ def _sort_metadata(path: Path) -> None:
 
 
 def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                        what: str = "checkpoint") -> dict[str, torch.Tensor]:
+                        what: str = "checkpoint", *,
+                        tied: Mapping[str, str] | None = None) -> dict[str, torch.Tensor]:
     """`state` checked against a model's `expected` state dict and cast to its dtypes.
 
     Names must match exactly (a missing `num_batches_tracked` is filled in, and so is a
@@ -80,14 +82,15 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     and extra names or naming the tensor with both shapes/dtypes, `non_finite_input`
     naming the tensor.
     """
-    tied = _tied_names(expected)
+    tied = _tied_names(expected) if tied is None else tied  # meta tensors cannot tell
     optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)} | set(tied)
     missing = sorted(set(expected) - set(state) - optional)
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         raise InvalidInput(
             f"{what}: parameter names do not match the architecture; "
-            f"missing: {missing or 'none'}; unexpected: {extra or 'none'}",
+            f"missing: {missing or 'none'}; unexpected: {extra or 'none'}."
+            + mismatch_hint(missing, extra),
             code="checkpoint_mismatch", artifact=what, missing=missing, unexpected=extra)
     out = {}
     for name, reference in expected.items():
@@ -108,7 +111,7 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
                 f"the architecture expects {_dtype(reference)}",
                 code="checkpoint_mismatch", artifact=what, tensor=name,
                 dtype=_dtype(tensor), expected_dtype=_dtype(reference))
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
             raise InvalidInput(f"{what}: tensor {name!r} holds NaN or infinite values",
                                code="non_finite_input", artifact=what, tensor=name)
         out[name] = tensor.to(reference.dtype)
@@ -126,6 +129,28 @@ def _tied_names(expected: Mapping[str, torch.Tensor]) -> dict[str, str]:
             tied[name] = first[key]
         first.setdefault(key, name)
     return tied
+
+
+def check_checkpoint_header(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> None:
+    """`validate_checkpoint` on the file's header alone (names, shapes, dtypes; values are
+    not read): a long list of checkpoints is checked before any work, in O(1) memory."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            slices = {name: file.get_slice(name) for name in list(file.keys())}  # not iterable
+            header = {name: torch.empty(s.get_shape(), device="meta",
+                                        dtype=_SAFETENSORS_DTYPES.get(s.get_dtype(), torch.complex64))
+                      for name, s in slices.items()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidInput(f"{what}: cannot read {Path(path).name} as safetensors: {exc}",
+                           code="invalid_safetensors", artifact=what) from None
+    validate_checkpoint(header, {n: t.to("meta") for n, t in expected.items()}, what,
+                        tied=_tied_names(expected))
+
+
+# safetensors dtype names -> torch (one unknown to torch is reported as complex: unusable)
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                       "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+                       "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def load_checkpoint(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:

@@ -5,17 +5,25 @@ local runner (`trajx run`) and the worker execute them. Artifact references are
 strings: on the service they are artifact ids (`art_...`), for the local runner
 file paths (relative to the spec file).
 
-A spec carries a `kind`; each kind has its own model in `JOB_KINDS`, so adding
-`average` or `align` is one model and one executor, not a new API.
+A spec carries a `kind`; each kind has its own model, a `JobSpecBase` registered with
+`register_job_kind`, so adding `average` or `align` is one model and one executor
+(`trajx.executors.register_executor`), not a new API. The API and the worker only call
+the methods of `JobSpecBase`; they read no field of a kind by name.
 """
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trajx.arch_configs import check_builtin_config
 from trajx.errors import InvalidInput
+from trajx.input_checks import Tables, check_checkpoints_agree, check_data, check_permutation_spec
 
 ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
+InputKind = Literal["checkpoint", "data", "program"]
+ARCH_PROGRAM = "arch.program"  # where a spec names an uploaded model program
+Queue = Literal["gpu", "cpu"]
 
 
 class _Strict(BaseModel):
@@ -25,10 +33,31 @@ class _Strict(BaseModel):
 
 
 class Architecture(_Strict):
-    """A model-zoo (or plug-in) architecture name and its constructor config."""
+    """A zoo, plug-in or Hugging Face architecture by name and constructor config, or a
+    model program the user exported with `trajx export` (docs/bring-your-own-model.md)."""
 
-    name: str = Field(min_length=1, max_length=100, examples=["mlp"])
+    name: str | None = Field(default=None, min_length=1, max_length=100, examples=["mlp"])
     config: dict[str, Any] = Field(default_factory=dict, examples=[{"in_features": 64}])
+    program: ArtifactRef | None = Field(default=None, description="an uploaded model program")
+
+    @model_validator(mode="after")
+    def _name_or_program(self) -> "Architecture":
+        if (self.name is None) == (self.program is None):
+            raise ValueError("an architecture needs exactly one of 'name' or 'program'")
+        if self.program is not None and self.config:
+            raise ValueError("a program carries its own configuration: give no 'config' with it")
+        return self
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        return {ARCH_PROGRAM: self.program} if self.program is not None else {}
+
+    def check(self) -> None:
+        if self.name is not None:
+            check_builtin_config(self.name, self.config)
+
+    def label(self) -> str:
+        """How listings show it: the architecture's name, or `program`."""
+        return self.name if self.name is not None else "program"
 
 
 class Target(_Strict):
@@ -73,14 +102,59 @@ class TransferParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class LastSteps(_Strict):
+    """The newest `last` points of a sequence (transferred steps, checkpoints)."""
+
+    last: int = Field(ge=1, le=1000)
+
+
 class Outputs(_Strict):
-    """What to keep besides the last and best checkpoints and the metrics report."""
+    """What to keep besides the last and best checkpoints and the metrics report.
+
+    `average`: also return the uniform average of the last k transferred steps
+    (BatchNorm re-estimated), evaluated like the other results.
+    """
 
     permutations: bool = True
     trajectory: bool = False
+    average: LastSteps | None = None
 
 
-class TransferJob(_Strict):
+class JobSpecBase(_Strict):
+    """What the API and the worker ask of every job kind's spec model.
+
+    A subclass declares `kind: Literal["name"] = "name"` and implements `artifact_refs`
+    and `input_kind`; the other methods have defaults.
+    """
+
+    kind: str
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        """Every artifact this job reads, keyed by its location in the spec (`source[0]`)."""
+        raise NotImplementedError
+
+    def input_kind(self, location: str) -> InputKind:
+        """What the artifact at `location` must be: a `checkpoint` or a `data` shard."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Checks beyond the fields' types (run by `parse_job_spec`); InvalidInput naming the field."""
+
+    def check_input_tensors(self, table: Tables) -> None:
+        """Check the inputs' tensor tables (`table(location)` -> {name: shape}, read on
+        demand) agree with each other and the spec; InvalidInput naming location, artifact
+        and tensor."""
+
+    def queue(self) -> Queue:
+        """The worker queue this job belongs on (chosen once, when the job is created)."""
+        return "gpu"
+
+    def summary_fields(self) -> dict[str, Any]:
+        """A few JSON values that tell jobs of this kind apart in a listing."""
+        return {}
+
+
+class TransferJob(JobSpecBase):
     """Transfer a source trajectory onto one or more target initializations."""
 
     kind: Literal["transfer"] = "transfer"
@@ -108,8 +182,16 @@ class TransferJob(_Strict):
                 raise ValueError(f"method 'oracle' needs 'trained' on every target; missing: {missing}")
         return self
 
+    @model_validator(mode="after")
+    def _average_fits_the_steps(self) -> "TransferJob":
+        if self.outputs.average is not None and self.outputs.average.last > self.params.steps:
+            raise ValueError(f"outputs.average.last is {self.outputs.average.last} but the transfer "
+                             f"has only params.steps={self.params.steps} steps")
+        return self
+
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
+
     def artifact_refs(self) -> dict[str, ArtifactRef]:
-        """Every artifact this job reads, keyed by its location in the spec (for errors)."""
         refs: dict[str, ArtifactRef] = {f"source[{i}]": r for i, r in enumerate(self.source)}
         for i, target in enumerate(self.targets):
             if target.checkpoint is not None:
@@ -119,22 +201,244 @@ class TransferJob(_Strict):
         refs["train_data"] = self.train_data
         if self.eval_data is not None:
             refs["eval_data"] = self.eval_data
-        return refs
+        return {**refs, **self.arch.artifact_refs()}
+
+    def input_kind(self, location: str) -> InputKind:
+        if location == ARCH_PROGRAM:
+            return "program"
+        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
+
+    def check(self) -> None:
+        self.arch.check()
+        if self.arch.program is not None:
+            seeded = [i for i, target in enumerate(self.targets) if target.seed is not None]
+            if seeded:
+                raise InvalidInput(
+                    f"targets[{seeded[0]}].seed: a model program has no initializer on the service; "
+                    "give the target as a checkpoint (trajx export --seed N writes one)",
+                    code="invalid_value", field=f"targets[{seeded[0]}].seed")
+
+    def check_input_tensors(self, table: Tables) -> None:
+        refs = self.artifact_refs()
+        check_checkpoints_agree({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"},
+                                table)
+        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
+        if self.permutation_spec:
+            check_permutation_spec(self.permutation_spec, table("source[0]"))
+
+    def queue(self) -> Queue:
+        # A job pinned to the CPU must not wait for (or occupy) a GPU worker.
+        return "cpu" if self.params.device == "cpu" else "gpu"
+
+    def summary_fields(self) -> dict[str, Any]:
+        return {"method": self.method, "arch": self.arch.label(), "targets": len(self.targets)}
 
 
-# kind -> spec model. `average` and `align` join here.
-JOB_KINDS: dict[str, type[_Strict]] = {"transfer": TransferJob}
+class _StoredModelsJob(JobSpecBase):
+    """Average and align jobs: checkpoints of one architecture plus `train_data`/`eval_data`."""
 
-JobSpec = TransferJob  # widen to an Annotated union on `kind` when a second kind lands
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
 
-_job_spec_adapter: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+    def input_kind(self, location: str) -> InputKind:
+        if location == ARCH_PROGRAM:
+            return "program"
+        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
+
+    def check(self) -> None:
+        self.arch.check()
+
+    def check_input_tensors(self, table: Tables) -> None:
+        """Every checkpoint has the first one's tensors (a mixed list is `checkpoint_mismatch`
+        naming the odd one), the data shards agree, an explicit spec fits the checkpoints."""
+        refs = self.artifact_refs()
+        checkpoints = {loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"}
+        check_checkpoints_agree(checkpoints, table)
+        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
+        explicit = getattr(self, "permutation_spec", None)
+        if explicit:
+            check_permutation_spec(explicit, table(next(iter(checkpoints))))
+
+    def queue(self) -> Queue:
+        return "cpu" if self.params.device == "cpu" else "gpu"
 
 
-def parse_job_spec(data: Any) -> JobSpec:
-    """Validate a job spec document; an unknown `kind` is an InvalidInput naming it.
+class RunParams(_Strict):
+    """Data and device controls shared by averaging and alignment jobs."""
 
-    Pydantic's ValidationError is raised for any other problem (the API turns its
-    errors into problem+json naming each field).
+    batch_size: int = Field(default=128, ge=1, le=65_536, description="batch for BN re-estimation "
+                            "and activations; evaluation uses 4x")
+    bn_batches: int = Field(default=5, ge=1, le=1000, description="batches to re-estimate BN stats")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class UniformMethod(_Strict):
+    """The plain mean of the newest `last` checkpoints, or of the newest `fraction` of them."""
+
+    name: Literal["uniform"] = "uniform"
+    last: int | None = Field(default=None, ge=1, le=1000)
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_window(self) -> "UniformMethod":
+        if (self.last is None) == (self.fraction is None):
+            raise ValueError("method 'uniform' needs exactly one of 'last' or 'fraction'")
+        return self
+
+    def window(self, count: int) -> int:
+        """How many of `count` checkpoints enter (a fraction rounds up, at least one)."""
+        return self.last if self.last is not None else max(1, math.ceil(self.fraction * count))
+
+
+class LawaMethod(_Strict):
+    """LAWA: the mean of `last` checkpoints `every` apart, ending at the newest."""
+
+    name: Literal["lawa"] = "lawa"
+    last: int = Field(ge=1, le=1000)
+    every: int = Field(default=1, ge=1, le=1000)
+
+
+class EmaMethod(_Strict):
+    """Exponential moving average with decay β in (0, 1), optionally with a warm-up of β."""
+
+    name: Literal["ema"] = "ema"
+    decay: float = Field(gt=0.0, lt=1.0)
+    warmup: bool = Field(default=False, description="decay of update t is min(β, (1+t)/(10+t))")
+
+
+AverageMethod = Annotated[UniformMethod | LawaMethod | EmaMethod, Field(discriminator="name")]
+
+
+class Sweep(_Strict):
+    """A grid to choose from on held-out data: windows `last` (uniform, lawa) or decays (ema)."""
+
+    last: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(default=None, min_length=1, max_length=100)
+    decay: list[Annotated[float, Field(gt=0.0, lt=1.0)]] | None = Field(default=None, min_length=1,
+                                                                         max_length=100)
+
+    @model_validator(mode="after")
+    def _one_grid(self) -> "Sweep":
+        if (self.last is None) == (self.decay is None):
+            raise ValueError("a sweep needs exactly one of 'last' or 'decay'")
+        return self
+
+
+class AverageOutputs(_Strict):
+    """`candidates`: keep every swept candidate's checkpoint, not only the best."""
+
+    candidates: bool = False
+
+
+class AverageJob(_StoredModelsJob):
+    """Average checkpoints of one trajectory (uniform, LAWA, EMA), optionally sweeping a grid."""
+
+    kind: Literal["average"] = "average"
+    arch: Architecture
+    checkpoints: list[ArtifactRef] = Field(min_length=2, max_length=1000,
+                                           description="one trajectory, oldest first")
+    train_data: ArtifactRef = Field(description="data BatchNorm statistics are re-estimated on")
+    eval_data: ArtifactRef | None = None
+    method: AverageMethod
+    sweep: Sweep | None = None
+    params: RunParams = Field(default_factory=RunParams)
+    outputs: AverageOutputs = Field(default_factory=AverageOutputs)
+
+    @model_validator(mode="after")
+    def _fits_the_list(self) -> "AverageJob":
+        count, method = len(self.checkpoints), self.method
+        lasts = [method.window(count)] if isinstance(method, UniformMethod) else []
+        if isinstance(method, LawaMethod):
+            lasts = [method.last]
+        field = "sweep.last" if self.sweep is not None and self.sweep.last is not None else "method.last"
+        if self.sweep is not None:
+            if self.eval_data is None:
+                raise ValueError("eval_data: a sweep chooses on held-out data; give eval_data")
+            grid_field = "last" if self.sweep.last is not None else "decay"
+            wanted = "decay" if isinstance(method, EmaMethod) else "last"
+            if grid_field != wanted:
+                raise ValueError(f"sweep.{grid_field}: method {method.name!r} sweeps '{wanted}'")
+            if self.sweep.last is not None:
+                lasts = self.sweep.last
+        every = method.every if isinstance(method, LawaMethod) else 1
+        for last in lasts:
+            span = (last - 1) * every + 1
+            if last < 1 or span > count:
+                raise ValueError(f"{field}: a window of last={last} (every={every}) spans {span} "
+                                 f"checkpoints but 'checkpoints' holds {count}")
+        return self
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        refs: dict[str, ArtifactRef] = {f"checkpoints[{i}]": r for i, r in enumerate(self.checkpoints)}
+        refs["train_data"] = self.train_data
+        if self.eval_data is not None:
+            refs["eval_data"] = self.eval_data
+        return {**refs, **self.arch.artifact_refs()}
+
+    def summary_fields(self) -> dict[str, Any]:
+        return {"method": self.method.name, "arch": self.arch.label(), "checkpoints": len(self.checkpoints),
+                "sweep": self.sweep is not None}
+
+
+class AlignParams(RunParams):
+    """Alignment controls; `activation_batches` batches of train_data feed activation matching."""
+
+    activation_batches: int = Field(default=10, ge=1, le=1000)
+    matching: MatchingParams = Field(default_factory=MatchingParams)
+
+
+class AlignOutputs(_Strict):
+    """`merged`: also return the aligned midpoint ½(A + πB), BatchNorm re-estimated."""
+
+    merged: bool = False
+
+
+class AlignJob(_StoredModelsJob):
+    """Permute model B onto model A and report the plain and aligned interpolation barriers."""
+
+    kind: Literal["align"] = "align"
+    arch: Architecture
+    model_a: ArtifactRef
+    model_b: ArtifactRef
+    method: Literal["weights", "activations"] = "weights"
+    train_data: ArtifactRef = Field(description="BatchNorm re-estimation and activation matching")
+    eval_data: ArtifactRef | None = Field(default=None, description="barrier metrics (train_data if absent)")
+    params: AlignParams = Field(default_factory=AlignParams)
+    outputs: AlignOutputs = Field(default_factory=AlignOutputs)
+    permutation_spec: dict[str, list[str | None]] | None = Field(
+        default=None, description="explicit spec, as for transfer jobs")
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        refs = {"model_a": self.model_a, "model_b": self.model_b, "train_data": self.train_data}
+        if self.eval_data is not None:
+            refs["eval_data"] = self.eval_data
+        return {**refs, **self.arch.artifact_refs()}
+
+    def summary_fields(self) -> dict[str, Any]:
+        return {"method": self.method, "arch": self.arch.label(), "merged": self.outputs.merged}
+
+
+
+# kind -> spec model. `average` and `align` join through `register_job_kind`.
+JOB_KINDS: dict[str, type[JobSpecBase]] = {}
+
+
+def register_job_kind(model: type[JobSpecBase]) -> type[JobSpecBase]:
+    """Add `model` to JOB_KINDS under the default of its `kind` field (usable as a decorator)."""
+    JOB_KINDS[model.model_fields["kind"].default] = model
+    return model
+
+
+register_job_kind(TransferJob)
+register_job_kind(AverageJob)
+register_job_kind(AlignJob)
+
+
+def parse_job_spec(data: Any) -> JobSpecBase:
+    """Validate a job spec document of any registered kind (`kind` defaults to "transfer").
+
+    An unknown `kind` is an InvalidInput naming it. Pydantic's ValidationError is raised
+    for any other problem, with locations relative to the spec (the API turns them into
+    problem+json naming each field).
     """
     kind = data.get("kind", "transfer") if isinstance(data, dict) else None
     if not isinstance(kind, str) or kind not in JOB_KINDS:  # a list or dict is unhashable
@@ -143,4 +447,7 @@ def parse_job_spec(data: Any) -> JobSpec:
             code="unknown_kind",
             field="kind",
         )
-    return _job_spec_adapter.validate_python(data)
+    # The tag picks the model (a discriminated union whose errors carry no tag in their loc).
+    spec = JOB_KINDS[kind].model_validate(data)
+    spec.check()
+    return spec

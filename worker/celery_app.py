@@ -1,74 +1,15 @@
-"""The Celery application: Redis broker, JSON messages carrying only a job id.
+"""The workers' Celery application (configuration in `app.core.celery_config`).
 
-Run a GPU worker (one per GPU, one job at a time, a fresh child process per job):
+Run a GPU worker (one per GPU, one job at a time):
 
     python -m celery -A worker.celery_app worker -Q gpu -c 1
 
-The database is the truth about jobs, so there is no result backend; a message is
-only a nudge to `run_job(job_id)`, whose atomic claim makes redelivery harmless.
-Importing this module does not import torch (the API process uses it to send):
-the task module is listed in `include`, which only a worker imports.
+The task module is listed in `include`, so only a worker process imports it (and torch).
 """
 
-from functools import lru_cache
+from app.core.celery_config import RUN_JOB_TASK, create_celery
+from app.core.settings import get_settings
 
-from celery import Celery
-from kombu import Queue
+__all__ = ["RUN_JOB_TASK", "app"]
 
-from app.settings import Settings, get_settings
-
-RUN_JOB_TASK = "trajx.run_job"
-QUEUES = ("gpu", "cpu")
-# Redis redelivers an unacknowledged message after the visibility timeout; it must
-# outlast the longest job or a healthy long job would get a (harmless) second message.
-VISIBILITY_MARGIN_SECONDS = 3600
-
-
-def celery_config(settings: Settings) -> dict:
-    """The Celery configuration for `settings` (a plain dict, pinned by tests)."""
-    hard_limit = settings.job_time_limit_seconds + settings.stale_seconds
-    return {
-        "broker_url": settings.broker_url,
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "visibility_timeout": int(hard_limit + VISIBILITY_MARGIN_SECONDS),
-        },
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "result_serializer": "json",
-        "result_backend": None,
-        "task_ignore_result": True,
-        "task_acks_late": True,
-        # A killed child requeues its message; the DB attempt counter bounds the retries.
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        # One job at a time per worker: a gpu worker owns its GPU (`-c` overrides it for cpu workers).
-        "worker_concurrency": 1,
-        # A warm child runs job after job (a fresh child per job cost 3 s of start-up
-        # before each job on the test machine); the task releases CUDA memory after each
-        # job, and a child is replaced after 50 jobs or once it holds 4 GiB of host memory.
-        "worker_max_tasks_per_child": 50,
-        "worker_max_memory_per_child": 4 * 1024 * 1024,  # KiB
-        "task_queues": [Queue(name) for name in QUEUES],
-        "task_default_queue": "gpu",
-        # The job runs its own deadline cooperatively; the hard limit is a backstop.
-        "task_time_limit": int(hard_limit),
-        "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
-    }
-
-
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app for `settings`; only a worker imports the task module."""
-    celery = Celery("trajx", include=["worker.tasks"])
-    celery.conf.update(celery_config(settings))
-    return celery
-
-
-@lru_cache
-def get_celery() -> Celery:
-    """The process-wide Celery app built from the environment's settings."""
-    return create_celery(get_settings())
-
-
-app = get_celery()
+app = create_celery(get_settings(), include=("worker.tasks",))

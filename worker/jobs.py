@@ -1,8 +1,9 @@
 """`run_job(job_id)`: the one job function every execution path calls.
 
-Claim the job atomically, run the engine on the stored input artifacts with
-progress, heartbeat and cancel callbacks, then store the result files as artifacts of
-the job's tenant and finish the job in one transaction. Whatever happens, the job
+Claim the job atomically, run its kind's executor on the input artifacts the API
+resolved (`job_artifacts`) with progress, heartbeat and cancel callbacks, then move the
+result files of its manifest into the store as artifacts of the job's tenant and finish
+the job in one transaction. Whatever happens, the job
 ends `succeeded`, `failed` (with a stable code) or `cancelled`; on a clean shutdown it
 goes back to `queued`; if this process dies, it stays `running` with a heartbeat that
 goes stale so recovery runs it again.
@@ -14,24 +15,25 @@ import os
 import socket
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.artifacts import blob_in_use, create_artifact_from_file
-from app.db_outage import is_unavailable
-from app.models import Artifact, Job
-from app.outbox import PROGRESS, enqueue
-from app.settings import Settings, get_settings
-from app.temp_files import work_dir
+from app.core.artifacts import blob_in_use, record_result
+from app.core.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
+from app.core.db_outage import is_unavailable
+from app.core.fair_share import DEFERRED
+from app.core.models import Artifact, Job, JobArtifact
+from app.core.outbox import PROGRESS, enqueue
+from app.core.settings import Settings, get_settings
+from app.core.temp_files import work_dir
 from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
-from trajx.runner import RunProgress, execute
+from trajx.executors import Resolve, ResultManifest, RunContext, RunProgress, executor_for
 from trajx.spec import parse_job_spec
-from worker.claim import Claim, add_event, cancel_requested, claim_job, finish, heartbeat, release
 from worker.context import WorkerContext, worker_context
-from worker.fair_share import DEFERRED
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,7 @@ class _JobRun:
             self.webhooks = deliverer(ctx.settings) if job.webhook_url else None
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
-        self._results_done = 0
-        self._unreported: list[dict[str, Any]] = []  # (target, step, metrics) not in a progress event yet
-        self._result_blobs: dict[str, Path] = {}  # sha256 -> the result file it came from
+        self._unreported: list[dict[str, Any]] = []  # what finished since the last progress event
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
 
@@ -105,14 +105,14 @@ class _JobRun:
         return status
 
     def _run_and_finish(self) -> str | None:
-        self._started()
+        if self.webhooks is not None:
+            self.webhooks.wake()  # the claim queued `job.running`
         with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
             try:
                 spec = parse_job_spec(self.spec_data)
-                paths = self._input_paths(spec.artifact_refs())
-                summary = execute(spec, resolve=paths.__getitem__, out_dir=Path(tmp),
-                                  on_progress=self._on_progress, should_cancel=self._should_cancel)
-                return self._succeed(Path(tmp), summary)
+                manifest = executor_for(spec.kind)(spec, self._input_resolver(), Path(tmp),
+                                                   RunContext(self._on_progress, self._should_cancel))
+                return self._succeed(Path(tmp), manifest)
             except Cancelled:
                 if self.lost.is_set():
                     log.warning("job %s: claim lost, another worker owns it now", self.claim.job_id)
@@ -139,35 +139,38 @@ class _JobRun:
                 log.exception("job %s failed", self.claim.job_id)
                 return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
-    def _input_paths(self, refs: dict[str, str]) -> dict[str, Path]:
-        """Artifact id -> blob path in the store (read in place, never copied)."""
+    def _input_resolver(self) -> Resolve:
+        """Artifact id -> blob path, for the inputs the API resolved when it created the job
+        (read in place, never copied). A deleted input fails the job naming its location."""
         with self.ctx.sessions() as session:
             rows = session.execute(
-                select(Artifact.id, Artifact.sha256).where(
-                    Artifact.id.in_(set(refs.values())), Artifact.tenant_id == self.tenant_id,
-                    Artifact.deleted_at.is_(None))
-            ).all()
-        found = {row.id: self.ctx.store.path(row.sha256) for row in rows}
-        for field, ref in refs.items():
-            if ref not in found or not found[ref].is_file():
-                raise InvalidInput(f"{field}: artifact {ref!r} is gone", code="artifact_not_found",
-                                   field=field, artifact=ref)
-        return found
+                select(JobArtifact.role, Artifact.id, Artifact.sha256, Artifact.deleted_at)
+                .join(Artifact, Artifact.id == JobArtifact.artifact_id)
+                .where(JobArtifact.job_id == self.claim.job_id)).all()
+        paths = {}
+        for row in rows:
+            path = self.ctx.store.path(row.sha256)
+            if row.deleted_at is not None or not path.is_file():
+                raise InvalidInput(f"{row.role}: artifact {row.id!r} is gone", code="artifact_not_found",
+                                   field=row.role, artifact=row.id)
+            paths[row.id] = path
+
+        def resolve(ref: str) -> Path:
+            if ref not in paths:
+                raise InvalidInput(f"artifact {ref!r} is not an input of this job", code="artifact_not_found",
+                                   artifact=ref)
+            return paths[ref]
+
+        return resolve
 
     def _on_progress(self, progress: RunProgress) -> None:
-        # The job's progress counts (target, step) results, whatever order the engine
-        # produces them in: it reaches `total` exactly when the last one is done.
-        self._results_done += 1
-        step = self._results_done
-        total = (len(self.spec_data.get("targets", [])) or 1) * progress.total
-        self._unreported.append({"target": progress.target, "target_step": progress.step,
-                                 "metrics": progress.metrics})
+        step, total = progress.done, progress.total
+        self._unreported.append(progress.data)
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
             return
         self._last_progress = now
-        latest = {"step": step, "total": total, "target": progress.target,
-                  "target_step": progress.step, "metrics": progress.metrics}
+        latest = {"step": step, "total": total, **progress.data}
         with self.ctx.sessions() as session:
             if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
                 self.lost.set()
@@ -198,35 +201,42 @@ class _JobRun:
             except Exception:
                 log.exception("job %s: heartbeat failed, retrying", self.claim.job_id)
 
-    def _succeed(self, out_dir: Path, summary: dict[str, Any]) -> str | None:
-        with self.ctx.sessions() as session:
+    def _succeed(self, out_dir: Path, manifest: ResultManifest) -> str | None:
+        # The results' blob locks are held until their rows commit: a concurrent delete of
+        # an artifact with the same bytes waits, then sees these rows and keeps the blob.
+        new_blobs: list[str] = []
+        with self.ctx.store.locks(f.sha256 for f in manifest.files), self.ctx.sessions() as session:
             try:
-                result = self._store_results(session, out_dir)
+                result = self._store_results(session, out_dir, manifest, new_blobs)
+                ended = self._finish(session, "succeeded", {"result": result, "summary": manifest.summary})
             except BaseException:
                 session.rollback()
-                self._drop_result_blobs()
+                self._drop_blobs(session, new_blobs)
                 raise
-            ended = self._finish(session, "succeeded", {"result": result, "summary": summary})
-        if ended == "succeeded":
-            self._restore_result_blobs()
+            if ended != "succeeded":  # a late cancel, or a lost claim: the rows were rolled back
+                self._drop_blobs(session, new_blobs)
         return ended
 
-    def _store_results(self, session: Session, out_dir: Path) -> dict[str, Any]:
-        """Every result file becomes an artifact of the tenant; returns `job.result`."""
-        def store(path: Path) -> str:
-            name = "-".join(path.relative_to(out_dir).parts)
-            artifact = create_artifact_from_file(session, self.tenant_id, path, name, self.claim.job_id,
-                                                 store=self.ctx.store,
-                                                 max_header_bytes=self.ctx.settings.max_header_bytes)
-            self._result_blobs[artifact.sha256] = path
-            return artifact.id
+    def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest,
+                       new_blobs: list[str]) -> dict[str, Any]:
+        """Every file of the manifest becomes an artifact of the tenant (moved, not copied);
+        returns `job.result`: the manifest's files, each with its `artifact` id. Blobs new
+        to the store are added to `new_blobs`."""
+        files = []
+        for entry in manifest.files:
+            artifact, new_blob = record_result(session, self.ctx.store, self.tenant_id, out_dir, entry,
+                                               self.claim.job_id, self.ctx.settings)
+            if new_blob:
+                new_blobs.append(entry.sha256)
+            files.append({**asdict(entry), "artifact": artifact.id})
+        return {"files": files}
 
-        targets = []
-        for target_dir in sorted(out_dir.glob("target-*"), key=lambda p: int(p.name.split("-")[1])):
-            files = {p.stem: store(p) for p in sorted(target_dir.glob("*.safetensors"))}
-            targets.append({key: files.get(key) for key in ("last", "best", "permutations", "trajectory")})
-        report = out_dir / "report.json"
-        return {"targets": targets, "report": store(report) if report.exists() else None}
+    def _drop_blobs(self, session: Session, hashes: list[str]) -> None:
+        """Delete blobs this job brought into the store whose rows did not commit, unless a
+        live artifact uses the same bytes (the caller holds their locks)."""
+        for sha256 in hashes:
+            if not blob_in_use(session, sha256):
+                self.ctx.store.delete(sha256)
 
     def _fail(self, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
         with self.ctx.sessions() as session:
@@ -239,52 +249,19 @@ class _JobRun:
 
         Returns the status the job really ended with, or None if the claim was lost and
         nothing was written. A cancel requested meanwhile wins, even after the engine
-        finished: then the results `session` holds are rolled back and their blobs dropped.
+        finished: then the results `session` holds are rolled back.
         """
         ended = finish(session, self.claim, status, **values)
         if ended is not None and ended != status:
             session.rollback()
-            self._drop_result_blobs()
             ended = finish(session, self.claim, "cancelled")
         if ended is None:
             session.rollback()
-            self._drop_result_blobs()
             log.warning("job %s: claim lost before finishing", self.claim.job_id)
             return None
         add_event(session, self.claim.job_id, ended, event_data if ended == status else {})
         self._commit_with_webhook(session, f"job.{ended}")
         return ended
-
-    def _drop_result_blobs(self) -> None:
-        """Delete the blobs of result artifacts that were not committed, unless another
-        artifact uses the same bytes (checked under the blob's lock, like a delete)."""
-        blobs, self._result_blobs = self._result_blobs, {}
-        for sha256 in blobs:
-            with self.ctx.store.lock(sha256), self.ctx.sessions() as session:
-                if not blob_in_use(session, sha256):
-                    self.ctx.store.delete(sha256)
-
-    def _restore_result_blobs(self) -> None:
-        """Put back any committed result's bytes that vanished before the commit.
-
-        Results are stored without holding their blobs' locks (several results can share
-        one lock file), so a user deleting another artifact with identical bytes could
-        remove the blob while our rows were still uncommitted. Now that the rows are
-        visible to any delete, restoring under the lock closes that window.
-        """
-        blobs, self._result_blobs = self._result_blobs, {}
-        for sha256, path in blobs.items():
-            with self.ctx.store.lock(sha256):
-                if not self.ctx.store.exists(sha256):
-                    log.warning("job %s: result blob %s was removed before commit; restored",
-                                self.claim.job_id, sha256)
-                    self.ctx.store.put_file(path)
-
-    def _started(self) -> None:
-        data = {"attempt": self.claim.attempt, "worker_id": self.claim.worker_id}
-        with self.ctx.sessions() as session:
-            add_event(session, self.claim.job_id, "started", data)
-            self._commit_with_webhook(session, "job.running", {"id": self.claim.job_id, "status": "running", **data})
 
     def _commit_with_webhook(self, session: Session, event: str, data: dict[str, Any] | None = None) -> None:
         """Commit `session` with webhook message `event` (if the job wants it) in the outbox."""

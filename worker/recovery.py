@@ -17,15 +17,14 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy import func, select
 
-from app.dispatch import get_dispatcher
-from app.models import Job, JobEvent, utcnow
-from app.observability import configure_logging
-from app.settings import Settings, get_settings
-from worker.claim import add_event, claimable_job_ids, fail_exhausted
+from app.core.claim import add_event, claimable_job_ids, fail_exhausted
+from app.core.dispatch import Dispatcher, get_dispatcher
+from app.core.logs import configure_logging
+from app.core.models import Job, JobEvent, utcnow
+from app.core.settings import Settings, get_settings
 from worker.context import worker_context
 from worker.webhooks import deliverer
 
@@ -35,18 +34,13 @@ log = logging.getLogger(__name__)
 RESEND_AFTER_SECONDS = 300.0
 
 
-class RecoverableDispatcher(Protocol):
-    def dispatch(self, job_id: str) -> None: ...
-    def marked_at(self, job_id: str) -> float | None: ...
-
-
 @dataclass(frozen=True)
 class SweepResult:
     failed: list[str]
     redispatched: list[str]
 
 
-def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_seconds: float,
+def sweep(settings: Settings, dispatcher: Dispatcher, queued_grace_seconds: float,
           resend_after_seconds: float = RESEND_AFTER_SECONDS) -> SweepResult:
     """One recovery pass (see the module docstring); returns what it did."""
     sessions = worker_context(settings).sessions
@@ -56,7 +50,7 @@ def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_se
         candidates = claimable_job_ids(session, settings.stale_seconds,
                                        queued_before=now - timedelta(seconds=queued_grace_seconds))
         jobs = {row.id: row for row in session.execute(
-            select(Job.id, Job.status, Job.created_at).where(Job.id.in_(candidates)))}
+            select(Job.id, Job.status, Job.queue, Job.created_at).where(Job.id.in_(candidates)))}
         last_resent = dict(session.execute(
             select(JobEvent.job_id, func.max(JobEvent.created_at))
             .where(JobEvent.job_id.in_(candidates), JobEvent.type == "redispatched").group_by(JobEvent.job_id)).all())
@@ -81,7 +75,7 @@ def sweep(settings: Settings, dispatcher: RecoverableDispatcher, queued_grace_se
         with sessions() as session:
             add_event(session, job_id, "redispatched", {"reason": reason})
             session.commit()
-        dispatcher.dispatch(job_id)
+        dispatcher.dispatch(job_id, jobs[job_id].queue)
         redispatched.append(job_id)
     if failed or redispatched:
         log.info("recovery: failed %s, re-dispatched %s", failed, redispatched)

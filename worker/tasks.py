@@ -25,14 +25,14 @@ import torch._inductor.config
 from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_shutting_down
 
-from app.db import make_engine
-from app.db_outage import is_unavailable
-from app.settings import get_settings
-from app.temp_files import PeriodicSweep
+from app.core.db import make_engine
+from app.core.db_outage import is_unavailable
+from app.core.dispatchers import message_consumed, message_retried
+from app.core.fair_share import DEFERRED
+from app.core.settings import get_settings
+from app.core.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.context import worker_context
-from worker.dispatchers import message_consumed, message_retried
-from worker.fair_share import DEFERRED
 from worker.jobs import run_job
 from worker.webhooks import deliverer
 

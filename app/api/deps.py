@@ -22,12 +22,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import KeyCache, authenticate
-from app.db_outage import is_dropped_connection
-from app.dispatch import Dispatcher
-from app.problems import ProblemError
-from app.settings import Settings
-from app.storage import ArtifactStore
+from app.api.problems import ProblemError
+from app.core.auth import KeyCache, authenticate
+from app.core.db_outage import is_dropped_connection
+from app.core.dispatch import Dispatcher
+from app.core.settings import Settings
+from app.core.storage import ArtifactStore
 
 log = logging.getLogger("app.api.deps")
 _COMMITTED = "trajx.committed"  # a `Session.info` key: the session attempted a commit

@@ -21,11 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import StreamingResponse
 
-from app import jobs
 from app.api.deps import Database
-from app.models import TERMINAL_JOB_STATUSES, Job, JobEvent
-from app.problems import ProblemError
-from app.schemas import EventPublic
+from app.api.problems import ProblemError
+from app.api.schemas import EventPublic
+from app.core import jobs
+from app.core.models import TERMINAL_JOB_STATUSES, Job, JobEvent
 
 EVENT_STREAM = "text/event-stream"
 POLL_SECONDS = 0.5

@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.problems import PROBLEM_MEDIA_TYPE, Problem
+from app.api.problems import PROBLEM_MEDIA_TYPE, Problem
 
 _DESCRIPTIONS = {
     400: "malformed request", 401: "missing, unknown or revoked API key",

@@ -5,11 +5,11 @@ import hashlib
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
-from app.db import session_scope
+from app.core.db import session_scope
+from app.core.models import Tenant
 from app.main import create_app
-from app.models import Tenant
-from tests.api.factories import data_shard, mlp_checkpoint
-from tests.api.helpers import stored_files, upload
+from tests.support.files import data_shard, mlp_checkpoint
+from tests.support.http import stored_files, upload
 
 
 def test_raw_upload_returns_tensor_table_and_round_trips_with_range(api, tenant, store):

@@ -11,13 +11,13 @@ from collections import Counter
 import httpx
 import pytest
 
-from app.db import make_engine, make_session_factory
+from app.core.db import make_engine, make_session_factory
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
-from tests.api.live_server import serve
 from tests.conftest import make_tenant
-from tests.db_faults import database_down, scratch_postgres, terminate_connections
-from tests.worker.factories import make_job
+from tests.support.db_faults import database_down, scratch_postgres, terminate_connections
+from tests.support.live_server import serve
+from tests.support.rows import make_job
 
 pytestmark = [pytest.mark.postgres]
 

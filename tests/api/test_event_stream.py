@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import update
 
 from app.api import event_stream
-from app.models import Job, JobEvent, utcnow
-from tests.api.helpers import transfer_spec
-from tests.api.live_server import serve
+from app.core.models import Job, JobEvent, utcnow
 from tests.conftest import make_tenant
+from tests.support.http import transfer_spec
+from tests.support.live_server import serve
 from trajx.client import Client
 from trajx.client.sse import parse_sse
 

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from app.models import Artifact, Job, JobEvent, utcnow
-from tests.api.factories import mlp_checkpoint, raw_safetensors, safetensors_bytes
-from tests.api.helpers import MLP_CONFIG, transfer_spec, upload, uploaded_id
+from app.core.models import Artifact, Job, JobEvent, utcnow
+from tests.support.files import mlp_checkpoint, raw_safetensors, safetensors_bytes
+from tests.support.http import MLP_CONFIG, transfer_spec, upload, uploaded_id
 
 W = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
 

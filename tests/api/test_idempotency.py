@@ -3,9 +3,9 @@
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import stored_files, transfer_spec, upload
 from tests.conftest import make_tenant
+from tests.support.files import mlp_checkpoint
+from tests.support.http import stored_files, transfer_spec, upload
 
 
 def test_job_retry_reattaches_and_different_body_is_refused(api, tenant):

@@ -6,17 +6,19 @@ import pytest
 from sqlalchemy import update
 
 from app.api.routes.jobs import MAX_JOB_BODY_BYTES
-from app.models import Job, JobEvent, utcnow
-from tests.api.factories import mlp_checkpoint, safetensors_bytes
-from tests.api.helpers import transfer_spec, uploaded_id
+from app.core.models import Job, JobEvent, utcnow
+from tests.support.files import mlp_checkpoint, safetensors_bytes
+from tests.support.http import transfer_spec, uploaded_id
 
 
 class RecordingDispatcher:
     def __init__(self) -> None:
         self.dispatched: list[str] = []
+        self.queues: list[str] = []
 
-    def dispatch(self, job_id: str) -> None:
+    def dispatch(self, job_id: str, queue: str) -> None:
         self.dispatched.append(job_id)
+        self.queues.append(queue)
 
 
 @pytest.fixture
@@ -40,8 +42,10 @@ def test_create_queues_dispatches_and_reads_back(api, tenant, dispatcher):
         ("queued", "transfer", 0, None, None)
     assert job["spec"]["source"] == spec["source"] and job["spec"]["params"]["steps"] == 4
     assert job["spec"]["params"]["schedule"] == "cosine"  # defaults are filled in and stored
-    assert dispatcher.dispatched == [job["id"]]
+    assert dispatcher.dispatched == [job["id"]] and dispatcher.queues == [job["queue"]] == ["gpu"]
     assert api.get(f"/v1/jobs/{job['id']}", headers=tenant.headers).json() == job
+    pinned = create(api, tenant, {**spec, "params": {"device": "cpu"}}).json()
+    assert pinned["queue"] == "cpu" and dispatcher.queues[-1] == "cpu"  # chosen once, at creation
     events = api.get(f"/v1/jobs/{job['id']}/events", headers=tenant.headers).json()
     assert [e["type"] for e in events["data"]] == ["created"] and events["next_cursor"] is None
 
@@ -152,7 +156,7 @@ def test_webhook_gets_a_secret_and_default_events(api, tenant, dispatcher):
 
 def test_dispatch_failure_leaves_the_job_queued(api, api_app, tenant):
     class Broken:
-        def dispatch(self, job_id: str) -> None:
+        def dispatch(self, job_id: str, queue: str) -> None:
             raise ConnectionError("broker down")
 
     object.__setattr__(api_app.state.services, "dispatcher", Broken())
@@ -177,12 +181,20 @@ def test_worker_written_fields_show_in_the_job_resource(api, tenant, dispatcher,
         session.execute(update(Job).where(Job.id == job_id).values(
             status="failed", attempts=2, progress_step=3, progress_total=4, error_code="non_finite_loss",
             error_message="loss became NaN at step 3", summary={"seconds": 1.5},
-            result={"targets": [{"last": "art_1", "best": "art_2"}], "report": "art_3"}))
+            result={"files": [_entry("best", 0, "art_2"), _entry("report", None, "art_3")]}))
         session.commit()
     job = api.get(f"/v1/jobs/{job_id}", headers=tenant.headers).json()
     assert (job["status"], job["attempts"], job["progress"]) == ("failed", 2, {"step": 3, "total": 4})
     assert job["error"] == {"code": "non_finite_loss", "message": "loss became NaN at step 3"}
-    assert job["result"]["targets"][0]["best"] == "art_2" and job["summary"] == {"seconds": 1.5}
+    assert job["result"]["files"] == [_entry("best", 0, "art_2"), _entry("report", None, "art_3")]
+    # the grouped views older readers use, built from the same entries
+    assert (job["result"]["targets"], job["result"]["report"]) == ([{"best": "art_2"}], "art_3")
+    assert job["summary"] == {"seconds": 1.5}
+
+
+def _entry(role: str, target: int | None, artifact: str) -> dict:
+    return {"role": role, "target": target, "path": f"{role}.bin", "sha256": "0" * 64, "size": 1,
+            "metadata": {}, "artifact": artifact}
 
 
 def test_events_page_in_order_with_a_cursor(api, tenant, dispatcher, session_factory):

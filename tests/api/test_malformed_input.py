@@ -8,8 +8,8 @@ import pytest
 from fastapi import Request
 from sqlalchemy import text
 
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import transfer_spec, upload
+from tests.support.files import mlp_checkpoint
+from tests.support.http import transfer_spec, upload
 
 MALFORMED_IDS = ["%00", "a%00b", "art_" + "0" * 31 + "%00", "job_" + "0" * 31 + "%00", "art_" + "A" * 32]
 ID_ROUTES = [("GET", "/v1/jobs/{}", "job_not_found"), ("GET", "/v1/jobs/{}/events", "job_not_found"),
@@ -93,4 +93,4 @@ def test_a_database_data_error_is_a_422_problem_and_logged(api, database_error_r
     response = api.get(database_error_route)
     assert response.status_code == 422 and response.json()["code"] == "invalid_value"
     assert response.headers["content-type"] == "application/problem+json"
-    assert any(r.name == "app.problems" and "DataError" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "app.api.problems" and "DataError" in r.getMessage() for r in caplog.records)

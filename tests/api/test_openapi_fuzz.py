@@ -23,8 +23,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.api.factories import raw_safetensors
-from tests.api.helpers import transfer_spec, upload
+from tests.support.files import raw_safetensors
+from tests.support.http import transfer_spec, upload
 
 EXAMPLES_PER_OPERATION = 15
 

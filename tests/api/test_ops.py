@@ -5,9 +5,9 @@ import logging
 import subprocess
 import sys
 
-from app.observability import JsonFormatter
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import upload
+from app.core.logs import JsonFormatter
+from tests.support.files import mlp_checkpoint
+from tests.support.http import upload
 
 
 def test_health_and_readiness(api):
@@ -39,7 +39,7 @@ def test_metrics_without_a_database_serve_the_request_metrics(settings, caplog):
     assert response.status_code == 200
     assert 'trajx_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in response.text
     assert "trajx_jobs" not in response.text and "trajx_artifact_bytes_stored" not in response.text
-    assert any(r.name == "app.observability" and "database" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "app.api.observability" and "database" in r.getMessage() for r in caplog.records)
 
 
 def test_metrics_count_requests_jobs_and_bytes(api, tenant):
@@ -89,9 +89,9 @@ def test_unknown_route_and_method_are_problems(api):
 def test_api_process_never_imports_torch(tmp_path):
     code = (
         "import sys\n"
-        "import app.admin, app.artifacts, app.migrate\n"
+        "import app.core.admin, app.core.artifacts, app.core.migrate\n"
         "from app.main import create_app\n"
-        "from app.settings import Settings\n"
+        "from app.core.settings import Settings\n"
         f"create_app(Settings(dispatcher='celery', database_url='sqlite:///{tmp_path}/x.db',"
         f" storage_dir='{tmp_path}/store'))\n"
         "print('torch' in sys.modules, 'safetensors' in sys.modules, 'numpy' in sys.modules)\n"

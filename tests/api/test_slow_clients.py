@@ -10,8 +10,8 @@ import time
 import pytest
 import uvicorn
 
+from app.api.slow_clients import header_timeout_protocol
 from app.main import create_app
-from app.slow_clients import header_timeout_protocol
 
 LIMIT = 0.5
 

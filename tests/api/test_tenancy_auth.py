@@ -2,11 +2,11 @@
 
 from sqlalchemy import select, update
 
-from app.auth import hash_key
-from app.models import ApiKey, utcnow
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import transfer_spec, uploaded_id
+from app.core.auth import hash_key
+from app.core.models import ApiKey, utcnow
 from tests.conftest import make_tenant
+from tests.support.files import mlp_checkpoint
+from tests.support.http import transfer_spec, uploaded_id
 
 
 def test_missing_malformed_and_unknown_keys_are_401_problems(api):
@@ -55,7 +55,7 @@ def test_other_tenants_artifacts_and_jobs_are_invisible(api, tenant, session_fac
 
 
 def test_key_cache_serves_hits_until_expiry(monkeypatch):
-    from app import auth
+    from app.core import auth
 
     now = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])

@@ -5,9 +5,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import transfer_spec, upload
 from tests.conftest import make_tenant
+from tests.support.files import mlp_checkpoint
+from tests.support.http import transfer_spec, upload
 
 
 @pytest.fixture

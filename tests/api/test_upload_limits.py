@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.api.factories import mlp_checkpoint
-from tests.api.helpers import stored_files, upload
-from tests.api.live_server import serve
+from tests.support.files import mlp_checkpoint
+from tests.support.http import stored_files, upload
+from tests.support.live_server import serve
 
 
 @pytest.fixture

@@ -54,6 +54,34 @@ def test_submit_converts_a_pt_target_and_uploads_it(cli, inputs_dir, tmp_path):
     assert doc["job"]["spec"]["targets"][0]["checkpoint"] == doc["uploaded"]["targets[0].checkpoint"]
 
 
+def test_submit_maps_a_training_checkpoint_and_says_how(cli, inputs_dir, tmp_path):
+    # A DDP run's checkpoint: the state dict under "model", every name prefixed "module.".
+    state = load_file(inputs_dir / "theta0.safetensors")
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "ddp.pt")
+    spec = write_spec(tmp_path, inputs_dir, targets=[{"checkpoint": "ddp.pt"}])
+
+    result = cli("submit", str(spec), "--wait", "--json")
+
+    assert result.code == 0, result.stderr
+    assert "ddp.pt: took the state dict under 'model'" in result.stderr
+    assert "stripped 'module.'" in result.stderr
+    assert result.json()["job"]["status"] == "succeeded"
+
+
+def test_a_wrongly_prefixed_checkpoint_fails_naming_the_prefix_to_strip(cli, inputs_dir, tmp_path):
+    state = load_file(inputs_dir / "theta0.safetensors")
+    save_file({f"net.{k}": v for k, v in state.items()}, tmp_path / "net.safetensors")
+    spec = write_spec(tmp_path, inputs_dir, targets=[{"checkpoint": "net.safetensors"}])
+
+    refused = cli("submit", str(spec), "--wait", "--json")  # the API compares it with source[0]
+    assert refused.code == 2
+    error = refused.json()["error"]
+    assert error["code"] == "checkpoint_mismatch" and "--strip-prefix net." in error["detail"]
+
+    fixed = cli("submit", str(spec), "--wait", "--json", "--strip-prefix", "net.")
+    assert fixed.code == 0, fixed.stderr
+
+
 def test_invalid_spec_is_refused_locally_with_exit_2(cli, inputs_dir, tmp_path):
     spec = write_spec(tmp_path, inputs_dir, mehtod="fgmt")  # a typo'd field
 

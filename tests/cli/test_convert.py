@@ -26,9 +26,9 @@ def test_plain_state_dict_is_converted(tmp_path):
     state["fc.weight_t"] = state["fc.weight"].t()
     torch.save(state, tmp_path / "model.pt")
 
-    out = convert_state_dict(tmp_path / "model.pt", tmp_path / "conv")
+    out, notes = convert_state_dict(tmp_path / "model.pt", tmp_path / "conv")
 
-    assert out == tmp_path / "conv" / "model.safetensors"
+    assert out == tmp_path / "conv" / "model.safetensors" and notes == []
     loaded = load_file(out)
     assert set(loaded) == set(state)
     assert all(torch.equal(loaded[k], state[k]) for k in state)

@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from trajx.cli.remote.readable import accuracy_table, describe_event, jobs_table, sparkline
-from trajx.cli.remote.watch import bar_fields
 from trajx.client.models import Event, Job
+from trajx.console.readable import accuracy_table, describe_event, jobs_table, sparkline
+from trajx.console.watch import bar_fields
 
 JOB_ID = "job_01a23be7e97099cb2af77dfed6f5f38c"
 

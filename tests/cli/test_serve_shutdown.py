@@ -5,7 +5,7 @@ import time
 
 import httpx
 
-from tests.api.factories import data_shard, mlp_checkpoint
+from tests.support.files import data_shard, mlp_checkpoint
 from trajx.client.sse import parse_sse
 from trajx.demo.server import EmbeddedServer
 

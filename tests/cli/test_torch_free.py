@@ -6,6 +6,7 @@ Each check runs in a fresh interpreter, so nothing imported by other tests count
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from trajx.demo.server import free_port
 
@@ -22,7 +23,8 @@ sys.meta_path.insert(0, _NotInstalled())
 _USE_CLIENT = """
 import httpx, trajx
 job = {"id": "job_1", "status": "succeeded", "created_at": "2025-01-02T03:04:05Z", "new_field": 1,
-       "progress": {"step": 3, "total": 3}, "result": {"targets": [{"last": "art_1"}]}}
+       "progress": {"step": 3, "total": 3}, "result": {"files": [{"role": "last", "target": 0,
+       "path": "target-0/last.safetensors", "sha256": "0" * 64, "size": 1, "metadata": {}, "artifact": "art_1"}]}}
 client = trajx.Client("http://trajx.test", "k", transport=httpx.MockTransport(
     lambda request: httpx.Response(200, json=job)))
 got = client.wait("job_1", timeout=5)
@@ -73,4 +75,37 @@ def test_pt_upload_without_torch_is_a_usage_error_naming_the_extra(tmp_path):
     error = json.loads(done.stdout)["error"]
     assert error["code"] == "invalid_local_input"
     assert "model.pt" in error["detail"] and "pip install 'trajx[convert]'" in error["detail"]
+    assert "Traceback" not in done.stderr
+
+
+def _trajx(blocked: set[str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    code = _BLOCK.format(blocked=blocked) + "from trajx.cli import main; sys.argv[0] = 'trajx'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
+                          timeout=120, cwd=cwd)
+
+
+def test_server_commands_are_offered_only_with_the_server_extras():
+    full = _trajx(set(), "--help")
+    client_only = _trajx({"fastapi", "sqlalchemy", "uvicorn", "alembic", "torch"}, "--help")
+
+    assert full.returncode == 0 and client_only.returncode == 0, client_only.stderr
+    assert {"serve", "admin", "submit", "run"} <= _commands(full.stdout)
+    assert {"submit", "run", "demo"} <= _commands(client_only.stdout)
+    assert not {"serve", "admin"} & _commands(client_only.stdout)
+
+
+def _commands(help_text: str) -> set[str]:
+    """The command names in the rows of `--help`'s boxes (`│ name   description │`)."""
+    return {line.split()[1] for line in help_text.splitlines()
+            if line.startswith("│ ") and len(line.split()) > 2 and not line.startswith("│  ")}
+
+
+def test_local_run_without_the_engine_names_the_extra(tmp_path):
+    spec = {"arch": {"name": "mlp", "config": {"in_features": 4, "hidden": [4], "num_classes": 2}}, "source": ["a.safetensors", "b.safetensors"], "targets": [{"seed": 1}],
+            "train_data": "d.safetensors"}
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+
+    done = _trajx({"torch"}, "run", "job.json", "--out", "out", cwd=tmp_path)
+
+    assert done.returncode == 2 and "pip install 'trajx[engine]'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

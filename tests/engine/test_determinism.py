@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.engine.digits_setup import MLP, mlp_setup
+from tests.support.engine_setups import MLP, mlp_setup
 from trajx.engine.transfer import STEP_TIMING_KEYS
 
 

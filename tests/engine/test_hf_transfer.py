@@ -11,8 +11,9 @@ from tests.engine.hf_configs import FAMILIES, LLAMA
 from trajx.engine.tasks import IGNORE
 from trajx.engine.trace import derive_spec
 from trajx.engine.zoo import build_model, checkpoint_names, example_input, init_state_dict
+from trajx.executors.registry import RunContext
+from trajx.executors.transfer import run_transfer
 from trajx.io import load_tensors, save_tensors
-from trajx.runner import execute
 from trajx.spec import parse_job_spec
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,8 @@ def test_fgmt_runs_on_each_family_from_save_pretrained_checkpoints(family, tmp_p
         "eval_data": str(tmp_path / "eval.safetensors"),
         "params": {"steps": 2, "batch_size": 8, "device": "cpu"},
     })
-    summary = execute(spec, lambda ref: tmp_path / ref, tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    summary = run_transfer(spec, lambda ref: tmp_path / ref, tmp_path / "out", RunContext()).summary
     target = summary["targets"][0]
     assert 0.0 <= target["last_accuracy"] <= 1.0 and target["last_loss"] > 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())

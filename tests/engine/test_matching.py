@@ -7,6 +7,7 @@ import torch
 from trajx.engine.matching import GradientStack, PairBank, match
 from trajx.engine.permspec import apply_permutation, invert, spec_from_param_groups
 from trajx.engine.solvers import SOLVERS, FastestSolver, break_ties, get_solver
+from trajx.executors.solver_choice import solver_for
 
 MLP_GROUPS = {
     "l1.weight": ("h1", None), "l1.bias": ("h1",),
@@ -35,7 +36,7 @@ def planted():
 def test_match_recovers_a_planted_permutation_exactly(planted, solver):
     spec, perm, source, target = planted
     bank = PairBank.from_pairs([(target, source)], source)
-    result = match(spec, bank, generator=torch.Generator().manual_seed(1), solver=solver)
+    result = match(spec, bank, generator=torch.Generator().manual_seed(1), solver=solver_for(solver))
     for group, expected in perm.items():
         assert torch.equal(result.perm[group], expected), group
     assert result.objectives[-1] == pytest.approx(sum(float((t * t).sum()) for t in source.values()))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.main_matching import MainCosts, main_match
-from tests.engine.digits_setup import CNN, MLP, _setup
+from tests.support.engine_setups import CNN, MLP, _setup
 from trajx.engine import transfer as transfer_module
 from trajx.engine.group_costs import GroupCosts
 from trajx.engine.matching import PairBank

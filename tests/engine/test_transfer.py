@@ -7,14 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.digits_setup import cnn_setup, mlp_setup
+from tests.support.engine_setups import cnn_setup, mlp_setup
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.methods import FGMT, GMT, Naive, Oracle
+from trajx.engine.options import TransferOptions
 from trajx.engine.permspec import apply_permutation
 from trajx.engine.schedule import plan_trajectory, schedule
 from trajx.engine.transfer import STEP_TIMING_KEYS, transfer
 from trajx.errors import Cancelled, NonFiniteLoss
-from trajx.spec import TransferParams
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +28,15 @@ def cnn():
     return cnn_setup()
 
 
+METHODS = {"fgmt": FGMT, "gmt": GMT, "naive": Naive}
+
+
 def run(setup, method="fgmt", targets=(1,), steps=8, **kwargs):
-    params = TransferParams(**{"steps": steps, "batch_size": 128, "device": "cpu",
-                               **kwargs.pop("params", {})})
+    options = TransferOptions(**{"steps": steps, "batch_size": 128, "device": "cpu",
+                                 **kwargs.pop("params", {})})
     inits = [setup.init(seed) for seed in targets]
-    return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, params,
-                    method=method, eval_data=kwargs.pop("eval_data", setup.test), **kwargs)
+    return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, options,
+                    method=METHODS[method](), eval_data=kwargs.pop("eval_data", setup.test), **kwargs)
 
 
 def without_timings(steps):
@@ -87,8 +91,7 @@ def test_oracle_recovers_the_permutation_of_a_permuted_twin(mlp):
     twin_init = apply_permutation(mlp.spec, perm, mlp.source[0])
     twin_trained = apply_permutation(mlp.spec, perm, mlp.source[-1])
     result = transfer(mlp.model(), mlp.spec, mlp.source, [twin_init], mlp.train,
-                      TransferParams(steps=3, device="cpu"), method="oracle",
-                      trained_targets=[twin_trained]).targets[0]
+                      TransferOptions(steps=3, device="cpu"), method=Oracle([twin_trained])).targets[0]
     # Units that never moved (dead ReLUs) may be matched in any order: compare the states.
     assert all(torch.allclose(result.last[n], twin_trained[n], atol=1e-6) for n in twin_trained)
     group = mlp.spec.param_groups["blocks.0.fc.bias"][0]
@@ -100,7 +103,7 @@ def test_fgmt_recovers_a_permuted_twin_end_to_end(mlp):
     planted = mlp.spec.random(torch.Generator().manual_seed(11))
     twin = apply_permutation(mlp.spec, planted, mlp.source[0])
     result = transfer(mlp.model(), mlp.spec, mlp.source, [twin], mlp.train,
-                      TransferParams(steps=4, batch_size=128, device="cpu")).targets[0]
+                      TransferOptions(steps=4, batch_size=128, device="cpu")).targets[0]
     # The twin's transferred model is the source's endpoint permuted: same outputs.
     transferred, endpoint = mlp.model().eval(), mlp.model().eval()
     transferred.load_state_dict(result.last)
@@ -158,7 +161,7 @@ def test_without_eval_data_best_is_last_and_trajectory_is_kept(mlp):
 def test_float_targets_use_mean_squared_error(mlp):
     inputs = mlp.train.inputs
     regression = Dataset(inputs, torch.nn.functional.one_hot(mlp.train.targets, 10).float())
-    params = TransferParams(steps=2, device="cpu")
+    params = TransferOptions(steps=2, device="cpu")
     target = transfer(mlp.model(), mlp.spec, mlp.source, [mlp.init(1)],
                       regression, params, eval_data=regression).targets[0]
     assert set(target.steps[-1]) >= {"loss"} and "accuracy" not in target.steps[-1]
@@ -169,7 +172,7 @@ def test_float_targets_use_mean_squared_error(mlp):
 def test_batch_norm_statistics_are_reestimated_not_transferred(cnn):
     target = run(cnn, "fgmt", steps=3).targets[0]
     for layer in ("features.0.bn", "features.1.bn"):
-        assert target.last[f"{layer}.num_batches_tracked"] == TransferParams().bn_batches
+        assert target.last[f"{layer}.num_batches_tracked"] == TransferOptions().bn_batches
         assert not torch.allclose(target.last[f"{layer}.running_mean"],
                                   cnn.source[-1][f"{layer}.running_mean"])
 
@@ -214,7 +217,7 @@ def test_each_gradient_runs_with_its_own_model_buffers(mlp):
 
     def first_target(model, targets):
         return transfer(model, spec, source, targets, mlp.train,
-                        TransferParams(steps=3, batch_size=128, device="cpu")).targets[0]
+                        TransferOptions(steps=3, batch_size=128, device="cpu")).targets[0]
 
     alone = first_target(_Tempered(), [first])
     # Neither the working model's own buffers nor another target's may leak into a gradient.
@@ -258,21 +261,20 @@ def test_non_finite_loss_is_reported(mlp):
     broken["head.weight"][0, 0] = float("nan")
     with pytest.raises(NonFiniteLoss, match="target 0 step 0"):
         transfer(mlp.model(), mlp.spec, mlp.source, [broken], mlp.train,
-                 TransferParams(steps=2, device="cpu"))
+                 TransferOptions(steps=2, device="cpu"))
 
 
-def test_bad_method_and_oracle_without_trained_targets_are_refused(mlp):
-    with pytest.raises(ValueError, match="'sgd'"):
-        run(mlp, "sgd")
+def test_oracle_without_a_trained_state_per_target_is_refused(mlp):
     with pytest.raises(ValueError, match="trained"):
-        run(mlp, "oracle")
+        transfer(mlp.model(), mlp.spec, mlp.source, [mlp.init(1), mlp.init(2)], mlp.train,
+                 TransferOptions(steps=2, device="cpu"), method=Oracle([mlp.source[-1]]))
 
 
 def test_a_multi_checkpoint_trajectory_is_walked_segment_by_segment(mlp):
     middle = {n: (a + b) / 2 + 0.01 for (n, a), b in zip(mlp.source[0].items(), mlp.source[-1].values())}
     checkpoints = [mlp.source[0], middle, mlp.source[-1]]
     target = transfer(mlp.model(), mlp.spec, checkpoints, [mlp.source[0]], mlp.train,
-                      TransferParams(steps=2, device="cpu"), method="naive",
+                      TransferOptions(steps=2, device="cpu"), method=Naive(),
                       keep_trajectory=True).targets[0]
     # Naive from the source's own init retraces the source: step j is checkpoint j.
     for step, checkpoint in enumerate(checkpoints):
@@ -294,7 +296,7 @@ def test_residual_networks_with_batch_norm_transfer(mlp):
     spec = derive_spec(build_model(*arch), example_input(*arch))
     source = [init_state_dict(*arch, 0), init_state_dict(*arch, 2)]
     result = transfer(build_model(*arch), spec, source, [init_state_dict(*arch, 1)], train_data,
-                      TransferParams(steps=2, batch_size=64, device="cpu"))
+                      TransferOptions(steps=2, batch_size=64, device="cpu"))
     last = result.targets[0].last
     assert set(last) == set(source[0]) and all(torch.isfinite(t.float()).all() for t in last.values())
     assert result.timings.matching_solves == 2

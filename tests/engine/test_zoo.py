@@ -1,5 +1,6 @@
 """The model zoo: configs, parameter naming, seeded init and plug-in architectures."""
 
+import subprocess
 import sys
 import textwrap
 from importlib.metadata import EntryPoint
@@ -212,3 +213,47 @@ def test_installed_distribution_plugs_in_through_metadata(clean_registry, tmp_pa
     assert "acme" in list_architectures()
     state = init_state_dict("acme", {"hidden": 4}, seed=0)
     assert tuple(state["fc.weight"].shape) == (4, 3)
+
+
+PLUGIN_MODULE = '''
+import torch
+from torch import nn
+from trajx.engine.zoo import ArchConfig, ArchitectureEntry
+
+class Config(ArchConfig):
+    width: int = 3
+
+ENTRY = ArchitectureEntry(builder=lambda c: nn.Linear(4, c.width), config_model=Config,
+                          example_input=lambda c, batch: torch.zeros(batch, 4))
+'''
+
+PROBE = '''
+import site, sys
+site.addsitedir(sys.argv[1])  # a site-packages directory, as the worker's own
+from trajx.engine.zoo import build_model, list_architectures
+print("before", "late_plugin" in list_architectures(), flush=True)
+input()  # the test installs the plug-in now
+print("after", type(build_model("late_plugin", {"width": 5})).__name__, flush=True)
+'''
+
+
+def test_a_plugin_installed_after_start_is_found_without_a_restart(tmp_path):
+    # An editable-style install: the code lives elsewhere, reachable through a .pth file,
+    # which Python otherwise processes only at start-up.
+    sitedir, src = tmp_path / "site-packages", tmp_path / "src"
+    sitedir.mkdir()
+    (src / "lateplug").mkdir(parents=True)
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(sitedir)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert probe.stdout.readline().split() == ["before", "False"]
+
+    (src / "lateplug" / "__init__.py").write_text(PLUGIN_MODULE)
+    (sitedir / "lateplug.pth").write_text(f"{src}\n")
+    dist = sitedir / "lateplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lateplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[trajx.architectures]\nlate_plugin = lateplug:ENTRY\n")
+    out, _ = probe.communicate("\n", timeout=120)
+
+    assert probe.returncode == 0
+    assert out.split() == ["after", "Linear"]

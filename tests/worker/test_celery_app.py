@@ -1,7 +1,7 @@
 """Pin the Celery configuration and the registered task names: a change shows in review."""
 
-from app.settings import Settings
-from worker.celery_app import celery_config
+from app.core.celery_config import celery_config
+from app.core.settings import Settings
 
 
 def test_celery_config_is_json_only_late_ack_and_prefetch_one():

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from app.db import make_engine, make_session_factory
-from app.settings import Settings
+from app.core.db import make_engine, make_session_factory
+from app.core.dispatchers import DISPATCH_MARKER
+from app.core.settings import Settings
 from tests.conftest import make_tenant, service_unavailable
-from tests.db_faults import database_down, scratch_postgres
-from tests.worker.digits import digits_spec, write_digits_source
-from tests.worker.services import Service, api_server, celery_worker, recovery_loop
+from tests.support.db_faults import database_down, scratch_postgres
+from tests.support.digits import digits_spec, write_digits_source
+from tests.support.services import Service, api_server, celery_worker, recovery_loop
 from trajx.client import Client
 from worker.celery_app import RUN_JOB_TASK, create_celery
-from worker.dispatchers import DISPATCH_MARKER
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 

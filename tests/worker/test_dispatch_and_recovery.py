@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 import redis
 
-from app.models import utcnow
+from app.core.celery_config import RUN_JOB_TASK
+from app.core.dispatchers import DISPATCH_MARKER, CeleryDispatcher, message_retried
+from app.core.models import utcnow
 from tests.conftest import service_unavailable
-from tests.worker.factories import event_types, load_job, make_job
-from worker.celery_app import RUN_JOB_TASK
-from worker.dispatchers import DISPATCH_MARKER, CeleryDispatcher, message_retried
+from tests.support.rows import event_types, load_job, make_job
 from worker.recovery import sweep
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -52,10 +52,10 @@ def _queued_job_ids(broker: redis.Redis, queue: str) -> list[str]:
 
 def test_celery_dispatch_sends_only_the_job_id_to_its_queue(celery_settings, tenant_id, broker):
     gpu_job = make_job(celery_settings, tenant_id)
-    cpu_job = make_job(celery_settings, tenant_id, spec=CPU_SPEC)
+    cpu_job = make_job(celery_settings, tenant_id, spec=CPU_SPEC, queue="cpu")
     dispatcher = CeleryDispatcher(celery_settings)
-    dispatcher.dispatch(gpu_job)
-    dispatcher.dispatch(cpu_job)
+    for job_id in (gpu_job, cpu_job):
+        dispatcher.dispatch(job_id, load_job(celery_settings, job_id).queue)
     assert _queued_job_ids(broker, "gpu") == [gpu_job]
     assert _queued_job_ids(broker, "cpu") == [cpu_job]
     assert dispatcher.marked_at(gpu_job) is not None and broker.ttl(DISPATCH_MARKER.format(job_id=gpu_job)) > 3600
@@ -64,7 +64,7 @@ def test_celery_dispatch_sends_only_the_job_id_to_its_queue(celery_settings, ten
 def test_dispatch_with_the_broker_down_leaves_the_job_to_recovery(celery_settings, tenant_id):
     down = celery_settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     job_id = make_job(down, tenant_id)
-    CeleryDispatcher(down).dispatch(job_id)  # logs, does not raise
+    CeleryDispatcher(down).dispatch(job_id, "gpu")  # logs, does not raise
     assert load_job(down, job_id).status == "queued"
 
 
@@ -74,7 +74,7 @@ def test_sweep_resends_lost_and_stale_jobs_and_fails_exhausted_ones(celery_setti
     stale = utcnow() - timedelta(seconds=settings.stale_seconds + 5)
     lost = make_job(settings, tenant_id, age_seconds=60)  # its message vanished with a Redis restart
     in_broker = make_job(settings, tenant_id, age_seconds=60)
-    dispatcher.dispatch(in_broker)
+    dispatcher.dispatch(in_broker, "gpu")
     young = make_job(settings, tenant_id)
     dead_worker = make_job(settings, tenant_id, status="running", attempts=1, heartbeat_at=stale)
     exhausted = make_job(settings, tenant_id, status="running", attempts=settings.max_attempts,
@@ -96,8 +96,9 @@ def test_the_api_process_never_imports_torch_with_either_dispatcher(sqlite_url, 
     script = f"""
 import sys
 from app.main import create_app
-from app.settings import Settings
-from worker import claim, dispatchers, recovery, webhooks
+from app.core.settings import Settings
+from app.core import claim, dispatchers
+from worker import recovery, webhooks
 for name in ("celery", "embedded"):
     create_app(Settings(database_url={sqlite_url!r}, data_dir={str(tmp_path)!r}, dispatcher=name,
                         storage_dir={str(tmp_path / 'artifacts')!r}))
@@ -117,7 +118,7 @@ def test_sweep_resends_a_queued_job_whose_marker_outlived_its_message(celery_set
     stranded = make_job(celery_settings, tenant_id, age_seconds=60)
     broker.set(DISPATCH_MARKER.format(job_id=stranded), "1", ex=90_000)  # as old code set it, before sending
     waiting = make_job(celery_settings, tenant_id, age_seconds=20)
-    dispatcher.dispatch(waiting)  # a message in a busy queue, within the bound
+    dispatcher.dispatch(waiting, "gpu")  # a message in a busy queue, within the bound
     deferred = make_job(celery_settings, tenant_id, age_seconds=600)
     message_retried(celery_settings, deferred)  # its message keeps coming back (a retry)
 
@@ -139,7 +140,7 @@ def test_dispatch_sends_before_it_marks(celery_settings, tenant_id, broker, monk
         raise OSError("connection refused")
 
     monkeypatch.setattr(dispatcher._celery, "send_task", broker_down)
-    dispatcher.dispatch(job_id)
+    dispatcher.dispatch(job_id, "gpu")
     assert dispatcher.marked_at(job_id) is None
     monkeypatch.undo()
     assert sweep(celery_settings, dispatcher, queued_grace_seconds=10).redispatched == [job_id]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from safetensors.torch import load_file
 
-from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer
 from trajx.demo.source import accuracy
@@ -35,7 +35,7 @@ def test_digits_jobs_on_the_embedded_default(server, digits, tmp_path):
         accuracies = {}
         for method, job in done.items():
             assert job.status == "succeeded", job.error
-            path = client.download(job.result["targets"][0]["last"], tmp_path / f"{method}.safetensors")
+            path = client.download_result(job.result_file("last", 0), tmp_path / method)
             accuracies[method] = accuracy(load_file(path), digits.split)
     assert accuracies["fgmt"] > accuracies["naive"] + 0.1, accuracies  # measured here: 0.78 vs 0.54
 
@@ -53,7 +53,7 @@ def test_restarting_the_server_mid_job_loses_nothing(digits, tmp_path):
         types = [e.type for e in client.events(job.id)]
     assert job.status == "succeeded", job.error
     assert job.attempts == 1
-    assert types.count("claimed") == 2 and "released" in types
+    assert types.count("started") == 2 and "released" in types
 
 
 def _wait_running(client: Client, job_id: str, timeout: float = 60) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.worker.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.settings import Settings
-from tests.worker.factories import load_job, make_job
-from worker.dispatchers import EmbeddedRunner, settings_env
+from app.core.dispatchers import EmbeddedRunner, settings_env
+from app.core.settings import Settings
+from tests.support.rows import load_job, make_job
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -72,7 +72,7 @@ def embedded_worker(settings, tmp_path) -> Iterator[tuple[subprocess.Popen, Path
 
 def test_the_embedded_worker_survives_a_database_outage(settings, tenant_id, embedded_worker):
     child, log_path = embedded_worker
-    before = make_job(settings, tenant_id)  # its inputs do not exist: it fails fast
+    before = make_job(settings, tenant_id)  # a row without inputs: it fails fast
     _wait_until(lambda: _finished(settings, before), 90, "the first job")
     with database_outage(settings):
         _wait_until(lambda: "running jobs failed" in log_path.read_text() or child.poll() is not None, 60,
@@ -80,7 +80,7 @@ def test_the_embedded_worker_survives_a_database_outage(settings, tenant_id, emb
     assert child.poll() is None, log_path.read_text()  # the error was logged, not a crash
     after = make_job(settings, tenant_id)
     _wait_until(lambda: _finished(settings, after), 60, "a job after the outage")
-    assert load_job(settings, after).error_code == "artifact_not_found"
+    assert load_job(settings, after).status == "failed"
     assert child.poll() is None
 
 

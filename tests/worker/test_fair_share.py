@@ -5,12 +5,12 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.models import Job, utcnow
+from app.core.claim import claim_job, claimable_job_ids
+from app.core.fair_share import DEFERRED, fair_order
+from app.core.models import Job, utcnow
 from tests.conftest import make_tenant
-from tests.worker.factories import load_job, make_job
-from worker.claim import claim_job, claimable_job_ids
+from tests.support.rows import load_job, make_job
 from worker.context import worker_context
-from worker.fair_share import DEFERRED, fair_order
 from worker.jobs import run_job
 
 

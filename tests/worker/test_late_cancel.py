@@ -1,16 +1,19 @@
-"""Between the engine's end and the final commit: a late cancel keeps nothing, a vanished
-result blob is restored."""
+"""Between the engine's end and the final commit: a late cancel keeps nothing, and a
+concurrent delete of identical bytes cannot remove a result's blob."""
+
+import threading
 
 import pytest
 from sqlalchemy import select
 
 import worker.jobs
-from app.artifacts import create_artifact_from_file
-from app.jobs import cancel_job
-from app.models import Artifact
-from app.storage import ArtifactStore
-from tests.worker.digits import digits_spec, write_digits_source
-from tests.worker.factories import event_types, load_job, make_job
+from app.core.artifacts import blob_in_use
+from app.core.jobs import cancel_job
+from app.core.models import Artifact
+from app.core.storage import ArtifactStore
+from tests.support.digits import digits_spec, write_digits_source
+from tests.support.jobs import submit_job, upload_files
+from tests.support.rows import event_types, load_job
 from worker.context import worker_context
 from worker.jobs import run_job
 
@@ -24,20 +27,16 @@ def _blobs(store: ArtifactStore) -> set[str]:
     return {p.name for p in store.root.glob("??/??/*") if p.is_file()}
 
 
-def _inputs(settings, tenant_id, digits, store: ArtifactStore) -> dict[str, str]:
-    with worker_context(settings).sessions() as session:
-        inputs = {role: create_artifact_from_file(session, tenant_id, path, path.name, None, store=store).id
-                  for role, path in {"theta0": digits.theta0, "thetaT": digits.theta_t,
-                                     "train": digits.train, "heldout": digits.heldout}.items()}
-        session.commit()
-    return inputs
+def _inputs(settings, tenant_id, digits) -> dict[str, str]:
+    return upload_files(settings, tenant_id, {"theta0": digits.theta0, "thetaT": digits.theta_t,
+                                              "train": digits.train, "heldout": digits.heldout})
 
 
 def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenant_id, digits, monkeypatch):
     store = ArtifactStore(settings.storage_dir)
-    inputs = _inputs(settings, tenant_id, digits, store)
+    inputs = _inputs(settings, tenant_id, digits)
     input_blobs = _blobs(store)
-    job_id = make_job(settings, tenant_id, spec=digits_spec(inputs, steps=2))
+    job_id = submit_job(settings, tenant_id, digits_spec(inputs, steps=2))
     stored = []
 
     def store_result_then_cancel(*args, **kwargs):
@@ -46,12 +45,12 @@ def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenan
         if not stored:
             with worker_context(settings).sessions() as api_session:
                 assert cancel_job(api_session, tenant_id, job_id).status == "cancelling"
-        artifact = real_create(*args, **kwargs)
+        artifact, new_blob = real_record(*args, **kwargs)
         stored.append(artifact.sha256)
-        return artifact
+        return artifact, new_blob
 
-    real_create = worker.jobs.create_artifact_from_file
-    monkeypatch.setattr(worker.jobs, "create_artifact_from_file", store_result_then_cancel)
+    real_record = worker.jobs.record_result
+    monkeypatch.setattr(worker.jobs, "record_result", store_result_then_cancel)
 
     assert run_job(job_id, settings) == "cancelled"
 
@@ -65,27 +64,34 @@ def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenan
     assert types[-1] == "cancelled" and "succeeded" not in types
 
 
-def test_a_result_blob_deleted_before_the_commit_is_restored(settings, tenant_id, digits, monkeypatch):
-    """Another artifact with the same bytes is deleted while the results are uncommitted:
-    the delete sees no live row and unlinks the blob; the finished job puts it back."""
+def test_a_delete_of_identical_bytes_waits_for_the_results_to_commit(settings, tenant_id, digits, monkeypatch):
+    """Another artifact with a result's bytes is deleted while the results are uncommitted:
+    the delete waits on the blob's lock, then sees the job's live row and keeps the blob."""
     store = ArtifactStore(settings.storage_dir)
-    inputs = _inputs(settings, tenant_id, digits, store)
-    job_id = make_job(settings, tenant_id, spec=digits_spec(inputs, steps=2))
-    removed = []
+    inputs = _inputs(settings, tenant_id, digits)
+    job_id = submit_job(settings, tenant_id, digits_spec(inputs, steps=2))
+    deletes: list[threading.Thread] = []
+    deleted = []
 
-    def store_result_then_lose_its_blob(*args, **kwargs):
-        artifact = real_create(*args, **kwargs)
-        if not removed:
-            with store.lock(artifact.sha256):  # what a concurrent delete does
-                store.delete(artifact.sha256)
-            removed.append(artifact.sha256)
-        return artifact
+    def concurrent_delete(sha256: str) -> None:  # what `delete_artifact` does once its row is gone
+        with store.lock(sha256), worker_context(settings).sessions() as session:
+            if not blob_in_use(session, sha256):
+                store.delete(sha256)
+                deleted.append(sha256)
 
-    real_create = worker.jobs.create_artifact_from_file
-    monkeypatch.setattr(worker.jobs, "create_artifact_from_file", store_result_then_lose_its_blob)
+    def store_result_then_delete_its_bytes(*args, **kwargs):
+        artifact, new_blob = real_record(*args, **kwargs)
+        if not deletes:
+            deletes.append(threading.Thread(target=concurrent_delete, args=(artifact.sha256,)))
+            deletes[0].start()
+        return artifact, new_blob
+
+    real_record = worker.jobs.record_result
+    monkeypatch.setattr(worker.jobs, "record_result", store_result_then_delete_its_bytes)
 
     assert run_job(job_id, settings) == "succeeded"
-    assert removed and store.exists(removed[0])
+    deletes[0].join(timeout=60)
+    assert not deletes[0].is_alive() and deleted == []
     with worker_context(settings).sessions() as session:
         results = session.scalars(select(Artifact).where(Artifact.producer_job_id == job_id)).all()
     assert results and all(store.exists(a.sha256) for a in results)

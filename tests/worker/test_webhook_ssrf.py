@@ -7,10 +7,10 @@ import socket
 import pytest
 from fastapi.testclient import TestClient
 
-from app import webhook_guard
+from app.core import webhook_guard
 from app.main import create_app
-from tests.api.helpers import transfer_spec
-from tests.worker.receiver import WebhookReceiver
+from tests.support.http import transfer_spec
+from tests.support.receiver import WebhookReceiver
 from tests.worker.test_webhooks import FAST, SECRET, _attempts, _drain, _enqueue, _webhook_job
 
 STRICT = FAST.__class__(attempts=1, first_delay=0.05, timeout=2.0, allow_private=False)

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
-from app.jobs import cancel_job
-from app.models import JobEvent, WebhookDelivery, utcnow
-from app.outbox import enqueue
-from tests.worker.factories import make_job
-from tests.worker.receiver import WebhookReceiver
-from worker.claim import fail_exhausted
+from app.core.claim import fail_exhausted
+from app.core.jobs import cancel_job
+from app.core.models import JobEvent, WebhookDelivery, utcnow
+from app.core.outbox import enqueue
+from tests.support.receiver import WebhookReceiver
+from tests.support.rows import make_job
 from worker.context import worker_context
 from worker.webhooks import Deliverer, RetryPolicy, deliver_due, signed_request
 

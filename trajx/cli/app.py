@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from trajx import __version__
+from trajx.version import __version__
 
 app = typer.Typer(
     name="trajx",

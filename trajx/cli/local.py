@@ -6,6 +6,8 @@ torch is imported inside the commands so `trajx --help` stays fast and torch-fre
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +19,10 @@ from rich.text import Text
 
 from trajx.cli.app import app
 from trajx.errors import InvalidInput, TrajxError, UnsupportedModel, is_out_of_memory
+from trajx.executors import ResultManifest, RunContext, executor_for
 
 EXIT_FAILURE, EXIT_INVALID = 1, 2
+ENGINE_MODULES = frozenset({"torch", "numpy", "scipy", "safetensors", "sklearn", "lapx"})
 ArchOpt = Annotated[str, typer.Option("--arch", help="Architecture name (see `trajx describe`).")]
 ConfigOpt = Annotated[str, typer.Option("--config", help="Architecture config as a JSON object.")]
 
@@ -32,6 +36,18 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _exit_code(error: TrajxError) -> int:
     return EXIT_INVALID if isinstance(error, InvalidInput | UnsupportedModel) else EXIT_FAILURE
+
+
+@contextmanager
+def _needs_engine() -> Iterator[None]:
+    """Turn the engine extra missing from this install into a usage error that names it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ENGINE_MODULES:
+            raise
+        raise _fail(f"this command runs the engine: pip install 'trajx[engine]' (no module {exc.name!r})",
+                    EXIT_INVALID) from None
 
 
 def _parse_config(text: str) -> dict[str, Any]:
@@ -48,7 +64,8 @@ def _parse_config(text: str) -> dict[str, Any]:
 def run(spec_file: Annotated[Path, typer.Argument(help="Job spec (JSON); file refs are relative to it.")],
         out: Annotated[Path, typer.Option("--out", help="Empty or new directory for the results.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
-    """Run a transfer job locally and write last/best checkpoints, permutations and a report."""
+    """Run a job spec locally (any kind) and write its result files, e.g. a transfer's
+    last/best checkpoints, permutations and a report."""
     from trajx.spec import parse_job_spec
 
     try:
@@ -66,20 +83,21 @@ def run(spec_file: Annotated[Path, typer.Argument(help="Job spec (JSON); file re
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise _fail(f"--out {out} must be an empty or new directory", EXIT_INVALID)
 
-    from trajx.cli.local_progress import TransferProgress
-    from trajx.runner import execute
+    from trajx.cli.local_progress import JobProgress
 
+    with _needs_engine():
+        executor = executor_for(spec.kind)
     resolve = _file_resolver(spec_file.parent.resolve(), spec.artifact_refs())
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with TransferProgress(_stderr, len(spec.targets), spec.params.steps) as progress:
-            summary = execute(spec, resolve, out, on_progress=progress.update)
+        with JobProgress(_stderr, spec.kind) as progress:
+            manifest = executor(spec, resolve, out, RunContext(on_progress=progress.update))
     except TrajxError as exc:
         raise _fail(f"[{exc.code}] {exc.message}", _exit_code(exc)) from None
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps(manifest.summary))
     else:
-        Console().print(_summary_table(summary, out))
+        Console().print(_files_table(manifest, out))
 
 
 def _file_resolver(base: Path, refs: dict[str, str]):
@@ -95,19 +113,30 @@ def _file_resolver(base: Path, refs: dict[str, str]):
     return resolve
 
 
-def _summary_table(summary: dict[str, Any], out: Path) -> Table:
-    table = Table(title=f"{summary['method']} on {summary['device']}, "
-                        f"{summary['seconds']:.1f} s, results in {out}")
-    for column in ("target", "last accuracy", "best accuracy", "best step", "last loss"):
-        table.add_column(column, justify="right")
-    for index, target in enumerate(summary["targets"]):
-        table.add_row(str(index), _number(target["last_accuracy"]), _number(target["best_accuracy"]),
-                      str(target["best_step"]), _number(target["last_loss"]))
+def _files_table(manifest: ResultManifest, out: Path) -> Table:
+    """The result files, titled with the summary's job-wide values; its per-target
+    values (`summary["targets"]`) go on the rows of the files of that target."""
+    summary = manifest.summary
+    per_target = summary.get("targets") if isinstance(summary.get("targets"), list) else []
+    title = ", ".join(f"{k} {_value(v)}" for k, v in summary.items() if not isinstance(v, list | dict))
+    table = Table(title=f"{title}; results in {out}" if title else f"results in {out}")
+    for column in ("target", "role", "file", "size", "summary"):
+        table.add_column(column, overflow="fold")
+    shown: set[int] = set()
+    for file in manifest.files:
+        numbers = ""
+        if file.target is not None and file.target < len(per_target) and file.target not in shown:
+            shown.add(file.target)  # once per target, on its first file
+            numbers = ", ".join(f"{k}={_value(v)}" for k, v in per_target[file.target].items())
+        table.add_row("-" if file.target is None else str(file.target), file.role, file.path,
+                      str(file.size), numbers)
     return table
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _value(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @app.command()
@@ -116,8 +145,9 @@ def init(arch: ArchOpt, config: ConfigOpt,
          out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.safetensors).")]) -> None:
     """Write the architecture's seeded default initialization as a safetensors checkpoint."""
     parsed = _parse_config(config)
-    from trajx.engine.zoo import init_state_dict
-    from trajx.io import save_tensors
+    with _needs_engine():
+        from trajx.engine.zoo import init_state_dict
+        from trajx.io import save_tensors
 
     try:
         state = init_state_dict(arch, parsed, seed)
@@ -132,8 +162,9 @@ def describe(arch: ArchOpt, config: ConfigOpt,
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
     """Parameter names and shapes of an architecture and its permutation groups."""
     parsed = _parse_config(config)
-    from trajx.engine.trace import derive_spec
-    from trajx.engine.zoo import build_model, example_input
+    with _needs_engine():
+        from trajx.engine.trace import derive_spec
+        from trajx.engine.zoo import build_model, example_input
 
     try:
         model = build_model(arch, parsed)
@@ -144,23 +175,32 @@ def describe(arch: ArchOpt, config: ConfigOpt,
         if not is_out_of_memory(exc):
             raise
         raise _fail(f"{arch} with this config does not fit in memory: {exc}", EXIT_FAILURE) from None
+    print_description(describe_model(model, spec, {"arch": arch, "config": parsed}), as_json, title=arch)
+
+
+def describe_model(model: Any, spec: Any, header: dict[str, Any]) -> dict[str, Any]:
+    """Tensors (name, shape, dtype, group per axis) and permutation groups of `model`."""
     groups = spec.to_json()
     parameters = [{"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
                    "groups": groups.get(name, [None] * tensor.ndim)}
                   for name, tensor in model.state_dict().items()]
-    description = {"arch": arch, "config": parsed, "parameters": parameters,
-                   "groups": [{"name": g.name, "size": g.size, "axes": len(g.axes)} for g in spec.groups]}
+    return {**header, "parameters": parameters,
+            "groups": [{"name": g.name, "size": g.size, "axes": len(g.axes)} for g in spec.groups]}
+
+
+def print_description(description: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
         typer.echo(json.dumps(description))
         return
+    parameters = description["parameters"]
     console = Console()
-    params_table = Table(title=f"{arch}: {len(parameters)} tensors")
+    params_table = Table(title=f"{title}: {len(parameters)} tensors")
     for column in ("name", "shape", "dtype", "groups per axis"):
         params_table.add_column(column, overflow="fold")  # names must stay whole to be copied
     for p in parameters:
         params_table.add_row(p["name"], str(p["shape"]), p["dtype"],
                              ", ".join("-" if g is None else g for g in p["groups"]))
-    groups_table = Table(title=f"{len(spec.groups)} permutation groups")
+    groups_table = Table(title=f"{len(description['groups'])} permutation groups")
     for column in ("group", "units", "axes"):
         groups_table.add_column(column, overflow="fold")
     for g in description["groups"]:

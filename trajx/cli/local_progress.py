@@ -1,23 +1,24 @@
-"""A rich progress bar per target for `trajx run`, fed by the runner's progress callback."""
+"""A rich progress bar for `trajx run`, fed by the executor's progress callback."""
 
 from typing import Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from trajx.executors import RunProgress
 
-class TransferProgress:
-    """One bar per target (T steps each), showing the latest eval accuracy when there is one.
 
-    The bars appear with the first step, so input errors are not printed under empty bars.
+class JobProgress:
+    """One bar over the job's units of work (a transfer: targets × steps), showing what
+    finished last (its target and eval accuracy, when the executor reports them).
+
+    The bar appears with the first report, so input errors are not printed under an empty bar.
     """
 
-    def __init__(self, console: Console, targets: int, steps: int) -> None:
-        self._progress = Progress(TextColumn("target {task.fields[target]}"), BarColumn(),
-                                  MofNCompleteColumn(), TextColumn("{task.fields[metric]}"),
-                                  TimeElapsedColumn(), console=console)
-        self._tasks = [self._progress.add_task("transfer", total=steps, target=i, metric="")
-                       for i in range(targets)]
+    def __init__(self, console: Console, kind: str) -> None:
+        self._progress = Progress(TextColumn(kind), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[latest]}"), TimeElapsedColumn(), console=console)
+        self._task = self._progress.add_task(kind, total=None, latest="")
 
     def __enter__(self) -> Self:
         return self
@@ -25,9 +26,16 @@ class TransferProgress:
     def __exit__(self, *exc_info: object) -> None:
         self._progress.stop()
 
-    def update(self, progress) -> None:
-        """Runner callback: `progress` is a trajx.runner.RunProgress."""
-        accuracy = progress.metrics.get("accuracy")
-        metric = "" if accuracy is None else f"acc {accuracy:.3f}"
+    def update(self, progress: RunProgress) -> None:
+        """Executor callback (RunContext.on_progress)."""
         self._progress.start()  # idempotent
-        self._progress.update(self._tasks[progress.target], completed=progress.step, metric=metric)
+        self._progress.update(self._task, completed=progress.done, total=progress.total,
+                              latest=_latest(progress.data))
+
+
+def _latest(data: dict) -> str:
+    parts = [f"target {data['target']}"] if "target" in data else []
+    accuracy = (data.get("metrics") or {}).get("accuracy")
+    if accuracy is not None:
+        parts.append(f"acc {accuracy:.3f}")
+    return " ".join(parts)

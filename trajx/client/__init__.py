@@ -2,7 +2,8 @@
 
 Only httpx beyond the standard library: no pydantic, no rich, never torch (progress
 bars and spec validation belong to the CLI). Converting a `.pt` file, the one
-thing that needs torch, imports it late (`trajx.client.convert`).
+thing that needs torch, imports it late (`trajx.client.convert`); mapping names and
+merging Hugging Face shards (`prepare_checkpoint`) need no torch.
 """
 
 from trajx.client.api import Client
@@ -14,9 +15,12 @@ from trajx.client.errors import (
     ServerUnreachable,
     WaitTimeout,
 )
-from trajx.client.models import Artifact, Event, Job
+from trajx.client.keymap import KeyMapping
+from trajx.client.models import Artifact, Event, Job, ResultFile
+from trajx.client.prepare import PreparedFile, prepare_checkpoint
 
 __all__ = [
     "ApiError", "Artifact", "ChecksumMismatch", "Client", "ClientError", "Event",
-    "InvalidLocalInput", "Job", "ServerUnreachable", "WaitTimeout",
+    "InvalidLocalInput", "Job", "KeyMapping", "PreparedFile", "ResultFile", "ServerUnreachable",
+    "WaitTimeout", "prepare_checkpoint",
 ]

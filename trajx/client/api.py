@@ -10,10 +10,10 @@ from typing import Any, Self
 import httpx
 
 from trajx.client.config import resolve_api_key, resolve_url
-from trajx.client.download import download_artifact
+from trajx.client.download import download_artifact, result_path
 from trajx.client.errors import ApiError, ServerUnreachable, WaitTimeout
 from trajx.client.hashing import iter_file, sha256_file
-from trajx.client.models import Artifact, Event, Job
+from trajx.client.models import Artifact, Event, Job, ResultFile
 from trajx.client.progress import ByteCounter, TransferProgress
 from trajx.client.sse import parse_sse
 from trajx.client.transport import Transport
@@ -90,6 +90,11 @@ class Client:
         return download_artifact(self._transport, artifact_id, artifact.sha256, artifact.size,
                                  Path(dest), progress=self.progress)
 
+    def download_result(self, file: ResultFile, out_dir: str | Path) -> Path:
+        """Download one result file of a job to `out_dir / file.path`, verified against the
+        manifest's sha256 and size (no extra request for the artifact's metadata)."""
+        return download_artifact(self._transport, file.artifact, file.sha256, file.size,
+                                 result_path(Path(out_dir), file.path), progress=self.progress)
     def artifact_json(self, artifact_id: str) -> Any:
         """The content of a (small) JSON artifact, such as a job's report, parsed."""
         return self._transport.request("GET", f"/v1/artifacts/{artifact_id}/content").json()

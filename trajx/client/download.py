@@ -7,14 +7,23 @@ that already holds the artifact's bytes (a retried CI step) is not downloaded ag
 """
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 
-from trajx.client.errors import ChecksumMismatch, ServerUnreachable
+from trajx.client.errors import ChecksumMismatch, InvalidLocalInput, ServerUnreachable
 from trajx.client.hashing import sha256_file
 from trajx.client.progress import ByteCounter, TransferProgress
 from trajx.client.transport import Transport
+
+
+def result_path(out_dir: Path, relative: str) -> Path:
+    """Where a result file with manifest path `relative` goes under `out_dir`; a path that
+    would leave `out_dir` is refused (the server sent it, but this machine's files are ours)."""
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+        raise InvalidLocalInput(f"result path {relative!r} would leave the download directory")
+    return out_dir.joinpath(*parts)
 
 
 def part_path(dest: Path) -> Path:

@@ -85,6 +85,21 @@ class JobError(_Resource):
 
 
 @dataclass(frozen=True)
+class ResultFile(_Resource):
+    """One entry of a job's result manifest: the artifact that holds the file `path`
+    (relative to a results directory) of `role`, for target `target` (None: job-wide)."""
+
+    role: str
+    path: str
+    sha256: str
+    size: int
+    artifact: str
+    target: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Job(_Resource):
     id: str
     status: str
@@ -110,21 +125,18 @@ class Job(_Resource):
     def done(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    def result_files(self) -> dict[str, str]:
-        """Result artifact ids keyed by the relative path they are saved under.
+    @property
+    def files(self) -> list[ResultFile]:
+        """The result manifest: every result file, as the executor listed it."""
+        return [ResultFile.from_dict(doc) for doc in (self.result or {}).get("files") or []]
 
-        `target-{i}/{last,best,permutations,trajectory}.safetensors` and `report.json`,
-        mirroring the runner's output directory; absent outputs are skipped.
-        """
-        files: dict[str, str] = {}
-        result = self.result or {}
-        for i, target in enumerate(result.get("targets") or []):
-            for role, artifact_id in (target or {}).items():
-                if isinstance(artifact_id, str):
-                    files[f"target-{i}/{role}.safetensors"] = artifact_id
-        if isinstance(result.get("report"), str):
-            files["report.json"] = result["report"]
-        return files
+    def result_file(self, role: str, target: int | None = None) -> ResultFile | None:
+        """The result file of `role` (for `target`), None if the job has none."""
+        return next((f for f in self.files if f.role == role and f.target == target), None)
+
+    def result_files(self) -> dict[str, str]:
+        """Result artifact ids keyed by the relative path the executor wrote them under."""
+        return {f.path: f.artifact for f in self.files}
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from trajx import __version__
 from trajx.client.errors import ApiError, ServerUnreachable
+from trajx.version import __version__
 
 # Answers worth a retry: the service is restarting or overloaded, the request did nothing.
 RETRY_STATUSES = frozenset({502, 503, 504})

@@ -20,9 +20,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajx.cli.remote.watch import JobWatcher, LatestMetrics
 from trajx.client import Client, Job
 from trajx.client.config import LOCAL_KEY_FILENAME
+from trajx.console.watch import JobWatcher, LatestMetrics
 from trajx.demo.server import EmbeddedServer
 from trajx.demo.source import (
     ARCH,
@@ -162,11 +162,8 @@ def _wait(client: Client, job: Job, log: Console) -> Job:
 
 def _download_lasts(client: Client, job: Job, out_dir: Path) -> list[dict]:
     """Download each target's last checkpoint; return the state dicts in target order."""
-    states = []
-    for i, target in enumerate(job.result["targets"]):
-        path = client.download(target["last"], out_dir / f"target-{i}" / "last.safetensors")
-        states.append(load_tensors(path, f"{job.id} target {i}"))
-    return states
+    lasts = sorted((f for f in job.files if f.role == "last"), key=lambda f: f.target)
+    return [load_tensors(client.download_result(f, out_dir), f"{job.id} target {f.target}") for f in lasts]
 
 
 def _job_seconds(job: Job) -> float | None:

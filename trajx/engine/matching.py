@@ -17,7 +17,7 @@ import torch
 
 from trajx.engine.group_costs import GroupCosts
 from trajx.engine.permspec import Permutation, PermutationSpec, StateDict
-from trajx.engine.solvers import Solver, break_ties, get_solver
+from trajx.engine.solvers import Solver, break_ties, scipy_solver
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -159,7 +159,7 @@ class MatchResult:
 
 def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = None, *,
           max_iter: int = 100, tol: float = 1e-7, generator: torch.Generator | None = None,
-          solver: str = "auto") -> MatchResult:
+          solver: Solver = scipy_solver) -> MatchResult:
     """Maximise Σ_pairs ⟨target, π source⟩ over permutations π of `spec`'s groups.
 
     Coordinate descent: each sweep visits the groups in an order drawn from `generator`
@@ -169,12 +169,12 @@ def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = Non
     answer, is the same). Stops when a sweep improves the objective by less than `tol`
     relative, when nothing is left to re-solve, or after `max_iter` sweeps. `init`
     warm-starts the search (default: identity). Cost matrices are computed on the pairs'
-    device in float64 and kept on the bank for the next call, the assignment on CPU.
-    Raises ValueError for an empty bank or an unknown solver.
+    device in float64 and kept on the bank for the next call, the assignment on CPU by
+    `solver` (the caller's choice). Raises ValueError for an empty bank.
     """
     if len(pairs) == 0:
         raise ValueError("weight matching needs at least one pair")
-    return descend(spec, pairs.names, pairs.costs(spec), init or spec.identity(), get_solver(solver),
+    return descend(spec, pairs.names, pairs.costs(spec), init or spec.identity(), solver,
                    max_iter=max_iter, tol=tol, generator=generator)
 
 

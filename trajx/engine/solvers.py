@@ -99,13 +99,11 @@ def _available() -> dict[str, Solver]:
 
 
 SOLVERS: dict[str, Solver] = _available()
-_auto = FastestSolver(SOLVERS)
 
 
 def get_solver(name: str) -> Solver:
-    """The solver called `name` ("auto", "scipy" or "lapx"); ValueError if unavailable."""
-    if name == "auto":
-        return _auto
+    """The installed solver called `name` ("scipy" or "lapx"); ValueError if unavailable.
+    ("auto", a FastestSolver over SOLVERS, is kept by whoever runs many matchings.)"""
     if name not in SOLVERS:
         raise ValueError(f"LAP solver {name!r} is not available; installed: {sorted(SOLVERS)}")
     return SOLVERS[name]

@@ -1,13 +1,8 @@
 """Transfer of a learning trajectory onto new initializations (DESIGN.md §1).
 
-For a permutation π the transferred trajectory is θ₂ˢ = θ₂⁰ + π(θ₁ˢ − θ₁⁰). Methods:
-
-- `fgmt`: step s computes one gradient pair (∇L(θ₂ˢ⁻¹), ∇L(θ₁ˢ⁻¹)) on the same batches,
-  adds it to the pairs kept so far and re-solves the matching warm-started from π_{s-1}.
-- `gmt`: like fgmt but every earlier target gradient is recomputed under the newest π
-  (source gradients do not depend on π and are reused).
-- `naive`: π = identity. `oracle`: π matches the actual displacements θ₂ᵀ − θ₂⁰ of a
-  trained target with θ₁ᵀ − θ₁⁰ (evaluation only).
+For a permutation π the transferred trajectory is θ₂ˢ = θ₂⁰ + π(θ₁ˢ − θ₁⁰). How π is
+found is the method's (`trajx.engine.methods`: Naive, Oracle, FGMT, GMT); the LAP
+solver is the caller's (`trajx.engine.solvers`), options are `TransferOptions`.
 
 Source-side gradients are shared by all targets of an ensemble. Only parameters move
 along the trajectory: a source point runs with the source initialization's buffers, a
@@ -24,10 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from trajx.engine.averaging import Accumulator
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import MatchResult, PairBank, match
+from trajx.engine.methods import FGMT, Method
 from trajx.engine.metrics import evaluate
+from trajx.engine.options import TransferOptions
 from trajx.engine.permspec import (
     Permutation,
     PermutationSpec,
@@ -36,13 +34,11 @@ from trajx.engine.permspec import (
     require_groups,
 )
 from trajx.engine.schedule import plan_trajectory
+from trajx.engine.solvers import Solver, scipy_solver
 from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
-from trajx.spec import TransferParams
 
-METHODS = ("fgmt", "gmt", "naive", "oracle")
-GRADIENT_METHODS = ("fgmt", "gmt")
-
+DEFAULT_OPTIONS, DEFAULT_METHOD = TransferOptions(), FGMT()  # both immutable
 # on_progress(step, total, target index, metrics of that step)
 ProgressCallback = Callable[[int, int, int, dict[str, float]], None]
 Tensors = dict[str, torch.Tensor]
@@ -58,6 +54,8 @@ class TargetResult:
     permutation: Permutation
     steps: list[dict[str, float]]
     trajectory: list[Tensors] | None = None
+    average: Tensors | None = None  # mean of the last k steps (average_last), BN re-estimated
+    average_metrics: dict[str, float] | None = None
 
 
 # The Timings seconds a stopwatch measures, per step as well as in total.
@@ -97,36 +95,36 @@ def resolve_device(name: str) -> torch.device:
 
 
 def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict],
-             targets: Sequence[StateDict], train: Dataset, params: TransferParams, *,
-             method: str = "fgmt", eval_data: Dataset | None = None,
-             trained_targets: Sequence[StateDict] | None = None, keep_trajectory: bool = False,
-             task: Task = CLASSES_OR_VALUES, on_progress: ProgressCallback | None = None,
-             should_cancel: Callable[[], bool] | None = None) -> TransferResult:
+             targets: Sequence[StateDict], train: Dataset, options: TransferOptions = DEFAULT_OPTIONS, *,
+             method: Method = DEFAULT_METHOD, solver: Solver = scipy_solver, eval_data: Dataset | None = None,
+             keep_trajectory: bool = False, task: Task = CLASSES_OR_VALUES,
+             on_progress: ProgressCallback | None = None,
+             should_cancel: Callable[[], bool] | None = None,
+             average_last: int | None = None) -> TransferResult:
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
     it is moved to the run's device); `task` gives its loss and accuracy (the default:
-    class ids or regression values); inputs are assumed validated (trajx.io). Returns
+    class ids or regression values); inputs are assumed validated (trajx.io). `method`
+    is a strategy of `trajx.engine.methods`, `solver` the linear assignment solver every
+    matching uses (any exact one gives the same result; timing them is the caller's). Returns
     one TargetResult per target (last step, best step on `eval_data`, or last when no
     eval data, the permutation, per-step metrics including that step's seconds under
-    STEP_TIMING_KEYS, optionally every step's state).
-    Raises ValueError for an unknown method or missing oracle targets,
+    STEP_TIMING_KEYS, optionally every step's state, with `average_last` = k the mean of
+    the last k steps' parameters, BatchNorm re-estimated, and its metrics).
+    Raises ValueError for too short a source or missing oracle targets,
     UnsupportedModel("no_permutation_groups") for a matching method on a spec without
     groups, NonFiniteLoss
     when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown transfer method {method!r}; use one of {METHODS}")
     if len(source) < 2:
         raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
-    if method == "oracle" and (trained_targets is None or len(trained_targets) != len(targets)):
-        raise ValueError("method 'oracle' needs one trained state per target")
-    if method != "naive":
-        require_groups(spec, method)
+    if method.needs_groups:
+        require_groups(spec, method.name)
     with _deterministic():
-        run = _Run(model, spec, source, targets, train, eval_data, params,
-                   keep_trajectory, task, on_progress, should_cancel)
-        return run.execute(method, trained_targets)
+        run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
+                          keep_trajectory, task, on_progress, should_cancel, average_last)
+        return run.execute(method)
 
 
 @contextmanager
@@ -167,7 +165,8 @@ class _Stopwatch:
 class _Tracker:
     """Per-target bookkeeping: step metrics, best and last state, optional trajectory."""
 
-    def __init__(self, keep_trajectory: bool) -> None:
+    def __init__(self, keep_trajectory: bool, average_names: list[str] | None) -> None:
+        self.window = Accumulator(average_names) if average_names is not None else None
         self.steps: list[dict[str, float]] = []
         self.best: Tensors | None = None
         self.best_step = 0
@@ -182,12 +181,18 @@ class _Tracker:
             self.best_score, self.best_step, self.best = score, step, state
 
 
-class _Run:
-    """One transfer: the plan (points, batches) is fixed up front, then executed."""
+class TransferRun:
+    """One transfer: the plan (points, batches) is fixed up front, then executed.
 
-    def __init__(self, model, spec, source, targets, train, eval_data, params,
-                 keep_trajectory, task, on_progress, should_cancel) -> None:
+    Methods use `target_gradient`, `match`, `source_delta`, `params_of` and the
+    attributes `spec`, `source`, `target_inits`, `param_names`, `matched_names`, `device`.
+    """
+
+    def __init__(self, model, spec, source, targets, train, eval_data, params: TransferOptions,
+                 solver: Solver, keep_trajectory, task, on_progress, should_cancel,
+                 average_last) -> None:
         self.device = resolve_device(params.device)
+        self.solver = solver
         self.model = model.to(self.device)
         self.spec = spec
         self.train = train
@@ -197,6 +202,7 @@ class _Run:
         self.task = task
         self.on_progress = on_progress
         self.should_cancel = should_cancel
+        self.average_last = average_last
         self.timings = Timings()
         self.stopwatch = _Stopwatch(self.device, self.timings)
 
@@ -205,10 +211,10 @@ class _Run:
                               if any(g is not None for g in spec.param_groups.get(n, ()))]
         self.points = plan_trajectory(params.schedule, params.steps, len(source))
         self.source = source  # stays where the caller keeps it; one segment at a time moves
-        self.source_origin = self._params_of(source[0])
+        self.source_origin = self.params_of(source[0])
         self._segment_cache: tuple[int, tuple[Tensors, Tensors]] | None = None
         self.source_buffers = self._buffers_of(source[0])
-        self.target_inits = [self._params_of(t) for t in targets]
+        self.target_inits = [self.params_of(t) for t in targets]
         self.target_buffers = [self._buffers_of(t) for t in targets]
 
         # Plan every random draw now: BN batches first, then G batches per pair.
@@ -217,7 +223,7 @@ class _Run:
         self.bn_inputs = [train.batch(i, self.device).inputs for i in sampler.draw_many(params.bn_batches)]
         self.pair_batches = [sampler.draw_many(params.grad_batches) for _ in range(params.steps)]
 
-    def _params_of(self, state: StateDict) -> Tensors:
+    def params_of(self, state: StateDict) -> Tensors:
         return {n: state[n].to(self.device, torch.float32) for n in self.param_names}
 
     def _buffers_of(self, state: StateDict) -> Tensors:
@@ -225,15 +231,15 @@ class _Run:
 
     # -- points on the trajectories -------------------------------------------------
 
-    def _source_delta(self, index: int) -> Tensors:
+    def source_delta(self, index: int) -> Tensors:
         """θ₁ⁱ − θ₁⁰ for checkpoint `index`, on the device."""
-        point = self._params_of(self.source[index])
+        point = self.params_of(self.source[index])
         return {n: point[n] - self.source_origin[n] for n in self.param_names}
 
     def _segment(self, segment: int) -> tuple[Tensors, Tensors]:
         # A trajectory may hold many checkpoints: only the current segment lives on the device.
         if self._segment_cache is None or self._segment_cache[0] != segment:
-            self._segment_cache = (segment, (self._source_delta(segment), self._source_delta(segment + 1)))
+            self._segment_cache = (segment, (self.source_delta(segment), self.source_delta(segment + 1)))
         return self._segment_cache[1]
 
     def _displacement(self, step: int) -> Tensors:
@@ -294,12 +300,18 @@ class _Run:
         reestimate_batch_norm(self.model, self.bn_inputs)
         return {n: t.detach().to("cpu", copy=True) for n, t in self.model.state_dict().items()}
 
-    def _match(self, bank: PairBank, init: Permutation, seed_offset: int) -> MatchResult:
+    def target_gradient(self, k: int, perm: Permutation, t: int) -> Tensors:
+        """The gradient at target k's point t under `perm`, on that point's batches."""
+        return self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
+                              self.pair_batches[t], f"target {k} step {t}")
+
+    def match(self, bank: PairBank, init: Permutation, seed_offset: int) -> MatchResult:
+        """One weight matching of `bank` from `init` (timed as the step's matching seconds)."""
         matching = self.params.matching
         with self.stopwatch.measure("matching_seconds"):
             result = match(self.spec, bank, init, max_iter=matching.max_iter, tol=matching.tol,
                            generator=torch.Generator().manual_seed(self.params.seed + seed_offset),
-                           solver=matching.solver)
+                           solver=self.solver)
         self.timings.matching_solves += 1
         return result
 
@@ -309,25 +321,13 @@ class _Run:
         if self.should_cancel is not None and self.should_cancel():
             raise Cancelled("transfer cancelled between steps")
 
-    def _oracle_perms(self, trained: Sequence[StateDict]) -> list[Permutation]:
-        source_move = self._source_delta(len(self.source) - 1)
-        perms = []
-        for k, state in enumerate(trained):
-            trained_params = self._params_of(state)
-            target_move = {n: trained_params[n] - self.target_inits[k][n] for n in self.param_names}
-            bank = PairBank.from_pairs([(target_move, source_move)], self.matched_names, self.device)
-            perms.append(self._match(bank, self.spec.identity(), k).perm)
-        return perms
-
-    def execute(self, method: str, trained: Sequence[StateDict] | None) -> TransferResult:
+    def execute(self, method: Method) -> TransferResult:
         count, steps = len(self.target_inits), self.params.steps
-        if method == "oracle":
-            perms = self._oracle_perms(trained)
-        else:
-            perms = [self.spec.identity() for _ in range(count)]
-        trackers = [_Tracker(self.keep_trajectory) for _ in range(count)]
+        perms = method.initial_perms(self)
+        trackers = [_Tracker(self.keep_trajectory, self.param_names if self.average_last else None)
+                    for _ in range(count)]
         banks: list[PairBank] = []
-        if method in GRADIENT_METHODS:
+        if method.uses_gradients:
             pair_device = self.device if self.params.pair_device == "auto" else torch.device("cpu")
             shapes = {n: tuple(self.source_origin[n].shape) for n in self.matched_names}
             first = PairBank.allocate(shapes, steps, pair_device, self.params.pair_dtype)
@@ -349,7 +349,7 @@ class _Run:
                 self._check_cancel()
                 metrics: dict[str, float] = {"step": step}
                 if banks:
-                    result = self._matching_step(method, banks[k], k, perms[k], step)
+                    result = method.step(self, banks[k], k, perms[k], step)
                     perms[k] = result.perm
                     metrics |= {"objective": result.objectives[-1], "sweeps": result.sweeps}
                 metrics |= self._record(trackers[k], k, perms[k], step)
@@ -364,25 +364,25 @@ class _Run:
                 else (tracker.last, steps)
             results.append(TargetResult(tracker.last, best, best_step,
                                         {g: p.cpu() for g, p in perms[k].items()},
-                                        tracker.steps, tracker.trajectory))
+                                        tracker.steps, tracker.trajectory,
+                                        *self._window_average(tracker, k)))
         return TransferResult(results, self.timings, str(self.device))
 
-    def _matching_step(self, method: str, bank: PairBank, k: int, perm: Permutation,
-                       step: int) -> MatchResult:
-        """Add the newest pair (gmt: and recompute the earlier ones under `perm`), re-solve."""
-        def gradient(t: int) -> Tensors:
-            return self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
-                                  self.pair_batches[t], f"target {k} step {t}")
-
-        if method == "gmt":
-            for t in range(step - 1):
-                bank.target.put(t, gradient(t))
-        bank.add(gradient(step - 1))
-        return self._match(bank, perm, k)
+    def _window_average(self, tracker: _Tracker, k: int) -> tuple[Tensors | None, dict[str, float] | None]:
+        """The mean of the last `average_last` steps with BN re-estimated, and its metrics."""
+        if tracker.window is None:
+            return None, None
+        with self.stopwatch.measure("evaluation_seconds"):
+            state = self._finish(k, tracker.window.result())
+            metrics = {} if self.eval_data is None else \
+                evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device, self.task)
+        return state, metrics
 
     def _record(self, tracker: _Tracker, k: int, perm: Permutation, step: int) -> dict[str, float]:
         """Evaluate/keep step `step` of target k as needed; returns its eval metrics."""
         last = step == self.params.steps
+        if tracker.window is not None and step > self.params.steps - self.average_last:
+            tracker.window.add(self._target_point(k, perm, step), 1.0 / self.average_last)
         if self.eval_data is None and not self.keep_trajectory and not last:
             return {}
         metrics: dict[str, float] = {}

@@ -1,31 +1,26 @@
 """`/v1/artifacts`: upload (streamed), read, download (Range, ETag), list, delete."""
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from app import artifacts
 from app.api.deps import ServicesDep, TenantId
+from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.idempotency import check_key, rebind, remember, replayed_resource, request_hash
-from app.limits import check_stored_bytes
-from app.models import ARTIFACT_ID_PREFIX, Artifact, id_pattern
-from app.problems import ProblemError, from_trajx_error
-from app.schemas import ArtifactPublic, ArtifactsPage, TensorsPage
-from app.settings import Settings
-from app.storage import ArtifactStore, BlobWriter, TooLarge
-from app.uploads import receive_body
-from trajx.errors import InvalidInput
+from app.api.schemas import ArtifactPublic, ArtifactsPage, TensorsPage
+from app.api.uploads import receive_body
+from app.core import artifacts
+from app.core.idempotency import check_key
+from app.core.models import ARTIFACT_ID_PREFIX, id_pattern
+from app.core.settings import Settings
+from app.core.storage import ArtifactStore, BlobWriter, TooLarge
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
-ARTIFACTS_PATH = "/v1/artifacts"
 MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",
                "other": "application/octet-stream"}
 
@@ -86,57 +81,7 @@ def _display_name(name: str | None) -> str:
 
 def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str,
                     key: str | None, name: str, settings: Settings) -> ArtifactPublic:
-    """Check the file, move it into the store and record it, under the blob's lock.
-
-    If recording fails (a reused Idempotency-Key, a database error), bytes this upload
-    brought into the store are removed again: under the lock, a blob that was absent
-    before is one no live artifact references (uploads record, deletes unlink, under it).
-    """
-    found: list[artifacts.FileInfo] = []
-
-    def inspect(path: Path) -> None:
-        found.append(artifacts.inspect_file(path, name, settings.max_header_bytes,
-                                            max_tensors=settings.max_tensors_per_file,
-                                            max_name_length=settings.max_tensor_name_length))
-
-    sha256 = writer.finish()
-    with store.lock(sha256):
-        already_stored = store.exists(sha256)
-        try:
-            _, size = writer.commit(inspect)
-        except InvalidInput as exc:
-            raise from_trajx_error(exc) from None
-        try:
-            return _record_upload(session, tenant_id, key, sha256, size, name, found[0], settings)
-        except BaseException:
-            if not already_stored:
-                store.delete(sha256)
-            raise
-
-
-def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
-                   info: artifacts.FileInfo, settings: Settings) -> ArtifactPublic:
-    req_hash = request_hash({"sha256": sha256, "name": name})
-    earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash) if key else None
-    if earlier is not None:
-        live = session.get(Artifact, earlier)
-        if live is not None and live.deleted_at is None:
-            return ArtifactPublic.model_validate(live)
-    check_stored_bytes(session, tenant_id, settings.tenant_max_stored_bytes, size)
-    artifact = artifacts.record_artifact(session, tenant_id, sha256, size, name, info)
-    if earlier is not None:
-        # The key's artifact was deleted since: this retry stores the upload again.
-        rebind(session, tenant_id, key, ARTIFACTS_PATH, artifact.id)
-    elif key is not None:
-        remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # a concurrent retry with the same key committed first
-        earlier = replayed_resource(session, tenant_id, key or "", ARTIFACTS_PATH, req_hash)
-        if earlier is None:
-            raise
-        artifact = artifacts.get_artifact(session, tenant_id, earlier)
+    artifact = artifacts.publish_upload(session, store, writer, tenant_id, name, settings, key)
     return ArtifactPublic.model_validate(artifact)
 
 

@@ -7,7 +7,6 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import jobs
 from app.api.body_limit import body_limited_route
 from app.api.deps import ServicesDep, TenantId
 from app.api.event_stream import (
@@ -18,14 +17,16 @@ from app.api.event_stream import (
     stream_slots,
     wants_event_stream,
 )
+from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.idempotency import check_key
-from app.models import JOB_ID_PREFIX, id_pattern
-from app.problems import ProblemError
-from app.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
-from app.settings import Settings
-from app.validation.json_document import check_json_document
-from app.webhook_guard import url_fault
+from app.api.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
+from app.core import jobs
+from app.core.idempotency import check_key
+from app.core.job_result import public_result
+from app.core.models import JOB_ID_PREFIX, Job, id_pattern
+from app.core.settings import Settings
+from app.core.validation.json_document import check_json_document
+from app.core.webhook_guard import url_fault
 
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024
@@ -49,7 +50,7 @@ async def create_job(body: JobCreate, response: Response, services: ServicesDep,
                                          check_key(idempotency_key))
     if created:
         # A Celery send is network I/O: keep it off the event loop too.
-        await run_in_threadpool(jobs.dispatch_after_commit, services.dispatcher, job.id)
+        await run_in_threadpool(jobs.dispatch_after_commit, services.dispatcher, job.id, job.queue)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -65,9 +66,24 @@ def _check_webhook_url(url: str, allow_private: bool) -> None:
 
 def _create(session: Session, tenant_id: str, body: JobCreate, settings: Settings,
             idempotency_key: str | None) -> tuple[JobPublic, bool]:
-    job, created = jobs.create_job(session, tenant_id, body, max_attempts=settings.max_attempts,
+    webhook = jobs.Webhook(str(body.webhook.url), list(body.webhook.events)) if body.webhook else None
+    job, created = jobs.create_job(session, tenant_id, body.spec, webhook, max_attempts=settings.max_attempts,
                                    idempotency_key=idempotency_key, max_queued=settings.tenant_max_queued_jobs)
-    return jobs.job_public(job), created
+    return job_public(job), created
+
+
+def job_public(job: Job) -> JobPublic:
+    """The job resource as the API shows it."""
+    return JobPublic(
+        id=job.id, kind=job.kind, status=job.status, spec=job.spec, queue=job.queue,
+        progress={"step": job.progress_step, "total": job.progress_total},
+        attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        error={"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+        result=public_result(job.result), summary=job.summary,
+        webhook={"url": job.webhook_url, "events": job.webhook_events or [], "secret": job.webhook_secret}
+        if job.webhook_url else None,
+    )
 
 
 @router.get("", response_model=JobsPage)
@@ -77,7 +93,7 @@ async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatu
     """The caller's jobs, newest first, optionally of one status."""
     def page(session: Session) -> JobsPage:
         rows, next_cursor = jobs.list_jobs(session, tenant_id, limit=limit, cursor=cursor, status=status)
-        return JobsPage(data=[jobs.job_public(j) for j in rows], next_cursor=next_cursor)
+        return JobsPage(data=[job_public(j) for j in rows], next_cursor=next_cursor)
 
     return await services.db.run(page)
 
@@ -85,13 +101,13 @@ async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatu
 @router.get("/{job_id}", response_model=JobPublic, responses=problem_responses(404))
 async def read_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Status, progress, error, result artifact ids and summary metrics of a job."""
-    return await services.db.run(lambda s: jobs.job_public(jobs.get_job(s, tenant_id, job_id)))
+    return await services.db.run(lambda s: job_public(jobs.get_job(s, tenant_id, job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=problem_responses(404, 409))
 async def cancel_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step (status `cancelling`)."""
-    return await services.db.run(lambda s: jobs.job_public(jobs.cancel_job(s, tenant_id, job_id)))
+    return await services.db.run(lambda s: job_public(jobs.cancel_job(s, tenant_id, job_id)))
 
 
 _EVENTS_OK = {200: {"description": "a page of events, or with `Accept: text/event-stream` a live "

@@ -8,9 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import ServicesDep
+from app.api.problems import ProblemError, database_unavailable
 from app.api.responses import problem_responses
-from app.problems import ProblemError, database_unavailable
-from app.schemas import Health, Readiness
+from app.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["ops"])
 

@@ -53,7 +53,7 @@ export function jobFacts(job) {
   const accuracies = ((job.summary || {}).targets || []).map((t) => t.best_accuracy).filter((a) => typeof a === "number");
   return {
     method: spec.method || "—",
-    arch: (spec.arch && spec.arch.name) || "—",
+    arch: (spec.arch && (spec.arch.name || (spec.arch.program && "program"))) || "—",
     bestAccuracy: accuracies.length ? Math.max(...accuracies) : null,
   };
 }

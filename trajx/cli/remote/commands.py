@@ -25,11 +25,12 @@ from trajx.cli.remote.output import (
     job_table,
     rows_table,
 )
-from trajx.cli.remote.readable import accuracy_table, event_line, jobs_table
 from trajx.cli.remote.specfiles import upload_local_file, upload_spec_files
-from trajx.cli.remote.watch import JobWatcher, LatestMetrics, TransferBars
 from trajx.client import Client, ClientError, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
+from trajx.client.keymap import KeyMapping
+from trajx.console.readable import accuracy_table, event_line, jobs_table
+from trajx.console.watch import JobWatcher, LatestMetrics, TransferBars
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="TRAJX_URL", show_envvar=True, help="Server URL (default: http://127.0.0.1:8000)")]
@@ -39,6 +40,12 @@ KeyOpt = Annotated[str | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, all else on stderr.")]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0, help="Give up waiting after S seconds (exit 4).")]
 DownloadOpt = Annotated[Path | None, typer.Option("--download", help="Download the results into DIR.")]
+KeyOptOfCheckpoint = Annotated[str | None, typer.Option(
+    "--key", help="Where a nested .pt keeps its state dict (default: the file itself, else the first of "
+    "state_dict, model, model_state_dict); dots walk nested dicts.")]
+StripOpt = Annotated[list[str] | None, typer.Option(
+    "--strip-prefix", help="Strip this prefix from checkpoint tensor names (repeatable). module. and "
+    "_orig_mod. (and model. in .pt files) are stripped when every name has them.")]
 
 
 @contextmanager
@@ -75,8 +82,7 @@ def _download_results(client: Client, job: Job, out_dir: Path) -> dict[str, str]
     """Download every result file of a finished job under `out_dir`; relative path -> local path."""
     if job.status != "succeeded":
         raise InvalidLocalInput(f"job {job.id} is {job.status}; only a succeeded job has results")
-    return {rel: str(client.download(artifact_id, out_dir / rel))
-            for rel, artifact_id in job.result_files().items()}
+    return {file.path: str(client.download_result(file, out_dir)) for file in job.files}
 
 
 def _results_if_asked(client: Client, job: Job, out_dir: Path | None) -> dict[str, str] | None:
@@ -98,11 +104,16 @@ def _downloads_table(downloads: dict[str, str]):
 
 
 @app.command()
-def upload(files: Annotated[list[Path], typer.Argument(help="safetensors or .pt/.pth files")],
+def upload(files: Annotated[list[Path], typer.Argument(
+               help="safetensors, .pt/.pth or sharded *.safetensors.index.json files")],
+           key: KeyOptOfCheckpoint = None, strip_prefix: StripOpt = None,
            url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
-    """Upload files as artifacts (skipped when the server has the bytes; .pt converted locally)."""
+    """Upload files as artifacts (skipped when the server has the bytes; .pt converted and names
+    mapped locally, the mapping applied is printed)."""
+    mapping = KeyMapping(key, tuple(strip_prefix or ()))
     with _session(url, api_key, json_out) as (client, out), tempfile.TemporaryDirectory() as tmp:
-        artifacts = [upload_local_file(client, path, Path(tmp) / str(i)).raw for i, path in enumerate(files)]
+        artifacts = [upload_local_file(client, path, Path(tmp) / str(i), mapping, out.info).raw
+                     for i, path in enumerate(files)]
         out.document({"data": artifacts}, rows_table(["id", "name", "kind", "size", "sha256"], artifacts))
 
 
@@ -114,6 +125,7 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
                "--idempotency-key", help="Reattach to the job created with this key "
                "(default: derived from the CI run and the spec; none outside CI)")] = None,
            webhook: Annotated[str | None, typer.Option("--webhook", help="URL to notify (signed).")] = None,
+           key: KeyOptOfCheckpoint = None, strip_prefix: StripOpt = None,
            url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """Submit a job spec; local file paths in it are uploaded first and replaced by artifact ids."""
     with _session(url, api_key, json_out) as (client, out):
@@ -123,7 +135,8 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
             raise InvalidLocalInput(f"{spec_file}: cannot read the spec: {exc.strerror}") from exc
         except ValueError as exc:  # also UnicodeDecodeError
             raise InvalidLocalInput(f"{spec_file}: not a JSON document: {exc}") from exc
-        resolved, uploaded = upload_spec_files(client, spec, spec_file.parent)
+        resolved, uploaded = upload_spec_files(client, spec, spec_file.parent,
+                                               KeyMapping(key, tuple(strip_prefix or ())), out.info)
         key = idempotency_key or default_idempotency_key(resolved)
         job = client.create_job(resolved, idempotency_key=key,
                                 webhook={"url": webhook} if webhook else None)

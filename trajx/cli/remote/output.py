@@ -14,7 +14,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from trajx.cli.remote.readable import progress_text, what
 from trajx.client.errors import (
     EXIT_INTERNAL,
     EXIT_JOB_CANCELLED,
@@ -24,6 +23,7 @@ from trajx.client.errors import (
     WaitTimeout,
 )
 from trajx.client.models import Job
+from trajx.console.readable import progress_text, what
 
 # Exit codes per final job status; anything not finished yet is a success of the command.
 _STATUS_EXIT = {"failed": EXIT_JOB_FAILED, "cancelled": EXIT_JOB_CANCELLED}
@@ -82,7 +82,8 @@ class Output:
 
 
 def job_table(job: Job) -> Table:
-    """Key facts of one job: status, progress, error, per-target summary, result files."""
+    """Key facts of one job: status, progress, error, its summary (job-wide values, then
+    per target), result files."""
     table = Table(show_header=False, box=None)
     table.add_row("job", job.id)
     table.add_row("status", job.status)
@@ -92,6 +93,9 @@ def job_table(job: Job) -> Table:
         table.add_row("what", what(job))
     if job.error:
         table.add_row("error", f"{job.error.code}: {job.error.message or ''}")
+    for key, value in (job.summary or {}).items():  # job-wide facts of any kind (best_accuracy, ...)
+        if value is not None and not isinstance(value, dict | list):
+            table.add_row(key, _short(value))
     for i, target in enumerate((job.summary or {}).get("targets") or []):
         metrics = ", ".join(f"{k}={_short(v)}" for k, v in target.items() if v is not None)
         table.add_row(f"target {i}", metrics)

@@ -5,22 +5,25 @@ This lives with the CLI, not the client: validating a spec locally needs
 
 Every artifact reference of a spec (`TransferJob.artifact_refs`) that is not an
 artifact id is read as a path relative to the spec file, converted from `.pt`
-if needed, uploaded (skipped if the server has the bytes) and replaced by the
-artifact id. The spec is validated locally first, so typos cost no upload.
+(and its names mapped, trajx.client.prepare) if needed, uploaded (skipped if the
+server has the bytes) and replaced by the artifact id. The spec is validated
+locally first, so typos cost no upload.
 """
 
 import copy
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from trajx.client.api import Client
-from trajx.client.convert import convert_state_dict, needs_conversion
 from trajx.client.errors import InvalidLocalInput
+from trajx.client.keymap import AS_IS, KeyMapping
 from trajx.client.models import Artifact
+from trajx.client.prepare import PreparedFile, prepare_checkpoint
 from trajx.errors import TrajxError
 from trajx.spec import parse_job_spec
 
@@ -43,11 +46,16 @@ def local_refs(spec: dict[str, Any]) -> dict[str, str]:
     return {slot: ref for slot, ref in refs.items() if not ARTIFACT_ID.match(ref)}
 
 
-def upload_spec_files(client: Client, spec: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def upload_spec_files(client: Client, spec: dict[str, Any], base_dir: Path,
+                      mapping: KeyMapping = AS_IS,
+                      on_note: Callable[[str], None] = lambda note: None,
+                      ) -> tuple[dict[str, Any], dict[str, str]]:
     """Return (spec with artifact ids, slot -> uploaded artifact id).
 
-    Raises InvalidLocalInput naming the slot for a reference that is neither an
-    artifact id nor an existing file, or a `.pt` file that is not a plain state dict.
+    `mapping` applies to checkpoints, not to data shards (slots named `*data`); each
+    mapping applied is reported through `on_note`. Raises InvalidLocalInput naming
+    the slot for a reference that is neither an artifact id nor an existing file, or
+    a checkpoint that cannot be converted or mapped.
     """
     resolved = copy.deepcopy(spec)
     uploaded: dict[str, str] = {}
@@ -58,21 +66,31 @@ def upload_spec_files(client: Client, spec: dict[str, Any], base_dir: Path) -> t
             if not path.is_file():
                 raise InvalidLocalInput(f"{slot}: {ref!r} is neither an artifact id nor a file ({path})")
             if path not in by_path:
-                by_path[path] = upload_local_file(client, path, Path(tmp) / str(len(by_path))).id
+                slot_mapping = AS_IS if _is_data_slot(slot) else mapping
+                by_path[path] = upload_local_file(client, path, Path(tmp) / str(len(by_path)),
+                                                  slot_mapping, on_note).id
             uploaded[slot] = by_path[path]
             _set_slot(resolved, slot, by_path[path])
     return resolved, uploaded
 
 
-def upload_local_file(client: Client, path: Path, scratch_dir: Path) -> Artifact:
-    """Upload one file, converting a `.pt`/`.pth` state dict to safetensors in `scratch_dir` first.
+def upload_local_file(client: Client, path: Path, scratch_dir: Path,
+                      mapping: KeyMapping = AS_IS,
+                      on_note: Callable[[str], None] = lambda note: None) -> Artifact:
+    """Upload one file, made ready first (trajx.client.prepare) in `scratch_dir`.
 
-    Raises InvalidLocalInput when `path` is not a readable file or not a convertible state dict.
+    Raises InvalidLocalInput when `path` is not a readable file or cannot be prepared.
     """
     if not path.is_file():
         raise InvalidLocalInput(f"{path}: no such file")
-    to_send = convert_state_dict(path, scratch_dir) if needs_conversion(path) else path
-    return client.upload(to_send, name=to_send.name)
+    prepared: PreparedFile = prepare_checkpoint(path, scratch_dir, mapping)
+    for note in prepared.notes:
+        on_note(f"{path.name}: {note}")
+    return client.upload(prepared.path, name=prepared.path.name)
+
+
+def _is_data_slot(slot: str) -> bool:
+    return slot.split("[")[0].split(".")[0].endswith("data")
 
 
 def _set_slot(doc: dict[str, Any], slot: str, value: str) -> None:
@@ -80,9 +98,9 @@ def _set_slot(doc: dict[str, Any], slot: str, value: str) -> None:
     if match is None:
         raise ValueError(f"unexpected artifact slot {slot!r}")
     field, index, attr = match["field"], match["index"], match["attr"]
-    if index is None:
-        doc[field] = value
-    elif attr is None:
-        doc[field][int(index)] = value
-    else:
-        doc[field][int(index)][attr] = value
+    parent, key = doc, field  # `train_data`, `source[1]`, `targets[0].checkpoint`, `arch.program`
+    if index is not None:
+        parent, key = parent[key], int(index)
+    if attr is not None:
+        parent, key = parent[key], attr
+    parent[key] = value

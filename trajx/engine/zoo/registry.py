@@ -19,6 +19,7 @@ from torch import nn
 
 from trajx.arch_configs import validate_config
 from trajx.engine.tasks import CLASSES_OR_VALUES, Task
+from trajx.engine.zoo.plugins import pick_up_new_installs
 from trajx.errors import InvalidInput
 
 ENTRY_POINT_GROUP = "trajx.architectures"
@@ -62,6 +63,7 @@ def load_entry_points(points: list[EntryPoint] | None = None) -> list[str]:
     InvalidInput(code="invalid_architecture_plugin") naming it.
     """
     if points is None:
+        pick_up_new_installs()  # a package installed since start-up is found without a restart
         points = list(entry_points(group=ENTRY_POINT_GROUP))
     added = []
     for point in points:

@@ -1,0 +1,298 @@
+"""Averaging and alignment benchmark (prints tables, asserts nothing).
+
+    .venv/bin/python -m bench.bench_average            # from the repository root; 1.5-8 min on 2 busy CPU cores
+    .venv/bin/python -m bench.bench_average --seeds 5
+
+1. Averaging quality: scikit-learn digits (1400 train / 397 held out), the zoo `mlp` and
+   a `cnn` with BatchNorm, SGD with momentum saving 40 evenly spaced checkpoints, at a
+   constant learning rate and with cosine decay to zero (training on 1200 digits, 200 kept
+   for validation). Held-out accuracy of the last checkpoint against uniform (last 5), LAWA
+   (last 3, every 2), EMA (β = 0.8 per checkpoint) and a uniform window chosen on the
+   validation split by a sweep, at mid-training (the first 20 checkpoints) and at the end
+   (all 40), BatchNorm re-estimated for every average. Mean ± std over seeds.
+2. Alignment: loss and accuracy barriers of plain against aligned (weight matching,
+   activation matching) interpolation between two independently trained MLPs, by width.
+3. Averaged transfers: FGMT (T = 20) last and best step against the average of its last 5 steps.
+4. Jobs: seconds and extra peak memory (RSS above the level before the job) of average and
+   align jobs through their executors, and averaging windows of 5 vs 40 checkpoints of a
+   ~10 MB model (streaming: memory must not grow with the window).
+"""
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tests.support.engine_setups import digits  # 1400 train, 397 held out, as bench_engine
+from trajx.engine.alignment import (
+    PathEvaluator,
+    activation_matching,
+    find_probes,
+    matched_parameters,
+    weight_matching,
+)
+from trajx.engine.averaging import Averager, Candidate, ema, lawa, uniform
+from trajx.engine.batches import Dataset
+from trajx.engine.options import TransferOptions
+from trajx.engine.permspec import apply_permutation
+from trajx.engine.trace import derive_spec
+from trajx.engine.transfer import transfer
+from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.executors import RunContext, executor_for
+from trajx.io import save_tensors
+from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
+from trajx.spec import parse_job_spec
+
+MB = 2**20
+MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
+CPU = torch.device("cpu")
+MLP = ("mlp", {"in_features": 64, "hidden": [256, 256], "num_classes": 10})
+CNN = ("cnn", {"in_channels": 1, "image_size": 8, "channels": [32, 32], "fc": [64],
+               "batchnorm": True, "pooling": "flatten"})
+CHECKPOINTS = 40
+AVERAGE_LAST = 5
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+def sgd_run(arch, train: Dataset, seed: int, epochs: int, lr: float, decay: bool,
+            checkpoints: int = CHECKPOINTS) -> list[dict[str, torch.Tensor]]:
+    """SGD (momentum 0.9, batch 32) from the zoo's init `seed`; `checkpoints` evenly spaced
+    states, the last one at the end. `decay`: cosine learning rate from `lr` to 0."""
+    model = build_model(*arch)
+    model.load_state_dict(init_state_dict(*arch, seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    per_epoch = math.ceil(len(train) / 32)
+    total = epochs * per_epoch
+    every = total // checkpoints
+    generator = torch.Generator().manual_seed(seed)
+    saved, step = [], 0
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), 32):
+            if decay:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            batch = order[start:start + 32]
+            loss = nn.functional.cross_entropy(model(train.inputs[batch]), train.targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % every == 0 and len(saved) < checkpoints:
+                saved.append(state(model))
+    return saved
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    sys.stdout.flush()
+
+
+METHODS: dict[str, Callable[[int], Candidate]] = {
+    "uniform last 5": lambda n: uniform(n, 5),
+    "LAWA last 3 every 2": lambda n: lawa(n, 3, 2),
+    "EMA β=0.8": lambda n: ema(n, 0.8),
+}
+SWEEP = (1, 2, 3, 5, 10, 20)
+CHOSEN = "uniform, k on validation"
+
+
+def averaging_quality(seeds: int) -> None:
+    rows = []
+    for label, arch, images, epochs, lr in (("MLP 256-256", MLP, False, 10, 0.05),
+                                            ("CNN+BN 32-32", CNN, True, 6, 0.05)):
+        data, test = digits(images)
+        # 1200 to train on, 200 to choose a window on, the 397 held out to report.
+        train, validation = Dataset(data.inputs[:1200], data.targets[:1200]), \
+            Dataset(data.inputs[1200:], data.targets[1200:])
+        bn_inputs = [train.inputs[i:i + 128] for i in range(0, 640, 128)]
+        for decay in (False, True):
+            results: dict[tuple[str, str], list[float]] = {}
+            for seed in range(seeds):
+                run = sgd_run(arch, train, seed, epochs, lr, decay)
+                for when, count in (("mid", CHECKPOINTS // 2), ("end", CHECKPOINTS)):
+                    averager = Averager(build_model(*arch), run.__getitem__, bn_inputs, test)
+                    results.setdefault((when, "last checkpoint"), []).append(
+                        averager.score(run[count - 1])["accuracy"])
+                    for name, plan in METHODS.items():
+                        averager.build(plan(count))
+                        results.setdefault((when, name), []).append(averager.score()["accuracy"])
+                    chooser = Averager(build_model(*arch), run.__getitem__, bn_inputs, validation)
+                    best = chooser.run([uniform(count, k) for k in SWEEP]).state
+                    results.setdefault((when, CHOSEN), []).append(averager.score(best)["accuracy"])
+            for when in ("mid", "end"):
+                rows.append([label, "cosine" if decay else "constant", when,
+                             *(mean_std(results[(when, name)]) for name in ("last checkpoint", *METHODS, CHOSEN))])
+    print_table(f"Averaging: held-out accuracy % on digits (40 checkpoints, mean ± std over {seeds} seeds)",
+                ["model", "lr", "at", "last checkpoint", *METHODS, CHOSEN], rows)
+
+
+def alignment_barriers(seeds: int) -> None:
+    train, test = digits(False)
+    bn_inputs = [train.inputs[i:i + 128] for i in range(0, 640, 128)]
+    rows = []
+    for width in (64, 512, 1024):
+        arch = ("mlp", {"in_features": 64, "hidden": [width, width], "num_classes": 10})
+        model = build_model(*arch)
+        spec = derive_spec(model, example_input(*arch))
+        names = matched_parameters(model, spec)
+        barriers: dict[str, list[tuple[float, float]]] = {}
+        for seed in range(seeds):
+            a = sgd_run(arch, train, 2 * seed, 5, 0.05, True, checkpoints=1)[-1]
+            b = sgd_run(arch, train, 2 * seed + 1, 5, 0.05, True, checkpoints=1)[-1]
+            evaluator = PathEvaluator(model, names, bn_inputs, test, 512, CPU)
+            by_weights = apply_permutation(spec, weight_matching(spec, a, b, names), b)
+            model.load_state_dict(a)
+            probes = find_probes(model, spec, train.inputs[:64], torch.Generator().manual_seed(0))
+            by_activations = apply_permutation(spec, activation_matching(
+                model, spec, a, b, [train.inputs[i:i + 256] for i in range(0, 1400, 256)], probes), b)
+            for path, other in (("plain", b), ("weights", by_weights), ("activations", by_activations)):
+                curve = evaluator.curve(a, other)
+                barriers.setdefault(path, []).append((curve.barrier("loss"), curve.barrier("accuracy")))
+        row = [f"MLP {width}-{width}"]
+        for path in ("plain", "weights", "activations"):
+            losses = [b[0] for b in barriers[path]]
+            accuracies = [b[1] for b in barriers[path]]
+            row.append(f"{statistics.mean(losses):.3f} / {100 * statistics.mean(accuracies):.1f}")
+        rows.append(row)
+    print_table(f"Alignment: loss barrier / accuracy barrier (points) between two independent runs "
+                f"(digits, 11 α, BN re-estimated; mean over {seeds} pairs)",
+                ["model", "plain", "weight matching", "activation matching"], rows)
+
+
+def averaged_transfers(seeds: int) -> None:
+    rows = []
+    for label, arch, images, epochs, lr in (("MLP 256-256", MLP, False, 20, 0.005),
+                                            ("CNN+BN 32-32", CNN, True, 3, 0.005)):
+        train, test = digits(images)
+        model = build_model(*arch)
+        spec = derive_spec(model, example_input(*arch))
+        source = sgd_run(arch, train, 0, epochs, lr, False, checkpoints=1)
+        source = [init_state_dict(*arch, 0), source[-1]]
+        results: dict[str, list[float]] = {}
+        for seed in range(1, seeds + 1):
+            params = TransferOptions(steps=20, batch_size=128, device="cpu")
+            started = time.perf_counter()
+            target = transfer(build_model(*arch), spec, source, [init_state_dict(*arch, seed)], train,
+                              params, eval_data=test, average_last=AVERAGE_LAST).targets[0]
+            results.setdefault("seconds", []).append(time.perf_counter() - started)
+            results.setdefault("last", []).append(target.steps[-1]["accuracy"])
+            results.setdefault("best", []).append(max(s["accuracy"] for s in target.steps))
+            results.setdefault("average", []).append(target.average_metrics["accuracy"])
+        rows.append([label, *(mean_std(results[key]) for key in ("last", "best", "average")),
+                     f"{statistics.mean(results['seconds']):.1f}"])
+    print_table(f"Averaged transfers: FGMT T=20 held-out accuracy % (mean ± std over {seeds} targets)",
+                ["model", "last step", "best step", f"outputs.average last {AVERAGE_LAST}", "seconds"], rows)
+
+
+def _job(document: dict, directory: Path) -> tuple[dict, float, float]:
+    spec = parse_job_spec(document)
+    out = Path(tempfile.mkdtemp(dir=directory))
+    before = current_memory_bytes(CPU)
+    reset_peak_memory(CPU)
+    started = time.perf_counter()
+    manifest = executor_for(spec.kind)(spec, Path, out, RunContext())
+    seconds = time.perf_counter() - started
+    return manifest.summary, seconds, (peak_memory_bytes(CPU) - before) / MB
+
+
+def jobs(directory: Path) -> None:
+    train, test = digits(False)
+    for name, data in (("train", train), ("test", test)):
+        save_tensors(directory / f"{name}.safetensors", {"inputs": data.inputs, "targets": data.targets})
+    run = sgd_run(MLP, train, 0, 20, 0.05, False)
+    refs = []
+    for index, checkpoint in enumerate(run):
+        refs.append(str(directory / f"mlp{index}.safetensors"))
+        save_tensors(Path(refs[-1]), checkpoint)
+    other = sgd_run(MLP, train, 1, 20, 0.05, False, checkpoints=1)[-1]
+    save_tensors(directory / "other.safetensors", other)
+    arch = {"name": MLP[0], "config": MLP[1]}
+    data = {"train_data": str(directory / "train.safetensors"), "eval_data": str(directory / "test.safetensors"),
+            "params": {"device": "cpu"}}
+    average = {"kind": "average", "arch": arch, "checkpoints": refs, **data}
+    align = {"kind": "align", "arch": arch, "model_a": refs[-1], "model_b": str(directory / "other.safetensors"),
+             **data, "outputs": {"merged": True}}
+    cases = [
+        ("average uniform last 10", average | {"method": {"name": "uniform", "last": 10}}),
+        ("average lawa last 5 every 2", average | {"method": {"name": "lawa", "last": 5, "every": 2}}),
+        ("average ema β=0.9 warmup", average | {"method": {"name": "ema", "decay": 0.9, "warmup": True}}),
+        ("average uniform sweep last 1,2,5,10,20,40",
+         average | {"method": {"name": "uniform", "last": 10}, "sweep": {"last": [1, 2, 5, 10, 20, 40]}}),
+        ("align weights (+ merged)", align | {"method": "weights"}),
+        ("align activations (+ merged)", align | {"method": "activations"}),
+    ]
+    rows = []
+    for label, document in cases:
+        summary, seconds, extra = _job(document, directory)
+        if summary.get("best") is not None:
+            result = f"acc {100 * summary['best']['metrics']['accuracy']:.1f} ({summary['best']['label']})"
+        else:
+            result = (f"barrier {summary['plain_loss_barrier']:.3f} → {summary['aligned_loss_barrier']:.3f}, "
+                      f"merged acc {100 * summary['merged_accuracy']:.1f}")
+        rows.append([label, result, f"{seconds:.2f}", f"{extra:.0f}"])
+
+    # Streaming: a ~10 MB model, windows of 5 and 40 checkpoints.
+    big = ("mlp", {"in_features": 64, "hidden": [1536, 1536], "num_classes": 10})
+    init = init_state_dict(*big, 0)
+    size = sum(t.numel() * t.element_size() for t in init.values()) / MB
+    generator = torch.Generator().manual_seed(0)
+    big_refs = []
+    for index in range(CHECKPOINTS):
+        big_refs.append(str(directory / f"big{index}.safetensors"))
+        save_tensors(Path(big_refs[-1]), {n: t + 0.01 * torch.randn(t.shape, generator=generator)
+                                          if t.is_floating_point() else t for n, t in init.items()})
+    del init
+    for last in (5, 40):
+        document = {"kind": "average", "arch": {"name": big[0], "config": big[1]}, "checkpoints": big_refs,
+                    "method": {"name": "uniform", "last": last}, **data}
+        _, seconds, extra = _job(document, directory)
+        rows.append([f"average uniform last {last}, {size:.1f} MB model", f"window {last * size:.0f} MB",
+                     f"{seconds:.2f}", f"{extra:.0f}"])
+    print_table("Jobs through their executors (MLP 256-256 on digits, 40 checkpoints; CPU)",
+                ["job", "result", "seconds", "extra peak RSS MB"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    if MMAP_THRESHOLD not in os.environ:
+        # glibc raises its mmap threshold after large frees, then serves big tensors from the
+        # heap, whose freed pages RSS keeps: peak RSS would measure fragmentation, not use.
+        os.execve(sys.executable, [sys.executable, "-m", __spec__.name, *sys.argv[1:]],
+                  {**os.environ, MMAP_THRESHOLD: "65536"})
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        jobs(Path(directory))
+    for section in (averaging_quality, alignment_barriers, averaged_transfers):
+        section_started = time.perf_counter()
+        section(args.seeds)
+        print(f"({time.perf_counter() - section_started:.0f} s)")
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Model programs: exported graphs rebuilt into trainable modules, and what is refused unrun."""
+
+import copy
+import json
+import pickle
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from trajx.errors import InvalidInput
+from trajx.program.build import example_inputs, export_program, load_program
+from trajx.program.document import check_program
+
+
+class ResidualAttentionNet(nn.Module):
+    """A user's model: a residual block, nn.MultiheadAttention, LayerNorm, BatchNorm."""
+
+    def __init__(self, in_features=16, width=8, heads=2, num_classes=3, tokens=4):
+        super().__init__()
+        self.tokens = tokens
+        self.embed = nn.Linear(in_features // tokens, width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        self.block = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
+        self.bn = nn.BatchNorm1d(width)
+        self.register_buffer("scale", torch.full((width,), 0.5), persistent=False)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        h = self.embed(x.reshape(x.shape[0], self.tokens, -1))
+        a, _ = self.attn(h, h, h, need_weights=False)
+        h = self.norm(h + a)
+        h = h + self.block(h)
+        return self.head(self.bn(h.mean(dim=1)) * self.scale)
+
+
+@pytest.fixture(scope="module")
+def exported():
+    torch.manual_seed(0)
+    model = ResidualAttentionNet()
+    document = json.loads(json.dumps(export_program(model, (torch.randn(2, 16),))))  # as it travels
+    return model, document
+
+
+def test_rebuilt_module_computes_what_the_users_module_computes(exported):
+    model, document = exported
+    rebuilt = load_program(copy.deepcopy(document))
+    assert list(rebuilt.state_dict()) == list(model.state_dict())  # the user's own names, in order
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(5, 16)
+    for mode in (False, True):  # eval, then train (BatchNorm uses batch statistics)
+        users, ours = copy.deepcopy(model).train(mode), rebuilt.train(mode)
+        assert torch.allclose(ours(x), users(x), atol=1e-6)
+    # train mode updated the running statistics like the user's module does
+    reference = copy.deepcopy(model).train()
+    reference(x)
+    assert torch.allclose(rebuilt.bn.running_mean, reference.bn.running_mean, atol=1e-6)
+
+
+def test_rebuilt_module_trains_and_works_with_functional_call(exported):
+    model, document = exported
+    rebuilt = load_program(copy.deepcopy(document))
+    rebuilt.load_state_dict(model.state_dict())
+    x, y = torch.randn(6, 16), torch.tensor([0, 1, 2, 0, 1, 2])
+    nn.functional.cross_entropy(rebuilt(x), y).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in rebuilt.parameters())
+
+    doubled = {k: v * 2 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    rebuilt.eval()
+    assert torch.allclose(functional_call(rebuilt, doubled, (x,)),
+                          functional_call(copy.deepcopy(model).eval(), doubled, (x,)), atol=1e-5)
+
+
+def test_example_inputs_follow_the_programs_shape(exported):
+    _, document = exported
+    (x,) = example_inputs(document, batch=7)
+    assert x.shape == (7, 16) and x.dtype == torch.float32
+
+
+def _first_node(document, mode="eval"):
+    return document["graphs"][mode]["graph_module"]["graph"]["nodes"][0]
+
+
+@pytest.mark.parametrize("target, code, message", [
+    ("torch.ops.aten.nonexistent_op.default", "unsupported_op", "calls aten.nonexistent_op.default"),
+    ("torch.ops.aten.topk.default", "unsupported_op", "depends on the order of entries"),
+    ("builtins.eval", "unsupported_op", "not an ATen operator"),
+    ("os.system", "unsupported_op", "Python functions are not allowed"),
+    ("torch.ops.mylib.secret.default", "unsupported_op", "custom operators"),
+])
+def test_an_operator_outside_the_rule_table_is_refused_before_deserializing(
+        exported, monkeypatch, target, code, message):
+    _, document = exported
+    hostile = copy.deepcopy(document)
+    _first_node(hostile)["target"] = target
+    deserialized = []
+    monkeypatch.setattr("torch._export.serde.serialize.deserialize",
+                        lambda *a, **k: deserialized.append(a))
+
+    with pytest.raises(InvalidInput, match=message) as refused:
+        load_program(hostile)
+
+    assert refused.value.code == code and "graphs.eval" in refused.value.message
+    assert deserialized == []  # refused before torch read any of it
+
+
+@pytest.mark.parametrize("member", ["as_custom_obj", "as_graph", "as_operator"])
+def test_a_node_passing_an_object_or_graph_is_refused(exported, member):
+    _, document = exported
+    hostile = copy.deepcopy(document)
+    _first_node(hostile, "train")["inputs"].append({"name": "x", "arg": {member: {"name": "obj"}}, "kind": 1})
+    with pytest.raises(InvalidInput, match=member):
+        check_program(hostile)
+
+
+def test_a_pickle_is_not_a_program():
+    payload = pickle.dumps({"format": "trajx.program"})
+    with pytest.raises(InvalidInput, match="not a model program"):
+        check_program(payload)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(version=99), "version 99 is not supported"),
+    (lambda d: d.update(task="regression-ish"), "task 'regression-ish'"),
+    (lambda d: d["inputs"][0].update(shape=[2, -1]), r"inputs\[0\].shape"),
+    (lambda d: d["graphs"].pop("train"), "must hold exactly"),
+    (lambda d: d["constants"]["scale"].update(data="AAAA"), "bytes of data"),
+    (lambda d: d["graphs"]["train"]["graph_module"]["signature"]["input_specs"].append(
+        {"custom_obj": {"arg": {"name": "o"}}}), "input of kind 'custom_obj'"),
+])
+def test_malformed_programs_are_refused_naming_the_member(exported, mutate, message):
+    _, document = exported
+    broken = copy.deepcopy(document)
+    mutate(broken)
+    with pytest.raises(InvalidInput, match=message):
+        check_program(broken)
+
+
+def test_source_locations_of_the_users_machine_are_not_exported(exported):
+    _, document = exported
+    assert "stack_trace" not in json.dumps(document)

@@ -1,0 +1,140 @@
+"""Real processes for the integration tests: Celery worker, recovery loop, API, Redis restart.
+
+Each runs as a subprocess in its own session (so a stop reaches its children),
+logs to a file in the test's temp dir, and is ready only once it says so.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Self
+
+import httpx
+import redis
+
+from app.core.dispatchers import settings_env
+from app.core.settings import Settings
+from trajx.demo.server import free_port
+from worker.recovery import RESEND_AFTER_SECONDS
+
+REDIS_RESTART = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+                 "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+                 "--logfile", "/var/log/redis/ci.log"]
+
+
+class Service:
+    """A subprocess started with `settings` as TRAJX_* variables; `ready()` says when it's up."""
+
+    def __init__(self, name: str, command: list[str], settings: Settings, log_dir: Path,
+                 ready: Callable[["Service"], bool], start_timeout: float = 60.0) -> None:
+        self.name = name
+        self.command = command
+        self.env = {**os.environ, **settings_env(settings)}
+        self.log_path = log_dir / f"{name}.log"
+        self._ready = ready
+        self._start_timeout = start_timeout
+        self.process: subprocess.Popen | None = None
+        self.url: str | None = None
+        self._log_start = 0
+
+    def start(self) -> "Service":
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + self._start_timeout
+        while not self._ready(self):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Signal the whole process group; SIGKILL it if it outlives `timeout`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_since_start(self) -> str:
+        """What the current run (not an earlier one on the same log) has logged."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def celery_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Service:
+    """`celery worker -Q gpu,cpu -c 1`: one job at a time, a fresh child per job."""
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu",
+               "-c", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return Service(name, command, settings, log_dir, lambda s: " ready." in s.log_since_start(), start_timeout=90)
+
+
+def recovery_loop(settings: Settings, log_dir: Path, interval: float = 0.5, grace: float = 1.0,
+                  resend_after: float = RESEND_AFTER_SECONDS) -> Service:
+    command = [sys.executable, "-m", "worker.recovery", "--interval", str(interval), "--grace", str(grace),
+               "--resend-after", str(resend_after)]
+    return Service("recovery", command, settings, log_dir, lambda s: s.process.poll() is None)
+
+
+def api_server(settings: Settings, log_dir: Path, port: int | None = None) -> Service:
+    """The API under uvicorn; `service.url` is its base URL."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    service = Service(f"api-{port}", command, settings, log_dir, _answers_readyz)
+    service.url = f"http://127.0.0.1:{port}"
+    return service
+
+
+def _answers_readyz(service: Service) -> bool:
+    try:
+        return httpx.get(f"{service.url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def redis_restarted() -> Iterator[None]:
+    """Shut the local Redis down without saving (its queues are lost), then start it again.
+
+    The restart is in a `finally`: the machine's Redis is shared and must come back.
+    """
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    try:
+        client.shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass  # shutdown closes the connection under us
+    try:
+        yield
+    finally:
+        subprocess.run(REDIS_RESTART, check=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.1)

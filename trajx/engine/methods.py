@@ -1,0 +1,84 @@
+"""Transfer methods as small strategies (DESIGN.md §1): where each target's permutation
+starts and how a step updates it.
+
+- `Naive`: π = identity throughout.
+- `Oracle(trained)`: π matches the actual displacements θ₂ᵀ − θ₂⁰ of trained targets
+  with θ₁ᵀ − θ₁⁰, once, before the first step (evaluation only).
+- `FGMT`: each step adds one gradient pair (∇L(θ₂ˢ⁻¹), ∇L(θ₁ˢ⁻¹)) and re-solves the
+  matching warm-started from π_{s-1}.
+- `GMT`: like FGMT, but every earlier target gradient is recomputed under the newest π.
+
+A strategy talks to the run through `TransferRun`'s small surface (gradients at target
+points, one matching solve, source and target displacements).
+"""
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from trajx.engine.matching import MatchResult, PairBank
+from trajx.engine.permspec import Permutation, StateDict
+
+if TYPE_CHECKING:
+    from trajx.engine.transfer import TransferRun
+
+
+class Method(Protocol):
+    name: str
+    uses_gradients: bool  # whether the run collects gradient pairs for `step`
+    needs_groups: bool  # whether it matches anything (a spec without groups is refused)
+
+    def initial_perms(self, run: "TransferRun") -> list[Permutation]:
+        """One permutation per target before step 1."""
+        ...
+
+    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> MatchResult | None:
+        """Target k's matching at `step` (None: the permutation stays)."""
+        ...
+
+
+class Naive:
+    name, uses_gradients, needs_groups = "naive", False, False
+
+    def initial_perms(self, run: "TransferRun") -> list[Permutation]:
+        return [run.spec.identity() for _ in run.target_inits]
+
+    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+        return None
+
+
+class Oracle(Naive):
+    name, needs_groups = "oracle", True
+
+    def __init__(self, trained: Sequence[StateDict]) -> None:
+        self.trained = trained
+
+    def initial_perms(self, run: "TransferRun") -> list[Permutation]:
+        if len(self.trained) != len(run.target_inits):
+            raise ValueError("method 'oracle' needs one trained state per target")
+        source_move = run.source_delta(len(run.source) - 1)
+        perms = []
+        for k, state in enumerate(self.trained):
+            trained = run.params_of(state)
+            target_move = {n: trained[n] - run.target_inits[k][n] for n in run.param_names}
+            bank = PairBank.from_pairs([(target_move, source_move)], run.matched_names, run.device)
+            perms.append(run.match(bank, run.spec.identity(), k).perm)
+        return perms
+
+
+class FGMT(Naive):
+    name, uses_gradients, needs_groups = "fgmt", True, True
+
+    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> MatchResult:
+        """Add the newest pair, re-solve warm-started from `perm`."""
+        bank.add(run.target_gradient(k, perm, step - 1))
+        return run.match(bank, perm, k)
+
+
+class GMT(FGMT):
+    name = "gmt"
+
+    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> MatchResult:
+        """Recompute the earlier target gradients under `perm`, then as FGMT."""
+        for t in range(step - 1):
+            bank.target.put(t, run.target_gradient(k, perm, t))
+        return super().step(run, bank, k, perm, step)

@@ -1,0 +1,35 @@
+"""The engine's own options for a transfer: plain dataclasses, no service model.
+
+The defaults follow the paper's FGMT setup (the job spec's `params` carry the same
+names; the transfer executor converts one into the other).
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MatchingOptions:
+    """Coordinate descent over permutation groups: at most `max_iter` sweeps, stop when the
+    objective improves by less than `tol` (relative)."""
+
+    max_iter: int = 100
+    tol: float = 1e-7
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """T = `steps` points on the trajectory (`schedule`: uniform or cosine), G = `grad_batches`
+    batches of `batch_size` per gradient, `bn_batches` batches to re-estimate BatchNorm
+    statistics, every draw from `seed`. FGMT/GMT keep their gradient pairs on `pair_device`
+    ("auto": the run's device) in `pair_dtype`; `device` is "auto", "cpu" or "cuda"."""
+
+    steps: int = 30
+    schedule: str = "cosine"
+    batch_size: int = 128
+    grad_batches: int = 1
+    bn_batches: int = 5
+    seed: int = 0
+    matching: MatchingOptions = field(default_factory=MatchingOptions)
+    pair_device: str = "auto"
+    pair_dtype: str = "float32"
+    device: str = "auto"

@@ -1,0 +1,121 @@
+"""The `align` executor: models A and B in; B permuted onto A, its permutations and the
+barrier report out.
+
+Writes, under `out_dir`:
+
+    aligned_b.safetensors      B with every permutation group reordered onto A (same function as B)
+    permutations.safetensors   one int64 tensor per group: perm[g][i] = the B unit now at i
+    merged.safetensors         ½(A + πB), BatchNorm re-estimated (if outputs.merged)
+    report.json                spec, permutation spec, plain and aligned interpolation curves
+                               (loss, accuracy at α = 0, 0.1, ..., 1, BN re-estimated at each),
+                               their barriers, timings, versions
+"""
+
+import time
+from pathlib import Path
+
+import torch
+
+from trajx.engine.alignment import (
+    ALPHAS,
+    PathEvaluator,
+    activation_matching,
+    find_probes,
+    matched_parameters,
+    weight_matching,
+)
+from trajx.engine.permspec import apply_permutation
+from trajx.engine.trace import derive_spec
+from trajx.engine.transfer import resolve_device
+from trajx.executors.architecture import open_architecture
+from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
+from trajx.executors.manifest import ResultManifest, file_entry
+from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.solver_choice import solver_for
+from trajx.io import load_checkpoint, save_tensors
+from trajx.resources import peak_memory_bytes, reset_peak_memory
+from trajx.spec import AlignJob
+
+# A second, independent batch stream for activation matching (the first re-estimates BN).
+_ACTIVATION_STREAM = 1
+
+
+def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) -> ResultManifest:
+    """Align `spec.model_b` onto `spec.model_a`, write the results, return their manifest.
+
+    Summary: `{"method", "device", "seconds", "matching_seconds", "peak_memory_bytes",
+    "plain_loss_barrier", "aligned_loss_barrier", "plain_accuracy_barrier",
+    "aligned_accuracy_barrier", "merged_accuracy"}` (accuracy entries only for class
+    targets; merged_accuracy None unless outputs.merged). The barrier curves are measured
+    on eval_data (train_data without it). Raises InvalidInput (checkpoints,
+    data), UnsupportedModel (spec derivation; `activations_unobservable`), Cancelled
+    between interpolation points.
+    """
+    started = time.perf_counter()
+    device = resolve_device(spec.params.device)
+    architecture = open_architecture(spec.arch, resolve)
+    model = architecture.build()
+    expected = model.state_dict()
+    state_a = load_checkpoint(resolve(spec.model_a), expected, "model_a")
+    state_b = load_checkpoint(resolve(spec.model_b), expected, "model_b")
+    example = architecture.example(2)
+    train = load_dataset(resolve, spec.train_data, "train_data", model, example)
+    eval_data = train if spec.eval_data is None else \
+        load_dataset(resolve, spec.eval_data, "eval_data", model, example)
+    model.load_state_dict(state_a)
+    perm_spec = derive_spec(model, example, explicit=spec.permutation_spec)
+
+    reset_peak_memory(device)
+    model.to(device)
+    state_a = {n: t.to(device) for n, t in state_a.items()}
+    state_b = {n: t.to(device) for n, t in state_b.items()}
+    names = matched_parameters(model, perm_spec)
+    solver = solver_for(spec.params.matching.solver)
+    matching_started = time.perf_counter()
+    if spec.method == "weights":
+        matching = spec.params.matching
+        perm = weight_matching(perm_spec, state_a, state_b, names, max_iter=matching.max_iter,
+                               tol=matching.tol, seed=spec.params.seed, solver=solver)
+    else:
+        batches = draw_batches(train, spec.params, spec.params.activation_batches, device,
+                               offset=_ACTIVATION_STREAM)
+        model.load_state_dict(state_a)
+        probes = find_probes(model, perm_spec, batches[0],
+                             torch.Generator().manual_seed(spec.params.seed))
+        perm = activation_matching(model, perm_spec, state_a, state_b, batches, probes, solver)
+    matching_seconds = time.perf_counter() - matching_started
+    aligned_b = apply_permutation(perm_spec, perm, state_b)
+
+    evaluator = PathEvaluator(model, names, draw_batches(train, spec.params, spec.params.bn_batches, device),
+                              eval_data, 4 * spec.params.batch_size, device, ctx.should_cancel)
+    total = 2 * len(ALPHAS)
+    curves = {}
+    for index, (path, b) in enumerate((("plain", state_b), ("aligned", aligned_b))):
+        curves[path] = evaluator.curve(state_a, b)
+        ctx.on_progress(RunProgress((index + 1) * len(ALPHAS), total,
+                                    {"path": path, "loss_barrier": curves[path].barrier("loss")}))
+    merged = evaluator.point(state_a, aligned_b, 0.5) if spec.outputs.merged else None
+    peak = peak_memory_bytes(device)
+    seconds = time.perf_counter() - started
+
+    common = tensor_metadata("align", spec.arch, method=spec.method)
+    files = []
+    for role, tensors in (("aligned_b", aligned_b), ("permutations", perm), ("merged", merged)):
+        if tensors is not None:
+            path = out_dir / f"{role}.safetensors"
+            save_tensors(path, tensors, common)
+            files.append(file_entry(out_dir, path, role))
+    barriers = {f"{path}_{key}": value for path, curve in curves.items()
+                for key, value in curve.to_json().items() if key != "points"}
+    midpoint = curves["aligned"].points[len(ALPHAS) // 2]  # α = 0.5: the merged model
+    summary = {"method": spec.method, "device": str(device), "seconds": seconds,
+               "matching_seconds": matching_seconds, "peak_memory_bytes": peak, **barriers,
+               "merged_accuracy": midpoint.get("accuracy") if merged is not None else None}
+    report = out_dir / "report.json"
+    write_json(report, {"spec": spec.model_dump(mode="json"), "permutation_spec": perm_spec.to_json(),
+                        "summary": summary, "curves": {p: c.to_json() for p, c in curves.items()},
+                        "buffers": "BatchNorm statistics re-estimated on train_data at every point; "
+                                   "other buffers from model_a",
+                        "versions": versions()})
+    files.append(file_entry(out_dir, report, "report"))
+    return ResultManifest(files, summary)

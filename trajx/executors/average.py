@@ -1,0 +1,126 @@
+"""The `average` executor: a stored trajectory in, averaged checkpoint(s) and a report out.
+
+Every checkpoint's header is checked against the architecture before any work (a list
+mixing architectures fails with `checkpoint_mismatch` naming `checkpoints[i]`); the
+checkpoints are then read one at a time while averaging. Writes, under `out_dir`:
+
+    averaged.safetensors             the chosen average (the best on eval_data in a sweep)
+    candidates/{label}.safetensors   every swept candidate (if outputs.candidates), e.g.
+                                     candidates/uniform-last-5.safetensors
+    report.json                      spec, every candidate's metrics, the last checkpoint's,
+                                     timings, peak memory, versions
+"""
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trajx.engine.averaging import Averager, Candidate, CandidateResult, ema, lawa, uniform
+from trajx.engine.transfer import resolve_device
+from trajx.errors import Cancelled, InvalidInput
+from trajx.executors.architecture import open_architecture
+from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
+from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
+from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.io import check_checkpoint_header, load_checkpoint, save_tensors
+from trajx.resources import peak_memory_bytes, reset_peak_memory
+from trajx.spec import AverageJob, EmaMethod, LawaMethod
+
+BUFFERS_NOTE = ("parameters are averaged in float32; BatchNorm running statistics are re-estimated "
+                "on train_data for every averaged model; every other buffer comes from the newest "
+                "checkpoint of the window")
+
+
+def plan_candidates(spec: AverageJob) -> list[Candidate]:
+    """The averages to build: the method's one, or one per value of the sweep's grid."""
+    count, method = len(spec.checkpoints), spec.method
+    try:
+        if isinstance(method, EmaMethod):
+            decays = spec.sweep.decay if spec.sweep is not None else [method.decay]
+            return [ema(count, beta, method.warmup) for beta in decays]
+        if isinstance(method, LawaMethod):
+            lasts = spec.sweep.last if spec.sweep is not None else [method.last]
+            return [lawa(count, last, method.every) for last in lasts]
+        lasts = spec.sweep.last if spec.sweep is not None else [method.window(count)]
+        return [uniform(count, last) for last in lasts]
+    except ValueError as exc:  # the spec model checks these first; the engine has the last word
+        raise InvalidInput(f"method: {exc}", code="invalid_params", field="method") from None
+
+
+def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunContext) -> ResultManifest:
+    """Average `spec.checkpoints`, write the result files under `out_dir`, return their manifest.
+
+    Summary: `{"method", "device", "seconds", "peak_memory_bytes", "candidates",
+    "best_accuracy", "last_checkpoint_accuracy", "best": {label, params, checkpoints, newest,
+    metrics}, "last_checkpoint": metrics}` (metrics empty, accuracies None without eval data).
+    Raises InvalidInput before any averaging when a checkpoint or data shard is unusable,
+    NonFiniteLoss, Cancelled between candidates.
+    """
+    started = time.perf_counter()
+    device = resolve_device(spec.params.device)
+    architecture = open_architecture(spec.arch, resolve)
+    model = architecture.build()
+    expected = model.state_dict()
+    for index, ref in enumerate(spec.checkpoints):
+        check_checkpoint_header(resolve(ref), expected, f"checkpoints[{index}]")
+    example = architecture.example(2)
+    train = load_dataset(resolve, spec.train_data, "train_data", model, example)
+    eval_data = None if spec.eval_data is None else \
+        load_dataset(resolve, spec.eval_data, "eval_data", model, example)
+    candidates = plan_candidates(spec)
+
+    def load(index: int) -> dict[str, torch.Tensor]:
+        # A window may hold up to 1000 checkpoints: a cancel need not wait for its end.
+        if ctx.should_cancel():
+            raise Cancelled(f"averaging cancelled before reading checkpoints[{index}]")
+        return load_checkpoint(resolve(spec.checkpoints[index]), expected, f"checkpoints[{index}]")
+
+    reset_peak_memory(device)
+    averager = Averager(model, load, draw_batches(train, spec.params, spec.params.bn_batches, device),
+                        eval_data, 4 * spec.params.batch_size, device)
+    common = tensor_metadata("average", spec.arch)
+    files: list[ResultFile] = []
+    done = 0
+
+    def on_candidate(result: CandidateResult, state: dict[str, torch.Tensor]) -> None:
+        nonlocal done
+        done += 1
+        if spec.outputs.candidates:
+            path = out_dir / "candidates" / f"{_slug(result.candidate.label)}.safetensors"
+            save_tensors(path, state, {**common, "label": result.candidate.label})
+            files.append(file_entry(out_dir, path, "candidate", metadata=_describe(result)))
+        ctx.on_progress(RunProgress(done, len(candidates), _describe(result)))
+
+    result = averager.run(candidates, on_candidate, ctx.should_cancel)
+    last_checkpoint = averager.score(load(len(spec.checkpoints) - 1))
+    peak = peak_memory_bytes(device)
+    seconds = time.perf_counter() - started
+
+    averaged = out_dir / "averaged.safetensors"
+    save_tensors(averaged, result.state, {**common, "label": result.best.candidate.label})
+    files.insert(0, file_entry(out_dir, averaged, "averaged", metadata=_describe(result.best)))
+    summary = {"method": spec.method.name, "device": str(device), "seconds": seconds,
+               "peak_memory_bytes": peak, "candidates": len(candidates),
+               "best_accuracy": result.best.metrics.get("accuracy"),
+               "last_checkpoint_accuracy": last_checkpoint.get("accuracy"),
+               "best": _describe(result.best), "last_checkpoint": last_checkpoint}
+    report = out_dir / "report.json"
+    write_json(report, {"spec": spec.model_dump(mode="json"), "summary": summary,
+                        "candidates": [_describe(r) for r in result.curve], "buffers": BUFFERS_NOTE,
+                        "versions": versions()})
+    files.append(file_entry(out_dir, report, "report"))
+    return ResultManifest(files, summary)
+
+
+def _describe(result: CandidateResult) -> dict[str, Any]:
+    candidate = result.candidate
+    return {"label": candidate.label, "params": candidate.params, "checkpoints": len(candidate.indices),
+            "newest": candidate.newest, "metrics": result.metrics}
+
+
+def _slug(label: str) -> str:
+    """A file name for a candidate label: "ema decay=0.9 warmup" -> "ema-decay-0.9-warmup"."""
+    return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")

@@ -1,0 +1,67 @@
+"""The executor registry: job kind -> the function that runs a spec of that kind."""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from trajx.errors import InvalidInput
+from trajx.executors.manifest import ResultManifest
+
+Resolve = Callable[[str], Path]  # artifact ref of the spec -> local file
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """`done` of `total` units of the whole job are finished; `data` says what just finished
+    (for a transfer: `target`, `target_step`, `metrics`)."""
+
+    done: int
+    total: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How an executor talks back: progress reports, and a cancel check between steps
+    (True means stop: raise trajx.errors.Cancelled)."""
+
+    on_progress: Callable[[RunProgress], None] = lambda progress: None
+    should_cancel: Callable[[], bool] = _never
+
+
+class Executor(Protocol):
+    def __call__(self, spec: Any, resolve: Resolve, out_dir: Path,
+                 ctx: RunContext) -> ResultManifest:
+        """Run `spec`, reading each artifact ref through `resolve` (ref -> local file) and
+        writing result files under the empty directory `out_dir`; return their manifest.
+        Raises TrajxError subclasses (InvalidInput before expensive work, Cancelled, ...)."""
+        ...
+
+
+# kind -> executor, or "module:function" for built-ins imported on first use (torch).
+_EXECUTORS: dict[str, Executor | str] = {"transfer": "trajx.executors.transfer:run_transfer",
+                                         "average": "trajx.executors.average:run_average",
+                                         "align": "trajx.executors.align:run_align"}
+
+
+def register_executor(kind: str, executor: Executor | str) -> None:
+    """Run specs of `kind` with `executor` (a callable, or "module:function" imported lazily)."""
+    _EXECUTORS[kind] = executor
+
+
+def executor_for(kind: str) -> Executor:
+    """The executor of `kind`; InvalidInput `unknown_kind` when none is registered."""
+    executor = _EXECUTORS.get(kind)
+    if executor is None:
+        raise InvalidInput(f"no executor for job kind {kind!r}; known kinds: {sorted(_EXECUTORS)}",
+                           code="unknown_kind", field="kind")
+    if isinstance(executor, str):
+        module_name, name = executor.split(":")
+        executor = _EXECUTORS[kind] = getattr(importlib.import_module(module_name), name)
+    return executor
