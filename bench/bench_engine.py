@@ -26,12 +26,13 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from trajx.engine.batches import BatchSampler, Dataset, task_loss
+from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import PairBank, match
 from trajx.engine.methods import FGMT, GMT, Naive, Oracle
 from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
+from trajx.engine.tasks import CLASSES_OR_VALUES
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
@@ -79,9 +80,9 @@ def sgd(model: nn.Module, data: Dataset, task: Task, seed: int) -> dict[str, tor
     sampler = BatchSampler(len(data), 64, torch.Generator().manual_seed(seed))
     model.train()
     for _ in range(task.epochs * ((len(data) + 63) // 64)):
-        inputs, targets = data.batch(sampler.draw(), "cpu")
+        inputs, targets, _ = data.batch(sampler.draw(), "cpu")
         optimizer.zero_grad()
-        task_loss(model(inputs), targets).backward()
+        CLASSES_OR_VALUES.loss(model(inputs), targets).backward()
         optimizer.step()
     return {n: t.detach().clone() for n, t in model.state_dict().items()}
 

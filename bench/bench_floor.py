@@ -38,9 +38,10 @@ from bench_engine import TASKS, Task, digits, sgd
 
 import trajx.engine.transfer as transfer_module
 from trajx.engine import matching
-from trajx.engine.batches import BatchSampler, task_loss
+from trajx.engine.batches import BatchSampler
 from trajx.engine.matching import PairBank
 from trajx.engine.solvers import break_ties, get_solver
+from trajx.engine.tasks import CLASSES_OR_VALUES
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
@@ -151,9 +152,9 @@ class Case:
                  if any(g is not None for g in self.spec.param_groups.get(n, ()))]
         gradients = []
         start = self.clock()
-        for inputs, labels in batches:
+        for inputs, labels, _ in batches:
             model.zero_grad(set_to_none=True)
-            task_loss(model(inputs), labels).backward()
+            CLASSES_OR_VALUES.loss(model(inputs), labels).backward()
             gradients.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if n in names})
         backward = self.clock() - start
         shapes = {n: tuple(g.shape) for n, g in gradients[0].items()}

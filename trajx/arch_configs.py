@@ -149,8 +149,20 @@ class TransformerConfig(ArchConfig):
 
 
 # The built-in architectures; plug-ins (entry points) are only known where torch is.
-ZOO_CONFIGS: dict[str, type[ArchConfig]] = {
+class HFArchConfig(BaseModel):
+    """The torch-free part of `hf`'s config (a Hugging Face `config.json` plus `task`): the
+    API checks these two keys; the worker checks the rest against transformers
+    (`trajx.engine.zoo.hf`), which the API never imports."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    task: Literal["causal-lm", "masked-lm", "sequence-classification", "image-classification"]
+    model_type: str = Field(min_length=1, max_length=100)
+
+
+ZOO_CONFIGS: dict[str, type[BaseModel]] = {
     "mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "transformer": TransformerConfig,
+    "hf": HFArchConfig,
 }
 
 

@@ -4,6 +4,10 @@ Only safetensors is ever read (never torch.load or pickle). Every problem raises
 `trajx.errors.InvalidInput` with a stable code and the offending file/tensor named:
 `invalid_safetensors`, `checkpoint_mismatch`, `non_finite_input`, `data_mismatch`,
 `target_out_of_range`.
+
+A checkpoint is one safetensors file, or a Hugging Face sharded one: its
+`model.safetensors.index.json` (or the folder `save_pretrained` wrote) whose shards
+lie next to it.
 """
 
 import json
@@ -18,6 +22,7 @@ from torch import nn
 
 from trajx.checkpoint_names import mismatch_hint
 from trajx.engine.batches import Dataset
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import InvalidInput
 
 # BatchNorm's batch counter is bookkeeping, often dropped by exporters: take the model's.
@@ -65,16 +70,20 @@ def _sort_metadata(path: Path) -> None:
 
 
 def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                        what: str = "checkpoint") -> dict[str, torch.Tensor]:
+                        what: str = "checkpoint", *,
+                        tied: Mapping[str, str] | None = None) -> dict[str, torch.Tensor]:
     """`state` checked against a model's `expected` state dict and cast to its dtypes.
 
-    Names must match exactly (a missing `num_batches_tracked` is filled in), shapes must
+    Names must match exactly (a missing `num_batches_tracked` is filled in, and so is a
+    tied weight such as Hugging Face's `lm_head.weight`, the same tensor as an earlier
+    entry, which `save_pretrained` leaves out), shapes must
     match, floating entries must be floating (any precision) and integer ones integer,
     values must be finite. Raises InvalidInput `checkpoint_mismatch` listing missing
     and extra names or naming the tensor with both shapes/dtypes, `non_finite_input`
     naming the tensor.
     """
-    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)}
+    tied = _tied_names(expected) if tied is None else tied  # meta tensors cannot tell
+    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)} | set(tied)
     missing = sorted(set(expected) - set(state) - optional)
     extra = sorted(set(state) - set(expected))
     if missing or extra:
@@ -86,7 +95,8 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     out = {}
     for name, reference in expected.items():
         if name not in state:
-            out[name] = reference.detach().clone()
+            # A tied weight is its source's tensor: loading a stale copy would overwrite it.
+            out[name] = out[tied[name]] if name in tied else reference.detach().clone()
             continue
         tensor = state[name]
         if tuple(tensor.shape) != tuple(reference.shape):
@@ -108,6 +118,19 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     return out
 
 
+def _tied_names(expected: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Name -> earlier name, for names whose tensor is the very tensor of an earlier one
+    (tied weights)."""
+    first: dict[tuple, str] = {}
+    tied = {}
+    for name, tensor in expected.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in first:
+            tied[name] = first[key]
+        first.setdefault(key, name)
+    return tied
+
+
 def check_checkpoint_header(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> None:
     """`validate_checkpoint` on the file's header alone (names, shapes, dtypes; values are
     not read): a long list of checkpoints is checked before any work, in O(1) memory."""
@@ -120,7 +143,8 @@ def check_checkpoint_header(path: Path, expected: Mapping[str, torch.Tensor], wh
     except (SafetensorError, OSError, ValueError) as exc:
         raise InvalidInput(f"{what}: cannot read {Path(path).name} as safetensors: {exc}",
                            code="invalid_safetensors", artifact=what) from None
-    validate_checkpoint(header, {n: t.to("meta") for n, t in expected.items()}, what)
+    validate_checkpoint(header, {n: t.to("meta") for n, t in expected.items()}, what,
+                        tied=_tied_names(expected))
 
 
 # safetensors dtype names -> torch (one unknown to torch is reported as complex: unusable)
@@ -130,12 +154,46 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 
 
 def load_checkpoint(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
-    """Read and `validate_checkpoint` a safetensors state dict."""
-    return validate_checkpoint(load_tensors(path, what), expected, what)
+    """Read and `validate_checkpoint` a safetensors state dict (one file or sharded)."""
+    return validate_checkpoint(load_state(Path(path), what), expected, what)
+
+
+def load_state(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint: a safetensors file, a sharded checkpoint's
+    `*.safetensors.index.json`, or a folder holding either (`save_pretrained`'s output).
+
+    Raises InvalidInput `invalid_safetensors` naming the file, or `invalid_checkpoint_index`
+    when an index is unreadable, names a shard outside its folder, or disagrees with its shards.
+    """
+    if path.is_dir():
+        index = path / "model.safetensors.index.json"
+        path = index if index.is_file() else path / "model.safetensors"
+    if not path.name.endswith(".index.json"):
+        return load_tensors(path, what)
+    try:
+        weight_map = json.loads(path.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{what}: {path.name} is not a sharded checkpoint index: {exc}",
+                           code="invalid_checkpoint_index", artifact=what) from None
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard:  # shards sit beside their index
+            raise InvalidInput(f"{what}: {path.name} names shard {shard!r} outside its folder",
+                               code="invalid_checkpoint_index", artifact=what, shard=str(shard))
+        state |= load_tensors(path.parent / shard, f"{what} ({shard})")
+    if set(state) != set(weight_map):
+        raise InvalidInput(
+            f"{what}: the shards of {path.name} hold other tensors than its weight_map names; "
+            f"missing: {sorted(set(weight_map) - set(state))[:5]}, "
+            f"unlisted: {sorted(set(state) - set(weight_map))[:5]}",
+            code="invalid_checkpoint_index", artifact=what)
+    return state
 
 
 def load_data(path: Path, what: str) -> Dataset:
-    """A data shard: a safetensors file with `inputs` [N, ...] and `targets` [N, ...].
+    """A data shard: a safetensors file with `inputs` [N, ...] and `targets` [N, ...],
+    optionally `attention_mask` [N, L] of 0/1 shaped like token `inputs`.
 
     Raises InvalidInput `data_mismatch` (missing tensors, lengths differ, empty,
     unusable dtypes) or `non_finite_input`.
@@ -160,14 +218,21 @@ def load_data(path: Path, what: str) -> Dataset:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InvalidInput(f"{what}: tensor {key!r} holds NaN or infinite values",
                                code="non_finite_input", artifact=what, tensor=key)
-    if targets.is_floating_point():
-        return Dataset(inputs.float() if inputs.is_floating_point() else inputs, targets.float())
-    return Dataset(inputs.float() if inputs.is_floating_point() else inputs, targets.long())
+    mask = tensors.get("attention_mask")
+    if mask is not None and (mask.shape != inputs.shape or not bool(((mask == 0) | (mask == 1)).all())):
+        raise InvalidInput(f"{what}: 'attention_mask' must hold 0/1 and be shaped like 'inputs' "
+                           f"{list(inputs.shape)}; got {list(mask.shape)}",
+                           code="data_mismatch", artifact=what, tensor="attention_mask")
+    inputs = inputs.float() if inputs.is_floating_point() else inputs.long()
+    targets = targets.float() if targets.is_floating_point() else targets.long()
+    return Dataset(inputs, targets, None if mask is None else mask.long())
 
 
 @torch.no_grad()
-def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequence[int]) -> None:
-    """Check that `data` fits `model`: one forward pass on 2 samples, then the targets.
+def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequence[int],
+                  task: Task = CLASSES_OR_VALUES) -> None:
+    """Check that `data` fits `model`: one forward pass on 2 samples, then `task` checks
+    the targets.
 
     `sample_shape` is the shape of one sample the model expects (its architecture's
     example input without the batch axis), named when the inputs do not fit.
@@ -176,11 +241,10 @@ def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequ
     targets for a model without a class axis) or `target_out_of_range` (class id < 0
     or ≥ the number of outputs).
     """
-    sample = data.inputs[:2]
     was_training = model.training
     model.eval()
     try:
-        outputs = model(sample)
+        outputs = task.outputs(model, data.batch(slice(0, 2), "cpu"))
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise InvalidInput(
             f"{what}: inputs of shape {list(data.inputs.shape)} (one sample: "
@@ -190,29 +254,7 @@ def validate_data(data: Dataset, model: nn.Module, what: str, sample_shape: Sequ
             inputs_shape=list(data.inputs.shape), expected_sample_shape=list(sample_shape)) from None
     finally:
         model.train(was_training)
-    if data.targets.is_floating_point():
-        per_sample = tuple(outputs.shape[1:])
-        if outputs[0].numel() != data.targets[0].numel():
-            raise InvalidInput(
-                f"{what}: float targets of shape {list(data.targets.shape)} are regression values, "
-                f"but the model outputs {list(per_sample)} per sample",
-                code="data_mismatch", artifact=what, tensor="targets",
-                targets_shape=list(data.targets.shape), output_shape=list(per_sample))
-        return
-    if outputs.ndim != 2 or data.targets.ndim != 1:
-        raise InvalidInput(
-            f"{what}: integer targets {list(data.targets.shape)} are class ids, but the model "
-            f"outputs {list(outputs.shape[1:])} per sample (expected one score per class)",
-            code="data_mismatch", artifact=what, tensor="targets",
-            targets_shape=list(data.targets.shape), output_shape=list(outputs.shape[1:]))
-    classes = outputs.shape[1]
-    low, high = int(data.targets.min()), int(data.targets.max())
-    if low < 0 or high >= classes:
-        raise InvalidInput(
-            f"{what}: targets range over [{low}, {high}] but the model has {classes} classes "
-            f"(valid ids 0..{classes - 1})",
-            code="target_out_of_range", artifact=what, tensor="targets",
-            min=low, max=high, num_classes=classes)
+    task.check_data(data, outputs, what)
 
 
 def _dtype(tensor: torch.Tensor) -> str:

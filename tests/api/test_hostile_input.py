@@ -149,6 +149,8 @@ def test_deeply_nested_json_is_refused_with_422(api, tenant, depth):
     ("cnn", {"channels": [8, 8], "image_size": 8, "width": 0.01}, "spec.arch.config"),
     ("transformer", {"d_model": 4, "num_heads": 1, "mlp_ratio": 0.01}, "spec.arch.config"),
     ("resnet", {"width": 0.01}, "spec.arch.config"),
+    ("hf", {"model_type": "gpt2"}, "spec.arch.config.task"),
+    ("hf", {"task": "causal-lm", "model_type": ""}, "spec.arch.config.model_type"),
 ])
 def test_zoo_configs_are_bounded_at_submit(api, tenant, arch, config, field):
     spec = transfer_spec(api, tenant)

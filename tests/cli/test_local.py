@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 import trajx.cli.local  # noqa: F401  (registers the commands)
 from tests.support.engine_setups import MLP, mlp_setup
 from trajx.cli.app import app
+from trajx.cli.local import _file_resolver
+from trajx.errors import InvalidInput
 from trajx.io import load_tensors
 
 runner = CliRunner()
@@ -87,3 +89,11 @@ def test_describe_lists_parameters_and_groups(tmp_path):
     assert len(described["groups"]) == 2 and all(g["size"] == 128 for g in described["groups"])
     tables = runner.invoke(app, ["describe", "--arch", "mlp", "--config", CONFIG])
     assert tables.exit_code == 0 and "permutation groups" in tables.stdout
+
+
+def test_run_resolves_a_folder_ref_for_a_hugging_face_checkpoint(tmp_path):
+    (tmp_path / "theta0").mkdir()  # what save_pretrained writes, sharded or not
+    resolve = _file_resolver(tmp_path, {"source[0]": "theta0", "source[1]": "missing"})
+    assert resolve("theta0") == tmp_path / "theta0"
+    with pytest.raises(InvalidInput, match="source\\[1\\]: file .* not found"):
+        resolve("missing")

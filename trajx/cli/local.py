@@ -105,7 +105,7 @@ def _file_resolver(base: Path, refs: dict[str, str]):
 
     def resolve(ref: str) -> Path:
         path = base / ref  # an absolute ref stays absolute
-        if not path.is_file():
+        if not path.exists():  # a folder is a Hugging Face checkpoint (save_pretrained's output)
             raise InvalidInput(f"{where.get(ref, ref)}: file {path} not found",
                                code="artifact_not_found", field=where.get(ref), artifact=ref)
         return path

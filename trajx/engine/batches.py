@@ -1,45 +1,54 @@
-"""Data for the engine: a dataset of (inputs, targets), seeded mini-batch plans, the loss.
+"""Data for the engine: a dataset of (inputs, targets), seeded mini-batch plans.
 
-Targets decide the task: an integer dtype means class ids (cross-entropy), a float
-dtype means regression values (mean squared error).
+What the targets mean (class ids, values, token labels) is the architecture's task
+(`trajx.engine.tasks`).
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
+
+
+class Batch(NamedTuple):
+    """Some samples on a device; `attention_mask` [N, L] when the data has one."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    attention_mask: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Aligned `inputs` [N, ...] and `targets` [N] (class ids) or [N, ...] (values)."""
+    """Aligned `inputs` [N, ...] and `targets` [N, ...], optionally an `attention_mask`
+    [N, L] (1 = a real token, 0 = padding) for token inputs."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
+    attention_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.targets):
             raise ValueError(
                 f"inputs has {len(self.inputs)} samples but targets has {len(self.targets)}"
             )
+        if self.attention_mask is not None and self.attention_mask.shape != self.inputs.shape:
+            raise ValueError(f"attention_mask {list(self.attention_mask.shape)} is not shaped like "
+                             f"inputs {list(self.inputs.shape)}")
 
     def __len__(self) -> int:
         return len(self.inputs)
 
-    @property
-    def is_classification(self) -> bool:
-        return not self.targets.is_floating_point()
-
-    def batch(self, indices: torch.Tensor, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, indices: torch.Tensor | slice, device: torch.device | str) -> Batch:
         """The samples at `indices`, moved to `device`."""
-        return self.inputs[indices].to(device), self.targets[indices].to(device)
+        mask = None if self.attention_mask is None else self.attention_mask[indices].to(device)
+        return Batch(self.inputs[indices].to(device), self.targets[indices].to(device), mask)
 
-    def chunks(self, batch_size: int, device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def chunks(self, batch_size: int, device: torch.device | str) -> Iterator[Batch]:
         """Every sample once, in order, `batch_size` at a time (for evaluation)."""
         for start in range(0, len(self), batch_size):
-            yield self.inputs[start:start + batch_size].to(device), \
-                self.targets[start:start + batch_size].to(device)
+            yield self.batch(slice(start, start + batch_size), device)
 
 
 class BatchSampler:
@@ -69,9 +78,3 @@ class BatchSampler:
     def draw_many(self, count: int) -> list[torch.Tensor]:
         return [self.draw() for _ in range(count)]
 
-
-def task_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for integer class ids, mean squared error for float targets."""
-    if targets.is_floating_point():
-        return F.mse_loss(outputs, targets.reshape(outputs.shape))
-    return F.cross_entropy(outputs, targets)

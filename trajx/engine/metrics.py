@@ -1,26 +1,28 @@
-"""Evaluation of a model on held-out data: mean loss, and accuracy for class targets."""
+"""Evaluation of a model on held-out data: mean loss, and accuracy where the task has one."""
 
 import torch
 from torch import nn
 
-from trajx.engine.batches import Dataset, task_loss
+from trajx.engine.batches import Dataset
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, batch_size: int,
-             device: torch.device | str) -> dict[str, float]:
-    """`{"loss", "accuracy"}` (accuracy only for class targets) of `model` in eval mode.
+def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device | str,
+             task: Task = CLASSES_OR_VALUES) -> dict[str, float]:
+    """`{"loss", "accuracy"}` of `model` in eval mode (accuracy only where `task` has one).
 
-    The loss is the sample-weighted mean over the whole dataset.
+    Both are means over the task's units (samples, or counted tokens) of the whole dataset.
     """
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for inputs, targets in data.chunks(batch_size, device):
-        outputs = model(inputs)
-        loss_sum += float(task_loss(outputs, targets)) * len(inputs)
-        if data.is_classification:
-            correct += int((outputs.argmax(dim=1) == targets).sum())
-    result = {"loss": loss_sum / len(data)}
-    if data.is_classification:
-        result["accuracy"] = correct / len(data)
+    loss_sum, correct, units = 0.0, 0, 0
+    for batch in data.chunks(batch_size, device):
+        score = task.score(task.outputs(model, batch), batch.targets)
+        loss_sum += score.loss_sum
+        correct += score.correct or 0
+        units += score.units
+    units = max(units, 1)
+    result = {"loss": loss_sum / units}
+    if task.has_accuracy(data):
+        result["accuracy"] = correct / units
     return result

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trajx.engine.averaging import Accumulator
-from trajx.engine.batches import BatchSampler, Dataset, task_loss
+from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import MatchResult, PairBank, match
 from trajx.engine.methods import FGMT, Method
@@ -35,6 +35,7 @@ from trajx.engine.permspec import (
 )
 from trajx.engine.schedule import plan_trajectory
 from trajx.engine.solvers import Solver, scipy_solver
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
 
 DEFAULT_OPTIONS, DEFAULT_METHOD = TransferOptions(), FGMT()  # both immutable
@@ -96,13 +97,15 @@ def resolve_device(name: str) -> torch.device:
 def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict],
              targets: Sequence[StateDict], train: Dataset, options: TransferOptions = DEFAULT_OPTIONS, *,
              method: Method = DEFAULT_METHOD, solver: Solver = scipy_solver, eval_data: Dataset | None = None,
-             keep_trajectory: bool = False, on_progress: ProgressCallback | None = None,
+             keep_trajectory: bool = False, task: Task = CLASSES_OR_VALUES,
+             on_progress: ProgressCallback | None = None,
              should_cancel: Callable[[], bool] | None = None,
              average_last: int | None = None) -> TransferResult:
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
-    it is moved to the run's device); inputs are assumed validated (trajx.io). `method`
+    it is moved to the run's device); `task` gives its loss and accuracy (the default:
+    class ids or regression values); inputs are assumed validated (trajx.io). `method`
     is a strategy of `trajx.engine.methods`, `solver` the linear assignment solver every
     matching uses (any exact one gives the same result; timing them is the caller's). Returns
     one TargetResult per target (last step, best step on `eval_data`, or last when no
@@ -120,7 +123,7 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
         require_groups(spec, method.name)
     with _deterministic():
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
-                          keep_trajectory, on_progress, should_cancel, average_last)
+                          keep_trajectory, task, on_progress, should_cancel, average_last)
         return run.execute(method)
 
 
@@ -186,7 +189,8 @@ class TransferRun:
     """
 
     def __init__(self, model, spec, source, targets, train, eval_data, params: TransferOptions,
-                 solver: Solver, keep_trajectory, on_progress, should_cancel, average_last) -> None:
+                 solver: Solver, keep_trajectory, task, on_progress, should_cancel,
+                 average_last) -> None:
         self.device = resolve_device(params.device)
         self.solver = solver
         self.model = model.to(self.device)
@@ -195,6 +199,7 @@ class TransferRun:
         self.eval_data = eval_data
         self.params = params
         self.keep_trajectory = keep_trajectory
+        self.task = task
         self.on_progress = on_progress
         self.should_cancel = should_cancel
         self.average_last = average_last
@@ -215,7 +220,7 @@ class TransferRun:
         # Plan every random draw now: BN batches first, then G batches per pair.
         sampler = BatchSampler(len(train), params.batch_size,
                                torch.Generator().manual_seed(params.seed))
-        self.bn_inputs = [train.batch(i, self.device)[0] for i in sampler.draw_many(params.bn_batches)]
+        self.bn_inputs = [train.batch(i, self.device).inputs for i in sampler.draw_many(params.bn_batches)]
         self.pair_batches = [sampler.draw_many(params.grad_batches) for _ in range(params.steps)]
 
     def params_of(self, state: StateDict) -> Tensors:
@@ -278,8 +283,8 @@ class TransferRun:
             self.model.zero_grad(set_to_none=True)
             total = torch.zeros((), device=self.device)
             for indices in batches:
-                inputs, labels = self.train.batch(indices, self.device)
-                loss = task_loss(self.model(inputs), labels) / len(batches)
+                batch = self.train.batch(indices, self.device)
+                loss = self.task.loss(self.task.outputs(self.model, batch), batch.targets) / len(batches)
                 loss.backward()
                 total += loss.detach()
             self.timings.backward_passes += len(batches)
@@ -370,7 +375,7 @@ class TransferRun:
         with self.stopwatch.measure("evaluation_seconds"):
             state = self._finish(k, tracker.window.result())
             metrics = {} if self.eval_data is None else \
-                evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device)
+                evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device, self.task)
         return state, metrics
 
     def _record(self, tracker: _Tracker, k: int, perm: Permutation, step: int) -> dict[str, float]:
@@ -385,7 +390,8 @@ class TransferRun:
             state = self._finish(k, self._target_point(k, perm, step))
             if self.eval_data is not None:
                 # No gradients are kept, so a bigger batch than training's fits and runs faster.
-                metrics = evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device)
+                metrics = evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device,
+                                   self.task)
         if self.eval_data is not None:
             if not all(math.isfinite(v) for v in metrics.values()):
                 raise NonFiniteLoss(f"eval loss is {metrics['loss']} for target {k} at step {step}",

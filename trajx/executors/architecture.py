@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trajx.engine.zoo import build_model, example_input, init_state_dict
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
+from trajx.engine.zoo import build_model, checkpoint_names, example_input, init_state_dict, task_for
 from trajx.errors import InvalidInput
 from trajx.executors.registry import Resolve
 from trajx.program.build import example_inputs, load_program
@@ -28,11 +29,14 @@ StateDict = dict[str, torch.Tensor]
 class ModelSource:
     """How to make the job's model: `build()` a fresh module, `example(batch)` an input
     batch for tracing, `init(seed, where)` a seeded initialization (`where` names the
-    spec field in errors)."""
+    spec field in errors), `task` its loss and accuracy, `checkpoint_names(model)` the
+    module's state-dict names -> the names its checkpoint files use."""
 
     build: Callable[[], nn.Module]
     example: Callable[[int], torch.Tensor]
     init: Callable[[int, str], StateDict]
+    task: Task = CLASSES_OR_VALUES
+    checkpoint_names: Callable[[nn.Module], dict[str, str]] = lambda model: {k: k for k in model.state_dict()}
 
 
 def open_architecture(arch: Architecture, resolve: Resolve) -> ModelSource:
@@ -41,7 +45,9 @@ def open_architecture(arch: Architecture, resolve: Resolve) -> ModelSource:
         name, config = arch.name, arch.config
         return ModelSource(build=lambda: build_model(name, config),
                            example=lambda batch: example_input(name, config, batch=batch),
-                           init=lambda seed, where: init_state_dict(name, config, seed))
+                           init=lambda seed, where: init_state_dict(name, config, seed),
+                           task=task_for(name, config),
+                           checkpoint_names=lambda model: checkpoint_names(name, model))
     document = _read_program(resolve(arch.program))
     check_program(document)
     return ModelSource(build=lambda: load_program(document),

@@ -49,7 +49,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 def versions() -> dict[str, str]:
     """Versions of what computed a result (for its report)."""
     found = {"trajx": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for package in ("numpy", "scipy", "safetensors", "lapx"):
+    for package in ("numpy", "scipy", "safetensors", "lapx", "transformers"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

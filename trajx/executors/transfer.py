@@ -25,6 +25,7 @@ from trajx.engine.batches import Dataset
 from trajx.engine.methods import FGMT, GMT, Method, Naive, Oracle
 from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.schedule import plan_trajectory
+from trajx.engine.tasks import Task
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
 from trajx.errors import InvalidInput
@@ -45,6 +46,8 @@ from trajx.version import __version__
 @dataclass
 class _Inputs:
     model: torch.nn.Module
+    task: Task
+    names: dict[str, str]  # state-dict name -> name in checkpoint files
     example: torch.Tensor  # an input batch of the architecture, for tracing
     source: list[dict[str, torch.Tensor]]
     targets: list[dict[str, torch.Tensor]]
@@ -87,13 +90,13 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     method = Oracle(inputs.trained) if spec.method == "oracle" else _METHODS[spec.method]()
     result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
                       engine_options(spec.params), method=method, solver=solver_for(spec.params.matching.solver),
-                      eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory,
+                      eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.task,
                       on_progress=progress, should_cancel=ctx.should_cancel,
                       average_last=spec.outputs.average.last if spec.outputs.average else None)
     seconds = time.perf_counter() - started
 
     files = [entry for index, target in enumerate(result.targets)
-             for entry in _write_target(out_dir, index, target, spec)]
+             for entry in _write_target(out_dir, index, target, spec, inputs.names)]
     summary = {
         "method": spec.method,
         "device": result.device,
@@ -136,45 +139,54 @@ def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
     """Every input, validated, before anything expensive runs."""
     architecture = open_architecture(spec.arch, resolve)
     model = architecture.build()
-    expected = model.state_dict()
-    source = [load_checkpoint(resolve(ref), expected, f"source[{i}]")
-              for i, ref in enumerate(spec.source)]
+    names = architecture.checkpoint_names(model)
+    expected = {names[n]: t for n, t in model.state_dict().items()}
+    module_names = {saved: name for name, saved in names.items()}
+
+    def load(ref: str, what: str) -> dict[str, torch.Tensor]:
+        return _renamed(load_checkpoint(resolve(ref), expected, what), module_names)
+
+    source = [load(ref, f"source[{i}]") for i, ref in enumerate(spec.source)]
     targets = []
     for i, target in enumerate(spec.targets):
         if target.checkpoint is not None:
-            targets.append(load_checkpoint(resolve(target.checkpoint), expected,
-                                           f"targets[{i}].checkpoint"))
+            targets.append(load(target.checkpoint, f"targets[{i}].checkpoint"))
         else:
             targets.append(architecture.init(target.seed, f"targets[{i}].seed"))
     trained = None
     if spec.method == "oracle":
-        trained = [load_checkpoint(resolve(t.trained), expected, f"targets[{i}].trained")
-                   for i, t in enumerate(spec.targets)]
+        trained = [load(t.trained, f"targets[{i}].trained") for i, t in enumerate(spec.targets)]
     model.load_state_dict(source[0])
     example = architecture.example(2)
     train = load_data(resolve(spec.train_data), "train_data")
-    validate_data(train, model, "train_data", example.shape[1:])
+    validate_data(train, model, "train_data", example.shape[1:], architecture.task)
     eval_data = None
     if spec.eval_data is not None:
         eval_data = load_data(resolve(spec.eval_data), "eval_data")
-        validate_data(eval_data, model, "eval_data", example.shape[1:])
-    return _Inputs(model, example, source, targets, trained, train, eval_data)
+        validate_data(eval_data, model, "eval_data", example.shape[1:], architecture.task)
+    return _Inputs(model, architecture.task, names, example, source, targets, trained, train, eval_data)
 
 
-def _write_target(out_dir: Path, index: int, target: TargetResult, spec: TransferJob) -> list[ResultFile]:
-    """Target `index`'s files under `target-{index}/`, with their manifest entries."""
+def _renamed(state: dict[str, torch.Tensor], names: dict[str, str]) -> dict[str, torch.Tensor]:
+    return {names[name]: tensor for name, tensor in state.items()}
+
+
+def _write_target(out_dir: Path, index: int, target: TargetResult, spec: TransferJob,
+                  names: dict[str, str]) -> list[ResultFile]:
+    """Target `index`'s files under `target-{index}/`, with their manifest entries; tensors
+    under their checkpoint names."""
     directory = out_dir / f"target-{index}"
     common = {"trajx_version": __version__, "method": spec.method,
               "arch": json.dumps(spec.arch.model_dump(mode="json"))}
-    outputs = {"last": (target.last, {"step": len(target.steps)}),  # role -> (tensors, facts)
-               "best": (target.best, {"step": target.best_step})}
+    outputs = {"last": (_renamed(target.last, names), {"step": len(target.steps)}),  # role -> (tensors, facts)
+               "best": (_renamed(target.best, names), {"step": target.best_step})}
     if spec.outputs.permutations:
         outputs["permutations"] = (target.permutation, {})
     if target.average is not None:
-        outputs["average"] = (target.average, {"average_last": spec.outputs.average.last,
+        outputs["average"] = (_renamed(target.average, names), {"average_last": spec.outputs.average.last,
                                                **target.average_metrics})
     if target.trajectory is not None:
-        outputs["trajectory"] = ({f"step{s:04d}/{name}": tensor for s, state in enumerate(target.trajectory)
+        outputs["trajectory"] = ({f"step{s:04d}/{names[name]}": tensor for s, state in enumerate(target.trajectory)
                                   for name, tensor in state.items()}, {})
     files = []
     for role, (tensors, facts) in outputs.items():

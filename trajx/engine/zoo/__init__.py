@@ -7,12 +7,13 @@ Users train with these very modules, so their checkpoints load into the service 
 """
 
 from trajx.arch_configs import ArchConfig
-from trajx.engine.zoo import cnn, mlp, resnet, transformer
+from trajx.engine.zoo import cnn, hf, mlp, resnet, transformer
 from trajx.engine.zoo.registry import (
     ENTRY_POINT_GROUP,
     REGISTRY,
     ArchitectureEntry,
     build_model,
+    checkpoint_names,
     example_input,
     get_entry,
     init_state_dict,
@@ -20,9 +21,11 @@ from trajx.engine.zoo.registry import (
     load_entry_points,
     parse_config,
     register,
+    task_for,
 )
 
-for _name, _module in {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transformer": transformer}.items():
+for _name, _module in {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transformer": transformer,
+                      "hf": hf}.items():
     register(_name, _module.ENTRY)
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "ArchConfig",
     "ArchitectureEntry",
     "build_model",
+    "checkpoint_names",
     "example_input",
     "get_entry",
     "init_state_dict",
@@ -38,4 +42,5 @@ __all__ = [
     "load_entry_points",
     "parse_config",
     "register",
+    "task_for",
 ]

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from trajx.arch_configs import validate_config
+from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.engine.zoo.plugins import pick_up_new_installs
 from trajx.errors import InvalidInput
 
@@ -26,17 +27,22 @@ ENTRY_POINT_GROUP = "trajx.architectures"
 
 @dataclass(frozen=True)
 class ArchitectureEntry:
-    """One architecture: a builder, its config model and an example-input maker.
+    """One architecture: a builder, its config model, an example-input maker, its task.
 
     `builder(config)` gets a validated `config_model` instance and returns the module;
     `example_input(config, batch)` returns a tensor of the shape the module takes
-    (used for tracing and the spec self-check).
+    (used for tracing and the spec self-check); `task(config)` says what the module
+    is trained to do (loss, accuracy, the data it takes; trajx.engine.tasks);
+    `checkpoint_names(model)`, when given, maps the module's state-dict names to the names
+    its checkpoints use on disk (Hugging Face saves some models under older names).
     """
 
     builder: Callable[[Any], nn.Module]
     config_model: type[BaseModel]
     example_input: Callable[[Any, int], torch.Tensor]
     description: str = ""
+    task: Callable[[Any], Task] = lambda config: CLASSES_OR_VALUES
+    checkpoint_names: Callable[[nn.Module], dict[str, str]] | None = None
 
 
 REGISTRY: dict[str, ArchitectureEntry] = {}
@@ -127,6 +133,19 @@ def example_input(name: str, config: dict[str, Any] | BaseModel, batch: int = 2,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0 if generator is None else int(torch.randint(2**31, (1,), generator=generator)))
         return entry.example_input(parsed, batch)
+
+
+def task_for(name: str, config: dict[str, Any] | BaseModel) -> Task:
+    """What architecture `name` with `config` is trained to do (its loss and accuracy)."""
+    return get_entry(name).task(parse_config(name, config))
+
+
+def checkpoint_names(name: str, model: nn.Module) -> dict[str, str]:
+    """State-dict name of `model` (architecture `name`) -> its name in checkpoint files."""
+    entry = get_entry(name)
+    if entry.checkpoint_names is None:
+        return {key: key for key in model.state_dict()}
+    return entry.checkpoint_names(model)
 
 
 def list_architectures() -> list[str]:
