@@ -45,8 +45,8 @@ def export(model: Annotated[str, typer.Argument(
            example_data: Annotated[Path | None, typer.Option(
                "--example-data", help="A data shard (safetensors with 'inputs'): its first two samples "
                                       "are the example input.")] = None,
-           task: Annotated[str, typer.Option("--task", help="classes-or-values, next-token or "
-                                             "masked-tokens.")] = "classes-or-values",
+           task: Annotated[str, typer.Option("--task", help="classes-or-values, causal-lm or "
+                                             "masked-lm.")] = "classes-or-values",
            seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the model's init.")] = 0,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
            ) -> None:

@@ -170,3 +170,5 @@ def _check_range(values: torch.Tensor, count: int, what: str, tensor: str, kind:
 
 
 CLASSES_OR_VALUES = ClassesOrValues()
+# A program names its task (trajx.program.document.TASKS): name -> task.
+TASKS_BY_NAME: dict[str, Task] = {task.name: task for task in (CLASSES_OR_VALUES, NextToken(), MaskedTokens())}

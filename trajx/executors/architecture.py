@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trajx.engine.tasks import CLASSES_OR_VALUES, Task
+from trajx.engine.tasks import CLASSES_OR_VALUES, TASKS_BY_NAME, Task
 from trajx.engine.zoo import build_model, checkpoint_names, example_input, init_state_dict, task_for
 from trajx.errors import InvalidInput
 from trajx.executors.registry import Resolve
@@ -52,7 +52,7 @@ def open_architecture(arch: Architecture, resolve: Resolve) -> ModelSource:
     check_program(document)
     return ModelSource(build=lambda: load_program(document),
                        example=lambda batch: example_inputs(document, batch)[0],
-                       init=_no_initializer)
+                       init=_no_initializer, task=TASKS_BY_NAME[document["task"]])
 
 
 def _read_program(path: Path) -> dict:
