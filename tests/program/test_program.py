@@ -141,3 +141,37 @@ def test_malformed_programs_are_refused_naming_the_member(exported, mutate, mess
 def test_source_locations_of_the_users_machine_are_not_exported(exported):
     _, document = exported
     assert "stack_trace" not in json.dumps(document)
+
+
+def test_trajx_run_takes_a_local_program_file(tmp_path):
+    """`trajx run` reads `arch.program` as a path next to the spec, like any other ref."""
+    import subprocess
+
+    from safetensors.torch import save_file
+
+    from trajx.demo.server import trajx_command
+
+    def state(seed):
+        torch.manual_seed(seed)
+        return {k: v.clone() for k, v in nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+                .state_dict().items()}
+
+    torch.manual_seed(0)
+    (tmp_path / "program.json").write_text(json.dumps(export_program(
+        nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), (torch.randn(2, 8),))))
+    for name, seed in (("theta0", 0), ("thetaT", 5), ("target", 1)):
+        save_file(state(seed), str(tmp_path / f"{name}.safetensors"))
+    save_file({"inputs": torch.randn(32, 8), "targets": torch.randint(0, 3, (32,))},
+              str(tmp_path / "train.safetensors"))
+    (tmp_path / "spec.json").write_text(json.dumps({
+        "arch": {"program": "program.json"}, "source": ["theta0.safetensors", "thetaT.safetensors"],
+        "targets": [{"checkpoint": "target.safetensors"}], "train_data": "train.safetensors",
+        "params": {"steps": 3, "batch_size": 16, "device": "cpu"}}))
+
+    done = subprocess.run([*trajx_command(), "run", str(tmp_path / "spec.json"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert result["spec"]["arch"]["program"] == "program.json"
+    assert (tmp_path / "out" / "target-0" / "last.safetensors").is_file()
