@@ -1,7 +1,7 @@
 """FGMT against its floor, and its matching against main's (issue 15). Prints tables.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_floor.py          # ~15 min on 2 busy CPU cores
-    .venv/bin/python bench/bench_floor.py --steps 10,20 --tasks cnn --device cuda
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_floor          # ~15 min on 2 busy CPU cores
+    .venv/bin/python -m bench.bench_floor --steps 10,20 --tasks cnn --device cuda
 
 For T = 10, 20, 40, 80, on the 64→512→512→10 MLP and the BatchNorm CNN of
 bench_engine.py (digits, one 128-sample batch per gradient, G = 1, one target, no eval
@@ -32,20 +32,20 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import main_matching
 import torch
-from bench_engine import TASKS, Task, digits, sgd
 
 import trajx.engine.transfer as transfer_module
-from trajx.engine import matching
+from bench import main_matching
+from bench.bench_engine import TASKS, Task, digits, sgd
 from trajx.engine.batches import BatchSampler
 from trajx.engine.matching import PairBank
+from trajx.engine.methods import FGMT
+from trajx.engine.options import TransferOptions
 from trajx.engine.solvers import break_ties, get_solver
 from trajx.engine.tasks import CLASSES_OR_VALUES
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
-from trajx.spec import TransferParams
 
 MLP512 = Task("MLP 64-512-512-10", ("mlp", {"in_features": 64, "hidden": [512, 512], "num_classes": 10}),
               images=False, epochs=20, lr=0.005)
@@ -84,17 +84,8 @@ class Timed:
 
 @contextmanager
 def clocked_solver(name: str, clock: Clock):
-    """Every `match` (ours and main's) solves through one timed solver while inside."""
-    clock = Timed(get_solver(name), clock)
-    modules = (matching, main_matching)
-    originals = [module.get_solver for module in modules]
-    for module in modules:
-        module.get_solver = lambda _: clock
-    try:
-        yield clock
-    finally:
-        for module, original in zip(modules, originals):
-            module.get_solver = original
+    """One timed solver, for `match` (ours and main's) to solve through."""
+    yield Timed(get_solver(name), clock)
 
 
 @dataclass
@@ -126,8 +117,7 @@ class Case:
 
     def fgmt(self, steps: int, match=None) -> Run:
         """One FGMT run; `match` replaces the engine's (main's, for the baseline)."""
-        params = TransferParams(steps=steps, batch_size=128, device=self.device.type,
-                                matching={"solver": self.solver})
+        options = TransferOptions(steps=steps, batch_size=128, device=self.device.type)
         original = transfer_module.match
         timed_match = Timed(match or original, self.clock)
         transfer_module.match = timed_match
@@ -135,7 +125,7 @@ class Case:
             with clocked_solver(self.solver, self.clock) as solves:
                 start = self.clock()
                 result = transfer(build_model(*self.task.arch), self.spec, self.source, [self.target],
-                                  self.train, params)
+                                  self.train, options, method=FGMT(), solver=solves)
                 total = self.clock() - start
         finally:
             transfer_module.match = original

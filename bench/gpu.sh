@@ -16,7 +16,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA device visible: bench/gpu.sh needs a GPU")'
 "$python" -c 'import torch; print("#", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| CUDA", torch.version.cuda)'
 
-"$python" bench/bench_floor.py --device cuda
+"$python" -m bench.bench_floor --device cuda
 "$python" bench/bench_engine.py --device cuda --resnet18
 
 work=$(mktemp -d)

@@ -14,7 +14,7 @@ import torch
 
 from trajx.engine.matching import MatchResult, PairBank, descend
 from trajx.engine.permspec import Permutation, PermutationSpec, permute_axis
-from trajx.engine.solvers import get_solver
+from trajx.engine.solvers import Solver, get_solver
 
 # Up to this many leading slices, a matmul per slice beats copying the stack (see _unit_products).
 _LOOP_LEAD = 256
@@ -22,12 +22,14 @@ _LOOP_LEAD = 256
 
 def main_match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = None, *,
                max_iter: int = 100, tol: float = 1e-7, generator: torch.Generator | None = None,
-               solver: str = "auto") -> MatchResult:
-    """`match` as on main: same arguments, same descent, costs rebuilt on every solve."""
+               solver: Solver | str = "auto") -> MatchResult:
+    """`match` as on main: same arguments, same descent, costs rebuilt on every solve.
+    `solver` is the solver itself (as `match` takes it) or a name of `get_solver`."""
     if len(pairs) == 0:
         raise ValueError("weight matching needs at least one pair")
     return descend(spec, pairs.names, MainCosts(spec, pairs), init or spec.identity(),
-                   get_solver(solver), max_iter=max_iter, tol=tol, generator=generator)
+                   get_solver(solver) if isinstance(solver, str) else solver,
+                   max_iter=max_iter, tol=tol, generator=generator)
 
 
 class MainCosts:

@@ -14,9 +14,10 @@ from tests.support.engine_setups import CNN, MLP, _setup
 from trajx.engine import transfer as transfer_module
 from trajx.engine.group_costs import GroupCosts
 from trajx.engine.matching import PairBank
+from trajx.engine.methods import FGMT, GMT
+from trajx.engine.options import TransferOptions
 from trajx.engine.permspec import apply_permutation, spec_from_param_groups
 from trajx.engine.transfer import transfer
-from trajx.spec import TransferParams
 
 TRANSFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8, "patch_size": 2,
                "in_channels": 1}
@@ -94,12 +95,12 @@ def test_overwriting_a_pair_starts_the_costs_afresh():
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "steps"), [("fgmt", 12), ("gmt", 4)])
 def test_transfer_gives_main_s_permutations_and_checkpoints(setup, method, steps, monkeypatch):
-    params = TransferParams(steps=steps, batch_size=128, device="cpu", seed=3)
+    params = TransferOptions(steps=steps, batch_size=128, device="cpu", seed=3)
     inits = [setup.init(seed) for seed in (1, 2)]
 
     def run():
         return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, params,
-                        method=method, eval_data=setup.test)
+                        method={"fgmt": FGMT, "gmt": GMT}[method](), eval_data=setup.test)
 
     new = run()
     monkeypatch.setattr(transfer_module, "match", main_match)

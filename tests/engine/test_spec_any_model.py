@@ -9,10 +9,11 @@ from torch import nn
 
 from tests.engine.invariance import assert_invariant
 from trajx.engine.batches import Dataset
+from trajx.engine.methods import FGMT, GMT, Naive, Oracle
+from trajx.engine.options import TransferOptions
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import transfer
 from trajx.errors import UnsupportedModel
-from trajx.spec import TransferParams
 
 
 class _InputConcat(nn.Module):
@@ -47,8 +48,8 @@ def test_a_matching_method_on_a_model_with_no_group_names_what_fixed_the_axes(me
     assert spec.fixed_axes["fc.weight[0]"] == "op aten.cat.default at node 'cat'"
     source, target = _trajectory(model), _InputConcat().state_dict()
     with pytest.raises(UnsupportedModel) as info:
-        transfer(model, spec, source, [target], _data(), TransferParams(steps=2, batch_size=8, device="cpu"),
-                 method=method, trained_targets=[target])
+        transfer(model, spec, source, [target], _data(), TransferOptions(steps=2, batch_size=8, device="cpu"),
+                 method={"fgmt": FGMT(), "gmt": GMT(), "oracle": Oracle([target])}[method])
     assert info.value.code == "no_permutation_groups"
     assert "fc.weight[0]: op aten.cat.default at node 'cat'" in info.value.message
     assert info.value.details["method"] == method
@@ -59,8 +60,8 @@ def test_naive_still_runs_on_a_model_with_no_group():
     model = _InputConcat()
     spec = derive_spec(model, torch.randn(2, 4))
     source, target = _trajectory(model), _InputConcat().state_dict()
-    result = transfer(model, spec, source, [target], _data(), TransferParams(steps=2, batch_size=8, device="cpu"),
-                      method="naive")
+    result = transfer(model, spec, source, [target], _data(), TransferOptions(steps=2, batch_size=8, device="cpu"),
+                      method=Naive())
     assert all(torch.allclose(result.targets[0].last[k], target[k] + 0.1) for k in target)
 
 

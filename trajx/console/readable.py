@@ -47,7 +47,10 @@ def what(job: Job) -> str:
     """`kind · method · architecture`, from the spec whatever the kind (missing parts left out)."""
     arch = job.spec.get("arch") if isinstance(job.spec.get("arch"), dict) else {}
     label = arch.get("name") or ("program" if arch.get("program") else None)
-    return " · ".join(str(p) for p in (job.kind, job.spec.get("method"), label) if p)
+    method = job.spec.get("method")
+    if isinstance(method, dict):  # an average job's method is an object with its own name
+        method = method.get("name")
+    return " · ".join(str(p) for p in (job.kind, method, label) if p)
 
 
 def jobs_table(jobs: list[Job]) -> Table:
