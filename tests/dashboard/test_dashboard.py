@@ -82,9 +82,9 @@ def test_jobs_list_filters_by_status_and_pages(page, client, inputs, server):
     sign_in(page, server.api_key)
     page.select_option("#status-filter", "cancelled")
     page.wait_for_url("**/#/jobs?status=cancelled")
-    page.wait_for_selector("tr[data-job]")
-    statuses = page.locator("tr[data-job] [data-status]").all_inner_texts()
-    assert statuses and set(statuses) == {"cancelled"}
+    # The unfiltered list may still be on the page for a moment: wait for the filtered one.
+    statuses = lambda: page.locator("tr[data-job] [data-status]").all_inner_texts()
+    wait_until(page, lambda: statuses() and set(statuses()) == {"cancelled"})
 
     page.goto("/#/jobs?status=cancelled&limit=2")  # pages follow the API's cursors
     ids = lambda: page.locator("tr[data-job]").evaluate_all("rows => rows.map(r => r.dataset.job)")
