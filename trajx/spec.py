@@ -26,6 +26,12 @@ ARCH_PROGRAM = "arch.program"  # where a spec names an uploaded model program
 Queue = Literal["gpu", "cpu"]
 
 
+def _exactly_one(model: BaseModel, who: str, first: str, second: str) -> None:
+    """ValueError unless exactly one of the fields `first` and `second` of `model` is set."""
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(f"{who} needs exactly one of {first!r} or {second!r}")
+
+
 class _Strict(BaseModel):
     # Unknown fields are a typo in a user's spec: refuse them instead of ignoring them.
     # Strict types: "10", 10.0 and true are not integers; NaN and Infinity are not numbers.
@@ -42,8 +48,7 @@ class Architecture(_Strict):
 
     @model_validator(mode="after")
     def _name_or_program(self) -> "Architecture":
-        if (self.name is None) == (self.program is None):
-            raise ValueError("an architecture needs exactly one of 'name' or 'program'")
+        _exactly_one(self, "an architecture", "name", "program")
         if self.program is not None and self.config:
             raise ValueError("a program carries its own configuration: give no 'config' with it")
         return self
@@ -72,8 +77,7 @@ class Target(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one_init(self) -> "Target":
-        if (self.checkpoint is None) == (self.seed is None):
-            raise ValueError("a target needs exactly one of 'checkpoint' or 'seed'")
+        _exactly_one(self, "a target", "checkpoint", "seed")
         return self
 
 
@@ -281,8 +285,7 @@ class UniformMethod(_Strict):
 
     @model_validator(mode="after")
     def _one_window(self) -> "UniformMethod":
-        if (self.last is None) == (self.fraction is None):
-            raise ValueError("method 'uniform' needs exactly one of 'last' or 'fraction'")
+        _exactly_one(self, "method 'uniform'", "last", "fraction")
         return self
 
     def window(self, count: int) -> int:
@@ -318,8 +321,7 @@ class Sweep(_Strict):
 
     @model_validator(mode="after")
     def _one_grid(self) -> "Sweep":
-        if (self.last is None) == (self.decay is None):
-            raise ValueError("a sweep needs exactly one of 'last' or 'decay'")
+        _exactly_one(self, "a sweep", "last", "decay")
         return self
 
 
