@@ -32,14 +32,14 @@ from trajx.engine.matching import PairBank, match
 from trajx.engine.methods import FGMT, GMT, Naive, Oracle
 from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
+from trajx.engine.solvers import get_solver
 from trajx.engine.tasks import CLASSES_OR_VALUES
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import resolve_device, transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
-from trajx.executors.solver_choice import solver_for
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
 
-SOLVER = solver_for("auto")  # what a job gets by default
+SOLVER = get_solver("auto")  # what a job gets by default
 
 MB = 2**20
 

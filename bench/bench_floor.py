@@ -11,10 +11,13 @@ data), one run each of:
 - the floor, what FGMT cannot avoid: its 2·G·T backward passes, bare, plus per step one
   cost matrix per group built from the new pair only and one assignment solve per group
   (the pairs are the floor's own gradients, accumulated as FGMT does);
-- FGMT with main's cost matrices (bench/main_matching.py, rebuilt on every solve): its
-  matching seconds, split the same way. The permutations are identical
-  (tests/engine/test_matching_identity.py), so both solve the same problems.
-All runs use one solver (`--solver`, default scipy) and the same thread count
+- FGMT as main ran it: cost matrices rebuilt on every solve (bench/main_matching.py) and
+  every assignment solved cold by `--main-solver` (default scipy): its matching seconds,
+  split the same way. The permutations are identical (tests/engine/test_matching_identity.py),
+  so both solve the same problems.
+FGMT and the floor use one solver (`--solver`, default auto: the warm-started `jv`, which the
+floor also warm-starts from its previous step, so the floor is as fast as it can be); every
+run uses the same thread count
 (OMP_NUM_THREADS, default 1, also passed to torch.set_num_threads). On the CPU, seconds
 are this process's CPU seconds (`time.process_time`), not wall time: on a shared machine
 other processes' load stretches wall time but not the work counted, so ratios stay fair.
@@ -29,7 +32,6 @@ os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 import argparse
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -41,10 +43,11 @@ from trajx.engine.batches import BatchSampler
 from trajx.engine.matching import PairBank
 from trajx.engine.methods import FGMT
 from trajx.engine.options import TransferOptions
-from trajx.engine.solvers import break_ties, get_solver
+from trajx.engine.solvers import Solver, WarmStarted, break_ties, get_solver
 from trajx.engine.tasks import CLASSES_OR_VALUES
 from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import resolve_device, transfer
+from trajx.engine.transfer import Timings, resolve_device, transfer
+from trajx.engine.warm_lap import WarmLap
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 
 MLP512 = Task("MLP 64-512-512-10", ("mlp", {"in_features": 64, "hidden": [512, 512], "num_classes": 10}),
@@ -82,10 +85,35 @@ class Timed:
         return result
 
 
-@contextmanager
-def clocked_solver(name: str, clock: Clock):
-    """One timed solver, for `match` (ours and main's) to solve through."""
-    yield Timed(get_solver(name), clock)
+class ClockedWarmStarted(WarmStarted):
+    """The warm-started solver with every group's solves timed by one stopwatch."""
+
+    def __init__(self, stopwatch: Timed) -> None:
+        self.stopwatch = stopwatch
+
+    def __call__(self, cost):
+        return self.stopwatch(WarmLap(), cost)
+
+    def sequence(self):
+        return _SharedClock(WarmLap(), self.stopwatch)
+
+
+@dataclass
+class _SharedClock:
+    solve: Callable
+    stopwatch: Timed
+
+    def __call__(self, cost):
+        return self.stopwatch(self.solve, cost)
+
+
+def clocked_solver(name: str, clock: Clock) -> tuple[Solver, Timed]:
+    """The solver `name` for `match` (ours and main's) to solve through, and its stopwatch."""
+    stopwatch = Timed(lambda solve, cost: solve(cost), clock)
+    solver = get_solver(name)
+    if isinstance(solver, WarmStarted):
+        return ClockedWarmStarted(stopwatch), stopwatch
+    return (lambda cost: stopwatch(solver, cost)), stopwatch
 
 
 @dataclass
@@ -104,8 +132,8 @@ class Run:
 class Case:
     """One architecture with its trained source, ready for FGMT, main's FGMT and the floor."""
 
-    def __init__(self, task: Task, device: torch.device, solver: str) -> None:
-        self.task, self.device, self.solver = task, device, solver
+    def __init__(self, task: Task, device: torch.device, solver: str, main_solver: str) -> None:
+        self.task, self.device, self.solver, self.main_solver = task, device, solver, main_solver
         self.clock = Clock(device)
         self.train, _ = digits(task.images)
         model = build_model(*task.arch)
@@ -115,6 +143,20 @@ class Case:
         self.source.append(sgd(model, self.train, task, 0))
         self.target = init_state_dict(*task.arch, seed=1)
 
+    def wall(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def ensemble(self, targets: int, steps: int, overlap: bool) -> tuple[float, Timings]:
+        """Wall seconds and timings of FGMT onto `targets` seeds, matchings overlapped or not."""
+        options = TransferOptions(steps=steps, batch_size=128, device=self.device.type, overlap_matching=overlap)
+        inits = [init_state_dict(*self.task.arch, seed=1 + k) for k in range(targets)]
+        start = self.wall()
+        result = transfer(build_model(*self.task.arch), self.spec, self.source, inits, self.train, options,
+                          method=FGMT(), solver=get_solver(self.solver))
+        return self.wall() - start, result.timings
+
     def fgmt(self, steps: int, match=None) -> Run:
         """One FGMT run; `match` replaces the engine's (main's, for the baseline)."""
         options = TransferOptions(steps=steps, batch_size=128, device=self.device.type)
@@ -122,11 +164,11 @@ class Case:
         timed_match = Timed(match or original, self.clock)
         transfer_module.match = timed_match
         try:
-            with clocked_solver(self.solver, self.clock) as solves:
-                start = self.clock()
-                result = transfer(build_model(*self.task.arch), self.spec, self.source, [self.target],
-                                  self.train, options, method=FGMT(), solver=solves)
-                total = self.clock() - start
+            solver, solves = clocked_solver(self.main_solver if match else self.solver, self.clock)
+            start = self.clock()
+            result = transfer(build_model(*self.task.arch), self.spec, self.source, [self.target],
+                              self.train, options, method=FGMT(), solver=solver)
+            total = self.clock() - start
         finally:
             transfer_module.match = original
         return Run(total, timed_match.seconds, solves.seconds, solves.calls, result.timings.backward_passes)
@@ -150,13 +192,13 @@ class Case:
         shapes = {n: tuple(g.shape) for n, g in gradients[0].items()}
         bank = PairBank.allocate(shapes, steps, self.device)
         costs = bank.costs(self.spec)
-        solve, identity = get_solver(self.solver), self.spec.identity()
+        solver_of, identity = bank.solvers(get_solver(self.solver)), self.spec.identity()
         groups = [g.name for g in self.spec.groups if any(a.param in names for a in g.axes)]
         start = self.clock()
         for step in range(steps):
             bank.add(gradients[2 * step], gradients[2 * step + 1])
             for group in groups:  # permutations unchanged: each cost gains the new pair only
-                solve(break_ties(costs.cost(group, identity)))
+                solver_of(group)(break_ties(costs.cost(group, identity)))
         return backward, self.clock() - start
 
 
@@ -164,7 +206,7 @@ def report(case: Case, steps: list[int], main_steps: set[int]) -> None:
     case.fgmt(2)  # warm-up: first calls into BLAS and the solver are slow
     unit = "wall s" if case.device.type == "cuda" else "CPU s"
     print(f"\n## {case.task.label}: FGMT vs its floor and vs main's matching, device {case.device}, "
-          f"solver {case.solver}, {torch.get_num_threads()} thread(s), seconds are {unit}")
+          f"solver {case.solver} (main's: {case.main_solver}), {torch.get_num_threads()} thread(s), seconds are {unit}")
     print("| T | FGMT s | floor s (backward + matching) | FGMT / floor | matching s (costs + solves, "
           "solves) | main's matching s (costs + solves) | main / ours, matching | main / ours, costs |")
     print("|---|---|---|---|---|---|---|---|")
@@ -188,21 +230,41 @@ def report(case: Case, steps: list[int], main_steps: set[int]) -> None:
         print(f"\nmatching seconds from T = 20 to T = 80: ours ×{ours_growth:.1f}, main's {main_growth}")
 
 
+def report_overlap(case: Case, targets: int, steps: int) -> None:
+    """FGMT onto an ensemble with each target's matching beside the next one's gradients, or not."""
+    print(f"\n## {case.task.label}: ensemble of {targets} targets, T = {steps}, matching overlapped "
+          f"with the next target's gradients or not, device {case.device}, seconds are wall s")
+    print("| matching | wall s | gradient s | matching s | serial / overlapped |")
+    print("|---|---|---|---|---|")
+    walls = {}
+    for overlap in (False, True):
+        walls[overlap], timings = case.ensemble(targets, steps, overlap)
+        ratio = f"{walls[False] / walls[True]:.2f}×" if overlap else "-"
+        print(f"| {'overlapped' if overlap else 'serial'} | {walls[overlap]:.2f} | "
+              f"{timings.gradient_seconds:.2f} | {timings.matching_seconds:.2f} | {ratio} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default="10,20,40,80", help="values of T")
     parser.add_argument("--main-steps", default=None, help="T values that also run main's matching "
                         "(default: all of --steps)")
     parser.add_argument("--tasks", default="mlp,cnn", help="mlp,cnn")
-    parser.add_argument("--solver", default="scipy", help="LAP solver for every run (scipy, lapx)")
+    parser.add_argument("--solver", default="auto", help="LAP solver of FGMT and the floor "
+                        "(auto = jv, warm-started; scipy; lapx)")
+    parser.add_argument("--main-solver", default="scipy", help="LAP solver of main's matching (scipy, lapx)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--ensemble", type=int, default=4, help="targets of the overlap table (0: skip it)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     steps = [int(t) for t in args.steps.split(",")]
     main_steps = set(steps) if args.main_steps is None else {int(t) for t in args.main_steps.split(",") if t}
     device = resolve_device(args.device)
     for name in args.tasks.split(","):
-        report(Case(FLOOR_TASKS[name], device, args.solver), steps, main_steps)
+        case = Case(FLOOR_TASKS[name], device, args.solver, args.main_solver)
+        report(case, steps, main_steps)
+        if args.ensemble:
+            report_overlap(case, args.ensemble, 20)
 
 
 if __name__ == "__main__":

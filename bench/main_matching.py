@@ -22,13 +22,14 @@ _LOOP_LEAD = 256
 
 def main_match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = None, *,
                max_iter: int = 100, tol: float = 1e-7, generator: torch.Generator | None = None,
-               solver: Solver | str = "auto") -> MatchResult:
+               solver: Solver | str = "scipy") -> MatchResult:
     """`match` as on main: same arguments, same descent, costs rebuilt on every solve.
-    `solver` is the solver itself (as `match` takes it) or a name of `get_solver`."""
+    `solver` is the solver itself (as `match` takes it) or a name of `get_solver`; it is
+    called cold on every problem, as main's solvers were."""
     if len(pairs) == 0:
         raise ValueError("weight matching needs at least one pair")
-    return descend(spec, pairs.names, MainCosts(spec, pairs), init or spec.identity(),
-                   get_solver(solver) if isinstance(solver, str) else solver,
+    solve = get_solver(solver) if isinstance(solver, str) else solver
+    return descend(spec, pairs.names, MainCosts(spec, pairs), init or spec.identity(), lambda group: solve,
                    max_iter=max_iter, tol=tol, generator=generator)
 
 

@@ -117,4 +117,5 @@ def test_the_worker_loads_no_web_framework():
 
 
 def test_the_api_and_the_core_load_no_torch():
-    assert _loaded_after(_modules("app"), ("torch",)) == []
+    # Nor numba: the API image installs neither (it compiles the engine's assignment solver).
+    assert _loaded_after(_modules("app"), ("torch", "numba")) == []

@@ -86,7 +86,7 @@ class MatchingParams(_Strict):
 
     max_iter: int = Field(default=100, ge=1, le=10_000)
     tol: float = Field(default=1e-7, ge=0.0, le=1.0, description="relative improvement to stop")
-    solver: Literal["auto", "scipy", "lapx"] = "auto"
+    solver: Literal["auto", "jv", "scipy", "lapx"] = "auto"
 
 
 class TransferParams(_Strict):

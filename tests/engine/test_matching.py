@@ -6,8 +6,7 @@ import torch
 
 from trajx.engine.matching import GradientStack, PairBank, match
 from trajx.engine.permspec import apply_permutation, invert, spec_from_param_groups
-from trajx.engine.solvers import SOLVERS, FastestSolver, break_ties, get_solver
-from trajx.executors.solver_choice import solver_for
+from trajx.engine.solvers import SOLVERS, WarmStarted, break_ties, get_solver
 
 MLP_GROUPS = {
     "l1.weight": ("h1", None), "l1.bias": ("h1",),
@@ -36,7 +35,7 @@ def planted():
 def test_match_recovers_a_planted_permutation_exactly(planted, solver):
     spec, perm, source, target = planted
     bank = PairBank.from_pairs([(target, source)], source)
-    result = match(spec, bank, generator=torch.Generator().manual_seed(1), solver=solver_for(solver))
+    result = match(spec, bank, generator=torch.Generator().manual_seed(1), solver=get_solver(solver))
     for group, expected in perm.items():
         assert torch.equal(result.perm[group], expected), group
     assert result.objectives[-1] == pytest.approx(sum(float((t * t).sum()) for t in source.values()))
@@ -78,20 +77,15 @@ def test_solvers_agree_on_degenerate_costs():
     assert len(set(answers.values())) == 1, answers
 
 
-def test_fastest_solver_measures_then_sticks_to_one_winner():
-    calls = []
-
-    def slow(cost):
-        calls.append("slow")
-        return SOLVERS["scipy"](cost)
-
-    auto = FastestSolver({"scipy": SOLVERS["scipy"], "slow": slow}, trials=2)
-    cost = break_ties(np.random.default_rng(1).standard_normal((16, 16)))
-    for _ in range(2):
-        auto(cost)
-    assert auto.chosen(16) in {"scipy", "slow"}
-    expected = SOLVERS["scipy"](cost)
-    assert np.array_equal(auto(cost), expected)
+def test_auto_is_the_warm_started_solver_and_the_bank_keeps_one_per_group(planted):
+    spec, _, source, target = planted
+    assert isinstance(get_solver("auto"), WarmStarted)
+    bank = PairBank.from_pairs([(target, source)], source)
+    match(spec, bank, generator=torch.Generator().manual_seed(1), solver=get_solver("jv"))
+    solver_of = bank.solvers(get_solver("jv"))
+    assert solver_of("h1") is solver_of("h1") and solver_of("h1") is not solver_of("h2")
+    assert solver_of("h1").solves > 0  # the matching above solved through the kept solver
+    assert bank.solvers(SOLVERS["scipy"])("h1") is SOLVERS["scipy"]
 
 
 def test_unknown_solver_is_refused_by_name():

@@ -1,6 +1,7 @@
 """GMT/FGMT transfer on real digits data: quality, costs, BN, determinism, control flow."""
 
 import math
+import threading
 from itertools import pairwise
 
 import pytest
@@ -14,6 +15,7 @@ from trajx.engine.methods import FGMT, GMT, Naive, Oracle
 from trajx.engine.options import TransferOptions
 from trajx.engine.permspec import apply_permutation
 from trajx.engine.schedule import plan_trajectory, schedule
+from trajx.engine.solvers import scipy_solver
 from trajx.engine.transfer import STEP_TIMING_KEYS, transfer
 from trajx.errors import Cancelled, NonFiniteLoss
 
@@ -310,3 +312,22 @@ def test_asking_for_cuda_without_it_is_invalid_input():
     with pytest.raises(InvalidInput) as info:
         resolve_device("cuda")
     assert info.value.code == "device_unavailable"
+
+
+@pytest.mark.parametrize("method", ["fgmt", "gmt"])
+def test_overlapping_an_ensembles_matching_with_gradients_changes_nothing(mlp, method):
+    # Target k's matching runs on the matching thread beside target k+1's gradients.
+    threads = []
+
+    def solver(cost):
+        threads.append(threading.current_thread().name)
+        return scipy_solver(cost)
+
+    overlapped = run(mlp, method, targets=(1, 2, 3), steps=4, solver=solver)
+    assert threads and all(name.startswith("trajx-matching") for name in threads)
+    serial = run(mlp, method, targets=(1, 2, 3), steps=4, solver=scipy_solver,
+                 params={"overlap_matching": False})
+    for a, b in zip(overlapped.targets, serial.targets, strict=True):
+        assert all(torch.equal(a.permutation[g], b.permutation[g]) for g in a.permutation)
+        assert all(torch.equal(a.last[n], b.last[n]) for n in a.last)
+        assert without_timings(a.steps) == without_timings(b.steps)

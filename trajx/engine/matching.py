@@ -8,7 +8,7 @@ matrices come from the bank's `GroupCosts`, which updates them with the pairs an
 permutation moves since the last solve instead of rebuilding them (see group_costs.py).
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +17,7 @@ import torch
 
 from trajx.engine.group_costs import GroupCosts
 from trajx.engine.permspec import Permutation, PermutationSpec, StateDict
-from trajx.engine.solvers import Solver, break_ties, scipy_solver
+from trajx.engine.solvers import Solver, WarmStarted, break_ties, warm_started
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -84,6 +84,7 @@ class PairBank:
         self.target = target
         self.source = source
         self._costs: tuple[tuple[int, int], GroupCosts] | None = None
+        self._group_solvers: dict[str, Solver] = {}
 
     @classmethod
     def allocate(cls, shapes: Mapping[str, tuple[int, ...]], capacity: int,
@@ -144,6 +145,19 @@ class PairBank:
             self._costs = (revision, GroupCosts(spec, self))
         return self._costs[1]
 
+    def solvers(self, solver: Solver) -> Callable[[str], Solver]:
+        """Group -> the solver of its assignments: `solver` itself, or for a warm-started
+        one each group's own, kept here so the next matching on this bank starts from this
+        one's solutions (any previous solution is a valid start, even after an overwrite)."""
+        if not isinstance(solver, WarmStarted):
+            return lambda group: solver
+
+        def of_group(group: str) -> Solver:
+            if group not in self._group_solvers:
+                self._group_solvers[group] = solver.sequence()
+            return self._group_solvers[group]
+        return of_group
+
 
 @dataclass
 class MatchResult:
@@ -159,7 +173,7 @@ class MatchResult:
 
 def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = None, *,
           max_iter: int = 100, tol: float = 1e-7, generator: torch.Generator | None = None,
-          solver: Solver = scipy_solver) -> MatchResult:
+          solver: Solver = warm_started) -> MatchResult:
     """Maximise Σ_pairs ⟨target, π source⟩ over permutations π of `spec`'s groups.
 
     Coordinate descent: each sweep visits the groups in an order drawn from `generator`
@@ -170,11 +184,12 @@ def match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = Non
     relative, when nothing is left to re-solve, or after `max_iter` sweeps. `init`
     warm-starts the search (default: identity). Cost matrices are computed on the pairs'
     device in float64 and kept on the bank for the next call, the assignment on CPU by
-    `solver` (the caller's choice). Raises ValueError for an empty bank.
+    `solver` (the caller's choice; a warm-started one keeps each group's last solution on
+    the bank too). Raises ValueError for an empty bank.
     """
     if len(pairs) == 0:
         raise ValueError("weight matching needs at least one pair")
-    return descend(spec, pairs.names, pairs.costs(spec), init or spec.identity(), solver,
+    return descend(spec, pairs.names, pairs.costs(spec), init or spec.identity(), pairs.solvers(solver),
                    max_iter=max_iter, tol=tol, generator=generator)
 
 
@@ -189,9 +204,10 @@ class CostSource(Protocol):
 
 
 def descend(spec: PermutationSpec, names: tuple[str, ...], costs: CostSource, init: Permutation,
-            solve: Solver, *, max_iter: int, tol: float,
+            solver_of: Callable[[str], Solver], *, max_iter: int, tol: float,
             generator: torch.Generator | None) -> MatchResult:
-    """The coordinate descent of `match` over the parameters `names`, costs from `costs`."""
+    """The coordinate descent of `match` over the parameters `names`, costs from `costs`,
+    each group's assignments solved by `solver_of(group)`."""
     perm = {g: p.detach().to("cpu", torch.int64).clone() for g, p in init.items()}
     involved = [g for g in spec.groups if any(a.param in names for a in g.axes)]
     neighbours = _neighbours(spec, names)
@@ -205,7 +221,7 @@ def descend(spec: PermutationSpec, names: tuple[str, ...], costs: CostSource, in
                 continue
             stale.discard(group.name)
             cost = costs.cost(group.name, perm)
-            cols = solve(break_ties(cost))
+            cols = solver_of(group.name)(break_ties(cost))
             rows = np.arange(group.size)
             old = cost[rows, perm[group.name].numpy()].sum()
             new = cost[rows, cols].sum()

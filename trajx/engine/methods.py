@@ -8,8 +8,10 @@ starts and how a step updates it.
   matching warm-started from π_{s-1}.
 - `GMT`: like FGMT, but every earlier target gradient is recomputed under the newest π.
 
-A strategy talks to the run through `TransferRun`'s small surface (gradients at target
-points, one matching solve, source and target displacements).
+A step is split in two so the run can overlap them across an ensemble: `prepare` does a
+target's gradient work, `solve` its matching (on the bank `prepare` filled). A strategy
+talks to the run through `TransferRun`'s small surface (gradients at target points, one
+matching solve, source and target displacements).
 """
 
 from collections.abc import Sequence
@@ -31,8 +33,13 @@ class Method(Protocol):
         """One permutation per target before step 1."""
         ...
 
-    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> MatchResult | None:
-        """Target k's matching at `step` (None: the permutation stays)."""
+    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+        """Target k's gradient work at `step`, on the run's thread."""
+        ...
+
+    def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> MatchResult | None:
+        """Target k's matching after `prepare` (None: the permutation stays). May run on
+        another thread, beside the next target's `prepare`: it reads only `bank`."""
         ...
 
 
@@ -42,7 +49,10 @@ class Naive:
     def initial_perms(self, run: "TransferRun") -> list[Permutation]:
         return [run.spec.identity() for _ in run.target_inits]
 
-    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+        return None
+
+    def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> None:
         return None
 
 
@@ -68,17 +78,20 @@ class Oracle(Naive):
 class FGMT(Naive):
     name, uses_gradients, needs_groups = "fgmt", True, True
 
-    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> MatchResult:
-        """Add the newest pair, re-solve warm-started from `perm`."""
+    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+        """Add the newest pair."""
         bank.add(run.target_gradient(k, perm, step - 1))
+
+    def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> MatchResult:
+        """Re-solve warm-started from `perm`."""
         return run.match(bank, perm, k)
 
 
 class GMT(FGMT):
     name = "gmt"
 
-    def step(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> MatchResult:
+    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Recompute the earlier target gradients under `perm`, then as FGMT."""
         for t in range(step - 1):
             bank.target.put(t, run.target_gradient(k, perm, t))
-        return super().step(run, bank, k, perm, step)
+        super().prepare(run, bank, k, perm, step)

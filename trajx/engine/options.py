@@ -21,7 +21,10 @@ class TransferOptions:
     """T = `steps` points on the trajectory (`schedule`: uniform or cosine), G = `grad_batches`
     batches of `batch_size` per gradient, `bn_batches` batches to re-estimate BatchNorm
     statistics, every draw from `seed`. FGMT/GMT keep their gradient pairs on `pair_device`
-    ("auto": the run's device) in `pair_dtype`; `device` is "auto", "cpu" or "cuda"."""
+    ("auto": the run's device) in `pair_dtype`; `device` is "auto", "cpu" or "cuda". With
+    `overlap_matching`, an ensemble's matching of target k (assignment solves on the CPU)
+    runs on a second thread while target k+1's gradients are computed; results are the
+    same either way."""
 
     steps: int = 30
     schedule: str = "cosine"
@@ -33,3 +36,4 @@ class TransferOptions:
     pair_device: str = "auto"
     pair_dtype: str = "float32"
     device: str = "auto"
+    overlap_matching: bool = True

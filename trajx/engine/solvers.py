@@ -3,15 +3,17 @@
 A solver maps a float64 cost matrix C (n x n) to `cols` with `cols[i]` = the column
 assigned to row i, maximising Σ C[i, cols[i]]. Ties are broken by a tiny fixed
 perturbation (see `break_ties`) so every exact solver returns the same assignment:
-the choice of solver never changes a result, only its speed.
+the choice of solver never changes a result, only its speed. `jv` (`WarmStarted`) is the
+default: it starts each solve from the previous solution of the same group.
 """
 
-import time
 from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from trajx.engine.warm_lap import WarmLap
 
 try:
     import lap
@@ -57,42 +59,28 @@ def lapx_solver(cost: np.ndarray) -> np.ndarray:
     return np.asarray(cols, dtype=np.int64)
 
 
-class FastestSolver:
-    """Times every candidate on the first problems of each size, then keeps the fastest.
+class WarmStarted:
+    """The warm-started exact solver (`trajx.engine.warm_lap.WarmLap`) as a solver choice.
 
-    Results do not depend on which one wins (ties are broken before solving), so the
-    measurement only changes speed. One instance per process is enough.
+    Called directly it solves one problem cold. Weight matching instead asks it for one
+    `WarmLap` per permutation group (`sequence`), kept with the pair bank, so each solve
+    starts from that group's previous solution: sweeps and steps after the first re-assign
+    only the rows whose best column moved.
     """
 
-    def __init__(self, candidates: dict[str, Solver], trials: int = 3) -> None:
-        self.candidates = candidates
-        self.trials = trials
-        self._seconds: dict[int, dict[str, float]] = {}
-        self._trials_done: dict[int, int] = {}
-        self._winner: dict[int, str] = {}
-
-    def chosen(self, n: int) -> str | None:
-        """Name of the solver picked for size n, or None while still measuring."""
-        return self._winner.get(n)
-
     def __call__(self, cost: np.ndarray) -> np.ndarray:
-        n = cost.shape[0]
-        if n in self._winner:
-            return self.candidates[self._winner[n]](cost)
-        seconds = self._seconds.setdefault(n, dict.fromkeys(self.candidates, 0.0))
-        result = None
-        for name, solve in self.candidates.items():
-            start = time.perf_counter()
-            result = solve(cost)
-            seconds[name] += time.perf_counter() - start
-        self._trials_done[n] = self._trials_done.get(n, 0) + 1
-        if self._trials_done[n] >= self.trials:
-            self._winner[n] = min(seconds, key=seconds.get)
-        return result
+        return WarmLap()(cost)
+
+    @staticmethod
+    def sequence() -> Solver:
+        return WarmLap()
+
+
+warm_started = WarmStarted()
 
 
 def _available() -> dict[str, Solver]:
-    solvers: dict[str, Solver] = {"scipy": scipy_solver}
+    solvers: dict[str, Solver] = {"jv": warm_started, "scipy": scipy_solver}
     if lap is not None:
         solvers["lapx"] = lapx_solver
     return solvers
@@ -102,8 +90,10 @@ SOLVERS: dict[str, Solver] = _available()
 
 
 def get_solver(name: str) -> Solver:
-    """The installed solver called `name` ("scipy" or "lapx"); ValueError if unavailable.
-    ("auto", a FastestSolver over SOLVERS, is kept by whoever runs many matchings.)"""
+    """The installed solver called `name` ("jv", "scipy" or "lapx"; "auto" is "jv", the
+    fastest for weight matching's sequences of problems); ValueError if unavailable."""
+    if name == "auto":
+        return warm_started
     if name not in SOLVERS:
         raise ValueError(f"LAP solver {name!r} is not available; installed: {sorted(SOLVERS)}")
     return SOLVERS[name]

@@ -11,8 +11,10 @@ batches for every model that is evaluated or returned.
 """
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -139,26 +141,32 @@ def _deterministic():
 
 
 class _Stopwatch:
-    """Adds each measured block to the run's totals and to the seconds of the open step."""
+    """Adds each measured block to the run's totals and to the open step of its owner
+    (target k, or None for work shared by all targets). Thread-safe: target k's matching
+    is measured on the matching thread while target k+1's gradients are measured here."""
 
     def __init__(self, device: torch.device, totals: Timings) -> None:
         self.device = device
         self.totals = totals
-        self._step: dict[str, float] = {}
+        self._steps: dict[int | None, dict[str, float]] = {}
+        self._lock = threading.Lock()
 
     @contextmanager
-    def measure(self, attribute: str):
+    def measure(self, attribute: str, owner: int | None):
         start = time.perf_counter()
         yield
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
-        setattr(self.totals, attribute, getattr(self.totals, attribute) + elapsed)
-        self._step[attribute] = self._step.get(attribute, 0.0) + elapsed
+        with self._lock:
+            setattr(self.totals, attribute, getattr(self.totals, attribute) + elapsed)
+            step = self._steps.setdefault(owner, {})
+            step[attribute] = step.get(attribute, 0.0) + elapsed
 
-    def take_step(self) -> dict[str, float]:
-        """Seconds per Timings attribute since the last call (0.0 where nothing ran)."""
-        step, self._step = self._step, {}
+    def take_step(self, owner: int | None) -> dict[str, float]:
+        """`owner`'s seconds per Timings attribute since its last call (0.0 where nothing ran)."""
+        with self._lock:
+            step = self._steps.pop(owner, {})
         return {key: step.get(key, 0.0) for key in _MEASURED_SECONDS}
 
 
@@ -267,13 +275,13 @@ class TransferRun:
                 tensor.copy_(buffers[name])
 
     def _gradient(self, params: Tensors, buffers: Tensors, batches: list[torch.Tensor],
-                  what: str) -> Tensors:
+                  what: str, owner: int | None) -> Tensors:
         """Mean gradient over `batches` at `params`, BatchNorm on batch statistics.
 
         `buffers` are those of the model the point belongs to (source or target k):
         the working model still holds whichever model ran last.
         """
-        with self.stopwatch.measure("gradient_seconds"):
+        with self.stopwatch.measure("gradient_seconds", owner):
             self._load(params, buffers)
             self.model.train()
             # Dropout off: both sides of a pair must see the same function on the same batch.
@@ -303,14 +311,15 @@ class TransferRun:
     def target_gradient(self, k: int, perm: Permutation, t: int) -> Tensors:
         """The gradient at target k's point t under `perm`, on that point's batches."""
         return self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
-                              self.pair_batches[t], f"target {k} step {t}")
+                              self.pair_batches[t], f"target {k} step {t}", k)
 
-    def match(self, bank: PairBank, init: Permutation, seed_offset: int) -> MatchResult:
-        """One weight matching of `bank` from `init` (timed as the step's matching seconds)."""
+    def match(self, bank: PairBank, init: Permutation, k: int) -> MatchResult:
+        """Target k's weight matching of `bank` from `init` (timed as its step's matching
+        seconds; k also offsets the seed of the group order)."""
         matching = self.params.matching
-        with self.stopwatch.measure("matching_seconds"):
+        with self.stopwatch.measure("matching_seconds", k):
             result = match(self.spec, bank, init, max_iter=matching.max_iter, tol=matching.tol,
-                           generator=torch.Generator().manual_seed(self.params.seed + seed_offset),
+                           generator=torch.Generator().manual_seed(self.params.seed + k),
                            solver=self.solver)
         self.timings.matching_solves += 1
         return result
@@ -336,27 +345,31 @@ class TransferRun:
         if self.keep_trajectory:
             for k in range(count):
                 trackers[k].trajectory.append(self._finish(k, self.target_inits[k]))
-        self.stopwatch.take_step()  # work before step 1 (oracle matching) is in the totals only
+        for k in range(count):  # work before step 1 (oracle matching) is in the totals only
+            self.stopwatch.take_step(k)
 
-        for step in range(1, steps + 1):
-            self._check_cancel()
-            if banks:
-                batches = self.pair_batches[step - 1]
-                banks[0].source.append(self._gradient(self._source_point(step - 1), self.source_buffers,
-                                                      batches, f"source step {step - 1}"))
-            shared = {"source_gradient_seconds": self.stopwatch.take_step()["gradient_seconds"]}
-            for k in range(count):
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trajx-matching") as matcher:
+            for step in range(1, steps + 1):
                 self._check_cancel()
-                metrics: dict[str, float] = {"step": step}
                 if banks:
-                    result = method.step(self, banks[k], k, perms[k], step)
-                    perms[k] = result.perm
-                    metrics |= {"objective": result.objectives[-1], "sweeps": result.sweeps}
-                metrics |= self._record(trackers[k], k, perms[k], step)
-                metrics |= self.stopwatch.take_step() | shared
-                trackers[k].steps.append(metrics)
-                if self.on_progress is not None:
-                    self.on_progress(step, steps, k, metrics)
+                    batches = self.pair_batches[step - 1]
+                    banks[0].source.append(self._gradient(self._source_point(step - 1), self.source_buffers,
+                                                          batches, f"source step {step - 1}", None))
+                shared = {"source_gradient_seconds": self.stopwatch.take_step(None)["gradient_seconds"]}
+                # Target k's matching runs on `matcher` while target k+1's gradients are
+                # computed here; each is recorded once its matching is done, in order.
+                solving: tuple[int, Future] | None = None
+                for k in range(count):
+                    self._check_cancel()
+                    bank = banks[k] if banks else None
+                    method.prepare(self, bank, k, perms[k], step)
+                    future = matcher.submit(method.solve, self, bank, k, perms[k])
+                    if not self.params.overlap_matching:
+                        future.result()
+                    if solving is not None:
+                        self._end_step(*solving, perms, trackers[solving[0]], step, shared)
+                    solving = (k, future)
+                self._end_step(*solving, perms, trackers[solving[0]], step, shared)
 
         results = []
         for k, tracker in enumerate(trackers):
@@ -368,11 +381,25 @@ class TransferRun:
                                         *self._window_average(tracker, k)))
         return TransferResult(results, self.timings, str(self.device))
 
+    def _end_step(self, k: int, solving: Future, perms: list[Permutation], tracker: "_Tracker",
+                  step: int, shared: dict[str, float]) -> None:
+        """Take target k's matching result, record the step and report it."""
+        metrics: dict[str, float] = {"step": step}
+        result = solving.result()
+        if result is not None:
+            perms[k] = result.perm
+            metrics |= {"objective": result.objectives[-1], "sweeps": result.sweeps}
+        metrics |= self._record(tracker, k, perms[k], step)
+        metrics |= self.stopwatch.take_step(k) | shared
+        tracker.steps.append(metrics)
+        if self.on_progress is not None:
+            self.on_progress(step, self.params.steps, k, metrics)
+
     def _window_average(self, tracker: _Tracker, k: int) -> tuple[Tensors | None, dict[str, float] | None]:
         """The mean of the last `average_last` steps with BN re-estimated, and its metrics."""
         if tracker.window is None:
             return None, None
-        with self.stopwatch.measure("evaluation_seconds"):
+        with self.stopwatch.measure("evaluation_seconds", k):
             state = self._finish(k, tracker.window.result())
             metrics = {} if self.eval_data is None else \
                 evaluate(self.model, self.eval_data, 4 * self.params.batch_size, self.device, self.task)
@@ -386,7 +413,7 @@ class TransferRun:
         if self.eval_data is None and not self.keep_trajectory and not last:
             return {}
         metrics: dict[str, float] = {}
-        with self.stopwatch.measure("evaluation_seconds"):
+        with self.stopwatch.measure("evaluation_seconds", k):
             state = self._finish(k, self._target_point(k, perm, step))
             if self.eval_data is not None:
                 # No gradients are kept, so a bigger batch than training's fits and runs faster.

@@ -25,13 +25,13 @@ from trajx.engine.alignment import (
     weight_matching,
 )
 from trajx.engine.permspec import apply_permutation
+from trajx.engine.solvers import get_solver
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import resolve_device
 from trajx.executors.architecture import open_architecture
 from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
 from trajx.executors.manifest import ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
-from trajx.executors.solver_choice import solver_for
 from trajx.io import load_checkpoint, save_tensors
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 from trajx.spec import AlignJob
@@ -70,7 +70,7 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     state_a = {n: t.to(device) for n, t in state_a.items()}
     state_b = {n: t.to(device) for n, t in state_b.items()}
     names = matched_parameters(model, perm_spec)
-    solver = solver_for(spec.params.matching.solver)
+    solver = get_solver(spec.params.matching.solver)
     matching_started = time.perf_counter()
     if spec.method == "weights":
         matching = spec.params.matching

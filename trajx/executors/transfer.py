@@ -25,6 +25,7 @@ from trajx.engine.batches import Dataset
 from trajx.engine.methods import FGMT, GMT, Method, Naive, Oracle
 from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.schedule import plan_trajectory
+from trajx.engine.solvers import get_solver
 from trajx.engine.tasks import Task
 from trajx.engine.trace import derive_spec
 from trajx.engine.transfer import TargetResult, resolve_device, transfer
@@ -33,7 +34,6 @@ from trajx.executors.architecture import open_architecture
 from trajx.executors.common import versions
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
-from trajx.executors.solver_choice import solver_for
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 from trajx.spec import TransferJob, TransferParams
@@ -89,7 +89,7 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     reset_peak_memory(device)
     method = Oracle(inputs.trained) if spec.method == "oracle" else _METHODS[spec.method]()
     result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
-                      engine_options(spec.params), method=method, solver=solver_for(spec.params.matching.solver),
+                      engine_options(spec.params), method=method, solver=get_solver(spec.params.matching.solver),
                       eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.task,
                       on_progress=progress, should_cancel=ctx.should_cancel,
                       average_last=spec.outputs.average.last if spec.outputs.average else None)
