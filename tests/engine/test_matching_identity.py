@@ -3,7 +3,8 @@
 `GroupCosts` updates cost matrices with new pairs and moved units instead of rebuilding
 them; these tests compare it with a rebuild, and whole FGMT/GMT runs with the cost
 matrices of main before the change (bench/main_matching.py: float32, rebuilt on every
-solve): same permutations, bit-identical checkpoints.
+solve) and its cold scipy solves, against today's default warm-started `jv` solver: same
+permutations, bit-identical checkpoints.
 """
 
 import pytest
@@ -17,6 +18,7 @@ from trajx.engine.matching import PairBank
 from trajx.engine.methods import FGMT, GMT
 from trajx.engine.options import TransferOptions
 from trajx.engine.permspec import apply_permutation, spec_from_param_groups
+from trajx.engine.solvers import scipy_solver
 from trajx.engine.transfer import transfer
 
 TRANSFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8, "patch_size": 2,
@@ -102,8 +104,10 @@ def test_transfer_gives_main_s_permutations_and_checkpoints(setup, method, steps
         return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, params,
                         method={"fgmt": FGMT, "gmt": GMT}[method](), eval_data=setup.test)
 
-    new = run()
-    monkeypatch.setattr(transfer_module, "match", main_match)
+    new = run()  # the default solver: warm-started jv, its state kept per bank and group
+    # main: costs rebuilt on every solve, every assignment solved cold by scipy
+    monkeypatch.setattr(transfer_module, "match",
+                        lambda *args, solver, **kwargs: main_match(*args, solver=scipy_solver, **kwargs))
     main = run()
     for ours, theirs in zip(new.targets, main.targets, strict=True):
         assert ours.permutation.keys() == theirs.permutation.keys()

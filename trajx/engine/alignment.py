@@ -32,7 +32,7 @@ from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.matching import PairBank, match
 from trajx.engine.metrics import evaluate
 from trajx.engine.permspec import Permutation, PermutationSpec, apply_permutation, expand_index
-from trajx.engine.solvers import Solver, break_ties, scipy_solver
+from trajx.engine.solvers import Solver, break_ties, warm_started
 from trajx.errors import Cancelled, UnsupportedModel
 
 Tensors = dict[str, torch.Tensor]
@@ -48,7 +48,7 @@ def matched_parameters(model: nn.Module, spec: PermutationSpec) -> list[str]:
 def weight_matching(spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
                     state_b: Mapping[str, torch.Tensor], names: Sequence[str], *,
                     max_iter: int = 100, tol: float = 1e-7, seed: int = 0,
-                    solver: Solver = scipy_solver) -> Permutation:
+                    solver: Solver = warm_started) -> Permutation:
     """π maximising Σ_names ⟨A, π B⟩: apply it to B to align B onto A."""
     pair = ({n: state_a[n].float() for n in names}, {n: state_b[n].float() for n in names})
     bank = PairBank.from_pairs([pair], names)
@@ -183,7 +183,7 @@ class _Correlation:
 
 def activation_matching(model: nn.Module, spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
                         state_b: Mapping[str, torch.Tensor], batches: Sequence[torch.Tensor],
-                        probes: Sequence[Probe], solver: Solver = scipy_solver) -> Permutation:
+                        probes: Sequence[Probe], solver: Solver = warm_started) -> Permutation:
     """π from correlating A's and B's activations at each group's probe over `batches`.
 
     Row i of a group's correlation matrix is A's unit i; π[g][i] is the B unit that

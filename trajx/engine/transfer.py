@@ -36,7 +36,7 @@ from trajx.engine.permspec import (
     require_groups,
 )
 from trajx.engine.schedule import plan_trajectory
-from trajx.engine.solvers import Solver, scipy_solver
+from trajx.engine.solvers import Solver, warm_started
 from trajx.engine.tasks import CLASSES_OR_VALUES, Task
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
 
@@ -98,7 +98,7 @@ def resolve_device(name: str) -> torch.device:
 
 def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict],
              targets: Sequence[StateDict], train: Dataset, options: TransferOptions = DEFAULT_OPTIONS, *,
-             method: Method = DEFAULT_METHOD, solver: Solver = scipy_solver, eval_data: Dataset | None = None,
+             method: Method = DEFAULT_METHOD, solver: Solver = warm_started, eval_data: Dataset | None = None,
              keep_trajectory: bool = False, task: Task = CLASSES_OR_VALUES,
              on_progress: ProgressCallback | None = None,
              should_cancel: Callable[[], bool] | None = None,
