@@ -3,7 +3,8 @@
 #
 #     bash bench/gpu.sh            # needs torch with CUDA and a visible GPU; ~15 min
 #
-# Prints the tables of bench_floor.py (FGMT vs its floor and vs main's matching),
+# Prints the tables of bench_floor.py (FGMT vs its floor and vs main's matching, and an
+# ensemble's matching overlapped with the next target's gradients or not),
 # bench_engine.py (quality, cost, memory incl. ResNet-18), then the wall time and summary
 # of `trajx run` on an FGMT ensemble job (3 targets, T = 30) with params.device "cuda".
 set -euo pipefail
