@@ -1,5 +1,8 @@
 """The warm-started exact assignment solver: same answers as scipy, cold or warm."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -67,3 +70,20 @@ def test_a_new_size_starts_cold_and_degenerate_costs_agree():
 def test_bad_problems_are_refused_by_name(bad, message):
     with pytest.raises(ValueError, match=message):
         WarmLap()(bad)
+
+
+def test_without_a_writable_cache_the_solver_is_compiled_in_the_process():
+    # numba refuses cache=True when it finds no writable place; the solver must still load.
+    code = (
+        "import numba.core.caching as caching\n"
+        "caching.CacheImpl._locator_classes = []\n"
+        "import numpy as np\n"
+        "from trajx.engine.warm_lap import WarmLap, _start\n"
+        "from trajx.engine.solvers import break_ties, scipy_solver\n"
+        "assert _start._cache.__class__.__name__ == 'NullCache'\n"
+        "cost = break_ties(np.random.default_rng(0).standard_normal((30, 30)))\n"
+        "assert (WarmLap()(cost) == scipy_solver(cost)).all()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr

@@ -18,14 +18,23 @@ is optimal, the same one scipy's `linear_sum_assignment` returns when the optimu
 after the size changed) is an ordinary cold solve; a call after a small change re-assigns
 only the rows whose best column moved, at O(n²) for step 1 plus one path per freed row.
 
-The kernels are compiled by numba (cached on disk after the first process compiles them).
+The kernels are compiled by numba, cached on disk after the first process compiles them.
 """
 
 import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+def _compiled(kernel):
+    """`kernel` compiled to run without the GIL, cached where numba finds a writable place
+    (next to this file, NUMBA_CACHE_DIR, the user's cache); with none, compiled per process."""
+    try:
+        return njit(cache=True, nogil=True)(kernel)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(kernel)
+
+
+@_compiled
 def _start(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
            row4col: np.ndarray) -> None:
     """Steps 1 and 2 above, in place: row prices, kept and greedily taken columns."""
@@ -51,7 +60,7 @@ def _start(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
             row4col[cheapest[i]] = i
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _reduce_rows(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
                  row4col: np.ndarray) -> None:
     """Step 3a, Jonker–Volgenant's augmenting row reduction: a free row takes its cheapest
@@ -97,7 +106,7 @@ def _reduce_rows(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarra
                 count += 1
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def _augment(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
              row4col: np.ndarray) -> int:
     """Step 3: assign every free row along a shortest augmenting path. Returns the
