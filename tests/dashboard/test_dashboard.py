@@ -71,6 +71,8 @@ def test_running_job_chart_grows_and_cancel_from_the_page(page, client, inputs, 
     page.click("#cancel")
     page.wait_for_selector("[data-fact='status'] [data-status='cancelled']", timeout=60_000)
     assert client.get_job(job.id).status == "cancelled"
+    # The status fact and the timeline are fed separately: wait for the event's row too.
+    page.wait_for_selector("#timeline tr[data-event='cancel_requested']")
     assert page.locator("#timeline tr[data-event='cancel_requested']").count() == 1
     assert page.is_hidden("#cancel")
     assert page.console.errors == []
