@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tests.support.engine_setups import cnn_setup, mlp_setup
+from trajx.engine import transfer as transfer_module
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.methods import FGMT, GMT, Naive, Oracle
@@ -331,3 +332,21 @@ def test_overlapping_an_ensembles_matching_with_gradients_changes_nothing(mlp, m
         assert all(torch.equal(a.permutation[g], b.permutation[g]) for g in a.permutation)
         assert all(torch.equal(a.last[n], b.last[n]) for n in a.last)
         assert without_timings(a.steps) == without_timings(b.steps)
+
+
+def test_the_next_source_gradient_is_computed_while_the_last_matching_runs(mlp, monkeypatch):
+    # No matching changes the source side, so step s+1's source gradient need not wait
+    # for step s's matchings: it is taken before step s's last target is recorded.
+    order = []
+    original = transfer_module.TransferRun._source_gradient
+
+    def source_gradient(run, bank, step):
+        order.append(("source", step))
+        return original(run, bank, step)
+
+    monkeypatch.setattr(transfer_module.TransferRun, "_source_gradient", source_gradient)
+    run(mlp, "fgmt", targets=(1, 2), steps=3, eval_data=None,
+        on_progress=lambda step, steps, k, metrics: order.append(("recorded", step, k)))
+    assert order == [("source", 1), ("recorded", 1, 0), ("source", 2), ("recorded", 1, 1),
+                     ("recorded", 2, 0), ("source", 3), ("recorded", 2, 1), ("recorded", 3, 0),
+                     ("recorded", 3, 1)]

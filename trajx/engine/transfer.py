@@ -349,15 +349,15 @@ class TransferRun:
             self.stopwatch.take_step(k)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trajx-matching") as matcher:
+            if banks:
+                self._source_gradient(banks[0], 1)
             for step in range(1, steps + 1):
                 self._check_cancel()
-                if banks:
-                    batches = self.pair_batches[step - 1]
-                    banks[0].source.append(self._gradient(self._source_point(step - 1), self.source_buffers,
-                                                          batches, f"source step {step - 1}", None))
                 shared = {"source_gradient_seconds": self.stopwatch.take_step(None)["gradient_seconds"]}
-                # Target k's matching runs on `matcher` while target k+1's gradients are
-                # computed here; each is recorded once its matching is done, in order.
+                # Target k's matching runs on `matcher` while target k+1's gradients, and
+                # after the last target the next step's source gradient (which no matching
+                # changes), are computed here; each target is recorded in order once its
+                # matching is done.
                 solving: tuple[int, Future] | None = None
                 for k in range(count):
                     self._check_cancel()
@@ -369,6 +369,8 @@ class TransferRun:
                     if solving is not None:
                         self._end_step(*solving, perms, trackers[solving[0]], step, shared)
                     solving = (k, future)
+                if banks and step < steps:
+                    self._source_gradient(banks[0], step + 1)
                 self._end_step(*solving, perms, trackers[solving[0]], step, shared)
 
         results = []
@@ -380,6 +382,12 @@ class TransferRun:
                                         tracker.steps, tracker.trajectory,
                                         *self._window_average(tracker, k)))
         return TransferResult(results, self.timings, str(self.device))
+
+    def _source_gradient(self, bank: PairBank, step: int) -> None:
+        """Append the source gradient of `step` (at source point step − 1) to the shared stack;
+        the matchings read only the pairs before it."""
+        bank.source.append(self._gradient(self._source_point(step - 1), self.source_buffers,
+                                          self.pair_batches[step - 1], f"source step {step - 1}", None))
 
     def _end_step(self, k: int, solving: Future, perms: list[Permutation], tracker: "_Tracker",
                   step: int, shared: dict[str, float]) -> None:
