@@ -22,7 +22,7 @@ from trajx.errors import InvalidInput, TrajxError, UnsupportedModel, is_out_of_m
 from trajx.executors import ResultManifest, RunContext, executor_for
 
 EXIT_FAILURE, EXIT_INVALID = 1, 2
-ENGINE_MODULES = frozenset({"torch", "numpy", "scipy", "safetensors", "sklearn", "lapx"})
+ENGINE_MODULES = frozenset({"torch", "numpy", "scipy", "safetensors", "sklearn", "lapx", "numba", "llvmlite"})
 ArchOpt = Annotated[str, typer.Option("--arch", help="Architecture name (see `trajx describe`).")]
 ConfigOpt = Annotated[str, typer.Option("--config", help="Architecture config as a JSON object.")]
 
