@@ -89,6 +89,8 @@ def _reduce_rows(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarra
                     first, j1 = reduced, j
                 else:
                     second, j2 = reduced, j
+        if j2 < 0:  # a single column: nothing to bid against
+            second = first
         displaced = row4col[j1]
         if first < second:
             v[j1] -= second - first
