@@ -22,7 +22,19 @@ def is_unavailable(exc: BaseException) -> bool:
     """
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or _raised_by_a_lost_connection(exc))
+
+
+def _raised_by_a_lost_connection(exc: DBAPIError) -> bool:
+    """The driver's error was raised while it handled a lost connection: psycopg, when the
+    socket closes during the pool's pre-ping, refuses to restore autocommit with a
+    ProgrammingError whose context is the OperationalError. PEP 249 fixes those names."""
+    cause = exc.orig.__cause__ or exc.orig.__context__ if exc.orig is not None else None
+    while cause is not None:
+        if type(cause).__name__ in ("OperationalError", "InterfaceError"):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def is_dropped_connection(exc: BaseException) -> bool:
