@@ -158,7 +158,37 @@ class JobSpecBase(_Strict):
         return {}
 
 
-class TransferJob(JobSpecBase):
+class _ArchitectureJob(JobSpecBase):
+    """Jobs on checkpoints of one architecture (`arch`, a name or an uploaded program) with
+    `train_data`/`eval_data` shards and a `params.device`: transfer, average and align."""
+
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
+
+    def input_kind(self, location: str) -> InputKind:
+        if location == ARCH_PROGRAM:
+            return "program"
+        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
+
+    def check(self) -> None:
+        self.arch.check()
+
+    def check_input_tensors(self, table: Tables) -> None:
+        """Every checkpoint has the first one's tensors (a mixed list is `checkpoint_mismatch`
+        naming the odd one), the data shards agree, an explicit spec fits the checkpoints."""
+        refs = self.artifact_refs()
+        checkpoints = {loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"}
+        check_checkpoints_agree(checkpoints, table)
+        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
+        explicit = getattr(self, "permutation_spec", None)
+        if explicit:
+            check_permutation_spec(explicit, table(next(iter(checkpoints))))
+
+    def queue(self) -> Queue:
+        # A job pinned to the CPU must not wait for (or occupy) a GPU worker.
+        return "cpu" if self.params.device == "cpu" else "gpu"
+
+
+class TransferJob(_ArchitectureJob):
     """Transfer a source trajectory onto one or more target initializations."""
 
     kind: Literal["transfer"] = "transfer"
@@ -193,9 +223,8 @@ class TransferJob(JobSpecBase):
                              f"has only params.steps={self.params.steps} steps")
         return self
 
-    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
-
     def artifact_refs(self) -> dict[str, ArtifactRef]:
+        # The source comes first: its first checkpoint is the one the others must match.
         refs: dict[str, ArtifactRef] = {f"source[{i}]": r for i, r in enumerate(self.source)}
         for i, target in enumerate(self.targets):
             if target.checkpoint is not None:
@@ -207,13 +236,8 @@ class TransferJob(JobSpecBase):
             refs["eval_data"] = self.eval_data
         return {**refs, **self.arch.artifact_refs()}
 
-    def input_kind(self, location: str) -> InputKind:
-        if location == ARCH_PROGRAM:
-            return "program"
-        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
-
     def check(self) -> None:
-        self.arch.check()
+        super().check()
         if self.arch.program is not None:
             seeded = [i for i, target in enumerate(self.targets) if target.seed is not None]
             if seeded:
@@ -222,48 +246,8 @@ class TransferJob(JobSpecBase):
                     "give the target as a checkpoint (trajx export --seed N writes one)",
                     code="invalid_value", field=f"targets[{seeded[0]}].seed")
 
-    def check_input_tensors(self, table: Tables) -> None:
-        refs = self.artifact_refs()
-        check_checkpoints_agree({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"},
-                                table)
-        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
-        if self.permutation_spec:
-            check_permutation_spec(self.permutation_spec, table("source[0]"))
-
-    def queue(self) -> Queue:
-        # A job pinned to the CPU must not wait for (or occupy) a GPU worker.
-        return "cpu" if self.params.device == "cpu" else "gpu"
-
     def summary_fields(self) -> dict[str, Any]:
         return {"method": self.method, "arch": self.arch.label(), "targets": len(self.targets)}
-
-
-class _StoredModelsJob(JobSpecBase):
-    """Average and align jobs: checkpoints of one architecture plus `train_data`/`eval_data`."""
-
-    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data")
-
-    def input_kind(self, location: str) -> InputKind:
-        if location == ARCH_PROGRAM:
-            return "program"
-        return "data" if location in self.DATA_LOCATIONS else "checkpoint"
-
-    def check(self) -> None:
-        self.arch.check()
-
-    def check_input_tensors(self, table: Tables) -> None:
-        """Every checkpoint has the first one's tensors (a mixed list is `checkpoint_mismatch`
-        naming the odd one), the data shards agree, an explicit spec fits the checkpoints."""
-        refs = self.artifact_refs()
-        checkpoints = {loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "checkpoint"}
-        check_checkpoints_agree(checkpoints, table)
-        check_data({loc: ref for loc, ref in refs.items() if self.input_kind(loc) == "data"}, table)
-        explicit = getattr(self, "permutation_spec", None)
-        if explicit:
-            check_permutation_spec(explicit, table(next(iter(checkpoints))))
-
-    def queue(self) -> Queue:
-        return "cpu" if self.params.device == "cpu" else "gpu"
 
 
 class RunParams(_Strict):
@@ -331,7 +315,7 @@ class AverageOutputs(_Strict):
     candidates: bool = False
 
 
-class AverageJob(_StoredModelsJob):
+class AverageJob(_ArchitectureJob):
     """Average checkpoints of one trajectory (uniform, LAWA, EMA), optionally sweeping a grid."""
 
     kind: Literal["average"] = "average"
@@ -394,7 +378,7 @@ class AlignOutputs(_Strict):
     merged: bool = False
 
 
-class AlignJob(_StoredModelsJob):
+class AlignJob(_ArchitectureJob):
     """Permute model B onto model A and report the plain and aligned interpolation barriers."""
 
     kind: Literal["align"] = "align"
