@@ -39,6 +39,13 @@ def add_events(session_factory, job_id: str, *types: str, finish: str | None = N
         session.commit()
 
 
+def mark_running(session_factory, job_id: str) -> None:
+    """A worker has claimed the job (no worker runs in these tests)."""
+    with session_factory() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="running", attempts=1))
+        session.commit()
+
+
 def read_stream(base_url: str, job_id: str, headers: dict[str, str], timeout: float = 20) -> tuple[httpx.Response, list]:
     with httpx.stream("GET", f"{base_url}/v1/jobs/{job_id}/events", headers=headers, timeout=timeout) as response:
         if response.status_code != 200:
@@ -67,9 +74,7 @@ def test_finished_job_streams_its_events_then_ends_and_resumes_after_last_event_
 def test_running_job_events_arrive_live_and_the_stream_ends_with_the_job(
         api_app, tenant, job_id, session_factory, monkeypatch):
     monkeypatch.setattr(event_stream, "HEARTBEAT_SECONDS", 0.2)
-    with session_factory() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(status="running", attempts=1))
-        session.commit()
+    mark_running(session_factory, job_id)
     received: list[tuple[float, str]] = []
     raw_lines: list[str] = []
 
@@ -130,9 +135,7 @@ def test_last_event_id_parsing(value, expected):
 def test_a_tenant_beyond_its_open_streams_gets_429_and_the_client_polls_instead(
         api_app, tenant, job_id, session_factory, monkeypatch):
     monkeypatch.setattr(event_stream, "MAX_STREAMS_PER_TENANT", 1)
-    with session_factory() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(status="running", attempts=1))
-        session.commit()
+    mark_running(session_factory, job_id)
     url_headers = {**tenant.headers, **SSE}
     with serve(api_app) as base_url:
         url = f"{base_url}/v1/jobs/{job_id}/events"
