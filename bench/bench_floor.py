@@ -35,6 +35,7 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -99,16 +100,7 @@ class ClockedWarmStarted(WarmStarted):
         return self.stopwatch(WarmLap(), cost)
 
     def sequence(self):
-        return _SharedClock(WarmLap(), self.stopwatch)
-
-
-@dataclass
-class _SharedClock:
-    solve: Callable
-    stopwatch: Timed
-
-    def __call__(self, cost):
-        return self.stopwatch(self.solve, cost)
+        return partial(self.stopwatch, WarmLap())
 
 
 def clocked_solver(name: str, clock: Clock) -> tuple[Solver, Timed]:
@@ -117,7 +109,7 @@ def clocked_solver(name: str, clock: Clock) -> tuple[Solver, Timed]:
     solver = get_solver(name)
     if isinstance(solver, WarmStarted):
         return ClockedWarmStarted(stopwatch), stopwatch
-    return (lambda cost: stopwatch(solver, cost)), stopwatch
+    return partial(stopwatch, solver), stopwatch
 
 
 @dataclass

@@ -367,11 +367,11 @@ class TransferRun:
                     if not self.params.overlap_matching:
                         future.result()
                     if solving is not None:
-                        self._end_step(*solving, perms, trackers[solving[0]], step, shared)
+                        self._end_step(*solving, perms, trackers, step, shared)
                     solving = (k, future)
                 if banks and step < steps:
                     self._source_gradient(banks[0], step + 1)
-                self._end_step(*solving, perms, trackers[solving[0]], step, shared)
+                self._end_step(*solving, perms, trackers, step, shared)
 
         results = []
         for k, tracker in enumerate(trackers):
@@ -389,9 +389,10 @@ class TransferRun:
         bank.source.append(self._gradient(self._source_point(step - 1), self.source_buffers,
                                           self.pair_batches[step - 1], f"source step {step - 1}", None))
 
-    def _end_step(self, k: int, solving: Future, perms: list[Permutation], tracker: "_Tracker",
+    def _end_step(self, k: int, solving: Future, perms: list[Permutation], trackers: list["_Tracker"],
                   step: int, shared: dict[str, float]) -> None:
         """Take target k's matching result, record the step and report it."""
+        tracker = trackers[k]
         metrics: dict[str, float] = {"step": step}
         result = solving.result()
         if result is not None:
