@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from trajx.engine.matching import MatchResult, PairBank, descend
-from trajx.engine.permspec import Permutation, PermutationSpec, permute_axis
+from trajx.engine.permspec import Permutation, PermutationSpec, expand_index
 from trajx.engine.solvers import Solver, get_solver
 
 # Up to this many leading slices, a matmul per slice beats copying the stack (see _unit_products).
@@ -55,7 +55,9 @@ def _permute_except(spec: PermutationSpec, perm: Permutation, name: str,
     # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
     for dim, group in enumerate(spec.param_groups.get(name, ())):
         if group is not None and dim != skip_dim:
-            stack = permute_axis(stack, dim + 1, perm[group], spec.repeat(name, dim), spec.tile(name, dim))
+            # main's gather: torch.index_select on the stack as it is (see permspec.select_along).
+            index = expand_index(perm[group], spec.repeat(name, dim), spec.tile(name, dim))
+            stack = torch.index_select(stack, dim + 1, index.to(stack.device))
     return stack
 
 

@@ -529,6 +529,23 @@ def test_permute_axis_moves_blocks_of_a_repeated_axis():
         parse_group_ref("2*g*0")
 
 
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=5), data=st.data())
+def test_select_along_gathers_what_index_select_gathers(shape, data):
+    from trajx.engine.permspec import select_along
+
+    tensor = torch.randn(shape)
+    if data.draw(st.booleans(), label="transposed") and tensor.ndim > 1:
+        tensor = tensor.transpose(0, -1)  # not contiguous: the plain index_select path
+    dim = data.draw(st.integers(-tensor.ndim, tensor.ndim - 1), label="dim")
+    index = torch.tensor(data.draw(st.lists(st.integers(0, tensor.shape[dim] - 1), max_size=7), label="index"),
+                         dtype=torch.int64)
+    expected = tensor.index_select(dim, index)
+    selected = select_along(tensor, dim, index)
+    assert selected.shape == expected.shape
+    assert torch.equal(selected, expected)
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     hidden=st.lists(st.integers(1, 6), min_size=1, max_size=3),

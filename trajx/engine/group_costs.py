@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from trajx.engine.permspec import Permutation, PermutationSpec, expand_index, permute_axis
+from trajx.engine.permspec import Permutation, PermutationSpec, expand_index, permute_axis, select_along
 
 # Elements of one parameter's pair stack handled per chunk: bounds the float64 copies.
 _CHUNK_ELEMENTS = 1 << 20
@@ -85,7 +85,7 @@ class GroupCosts:
             entry = self._costs[group] = self._rebuild(group, perm)
         if entry.count < len(self.pairs):
             for term in self._terms[group]:
-                entry.matrix += self._products(term, perm, entry.count, len(self.pairs))
+                self._add_products(entry.matrix, term, perm, entry.count, len(self.pairs))
             entry.count = len(self.pairs)
         return entry.matrix.cpu().numpy().copy()
 
@@ -112,7 +112,7 @@ class GroupCosts:
         size = self.spec.group(group).size
         matrix = torch.zeros(size, size, dtype=torch.float64, device=self._device())
         for term in self._terms[group]:
-            matrix += self._products(term, perm, 0, len(self.pairs))
+            self._add_products(matrix, term, perm, 0, len(self.pairs))
         return _Cost(matrix, len(self.pairs), _snapshot(perm))
 
     def _catch_up(self, group: str, entry: _Cost, perm: Permutation) -> bool:
@@ -126,23 +126,23 @@ class GroupCosts:
             if twice or 2 * moved.numel() > perm[neighbour].numel():
                 return False
             for term in terms:
-                entry.matrix += self._moved_products(term, entry, neighbour, moved, perm[neighbour])
+                self._add_moved_products(entry, term, neighbour, moved, perm[neighbour])
             entry.under[neighbour] = perm[neighbour].clone()
         return True
 
-    def _products(self, term: _Term, perm: Permutation, start: int, stop: int) -> torch.Tensor:
-        """Σ over pairs [start, stop) of the term's unit products, other axes under `perm`."""
+    def _add_products(self, matrix: torch.Tensor, term: _Term, perm: Permutation, start: int,
+                      stop: int) -> None:
+        """Add to `matrix` the term's unit products over pairs [start, stop), other axes under `perm`."""
         target, source = self.pairs.pair_stacks(term.param)
         size = self._size(term)
-        total = torch.zeros(size, size, dtype=torch.float64, device=target.device)
         for lo, hi in _chunks(target, start, stop):
-            total += _unit_products(target[lo:hi], _permute(source[lo:hi], term.others, perm),
-                                    term.dim + 1, size, term.tile)
-        return total
+            _add_unit_products(matrix, target[lo:hi], _permute(source[lo:hi], term.others, perm),
+                               term.dim + 1, size, term.tile)
 
-    def _moved_products(self, term: _Term, entry: _Cost, neighbour: str, moved: torch.Tensor,
-                        new: torch.Tensor) -> torch.Tensor:
-        """Change of the term when `neighbour` goes from entry.under to `new` on units `moved`."""
+    def _add_moved_products(self, entry: _Cost, term: _Term, neighbour: str, moved: torch.Tensor,
+                            new: torch.Tensor) -> None:
+        """Add to entry.matrix the change of the term when `neighbour` goes from entry.under
+        to `new` on units `moved`."""
         target, source = self.pairs.pair_stacks(term.param)
         axis, _, repeat, tile = next(o for o in term.others if o[1] == neighbour)
         rest = tuple(o for o in term.others if o[1] != neighbour)
@@ -150,13 +150,12 @@ class GroupCosts:
         rows, before, after = (_positions(index, units, repeat, tile).to(target.device)
                                for index in (moved, entry.under[neighbour][moved], new[moved]))
         size = self._size(term)
-        total = torch.zeros(size, size, dtype=torch.float64, device=target.device)
         for lo, hi in _chunks(target, 0, entry.count):
             chunk = source[lo:hi]
-            change = chunk.index_select(axis + 1, after).double() - chunk.index_select(axis + 1, before).double()
-            total += _unit_products(target[lo:hi].index_select(axis + 1, rows),
-                                    _permute(change, rest, entry.under), term.dim + 1, size, term.tile)
-        return total
+            # Widened before subtracting (in place, in float64), so the change is exact.
+            change = select_along(chunk, axis + 1, after).double().sub_(select_along(chunk, axis + 1, before))
+            _add_unit_products(entry.matrix, select_along(target[lo:hi], axis + 1, rows),
+                               _permute(change, rest, entry.under), term.dim + 1, size, term.tile)
 
     def _size(self, term: _Term) -> int:
         return self.spec.group(self.spec.param_groups[term.param][term.dim]).size
@@ -191,16 +190,16 @@ def _positions(index: torch.Tensor, units: int, repeat: int, tile: int) -> torch
     return (torch.arange(tile)[:, None] * (units * repeat) + inner).reshape(-1)
 
 
-def _unit_products(target: torch.Tensor, source: torch.Tensor, dim: int, units: int,
-                   tile: int) -> torch.Tensor:
-    """[units, units] float64: Σ over every index but unit i / j of axis `dim` of
-    target[.., i, ..] * source[.., j, ..].
+def _add_unit_products(matrix: torch.Tensor, target: torch.Tensor, source: torch.Tensor, dim: int,
+                       units: int, tile: int) -> None:
+    """Add to `matrix` ([units, units] float64) Σ over every index but unit i / j of axis
+    `dim` of target[.., i, ..] * source[.., j, ..].
 
     One matrix product over all pairs of the chunk: each side is copied once, unit axis
     first, into float64. A tiled axis (fused q/k/v) is split into (tile, units * repeat)
     and its copies add up like a batch; a flattened axis holds each unit's block of features.
     """
-    return _unit_rows(target, dim, units, tile) @ _unit_rows(source, dim, units, tile).T
+    matrix.addmm_(_unit_rows(target, dim, units, tile), _unit_rows(source, dim, units, tile).T)
 
 
 def _unit_rows(stack: torch.Tensor, dim: int, units: int, tile: int) -> torch.Tensor:

@@ -151,7 +151,24 @@ def expand_index(index: torch.Tensor, repeat: int, tile: int = 1) -> torch.Tenso
 def permute_axis(tensor: torch.Tensor, dim: int, index: torch.Tensor, repeat: int = 1,
                  tile: int = 1) -> torch.Tensor:
     """`tensor` with axis `dim` reordered by a group permutation `index` (tiled, repeated blockwise)."""
-    return torch.index_select(tensor, dim, expand_index(index.to(tensor.device), repeat, tile))
+    return select_along(tensor, dim, expand_index(index.to(tensor.device), repeat, tile))
+
+
+def select_along(tensor: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """`tensor.index_select(dim, index)`, gathered through a 2-D or 3-D view of `tensor`.
+
+    On the CPU, torch's index_select is about 10x slower on the last axis of a tensor of
+    three or more dimensions than on a 2-D one (columns of a stack of weight matrices:
+    14 ms against 1.4 ms for 150 of 512 columns of 20 of them); the view gathers the
+    same elements the fast way.
+    """
+    if tensor.ndim < 3 or not tensor.is_contiguous():
+        return tensor.index_select(dim, index)
+    dim %= tensor.ndim
+    shape = tensor.shape
+    lead, trail = shape[:dim].numel(), shape[dim + 1:].numel()
+    flat = tensor.view(lead, shape[dim]) if trail == 1 else tensor.view(lead, shape[dim], trail)
+    return flat.index_select(1, index).view(*shape[:dim], index.numel(), *shape[dim + 1:])
 
 
 def spec_from_param_groups(param_groups: Mapping[str, tuple[str | None, ...]],
