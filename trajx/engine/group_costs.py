@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from trajx.engine.permspec import Permutation, PermutationSpec, expand_index, permute_axis, select_along
+from trajx.engine.permspec import Permutation, PermutationSpec, expand_index, select_along
 
 # Elements of one parameter's pair stack handled per chunk: bounds the float64 copies.
 _CHUNK_ELEMENTS = 1 << 20
@@ -97,9 +97,9 @@ class GroupCosts:
         for name in self.pairs.names:
             target, source = self.pairs.pair_stacks(name)
             axes = _permuted_axes(self.spec, name, skip=None)
-            for lo, hi in _chunks(target, start, len(self.pairs)):
-                moved = _permute(source[lo:hi], axes, perm)
-                total += float(torch.dot(target[lo:hi].reshape(-1).double(), moved.reshape(-1).double()))
+            for block in _blocks(target, start, len(self.pairs), keep=()):
+                moved = _piece(source, block, axes, perm)
+                total += float(torch.dot(_piece(target, block).reshape(-1).double(), moved.reshape(-1).double()))
         return total
 
     def remember_objective(self, perm: Permutation, value: float) -> None:
@@ -135,8 +135,8 @@ class GroupCosts:
         """Add to `matrix` the term's unit products over pairs [start, stop), other axes under `perm`."""
         target, source = self.pairs.pair_stacks(term.param)
         size = self._size(term)
-        for lo, hi in _chunks(target, start, stop):
-            _add_unit_products(matrix, target[lo:hi], _permute(source[lo:hi], term.others, perm),
+        for block in _blocks(target, start, stop, keep=(term.dim,)):
+            _add_unit_products(matrix, _piece(target, block), _piece(source, block, term.others, perm),
                                term.dim + 1, size, term.tile)
 
     def _add_moved_products(self, entry: _Cost, term: _Term, neighbour: str, moved: torch.Tensor,
@@ -150,12 +150,12 @@ class GroupCosts:
         rows, before, after = (_positions(index, units, repeat, tile).to(target.device)
                                for index in (moved, entry.under[neighbour][moved], new[moved]))
         size = self._size(term)
-        for lo, hi in _chunks(target, 0, entry.count):
-            chunk = source[lo:hi]
+        for block in _blocks(target, 0, entry.count, keep=(term.dim, axis)):
+            piece = _piece(source, block, rest, entry.under)
             # Widened before subtracting (in place, in float64), so the change is exact.
-            change = select_along(chunk, axis + 1, after).double().sub_(select_along(chunk, axis + 1, before))
-            _add_unit_products(entry.matrix, select_along(target[lo:hi], axis + 1, rows),
-                               _permute(change, rest, entry.under), term.dim + 1, size, term.tile)
+            change = select_along(piece, axis + 1, after).double().sub_(select_along(piece, axis + 1, before))
+            _add_unit_products(entry.matrix, select_along(_piece(target, block), axis + 1, rows),
+                               change, term.dim + 1, size, term.tile)
 
     def _size(self, term: _Term) -> int:
         return self.spec.group(self.spec.param_groups[term.param][term.dim]).size
@@ -175,11 +175,47 @@ def _permuted_axes(spec: PermutationSpec, name: str, skip: int | None) -> tuple[
                  if group is not None and dim != skip)
 
 
-def _permute(stack: torch.Tensor, axes: tuple[Layout, ...], perm: Permutation) -> torch.Tensor:
-    # stack is [pairs, *shape]: parameter axis d is stack axis d + 1.
+@dataclass(frozen=True)
+class _Block:
+    """A piece of a pair stack: pairs `pairs`, and of a pair too large for one piece only
+    the range `span` of its parameter axis `axis` (after the permutation of that axis)."""
+
+    pairs: slice
+    axis: int | None = None
+    span: tuple[int, int] = (0, 0)  # [lo, hi) on `axis`
+
+
+def _blocks(stack: torch.Tensor, start: int, stop: int, keep: tuple[int, ...]) -> Iterator[_Block]:
+    """Pieces of pairs [start, stop) of `stack` of about `_CHUNK_ELEMENTS` elements: runs of
+    whole pairs, or, when one pair is larger (an embedding), ranges of its longest
+    parameter axis not in `keep` (the axes a product needs whole)."""
+    shape = stack.shape[1:]
+    per_pair = max(1, shape.numel())
+    free = [d for d in range(len(shape)) if d not in keep]
+    if per_pair <= _CHUNK_ELEMENTS or not free:
+        step = max(1, _CHUNK_ELEMENTS // per_pair)
+        for lo in range(start, stop, step):
+            yield _Block(slice(lo, min(lo + step, stop)))
+        return
+    axis = max(free, key=lambda d: shape[d])
+    width = max(1, _CHUNK_ELEMENTS * shape[axis] // per_pair)
+    for pair in range(start, stop):
+        for lo in range(0, shape[axis], width):
+            yield _Block(slice(pair, pair + 1), axis, (lo, min(lo + width, shape[axis])))
+
+
+def _piece(stack: torch.Tensor, block: _Block, axes: tuple[Layout, ...] = (),
+           perm: Permutation | None = None) -> torch.Tensor:
+    """`block` of `stack` with the axes `axes` permuted by `perm` (a cut permuted axis
+    gathers the block's range of its permutation)."""
+    piece = stack[block.pairs]  # [pairs, *shape]: parameter axis d is stack axis d + 1
+    lo, hi = block.span
+    if block.axis is not None and block.axis not in {dim for dim, *_ in axes}:
+        piece = piece.narrow(block.axis + 1, lo, hi - lo)
     for dim, group, repeat, tile in axes:
-        stack = permute_axis(stack, dim + 1, perm[group], repeat, tile)
-    return stack
+        index = expand_index(perm[group].to(piece.device), repeat, tile)
+        piece = select_along(piece, dim + 1, index[lo:hi] if dim == block.axis else index)
+    return piece
 
 
 def _positions(index: torch.Tensor, units: int, repeat: int, tile: int) -> torch.Tensor:
@@ -207,12 +243,6 @@ def _unit_rows(stack: torch.Tensor, dim: int, units: int, tile: int) -> torch.Te
     rows = torch.empty(moved.shape, dtype=torch.float64, device=stack.device)
     rows.copy_(moved)
     return rows.reshape(units, -1)
-
-
-def _chunks(stack: torch.Tensor, start: int, stop: int) -> Iterator[tuple[int, int]]:
-    step = max(1, _CHUNK_ELEMENTS // max(1, stack[0].numel()))
-    for lo in range(start, stop, step):
-        yield lo, min(lo + step, stop)
 
 
 def _snapshot(perm: Permutation) -> Permutation:
