@@ -13,6 +13,7 @@ import torch
 from bench.main_matching import MainCosts, main_match
 from tests.support.engine_setups import CNN, MLP, _setup
 from trajx.engine import transfer as transfer_module
+from trajx.engine import group_costs
 from trajx.engine.group_costs import GroupCosts
 from trajx.engine.matching import PairBank
 from trajx.engine.methods import FGMT, GMT
@@ -28,14 +29,15 @@ SETUPS = {"mlp": (MLP, False, 10, 0.005), "cnn": (CNN, True, 2, 0.02),
           "transformer-fused-qkv": (("transformer", {**TRANSFORMER, "attention": "fused"}), True, 2, 0.01)}
 
 # A conv (4 channels) flattened into a Linear: a repeated axis, and a group on 3 params;
-# a fused q/k/v-like projection holds group h tiled 3 times, 2 features per unit.
+# a fused q/k/v-like projection holds group h tiled 3 times, 2 features per unit; a second
+# conv links c and d across unpermuted kernel axes.
 CONV_GROUPS = {
     "conv.weight": ("c", None, None, None), "conv.bias": ("c",),
     "fc.weight": ("h", "c*9"), "fc.bias": ("h",), "out.weight": (None, "h"),
-    "qkv.weight": ("3*h*2", "c"),
+    "qkv.weight": ("3*h*2", "c"), "conv2.weight": ("d", "c", None, None),
 }
 CONV_SHAPES = {"conv.weight": (4, 2, 3, 3), "conv.bias": (4,), "fc.weight": (6, 36),
-               "fc.bias": (6,), "out.weight": (3, 6), "qkv.weight": (36, 4)}
+               "fc.bias": (6,), "out.weight": (3, 6), "qkv.weight": (36, 4), "conv2.weight": (5, 4, 3, 3)}
 
 
 def objective(spec, bank, perm):
@@ -53,7 +55,12 @@ def setup(request):
     return _setup(*SETUPS[request.param])
 
 
-def test_updated_costs_equal_a_rebuild_as_pairs_arrive_and_units_move():
+# Elements per piece of a pair stack: the default (whole pairs), or so few that every pair is
+# cut along a free axis, permuted or not (as an embedding is).
+@pytest.mark.parametrize("chunk", [None, 8, 40])
+def test_updated_costs_equal_a_rebuild_as_pairs_arrive_and_units_move(chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(group_costs, "_CHUNK_ELEMENTS", chunk)
     generator = torch.Generator().manual_seed(0)
     spec = spec_from_param_groups(CONV_GROUPS, CONV_SHAPES)
     bank = PairBank.allocate(CONV_SHAPES, capacity=6)
@@ -63,12 +70,12 @@ def test_updated_costs_equal_a_rebuild_as_pairs_arrive_and_units_move():
         bank.add(*[{n: torch.randn(s, generator=generator) for n, s in CONV_SHAPES.items()}
                    for _ in range(2)])
         # A few units move (updated on the moved units) or most of them (rebuilt).
-        group = "c" if step % 2 else "h"
+        group = ("h", "c", "d")[step % 3]
         size = perm[group].numel()
         moved = torch.randperm(size, generator=generator)[: 2 if step < 4 else size]
         perm[group] = perm[group].clone()
         perm[group][moved] = perm[group][moved[torch.randperm(len(moved), generator=generator)]]
-        for name in ("c", "h"):
+        for name in ("c", "h", "d"):
             updated, rebuilt = kept.cost(name, perm), GroupCosts(spec, bank).cost(name, perm)
             assert abs(updated - rebuilt).max() <= 1e-12 * abs(rebuilt).max(), (step, name)
             main = MainCosts(spec, bank).cost(name, perm)

@@ -15,8 +15,10 @@ Sums are float64 (float32 pairs are widened before each product): updated and re
 matrices agree to ~1e-15 relative, far below the 1e-9 tie-breaking perturbation of the
 solvers, so the order of updates never decides an assignment. They differ from the float32
 costs main built before issue 15 by ~1e-7 relative; the permutations stayed identical in
-every case tested (tests/engine/test_matching_identity.py). Work is done in chunks of pairs
-(about `_CHUNK_ELEMENTS` elements each), so a stack is never copied whole.
+every case tested (tests/engine/test_matching_identity.py). Work is done in pieces of about
+`_CHUNK_ELEMENTS` elements (runs of pairs, or ranges of one large pair's free axis, e.g. an
+embedding's vocabulary), so the float64 copies stay small enough to be cheap and a stack is
+never copied whole.
 """
 
 from collections.abc import Iterator

@@ -41,10 +41,14 @@ def break_ties(cost: np.ndarray) -> np.ndarray:
     Degenerate rows (e.g. dead units with zero gradients) otherwise admit many optimal
     assignments, and different solvers would pick different ones.
     """
-    scale = float(np.abs(cost).max(initial=0.0))
+    if cost.size == 0:
+        return cost
+    scale = max(float(cost.max()), -float(cost.min()))  # max |c| without an |c| copy
     if scale == 0.0:
         return cost
-    return cost + (_TIE_SCALE * scale) * _tie_pattern(cost.shape[0])
+    tied = _tie_pattern(cost.shape[0]) * (_TIE_SCALE * scale)
+    tied += cost  # one new array: these are n x n, 75 MB at n = 3072
+    return tied
 
 
 def scipy_solver(cost: np.ndarray) -> np.ndarray:
