@@ -3,17 +3,20 @@
     PYTHONPATH=$PWD .venv/bin/python bench/bench_hf_cost.py            # ≈10 min, ~6 GB of memory
     PYTHONPATH=$PWD .venv/bin/python bench/bench_hf_cost.py --skip-fgmt
     PYTHONPATH=$PWD .venv/bin/python bench/bench_hf_cost.py --skip-derivation   # the FGMT run only
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_hf_cost.py --skip-derivation --threads 2
 
 1. Spec derivation (torch.export, the rule table, the float64 self-check) for GPT-2-small,
    BERT-base, ViT-B/16 and ResNet-50: seconds and peak resident memory above the built
    model's, each in a fresh process.
 2. One FGMT run on GPT-2-small, T = 4, pairs kept on the CPU in bfloat16, G = 1, batches of 8
-   windows of 64 tokens: seconds per step (gradients, matching), peak memory, and the pair
-   bank against its formula (1 + K) · T · P · b (K targets, P matched parameters, b bytes
+   windows of 64 tokens, on `--threads` torch threads (default 1; matching solves up to that
+   many independent groups at once): seconds per step (gradients, matching), peak memory,
+   and the pair bank against its formula (1 + K) · T · P · b (K targets, P matched parameters, b bytes
    per element; the source half is shared by the K targets).
 """
 
 import argparse
+import hashlib
 import multiprocessing
 import time
 
@@ -53,9 +56,9 @@ def derivation(label: str) -> dict:
             "peak_extra_mb": (peak_memory_bytes(CPU) - base) / MB, "model_mb": base / MB}
 
 
-def fgmt_gpt2(steps: int) -> dict:
+def fgmt_gpt2(steps: int, threads: int) -> dict:
     """One FGMT run on GPT-2-small: θᵀ = θ⁰ plus noise (training is not what is measured)."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     arch = ("hf", MODELS["GPT-2-small"])
     model = build_model(*arch)
     spec = derive_spec(model, example_input(*arch))
@@ -75,7 +78,10 @@ def fgmt_gpt2(steps: int) -> dict:
     result = transfer(model, spec, [theta0, theta_t], [target], data, params, task=task_for(*arch))
     seconds = time.perf_counter() - start
     steps_metrics = result.targets[0].steps
-    return {"steps": steps, "seconds": seconds, "matched": matched,
+    digest = hashlib.sha256()
+    for group, perm in sorted(result.targets[0].permutation.items()):
+        digest.update(group.encode() + perm.numpy().tobytes())
+    return {"steps": steps, "seconds": seconds, "matched": matched, "perm_sha256": digest.hexdigest()[:16],
             "params": sum(p.numel() for p in model.parameters()),
             "gradient_s": [m["gradient_seconds"] + m["source_gradient_seconds"] for m in steps_metrics],
             "matching_s": [m["matching_seconds"] for m in steps_metrics],
@@ -93,6 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-fgmt", action="store_true")
     parser.add_argument("--skip-derivation", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the FGMT run")
     args = parser.parse_args()
     if not args.skip_derivation:
         print("## Spec derivation (export + rule table + float64 self-check), 1 thread, fresh process each")
@@ -103,15 +110,17 @@ def main() -> None:
                   f"{row['model_mb']:>9.0f} {row['peak_extra_mb']:>14.0f}", flush=True)
     if args.skip_fgmt:
         return
-    row = in_fresh_process(fgmt_gpt2, args.steps)
+    row = in_fresh_process(fgmt_gpt2, args.steps, args.threads)
     gradient, matching = row["gradient_s"], row["matching_s"]
     print(f"\n## FGMT on GPT-2-small ({row['params'] / 1e6:.1f}M parameters, {row['matched'] / 1e6:.1f}M "
-          f"matched), T={row['steps']}, G=1, batch 8 x 64 tokens, pairs on the CPU in bfloat16, 1 thread")
+          f"matched), T={row['steps']}, G=1, batch 8 x 64 tokens, pairs on the CPU in bfloat16, "
+          f"{args.threads} thread(s)")
     print(f"total {row['seconds']:.1f} s; per step: gradients (source + target) "
           f"{sum(gradient) / len(gradient):.1f} s, matching {sum(matching) / len(matching):.1f} s "
           f"(steps: {', '.join(f'{m:.1f}' for m in matching)} s)")
     print(f"memory: process before the run {row['base_mb']:.0f} MB, peak extra {row['peak_extra_mb']:.0f} MB; "
           f"pair bank by the formula 2 · T · P · 2 B = {row['bank_mb']:.0f} MB")
+    print(f"permutations found: sha256 {row['perm_sha256']} (equal across thread counts)")
 
 
 if __name__ == "__main__":
