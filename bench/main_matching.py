@@ -22,15 +22,16 @@ _LOOP_LEAD = 256
 
 def main_match(spec: PermutationSpec, pairs: PairBank, init: Permutation | None = None, *,
                max_iter: int = 100, tol: float = 1e-7, generator: torch.Generator | None = None,
-               solver: Solver | str = "scipy") -> MatchResult:
+               solver: Solver | str = "scipy", workers: int | None = None) -> MatchResult:
     """`match` as on main: same arguments, same descent, costs rebuilt on every solve.
     `solver` is the solver itself (as `match` takes it) or a name of `get_solver`; it is
-    called cold on every problem, as main's solvers were."""
+    called cold on every problem, as main's solvers were. `workers` is the descent's (main
+    had none; it changes wall time only)."""
     if len(pairs) == 0:
         raise ValueError("weight matching needs at least one pair")
     solve = get_solver(solver) if isinstance(solver, str) else solver
     return descend(spec, pairs.names, MainCosts(spec, pairs), init or spec.identity(), lambda group: solve,
-                   max_iter=max_iter, tol=tol, generator=generator)
+                   max_iter=max_iter, tol=tol, generator=generator, workers=workers)
 
 
 class MainCosts:

@@ -7,17 +7,19 @@ solve) and its cold scipy solves, against today's default warm-started `jv` solv
 permutations, bit-identical checkpoints.
 """
 
+import threading
+
 import pytest
 import torch
 
 from bench.main_matching import MainCosts, main_match
 from tests.support.engine_setups import CNN, MLP, _setup
+from trajx.engine import group_costs, matching
 from trajx.engine import transfer as transfer_module
-from trajx.engine import group_costs
 from trajx.engine.group_costs import GroupCosts
 from trajx.engine.matching import PairBank
 from trajx.engine.methods import FGMT, GMT
-from trajx.engine.options import TransferOptions
+from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.permspec import apply_permutation, spec_from_param_groups
 from trajx.engine.solvers import scipy_solver
 from trajx.engine.transfer import transfer
@@ -126,3 +128,27 @@ def test_transfer_gives_main_s_permutations_and_checkpoints(setup, method, steps
         assert [s["sweeps"] for s in ours.steps] == [s["sweeps"] for s in theirs.steps]
         for step, other in zip(ours.steps, theirs.steps):
             assert step["objective"] == pytest.approx(other["objective"], rel=1e-5)
+
+
+def test_solving_independent_groups_on_threads_changes_no_transfer(monkeypatch):
+    # A transformer's head and MLP groups share parameters only with the residual stream:
+    # solved together on threads (every group counts as large here), the run is the same.
+    monkeypatch.setattr(matching, "_PARALLEL_MIN_SIZE", 1)
+    setup = _setup(("transformer", {**TRANSFORMER, "num_layers": 3}), True, 2, 0.01)
+    threads = set()
+
+    def recording_scipy(cost):
+        threads.add(threading.current_thread().name)
+        return scipy_solver(cost)
+
+    runs = []
+    for solve_threads in (1, 4):
+        params = TransferOptions(steps=6, batch_size=128, device="cpu", seed=3,
+                                 matching=MatchingOptions(solve_threads=solve_threads))
+        runs.append(transfer(setup.model(), setup.spec, setup.source, [setup.init(1)], setup.train, params,
+                             method=FGMT(), solver=recording_scipy))
+    assert any(name.startswith("trajx-solve") for name in threads)
+    serial, threaded = (r.targets[0] for r in runs)
+    assert all(torch.equal(serial.permutation[g], threaded.permutation[g]) for g in serial.permutation)
+    assert all(torch.equal(serial.last[n], threaded.last[n]) for n in serial.last)
+    assert [s["objective"] for s in serial.steps] == [s["objective"] for s in threaded.steps]

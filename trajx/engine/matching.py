@@ -11,7 +11,7 @@ permutation moves since the last solve instead of rebuilding them (see group_cos
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self
 
 import numpy as np
 import torch
@@ -288,7 +288,7 @@ class _SolvePool:
         self.workers = workers
         self._executor: ThreadPoolExecutor | None = None
 
-    def __enter__(self) -> "_SolvePool":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

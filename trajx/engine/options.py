@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class MatchingOptions:
     """Coordinate descent over permutation groups: at most `max_iter` sweeps, stop when the
-    objective improves by less than `tol` (relative)."""
+    objective improves by less than `tol` (relative). Independent large groups are solved on
+    up to `solve_threads` threads at once (None: torch's thread count); results are the same
+    for any value."""
 
     max_iter: int = 100
     tol: float = 1e-7
+    solve_threads: int | None = None
 
 
 @dataclass(frozen=True)

@@ -320,7 +320,7 @@ class TransferRun:
         with self.stopwatch.measure("matching_seconds", k):
             result = match(self.spec, bank, init, max_iter=matching.max_iter, tol=matching.tol,
                            generator=torch.Generator().manual_seed(self.params.seed + k),
-                           solver=self.solver)
+                           solver=self.solver, workers=matching.solve_threads)
         self.timings.matching_solves += 1
         return result
 
