@@ -11,9 +11,10 @@
    model's, each in a fresh process.
 2. One FGMT run on GPT-2-small, T = 4, pairs kept on the CPU in bfloat16, G = 1, batches of 8
    windows of 64 tokens, on `--threads` torch threads (default 1; matching solves up to
-   `--solve-threads`, default as many, independent groups at once): seconds per step (gradients, matching), peak memory,
-   and the pair bank against its formula (1 + K) · T · P · b (K targets, P matched parameters, b bytes
-   per element; the source half is shared by the K targets).
+   `--solve-threads`, default as many, independent groups at once): seconds per step
+   (gradients, matching), peak memory, the pair bank against its formula (1 + K) · T · P · b
+   (K targets, P matched parameters, b bytes per element; the source half is shared by the
+   K targets), and a digest of the permutations found.
 """
 
 import argparse

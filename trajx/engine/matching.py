@@ -296,11 +296,14 @@ class _SolvePool:
             self._executor.shutdown()
 
     def solve(self, solvers: list[Solver], problems: list[np.ndarray]) -> list[np.ndarray]:
-        if len(problems) == 1:
-            return [solvers[0](break_ties(problems[0]))]
-        if self._executor is None:
+        if len(problems) > 1 and self._executor is None:
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="trajx-solve")
-        return list(self._executor.map(lambda solver, cost: solver(break_ties(cost)), solvers, problems))
+        run = self._executor.map if len(problems) > 1 else map
+        return list(run(_solve_tied, solvers, problems))
+
+
+def _solve_tied(solver: Solver, cost: np.ndarray) -> np.ndarray:
+    return solver(break_ties(cost))
 
 
 def _neighbours(spec: PermutationSpec, names: tuple[str, ...]) -> dict[str, set[str]]:
