@@ -58,10 +58,10 @@ def serve(
 
     from app.api.server import ApiServer
     from app.api.slow_clients import header_timeout_protocol
-    from app.core.admin import ensure_local_key
     from app.core.logs import configure_logging
-    from app.core.migrate import upgrade
+    from app.core.persistence.migrate import upgrade
     from app.core.settings import Settings
+    from app.core.tenancy.admin import ensure_local_key
     from app.main import create_app
 
     _embedded_environment(data_dir)
@@ -88,8 +88,8 @@ def serve(
 
 
 def _admin_session():
-    from app.core.db import make_engine, make_session_factory
-    from app.core.migrate import upgrade
+    from app.core.persistence.db import make_engine, make_session_factory
+    from app.core.persistence.migrate import upgrade
     from app.core.settings import get_settings
 
     settings = get_settings()
@@ -100,7 +100,7 @@ def _admin_session():
 @admin.command("create-tenant")
 def create_tenant(name: Annotated[str, typer.Argument(help="unique tenant name")]) -> None:
     """Create a tenant and print its id."""
-    from app.core.admin import create_tenant as create
+    from app.core.tenancy.admin import create_tenant as create
 
     _run_admin(lambda session: typer.echo(create(session, name).id))
 
@@ -111,7 +111,7 @@ def create_key(
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
 ) -> None:
     """Create an API key for a tenant and print it (shown once; stored hashed)."""
-    from app.core.admin import create_api_key
+    from app.core.tenancy.admin import create_api_key
 
     _run_admin(lambda session: typer.echo(create_api_key(session, tenant, name)))
 
@@ -119,7 +119,7 @@ def create_key(
 @admin.command("list-keys")
 def list_keys(tenant: Annotated[str | None, typer.Argument(help="only this tenant's keys")] = None) -> None:
     """List API keys: id, tenant, prefix, name, created, last used, state (never the key)."""
-    from app.core.admin import describe_key, list_api_keys
+    from app.core.tenancy.admin import describe_key, list_api_keys
 
     def show(session) -> None:
         for key, tenant_name in list_api_keys(session, tenant):
@@ -131,8 +131,8 @@ def list_keys(tenant: Annotated[str | None, typer.Argument(help="only this tenan
 @admin.command("revoke-key")
 def revoke_key(key_id: Annotated[str, typer.Argument(help="the key's id (key_..., see list-keys)")]) -> None:
     """Revoke an API key; it stops working within TRAJX_AUTH_CACHE_SECONDS."""
-    from app.core.admin import describe_key, revoke_api_key
-    from app.core.models import Tenant
+    from app.core.persistence.models import Tenant
+    from app.core.tenancy.admin import describe_key, revoke_api_key
 
     def revoke(session) -> None:
         key = revoke_api_key(session, key_id)
@@ -143,8 +143,8 @@ def revoke_key(key_id: Annotated[str, typer.Argument(help="the key's id (key_...
 
 def _run_admin(work) -> None:
     """`work(session)` in one committed transaction; an AdminError is exit code 1."""
-    from app.core.admin import AdminError
-    from app.core.db import session_scope
+    from app.core.persistence.db import session_scope
+    from app.core.tenancy.admin import AdminError
 
     try:
         with session_scope(_admin_session()) as session:

@@ -15,15 +15,15 @@ from app.api.problems import install_problem_handlers
 from app.api.responses import document_problems
 from app.api.routes import artifacts, jobs, ops
 from app.api.slow_clients import BodyTimeoutMiddleware
-from app.core.admin import ensure_local_key
-from app.core.auth import KeyCache
-from app.core.db import make_engine, make_session_factory
-from app.core.dispatch import get_dispatcher
+from app.core.jobs.dispatcher import get_dispatcher
 from app.core.logs import configure_logging
-from app.core.migrate import upgrade
+from app.core.persistence.db import make_engine, make_session_factory
+from app.core.persistence.migrate import upgrade
 from app.core.settings import Settings, get_settings
-from app.core.storage import ArtifactStore
-from app.core.temp_files import sweep_stale
+from app.core.storage.store import ArtifactStore
+from app.core.storage.temp_files import sweep_stale
+from app.core.tenancy.admin import ensure_local_key
+from app.core.tenancy.auth import KeyCache
 from app.dashboard import mount_dashboard
 from trajx.version import __version__
 

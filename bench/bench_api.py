@@ -24,10 +24,10 @@ from pathlib import Path
 
 import httpx
 
-from app.core.admin import create_tenant
-from app.core.auth import issue_key
-from app.core.db import make_engine, make_session_factory, session_scope
-from app.core.migrate import upgrade
+from app.core.persistence.db import make_engine, make_session_factory, session_scope
+from app.core.persistence.migrate import upgrade
+from app.core.tenancy.admin import create_tenant
+from app.core.tenancy.auth import issue_key
 from tests.support.files import data_shard, mlp_checkpoint
 from tests.support.http import MLP_CONFIG
 from tests.support.postgres import scratch_database

@@ -32,24 +32,24 @@ import torch
 from torch import nn
 
 from tests.support.engine_setups import digits  # 1400 train, 397 held out, as bench_engine
-from trajx.engine.alignment import (
+from trajx.engine.batches import Dataset
+from trajx.engine.merging.alignment import (
     PathEvaluator,
     activation_matching,
     find_probes,
     matched_parameters,
     weight_matching,
 )
-from trajx.engine.averaging import Averager, Candidate, ema, lawa, uniform
-from trajx.engine.batches import Dataset
+from trajx.engine.merging.averaging import Averager, Candidate, ema, lawa, uniform
 from trajx.engine.options import TransferOptions
-from trajx.engine.permspec import apply_permutation
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import transfer
+from trajx.engine.permutation.spec import apply_permutation
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.executors import RunContext, executor_for
 from trajx.io import save_tensors
+from trajx.job_spec import parse_job_spec
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
-from trajx.spec import parse_job_spec
 
 MB = 2**20
 MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_"

@@ -28,15 +28,15 @@ from torch import nn
 
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
-from trajx.engine.matching import PairBank, match
-from trajx.engine.methods import FGMT, GMT, Naive, Oracle
+from trajx.engine.losses import CLASSES_OR_VALUES
+from trajx.engine.matching.descent import PairBank, match
+from trajx.engine.matching.solvers import get_solver
+from trajx.engine.matching.warm_lap import WarmLap
 from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
-from trajx.engine.solvers import get_solver
-from trajx.engine.tasks import CLASSES_OR_VALUES
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import resolve_device, transfer
-from trajx.engine.warm_lap import WarmLap
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import resolve_device, transfer
+from trajx.engine.transfer.methods import FGMT, GMT, Naive, Oracle
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
 

@@ -39,18 +39,18 @@ from functools import partial
 
 import torch
 
-import trajx.engine.transfer as transfer_module
+import trajx.engine.transfer.gmt as transfer_module
 from bench import main_matching
 from bench.bench_engine import TASKS, Task, digits, sgd
 from trajx.engine.batches import BatchSampler
-from trajx.engine.matching import PairBank
-from trajx.engine.methods import FGMT
+from trajx.engine.losses import CLASSES_OR_VALUES
+from trajx.engine.matching.descent import PairBank
+from trajx.engine.matching.solvers import Solver, WarmStarted, break_ties, get_solver
+from trajx.engine.matching.warm_lap import WarmLap
 from trajx.engine.options import TransferOptions
-from trajx.engine.solvers import Solver, WarmStarted, break_ties, get_solver
-from trajx.engine.tasks import CLASSES_OR_VALUES
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import Timings, resolve_device, transfer
-from trajx.engine.warm_lap import WarmLap
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import Timings, resolve_device, transfer
+from trajx.engine.transfer.methods import FGMT
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 
 MLP512 = Task("MLP 64-512-512-10", ("mlp", {"in_features": 64, "hidden": [512, 512], "num_classes": 10}),

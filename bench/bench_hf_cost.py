@@ -26,8 +26,8 @@ import torch
 
 from trajx.engine.batches import Dataset
 from trajx.engine.options import MatchingOptions, TransferOptions
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import transfer
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict, task_for
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
 

@@ -28,10 +28,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from app.core.admin import create_api_key, create_tenant
-from app.core.db import make_engine, make_session_factory, session_scope
-from app.core.migrate import upgrade
+from app.core.persistence.db import make_engine, make_session_factory, session_scope
+from app.core.persistence.migrate import upgrade
 from app.core.settings import Settings
+from app.core.tenancy.admin import create_api_key, create_tenant
 from tests.support.digits import digits_spec, write_digits_source
 from tests.support.postgres import scratch_database
 from tests.support.services import api_server, celery_worker, recovery_loop

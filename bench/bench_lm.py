@@ -23,11 +23,11 @@ from sklearn.datasets import load_digits
 
 from tests.engine.stdlib_lm import gpt2_config, stdlib_text, trained_pair
 from trajx.engine.batches import Dataset
-from trajx.engine.methods import FGMT, Naive, Oracle
 from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import transfer
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import transfer
+from trajx.engine.transfer.methods import FGMT, Naive, Oracle
 from trajx.engine.zoo import build_model, example_input, task_for
 
 INIT_SCALES = (0.02, 0.2)

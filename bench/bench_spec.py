@@ -17,8 +17,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from trajx.engine.permspec import spec_from_param_groups
-from trajx.engine.trace import check_spec, derive_param_groups
+from trajx.engine.permutation.spec import spec_from_param_groups
+from trajx.engine.permutation.trace import check_spec, derive_param_groups
 from trajx.engine.zoo import build_model, example_input
 
 CASES = [

@@ -26,7 +26,7 @@ from rich.table import Table
 from trajx.engine.zoo import example_input, init_state_dict
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_tensors, save_tensors
-from trajx.spec import parse_job_spec
+from trajx.job_spec import parse_job_spec
 
 ARCHS = {
     "mlp": ("mlp", {"in_features": 12, "hidden": [16, 16], "num_classes": 4}),

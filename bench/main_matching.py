@@ -3,7 +3,7 @@
 Every solve rebuilt its group's cost over all pairs kept so far, in float32, permuting
 the whole pair stack with `index_select`. Kept as the baseline that bench_floor.py times
 and as the reference that tests/engine/test_matching_identity.py compares permutations
-with. `main_match` is `trajx.engine.matching.match` with these costs plugged in (the
+with. `main_match` is `trajx.engine.matching.descent.match` with these costs plugged in (the
 coordinate descent itself is unchanged since 2ab33d2). Not used by the service.
 """
 
@@ -12,9 +12,9 @@ import math
 import numpy as np
 import torch
 
-from trajx.engine.matching import MatchResult, PairBank, descend
-from trajx.engine.permspec import Permutation, PermutationSpec, expand_index
-from trajx.engine.solvers import Solver, get_solver
+from trajx.engine.matching.descent import MatchResult, PairBank, descend
+from trajx.engine.matching.solvers import Solver, get_solver
+from trajx.engine.permutation.spec import Permutation, PermutationSpec, expand_index
 
 # Up to this many leading slices, a matmul per slice beats copying the stack (see _unit_products).
 _LOOP_LEAD = 256

@@ -1,6 +1,6 @@
 """Alembic environment: one migration chain for SQLite and PostgreSQL.
 
-The URL comes from the `sqlalchemy.url` option when `app.core.migrate` sets it, else from
+The URL comes from the `sqlalchemy.url` option when `app.core.persistence.migrate` sets it, else from
 the settings (TRAJX_DATABASE_URL). SQLite runs in batch mode so ALTERs work there.
 """
 
@@ -8,8 +8,8 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.core.db import make_engine
-from app.core.models import Base, UTCDateTime
+from app.core.persistence.db import make_engine
+from app.core.persistence.models import Base, UTCDateTime
 from app.core.settings import get_settings
 
 config = context.config

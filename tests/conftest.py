@@ -25,13 +25,13 @@ from typing import NoReturn
 import pytest
 from sqlalchemy import text
 
-from app.core.admin import create_tenant
-from app.core.auth import issue_key
-from app.core.db import make_engine, make_session_factory, session_scope
-from app.core.migrate import upgrade
-from app.core.models import Base
+from app.core.persistence.db import make_engine, make_session_factory, session_scope
+from app.core.persistence.migrate import upgrade
+from app.core.persistence.models import Base
 from app.core.settings import Settings
-from app.core.storage import ArtifactStore
+from app.core.storage.store import ArtifactStore
+from app.core.tenancy.admin import create_tenant
+from app.core.tenancy.auth import issue_key
 from tests.support.postgres import PostgresUnavailable, scratch_database
 
 

@@ -2,7 +2,7 @@
 
 Importing `trajx` is cheap and never imports torch: the engine lives in
 `trajx.engine` (torch, scipy), the HTTP client in `trajx.client` (httpx only),
-and the job spec in `trajx.spec` (pydantic only), which the API reuses.
+and the job spec in `trajx.job_spec` (pydantic only), which the API reuses.
 """
 
 from trajx.version import __version__

@@ -22,7 +22,7 @@ from torch import nn
 
 from trajx.checkpoint_names import mismatch_hint
 from trajx.engine.batches import Dataset
-from trajx.engine.tasks import CLASSES_OR_VALUES, Task
+from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.errors import InvalidInput
 
 # BatchNorm's batch counter is bookkeeping, often dropped by exporters: take the model's.

@@ -1,9 +1,9 @@
 """Which graph operators spec derivation has a rule for, as plain strings (no torch).
 
-Spec derivation (`trajx.engine.trace`) walks a `torch.export` graph whose nodes call ATen
+Spec derivation (`trajx.engine.permutation.trace`) walks a `torch.export` graph whose nodes call ATen
 operators named like `"aten.linear.default"` (packet and overload), plus
 `"_operator.getitem"` for picking one result of an op that returns several. `RULES` maps
-each operator with a rule to the rule's name (the handler in `trajx.engine.trace_ops`);
+each operator with a rule to the rule's name (the handler in `trajx.engine.permutation.trace_ops`);
 `REFUSED` lists every operator of PyTorch's core ATen set without one, with the reason.
 Any other operator is refused too: the table fails closed. The API reads this module to
 check an uploaded program's operators before anything runs, without importing torch

@@ -12,4 +12,4 @@ from app.core.settings import get_settings
 
 __all__ = ["RUN_JOB_TASK", "app"]
 
-app = create_celery(get_settings(), include=("worker.tasks",))
+app = create_celery(get_settings(), include=("worker.celery_tasks",))

@@ -9,9 +9,9 @@ from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import make_engine, make_session_factory
+from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
-from app.core.storage import ArtifactStore
+from app.core.storage.store import ArtifactStore
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.core.claim import claimable_job_ids, fail_exhausted
-from app.core.fair_share import DEFERRED, fair_order
+from app.core.jobs.claim import claimable_job_ids, fail_exhausted
+from app.core.jobs.fair_share import DEFERRED, fair_order
 from app.core.logs import configure_logging
 from app.core.settings import Settings, get_settings
-from app.core.temp_files import PeriodicSweep
+from app.core.storage.temp_files import PeriodicSweep
 from worker.context import worker_context
 from worker.webhooks import deliverer
 
@@ -55,12 +55,12 @@ def exclusive(lock_path: Path, shutdown: threading.Event) -> Iterator[bool]:
 
 
 def run_pending(settings: Settings, shutdown: threading.Event) -> int:
-    """Run the next claimable job in fair order (`app.core.fair_share`); returns 1 if one ran, else 0.
+    """Run the next claimable job in fair order (`app.core.jobs.fair_share`); returns 1 if one ran, else 0.
 
     One job per call: the next call orders the queue again, so a tenant's backlog cannot
     hold back a job another tenant submitted meanwhile.
     """
-    from worker.jobs import run_job  # torch loads here, never in the parent API process
+    from worker.runner import run_job  # torch loads here, never in the parent API process
 
     ctx = worker_context(settings)
     with ctx.sessions() as session:

@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from app.core.claim import add_event, claimable_job_ids, fail_exhausted
-from app.core.dispatch import Dispatcher, get_dispatcher
+from app.core.jobs.claim import add_event, claimable_job_ids, fail_exhausted
+from app.core.jobs.dispatcher import Dispatcher, get_dispatcher
 from app.core.logs import configure_logging
-from app.core.models import Job, JobEvent, utcnow
+from app.core.persistence.models import Job, JobEvent, utcnow
 from app.core.settings import Settings, get_settings
 from worker.context import worker_context
 from worker.webhooks import deliverer

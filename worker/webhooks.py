@@ -1,4 +1,4 @@
-"""Job webhooks: Standard Webhooks signing and delivery of the outbox (`app.core.outbox`).
+"""Job webhooks: Standard Webhooks signing and delivery of the outbox (`app.core.jobs.outbox`).
 
 Each message is POSTed as `{"type": "job.succeeded", "timestamp": ..., "data": {...}}`
 with the `webhook-id` (stable across retries), `webhook-timestamp` and
@@ -24,10 +24,10 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from standardwebhooks import Webhook
 
-from app.core.claim import add_event
-from app.core.models import Job, WebhookDelivery, utcnow
+from app.core.jobs.claim import add_event
+from app.core.jobs.webhook_guard import DestinationRefused, PinnedTransport
+from app.core.persistence.models import Job, WebhookDelivery, utcnow
 from app.core.settings import Settings
-from app.core.webhook_guard import DestinationRefused, PinnedTransport
 from worker.context import worker_context
 
 log = logging.getLogger(__name__)

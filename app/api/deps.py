@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.api.problems import ProblemError
-from app.core.auth import KeyCache, authenticate
-from app.core.db_outage import is_dropped_connection
-from app.core.dispatch import Dispatcher
+from app.core.jobs.dispatcher import Dispatcher
+from app.core.persistence.outage import is_dropped_connection
 from app.core.settings import Settings
-from app.core.storage import ArtifactStore
+from app.core.storage.store import ArtifactStore
+from app.core.tenancy.auth import KeyCache, authenticate
 
 log = logging.getLogger("app.api.deps")
 _COMMITTED = "trajx.committed"  # a `Session.info` key: the session attempted a commit

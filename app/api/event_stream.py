@@ -24,8 +24,8 @@ from starlette.responses import StreamingResponse
 from app.api.deps import Database
 from app.api.problems import ProblemError
 from app.api.schemas import EventPublic
-from app.core import jobs
-from app.core.models import TERMINAL_JOB_STATUSES, Job, JobEvent
+from app.core.jobs import lifecycle as jobs
+from app.core.persistence.models import TERMINAL_JOB_STATUSES, Job, JobEvent
 
 EVENT_STREAM = "text/event-stream"
 POLL_SECONDS = 0.5

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.core.logs import request_id_var
-from app.core.models import JOB_STATUSES, Artifact, Job
+from app.core.persistence.models import JOB_STATUSES, Artifact, Job
 
 access_log = logging.getLogger("app.access")
 log = logging.getLogger("app.api.observability")

@@ -15,8 +15,8 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.db_outage import RETRY_AFTER_SECONDS, is_unavailable
 from app.core.errors import Conflict, NotFound, QuotaExceeded, TooBusy, field_path
+from app.core.persistence.outage import RETRY_AFTER_SECONDS, is_unavailable
 from trajx.errors import TrajxError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"

@@ -13,8 +13,8 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
-from app.core.outbox import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
+from app.core.jobs.outbox import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
+from app.core.persistence.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
 from app.core.validation.text import scrub_json, scrub_text
 
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
@@ -94,7 +94,7 @@ class WebhookIn(BaseModel):
 
 
 class JobCreate(BaseModel):
-    """`spec` is a job spec (see `trajx.spec`); artifact refs are artifact ids of the caller."""
+    """`spec` is a job spec (see `trajx.job_spec`); artifact refs are artifact ids of the caller."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -15,7 +15,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from app.api.problems import ProblemError
-from app.core.storage import BlobWriter
+from app.core.storage.store import BlobWriter
 
 WRITE_CHUNK = 1024 * 1024
 MAX_FORM_FIELD_BYTES = 4096

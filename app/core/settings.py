@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # A job running longer fails with `time_limit_exceeded` (worker/).
     job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0)
 
-    # A revoked API key keeps working for up to this long (app.core.auth.KeyCache); 0 disables.
+    # A revoked API key keeps working for up to this long (app.core.tenancy.auth.KeyCache); 0 disables.
     auth_cache_seconds: float = Field(default=10.0, ge=0)
     # Hostile-input bounds (docs/api.md, "Limits").
     max_tensors_per_file: int = Field(default=10_000, ge=1)
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         if self.dispatcher == "none":
             problems.append("TRAJX_DISPATCHER=none would never run a job")
         if self.create_local_key:
-            problems.append("TRAJX_CREATE_LOCAL_KEY must be false (create keys with `python -m app.core.admin`)")
+            problems.append("TRAJX_CREATE_LOCAL_KEY must be false (create keys with `python -m app.core.tenancy.admin`)")
         if problems:
             raise ValueError(f"unsafe settings for environment {self.environment!r}: " + "; ".join(problems))
         return self

@@ -5,8 +5,8 @@ import hashlib
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
-from app.core.db import session_scope
-from app.core.models import Tenant
+from app.core.persistence.db import session_scope
+from app.core.persistence.models import Tenant
 from app.main import create_app
 from tests.support.files import data_shard, mlp_checkpoint
 from tests.support.http import stored_files, upload

@@ -11,7 +11,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from app.core.db import make_engine, make_session_factory
+from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
 from app.main import create_app
 from tests.conftest import make_tenant

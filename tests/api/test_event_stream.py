@@ -1,7 +1,7 @@
 """`GET /v1/jobs/{id}/events` as server-sent events, against a real uvicorn server.
 
 The worker is played by writes to the database from the test (events, then the
-final status with its event in one commit, as `worker/jobs.py` does).
+final status with its event in one commit, as `worker/runner.py` does).
 """
 
 import threading
@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from app.api import event_stream
-from app.core.models import Job, JobEvent, utcnow
+from app.core.persistence.models import Job, JobEvent, utcnow
 from tests.conftest import make_tenant
 from tests.support.http import transfer_spec
 from tests.support.live_server import serve

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from app.core.models import Artifact, Job, JobEvent, utcnow
+from app.core.persistence.models import Artifact, Job, JobEvent, utcnow
 from tests.support.files import mlp_checkpoint, raw_safetensors, safetensors_bytes
 from tests.support.http import MLP_CONFIG, transfer_spec, upload, uploaded_id
 

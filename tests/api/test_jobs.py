@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import update
 
 from app.api.routes.jobs import MAX_JOB_BODY_BYTES
-from app.core.models import Job, JobEvent, utcnow
+from app.core.persistence.models import Job, JobEvent, utcnow
 from tests.support.files import mlp_checkpoint, safetensors_bytes
 from tests.support.http import transfer_spec, uploaded_id
 

@@ -89,7 +89,7 @@ def test_unknown_route_and_method_are_problems(api):
 def test_api_process_never_imports_torch(tmp_path):
     code = (
         "import sys\n"
-        "import app.core.admin, app.core.artifacts, app.core.migrate\n"
+        "import app.core.tenancy.admin, app.core.storage.artifacts, app.core.persistence.migrate\n"
         "from app.main import create_app\n"
         "from app.core.settings import Settings\n"
         f"create_app(Settings(dispatcher='celery', database_url='sqlite:///{tmp_path}/x.db',"

@@ -27,9 +27,9 @@ def test_admin_creates_a_tenant_and_a_key(tmp_path, monkeypatch):
 
 def test_admin_lists_and_revokes_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAJX_DATABASE_URL", f"sqlite:///{tmp_path / 'trajx.db'}")
-    from app.core.auth import authenticate
-    from app.core.db import make_engine, make_session_factory
+    from app.core.persistence.db import make_engine, make_session_factory
     from app.core.settings import get_settings
+    from app.core.tenancy.auth import authenticate
     get_settings.cache_clear()
     runner = CliRunner()
     try:

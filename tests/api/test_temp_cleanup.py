@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from app.core.db import make_engine, make_session_factory
+from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
-from app.core.temp_files import MIN_AGE_SECONDS, sweep_stale
+from app.core.storage.temp_files import MIN_AGE_SECONDS, sweep_stale
 from tests.conftest import make_tenant
 from tests.support.services import api_server
 
@@ -79,7 +79,7 @@ def test_an_upload_interrupted_by_killing_the_api_is_swept_at_the_next_start(sql
 
 
 def test_a_job_directory_of_a_killed_process_is_swept_and_a_live_one_is_not(tmp_path):
-    script = ("import sys, time\nfrom pathlib import Path\nfrom app.core.temp_files import work_dir\n"
+    script = ("import sys, time\nfrom pathlib import Path\nfrom app.core.storage.temp_files import work_dir\n"
               f"with work_dir(Path({str(tmp_path)!r}), 'job_x-') as path:\n"
               "    (path / 'last.safetensors').write_bytes(b'x' * 1000)\n"
               "    print(path, flush=True)\n    time.sleep(120)\n")

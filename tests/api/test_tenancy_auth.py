@@ -2,8 +2,8 @@
 
 from sqlalchemy import select, update
 
-from app.core.auth import hash_key
-from app.core.models import ApiKey, utcnow
+from app.core.persistence.models import ApiKey, utcnow
+from app.core.tenancy.auth import hash_key
 from tests.conftest import make_tenant
 from tests.support.files import mlp_checkpoint
 from tests.support.http import transfer_spec, uploaded_id
@@ -55,8 +55,7 @@ def test_other_tenants_artifacts_and_jobs_are_invisible(api, tenant, session_fac
 
 
 def test_key_cache_serves_hits_until_expiry(monkeypatch):
-    from app.core import auth
-
+    from app.core.tenancy import auth
     now = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
     cache = auth.KeyCache(ttl_seconds=10)

@@ -6,10 +6,10 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.core import admin
-from app.core.auth import authenticate
-from app.core.models import Tenant
+from app.core.persistence.models import Tenant
 from app.core.settings import Settings
+from app.core.tenancy import admin
+from app.core.tenancy.auth import authenticate
 
 
 def test_ensure_local_key_creates_a_private_key_file_once(settings, session_factory):

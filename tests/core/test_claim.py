@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.core.claim import (
+from app.core.jobs.claim import (
     Claim,
     cancel_requested,
     claim_job,
@@ -15,7 +15,7 @@ from app.core.claim import (
     heartbeat,
     release,
 )
-from app.core.models import Job, utcnow
+from app.core.persistence.models import Job, utcnow
 from tests.support.rows import event_types, load_job, make_job
 from worker.context import worker_context
 

@@ -3,7 +3,7 @@
 import psycopg
 from sqlalchemy import exc as sa
 
-from app.core.db_outage import is_unavailable
+from app.core.persistence.outage import is_unavailable
 
 
 def _driver_error(error: Exception, during: Exception | None = None) -> Exception:

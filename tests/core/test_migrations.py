@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from app.core.db import make_engine
-from app.core.migrate import alembic_config, upgrade
-from app.core.models import Base
+from app.core.persistence.db import make_engine
+from app.core.persistence.migrate import alembic_config, upgrade
+from app.core.persistence.models import Base
 from tests.conftest import scratch_postgres
 
 

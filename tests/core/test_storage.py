@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from app.core.storage import ArtifactStore, TooLarge
+from app.core.storage.store import ArtifactStore, TooLarge
 from tests.support.http import stored_files
 
 
@@ -62,7 +62,7 @@ def test_paths_come_only_from_hashes(store, bad):
 
 
 def test_incremental_writeback_keeps_the_bytes(store, monkeypatch):
-    monkeypatch.setattr("app.core.storage.WRITEBACK_BYTES", 1000)
+    monkeypatch.setattr("app.core.storage.store.WRITEBACK_BYTES", 1000)
     chunks = [bytes([i]) * 700 for i in range(20)]
     sha, size = store.put_stream(chunks)
     assert size == 14_000 and store.path(sha).read_bytes() == b"".join(chunks)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from app.core.db import make_engine, make_session_factory
+from app.core.persistence.db import make_engine, make_session_factory
 from tests.conftest import TenantKey, make_tenant, service_unavailable
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer

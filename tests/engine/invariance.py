@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from trajx.engine.permspec import PermutationSpec, apply_permutation
+from trajx.engine.permutation.spec import PermutationSpec, apply_permutation
 
 
 def assert_invariant(model: nn.Module, spec: PermutationSpec, x: torch.Tensor, seed: int = 0) -> None:

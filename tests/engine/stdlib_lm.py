@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from trajx.engine.batches import BatchSampler, Dataset
-from trajx.engine.tasks import Task
+from trajx.engine.losses import Task
 from trajx.engine.zoo import build_model, init_state_dict, task_for
 
 VOCAB = 128

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from tests.support.engine_setups import CNN, digits, train
-from trajx.engine.alignment import (
+from trajx.engine.merging.alignment import (
     Curve,
     PathEvaluator,
     activation_matching,
@@ -13,8 +13,8 @@ from trajx.engine.alignment import (
     matched_parameters,
     weight_matching,
 )
-from trajx.engine.permspec import apply_permutation
-from trajx.engine.trace import derive_spec
+from trajx.engine.permutation.spec import apply_permutation
+from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.errors import UnsupportedModel
 

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from trajx.spec import AlignJob, AverageJob, parse_job_spec
+from trajx.job_spec import AlignJob, AverageJob, parse_job_spec
 
 ARCH = {"name": "mlp", "config": {"in_features": 64, "hidden": [32], "num_classes": 10}}
 

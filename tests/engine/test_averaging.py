@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tests.support.engine_setups import CNN, MLP, digits, state
-from trajx.engine.averaging import (
+from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.merging.averaging import (
     Averager,
     Candidate,
     ema,
@@ -13,7 +14,6 @@ from trajx.engine.averaging import (
     uniform,
     weighted_average,
 )
-from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.zoo import build_model, init_state_dict
 from trajx.errors import Cancelled
 

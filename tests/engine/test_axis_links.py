@@ -1,6 +1,6 @@
 """The atom union-find: axes as factor sequences, refined to one factorization when linked."""
 
-from trajx.engine.axis_links import AtomUnion
+from trajx.engine.permutation.axis_links import AtomUnion
 
 
 def _axes(**sizes: int) -> AtomUnion:

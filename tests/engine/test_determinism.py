@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tests.support.engine_setups import MLP, mlp_setup
-from trajx.engine.transfer import STEP_TIMING_KEYS
+from trajx.engine.transfer.gmt import STEP_TIMING_KEYS
 
 
 def _run(spec_file: Path, out: Path) -> dict[str, str]:

@@ -8,8 +8,8 @@ import torch
 
 from tests.engine.hf_configs import BERT_CLS, BERT_MLM, FAMILIES, GPT2, LLAMA, RESNET, VIT
 from trajx.engine.batches import Batch, Dataset
+from trajx.engine.losses import IGNORE
 from trajx.engine.metrics import evaluate
-from trajx.engine.tasks import IGNORE
 from trajx.engine.zoo import build_model, example_input, hf, init_state_dict, parse_config, task_for
 from trajx.errors import InvalidInput
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data

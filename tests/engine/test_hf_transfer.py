@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from tests.engine.hf_configs import FAMILIES, LLAMA
-from trajx.engine.tasks import IGNORE
-from trajx.engine.trace import derive_spec
+from trajx.engine.losses import IGNORE
+from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.zoo import build_model, checkpoint_names, example_input, init_state_dict
 from trajx.executors.registry import RunContext
 from trajx.executors.transfer import run_transfer
 from trajx.io import load_tensors, save_tensors
-from trajx.spec import parse_job_spec
+from trajx.job_spec import parse_job_spec
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,10 @@ is the full-size version)."""
 import pytest
 
 from tests.engine.stdlib_lm import TINY_ARCH, tiny_lm_source
-from trajx.engine.methods import FGMT, Naive
 from trajx.engine.options import TransferOptions
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import transfer
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import transfer
+from trajx.engine.transfer.methods import FGMT, Naive
 from trajx.engine.zoo import build_model, example_input, init_state_dict, task_for
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from trajx.engine import matching
-from trajx.engine.matching import GradientStack, PairBank, match
-from trajx.engine.permspec import apply_permutation, invert, spec_from_param_groups
-from trajx.engine.solvers import SOLVERS, WarmStarted, break_ties, get_solver, scipy_solver
+from trajx.engine.matching import descent as matching
+from trajx.engine.matching.descent import GradientStack, PairBank, match
+from trajx.engine.matching.solvers import SOLVERS, WarmStarted, break_ties, get_solver, scipy_solver
+from trajx.engine.permutation.spec import apply_permutation, invert, spec_from_param_groups
 
 MLP_GROUPS = {
     "l1.weight": ("h1", None), "l1.bias": ("h1",),

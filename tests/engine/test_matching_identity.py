@@ -14,15 +14,16 @@ import torch
 
 from bench.main_matching import MainCosts, main_match
 from tests.support.engine_setups import CNN, MLP, _setup
-from trajx.engine import group_costs, matching
-from trajx.engine import transfer as transfer_module
-from trajx.engine.group_costs import GroupCosts
-from trajx.engine.matching import PairBank
-from trajx.engine.methods import FGMT, GMT
+from trajx.engine.matching import costs as group_costs
+from trajx.engine.matching import descent as matching
+from trajx.engine.matching.costs import GroupCosts
+from trajx.engine.matching.descent import PairBank
+from trajx.engine.matching.solvers import scipy_solver
 from trajx.engine.options import MatchingOptions, TransferOptions
-from trajx.engine.permspec import apply_permutation, spec_from_param_groups
-from trajx.engine.solvers import scipy_solver
-from trajx.engine.transfer import transfer
+from trajx.engine.permutation.spec import apply_permutation, spec_from_param_groups
+from trajx.engine.transfer import gmt as transfer_module
+from trajx.engine.transfer.gmt import transfer
+from trajx.engine.transfer.methods import FGMT, GMT
 
 TRANSFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8, "patch_size": 2,
                "in_channels": 1}

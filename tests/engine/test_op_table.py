@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from trajx.engine.trace_ops import HANDLERS
+from trajx.engine.permutation.trace_ops import HANDLERS
 from trajx.op_table import REFUSED, RULES, refusal, rule_for, unsupported
 
 DOCS = Path(__file__).parents[2] / "docs" / "models.md"

@@ -9,10 +9,10 @@ from torch import nn
 
 from tests.engine.invariance import assert_invariant
 from trajx.engine.batches import Dataset
-from trajx.engine.methods import FGMT, GMT, Naive, Oracle
 from trajx.engine.options import TransferOptions
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import transfer
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import transfer
+from trajx.engine.transfer.methods import FGMT, GMT, Naive, Oracle
 from trajx.errors import UnsupportedModel
 
 
@@ -110,7 +110,7 @@ def test_a_hugging_face_gpt2_from_a_config_exports_and_moves_its_heads():
 
 def test_an_exported_program_gives_the_spec_of_the_model_it_came_from():
     # an uploaded model arrives as a torch.export program; its module() is what runs
-    from trajx.engine.trace import export_model
+    from trajx.engine.permutation.trace import export_model
     from trajx.engine.zoo import build_model, example_input
 
     config = {"d_model": 8, "num_heads": 2, "num_layers": 1, "image_size": 8}

@@ -8,9 +8,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from tests.engine.invariance import assert_invariant
-from trajx.engine.matching import PairBank, match
-from trajx.engine.permspec import apply_permutation, spec_from_param_groups
-from trajx.engine.trace import check_spec, derive_spec
+from trajx.engine.matching.descent import PairBank, match
+from trajx.engine.permutation.spec import apply_permutation, spec_from_param_groups
+from trajx.engine.permutation.trace import check_spec, derive_spec
 from trajx.engine.zoo import build_model, example_input
 from trajx.errors import InvalidInput, UnsupportedModel
 
@@ -514,7 +514,7 @@ def test_a_wrong_repeat_in_an_explicit_spec_is_caught():
 
 
 def test_permute_axis_moves_blocks_of_a_repeated_axis():
-    from trajx.engine.permspec import expand_index, parse_group_ref, permute_axis
+    from trajx.engine.permutation.spec import expand_index, parse_group_ref, permute_axis
 
     assert expand_index(torch.tensor([1, 0]), 3).tolist() == [3, 4, 5, 0, 1, 2]
     features = torch.arange(6.0).reshape(1, 6)  # 2 channels x 3 positions, channel-major
@@ -532,7 +532,7 @@ def test_permute_axis_moves_blocks_of_a_repeated_axis():
 @settings(max_examples=40, deadline=None)
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=5), data=st.data())
 def test_select_along_gathers_what_index_select_gathers(shape, data):
-    from trajx.engine.permspec import select_along
+    from trajx.engine.permutation.spec import select_along
 
     tensor = torch.randn(shape)
     if data.draw(st.booleans(), label="transposed") and tensor.ndim > 1:
@@ -620,8 +620,7 @@ def test_a_bfloat16_model_is_traced_and_checked_from_a_float32_example():
 
 
 def test_a_rule_that_cannot_read_its_call_is_a_named_refusal_not_a_crash(monkeypatch):
-    from trajx.engine import trace_ops
-
+    from trajx.engine.permutation import trace_ops
     def confused(call):
         raise AttributeError("'NoneType' object has no attribute 'axis'")
 

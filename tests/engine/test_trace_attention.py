@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tests.engine.invariance import assert_invariant
-from trajx.engine.trace import derive_spec
+from trajx.engine.permutation.trace import derive_spec
 
 D_IN, D, LENGTH = 5, 16, 6
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.engine.test_trace_attention import CASES, _Attention, _Block, _input
-from trajx.engine.trace import derive_spec, export_model
+from trajx.engine.permutation.trace import derive_spec, export_model
 from trajx.engine.zoo import build_model, example_input
 
 # run_decompositions pickles tree specs through a deprecated torch path (torch's own warning)

@@ -9,15 +9,15 @@ import torch
 from torch import nn
 
 from tests.support.engine_setups import cnn_setup, mlp_setup
-from trajx.engine import transfer as transfer_module
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
-from trajx.engine.methods import FGMT, GMT, Naive, Oracle
+from trajx.engine.matching.solvers import scipy_solver
 from trajx.engine.options import TransferOptions
-from trajx.engine.permspec import apply_permutation
-from trajx.engine.schedule import plan_trajectory, schedule
-from trajx.engine.solvers import scipy_solver
-from trajx.engine.transfer import STEP_TIMING_KEYS, transfer
+from trajx.engine.permutation.spec import apply_permutation
+from trajx.engine.transfer import gmt as transfer_module
+from trajx.engine.transfer.gmt import STEP_TIMING_KEYS, transfer
+from trajx.engine.transfer.methods import FGMT, GMT, Naive, Oracle
+from trajx.engine.transfer.schedule import plan_trajectory, schedule
 from trajx.errors import Cancelled, NonFiniteLoss
 
 
@@ -210,7 +210,7 @@ def _tempered_state(seed: int, temperature: float) -> dict[str, torch.Tensor]:
 
 
 def test_each_gradient_runs_with_its_own_model_buffers(mlp):
-    from trajx.engine.trace import derive_spec
+    from trajx.engine.permutation.trace import derive_spec
 
     spec = derive_spec(_Tempered(), mlp.train.inputs[:2])
     origin = _tempered_state(0, 1.0)
@@ -291,7 +291,7 @@ def test_pairs_kept_on_cpu_in_bfloat16_still_transfer(mlp):
 
 
 def test_residual_networks_with_batch_norm_transfer(mlp):
-    from trajx.engine.trace import derive_spec
+    from trajx.engine.permutation.trace import derive_spec
     from trajx.engine.zoo import build_model, example_input, init_state_dict
 
     arch = ("resnet", {"depth": 20, "width": 0.25, "in_channels": 1, "image_size": 8})
@@ -307,7 +307,7 @@ def test_residual_networks_with_batch_norm_transfer(mlp):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_asking_for_cuda_without_it_is_invalid_input():
-    from trajx.engine.transfer import resolve_device
+    from trajx.engine.transfer.gmt import resolve_device
     from trajx.errors import InvalidInput
 
     with pytest.raises(InvalidInput) as info:

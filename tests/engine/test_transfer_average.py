@@ -8,8 +8,8 @@ from trajx.engine.batches import BatchSampler
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
-from trajx.engine.transfer import transfer
-from trajx.spec import parse_job_spec
+from trajx.engine.transfer.gmt import transfer
+from trajx.job_spec import parse_job_spec
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_the_cnn_no_longer_clamps_widths_to_one():
 
 
 def test_the_config_models_load_without_torch():
-    code = ("import sys, trajx.arch_configs, trajx.spec; "
+    code = ("import sys, trajx.arch_configs, trajx.job_spec; "
             "trajx.arch_configs.check_builtin_config('mlp', {'in_features': 2, 'hidden': [2], 'num_classes': 2}); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trajx.engine.permspec import spec_from_param_groups
-from trajx.engine.trace import derive_param_groups
+from trajx.engine.permutation.spec import spec_from_param_groups
+from trajx.engine.permutation.trace import derive_param_groups
 from trajx.engine.zoo import build_model, example_input
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "zoo_specs.json").read_text())

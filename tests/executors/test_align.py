@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from tests.executors.trajectory_files import ARCH, MLP, write_files
-from trajx.engine.permspec import apply_permutation
-from trajx.engine.trace import derive_spec
+from trajx.engine.permutation.spec import apply_permutation
+from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.zoo import build_model, example_input
 from trajx.errors import InvalidInput
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_tensors, save_tensors
-from trajx.spec import parse_job_spec
+from trajx.job_spec import parse_job_spec
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from tests.executors.trajectory_files import ARCH, write_files
 from trajx.errors import Cancelled, InvalidInput
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_tensors, save_tensors
-from trajx.spec import parse_job_spec
+from trajx.job_spec import parse_job_spec
 
 
 @pytest.fixture(scope="module")

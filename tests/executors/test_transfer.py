@@ -11,7 +11,7 @@ from tests.support.engine_setups import mlp_setup
 from trajx.errors import InvalidInput
 from trajx.executors import RunContext, RunProgress, executor_for
 from trajx.io import load_tensors, save_tensors
-from trajx.spec import parse_job_spec
+from trajx.job_spec import parse_job_spec
 
 
 @pytest.fixture(scope="module")

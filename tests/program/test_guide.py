@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.migrate import upgrade
+from app.core.persistence.migrate import upgrade
 from tests.conftest import require_redis, scratch_postgres
 from tests.support.services import celery_stack
 from trajx.demo.server import EmbeddedServer

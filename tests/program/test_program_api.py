@@ -87,7 +87,7 @@ def test_a_program_upload_needs_no_torch_on_the_api(program_bytes, tmp_path):
     path = tmp_path / "program.json"
     path.write_bytes(program_bytes)
     probe = ("import sys, json; sys.modules['torch'] = None\n"
-             "from app.core.artifacts import inspect_file\n"
+             "from app.core.storage.artifacts import inspect_file\n"
              f"print(inspect_file(__import__('pathlib').Path({str(path)!r}), 'program.json', 1 << 20).kind)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

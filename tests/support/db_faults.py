@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from app.core.migrate import upgrade
+from app.core.persistence.migrate import upgrade
 from tests.conftest import service_unavailable
 from tests.support.postgres import POSTGRES_ADMIN_URL
 

@@ -13,8 +13,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from trajx.engine.batches import Dataset
-from trajx.engine.permspec import PermutationSpec
-from trajx.engine.trace import derive_spec
+from trajx.engine.permutation.spec import PermutationSpec
+from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.io import save_tensors
 

@@ -3,9 +3,9 @@
 from pathlib import Path
 from typing import Any
 
-from app.core.artifacts import publish_upload
-from app.core.jobs import create_job
+from app.core.jobs.lifecycle import create_job
 from app.core.settings import Settings
+from app.core.storage.artifacts import publish_upload
 from worker.context import worker_context
 
 

@@ -3,7 +3,7 @@
 from datetime import timedelta
 from typing import Any
 
-from app.core.models import Job, JobEvent, utcnow
+from app.core.persistence.models import Job, JobEvent, utcnow
 from app.core.settings import Settings
 from worker.context import worker_context
 

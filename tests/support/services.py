@@ -18,7 +18,7 @@ from typing import Self
 import httpx
 import redis
 
-from app.core.dispatchers import settings_env
+from app.core.jobs.dispatch_backends import settings_env
 from app.core.settings import Settings
 from trajx.demo.server import free_port
 from worker.recovery import RESEND_AFTER_SECONDS
@@ -158,9 +158,9 @@ def celery_stack(database_url: str, root: Path, broker_url: str) -> Iterator[Cel
     fails the caller with redis.ConnectionError when Redis is down."""
     from sqlalchemy import text
 
-    from app.core.admin import create_api_key, create_tenant
-    from app.core.db import make_engine, make_session_factory, session_scope
-    from app.core.models import Base
+    from app.core.persistence.db import make_engine, make_session_factory, session_scope
+    from app.core.persistence.models import Base
+    from app.core.tenancy.admin import create_api_key, create_tenant
 
     redis.Redis.from_url(broker_url).flushdb()
     engine = make_engine(database_url)

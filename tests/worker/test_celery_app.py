@@ -20,7 +20,7 @@ def test_celery_config_is_json_only_late_ack_and_prefetch_one():
 
 
 def test_registered_task_names():
-    import worker.tasks  # noqa: F401  (registers the tasks, as a worker does)
+    import worker.celery_tasks  # noqa: F401  (registers the tasks, as a worker does)
     from worker.celery_app import app
 
     app.loader.import_default_modules()

@@ -15,9 +15,9 @@ import pytest
 from safetensors.torch import load_file
 from sqlalchemy import select, text
 
-from app.core.db import make_engine, make_session_factory
-from app.core.dispatchers import CeleryDispatcher
-from app.core.models import Artifact
+from app.core.jobs.dispatch_backends import CeleryDispatcher
+from app.core.persistence.db import make_engine, make_session_factory
+from app.core.persistence.models import Artifact
 from app.core.settings import Settings
 from tests.conftest import require_redis
 from tests.support.digits import DigitsFiles, digits_spec, write_digits_source

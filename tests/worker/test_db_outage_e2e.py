@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from app.core.db import make_engine, make_session_factory
-from app.core.dispatchers import DISPATCH_MARKER
+from app.core.jobs.dispatch_backends import DISPATCH_MARKER
+from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
 from tests.conftest import make_tenant, service_unavailable
 from tests.support.db_faults import database_down, scratch_postgres

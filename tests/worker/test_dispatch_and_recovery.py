@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from app.core.celery_config import RUN_JOB_TASK
-from app.core.dispatchers import DISPATCH_MARKER, CeleryDispatcher, message_retried
-from app.core.models import utcnow
+from app.core.jobs.dispatch_backends import DISPATCH_MARKER, CeleryDispatcher, message_retried
+from app.core.persistence.models import utcnow
 from tests.conftest import service_unavailable
 from tests.support.rows import event_types, load_job, make_job
 from worker.recovery import sweep
@@ -97,7 +97,8 @@ def test_the_api_process_never_imports_torch_with_either_dispatcher(sqlite_url, 
 import sys
 from app.main import create_app
 from app.core.settings import Settings
-from app.core import claim, dispatchers
+from app.core.jobs import claim
+from app.core.jobs import dispatch_backends as dispatchers
 from worker import recovery, webhooks
 for name in ("celery", "embedded"):
     create_app(Settings(database_url={sqlite_url!r}, data_dir={str(tmp_path)!r}, dispatcher=name,

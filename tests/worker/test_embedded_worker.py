@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.core.dispatchers import EmbeddedRunner, settings_env
+from app.core.jobs.dispatch_backends import EmbeddedRunner, settings_env
 from app.core.settings import Settings
 from tests.support.rows import load_job, make_job
 

@@ -5,13 +5,13 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from app.core.claim import claim_job, claimable_job_ids
-from app.core.fair_share import DEFERRED, fair_order
-from app.core.models import Job, utcnow
+from app.core.jobs.claim import claim_job, claimable_job_ids
+from app.core.jobs.fair_share import DEFERRED, fair_order
+from app.core.persistence.models import Job, utcnow
 from tests.conftest import make_tenant
 from tests.support.rows import load_job, make_job
 from worker.context import worker_context
-from worker.jobs import run_job
+from worker.runner import run_job
 
 
 def _claim(settings, job_id, max_running, worker="w1"):
@@ -82,7 +82,7 @@ def test_the_embedded_worker_serves_tenants_in_turn(settings, tenant_id, session
             session.commit()
         return "succeeded"
 
-    monkeypatch.setattr("worker.jobs.run_job", fake_run_job)
+    monkeypatch.setattr("worker.runner.run_job", fake_run_job)
     other = make_tenant(session_factory).id
     backlog = [make_job(settings, tenant_id, age_seconds=100 - i) for i in range(3)]
     newcomer = make_job(settings, other, age_seconds=1)

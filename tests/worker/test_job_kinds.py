@@ -9,14 +9,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.api.routes.jobs import job_public
-from app.core.jobs import create_job
+from app.core.jobs.lifecycle import create_job
 from tests.support.jobs import submit_job, upload_file
 from tests.support.rows import load_job
-from trajx import executors, spec
+from trajx import executors
+from trajx import job_spec as spec
 from trajx.executors import ResultManifest, RunContext, RunProgress, file_entry, register_executor
-from trajx.spec import ArtifactRef, JobSpecBase, register_job_kind
+from trajx.job_spec import ArtifactRef, JobSpecBase, register_job_kind
 from worker.context import worker_context
-from worker.jobs import run_job
+from worker.runner import run_job
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -6,16 +6,16 @@ import threading
 import pytest
 from sqlalchemy import select
 
-import worker.jobs
-from app.core.artifacts import blob_in_use
-from app.core.jobs import cancel_job
-from app.core.models import Artifact
-from app.core.storage import ArtifactStore
+import worker.runner
+from app.core.jobs.lifecycle import cancel_job
+from app.core.persistence.models import Artifact
+from app.core.storage.artifacts import blob_in_use
+from app.core.storage.store import ArtifactStore
 from tests.support.digits import digits_spec, write_digits_source
 from tests.support.jobs import submit_job, upload_files
 from tests.support.rows import event_types, load_job
 from worker.context import worker_context
-from worker.jobs import run_job
+from worker.runner import run_job
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenan
         stored.append(artifact.sha256)
         return artifact, new_blob
 
-    real_record = worker.jobs.record_result
-    monkeypatch.setattr(worker.jobs, "record_result", store_result_then_cancel)
+    real_record = worker.runner.record_result
+    monkeypatch.setattr(worker.runner, "record_result", store_result_then_cancel)
 
     assert run_job(job_id, settings) == "cancelled"
 
@@ -86,8 +86,8 @@ def test_a_delete_of_identical_bytes_waits_for_the_results_to_commit(settings, t
             deletes[0].start()
         return artifact, new_blob
 
-    real_record = worker.jobs.record_result
-    monkeypatch.setattr(worker.jobs, "record_result", store_result_then_delete_its_bytes)
+    real_record = worker.runner.record_result
+    monkeypatch.setattr(worker.runner, "record_result", store_result_then_delete_its_bytes)
 
     assert run_job(job_id, settings) == "succeeded"
     deletes[0].join(timeout=60)

@@ -3,13 +3,13 @@
 import pytest
 from sqlalchemy import select, update
 
-from app.core.models import Artifact, JobEvent, utcnow
+from app.core.persistence.models import Artifact, JobEvent, utcnow
 from tests.support.digits import digits_spec, write_digits_source
 from tests.support.jobs import submit_job, upload_files
 from tests.support.rows import event_types, load_job
 from trajx.executors import registry
 from worker.context import worker_context
-from worker.jobs import run_job
+from worker.runner import run_job
 
 # The claim SQL runs on both backends in test_claim.py; the engine does not care.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -7,7 +7,7 @@ import socket
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core import webhook_guard
+from app.core.jobs import webhook_guard
 from app.main import create_app
 from tests.support.http import transfer_spec
 from tests.support.receiver import WebhookReceiver

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
-from app.core.claim import fail_exhausted
-from app.core.jobs import cancel_job
-from app.core.models import JobEvent, WebhookDelivery, utcnow
-from app.core.outbox import enqueue
+from app.core.jobs.claim import fail_exhausted
+from app.core.jobs.lifecycle import cancel_job
+from app.core.jobs.outbox import enqueue
+from app.core.persistence.models import JobEvent, WebhookDelivery, utcnow
 from tests.support.receiver import WebhookReceiver
 from tests.support.rows import make_job
 from worker.context import worker_context

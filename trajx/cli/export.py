@@ -55,7 +55,7 @@ def export(model: Annotated[str, typer.Argument(
     with _needs_engine():
         import torch
 
-        from trajx.engine.trace import derive_spec
+        from trajx.engine.permutation.trace import derive_spec
         from trajx.io import save_tensors
         from trajx.program.build import export_program, load_program
 

@@ -66,7 +66,7 @@ def run(spec_file: Annotated[Path, typer.Argument(help="Job spec (JSON); file re
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:
     """Run a job spec locally (any kind) and write its result files, e.g. a transfer's
     last/best checkpoints, permutations and a report."""
-    from trajx.spec import parse_job_spec
+    from trajx.job_spec import parse_job_spec
 
     try:
         data = json.loads(spec_file.read_text())
@@ -163,7 +163,7 @@ def describe(arch: ArchOpt, config: ConfigOpt,
     """Parameter names and shapes of an architecture and its permutation groups."""
     parsed = _parse_config(config)
     with _needs_engine():
-        from trajx.engine.trace import derive_spec
+        from trajx.engine.permutation.trace import derive_spec
         from trajx.engine.zoo import build_model, example_input
 
     try:

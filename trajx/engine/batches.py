@@ -1,7 +1,7 @@
 """Data for the engine: a dataset of (inputs, targets), seeded mini-batch plans.
 
 What the targets mean (class ids, values, token labels) is the architecture's task
-(`trajx.engine.tasks`).
+(`trajx.engine.losses`).
 """
 
 from collections.abc import Iterator

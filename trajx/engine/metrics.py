@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from trajx.engine.batches import Dataset
-from trajx.engine.tasks import CLASSES_OR_VALUES, Task
+from trajx.engine.losses import CLASSES_OR_VALUES, Task
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """One executor per job kind: `executor_for(spec.kind)(spec, resolve, out_dir, ctx) -> ResultManifest`.
 
-The spec registry (`trajx.spec.JOB_KINDS`) says what a kind's job document looks like;
+The spec registry (`trajx.job_spec.JOB_KINDS`) says what a kind's job document looks like;
 this registry says how to run it. The worker and `trajx run` both look the executor up
 here, so a new kind is one spec model plus one `register_executor` call.
 Importing this package does not import torch: built-in executors load on first use.

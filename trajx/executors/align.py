@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from trajx.engine.alignment import (
+from trajx.engine.matching.solvers import get_solver
+from trajx.engine.merging.alignment import (
     ALPHAS,
     PathEvaluator,
     activation_matching,
@@ -24,17 +25,16 @@ from trajx.engine.alignment import (
     matched_parameters,
     weight_matching,
 )
-from trajx.engine.permspec import apply_permutation
-from trajx.engine.solvers import get_solver
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import resolve_device
+from trajx.engine.permutation.spec import apply_permutation
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import resolve_device
 from trajx.executors.architecture import open_architecture
 from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
 from trajx.executors.manifest import ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.io import load_checkpoint, save_tensors
+from trajx.job_spec import AlignJob
 from trajx.resources import peak_memory_bytes, reset_peak_memory
-from trajx.spec import AlignJob
 
 # A second, independent batch stream for activation matching (the first re-estimates BN).
 _ACTIVATION_STREAM = 1

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trajx.engine.tasks import CLASSES_OR_VALUES, TASKS_BY_NAME, Task
+from trajx.engine.losses import CLASSES_OR_VALUES, TASKS_BY_NAME, Task
 from trajx.engine.zoo import build_model, checkpoint_names, example_input, init_state_dict, task_for
 from trajx.errors import InvalidInput
 from trajx.executors.registry import Resolve
+from trajx.job_spec import ARCH_PROGRAM, Architecture
 from trajx.program.build import example_inputs, load_program
 from trajx.program.document import check_program
-from trajx.spec import ARCH_PROGRAM, Architecture
 
 StateDict = dict[str, torch.Tensor]
 

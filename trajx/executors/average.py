@@ -18,16 +18,16 @@ from typing import Any
 
 import torch
 
-from trajx.engine.averaging import Averager, Candidate, CandidateResult, ema, lawa, uniform
-from trajx.engine.transfer import resolve_device
+from trajx.engine.merging.averaging import Averager, Candidate, CandidateResult, ema, lawa, uniform
+from trajx.engine.transfer.gmt import resolve_device
 from trajx.errors import Cancelled, InvalidInput
 from trajx.executors.architecture import open_architecture
 from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.io import check_checkpoint_header, load_checkpoint, save_tensors
+from trajx.job_spec import AverageJob, EmaMethod, LawaMethod
 from trajx.resources import peak_memory_bytes, reset_peak_memory
-from trajx.spec import AverageJob, EmaMethod, LawaMethod
 
 BUFFERS_NOTE = ("parameters are averaged in float32; BatchNorm running statistics are re-estimated "
                 "on train_data for every averaged model; every other buffer comes from the newest "

@@ -12,7 +12,7 @@ from torch import nn
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.executors.registry import Resolve
 from trajx.io import load_data, validate_data
-from trajx.spec import Architecture, RunParams
+from trajx.job_spec import Architecture, RunParams
 from trajx.version import __version__
 
 

@@ -22,21 +22,21 @@ from typing import Any
 import torch
 
 from trajx.engine.batches import Dataset
-from trajx.engine.methods import FGMT, GMT, Method, Naive, Oracle
+from trajx.engine.losses import Task
+from trajx.engine.matching.solvers import get_solver
 from trajx.engine.options import MatchingOptions, TransferOptions
-from trajx.engine.schedule import plan_trajectory
-from trajx.engine.solvers import get_solver
-from trajx.engine.tasks import Task
-from trajx.engine.trace import derive_spec
-from trajx.engine.transfer import TargetResult, resolve_device, transfer
+from trajx.engine.permutation.trace import derive_spec
+from trajx.engine.transfer.gmt import TargetResult, resolve_device, transfer
+from trajx.engine.transfer.methods import FGMT, GMT, Method, Naive, Oracle
+from trajx.engine.transfer.schedule import plan_trajectory
 from trajx.errors import InvalidInput
 from trajx.executors.architecture import open_architecture
 from trajx.executors.common import versions
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
+from trajx.job_spec import TransferJob, TransferParams
 from trajx.resources import peak_memory_bytes, reset_peak_memory
-from trajx.spec import TransferJob, TransferParams
 
 # spec.method -> the engine's strategy (Oracle is built with the trained targets).
 _METHODS: dict[str, type[Method]] = {"fgmt": FGMT, "gmt": GMT, "naive": Naive}

@@ -21,7 +21,7 @@ from trajx.op_table import RULES, refusal
 FORMAT = "trajx.program"
 VERSION = 1
 MODES = ("train", "eval")
-TASKS = ("classes-or-values", "causal-lm", "masked-lm")  # trajx.engine.tasks.TASKS_BY_NAME
+TASKS = ("classes-or-values", "causal-lm", "masked-lm")  # trajx.engine.losses.TASKS_BY_NAME
 DTYPE_SIZES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4,
                "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
 MAX_INPUTS = 1  # the engine feeds a model one `inputs` tensor

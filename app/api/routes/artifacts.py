@@ -14,11 +14,11 @@ from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
 from app.api.schemas import ArtifactPublic, ArtifactsPage, TensorsPage
 from app.api.uploads import receive_body
-from app.core import artifacts
-from app.core.idempotency import check_key
-from app.core.models import ARTIFACT_ID_PREFIX, id_pattern
+from app.core.jobs.idempotency import check_key
+from app.core.persistence.models import ARTIFACT_ID_PREFIX, id_pattern
 from app.core.settings import Settings
-from app.core.storage import ArtifactStore, BlobWriter, TooLarge
+from app.core.storage import artifacts
+from app.core.storage.store import ArtifactStore, BlobWriter, TooLarge
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
 MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",

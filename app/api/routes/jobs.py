@@ -20,13 +20,13 @@ from app.api.event_stream import (
 from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
 from app.api.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
-from app.core import jobs
-from app.core.idempotency import check_key
-from app.core.job_result import public_result
-from app.core.models import JOB_ID_PREFIX, Job, id_pattern
+from app.core.jobs import lifecycle as jobs
+from app.core.jobs.idempotency import check_key
+from app.core.jobs.result import public_result
+from app.core.jobs.webhook_guard import url_fault
+from app.core.persistence.models import JOB_ID_PREFIX, Job, id_pattern
 from app.core.settings import Settings
 from app.core.validation.json_document import check_json_document
-from app.core.webhook_guard import url_fault
 
 # A spec is a small JSON document; anything bigger is a mistake, refused before parsing.
 MAX_JOB_BODY_BYTES = 1024 * 1024

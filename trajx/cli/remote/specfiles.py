@@ -1,7 +1,7 @@
 """Turn a spec that names local files into one that names artifacts (CLI side).
 
 This lives with the CLI, not the client: validating a spec locally needs
-`trajx.spec` (pydantic), and the client itself needs only httpx.
+`trajx.job_spec` (pydantic), and the client itself needs only httpx.
 
 Every artifact reference of a spec (`TransferJob.artifact_refs`) that is not an
 artifact id is read as a path relative to the spec file, converted from `.pt`
@@ -25,7 +25,7 @@ from trajx.client.keymap import AS_IS, KeyMapping
 from trajx.client.models import Artifact
 from trajx.client.prepare import PreparedFile, prepare_checkpoint
 from trajx.errors import TrajxError
-from trajx.spec import parse_job_spec
+from trajx.job_spec import parse_job_spec
 
 ARTIFACT_ID = re.compile(r"^art_[0-9a-f]{32}$")
 _SLOT = re.compile(r"^(?P<field>\w+)(?:\[(?P<index>\d+)\])?(?:\.(?P<attr>\w+))?$")

@@ -36,7 +36,7 @@ from pydantic import model_validator
 from torch import nn
 
 from trajx.arch_configs import HFArchConfig
-from trajx.engine.tasks import CLASSES_OR_VALUES, MaskedTokens, NextToken, Task
+from trajx.engine.losses import CLASSES_OR_VALUES, MaskedTokens, NextToken, Task
 from trajx.engine.zoo.registry import ArchitectureEntry
 from trajx.errors import InvalidInput, UnsupportedModel
 

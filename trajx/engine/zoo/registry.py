@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from trajx.arch_configs import validate_config
-from trajx.engine.tasks import CLASSES_OR_VALUES, Task
+from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.engine.zoo.plugins import pick_up_new_installs
 from trajx.errors import InvalidInput
 
@@ -32,7 +32,7 @@ class ArchitectureEntry:
     `builder(config)` gets a validated `config_model` instance and returns the module;
     `example_input(config, batch)` returns a tensor of the shape the module takes
     (used for tracing and the spec self-check); `task(config)` says what the module
-    is trained to do (loss, accuracy, the data it takes; trajx.engine.tasks);
+    is trained to do (loss, accuracy, the data it takes; trajx.engine.losses);
     `checkpoint_names(model)`, when given, maps the module's state-dict names to the names
     its checkpoints use on disk (Hugging Face saves some models under older names).
     """

@@ -1,0 +1,1 @@
+"""The job state machine: create, claim, dispatch, fair share, idempotency, inputs, results, webhooks' outbox."""

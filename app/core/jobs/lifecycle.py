@@ -1,0 +1,165 @@
+"""Job records: create (validated, idempotent), read, list, cancel, and their events.
+
+Execution is the worker's: it claims `queued` rows, runs them and writes progress,
+events, result and summary. The API only creates rows and asks for cancellation.
+Errors are TrajxError subclasses (InvalidInput, NotFound, Conflict); the HTTP layer
+renders them.
+"""
+
+import base64
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, NotFound, field_path, located_in
+from app.core.jobs.dispatcher import Dispatcher
+from app.core.jobs.idempotency import remember, replayed_resource, request_hash
+from app.core.jobs.inputs import resolve_inputs
+from app.core.jobs.outbox import enqueue as enqueue_webhook
+from app.core.persistence.models import (
+    JOB_ID_PREFIX,
+    TERMINAL_JOB_STATUSES,
+    Job,
+    JobArtifact,
+    JobEvent,
+    is_id,
+    utcnow,
+)
+from app.core.persistence.pagination import keyset_page
+from app.core.tenancy.limits import check_queued_jobs
+from trajx.errors import InvalidInput
+from trajx.job_spec import parse_job_spec
+
+JOBS_PATH = "/v1/jobs"
+log = logging.getLogger("app.core.jobs.lifecycle")
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where and for which events a job's webhook messages go."""
+
+    url: str
+    events: list[str]
+
+
+def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], webhook: Webhook | None = None,
+               *, max_attempts: int, idempotency_key: str | None, max_queued: int | None = None) -> tuple[Job, bool]:
+    """Validate and store a queued job with its `created` event; commits. Returns (job, created).
+
+    `created` is False when `idempotency_key` replays an earlier request. Raises
+    InvalidInput: `validation_error`/`unknown_kind` for the spec,
+    `artifact_not_found`, `wrong_artifact_kind`, `checkpoint_mismatch`, `data_mismatch`
+    for its inputs, `permutation_spec_mismatch` for an explicit spec naming unknown
+    tensors or the wrong number of axes, `idempotency_key_reused` for a key used with
+    another body; TooBusy `too_many_queued_jobs` past `max_queued` queued jobs of the tenant.
+    """
+    req_hash = request_hash({"spec": spec_document,
+                             "webhook": {"url": webhook.url, "events": webhook.events} if webhook else None})
+    if idempotency_key is not None:
+        earlier = replayed_resource(session, tenant_id, idempotency_key, JOBS_PATH, req_hash)
+        if earlier is not None:
+            return get_job(session, tenant_id, earlier), False
+    if max_queued is not None:
+        check_queued_jobs(session, tenant_id, max_queued)
+    try:
+        spec = parse_job_spec(spec_document)
+    except InvalidInput as exc:
+        raise located_in(exc, "spec") from None
+    except ValidationError as exc:
+        errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        raise InvalidInput("the job spec is not valid", code="validation_error", errors=errors) from None
+    inputs = resolve_inputs(session, tenant_id, spec)
+    job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"), queue=spec.queue(),
+              status="queued", max_attempts=max_attempts, created_at=utcnow(),
+              webhook_url=webhook.url if webhook else None,
+              webhook_events=list(webhook.events) if webhook else None,
+              webhook_secret=new_webhook_secret() if webhook else None)
+    session.add(job)
+    session.flush()
+    session.add_all(JobArtifact(job_id=job.id, artifact_id=a.id, role=field) for field, a in inputs.items())
+    session.add(JobEvent(job_id=job.id, type="created", data={"kind": spec.kind, **spec.summary_fields()},
+                         created_at=utcnow()))
+    if idempotency_key is not None:
+        remember(session, tenant_id, idempotency_key, JOBS_PATH, req_hash, job.id)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent retry with the same key won the race: answer with its job.
+        session.rollback()
+        earlier = replayed_resource(session, tenant_id, idempotency_key or "", JOBS_PATH, req_hash)
+        if earlier is None:
+            raise
+        return get_job(session, tenant_id, earlier), False
+    return job, True
+
+
+def dispatch_after_commit(dispatcher: Dispatcher, job_id: str, queue: str) -> None:
+    """Hand the job to the dispatcher; a failure leaves it queued for the recovery sweep."""
+    try:
+        dispatcher.dispatch(job_id, queue)
+    except Exception:
+        log.exception("dispatch of %s failed; it stays queued for recovery", job_id, extra={"job_id": job_id})
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The caller's job; NotFound if missing or another tenant's."""
+    job = session.get(Job, job_id) if is_id(job_id, JOB_ID_PREFIX) else None
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound("job", job_id)
+    return job
+
+
+def list_jobs(session: Session, tenant_id: str, *, limit: int, cursor: str | None = None,
+              status: str | None = None) -> tuple[list[Job], str | None]:
+    """Newest first; returns (page, next_cursor), next_cursor None on the last page."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return keyset_page(session, query, Job.id, limit=limit, cursor=cursor)
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Queued → cancelled at once; running → cancelling (the worker stops at its next step
+    check); cancelling → unchanged. Commits. Conflict `job_finished` for a finished job.
+
+    Conditional UPDATEs make this safe against a worker claiming the job meanwhile.
+    """
+    job = get_job(session, tenant_id, job_id)
+    now = utcnow()
+    transitions = (
+        ("queued", {"status": "cancelled", "cancel_requested": True, "finished_at": now}, "cancelled"),
+        ("running", {"status": "cancelling", "cancel_requested": True}, "cancel_requested"),
+    )
+    changed = False
+    for from_status, values, event in transitions:
+        if session.execute(update(Job).where(Job.id == job.id, Job.status == from_status)
+                           .values(**values)).rowcount:
+            session.add(JobEvent(job_id=job.id, type=event, data={}, created_at=now))
+            # The worker's outbox delivers the job.cancelled webhook of a queued job.
+            enqueue_webhook(session, job.id, f"job.{values['status']}")
+            changed = True
+            break
+    session.commit()
+    session.refresh(job)
+    if not changed and job.status in TERMINAL_JOB_STATUSES:
+        raise Conflict(f"job {job.id} already finished with status {job.status!r}", code="job_finished")
+    return job
+
+
+def list_events(session: Session, tenant_id: str, job_id: str, *, limit: int,
+                cursor: int | None = None) -> tuple[list[JobEvent], str | None]:
+    """Events in order after `cursor` (an event id); next_cursor None when no more exist now."""
+    get_job(session, tenant_id, job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    return keyset_page(session, query, JobEvent.id, limit=limit, cursor=cursor, newest_first=False)

@@ -1,0 +1,1 @@
+"""The database: engine and sessions, ORM models, migrations, outage classification, pagination."""

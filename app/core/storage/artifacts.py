@@ -1,0 +1,213 @@
+"""Artifact records: inspect a file, publish an upload, record a job's result, read, list, delete.
+
+The HTTP routes and the worker (which registers result files) share these functions,
+so there is one path into the `artifacts` table.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, NotFound
+from app.core.jobs.idempotency import rebind, remember, replayed_resource, request_hash
+from app.core.persistence.models import (
+    ARTIFACT_ID_PREFIX,
+    LIVE_JOB_STATUSES,
+    Artifact,
+    Job,
+    JobArtifact,
+    is_id,
+    utcnow,
+)
+from app.core.persistence.pagination import keyset_page
+from app.core.settings import Settings
+from app.core.storage.safetensors_header import looks_like_safetensors, read_tensor_table
+from app.core.storage.store import ArtifactStore, BlobWriter
+from app.core.tenancy.limits import check_stored_bytes
+from trajx.errors import InvalidInput
+from trajx.executors.manifest import ResultFile
+from trajx.program.document import check_program, is_program_document
+
+ARTIFACTS_PATH = "/v1/artifacts"
+MAX_JSON_BYTES = 64 * 1024**2
+DATA_TENSORS = {"inputs", "targets"}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What inspecting a file found: its format, its role and its tensor table."""
+
+    format: str
+    kind: str
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool = False,
+                 **table_limits: int) -> FileInfo:
+    """Classify `path`; InvalidInput (`invalid_safetensors`/`invalid_json`) if it claims a format it breaks.
+
+    A file is safetensors if its name ends in `.safetensors` or its first bytes look like
+    one; it is `data` when it has `inputs` and `targets`, else a `checkpoint` (or
+    `result` when a job produced it). `.json` files must parse; one that says it is a
+    model program is a `program` once `trajx.program.document` accepts it (InvalidInput
+    naming the operator or member otherwise). Anything else is `other`.
+    `table_limits` (`max_tensors`, `max_name_length`) go to `read_tensor_table`.
+    """
+    size = path.stat().st_size
+    lower = name.lower()
+    with open(path, "rb") as file:
+        if lower.endswith(".json"):
+            if size > MAX_JSON_BYTES:
+                raise InvalidInput(f"JSON artifact is {size} bytes; the limit is {MAX_JSON_BYTES}",
+                                   code="invalid_json")
+            try:
+                document = json.load(file)
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: a huge integer too
+                raise InvalidInput(f"{name!r} is not valid JSON: {exc}", code="invalid_json") from None
+            if not result and is_program_document(document):
+                check_program(document)  # refused here, naming the op or member, before any job uses it
+                return FileInfo("json", "program")
+            return FileInfo("json", "result" if result else "other")
+        if not (lower.endswith(".safetensors") or looks_like_safetensors(file.read(9))):
+            return FileInfo("other", "result" if result else "other")
+        file.seek(0)
+        tensors = read_tensor_table(file, size, max_header_bytes, **table_limits)
+    if result:
+        kind = "result"
+    else:
+        kind = "data" if DATA_TENSORS <= {t["name"] for t in tensors} else "checkpoint"
+    return FileInfo("safetensors", kind, tensors)
+
+
+def record_artifact(session: Session, tenant_id: str, sha256: str, size: int, name: str, info: FileInfo,
+                    producer_job_id: str | None = None) -> Artifact:
+    """Add an artifact row for a blob already in the store (flushes, does not commit)."""
+    artifact = Artifact(tenant_id=tenant_id, sha256=sha256, size=size, name=name, format=info.format,
+                        kind=info.kind, tensors=info.tensors, producer_job_id=producer_job_id,
+                        created_at=utcnow())
+    session.add(artifact)
+    session.flush()
+    return artifact
+
+
+def record_result(session: Session, store: ArtifactStore, tenant_id: str, out_dir: Path, entry: ResultFile,
+                  job_id: str, settings: Settings) -> tuple[Artifact, bool]:
+    """Move an executor's result file into the store as its manifest entry describes it
+    (no copy, no re-hash) and record it as a `result` artifact of `tenant_id`.
+
+    Safetensors headers are validated like an upload's (InvalidInput if malformed); the
+    name is the entry's path with `/` as `-`. Call under the blob's lock; flushes, does
+    not commit. Returns the artifact and whether its blob is new to the store.
+    """
+    path = out_dir / entry.path
+    name = entry.path.replace("/", "-")
+    info = inspect_file(path, name, settings.max_header_bytes, result=True, **table_limits(settings))
+    new_blob = store.adopt(path, entry.sha256, entry.size)
+    return record_artifact(session, tenant_id, entry.sha256, entry.size, name, info, producer_job_id=job_id), new_blob
+
+
+def table_limits(settings: Settings) -> dict[str, int]:
+    """The tensor-table limits of `read_tensor_table`, from the settings."""
+    return {"max_tensors": settings.max_tensors_per_file, "max_name_length": settings.max_tensor_name_length}
+
+
+def publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str, name: str,
+                   settings: Settings, idempotency_key: str | None = None) -> Artifact:
+    """Check an uploaded file, move it into the store and record it, under the blob's lock; commits.
+
+    InvalidInput when the file breaks its format, QuotaExceeded past the tenant's stored
+    bytes. With `idempotency_key`, a retry gets the artifact recorded before (or, if that
+    one was deleted since, stores this upload again). If recording fails (a reused key, a
+    database error), bytes this upload brought into the store are removed again: under the
+    lock, a blob that was absent before is one no live artifact references (uploads
+    record, deletes unlink, under it).
+    """
+    found: list[FileInfo] = []
+
+    def inspect(path: Path) -> None:
+        found.append(inspect_file(path, name, settings.max_header_bytes, **table_limits(settings)))
+
+    sha256 = writer.finish()
+    with store.lock(sha256):
+        already_stored = store.exists(sha256)
+        _, size = writer.commit(inspect)
+        try:
+            return _record_upload(session, tenant_id, idempotency_key, sha256, size, name, found[0], settings)
+        except BaseException:
+            if not already_stored:
+                store.delete(sha256)
+            raise
+
+
+def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
+                   info: FileInfo, settings: Settings) -> Artifact:
+    req_hash = request_hash({"sha256": sha256, "name": name})
+    earlier = replayed_resource(session, tenant_id, key, ARTIFACTS_PATH, req_hash) if key else None
+    if earlier is not None:
+        live = session.get(Artifact, earlier)
+        if live is not None and live.deleted_at is None:
+            return live
+    check_stored_bytes(session, tenant_id, settings.tenant_max_stored_bytes, size)
+    artifact = record_artifact(session, tenant_id, sha256, size, name, info)
+    if earlier is not None:
+        # The key's artifact was deleted since: this retry stores the upload again.
+        rebind(session, tenant_id, key, ARTIFACTS_PATH, artifact.id)
+    elif key is not None:
+        remember(session, tenant_id, key, ARTIFACTS_PATH, req_hash, artifact.id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent retry with the same key committed first
+        earlier = replayed_resource(session, tenant_id, key or "", ARTIFACTS_PATH, req_hash)
+        if earlier is None:
+            raise
+        artifact = get_artifact(session, tenant_id, earlier)
+    return artifact
+
+
+def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact:
+    """The caller's live artifact; NotFound if missing, deleted or another tenant's."""
+    artifact = session.get(Artifact, artifact_id) if is_id(artifact_id, ARTIFACT_ID_PREFIX) else None
+    if artifact is None or artifact.tenant_id != tenant_id or artifact.deleted_at is not None:
+        raise NotFound("artifact", artifact_id)
+    return artifact
+
+
+def list_artifacts(session: Session, tenant_id: str, *, limit: int, cursor: str | None = None,
+                   sha256: str | None = None) -> tuple[list[Artifact], str | None]:
+    """Newest first; returns (page, next_cursor) where next_cursor is None on the last page."""
+    query = select(Artifact).where(Artifact.tenant_id == tenant_id, Artifact.deleted_at.is_(None))
+    if sha256 is not None:
+        query = query.where(Artifact.sha256 == sha256)
+    return keyset_page(session, query, Artifact.id, limit=limit, cursor=cursor)
+
+
+def delete_artifact(session: Session, store: ArtifactStore, tenant_id: str, artifact_id: str) -> None:
+    """Soft-delete the artifact and drop its blob once no live artifact shares it; commits.
+
+    Conflict `artifact_in_use` while a queued or running job reads it.
+    """
+    artifact = get_artifact(session, tenant_id, artifact_id)
+    in_use = session.scalar(
+        select(Job.id).join(JobArtifact, JobArtifact.job_id == Job.id)
+        .where(JobArtifact.artifact_id == artifact.id, Job.status.in_(LIVE_JOB_STATUSES)).limit(1)
+    )
+    if in_use is not None:
+        raise Conflict(f"artifact {artifact.id} is an input of live job {in_use}", code="artifact_in_use",
+                       errors=[{"artifact": artifact.id, "message": f"used by job {in_use}"}])
+    with store.lock(artifact.sha256):
+        artifact.deleted_at = utcnow()
+        shared = blob_in_use(session, artifact.sha256)  # autoflush: this one no longer counts
+        session.commit()
+        if not shared:
+            store.delete(artifact.sha256)
+
+
+def blob_in_use(session: Session, sha256: str) -> bool:
+    """Whether a live artifact references blob `sha256`; ask under the blob's lock."""
+    return bool(session.scalar(select(exists().where(Artifact.sha256 == sha256, Artifact.deleted_at.is_(None)))))

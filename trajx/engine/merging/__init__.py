@@ -1,0 +1,1 @@
+"""Averaging checkpoints along a run and aligning (permuting) one model onto another."""

@@ -1,0 +1,119 @@
+"""Celery tasks: thin wrappers that carry a job id to `run_job`.
+
+Imported by the worker process only (it is in the app's `include`). The parent
+imports torch, the engine and the database driver here, once, so every child it
+forks starts warm. The parent never runs a torch op: an OpenMP thread pool started
+before a fork hangs the child.
+
+On a warm shutdown (SIGTERM to the worker, e.g. `docker stop`) the parent tells its
+children (SIGUSR2); a running job goes back to the queue at its next step and its
+message is requeued, so another worker resumes it without waiting for a stale heartbeat.
+"""
+
+import gc
+import logging
+import os
+import signal
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+# torch.use_deterministic_algorithms imports this lazily: 2.5 s in every fresh child.
+import torch._inductor.config
+from celery.exceptions import Reject
+from celery.signals import worker_process_init, worker_shutting_down
+
+from app.core.jobs.dispatch_backends import message_consumed, message_retried
+from app.core.jobs.fair_share import DEFERRED
+from app.core.persistence.db import make_engine
+from app.core.persistence.outage import is_unavailable
+from app.core.settings import get_settings
+from app.core.storage.temp_files import PeriodicSweep
+from worker.celery_app import RUN_JOB_TASK, app
+from worker.context import worker_context
+from worker.runner import run_job
+from worker.webhooks import deliverer
+
+# Loads the SQLAlchemy dialect and driver without opening a connection (none may cross a fork).
+make_engine(get_settings().database_url).dispose()
+
+log = logging.getLogger(__name__)
+# The longest wait before a message that met an unavailable database is tried again.
+MAX_RETRY_SECONDS = 30
+# SIGUSR1 is billiard's soft-time-limit signal in pool children.
+RELEASE_SIGNAL = signal.SIGUSR2
+_shutdown = threading.Event()
+# A job deferred by its tenant's running quota is offered again after this long.
+DEFER_SECONDS = 5.0
+
+
+@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True)
+def run_job_task(self, job_id: str) -> None:
+    """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op,
+    one whose tenant has its running quota is tried again after DEFER_SECONDS.
+
+    With the database unavailable the message is not spent: it goes back to the broker
+    (`retry`, with backoff) and the job's dispatched marker is refreshed, so nothing depends
+    on recovery noticing. A job the outage interrupted keeps a heartbeat that goes stale.
+    """
+    try:
+        status = run_job(job_id, shutdown=_shutdown)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        countdown = min(2 ** self.request.retries, MAX_RETRY_SECONDS)
+        log.warning("job %s: database unavailable (%s); message retried in %d s", job_id, type(exc).__name__,
+                    countdown)
+        message_retried(get_settings(), job_id)
+        raise self.retry(countdown=countdown, max_retries=None) from None
+    finally:
+        # The child stays for the next job: hand its GPU memory back. A reference cycle
+        # (a traceback, an autograd graph) can keep tensors alive, and the cache can only
+        # release blocks nothing references; a collection costs ~0.2 s, so CUDA jobs only.
+        if torch.cuda.is_initialized():
+            gc.collect()
+            torch.cuda.empty_cache()
+    _temp_files().maybe_sweep()
+    if status == "queued":
+        raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
+    if status == DEFERRED:
+        message_retried(get_settings(), job_id)
+        raise self.retry(countdown=DEFER_SECONDS, max_retries=None)
+    message_consumed(get_settings(), job_id)
+
+
+@lru_cache
+def _temp_files() -> PeriodicSweep:
+    """This child's sweep of the store's temporary files (a killed sibling's job directory)."""
+    return PeriodicSweep(worker_context(get_settings()).store.tmp_dir)
+
+
+@worker_process_init.connect
+def _start_child(**_: object) -> None:
+    signal.signal(RELEASE_SIGNAL, lambda *_: _shutdown.set())
+    _temp_files().maybe_sweep()  # a new child often replaces a killed one
+    # Every child delivers the webhook outbox (its own jobs' messages first, promptly).
+    deliverer(get_settings())
+
+
+@worker_shutting_down.connect
+def _tell_children_to_release(**_: object) -> None:
+    # Runs in the parent; only its pool children take the signal.
+    for pid in _child_pids():
+        try:
+            os.kill(pid, RELEASE_SIGNAL)
+        except ProcessLookupError:
+            pass
+
+
+def _child_pids() -> list[int]:
+    """This process's children, from /proc (Linux); none where that is unavailable."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
+        try:
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids

@@ -1,0 +1,279 @@
+"""`run_job(job_id)`: the one job function every execution path calls.
+
+Claim the job atomically, run its kind's executor on the input artifacts the API
+resolved (`job_artifacts`) with progress, heartbeat and cancel callbacks, then move the
+result files of its manifest into the store as artifacts of the job's tenant and finish
+the job in one transaction. Whatever happens, the job
+ends `succeeded`, `failed` (with a stable code) or `cancelled`; on a clean shutdown it
+goes back to `queued`; if this process dies, it stays `running` with a heartbeat that
+goes stale so recovery runs it again.
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.jobs.claim import (
+    Claim,
+    add_event,
+    cancel_requested,
+    claim_job,
+    finish,
+    heartbeat,
+    release,
+)
+from app.core.jobs.fair_share import DEFERRED
+from app.core.jobs.outbox import PROGRESS, enqueue
+from app.core.persistence.models import Artifact, Job, JobArtifact
+from app.core.persistence.outage import is_unavailable
+from app.core.settings import Settings, get_settings
+from app.core.storage.artifacts import blob_in_use, record_result
+from app.core.storage.temp_files import work_dir
+from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
+from trajx.executors import Resolve, ResultManifest, RunContext, RunProgress, executor_for
+from trajx.job_spec import parse_job_spec
+from worker.context import WorkerContext, worker_context
+from worker.webhooks import deliverer
+
+log = logging.getLogger(__name__)
+
+# Progress rows are throttled: a fast job must not turn into a database benchmark.
+PROGRESS_MIN_INTERVAL = 0.5
+CANCEL_CHECK_INTERVAL = 0.25
+
+
+def worker_id() -> str:
+    """This process as the database knows it: `host:pid` (tests SIGKILL the pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str, settings: Settings | None = None,
+            shutdown: threading.Event | None = None) -> str | None:
+    """Run job `job_id` to completion if this process can claim it.
+
+    Returns the job's final status; "queued" when `shutdown` was set and the job went
+    back to the queue at its next step check; DEFERRED when its tenant already runs
+    TRAJX_TENANT_MAX_RUNNING_JOBS jobs (it stays queued); None when the job was not claimable
+    (finished, running elsewhere, or out of attempts: then failed with `worker_lost`)
+    or the claim was lost while running. Database errors propagate: the job keeps its
+    stale heartbeat and recovery re-runs it.
+    """
+    ctx = worker_context(settings or get_settings())
+    with ctx.sessions() as session:
+        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
+                          ctx.settings.tenant_max_running_jobs)
+        if claim is None:
+            # Still claimable but not claimed: only the tenant's running quota refuses that.
+            waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
+                                                          Job.attempts < Job.max_attempts))
+            session.rollback()
+            return DEFERRED if waiting else None
+    return _JobRun(ctx, claim, shutdown or threading.Event()).run()
+
+
+class _JobRun:
+    """One attempt at one job, owned through `claim`."""
+
+    def __init__(self, ctx: WorkerContext, claim: Claim, shutdown: threading.Event) -> None:
+        self.ctx = ctx
+        self.claim = claim
+        self.shutdown = shutdown
+        with ctx.sessions() as session:
+            job = session.get(Job, claim.job_id)
+            self.tenant_id = job.tenant_id
+            self.spec_data = job.spec
+            # Webhook messages go to the outbox with each transition; this process's
+            # deliverer sends them (and, should this process end, any other one does).
+            self.webhooks = deliverer(ctx.settings) if job.webhook_url else None
+        self.lost = threading.Event()
+        self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
+        self._unreported: list[dict[str, Any]] = []  # what finished since the last progress event
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+
+    def run(self) -> str | None:
+        stop_heartbeat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat_loop, args=(stop_heartbeat,),
+                                name=f"heartbeat-{self.claim.job_id}", daemon=True)
+        beat.start()
+        try:
+            status = self._run_and_finish()
+        finally:
+            stop_heartbeat.set()
+            beat.join()
+        return status
+
+    def _run_and_finish(self) -> str | None:
+        if self.webhooks is not None:
+            self.webhooks.wake()  # the claim queued `job.running`
+        with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
+            try:
+                spec = parse_job_spec(self.spec_data)
+                manifest = executor_for(spec.kind)(spec, self._input_resolver(), Path(tmp),
+                                                   RunContext(self._on_progress, self._should_cancel))
+                return self._succeed(Path(tmp), manifest)
+            except Cancelled:
+                if self.lost.is_set():
+                    log.warning("job %s: claim lost, another worker owns it now", self.claim.job_id)
+                    return None
+                if self.shutdown.is_set():
+                    with self.ctx.sessions() as session:
+                        if release(session, self.claim):
+                            return "queued"
+                if time.monotonic() >= self.deadline:
+                    return self._fail("time_limit_exceeded",
+                                      f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")
+                with self.ctx.sessions() as session:
+                    return self._finish(session, "cancelled", {})
+            except TrajxError as exc:
+                # Details name tensors, shapes, fields: make them JSON whatever their type.
+                return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
+            except Exception as exc:
+                if is_unavailable(exc):
+                    # Not the job's fault: it stays running, its heartbeat goes stale and
+                    # recovery runs it again once the database is back.
+                    raise
+                if is_out_of_memory(exc):
+                    return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
+                log.exception("job %s failed", self.claim.job_id)
+                return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _input_resolver(self) -> Resolve:
+        """Artifact id -> blob path, for the inputs the API resolved when it created the job
+        (read in place, never copied). A deleted input fails the job naming its location."""
+        with self.ctx.sessions() as session:
+            rows = session.execute(
+                select(JobArtifact.role, Artifact.id, Artifact.sha256, Artifact.deleted_at)
+                .join(Artifact, Artifact.id == JobArtifact.artifact_id)
+                .where(JobArtifact.job_id == self.claim.job_id)).all()
+        paths = {}
+        for row in rows:
+            path = self.ctx.store.path(row.sha256)
+            if row.deleted_at is not None or not path.is_file():
+                raise InvalidInput(f"{row.role}: artifact {row.id!r} is gone", code="artifact_not_found",
+                                   field=row.role, artifact=row.id)
+            paths[row.id] = path
+
+        def resolve(ref: str) -> Path:
+            if ref not in paths:
+                raise InvalidInput(f"artifact {ref!r} is not an input of this job", code="artifact_not_found",
+                                   artifact=ref)
+            return paths[ref]
+
+        return resolve
+
+    def _on_progress(self, progress: RunProgress) -> None:
+        step, total = progress.done, progress.total
+        self._unreported.append(progress.data)
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
+            return
+        self._last_progress = now
+        latest = {"step": step, "total": total, **progress.data}
+        with self.ctx.sessions() as session:
+            if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
+                self.lost.set()
+                return
+            # Every step since the previous event rides along, so per-step charts miss none.
+            add_event(session, self.claim.job_id, "progress", {**latest, "steps": self._unreported})
+            self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **latest})
+        self._unreported = []
+
+    def _should_cancel(self) -> bool:
+        if self.lost.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check < CANCEL_CHECK_INTERVAL:
+            return False
+        self._last_cancel_check = now
+        with self.ctx.sessions() as session:
+            return cancel_requested(session, self.claim)
+
+    def _heartbeat_loop(self, stop: threading.Event) -> None:
+        # A long engine step must not look like a dead worker.
+        while not stop.wait(self.ctx.settings.heartbeat_seconds):
+            try:
+                with self.ctx.sessions() as session:
+                    if not heartbeat(session, self.claim):
+                        self.lost.set()
+                        return
+            except Exception:
+                log.exception("job %s: heartbeat failed, retrying", self.claim.job_id)
+
+    def _succeed(self, out_dir: Path, manifest: ResultManifest) -> str | None:
+        # The results' blob locks are held until their rows commit: a concurrent delete of
+        # an artifact with the same bytes waits, then sees these rows and keeps the blob.
+        new_blobs: list[str] = []
+        with self.ctx.store.locks(f.sha256 for f in manifest.files), self.ctx.sessions() as session:
+            try:
+                result = self._store_results(session, out_dir, manifest, new_blobs)
+                ended = self._finish(session, "succeeded", {"result": result, "summary": manifest.summary})
+            except BaseException:
+                session.rollback()
+                self._drop_blobs(session, new_blobs)
+                raise
+            if ended != "succeeded":  # a late cancel, or a lost claim: the rows were rolled back
+                self._drop_blobs(session, new_blobs)
+        return ended
+
+    def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest,
+                       new_blobs: list[str]) -> dict[str, Any]:
+        """Every file of the manifest becomes an artifact of the tenant (moved, not copied);
+        returns `job.result`: the manifest's files, each with its `artifact` id. Blobs new
+        to the store are added to `new_blobs`."""
+        files = []
+        for entry in manifest.files:
+            artifact, new_blob = record_result(session, self.ctx.store, self.tenant_id, out_dir, entry,
+                                               self.claim.job_id, self.ctx.settings)
+            if new_blob:
+                new_blobs.append(entry.sha256)
+            files.append({**asdict(entry), "artifact": artifact.id})
+        return {"files": files}
+
+    def _drop_blobs(self, session: Session, hashes: list[str]) -> None:
+        """Delete blobs this job brought into the store whose rows did not commit, unless a
+        live artifact uses the same bytes (the caller holds their locks)."""
+        for sha256 in hashes:
+            if not blob_in_use(session, sha256):
+                self.ctx.store.delete(sha256)
+
+    def _fail(self, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
+        with self.ctx.sessions() as session:
+            return self._finish(session, "failed", {"error_code": code, "error_message": message},
+                                {"code": code, "message": message, **({"details": details} if details else {})})
+
+    def _finish(self, session: Session, status: str, values: dict[str, Any],
+                event_data: dict[str, Any] | None = None) -> str | None:
+        """Write the final state, plus whatever `session` already holds, in one commit.
+
+        Returns the status the job really ended with, or None if the claim was lost and
+        nothing was written. A cancel requested meanwhile wins, even after the engine
+        finished: then the results `session` holds are rolled back.
+        """
+        ended = finish(session, self.claim, status, **values)
+        if ended is not None and ended != status:
+            session.rollback()
+            ended = finish(session, self.claim, "cancelled")
+        if ended is None:
+            session.rollback()
+            log.warning("job %s: claim lost before finishing", self.claim.job_id)
+            return None
+        add_event(session, self.claim.job_id, ended, event_data if ended == status else {})
+        self._commit_with_webhook(session, f"job.{ended}")
+        return ended
+
+    def _commit_with_webhook(self, session: Session, event: str, data: dict[str, Any] | None = None) -> None:
+        """Commit `session` with webhook message `event` (if the job wants it) in the outbox."""
+        queued = self.webhooks is not None and enqueue(session, self.claim.job_id, event, data)
+        session.commit()
+        if queued:
+            self.webhooks.wake()
