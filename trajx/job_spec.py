@@ -12,6 +12,7 @@ the methods of `JobSpecBase`; they read no field of a kind by name.
 """
 
 import math
+from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -250,12 +251,18 @@ class TransferJob(_ArchitectureJob):
         return {"method": self.method, "arch": self.arch.label(), "targets": len(self.targets)}
 
 
+# Re-estimating BatchNorm on 5 x 128 samples moved a BN net's accuracy by 1-2 points between
+# two seeds; 20 x 128 keeps two re-estimations within 0.3 points (docs/jobs.md, bench_average).
+BN_BATCHES = 20
+
+
 class RunParams(_Strict):
     """Data and device controls shared by averaging and alignment jobs."""
 
     batch_size: int = Field(default=128, ge=1, le=65_536, description="batch for BN re-estimation "
                             "and activations; evaluation uses 4x")
-    bn_batches: int = Field(default=5, ge=1, le=1000, description="batches to re-estimate BN stats")
+    bn_batches: int = Field(default=BN_BATCHES, ge=1, le=1000,
+                            description="batches of train_data to re-estimate BN stats on")
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -278,7 +285,7 @@ class UniformMethod(_Strict):
 
 
 class LawaMethod(_Strict):
-    """LAWA: the mean of `last` checkpoints `every` apart, ending at the newest."""
+    """LAWA: the mean of `last` checkpoints `every` optimizer steps apart, ending at the newest."""
 
     name: Literal["lawa"] = "lawa"
     last: int = Field(ge=1, le=1000)
@@ -286,11 +293,14 @@ class LawaMethod(_Strict):
 
 
 class EmaMethod(_Strict):
-    """Exponential moving average with decay β in (0, 1), optionally with a warm-up of β."""
+    """Exponential moving average with decay β in (0, 1) per optimizer step, bias-corrected
+    (as Adam's moments) unless told otherwise, optionally with a warm-up of β."""
 
     name: Literal["ema"] = "ema"
-    decay: float = Field(gt=0.0, lt=1.0)
-    warmup: bool = Field(default=False, description="decay of update t is min(β, (1+t)/(10+t))")
+    decay: float = Field(gt=0.0, lt=1.0, description="β per optimizer step")
+    warmup: bool = Field(default=False, description="decay of step t is min(β, (1+t)/(10+t))")
+    bias_correction: bool = Field(default=True, description="start from zero and divide by 1 − Π β "
+                                  "(else the first checkpoint starts the average and keeps Π β of it)")
 
 
 AverageMethod = Annotated[UniformMethod | LawaMethod | EmaMethod, Field(discriminator="name")]
@@ -322,20 +332,35 @@ class AverageJob(_ArchitectureJob):
     arch: Architecture
     checkpoints: list[ArtifactRef] = Field(min_length=2, max_length=1000,
                                            description="one trajectory, oldest first")
+    steps: list[Annotated[int, Field(ge=0, le=10**12)]] | None = Field(
+        default=None, max_length=1000, description="the optimizer step of each checkpoint (else read "
+        "from their safetensors metadata 'step', else from names like step-0880, else positions)")
     train_data: ArtifactRef = Field(description="data BatchNorm statistics are re-estimated on")
-    eval_data: ArtifactRef | None = None
+    eval_data: ArtifactRef | None = Field(default=None, description="held-out data every candidate is scored on")
+    select_data: ArtifactRef | None = Field(default=None, description="held-out data a sweep chooses on "
+                                            "(eval_data if absent: then the best score is optimistic)")
     method: AverageMethod
     sweep: Sweep | None = None
     params: RunParams = Field(default_factory=RunParams)
     outputs: AverageOutputs = Field(default_factory=AverageOutputs)
 
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data", "select_data")
+
     @model_validator(mode="after")
     def _fits_the_list(self) -> "AverageJob":
         count, method = len(self.checkpoints), self.method
+        if self.steps is not None:
+            if len(self.steps) != count:
+                raise ValueError(f"steps: {len(self.steps)} steps for {count} checkpoints")
+            for i, (before, after) in enumerate(pairwise(self.steps)):
+                if after <= before:
+                    raise ValueError(f"steps: must increase strictly; steps[{i}]={before}, steps[{i + 1}]={after}")
         lasts = [method.window(count)] if isinstance(method, UniformMethod) else []
         if isinstance(method, LawaMethod):
             lasts = [method.last]
         field = "sweep.last" if self.sweep is not None and self.sweep.last is not None else "method.last"
+        if self.select_data is not None and self.sweep is None:
+            raise ValueError("select_data: only a sweep chooses; give a sweep or drop select_data")
         if self.sweep is not None:
             if self.eval_data is None:
                 raise ValueError("eval_data: a sweep chooses on held-out data; give eval_data")
@@ -345,31 +370,50 @@ class AverageJob(_ArchitectureJob):
                 raise ValueError(f"sweep.{grid_field}: method {method.name!r} sweeps '{wanted}'")
             if self.sweep.last is not None:
                 lasts = self.sweep.last
-        every = method.every if isinstance(method, LawaMethod) else 1
+        # LAWA's `every` counts optimizer steps, which may only be known from the files:
+        # the executor checks its span, before any work.
         for last in lasts:
-            span = (last - 1) * every + 1
-            if last < 1 or span > count:
-                raise ValueError(f"{field}: a window of last={last} (every={every}) spans {span} "
+            if last > count:
+                raise ValueError(f"{field}: a window of last={last} spans {last} "
                                  f"checkpoints but 'checkpoints' holds {count}")
         return self
 
     def artifact_refs(self) -> dict[str, ArtifactRef]:
         refs: dict[str, ArtifactRef] = {f"checkpoints[{i}]": r for i, r in enumerate(self.checkpoints)}
-        refs["train_data"] = self.train_data
-        if self.eval_data is not None:
-            refs["eval_data"] = self.eval_data
-        return {**refs, **self.arch.artifact_refs()}
+        return {**refs, **_data_refs(self), **self.arch.artifact_refs()}
 
     def summary_fields(self) -> dict[str, Any]:
         return {"method": self.method.name, "arch": self.arch.label(), "checkpoints": len(self.checkpoints),
                 "sweep": self.sweep is not None}
 
 
+def _data_refs(spec: _ArchitectureJob) -> dict[str, ArtifactRef]:
+    """The data shards `spec` names, by field (`train_data`, `eval_data`, `select_data`)."""
+    return {name: getattr(spec, name) for name in spec.DATA_LOCATIONS if getattr(spec, name, None) is not None}
+
+
+Alphas = list[Annotated[float, Field(ge=0.0, le=1.0)]]
+ALPHA_GRID = [i / 10 for i in range(11)]
+
+
+def _check_alphas(alphas: list[float]) -> None:
+    if alphas[0] != 0.0 or alphas[-1] != 1.0 or any(b <= a for a, b in pairwise(alphas)):
+        raise ValueError("params.alphas: a barrier needs an increasing grid from 0.0 to 1.0, "
+                         f"got {alphas}")
+
+
 class AlignParams(RunParams):
-    """Alignment controls; `activation_batches` batches of train_data feed activation matching."""
+    """Alignment controls; `activation_batches` batches of train_data feed activation matching;
+    `alphas` is the interpolation grid the barriers are measured on."""
 
     activation_batches: int = Field(default=10, ge=1, le=1000)
     matching: MatchingParams = Field(default_factory=MatchingParams)
+    alphas: Alphas = Field(default_factory=lambda: list(ALPHA_GRID), min_length=2, max_length=101)
+
+    @model_validator(mode="after")
+    def _a_grid_from_0_to_1(self) -> "AlignParams":
+        _check_alphas(self.alphas)
+        return self
 
 
 class AlignOutputs(_Strict):
@@ -394,17 +438,83 @@ class AlignJob(_ArchitectureJob):
         default=None, description="explicit spec, as for transfer jobs")
 
     def artifact_refs(self) -> dict[str, ArtifactRef]:
-        refs = {"model_a": self.model_a, "model_b": self.model_b, "train_data": self.train_data}
-        if self.eval_data is not None:
-            refs["eval_data"] = self.eval_data
-        return {**refs, **self.arch.artifact_refs()}
+        refs = {"model_a": self.model_a, "model_b": self.model_b}
+        return {**refs, **_data_refs(self), **self.arch.artifact_refs()}
 
     def summary_fields(self) -> dict[str, Any]:
         return {"method": self.method, "arch": self.arch.label(), "merged": self.outputs.merged}
 
 
+class MergeOutputs(_Strict):
+    """`aligned`: also return every input permuted into the merge's frame."""
 
-# kind -> spec model. `average` and `align` join through `register_job_kind`.
+    aligned: bool = False
+
+
+class MergeJob(_ArchitectureJob):
+    """Merge N models: align them (onto one reference, or onto their running mean as Git
+    Re-Basin's MergeMany), average them with uniform, custom or per-layer weights, optionally
+    REPAIR the merged activations' statistics, or cook a greedy soup."""
+
+    kind: Literal["merge"] = "merge"
+    arch: Architecture
+    models: list[ArtifactRef] = Field(min_length=2, max_length=64)
+    align: Literal["reference", "mean", "none"] = Field(
+        default="reference", description="reference: weight-match every model onto models[reference]; "
+        "mean: MergeMany, each onto the mean of the others until no permutation changes; none: as given "
+        "(fine-tunes of one pre-trained model)")
+    reference: int = Field(default=0, ge=0, description="index into models (align: reference)")
+    rounds: int = Field(default=10, ge=1, le=100, description="most MergeMany rounds (align: mean)")
+    weights: list[Annotated[float, Field(ge=0.0, le=1e6)]] | None = Field(
+        default=None, description="one weight per model, normalised to sum 1 (uniform if absent)")
+    layer_weights: dict[Annotated[str, Field(min_length=1, max_length=500)],
+                        list[Annotated[float, Field(ge=0.0, le=1e6)]]] = Field(
+        default_factory=dict, max_length=1000,
+        description="state-dict name prefix -> weights for the tensors under it (longest prefix wins)")
+    repair: bool = Field(default=False, description="REPAIR: rescale each hidden layer's outputs to the "
+                         "inputs' interpolated mean and std (for nets without BatchNorm)")
+    soup: Literal["greedy"] | None = Field(
+        default=None, description="greedy soup (Wortsman et al., 2022): rank the models on select_data, "
+        "add each, best first, while the uniform soup does not score lower on select_data")
+    train_data: ArtifactRef = Field(description="BatchNorm re-estimation and REPAIR statistics")
+    eval_data: ArtifactRef = Field(description="the split every reported score is measured on")
+    select_data: ArtifactRef | None = Field(default=None, description="the held-out split a soup ranks "
+                                            "and chooses on (required by soup; never eval_data)")
+
+    DATA_LOCATIONS: ClassVar[tuple[str, ...]] = ("train_data", "eval_data", "select_data")
+    params: AlignParams = Field(default_factory=AlignParams)
+    outputs: MergeOutputs = Field(default_factory=MergeOutputs)
+    permutation_spec: dict[str, list[str | None]] | None = Field(
+        default=None, description="explicit spec, as for transfer jobs")
+
+    @model_validator(mode="after")
+    def _weights_fit_the_models(self) -> "MergeJob":
+        count = len(self.models)
+        if self.reference >= count:
+            raise ValueError(f"reference: {self.reference} is not an index into the {count} models")
+        for field, weights in (("weights", self.weights), *((f"layer_weights.{k}", v)
+                                                           for k, v in self.layer_weights.items())):
+            if weights is not None and (len(weights) != count or sum(weights) <= 0):
+                raise ValueError(f"{field}: needs one non-negative weight per model ({count}), not all "
+                                 f"zero; got {weights}")
+        if self.soup is not None:
+            if self.weights is not None or self.layer_weights:
+                raise ValueError("soup: a greedy soup weighs its ingredients uniformly; drop weights/layer_weights")
+            if self.select_data is None:
+                raise ValueError("select_data: a soup chooses on a held-out split other than eval_data; "
+                                 "give select_data")
+        return self
+
+    def artifact_refs(self) -> dict[str, ArtifactRef]:
+        refs: dict[str, ArtifactRef] = {f"models[{i}]": r for i, r in enumerate(self.models)}
+        return {**refs, **_data_refs(self), **self.arch.artifact_refs()}
+
+    def summary_fields(self) -> dict[str, Any]:
+        return {"align": self.align, "arch": self.arch.label(), "models": len(self.models),
+                "repair": self.repair, "soup": self.soup is not None}
+
+
+# kind -> spec model. `average`, `align` and `merge` join through `register_job_kind`.
 JOB_KINDS: dict[str, type[JobSpecBase]] = {}
 
 
@@ -417,6 +527,7 @@ def register_job_kind(model: type[JobSpecBase]) -> type[JobSpecBase]:
 register_job_kind(TransferJob)
 register_job_kind(AverageJob)
 register_job_kind(AlignJob)
+register_job_kind(MergeJob)
 
 
 def parse_job_spec(data: Any) -> JobSpecBase:

@@ -10,6 +10,7 @@ from trajx.engine.merging.alignment import (
     PathEvaluator,
     activation_matching,
     find_probes,
+    interpolate,
     matched_parameters,
     weight_matching,
 )
@@ -38,15 +39,16 @@ def pair(request):
 
 def _evaluator(pair):
     _, model, spec, _, _, train, test = pair
-    return PathEvaluator(model, matched_parameters(model, spec), [train.inputs[i:i + 128] for i in range(0, 640, 128)],
-                         test, 512, torch.device("cpu"))
+    return PathEvaluator(model, [train.inputs[i:i + 128] for i in range(0, 640, 128)], test, 512,
+                         torch.device("cpu"))
 
 
 def test_weight_matching_recovers_a_permuted_twin_with_no_barrier(pair):
     _, model, spec, a, _, _, _ = pair
     twin = apply_permutation(spec, spec.random(torch.Generator().manual_seed(5)), a)
-    perm = weight_matching(spec, a, twin, matched_parameters(model, spec))
-    aligned = apply_permutation(spec, perm, twin)
+    result = weight_matching(spec, a, twin, matched_parameters(model, spec))
+    assert result.objectives[-1] >= result.objectives[0] and result.sweeps >= 1
+    aligned = apply_permutation(spec, result.perm, twin)
     for name, tensor in a.items():
         torch.testing.assert_close(aligned[name], tensor, msg=name)
     curve = _evaluator(pair).curve(a, aligned)
@@ -74,7 +76,7 @@ def test_alignment_lowers_the_barrier_between_independent_runs(pair):
     evaluator = _evaluator(pair)
     plain = evaluator.curve(a, b)
     by_weights = evaluator.curve(a, apply_permutation(spec, weight_matching(
-        spec, a, b, matched_parameters(model, spec)), b))
+        spec, a, b, matched_parameters(model, spec)).perm, b))
     model.load_state_dict(a)
     probes = find_probes(model, spec, train.inputs[:32], torch.Generator().manual_seed(0))
     by_activations = evaluator.curve(a, apply_permutation(spec, activation_matching(
@@ -82,6 +84,29 @@ def test_alignment_lowers_the_barrier_between_independent_runs(pair):
     assert plain.barrier("loss") > 0.1
     assert by_weights.barrier("loss") < 0.7 * plain.barrier("loss")
     assert by_activations.barrier("loss") < 0.7 * plain.barrier("loss")
+
+
+def test_interpolation_ends_at_a_and_b_and_its_midpoint_is_the_merge_tensor_by_tensor():
+    """Every floating tensor is interpolated, not only the permuted ones: the head's bias
+    (no permuted axis) used to stay A's at every α."""
+    arch = ("mlp", {"in_features": 64, "hidden": [32, 32], "num_classes": 10})
+    model = build_model(*arch)
+    spec = derive_spec(model, example_input(*arch))
+    a, b = init_state_dict(*arch, 0), init_state_dict(*arch, 1)
+    aligned = apply_permutation(spec, weight_matching(spec, a, b, matched_parameters(model, spec)).perm, b)
+    inputs = torch.randn(16, 64, generator=torch.Generator().manual_seed(0))
+
+    def outputs(state):
+        model.load_state_dict(state)
+        return model.eval()(inputs)
+
+    assert "head.bias" not in matched_parameters(model, spec)
+    assert torch.equal(outputs(interpolate(a, aligned, 0.0)), outputs(a))
+    assert torch.equal(outputs(interpolate(a, aligned, 1.0)), outputs(aligned))
+    torch.testing.assert_close(outputs(aligned), outputs(b))  # the permutation keeps B's function
+    merged = interpolate(a, aligned, 0.5)
+    for name, tensor in merged.items():
+        torch.testing.assert_close(tensor, (a[name] + aligned[name]) / 2, rtol=0, atol=1e-7, msg=name)
 
 
 def test_barrier_is_the_largest_excess_over_the_endpoints_line():

@@ -21,24 +21,65 @@ from trajx.errors import Cancelled
 def test_uniform_and_lawa_windows_end_at_the_newest_checkpoint():
     assert uniform(10, 3).indices == (7, 8, 9) and uniform(10, 3).weights == pytest.approx((1 / 3,) * 3)
     assert lawa(10, 3, every=4).indices == (1, 5, 9)
-    with pytest.raises(ValueError, match="spans 11 checkpoints"):
+    with pytest.raises(ValueError, match="needs 1 <= last <= 10"):
         uniform(10, 11)
-    with pytest.raises(ValueError, match="spans 13 checkpoints"):
+    with pytest.raises(ValueError, match="back to step -3, but the first checkpoint is at step 0"):
         lawa(10, 4, every=4)
 
 
+def test_lawa_every_counts_optimizer_steps_and_uneven_windows_are_refused():
+    steps = [0, 100, 200, 300, 350, 400, 450, 500]  # saved more often late in the run
+    assert lawa(8, 3, every=100, steps=steps).indices == (3, 5, 7)  # steps 300, 400, 500
+    assert lawa(8, 3, every=50, steps=steps).indices == (5, 6, 7)
+    with pytest.raises(ValueError, match="needs a checkpoint at step 250; the nearest are at steps 200 and 300"):
+        lawa(8, 6, every=50, steps=steps)
+    with pytest.raises(ValueError, match=r"unevenly spaced \(steps 200, 300, 350\)"):
+        uniform(5, 3, steps=steps[:5])
+    assert uniform(8, 4, steps=steps).indices == (4, 5, 6, 7)  # evenly spaced: fine
+    with pytest.raises(ValueError, match=r"checkpoints\[1\] is at step 100, checkpoints\[2\] at step 100"):
+        ema(3, 0.9, steps=[0, 100, 100])
+
+
 @pytest.mark.parametrize("warmup", [False, True])
-def test_ema_weights_equal_the_recursive_average(warmup):
+def test_uncorrected_ema_weights_equal_the_recursive_average(warmup):
     values = torch.randn(30, generator=torch.Generator().manual_seed(0))
     average, beta = values[0].item(), 0.8
     for t in range(1, 30):
         decay = min(beta, (1 + t) / (10 + t)) if warmup else beta
         average = decay * average + (1 - decay) * values[t].item()
-    candidate = ema(30, beta, warmup=warmup)
+    candidate = ema(30, beta, warmup=warmup, bias_correction=False)
     closed = sum(w * values[i].item() for i, w in zip(candidate.indices, candidate.weights))
     assert closed == pytest.approx(average, rel=1e-9)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         ema(30, 1.0)
+
+
+def test_bias_corrected_ema_is_adams_and_on_by_default():
+    beta, n = 0.98, 50
+    candidate = ema(n, beta)
+    assert candidate.params["bias_correction"] is True
+    # Adam: e starts at 0, e <- beta e + (1 - beta) theta_t over n updates, then / (1 - beta^n).
+    adam = [(1 - beta) * beta ** (n - 1 - i) / (1 - beta**n) for i in range(n)]
+    assert candidate.weights == pytest.approx(adam, rel=1e-9)
+    assert candidate.weights[0] < 0.012 < 0.37 < ema(n, beta, bias_correction=False).weights[0]
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_over_uneven_steps_is_the_per_step_average(warmup):
+    """Checkpoint i stands for the steps since checkpoint i - 1: the closed form equals an EMA
+    updated at every optimizer step with the newest saved weights."""
+    steps = [3, 5, 6, 20, 21, 40]
+    values = torch.randn(len(steps), generator=torch.Generator().manual_seed(1)).tolist()
+    beta, average = 0.9, values[0]
+    for t in range(steps[0] + 1, steps[-1] + 1):
+        current = values[next(i for i, s in enumerate(steps) if s >= t)]
+        decay = min(beta, (1 + t) / (10 + t)) if warmup else beta
+        average = decay * average + (1 - decay) * current
+    candidate = ema(len(steps), beta, warmup=warmup, bias_correction=False, steps=steps)
+    closed = sum(w * values[i] for i, w in zip(candidate.indices, candidate.weights))
+    assert closed == pytest.approx(average, rel=1e-9)
+    far = ema(len(steps), 0.5, warmup=warmup, steps=[0, 1, 2, 3, 4, 10**9])
+    assert far.indices == (5,)  # a billion steps later: only the newest weighs
 
 
 class _Counted(dict):
@@ -123,7 +164,7 @@ def test_a_sweep_scores_every_candidate_and_keeps_the_best(cnn_trajectory):
 def test_several_candidates_without_eval_data_or_a_cancel_are_refused(cnn_trajectory):
     checkpoints, train, _ = cnn_trajectory
     averager = Averager(build_model(*CNN), checkpoints.__getitem__, [train.inputs[:64]])
-    with pytest.raises(ValueError, match="eval data"):
+    with pytest.raises(ValueError, match="eval or select data"):
         averager.run([uniform(5, 1), uniform(5, 2)])
     with pytest.raises(Cancelled):
         averager.run([uniform(5, 1)], should_cancel=lambda: True)

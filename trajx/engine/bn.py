@@ -27,6 +27,9 @@ def reestimate_batch_norm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> N
     """Reset every BatchNorm's running stats and recompute them as the plain average
     (momentum=None) over forward passes in train mode on `inputs`; leaves the model
     in eval mode. A model without BatchNorm is only switched to eval mode.
+
+    Every model a job compares (baselines included) goes through this one treatment, on
+    the same batches, so differences between them are not differences in statistics.
     """
     layers = batch_norm_layers(model)
     if layers:

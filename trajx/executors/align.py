@@ -5,10 +5,12 @@ Writes, under `out_dir`:
 
     aligned_b.safetensors      B with every permutation group reordered onto A (same function as B)
     permutations.safetensors   one int64 tensor per group: perm[g][i] = the B unit now at i
-    merged.safetensors         ½(A + πB), BatchNorm re-estimated (if outputs.merged)
-    report.json                spec, permutation spec, plain and aligned interpolation curves
-                               (loss, accuracy at α = 0, 0.1, ..., 1, BN re-estimated at each),
-                               their barriers, timings, versions
+    merged.safetensors         ½(A + πB) on every floating tensor, BatchNorm re-estimated
+                               (if outputs.merged)
+    report.json                spec, permutation spec, the matching objective before and after
+                               each sweep, plain and aligned interpolation curves (loss, accuracy
+                               at each α of params.alphas, BN re-estimated at each), their
+                               barriers, the split they were measured on, timings, versions
 """
 
 import time
@@ -18,7 +20,6 @@ import torch
 
 from trajx.engine.matching.solvers import get_solver
 from trajx.engine.merging.alignment import (
-    ALPHAS,
     PathEvaluator,
     activation_matching,
     find_probes,
@@ -44,10 +45,12 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     """Align `spec.model_b` onto `spec.model_a`, write the results, return their manifest.
 
     Summary: `{"method", "device", "seconds", "matching_seconds", "peak_memory_bytes",
+    "matching_objective", "matching_sweeps", "bn_samples", "scored_on",
     "plain_loss_barrier", "aligned_loss_barrier", "plain_accuracy_barrier",
     "aligned_accuracy_barrier", "merged_accuracy"}` (accuracy entries only for class
-    targets; merged_accuracy None unless outputs.merged). The barrier curves are measured
-    on eval_data (train_data without it). Raises InvalidInput (checkpoints,
+    targets; merged_accuracy None unless outputs.merged; the matching entries None for
+    activation matching). The barrier curves are measured on eval_data (train_data
+    without it: `scored_on` says which). Raises InvalidInput (checkpoints,
     data), UnsupportedModel (spec derivation; `activations_unobservable`), Cancelled
     between interpolation points.
     """
@@ -72,10 +75,12 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     names = matched_parameters(model, perm_spec)
     solver = get_solver(spec.params.matching.solver)
     matching_started = time.perf_counter()
+    objectives = None
     if spec.method == "weights":
         matching = spec.params.matching
-        perm = weight_matching(perm_spec, state_a, state_b, names, max_iter=matching.max_iter,
-                               tol=matching.tol, seed=spec.params.seed, solver=solver)
+        result = weight_matching(perm_spec, state_a, state_b, names, max_iter=matching.max_iter,
+                                 tol=matching.tol, seed=spec.params.seed, solver=solver)
+        perm, objectives = result.perm, result.objectives
     else:
         batches = draw_batches(train, spec.params, spec.params.activation_batches, device,
                                offset=_ACTIVATION_STREAM)
@@ -86,15 +91,17 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     matching_seconds = time.perf_counter() - matching_started
     aligned_b = apply_permutation(perm_spec, perm, state_b)
 
-    evaluator = PathEvaluator(model, names, draw_batches(train, spec.params, spec.params.bn_batches, device),
+    evaluator = PathEvaluator(model, draw_batches(train, spec.params, spec.params.bn_batches, device),
                               eval_data, 4 * spec.params.batch_size, device, ctx.should_cancel)
-    total = 2 * len(ALPHAS)
+    alphas = spec.params.alphas
+    total = 2 * len(alphas)
     curves = {}
     for index, (path, b) in enumerate((("plain", state_b), ("aligned", aligned_b))):
-        curves[path] = evaluator.curve(state_a, b)
-        ctx.on_progress(RunProgress((index + 1) * len(ALPHAS), total,
+        curves[path] = evaluator.curve(state_a, b, alphas)
+        ctx.on_progress(RunProgress((index + 1) * len(alphas), total,
                                     {"path": path, "loss_barrier": curves[path].barrier("loss")}))
     merged = evaluator.point(state_a, aligned_b, 0.5) if spec.outputs.merged else None
+    merged_metrics = evaluator.score() if merged is not None else {}
     peak = peak_memory_bytes(device)
     seconds = time.perf_counter() - started
 
@@ -107,15 +114,19 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
             files.append(file_entry(out_dir, path, role))
     barriers = {f"{path}_{key}": value for path, curve in curves.items()
                 for key, value in curve.to_json().items() if key != "points"}
-    midpoint = curves["aligned"].points[len(ALPHAS) // 2]  # α = 0.5: the merged model
     summary = {"method": spec.method, "device": str(device), "seconds": seconds,
-               "matching_seconds": matching_seconds, "peak_memory_bytes": peak, **barriers,
-               "merged_accuracy": midpoint.get("accuracy") if merged is not None else None}
+               "matching_seconds": matching_seconds, "peak_memory_bytes": peak,
+               "matching_objective": objectives[-1] if objectives else None,
+               "matching_sweeps": len(objectives) - 1 if objectives else None,
+               "bn_samples": evaluator.bn_samples, "scored_on": "eval_data" if spec.eval_data else "train_data",
+               **barriers, "merged_accuracy": merged_metrics.get("accuracy")}
     report = out_dir / "report.json"
     write_json(report, {"spec": spec.model_dump(mode="json"), "permutation_spec": perm_spec.to_json(),
-                        "summary": summary, "curves": {p: c.to_json() for p, c in curves.items()},
-                        "buffers": "BatchNorm statistics re-estimated on train_data at every point; "
-                                   "other buffers from model_a",
+                        "summary": summary, "matching": {"objectives": objectives},
+                        "curves": {p: c.to_json() for p, c in curves.items()}, "merged": merged_metrics or None,
+                        "buffers": f"every floating tensor interpolated; BatchNorm statistics re-estimated on "
+                                   f"{evaluator.bn_samples} samples of train_data at every point; integer "
+                                   "buffers from model_a",
                         "versions": versions()})
     files.append(file_entry(out_dir, report, "report"))
     return ResultManifest(files, summary)

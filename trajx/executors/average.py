@@ -7,8 +7,10 @@ checkpoints are then read one at a time while averaging. Writes, under `out_dir`
     averaged.safetensors             the chosen average (the best on eval_data in a sweep)
     candidates/{label}.safetensors   every swept candidate (if outputs.candidates), e.g.
                                      candidates/uniform-last-5.safetensors
-    report.json                      spec, every candidate's metrics, the last checkpoint's,
-                                     timings, peak memory, versions
+    report.json                      spec, each checkpoint's step and where it was read, every
+                                     candidate's metrics, the last checkpoint's (BatchNorm
+                                     re-estimated like every candidate), which split chose and
+                                     which scored, timings, peak memory, versions
 """
 
 import re
@@ -25,27 +27,29 @@ from trajx.executors.architecture import open_architecture
 from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.steps import checkpoint_steps
 from trajx.io import check_checkpoint_header, load_checkpoint, save_tensors
 from trajx.job_spec import AverageJob, EmaMethod, LawaMethod
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 
 BUFFERS_NOTE = ("parameters are averaged in float32; BatchNorm running statistics are re-estimated "
-                "on train_data for every averaged model; every other buffer comes from the newest "
-                "checkpoint of the window")
+                "on {samples} samples of train_data for every model scored (the last checkpoint too); "
+                "every other buffer comes from the newest checkpoint of the window")
 
 
-def plan_candidates(spec: AverageJob) -> list[Candidate]:
-    """The averages to build: the method's one, or one per value of the sweep's grid."""
+def plan_candidates(spec: AverageJob, steps: list[int] | None = None) -> list[Candidate]:
+    """The averages to build: the method's one, or one per value of the sweep's grid.
+    `steps`: each checkpoint's optimizer step (default: positions)."""
     count, method = len(spec.checkpoints), spec.method
     try:
         if isinstance(method, EmaMethod):
             decays = spec.sweep.decay if spec.sweep is not None else [method.decay]
-            return [ema(count, beta, method.warmup) for beta in decays]
+            return [ema(count, beta, method.warmup, method.bias_correction, steps) for beta in decays]
         if isinstance(method, LawaMethod):
             lasts = spec.sweep.last if spec.sweep is not None else [method.last]
-            return [lawa(count, last, method.every) for last in lasts]
+            return [lawa(count, last, method.every, steps) for last in lasts]
         lasts = spec.sweep.last if spec.sweep is not None else [method.window(count)]
-        return [uniform(count, last) for last in lasts]
+        return [uniform(count, last, steps) for last in lasts]
     except ValueError as exc:  # the spec model checks these first; the engine has the last word
         raise InvalidInput(f"method: {exc}", code="invalid_params", field="method") from None
 
@@ -53,9 +57,11 @@ def plan_candidates(spec: AverageJob) -> list[Candidate]:
 def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunContext) -> ResultManifest:
     """Average `spec.checkpoints`, write the result files under `out_dir`, return their manifest.
 
-    Summary: `{"method", "device", "seconds", "peak_memory_bytes", "candidates",
-    "best_accuracy", "last_checkpoint_accuracy", "best": {label, params, checkpoints, newest,
-    metrics}, "last_checkpoint": metrics}` (metrics empty, accuracies None without eval data).
+    Summary: `{"method", "device", "seconds", "peak_memory_bytes", "candidates", "steps_from",
+    "bn_samples", "chosen_on", "scored_on", "best_accuracy", "last_checkpoint_accuracy",
+    "best": {label, params, checkpoints, newest, newest_step, metrics, select_metrics},
+    "last_checkpoint": metrics}` (metrics empty, accuracies None without eval data;
+    chosen_on None without a sweep; select_metrics only with select_data).
     Raises InvalidInput before any averaging when a checkpoint or data shard is unusable,
     NonFiniteLoss, Cancelled between candidates.
     """
@@ -70,7 +76,10 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
     train = load_dataset(resolve, spec.train_data, "train_data", model, example)
     eval_data = None if spec.eval_data is None else \
         load_dataset(resolve, spec.eval_data, "eval_data", model, example)
-    candidates = plan_candidates(spec)
+    select_data = None if spec.select_data is None else \
+        load_dataset(resolve, spec.select_data, "select_data", model, example)
+    steps, steps_from = checkpoint_steps(spec.checkpoints, resolve, spec.steps)
+    candidates = plan_candidates(spec, steps)
 
     def load(index: int) -> dict[str, torch.Tensor]:
         # A window may hold up to 1000 checkpoints: a cancel need not wait for its end.
@@ -80,10 +89,13 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
 
     reset_peak_memory(device)
     averager = Averager(model, load, draw_batches(train, spec.params, spec.params.bn_batches, device),
-                        eval_data, 4 * spec.params.batch_size, device)
+                        eval_data, 4 * spec.params.batch_size, device, select_data=select_data)
     common = tensor_metadata("average", spec.arch)
     files: list[ResultFile] = []
     done = 0
+
+    def describe(result: CandidateResult) -> dict[str, Any]:
+        return _describe(result, steps)
 
     def on_candidate(result: CandidateResult, state: dict[str, torch.Tensor]) -> None:
         nonlocal done
@@ -91,34 +103,45 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
         if spec.outputs.candidates:
             path = out_dir / "candidates" / f"{_slug(result.candidate.label)}.safetensors"
             save_tensors(path, state, {**common, "label": result.candidate.label})
-            files.append(file_entry(out_dir, path, "candidate", metadata=_describe(result)))
-        ctx.on_progress(RunProgress(done, len(candidates), _describe(result)))
+            files.append(file_entry(out_dir, path, "candidate", metadata=describe(result)))
+        ctx.on_progress(RunProgress(done, len(candidates), describe(result)))
 
     result = averager.run(candidates, on_candidate, ctx.should_cancel)
-    last_checkpoint = averager.score(load(len(spec.checkpoints) - 1))
+    # The baseline gets the candidates' treatment: BatchNorm re-estimated on the same batches.
+    last_checkpoint = averager.score(averager.finish(load(len(spec.checkpoints) - 1)))
     peak = peak_memory_bytes(device)
     seconds = time.perf_counter() - started
 
     averaged = out_dir / "averaged.safetensors"
     save_tensors(averaged, result.state, {**common, "label": result.best.candidate.label})
-    files.insert(0, file_entry(out_dir, averaged, "averaged", metadata=_describe(result.best)))
+    files.insert(0, file_entry(out_dir, averaged, "averaged", metadata=describe(result.best)))
+    chosen_on = None if len(candidates) == 1 else "select_data" if select_data is not None else "eval_data"
     summary = {"method": spec.method.name, "device": str(device), "seconds": seconds,
-               "peak_memory_bytes": peak, "candidates": len(candidates),
+               "peak_memory_bytes": peak, "candidates": len(candidates), "steps_from": steps_from,
+               "bn_samples": averager.bn_samples, "chosen_on": chosen_on,
+               "scored_on": "eval_data" if eval_data is not None else None,
                "best_accuracy": result.best.metrics.get("accuracy"),
                "last_checkpoint_accuracy": last_checkpoint.get("accuracy"),
-               "best": _describe(result.best), "last_checkpoint": last_checkpoint}
+               "best": describe(result.best), "last_checkpoint": last_checkpoint}
+    warnings = []
+    if chosen_on == "eval_data":
+        warnings.append("the sweep chose on eval_data, the split it is scored on: best_accuracy is optimistic; "
+                        "give select_data to choose on another split")
     report = out_dir / "report.json"
-    write_json(report, {"spec": spec.model_dump(mode="json"), "summary": summary,
-                        "candidates": [_describe(r) for r in result.curve], "buffers": BUFFERS_NOTE,
-                        "versions": versions()})
+    write_json(report, {"spec": spec.model_dump(mode="json"), "summary": summary, "warnings": warnings,
+                        "steps": steps, "candidates": [describe(r) for r in result.curve],
+                        "buffers": BUFFERS_NOTE.format(samples=averager.bn_samples), "versions": versions()})
     files.append(file_entry(out_dir, report, "report"))
     return ResultManifest(files, summary)
 
 
-def _describe(result: CandidateResult) -> dict[str, Any]:
+def _describe(result: CandidateResult, steps: list[int]) -> dict[str, Any]:
     candidate = result.candidate
-    return {"label": candidate.label, "params": candidate.params, "checkpoints": len(candidate.indices),
-            "newest": candidate.newest, "metrics": result.metrics}
+    described = {"label": candidate.label, "params": candidate.params, "checkpoints": len(candidate.indices),
+                 "newest": candidate.newest, "newest_step": steps[candidate.newest], "metrics": result.metrics}
+    if result.select_metrics is not None:
+        described["select_metrics"] = result.select_metrics
+    return described
 
 
 def _slug(label: str) -> str:

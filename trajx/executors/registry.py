@@ -47,7 +47,8 @@ class Executor(Protocol):
 # kind -> executor, or "module:function" for built-ins imported on first use (torch).
 _EXECUTORS: dict[str, Executor | str] = {"transfer": "trajx.executors.transfer:run_transfer",
                                          "average": "trajx.executors.average:run_average",
-                                         "align": "trajx.executors.align:run_align"}
+                                         "align": "trajx.executors.align:run_align",
+                                         "merge": "trajx.executors.merge:run_merge"}
 
 
 def register_executor(kind: str, executor: Executor | str) -> None:

@@ -14,9 +14,10 @@ Two ways to find the permutation π of B's hidden units:
   used here because it ignores each unit's scale (a conv output before its BatchNorm).
 
 The barrier of a path α ↦ θ(α) = (1 − α) θ_A + α θ_B is the largest excess of the loss
-over the straight line between its endpoints' losses. BatchNorm statistics are
-re-estimated at every point (interpolated statistics are meaningless); other buffers
-come from A.
+over the straight line between its endpoints' losses. Every floating tensor of the state
+(parameters, permuted or not, and buffers) is interpolated, so α = 0 is A and α = 1 is
+B exactly; integer buffers (BatchNorm's batch count) come from A. BatchNorm statistics
+are then re-estimated at every point (interpolated statistics are meaningless).
 """
 
 import copy
@@ -29,7 +30,7 @@ from torch import nn
 
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
-from trajx.engine.matching.descent import PairBank, match
+from trajx.engine.matching.descent import MatchResult, PairBank, match
 from trajx.engine.matching.solvers import Solver, break_ties, warm_started
 from trajx.engine.metrics import evaluate
 from trajx.engine.permutation.spec import (
@@ -53,13 +54,13 @@ def matched_parameters(model: nn.Module, spec: PermutationSpec) -> list[str]:
 def weight_matching(spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
                     state_b: Mapping[str, torch.Tensor], names: Sequence[str], *,
                     max_iter: int = 100, tol: float = 1e-7, seed: int = 0,
-                    solver: Solver = warm_started) -> Permutation:
-    """π maximising Σ_names ⟨A, π B⟩: apply it to B to align B onto A."""
+                    solver: Solver = warm_started) -> MatchResult:
+    """π maximising Σ_names ⟨A, π B⟩ (`.perm`: apply it to B to align B onto A), with the
+    objective before and after each coordinate-descent sweep (`.objectives`)."""
     pair = ({n: state_a[n].float() for n in names}, {n: state_b[n].float() for n in names})
     bank = PairBank.from_pairs([pair], names)
-    result = match(spec, bank, max_iter=max_iter, tol=tol,
-                   generator=torch.Generator().manual_seed(seed), solver=solver)
-    return result.perm
+    return match(spec, bank, max_iter=max_iter, tol=tol,
+                 generator=torch.Generator().manual_seed(seed), solver=solver)
 
 
 @dataclass(frozen=True)
@@ -213,12 +214,13 @@ def activation_matching(model: nn.Module, spec: PermutationSpec, state_a: Mappin
 
 
 def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
-                alpha: float, names: Sequence[str]) -> Tensors:
-    """(1 − α)·A + α·B on `names` (floating parameters); every other entry from A."""
-    out = dict(state_a)
-    for name in names:
-        out[name] = torch.lerp(state_a[name].float(), state_b[name].float(), alpha).to(state_a[name].dtype)
-    return out
+                alpha: float) -> Tensors:
+    """(1 − α)·A + α·B on every floating entry; integer entries from A.
+
+    torch.lerp is exact at both ends (α = 0 gives A's bits, α = 1 gives B's).
+    """
+    return {name: torch.lerp(a.float(), state_b[name].float(), alpha).to(a.dtype)
+            if a.is_floating_point() else a for name, a in state_a.items()}
 
 
 @dataclass
@@ -246,7 +248,6 @@ class PathEvaluator:
     """Evaluates interpolated models: BatchNorm re-estimated at each point, then scored."""
 
     model: nn.Module
-    names: Sequence[str]  # the parameters to interpolate (other entries come from A)
     bn_inputs: Sequence[torch.Tensor]
     eval_data: Dataset
     batch_size: int
@@ -256,17 +257,31 @@ class PathEvaluator:
     def point(self, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
               alpha: float) -> Tensors:
         """The model at α with BatchNorm re-estimated (left loaded in the working model), on CPU."""
-        self.model.load_state_dict(interpolate(state_a, state_b, alpha, self.names))
+        return self.finish(interpolate(state_a, state_b, alpha))
+
+    def finish(self, state: Mapping[str, torch.Tensor]) -> Tensors:
+        """`state` loaded, BatchNorm re-estimated (left loaded in the working model); on CPU."""
+        self.model.load_state_dict(state)
         reestimate_batch_norm(self.model, self.bn_inputs)
         return {n: t.detach().to("cpu", copy=True) for n, t in self.model.state_dict().items()}
 
+    @property
+    def bn_samples(self) -> int:
+        """How many samples BatchNorm statistics are re-estimated on."""
+        return sum(len(batch) for batch in self.bn_inputs)
+
     def curve(self, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
               alphas: Sequence[float] = ALPHAS) -> Curve:
+        """Metrics at each α of `alphas` (ascending, from 0 to 1: the barrier is measured
+        against the endpoints' straight line)."""
         points = []
         for alpha in alphas:
             if self.should_cancel is not None and self.should_cancel():
                 raise Cancelled("alignment cancelled between interpolation points")
             self.point(state_a, state_b, alpha)
-            metrics = evaluate(self.model, self.eval_data, self.batch_size, self.device)
-            points.append({"alpha": alpha, **metrics})
+            points.append({"alpha": alpha, **self.score()})
         return Curve(points)
+
+    def score(self, data: Dataset | None = None) -> dict[str, float]:
+        """Metrics of the model the evaluator holds now, on `data` (default: its eval data)."""
+        return evaluate(self.model, self.eval_data if data is None else data, self.batch_size, self.device)
