@@ -56,6 +56,23 @@ def test_aligning_an_independent_run_lowers_the_barrier(files, tmp_path, method)
     summary = manifest.summary
     assert summary["aligned_loss_barrier"] < 0.7 * summary["plain_loss_barrier"]
     assert summary["merged_accuracy"] is None and [p.done for p in seen] == [11, 22]
+    if method == "weights":
+        assert summary["matching_sweeps"] >= 1 and summary["matching_objective"] > 0
+    else:
+        assert summary["matching_objective"] is None
+
+
+def test_the_alpha_grid_and_scoring_split_are_configurable_and_reported(files, tmp_path):
+    document = spec(files, eval_data=None, params={"device": "cpu", "alphas": [0.0, 0.25, 0.5, 1.0]},
+                    outputs={"merged": True})
+    manifest = executor_for("align")(document, lambda ref: ref, tmp_path, RunContext())
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [p["alpha"] for p in report["curves"]["aligned"]["points"]] == [0.0, 0.25, 0.5, 1.0]
+    assert manifest.summary["scored_on"] == "train_data" and manifest.summary["bn_samples"] == 20 * 128
+    midpoint = report["curves"]["aligned"]["points"][2]
+    assert manifest.summary["merged_accuracy"] == midpoint["accuracy"]
+    objectives = report["matching"]["objectives"]
+    assert len(objectives) == manifest.summary["matching_sweeps"] + 1 and objectives[-1] >= objectives[0]
 
 
 def test_model_b_of_another_architecture_is_refused(files, tmp_path):

@@ -79,3 +79,78 @@ def test_a_cancel_is_honoured_between_checkpoints_of_one_window(files, tmp_path)
     with pytest.raises(Cancelled, match=r"checkpoints\[7\]"):
         executor_for("average")(spec(files, method={"name": "uniform", "last": 3}), lambda ref: ref, tmp_path,
                                 RunContext(should_cancel=lambda: next(checks)))
+
+
+def _renamed_run(files, directory, steps, metadata: bool):
+    """The trajectory's checkpoints saved at `steps`: in their metadata, or in their names."""
+    paths = []
+    for path, step in zip(files.checkpoints, steps):
+        paths.append(directory / (f"ckpt{step}.safetensors" if metadata else f"run-step-{step:04d}.safetensors"))
+        save_tensors(paths[-1], load_tensors(path, "c"), {"step": str(step)} if metadata else None)
+    return [str(p) for p in paths]
+
+
+@pytest.mark.parametrize("metadata", [False, True])
+def test_lawa_every_is_in_steps_read_from_names_or_metadata(files, tmp_path, metadata):
+    steps = [10, 20, 30, 40, 60, 80, 100, 120]  # saved twice as often early on
+    refs = _renamed_run(files, tmp_path, steps, metadata)
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = executor_for("average")(spec(files, checkpoints=refs, method={"name": "lawa", "last": 3, "every": 20}),
+                                       lambda ref: ref, out, RunContext())
+    assert manifest.summary["steps_from"] == ("metadata" if metadata else "names")
+    assert manifest.summary["best"]["newest_step"] == 120
+    averaged = load_tensors(out / "averaged.safetensors", "a")
+    expected = torch.stack([load_tensors(files.checkpoints[i], "c")["head.bias"] for i in (5, 6, 7)]).mean(0)
+    torch.testing.assert_close(averaged["head.bias"], expected)
+    with pytest.raises(InvalidInput, match="needs a checkpoint at step 90; the nearest are at steps 80 and 100"):
+        executor_for("average")(spec(files, checkpoints=refs, method={"name": "lawa", "last": 4, "every": 10}),
+                                lambda ref: ref, out, RunContext())
+    given = spec(files, checkpoints=refs, steps=list(range(8)), method={"name": "lawa", "last": 4, "every": 2})
+    assert executor_for("average")(given, lambda ref: ref, tmp_path / "given", RunContext()).summary["steps_from"] \
+        == "spec"
+
+
+def test_a_step_on_some_checkpoints_only_is_refused(files, tmp_path):
+    refs = _renamed_run(files, tmp_path, range(1, 9), metadata=False)
+    refs[3] = str(files.checkpoints[3])
+    with pytest.raises(InvalidInput, match=r"checkpoints\[3\]: carries no step"):
+        executor_for("average")(spec(files, checkpoints=refs), lambda ref: ref, tmp_path, RunContext())
+
+
+def test_a_sweep_chooses_on_select_data_and_scores_on_eval_data(files, tmp_path):
+    sweep = {"method": {"name": "uniform", "last": 1}, "sweep": {"last": [1, 2, 4]}}
+    chosen_on_eval = executor_for("average")(spec(files, **sweep), lambda ref: ref, tmp_path / "a", RunContext())
+    assert chosen_on_eval.summary["chosen_on"] == chosen_on_eval.summary["scored_on"] == "eval_data"
+    assert "optimistic" in json.loads((tmp_path / "a" / "report.json").read_text())["warnings"][0]
+    selected = executor_for("average")(spec(files, select_data=str(files.train), **sweep), lambda ref: ref,
+                                       tmp_path / "b", RunContext())
+    summary = selected.summary
+    assert (summary["chosen_on"], summary["scored_on"]) == ("select_data", "eval_data")
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    best = max(report["candidates"], key=lambda c: c["select_metrics"]["accuracy"])
+    assert summary["best"] == best and report["warnings"] == []
+
+
+def test_the_last_checkpoint_gets_the_candidates_batch_norm_treatment(tmp_path):
+    """Stored running statistics are never used: the last checkpoint scores exactly as the
+    one-checkpoint window holding it."""
+    from tests.support.engine_setups import digits
+    from trajx.engine.zoo import init_state_dict
+
+    arch = {"name": "mlp", "config": {**ARCH["config"], "norm": "batchnorm"}}
+    train, test = digits()
+    for name, data in (("train", train), ("test", test)):
+        save_tensors(tmp_path / f"{name}.safetensors", {"inputs": data.inputs, "targets": data.targets})
+    refs = []
+    for seed in (0, 1):
+        state = init_state_dict(arch["name"], arch["config"], seed)
+        state["blocks.0.norm.running_var"] = torch.full_like(state["blocks.0.norm.running_var"], 50.0)
+        refs.append(str(tmp_path / f"m{seed}.safetensors"))
+        save_tensors(tmp_path / f"m{seed}.safetensors", state)
+    document = parse_job_spec({"kind": "average", "arch": arch, "checkpoints": refs,
+                               "train_data": str(tmp_path / "train.safetensors"),
+                               "eval_data": str(tmp_path / "test.safetensors"),
+                               "method": {"name": "uniform", "last": 1}, "params": {"device": "cpu"}})
+    summary = executor_for("average")(document, lambda ref: ref, tmp_path / "out", RunContext()).summary
+    assert summary["last_checkpoint"] == summary["best"]["metrics"] and summary["bn_samples"] == 20 * 128
