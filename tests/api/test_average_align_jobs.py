@@ -76,3 +76,23 @@ def test_a_config_the_architecture_refuses_is_a_422_naming_the_field(api, tenant
     body = response.json()
     assert response.status_code == 422 and body["code"] == "invalid_config"
     assert "spec.arch.config.in_features" in {e["field"] for e in body["errors"]}
+
+
+def merge(checkpoints, train, **overrides) -> dict:
+    return {"kind": "merge", "arch": {"name": "mlp", "config": MLP_CONFIG}, "models": checkpoints[:3],
+            "train_data": train, "eval_data": train} | overrides
+
+
+def test_a_merge_job_is_queued_and_its_refusals_name_the_field(api, tenant, dispatcher, checkpoints, train):  # noqa: F811
+    created = create(api, tenant, merge(checkpoints, train, align="mean", params={"device": "cpu"}))
+    assert created.status_code == 202, created.text
+    assert created.json()["kind"] == "merge" and created.json()["queue"] == "cpu"
+    events = api.get(f"/v1/jobs/{created.json()['id']}/events", headers=tenant.headers).json()["data"]
+    assert events[0]["data"] == {"kind": "merge", "align": "mean", "arch": "mlp", "models": 3, "repair": False,
+                                 "soup": False}
+    refused = create(api, tenant, merge(checkpoints, train, soup="greedy"))
+    assert refused.status_code == 422 and any("select_data: a soup chooses" in e["message"]
+                                              for e in refused.json()["errors"])
+    wrong = create(api, tenant, merge(checkpoints, train, soup="greedy", select_data=checkpoints[0]))
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "spec.select_data"
+    assert len(dispatcher.dispatched) == 1

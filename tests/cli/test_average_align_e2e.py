@@ -34,10 +34,10 @@ def _spec(directory: Path, models: Path, document: dict) -> Path:
 
     document = {"arch": ARCH, "train_data": rel("train.safetensors"), "eval_data": rel("heldout.safetensors"),
                 "params": {"device": "cpu", "batch_size": 64}} | document
-    for key in ("checkpoints",):
+    for key in ("checkpoints", "models"):
         if key in document:
             document[key] = [rel(name) for name in document[key]]
-    for key in ("model_a", "model_b"):
+    for key in ("model_a", "model_b", "select_data"):
         if key in document:
             document[key] = rel(document[key])
     path = directory / "spec.json"
@@ -49,6 +49,8 @@ AVERAGE = {"kind": "average", "checkpoints": [f"ckpt{i}.safetensors" for i in ra
            "method": {"name": "ema", "decay": 0.5}, "sweep": {"decay": [0.3, 0.6]}}
 ALIGN = {"kind": "align", "model_a": "ckpt0.safetensors", "model_b": "ckpt1.safetensors",
          "method": "activations", "outputs": {"merged": True}}
+MERGE = {"kind": "merge", "models": [f"ckpt{i}.safetensors" for i in range(3)], "align": "mean", "repair": True,
+         "soup": "greedy", "select_data": "train.safetensors"}
 
 
 def _submit_and_download(cli, models_dir: Path, tmp_path: Path, document: dict) -> tuple[dict, dict]:
@@ -68,6 +70,15 @@ def test_average_submits_waits_and_downloads_its_results(cli, models_dir, tmp_pa
     averaged = load_file(tmp_path / "results" / "averaged.safetensors")
     assert set(averaged) == set(load_file(models_dir / "ckpt0.safetensors"))
     assert [c["params"]["decay"] for c in report["candidates"]] == [0.3, 0.6]
+
+
+def test_merge_submits_waits_and_downloads_its_results(cli, models_dir, tmp_path):
+    job, report = _submit_and_download(cli, models_dir, tmp_path, MERGE)
+    assert {f["role"] for f in job["result"]["files"]} == {"merged", "soup", "permutations", "report"}
+    soup = job["summary"]["soup"]
+    assert (soup["chosen_on"], soup["scored_on"]) == ("select_data", "eval_data") and soup["ingredients"]
+    assert report["alignment"]["rounds"] >= 1 and len(report["repair"]) == 1
+    assert set(load_file(tmp_path / "results" / "merged.safetensors")) == set(load_file(models_dir / "ckpt0.safetensors"))
 
 
 def test_align_submits_waits_and_downloads_its_results(cli, models_dir, tmp_path):
@@ -106,16 +117,17 @@ def test_a_window_longer_than_the_list_is_refused_before_upload(cli, models_dir,
     assert result.code == 2 and "method.last: a window of last=6" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("document", [AVERAGE, ALIGN])
-def test_trajx_run_writes_the_same_results_locally(cli, models_dir, tmp_path, document):
+@pytest.mark.parametrize(("document", "files"), [
+    (AVERAGE, {"averaged.safetensors", "report.json"}),
+    (ALIGN, {"aligned_b.safetensors", "permutations.safetensors", "merged.safetensors", "report.json"}),
+    (MERGE, {"merged.safetensors", "soup.safetensors", "permutations.safetensors", "report.json"}),
+])
+def test_trajx_run_writes_the_same_results_locally(cli, models_dir, tmp_path, document, files):
     result = cli("run", str(_spec(tmp_path, models_dir, document)), "--out", "local", "--json")
     assert result.code == 0, result.stderr
     summary = result.json()
     assert summary["device"] == "cpu" and (tmp_path / "local" / "report.json").exists()
-    produced = {p.name for p in (tmp_path / "local").iterdir()}
-    assert produced == ({"averaged.safetensors", "report.json"} if document is AVERAGE
-                        else {"aligned_b.safetensors", "permutations.safetensors", "merged.safetensors",
-                              "report.json"})
+    assert {p.name for p in (tmp_path / "local").iterdir()} == files
 
 
 def test_the_python_client_runs_both_kinds_and_reads_their_results(server, cli, models_dir, tmp_path):
