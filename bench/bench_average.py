@@ -28,11 +28,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from tests.support.engine_setups import digits  # 1400 train, 397 held out, as bench_engine
 from trajx.engine.batches import Dataset
+from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.merging.alignment import (
     PathEvaluator,
     activation_matching,
@@ -41,14 +44,16 @@ from trajx.engine.merging.alignment import (
     weight_matching,
 )
 from trajx.engine.merging.averaging import Averager, Candidate, ema, lawa, uniform
+from trajx.engine.metrics import evaluate
 from trajx.engine.options import TransferOptions
 from trajx.engine.permutation.spec import apply_permutation
 from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.transfer.gmt import transfer
 from trajx.engine.zoo import build_model, example_input, init_state_dict
 from trajx.executors import RunContext, executor_for
-from trajx.io import save_tensors
-from trajx.job_spec import parse_job_spec
+from trajx.executors.common import draw_batches
+from trajx.io import load_tensors, save_tensors
+from trajx.job_spec import BN_BATCHES, RunParams, parse_job_spec
 from trajx.resources import current_memory_bytes, peak_memory_bytes, reset_peak_memory
 
 MB = 2**20
@@ -161,8 +166,8 @@ def alignment_barriers(seeds: int) -> None:
         for seed in range(seeds):
             a = sgd_run(arch, train, 2 * seed, 5, 0.05, True, checkpoints=1)[-1]
             b = sgd_run(arch, train, 2 * seed + 1, 5, 0.05, True, checkpoints=1)[-1]
-            evaluator = PathEvaluator(model, names, bn_inputs, test, 512, CPU)
-            by_weights = apply_permutation(spec, weight_matching(spec, a, b, names), b)
+            evaluator = PathEvaluator(model, bn_inputs, test, 512, CPU)
+            by_weights = apply_permutation(spec, weight_matching(spec, a, b, names).perm, b)
             model.load_state_dict(a)
             probes = find_probes(model, spec, train.inputs[:64], torch.Generator().manual_seed(0))
             by_activations = apply_permutation(spec, activation_matching(
@@ -206,9 +211,9 @@ def averaged_transfers(seeds: int) -> None:
                 ["model", "last step", "best step", f"outputs.average last {AVERAGE_LAST}", "seconds"], rows)
 
 
-def _job(document: dict, directory: Path) -> tuple[dict, float, float]:
+def _job(document: dict, directory: Path, out: Path | None = None) -> tuple[dict, float, float]:
     spec = parse_job_spec(document)
-    out = Path(tempfile.mkdtemp(dir=directory))
+    out = out or Path(tempfile.mkdtemp(dir=directory))
     before = current_memory_bytes(CPU)
     reset_peak_memory(CPU)
     started = time.perf_counter()
@@ -274,9 +279,176 @@ def jobs(directory: Path) -> None:
                 ["job", "result", "seconds", "extra peak RSS MB"], rows)
 
 
+def bn_agreement(seeds: int) -> None:
+    """Two re-estimations of one model's BatchNorm statistics (batches drawn with seeds 0 and
+    1, as `params.seed` would): how far apart their held-out accuracies are, by batch count."""
+    rows = []
+    bn_mlp = ("mlp", {**MLP[1], "norm": "batchnorm"})
+    for label, arch, images in (("MLP+BN 256-256", bn_mlp, False), ("CNN+BN 32-32", CNN, True)):
+        train, test = digits(images)
+        model = build_model(*arch)
+        runs = [sgd_run(arch, train, seed, 3, 0.05, False, checkpoints=1)[-1] for seed in range(seeds)]
+        for batches in (5, BN_BATCHES):
+            gaps = []
+            for state in runs:
+                accuracies = []
+                for draw in (0, 1):
+                    inputs = draw_batches(train, RunParams(seed=draw), batches, CPU)
+                    model.load_state_dict(state)
+                    reestimate_batch_norm(model, inputs)
+                    accuracies.append(evaluate(model, test, 512, CPU)["accuracy"])
+                gaps.append(abs(accuracies[0] - accuracies[1]))
+            rows.append([label, f"{batches} x 128", f"{100 * statistics.mean(gaps):.2f}", f"{100 * max(gaps):.2f}"])
+    print_table(f"BatchNorm: accuracy gap (points) between two re-estimations of one model "
+                f"(digits, {seeds} models, 3 epochs)", ["model", "bn batches", "mean gap", "max gap"], rows)
+
+
+def reference_weight_matching(a: dict, b: dict, seed: int = 0) -> list[np.ndarray]:
+    """Git Re-Basin weight matching for the zoo's 2-hidden-layer MLP, written out by hand:
+    perms[l][i] = the B unit placed at A's unit i of hidden layer l."""
+    rng = np.random.default_rng(seed)
+    w = {k: v.double().numpy() for k, v in a.items()}
+    v = {k: t.double().numpy() for k, t in b.items()}
+    width = w["blocks.0.fc.bias"].shape[0]
+    perms = [np.arange(width), np.arange(width)]
+    for _ in range(100):
+        changed = False
+        for layer in rng.permutation(2):
+            fc, nxt = f"blocks.{layer}.fc", "blocks.1.fc" if layer == 0 else "head"
+            b_in = v[f"{fc}.weight"] if layer == 0 else v[f"{fc}.weight"][:, perms[0]]
+            b_out = v[f"{nxt}.weight"] if layer == 1 else v[f"{nxt}.weight"][perms[1]]
+            cost = (w[f"{fc}.weight"] @ b_in.T + np.outer(w[f"{fc}.bias"], v[f"{fc}.bias"])
+                    + w[f"{nxt}.weight"].T @ b_out)
+            old = cost[np.arange(width), perms[layer]].sum()
+            _, columns = linear_sum_assignment(cost, maximize=True)
+            if cost[np.arange(width), columns].sum() > old + 1e-12:
+                perms[layer], changed = columns, True
+        if not changed:
+            return perms
+    return perms
+
+
+def reference_permuted(b: dict, perms: list[np.ndarray]) -> dict:
+    """B with the hand-written matching's permutations applied (rows and the next layer's columns)."""
+    out = dict(b)
+    for layer, perm in enumerate(perms):
+        fc, nxt = f"blocks.{layer}.fc", "blocks.1.fc" if layer == 0 else "head"
+        out[f"{fc}.weight"], out[f"{fc}.bias"] = out[f"{fc}.weight"][perm], out[f"{fc}.bias"][perm]
+        out[f"{nxt}.weight"] = out[f"{nxt}.weight"][:, perm]
+    return out
+
+
+def reference_greedy_soup(states: list[dict], model: nn.Module, select: Dataset) -> tuple[list[int], dict]:
+    """Wortsman et al.'s greedy soup, written out: rank on `select`, add best first if not worse."""
+    def accuracy(state: dict) -> float:
+        model.load_state_dict(state)
+        return evaluate(model.eval(), select, 512, CPU)["accuracy"]
+
+    def mean(indices: list[int]) -> dict:
+        return {n: sum(states[i][n].double() for i in indices).div(len(indices)).float() for n in states[0]}
+
+    scores = [accuracy(s) for s in states]
+    ranking = sorted(range(len(states)), key=lambda i: (-scores[i], i))
+    soup, best = [ranking[0]], scores[ranking[0]]
+    for index in ranking[1:]:
+        score = accuracy(mean([*soup, index]))
+        if score >= best:
+            soup, best = [*soup, index], score
+    return soup, mean(soup)
+
+
+def _max_diff(first: dict, second: dict) -> float:
+    return max(float((first[n].double() - second[n].double()).abs().max()) for n in first)
+
+
+def merges(directory: Path, models: int = 4) -> None:
+    """Merges of `models` independently trained MLPs (digits; 1200 to train on, 200 to choose
+    on, 397 held out to score on), through the merge executor, and the reference check."""
+    data, test = digits(False)
+    train, select = Dataset(data.inputs[:1200], data.targets[:1200]), Dataset(data.inputs[1200:], data.targets[1200:])
+    for name, split in (("train", train), ("select", select), ("test", test)):
+        save_tensors(directory / f"{name}.safetensors", {"inputs": split.inputs, "targets": split.targets})
+    arch = {"name": MLP[0], "config": MLP[1]}
+    runs = [sgd_run(MLP, train, seed, 5, 0.05, True, checkpoints=1)[-1] for seed in range(models)]
+    refs = []
+    for index, state in enumerate(runs):
+        refs.append(str(directory / f"seed{index}.safetensors"))
+        save_tensors(Path(refs[-1]), state)
+    base = {"kind": "merge", "arch": arch, "models": refs, "train_data": str(directory / "train.safetensors"),
+            "eval_data": str(directory / "test.safetensors"), "params": {"device": "cpu"}}
+    rows = []
+    model = build_model(*MLP)
+    for label, extra in (("no alignment", {"align": "none"}), ("onto models[0]", {}),
+                         ("onto models[0] + REPAIR", {"repair": True}), ("MergeMany", {"align": "mean"}),
+                         ("MergeMany + REPAIR", {"align": "mean", "repair": True})):
+        out = Path(tempfile.mkdtemp(dir=directory))
+        summary, seconds, _ = _job(base | extra, directory, out)
+        check = ""
+        if extra == {}:
+            # The reference: hand-written weight matching of each model onto models[0], plain mean.
+            aligned = [runs[0], *(reference_permuted(b, reference_weight_matching(runs[0], b)) for b in runs[1:])]
+            expected = {n: sum(s[n].double() for s in aligned).div(models).float() for n in runs[0]}
+            model.load_state_dict(expected)
+            accuracy = evaluate(model.eval(), test, 512, CPU)["accuracy"]
+            merged = load_tensors(out / "merged.safetensors", "merged")
+            check = (f"max abs Δθ {_max_diff(merged, expected):.1e}, "
+                     f"acc {100 * accuracy:.1f} vs {100 * summary['merged']['accuracy']:.1f}")
+        barrier = statistics.mean(b["loss_barrier"] for b in summary["barriers"])
+        rows.append([label, f"{100 * summary['mean_input_accuracy']:.1f}", f"{100 * summary['merged']['accuracy']:.1f}",
+                     f"{summary['merged']['loss']:.3f}", f"{barrier:.3f}", f"{seconds:.1f}", check])
+    print_table(f"Merging {models} independently trained MLPs 256-256 (digits, held-out accuracy %, CPU)",
+                ["merge", "inputs (mean)", "merged", "merged loss", "barrier input→merge (mean)", "seconds",
+                 "independent reference"], rows)
+
+    # Greedy soup over fine-tunes of one pre-trained model: chosen on `select`, scored on `test`.
+    pretrained = sgd_run(MLP, Dataset(train.inputs[:600], train.targets[:600]), 0, 5, 0.05, True, checkpoints=1)[-1]
+    finetunes = []
+    for index, lr in enumerate((0.005, 0.01, 0.02, 0.05, 0.1, 0.2)):
+        finetunes.append(finetune(pretrained, train, seed=index, lr=lr))
+        save_tensors(directory / f"ft{index}.safetensors", finetunes[-1])
+    out = Path(tempfile.mkdtemp(dir=directory))
+    soup_spec = base | {"models": [str(directory / f"ft{i}.safetensors") for i in range(len(finetunes))],
+                        "align": "none", "soup": "greedy", "select_data": str(directory / "select.safetensors")}
+    summary, seconds, _ = _job(soup_spec, directory, out)
+    soup = summary["soup"]
+    ingredients, expected = reference_greedy_soup(finetunes, model, select)
+    model.load_state_dict(expected)
+    reference_accuracy = evaluate(model.eval(), test, 512, CPU)["accuracy"]
+    souped = load_tensors(out / "soup.safetensors", "soup")
+    rows = [["best single (ranked on select)", f"{100 * soup['best_single']['select_data']['accuracy']:.1f}",
+             f"{100 * soup['best_single']['eval_data']['accuracy']:.1f}", "1", ""],
+            ["uniform soup", f"{100 * soup['uniform_soup']['select_data']['accuracy']:.1f}",
+             f"{100 * soup['uniform_soup']['eval_data']['accuracy']:.1f}", str(len(finetunes)), ""],
+            ["greedy soup", f"{100 * soup['metrics']['select_data']['accuracy']:.1f}",
+             f"{100 * soup['metrics']['eval_data']['accuracy']:.1f}", str(len(soup["ingredients"])),
+             (f"ingredients {soup['ingredients']} vs {ingredients}, max abs Δθ {_max_diff(souped, expected):.1e}, "
+              f"acc {100 * reference_accuracy:.1f}")]]
+    print_table(f"Soups of {len(finetunes)} fine-tunes of one MLP (lr 0.005-0.2; chosen on 200 digits, scored "
+                f"on 397; {seconds:.1f} s)", ["model", "select acc", "held-out acc", "models", "independent reference"],
+                rows)
+
+
+def finetune(start: dict, train: Dataset, seed: int, lr: float, epochs: int = 2) -> dict:
+    """SGD (momentum 0.9, batch 32, constant lr) from `start`, data order from `seed`."""
+    model = build_model(*MLP)
+    model.load_state_dict(start)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    generator = torch.Generator().manual_seed(100 + seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=generator)
+        for begin in range(0, len(train), 32):
+            batch = order[begin:begin + 32]
+            loss = nn.functional.cross_entropy(model(train.inputs[batch]), train.targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return state(model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", choices=["merges", "bn"], help="run one new section alone")
     args = parser.parse_args()
     if MMAP_THRESHOLD not in os.environ:
         # glibc raises its mmap threshold after large frees, then serves big tensors from the
@@ -285,6 +457,14 @@ def main() -> None:
                   {**os.environ, MMAP_THRESHOLD: "65536"})
     torch.set_num_threads(1)
     started = time.perf_counter()
+    if args.only in (None, "merges"):
+        with tempfile.TemporaryDirectory() as directory:
+            merges(Path(directory))
+    if args.only in (None, "bn"):
+        bn_agreement(args.seeds)
+    if args.only is not None:
+        print(f"\n{time.perf_counter() - started:.0f} s in all")
+        return
     with tempfile.TemporaryDirectory() as directory:
         jobs(Path(directory))
     for section in (averaging_quality, alignment_barriers, averaged_transfers):
