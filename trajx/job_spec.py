@@ -251,9 +251,9 @@ class TransferJob(_ArchitectureJob):
         return {"method": self.method, "arch": self.arch.label(), "targets": len(self.targets)}
 
 
-# Re-estimating BatchNorm on 5 x 128 samples moved a BN net's accuracy by 1-2 points between
-# two seeds; 20 x 128 keeps two re-estimations within 0.3 points (docs/jobs.md, bench_average).
-BN_BATCHES = 20
+# Two re-estimations of one BN net (batches drawn with two seeds) differed by up to 0.5 points
+# of digits accuracy at 5 or 20 x 128 samples, 0.25 (one digit) at 40 x 128 (bench_average, docs/jobs.md).
+BN_BATCHES = 40
 
 
 class RunParams(_Strict):

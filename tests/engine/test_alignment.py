@@ -38,7 +38,7 @@ def pair(request):
 
 
 def _evaluator(pair):
-    _, model, spec, _, _, train, test = pair
+    _, model, _, _, _, train, test = pair
     return PathEvaluator(model, [train.inputs[i:i + 128] for i in range(0, 640, 128)], test, 512,
                          torch.device("cpu"))
 

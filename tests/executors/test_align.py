@@ -12,7 +12,7 @@ from trajx.engine.zoo import build_model, example_input
 from trajx.errors import InvalidInput
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_tensors, save_tensors
-from trajx.job_spec import parse_job_spec
+from trajx.job_spec import BN_BATCHES, parse_job_spec
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_the_alpha_grid_and_scoring_split_are_configurable_and_reported(files, t
     manifest = executor_for("align")(document, lambda ref: ref, tmp_path, RunContext())
     report = json.loads((tmp_path / "report.json").read_text())
     assert [p["alpha"] for p in report["curves"]["aligned"]["points"]] == [0.0, 0.25, 0.5, 1.0]
-    assert manifest.summary["scored_on"] == "train_data" and manifest.summary["bn_samples"] == 20 * 128
+    assert manifest.summary["scored_on"] == "train_data" and manifest.summary["bn_samples"] == BN_BATCHES * 128
     midpoint = report["curves"]["aligned"]["points"][2]
     assert manifest.summary["merged_accuracy"] == midpoint["accuracy"]
     objectives = report["matching"]["objectives"]

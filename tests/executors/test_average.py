@@ -9,7 +9,7 @@ from tests.executors.trajectory_files import ARCH, write_files
 from trajx.errors import Cancelled, InvalidInput
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_tensors, save_tensors
-from trajx.job_spec import parse_job_spec
+from trajx.job_spec import BN_BATCHES, parse_job_spec
 
 
 @pytest.fixture(scope="module")
@@ -153,4 +153,4 @@ def test_the_last_checkpoint_gets_the_candidates_batch_norm_treatment(tmp_path):
                                "eval_data": str(tmp_path / "test.safetensors"),
                                "method": {"name": "uniform", "last": 1}, "params": {"device": "cpu"}})
     summary = executor_for("average")(document, lambda ref: ref, tmp_path / "out", RunContext()).summary
-    assert summary["last_checkpoint"] == summary["best"]["metrics"] and summary["bn_samples"] == 20 * 128
+    assert summary["last_checkpoint"] == summary["best"]["metrics"] and summary["bn_samples"] == BN_BATCHES * 128

@@ -12,7 +12,7 @@ from trajx.engine.zoo import build_model, example_input
 from trajx.errors import InvalidInput
 from trajx.executors import RunContext, executor_for
 from trajx.io import load_data, load_tensors, save_tensors
-from trajx.job_spec import parse_job_spec
+from trajx.job_spec import BN_BATCHES, parse_job_spec
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_reference_merge_is_the_weighted_mean_of_the_aligned_models(files, tmp_p
         expected = sum(w * m[name] for w, m in zip(weights, aligned))
         torch.testing.assert_close(tensor, expected, rtol=0, atol=1e-6, msg=name)
     summary = manifest.summary
-    assert summary["scored_on"] == "eval_data" and summary["bn_samples"] == 20 * 128
+    assert summary["scored_on"] == "eval_data" and summary["bn_samples"] == BN_BATCHES * 128
     assert len(summary["inputs"]) == len(summary["barriers"]) == 3
     assert summary["inputs"][0] == summary["inputs"][2]  # the twin computes the reference's function
     report = json.loads((tmp_path / "report.json").read_text())
