@@ -198,7 +198,7 @@ def test_a_sweep_of_nested_windows_reads_each_checkpoint_once(cnn_trajectory):
         assert averager.score(expected) == pytest.approx(one.metrics, rel=1e-6)
     spaced = averager.run([lawa(5, 2, 2), lawa(5, 3, 2)])
     assert reads[-3:] == [4, 2, 0] and spaced.best.candidate in (lawa(5, 2, 2), lawa(5, 3, 2))
-    first = min(range(4), key=lambda i: (-result.curve[i].score(), i))
+    first = max(range(4), key=lambda i: (result.curve[i].score(), -i))
     assert result.best is result.curve[first]
 
 

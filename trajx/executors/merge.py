@@ -161,16 +161,17 @@ def _soup(spec: MergeJob, evaluator: PathEvaluator, states, splits: dict[str, Da
     """The greedy soup, chosen on select_data and scored on eval_data, with the uniform soup
     and the best single model (by select_data) as its baselines on both splits."""
     select = splits["select_data"]
-    scored = 0
+    seen: list[dict[str, float]] = []  # select_data metrics of every model, then of every soup tried
 
-    def score(state) -> float:
-        nonlocal scored
+    def score(state) -> tuple[float, ...]:
         evaluator.finish(state)
-        scored += 1
-        ctx.on_progress(RunProgress(min(2 * len(states) + scored, total), total, {"stage": "soup"}))
-        return score_of(evaluator.score(select))
+        seen.append(evaluator.score(select))
+        ctx.on_progress(RunProgress(min(2 * len(states) + len(seen), total), total, {"stage": "soup"}))
+        return score_of(seen[-1])
 
     soup = greedy_soup(states, score, ctx.should_cancel)
+    count = len(states)
+    tried = [{"model": t["model"], "kept": t["kept"], "select_metrics": m} for t, m in zip(soup.tried, seen[count:])]
     soup_state = evaluator.finish(soup.state)
     both = {"select_data": evaluator.score(select), "eval_data": evaluator.score()}
     uniform = evaluator.finish(weighted_merge(states, [1.0] * len(states)))
@@ -179,7 +180,7 @@ def _soup(spec: MergeJob, evaluator: PathEvaluator, states, splits: dict[str, Da
     evaluator.finish(states[soup.ranking[0]])
     best_single = {"model": soup.ranking[0], "select_data": evaluator.score(select), "eval_data": evaluator.score()}
     return {"chosen_on": "select_data", "scored_on": "eval_data", "ingredients": soup.ingredients,
-            "ranking": soup.ranking, "model_select_scores": soup.model_scores, "tried": soup.tried,
+            "ranking": soup.ranking, "model_select_metrics": seen[:count], "tried": tried,
             "metrics": both, "uniform_soup": uniform_scores, "best_single": best_single, "state": soup_state}
 
 

@@ -54,12 +54,13 @@ def matched_parameters(model: nn.Module, spec: PermutationSpec) -> list[str]:
 def weight_matching(spec: PermutationSpec, state_a: Mapping[str, torch.Tensor],
                     state_b: Mapping[str, torch.Tensor], names: Sequence[str], *,
                     max_iter: int = 100, tol: float = 1e-7, seed: int = 0,
-                    solver: Solver = warm_started) -> MatchResult:
+                    solver: Solver = warm_started, init: Permutation | None = None) -> MatchResult:
     """π maximising Σ_names ⟨A, π B⟩ (`.perm`: apply it to B to align B onto A), with the
-    objective before and after each coordinate-descent sweep (`.objectives`)."""
+    objective before and after each coordinate-descent sweep (`.objectives`). Descent
+    starts from `init` (identity by default) and only ever improves on it."""
     pair = ({n: state_a[n].float() for n in names}, {n: state_b[n].float() for n in names})
     bank = PairBank.from_pairs([pair], names)
-    return match(spec, bank, max_iter=max_iter, tol=tol,
+    return match(spec, bank, init, max_iter=max_iter, tol=tol,
                  generator=torch.Generator().manual_seed(seed), solver=solver)
 
 

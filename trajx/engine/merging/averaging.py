@@ -230,9 +230,10 @@ def weighted_average(states: Iterable[Mapping[str, torch.Tensor]], weights: Sequ
     return accumulator.result()
 
 
-def score_of(metrics: Mapping[str, float]) -> float:
-    """What choosing maximises: accuracy when there are classes, else minus the loss."""
-    return metrics["accuracy"] if "accuracy" in metrics else -metrics["loss"]
+def score_of(metrics: Mapping[str, float]) -> tuple[float, ...]:
+    """What choosing maximises: accuracy when there are classes, the lower loss breaking its
+    ties (on a few hundred examples many candidates tie); else minus the loss."""
+    return (metrics["accuracy"], -metrics["loss"]) if "accuracy" in metrics else (-metrics["loss"],)
 
 
 @dataclass
@@ -244,7 +245,7 @@ class CandidateResult:
     metrics: dict[str, float]
     select_metrics: dict[str, float] | None = None
 
-    def score(self) -> float:
+    def score(self) -> tuple[float, ...]:
         """What choosing maximises, on the choosing split."""
         return score_of(self.metrics if self.select_metrics is None else self.select_metrics)
 

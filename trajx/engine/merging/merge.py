@@ -17,6 +17,7 @@
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -103,8 +104,9 @@ def merge_many(spec: PermutationSpec, states: Sequence[Mapping[str, torch.Tensor
                names: Sequence[str], rounds: int, seed: int = 0, solver: Solver = warm_started,
                should_cancel: Callable[[], bool] | None = None, **matching) -> Alignment:
     """MergeMany: match each model (in a seeded random order each round) onto the weighted
-    mean of the others as they are aligned so far; stop after a round that changes no
-    permutation, or after `rounds`."""
+    mean of the others as they are aligned so far, starting from its current permutation
+    (so no step lowers Σᵢ ⟨mean of the others, πᵢθᵢ⟩); stop after a round that changes
+    no permutation, or after `rounds`."""
     generator = torch.Generator().manual_seed(seed)
     perms = [spec.identity() for _ in states]
     objectives: list[list[float]] = [[] for _ in states]
@@ -115,10 +117,12 @@ def merge_many(spec: PermutationSpec, states: Sequence[Mapping[str, torch.Tensor
             if should_cancel is not None and should_cancel():
                 raise Cancelled("merge cancelled between alignments")
             others = [j for j in range(len(states)) if j != index]
+            # The others' weights (all of them equal when the others weigh nothing).
             mean = weighted_merge([apply_permutation(spec, perms[j], states[j]) for j in others],
-                                  normalised([weights[j] for j in others]) if sum(weights[j] for j in others) > 0
+                                  [weights[j] for j in others] if sum(weights[j] for j in others) > 0
                                   else [1.0] * len(others))
-            result = weight_matching(spec, mean, states[index], names, seed=seed, solver=solver, **matching)
+            result = weight_matching(spec, mean, states[index], names, seed=seed, solver=solver,
+                                     init=perms[index], **matching)
             if any(not torch.equal(result.perm[g], perms[index][g]) for g in result.perm):
                 changed += 1
             perms[index], objectives[index] = result.perm, result.objectives
@@ -199,17 +203,17 @@ class Soup:
 
     ingredients: list[int]
     ranking: list[int]
-    model_scores: list[float]
+    model_scores: list[Any]
     tried: list[dict]
     state: Tensors
 
 
-def greedy_soup(states: Sequence[Mapping[str, torch.Tensor]], score: Callable[[Mapping[str, torch.Tensor]], float],
+def greedy_soup(states: Sequence[Mapping[str, torch.Tensor]], score: Callable[[Mapping[str, torch.Tensor]], Any],
                 should_cancel: Callable[[], bool] | None = None) -> Soup:
-    """Rank `states` by `score` (higher is better; ties: the earlier model), then add each,
-    best first, to the soup when the uniform soup's score does not drop."""
+    """Rank `states` by `score` (any comparable value, higher is better; ties: the earlier
+    model), then add each, best first, to the soup when the uniform soup's score does not drop."""
     model_scores = [score(state) for state in states]
-    ranking = sorted(range(len(states)), key=lambda i: (-model_scores[i], i))
+    ranking = sorted(range(len(states)), key=lambda i: model_scores[i], reverse=True)  # stable: ties keep order
     ingredients, best = [ranking[0]], model_scores[ranking[0]]
     soup = dict(states[ranking[0]])
     tried = []
