@@ -52,8 +52,9 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     """Merge `spec.models`, write the results under `out_dir`, return their manifest.
 
     Summary: `{"align", "device", "seconds", "peak_memory_bytes", "bn_samples", "scored_on",
-    "merged": metrics, "inputs": [metrics], "mean_input_accuracy", "barriers": [{loss_barrier,
-    accuracy_barrier}], "soup": {...} or None}`; every metric is on eval_data. Raises
+    "merged": metrics, "inputs": [metrics], "mean_input_accuracy", "merged_accuracy",
+    "soup_accuracy", "barriers": [{loss_barrier, accuracy_barrier}], "soup": {...} or None}`;
+    every metric is on eval_data except the soup's `select_data` entries (docs/jobs.md). Raises
     InvalidInput before any work (checkpoints, data, REPAIR on a net with BatchNorm),
     UnsupportedModel (spec derivation), Cancelled between alignments and evaluations.
     """
@@ -128,6 +129,8 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
                "bn_samples": evaluator.bn_samples, "scored_on": "eval_data", "merged": merged_metrics,
                "inputs": inputs,
                "mean_input_accuracy": sum(accuracies) / count if None not in accuracies else None,
+               "merged_accuracy": merged_metrics.get("accuracy"),
+               "soup_accuracy": soup["metrics"]["eval_data"].get("accuracy") if soup is not None else None,
                "barriers": [{k: v for k, v in b.items() if k != "points"} for b in barriers],
                "soup": soup}
     report = out_dir / "report.json"
