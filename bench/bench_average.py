@@ -342,9 +342,10 @@ def reference_permuted(b: dict, perms: list[np.ndarray]) -> dict:
 
 def reference_greedy_soup(states: list[dict], model: nn.Module, select: Dataset) -> tuple[list[int], dict]:
     """Wortsman et al.'s greedy soup, written out: rank on `select`, add best first if not worse."""
-    def accuracy(state: dict) -> float:
+    def accuracy(state: dict) -> tuple[float, float]:  # accuracy, ties to the lower loss
         model.load_state_dict(state)
-        return evaluate(model.eval(), select, 512, CPU)["accuracy"]
+        metrics = evaluate(model.eval(), select, 512, CPU)
+        return metrics["accuracy"], -metrics["loss"]
 
     def mean(indices: list[int]) -> dict:
         return {n: sum(states[i][n].double() for i in indices).div(len(indices)).float() for n in states[0]}
