@@ -16,6 +16,13 @@
 4. Jobs: seconds and extra peak memory (RSS above the level before the job) of average and
    align jobs through their executors, and averaging windows of 5 vs 40 checkpoints of a
    ~10 MB model (streaming: memory must not grow with the window).
+5. Merges (`--only merges`, ~1.5 min): four independently trained MLPs merged by the merge
+   executor without alignment, onto models[0], by MergeMany, with and without REPAIR; the
+   onto-models[0] merge against a hand-written Git Re-Basin weight matching and mean. A
+   greedy soup of six fine-tunes (chosen on 200 digits, scored on 397) against a
+   hand-written greedy soup.
+6. BatchNorm (`--only bn`): the accuracy gap between two re-estimations of one model
+   (batches drawn with two seeds) at 5, 20 and the default 40 batches of 128.
 """
 
 import argparse
