@@ -358,7 +358,7 @@ def reference_greedy_soup(states: list[dict], model: nn.Module, select: Dataset)
         return {n: sum(states[i][n].double() for i in indices).div(len(indices)).float() for n in states[0]}
 
     scores = [accuracy(s) for s in states]
-    ranking = sorted(range(len(states)), key=lambda i: (-scores[i], i))
+    ranking = sorted(range(len(states)), key=lambda i: (-scores[i][0], -scores[i][1], i))
     soup, best = [ranking[0]], scores[ranking[0]]
     for index in ranking[1:]:
         score = accuracy(mean([*soup, index]))
