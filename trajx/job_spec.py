@@ -370,12 +370,18 @@ class AverageJob(_ArchitectureJob):
                 raise ValueError(f"sweep.{grid_field}: method {method.name!r} sweeps '{wanted}'")
             if self.sweep.last is not None:
                 lasts = self.sweep.last
-        # LAWA's `every` counts optimizer steps, which may only be known from the files:
-        # the executor checks its span, before any work.
         for last in lasts:
             if last > count:
                 raise ValueError(f"{field}: a window of last={last} spans {last} "
                                  f"checkpoints but 'checkpoints' holds {count}")
+        # LAWA's `every` counts optimizer steps, which may only be known from the files (the
+        # executor checks them before any work); given here, they are checked here.
+        if isinstance(method, LawaMethod) and self.steps is not None:
+            for last in lasts:
+                span = (last - 1) * method.every
+                if span > self.steps[-1] - self.steps[0]:
+                    raise ValueError(f"{field}: a window of last={last} every={method.every} spans {span} "
+                                     f"steps but 'steps' run from {self.steps[0]} to {self.steps[-1]}")
         return self
 
     def artifact_refs(self) -> dict[str, ArtifactRef]:

@@ -32,8 +32,12 @@ def test_each_method_parses_with_its_defaults():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"method": {"name": "uniform", "last": 11}}, "method.last: a window of last=11 (every=1) spans 11"),
-    ({"method": {"name": "lawa", "last": 4, "every": 4}}, "method.last: a window of last=4 (every=4) spans 13"),
+    ({"method": {"name": "uniform", "last": 11}}, "method.last: a window of last=11 spans 11"),
+    ({"method": {"name": "lawa", "last": 4, "every": 40}, "steps": list(range(0, 100, 10))},
+     "method.last: a window of last=4 every=40 spans 120 steps but 'steps' run from 0 to 90"),
+    ({"steps": [0, 1, 2]}, "steps: 3 steps for 10 checkpoints"),
+    ({"steps": [0, 1, 2, 3, 4, 4, 6, 7, 8, 9]}, "steps: must increase strictly; steps[4]=4, steps[5]=4"),
+    ({"select_data": "s"}, "select_data: only a sweep chooses"),
     ({"method": {"name": "ema", "decay": 1.0}}, "method.ema.decay: Input should be less than 1"),
     ({"method": {"name": "ema", "decay": 0.0}}, "method.ema.decay: Input should be greater than 0"),
     ({"method": {"name": "uniform"}}, "needs exactly one of 'last' or 'fraction'"),
@@ -50,6 +54,13 @@ def test_each_method_parses_with_its_defaults():
 ])
 def test_average_refusals_name_the_field(overrides, message):
     assert message in refusal(average(**overrides))
+
+
+def test_lawa_every_is_in_steps_so_the_span_is_checked_against_steps_only_when_known():
+    """Without `steps` the span depends on the files' steps: the executor checks it."""
+    spaced = average(method={"name": "lawa", "last": 4, "every": 40})
+    assert parse_job_spec(spaced).method.every == 40
+    assert parse_job_spec(spaced | {"steps": list(range(0, 1000, 100))}).steps[-1] == 900
 
 
 def test_align_parses_and_refuses_by_field():
