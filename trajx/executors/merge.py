@@ -96,13 +96,14 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     if spec.repair:
         merged, repair_report = repair(model, merged, aligned, weights, hidden_layers(model, perm_spec),
                                        evaluator.bn_inputs, spec.layer_weights)
-    merged = evaluator.finish(merged)
+    merged = evaluator.finish(merged)  # on CPU, to be written
     merged_metrics = evaluator.score()
+    on_device = {n: t.to(device) for n, t in merged.items()}
     inputs, barriers = [], []
     for index, state in enumerate(aligned):
         evaluator.finish(state)
         inputs.append(evaluator.score())
-        curve = evaluator.curve(state, merged, spec.params.alphas)
+        curve = evaluator.curve(state, on_device, spec.params.alphas)
         barriers.append({key: value for key, value in curve.to_json().items() if key != "points"}
                         | {"points": curve.points})
         ctx.on_progress(RunProgress(count + index + 1, total, {"stage": "barrier", "model": index}))
