@@ -70,7 +70,8 @@ class SeaweedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [weed_binary(), "server", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    f"-master.port={self.master_port}", f"-volume.port={self.volume_port}",
-                   f"-filer.port={self.filer_port}", "-s3", f"-s3.port={self.s3_port}", "-volume.max=0",
+                   f"-filer.port={self.filer_port}", "-s3", f"-s3.port={self.s3_port}", "-s3.port.iceberg=0",
+                   "-s3.port.lance=0", "-volume.max=0",
                    "-master.volumeSizeLimitMB=64"]
         with open(self.data_dir / "weed.log", "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -97,7 +98,7 @@ class SeaweedServer:
         os.killpg(self.process.pid, signal.SIGCONT)
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(5)
+            self.process.wait(3)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
