@@ -43,7 +43,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("", status_code=201, response_model=ArtifactPublic, openapi_extra=_UPLOAD_BODY,
-             responses=problem_responses(400, 403, 413))
+             responses=problem_responses(400, 403, 413, 507))
 async def create_artifact(request: Request, services: ServicesDep, tenant_id: TenantId,
                           name: NameQuery = None, idempotency_key: IdempotencyKey = None) -> ArtifactPublic:
     """Upload a file (raw body or multipart `file`); safetensors headers are validated."""
