@@ -141,13 +141,17 @@ class _JobRun:
                                       f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")
                 with self.ctx.sessions() as session:
                     return self._finish(session, "cancelled", {})
+            except StorageUnavailable:
+                # Still away after TRAJX_STORAGE_RETRY_SECONDS of retries: not the job's fault.
+                # It stays running, its heartbeat goes stale and recovery runs it again.
+                raise
             except TrajxError as exc:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
                 return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
             except Exception as exc:
-                if is_unavailable(exc) or isinstance(exc, StorageUnavailable):
+                if is_unavailable(exc):
                     # Not the job's fault: it stays running, its heartbeat goes stale and
-                    # recovery runs it again once the database or the store is back.
+                    # recovery runs it again once the database is back.
                     raise
                 if is_out_of_memory(exc):
                     return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")

@@ -113,3 +113,20 @@ def test_a_database_failure_while_recording_leaves_no_blob(settings, tenant, sto
     app.state.services.engine.dispose()
     assert response.status_code == 500
     assert stored_files(store) == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("store_backend", ["s3"])
+def test_downloads_redirect_to_a_presigned_url_when_configured(settings, tenant):
+    import httpx
+
+    app = create_app(settings.model_copy(update={"s3_presign_seconds": 60}))
+    content = mlp_checkpoint()
+    with TestClient(app) as client:
+        artifact = upload(client, tenant, content).json()
+        response = client.get(f"/v1/artifacts/{artifact['id']}/content", headers=tenant.headers,
+                              follow_redirects=False)
+    app.state.services.engine.dispose()
+    assert response.status_code == 307 and response.headers["etag"] == f'"{artifact["sha256"]}"'
+    direct = httpx.get(response.headers["location"])  # straight from the object store
+    assert direct.status_code == 200 and direct.content == content

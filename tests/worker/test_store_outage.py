@@ -12,6 +12,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
+from app.core.storage.errors import StorageUnavailable
 from app.main import create_app
 from tests.conftest import s3_settings
 from tests.support import seaweedfs
@@ -99,3 +100,20 @@ def test_a_job_waits_out_the_outage_and_finishes(outage_settings, server, scale_
     assert outcome == ["succeeded"]
     (result,) = load_job(outage_settings, job_id).result["files"]
     assert worker_context(outage_settings).store.exists(result["sha256"])
+
+
+def test_a_job_outlasting_its_retries_is_given_back_not_failed(outage_settings, server, scale_kind,  # noqa: F811
+                                                               tenant_id, tmp_path):
+    save_file({"w": torch.ones(3)}, str(tmp_path / "w.safetensors"))
+    uploaded = upload_file(outage_settings, tenant_id, tmp_path / "w.safetensors")
+    job_id = submit_job(outage_settings, tenant_id, {"kind": "scale", "checkpoint": uploaded, "factor": 2.0})
+    impatient = outage_settings.model_copy(update={"storage_retry_seconds": 0.0})
+    server.pause()
+    try:
+        with pytest.raises(StorageUnavailable):
+            run_job(job_id, impatient)
+    finally:
+        server.resume()
+    # Not failed: it keeps its claim until the heartbeat goes stale, then recovery re-runs it.
+    job = load_job(outage_settings, job_id)
+    assert (job.status, job.error_code) == ("running", None)
