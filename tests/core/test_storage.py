@@ -55,6 +55,8 @@ def test_multipart_upload_of_several_parts(store):
     with store.open(sha) as f:
         f.seek(5 * 1024**2 - 3)
         assert f.read(6) == whole[5 * 1024**2 - 3:5 * 1024**2 + 3]
+    assert b"".join(store.read_blob(sha, 10, 5 * 1024**2 + 5)) == whole[10:5 * 1024**2 + 6]
+    assert b"".join(store.read_blob(sha)) == whole
 
 
 def test_limit_failed_check_and_broken_stream_leave_nothing(store):

@@ -34,10 +34,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from app.core.settings import Settings
 from app.core.storage.blob_cache import BlobCache
 from app.core.storage.errors import StorageFull, StorageUnavailable
-from app.core.storage.store import ArtifactStore, BlobWriter, Check, check_sha256
+from app.core.storage.store import READ_CHUNK, ArtifactStore, BlobWriter, Check, check_sha256
 
 log = logging.getLogger(__name__)
-READ_CHUNK = 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 _FULL = {"QuotaExceeded", "InsufficientStorage", "XMinioStorageFull"}
 

@@ -20,7 +20,7 @@ settle runs after the hide and puts the bytes back; otherwise the remover sees t
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Self
 
@@ -28,7 +28,7 @@ from app.core.settings import Settings
 from app.core.storage.errors import TooLarge
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-COPY_CHUNK = 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
 # `check(file, size)` inspects complete content before it enters the store.
 Check = Callable[[BinaryIO, int], None]
@@ -124,6 +124,19 @@ class ArtifactStore(ABC):
         """A local file with the blob's bytes for a job working in `work_dir`, valid while
         the job runs; None if the blob is not stored."""
 
+    def read_blob(self, sha256: str, first: int | None = None, last: int | None = None) -> Iterator[bytes]:
+        """The blob's bytes `first`..`last` (inclusive; all by default), in chunks;
+        FileNotFoundError if it is not stored."""
+        with self.open(sha256) as file:
+            file.seek(first or 0)
+            left = None if last is None else last - (first or 0) + 1
+            while left is None or left > 0:
+                chunk = file.read(READ_CHUNK if left is None else min(READ_CHUNK, left))
+                if not chunk:
+                    return
+                left = None if left is None else left - len(chunk)
+                yield chunk
+
     def local_path(self, sha256: str) -> Path | None:
         """Where the blob lies on this host's filesystem, if the backend keeps it there."""
         return None
@@ -177,11 +190,6 @@ class ArtifactStore(ABC):
             writer.commit(check)
             writer.settle()
             return sha256, writer.size
-
-    def put_file(self, path: Path | str, check: Check | None = None) -> tuple[str, int]:
-        """Copy a local file into the store; returns (sha256, size)."""
-        with open(path, "rb") as source:
-            return self.put_stream(iter(lambda: source.read(COPY_CHUNK), b""), check=check)
 
 
 def open_store(settings: Settings) -> ArtifactStore:
