@@ -240,11 +240,20 @@ class _JobRun:
     def _succeed(self, out_dir: Path, manifest: ResultManifest) -> str | None:
         # No lock (see app.core.storage.store): the result files stay in `out_dir` until
         # their rows have committed, and are published again if a concurrent delete of an
-        # artifact with the same bytes took the blob meanwhile.
+        # artifact with the same bytes took the blob meanwhile. They are published before
+        # any row is written, so a slow or retried store holds no database lock.
         new_blobs: list[str] = []
+        try:
+            for entry in manifest.files:
+                if self._retrying(self.ctx.store.publish, out_dir / entry.path, entry.sha256, entry.size):
+                    new_blobs.append(entry.sha256)
+        except BaseException:
+            with self.ctx.sessions() as session:
+                self._drop_blobs(session, new_blobs)
+            raise
         with self.ctx.sessions() as session:
             try:
-                result = self._store_results(session, out_dir, manifest, new_blobs)
+                result = self._store_results(session, out_dir, manifest)
                 ended = self._finish(session, "succeeded", {"result": result, "summary": manifest.summary})
             except BaseException:
                 session.rollback()
@@ -257,17 +266,12 @@ class _JobRun:
             self._retrying(self.ctx.store.ensure, out_dir / entry.path, entry.sha256)
         return ended
 
-    def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest,
-                       new_blobs: list[str]) -> dict[str, Any]:
+    def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest) -> dict[str, Any]:
         """Every file of the manifest becomes an artifact of the tenant; returns `job.result`:
-        the manifest's files, each with its `artifact` id. Blobs new to the store are added
-        to `new_blobs`."""
+        the manifest's files, each with its `artifact` id."""
         files = []
         for entry in manifest.files:
-            artifact, new_blob = self._retrying(record_result, session, self.ctx.store, self.tenant_id, out_dir,
-                                                entry, self.claim.job_id, self.ctx.settings)
-            if new_blob:
-                new_blobs.append(entry.sha256)
+            artifact = record_result(session, self.tenant_id, out_dir, entry, self.claim.job_id, self.ctx.settings)
             files.append({**asdict(entry), "artifact": artifact.id})
         return {"files": files}
 

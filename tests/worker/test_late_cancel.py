@@ -44,9 +44,9 @@ def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenan
         if not stored:
             with worker_context(settings).sessions() as api_session:
                 assert cancel_job(api_session, tenant_id, job_id).status == "cancelling"
-        artifact, new_blob = real_record(*args, **kwargs)
+        artifact = real_record(*args, **kwargs)
         stored.append(artifact.sha256)
-        return artifact, new_blob
+        return artifact
 
     real_record = worker.runner.record_result
     monkeypatch.setattr(worker.runner, "record_result", store_result_then_cancel)
@@ -74,11 +74,11 @@ def test_a_delete_of_identical_bytes_during_the_results_commit_loses_nothing(set
     deleted = []
 
     def store_result_then_delete_its_bytes(*args, **kwargs):
-        artifact, new_blob = real_record(*args, **kwargs)
+        artifact = real_record(*args, **kwargs)
         if not deleted:  # what `delete_artifact` does once its own row is gone, on its own session
             with worker_context(settings).sessions() as session:
                 deleted.append(drop_blob_if_unused(session, store, artifact.sha256))
-        return artifact, new_blob
+        return artifact
 
     real_record = worker.runner.record_result
     monkeypatch.setattr(worker.runner, "record_result", store_result_then_delete_its_bytes)

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from app.core.storage.errors import StorageUnavailable
 from app.main import create_app
-from tests.conftest import s3_settings
+from tests.conftest import s3_settings, service_unavailable
 from tests.support import seaweedfs
 from tests.support.files import mlp_checkpoint
 from tests.support.http import stored_files, upload
@@ -34,7 +34,7 @@ def server(tmp_path_factory):
     try:
         running = seaweedfs.SeaweedServer(tmp_path_factory.mktemp("seaweedfs")).start(timeout=120)
     except (FileNotFoundError, RuntimeError) as exc:
-        pytest.skip(f"no SeaweedFS: {exc}")
+        service_unavailable(f"no private SeaweedFS: {exc}")
     yield running
     running.stop()
 

@@ -103,21 +103,19 @@ def record_artifact(session: Session, tenant_id: str, sha256: str, size: int, na
     return artifact
 
 
-def record_result(session: Session, store: ArtifactStore, tenant_id: str, out_dir: Path, entry: ResultFile,
-                  job_id: str, settings: Settings) -> tuple[Artifact, bool]:
-    """Publish an executor's result file as its manifest entry describes it (no re-hash)
-    and record it as a `result` artifact of `tenant_id`.
+def record_result(session: Session, tenant_id: str, out_dir: Path, entry: ResultFile, job_id: str,
+                  settings: Settings) -> Artifact:
+    """Record an executor's result file, already published in the store as its manifest
+    entry describes it, as a `result` artifact of `tenant_id`.
 
     Safetensors headers are validated like an upload's (InvalidInput if malformed); the
     name is the entry's path with `/` as `-`. Flushes, does not commit: once the caller
-    committed, `store.ensure` each file (see `app.core.storage.store`). Returns the
-    artifact and whether its blob is new to the store.
+    committed, `store.ensure` each file (see `app.core.storage.store`).
     """
     path = out_dir / entry.path
     name = entry.path.replace("/", "-")
     info = inspect_file(path, name, settings.max_header_bytes, result=True, **table_limits(settings))
-    new_blob = store.publish(path, entry.sha256, entry.size)
-    return record_artifact(session, tenant_id, entry.sha256, entry.size, name, info, producer_job_id=job_id), new_blob
+    return record_artifact(session, tenant_id, entry.sha256, entry.size, name, info, producer_job_id=job_id)
 
 
 def table_limits(settings: Settings) -> dict[str, int]:
