@@ -20,8 +20,8 @@ from app.core.logs import configure_logging
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.persistence.migrate import upgrade
 from app.core.settings import Settings, get_settings
-from app.core.storage.store import ArtifactStore
-from app.core.storage.temp_files import sweep_stale
+from app.core.storage.store import open_store
+from app.core.storage.temp_files import PeriodicSweep
 from app.core.tenancy.admin import ensure_local_key
 from app.core.tenancy.auth import KeyCache
 from app.dashboard import mount_dashboard
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sessions = make_session_factory(engine)
     dispatcher = get_dispatcher(settings)
     services = Services(settings=settings, engine=engine, db=Database(sessions),
-                        store=ArtifactStore(settings.storage_dir), dispatcher=dispatcher,
+                        store=open_store(settings), dispatcher=dispatcher,
                         keys=KeyCache(settings.auth_cache_seconds))
 
     @asynccontextmanager
@@ -49,18 +49,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             created = ensure_local_key(settings)
             if created is not None:
                 log.warning("created tenant 'local' and its API key in %s", created[1])
-        sweep_stale(services.store.tmp_dir)  # partial uploads of a killed predecessor
+        # Partial uploads of a killed predecessor at once, then those of uploads that die
+        # while this process runs (a supervisor restarts a killed API in seconds).
+        sweeper = PeriodicSweep(services.store.tmp_dir, settings.temp_sweep_seconds, also=services.store.sweep)
+        sweeper.start()
         dispatcher.start()  # after migrations: the embedded worker reads the tables at once
         try:
             yield
         finally:
             dispatcher.stop()  # the embedded worker hands its running job back to the queue
+            sweeper.stop()
             engine.dispose()
 
     app = FastAPI(title="trajx", version=__version__, lifespan=lifespan,
                   description="Transfer a learning trajectory to a new initialization (GMT/FGMT).")
     app.state.services = services
-    app.state.metrics = Metrics(sessions)
+    app.state.metrics = Metrics(sessions, services.store.free_bytes)
     install_problem_handlers(app)
     document_problems(app)
     # Jobs first: status polling is the hot path and routes are matched in order.

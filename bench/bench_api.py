@@ -1,13 +1,16 @@
-"""Benchmark the API process: 1 GB upload/download throughput with its memory growth, and
-job-status polling latency at a fixed request rate, on SQLite and PostgreSQL.
+"""Benchmark the API process: 1 GB upload/download throughput with its memory growth
+through each artifact store (local disk, S3), and job-status polling latency at a fixed
+request rate, on SQLite and PostgreSQL.
 
-    .venv/bin/python -m bench.bench_api [--size-mb 1024] [--rate 200] [--duration 20]
+    .venv/bin/python -m bench.bench_api [--size-mb 1024] [--rate 200] [--duration 20] [--stores local,s3]
 
 The API runs as a real `uvicorn app.main:app` process on loopback; transfers use curl
 (streamed both ways), polling uses wrk (Debian: `apt-get install -y wrk`) with a Lua
 script that paces each connection to the target rate. RSS comes from /proc: growth is
 the process's peak (VmHWM) during the transfers minus its RSS before them. PostgreSQL
-rows need the server at 127.0.0.1:5432 (a scratch database is created and dropped).
+rows need the server at 127.0.0.1:5432 (a scratch database is created and dropped); S3
+rows the SeaweedFS of `.ci/services` at 127.0.0.1:18333 (a scratch bucket likewise), on
+this same machine, so its own CPU and disk work share the machine with the API's.
 """
 
 import argparse
@@ -58,12 +61,31 @@ def new_key(database_url: str) -> str:
 
 
 @contextmanager
-def api_server(database_url: str, workdir: Path):
+def store_env(store: str, workdir: Path):
+    """The TRAJX_* variables of artifact store `store` ("local" or "s3": a scratch bucket)."""
+    if store == "local":
+        yield {}
+        return
+    from tests.support import seaweedfs
+
+    if not seaweedfs.answers(seaweedfs.SHARED_ENDPOINT):
+        sys.exit(f"SeaweedFS is not answering at {seaweedfs.SHARED_ENDPOINT} (bash .ci/services)")
+    bucket = seaweedfs.new_bucket(seaweedfs.SHARED_ENDPOINT)
+    try:
+        yield {**seaweedfs.CREDENTIALS, "TRAJX_STORAGE_BACKEND": "s3", "TRAJX_S3_BUCKET": bucket,
+               "TRAJX_S3_ENDPOINT_URL": seaweedfs.SHARED_ENDPOINT, "TRAJX_S3_REGION": "us-east-1",
+               "TRAJX_CACHE_DIR": str(workdir / "cache")}
+    finally:
+        seaweedfs.drop_bucket(seaweedfs.SHARED_ENDPOINT, bucket)
+
+
+@contextmanager
+def api_server(database_url: str, workdir: Path, extra_env: dict[str, str] | None = None):
     """Run `uvicorn app.main:app` for `database_url`; yield (base_url, pid)."""
     port = free_port()
     env = {**os.environ, "TRAJX_DATABASE_URL": database_url, "TRAJX_STORAGE_DIR": str(workdir / "artifacts"),
            "TRAJX_DATA_DIR": str(workdir), "TRAJX_DISPATCHER": "none", "TRAJX_CREATE_LOCAL_KEY": "false",
-           "TRAJX_MAX_UPLOAD_BYTES": str(4 * 1024**3)}
+           "TRAJX_MAX_UPLOAD_BYTES": str(4 * 1024**3), **(extra_env or {})}
     with open(workdir / "api.log", "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                                     "--port", str(port), "--no-access-log", "--log-level", "warning"],
@@ -203,6 +225,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--stores", default="local,s3", help="artifact stores for the transfer rows")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
@@ -213,13 +236,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="trajx-bench-") as tmp, database(backend, Path(tmp)) as url:
             workdir = Path(tmp)
             key = new_key(url)
+            if not transfer_rows:  # the store does not depend on the database: measure once
+                for store in args.stores.split(","):
+                    with store_env(store, workdir) as env, api_server(url, workdir, env) as (base_url, pid):
+                        transfer_rows += [(store, *row) for row in
+                                          bench_transfer(base_url, pid, key, workdir, args.size_mb)]
             with api_server(url, workdir) as (base_url, pid):
-                if not transfer_rows:  # the store does not depend on the database: measure once
-                    transfer_rows = bench_transfer(base_url, pid, key, workdir, args.size_mb)
                 achieved, p50, p99 = bench_polling(base_url, key, workdir, args.rate, args.duration)
                 poll_rows.append((backend, f"{args.rate}", achieved, p50, p99))
-    table(f"Artifact transfer, {args.size_mb} MiB, one API process, local disk, curl on loopback",
-          ("direction", "throughput", "API peak RSS growth"), transfer_rows)
+    table(f"Artifact transfer, {args.size_mb} MiB, one API process, curl on loopback",
+          ("store", "direction", "throughput", "API peak RSS growth"), transfer_rows)
     table(f"GET /v1/jobs/{{id}} polling, wrk, 8 paced connections, {args.duration} s, one API process",
           ("database", "target req/s", "achieved req/s", "p50", "p99"), poll_rows)
     # The machine is shared: say how busy it was, since tail latency depends on it.

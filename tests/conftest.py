@@ -4,7 +4,10 @@
   (PostgreSQL cases skip with a reason when the server at 127.0.0.1:5432 is down, and
   fail instead when TRAJX_REQUIRE_SERVICES=1: see `service_unavailable`).
   `sqlite_url` / `postgres_url` pick one backend.
-- `settings`: Settings for that database with a temp data dir and dispatcher "none".
+- `settings`: Settings for that database with a temp data dir and dispatcher "none",
+  and the artifact store `store_backend` names: "local" unless a test parametrizes
+  `store_backend` with "s3" (then a real SeaweedFS bucket, `s3_endpoint`, with a prefix
+  of its own; on SQLite only, since the store does not depend on the database).
 - `session_factory`, `store`: the database sessions and artifact store of `settings`.
 - `tenant`: a fresh tenant and API key (`tenant.headers` authenticates as it).
 - `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
@@ -107,11 +110,61 @@ def database_url(request) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A SeaweedFS S3 endpoint: the one `.ci/services` started, else a private one."""
+    from tests.support import seaweedfs
+
+    for name, value in seaweedfs.CREDENTIALS.items():
+        os.environ.setdefault(name, value)  # boto3's usual chain, in this process and its children
+    if seaweedfs.answers(seaweedfs.SHARED_ENDPOINT):
+        yield seaweedfs.SHARED_ENDPOINT
+        return
+    if os.environ.get("TRAJX_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"SeaweedFS at {seaweedfs.SHARED_ENDPOINT} is not reachable (and TRAJX_REQUIRE_SERVICES=1)")
+    try:
+        server = seaweedfs.SeaweedServer(tmp_path_factory.mktemp("seaweedfs")).start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.skip(f"no SeaweedFS: {exc}")
+    yield server.endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_endpoint) -> Iterator[str]:
+    """This test session's own bucket (parallel sessions never share one)."""
+    from tests.support import seaweedfs
+
+    bucket = seaweedfs.new_bucket(s3_endpoint)
+    yield bucket
+    seaweedfs.drop_bucket(s3_endpoint, bucket)
+
+
+def s3_settings(endpoint: str, bucket: str, tmp_path: Path) -> dict:
+    """The settings that put a test's store in `bucket` under a prefix of its own."""
+    return {"storage_backend": "s3", "s3_endpoint_url": endpoint, "s3_bucket": bucket,
+            "s3_prefix": f"t-{secrets.token_hex(6)}/", "s3_region": "us-east-1",
+            "cache_dir": tmp_path / "cache", "s3_timeout_seconds": 5.0}
+
+
 @pytest.fixture
-def settings(database_url, tmp_path) -> Settings:
+def store_backend() -> str:
+    """The artifact store backend of `settings`; parametrize it to run a test on both."""
+    return "local"
+
+
+@pytest.fixture
+def settings(request, database_url, tmp_path, store_backend) -> Settings:
+    storage = {}
+    if store_backend == "s3":
+        if not database_url.startswith("sqlite"):
+            pytest.skip("the S3 variant runs on SQLite only (the store does not depend on the database)")
+        storage = s3_settings(request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket"),
+                              tmp_path)
     return Settings(database_url=database_url, data_dir=tmp_path / "data", storage_dir=tmp_path / "artifacts",
                     dispatcher="none", auto_migrate=False, create_local_key=False, auth_cache_seconds=0,
-                    max_upload_bytes=64 * 1024**2, max_header_bytes=1024**2, webhook_allow_private=True)
+                    max_upload_bytes=64 * 1024**2, max_header_bytes=1024**2, webhook_allow_private=True,
+                    storage_min_free_bytes=0, **storage)
 
 
 @pytest.fixture
@@ -123,7 +176,9 @@ def session_factory(settings):
 
 @pytest.fixture
 def store(settings) -> ArtifactStore:
-    return ArtifactStore(settings.storage_dir)
+    from worker.context import worker_context
+
+    return worker_context(settings).store
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
-from app.core.storage.store import ArtifactStore
+from app.core.storage.store import ArtifactStore, open_store
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,12 @@ def _connect(database_url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(database_url))
 
 
+@lru_cache(maxsize=8)
+def _store(settings_json: str) -> ArtifactStore:
+    # One client (S3: a connection pool) per process and configuration.
+    return open_store(Settings.model_validate_json(settings_json))
+
+
 def worker_context(settings: Settings) -> WorkerContext:
     """Sessions for `settings.database_url` (one engine per process) and its artifact store."""
-    return WorkerContext(settings, _connect(settings.database_url), ArtifactStore(settings.storage_dir))
+    return WorkerContext(settings, _connect(settings.database_url), _store(settings.model_dump_json()))

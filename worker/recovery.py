@@ -8,7 +8,9 @@ re-sends queued jobs older than a grace period whose message is no longer in the
 broker (e.g. Redis restarted, or consumed without a claim), or whose message was
 neither sent nor seen alive for `--resend-after` seconds, whatever the broker seems
 to hold: no job depends on one message. It also delivers the webhook outbox,
-so a message whose worker ended before sending it still goes out.
+so a message whose worker ended before sending it still goes out, and sweeps what
+dead uploads and jobs left in its host's temp directory (and, with the S3 backend,
+stale multipart uploads in the bucket).
 The embedded worker does the same by itself. No torch here.
 """
 
@@ -25,6 +27,7 @@ from app.core.jobs.dispatcher import Dispatcher, get_dispatcher
 from app.core.logs import configure_logging
 from app.core.persistence.models import Job, JobEvent, utcnow
 from app.core.settings import Settings, get_settings
+from app.core.storage.temp_files import PeriodicSweep
 from worker.context import worker_context
 from worker.webhooks import deliverer
 
@@ -95,12 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)  # the same JSON lines as the API
     dispatcher = get_dispatcher(settings)
     webhooks = deliverer(settings)  # the outbox: messages of every job, whichever worker ended it
+    store = worker_context(settings).store
+    # What killed jobs and uploads left on this host's disk, and (S3) in the bucket.
+    temp_files = PeriodicSweep(store.tmp_dir, max(args.interval, 60.0), also=store.sweep)
     while True:
         try:
             sweep(settings, dispatcher, args.grace, args.resend_after)
         except Exception:
             # The database or broker may be restarting: try again next round.
             log.exception("recovery sweep failed")
+        temp_files.maybe_sweep()
         if args.once:
             webhooks.stop()
             return

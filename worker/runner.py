@@ -15,9 +15,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,7 +37,8 @@ from app.core.jobs.outbox import PROGRESS, enqueue
 from app.core.persistence.models import Artifact, Job, JobArtifact
 from app.core.persistence.outage import is_unavailable
 from app.core.settings import Settings, get_settings
-from app.core.storage.artifacts import blob_in_use, record_result
+from app.core.storage.artifacts import drop_blob_if_unused, record_result
+from app.core.storage.errors import StorageUnavailable
 from app.core.storage.temp_files import work_dir
 from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
 from trajx.executors import Resolve, ResultManifest, RunContext, RunProgress, executor_for
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 # Progress rows are throttled: a fast job must not turn into a database benchmark.
 PROGRESS_MIN_INTERVAL = 0.5
 CANCEL_CHECK_INTERVAL = 0.25
+# Backoff while the artifact store is unreachable (bounded by TRAJX_STORAGE_RETRY_SECONDS).
+STORAGE_RETRY_FIRST_PAUSE = 0.5
+STORAGE_RETRY_MAX_PAUSE = 8.0
+T = TypeVar("T")
 
 
 def worker_id() -> str:
@@ -118,7 +124,8 @@ class _JobRun:
         with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
             try:
                 spec = parse_job_spec(self.spec_data)
-                manifest = executor_for(spec.kind)(spec, self._input_resolver(), Path(tmp),
+                resolve = self._input_resolver(Path(tmp) / "inputs")
+                manifest = executor_for(spec.kind)(spec, resolve, Path(tmp),
                                                    RunContext(self._on_progress, self._should_cancel))
                 return self._succeed(Path(tmp), manifest)
             except Cancelled:
@@ -134,6 +141,10 @@ class _JobRun:
                                       f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")
                 with self.ctx.sessions() as session:
                     return self._finish(session, "cancelled", {})
+            except StorageUnavailable:
+                # Still away after TRAJX_STORAGE_RETRY_SECONDS of retries: not the job's fault.
+                # It stays running, its heartbeat goes stale and recovery runs it again.
+                raise
             except TrajxError as exc:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
                 return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
@@ -147,9 +158,10 @@ class _JobRun:
                 log.exception("job %s failed", self.claim.job_id)
                 return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
-    def _input_resolver(self) -> Resolve:
-        """Artifact id -> blob path, for the inputs the API resolved when it created the job
-        (read in place, never copied). A deleted input fails the job naming its location."""
+    def _input_resolver(self, inputs_dir: Path) -> Resolve:
+        """Artifact id -> local file, for the inputs the API resolved when it created the job
+        (the local store's blob read in place; a remote store's through this host's cache,
+        linked into `inputs_dir`). A deleted input fails the job naming its location."""
         with self.ctx.sessions() as session:
             rows = session.execute(
                 select(JobArtifact.role, Artifact.id, Artifact.sha256, Artifact.deleted_at)
@@ -157,8 +169,9 @@ class _JobRun:
                 .where(JobArtifact.job_id == self.claim.job_id)).all()
         paths = {}
         for row in rows:
-            path = self.ctx.store.path(row.sha256)
-            if row.deleted_at is not None or not path.is_file():
+            path = None if row.deleted_at is not None else self._retrying(
+                self.ctx.store.fetch, row.sha256, inputs_dir)
+            if path is None:
                 raise InvalidInput(f"{row.role}: artifact {row.id!r} is gone", code="artifact_not_found",
                                    field=row.role, artifact=row.id)
             paths[row.id] = path
@@ -170,6 +183,21 @@ class _JobRun:
             return paths[ref]
 
         return resolve
+
+    def _retrying(self, operation: Callable[..., T], *args: Any) -> T:
+        """`operation(*args)`, retried while the store is unavailable, for up to
+        TRAJX_STORAGE_RETRY_SECONDS; then StorageUnavailable (the job goes back to recovery)."""
+        deadline = time.monotonic() + self.ctx.settings.storage_retry_seconds
+        pause = STORAGE_RETRY_FIRST_PAUSE
+        while True:
+            try:
+                return operation(*args)
+            except StorageUnavailable as exc:
+                if time.monotonic() + pause > deadline or self.shutdown.is_set():
+                    raise
+                log.warning("job %s: %s; retrying in %.1f s", self.claim.job_id, exc.message, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, STORAGE_RETRY_MAX_PAUSE)
 
     def _on_progress(self, progress: RunProgress) -> None:
         step, total = progress.done, progress.total
@@ -210,12 +238,22 @@ class _JobRun:
                 log.exception("job %s: heartbeat failed, retrying", self.claim.job_id)
 
     def _succeed(self, out_dir: Path, manifest: ResultManifest) -> str | None:
-        # The results' blob locks are held until their rows commit: a concurrent delete of
-        # an artifact with the same bytes waits, then sees these rows and keeps the blob.
+        # No lock (see app.core.storage.store): the result files stay in `out_dir` until
+        # their rows have committed, and are published again if a concurrent delete of an
+        # artifact with the same bytes took the blob meanwhile. They are published before
+        # any row is written, so a slow or retried store holds no database lock.
         new_blobs: list[str] = []
-        with self.ctx.store.locks(f.sha256 for f in manifest.files), self.ctx.sessions() as session:
+        try:
+            for entry in manifest.files:
+                if self._retrying(self.ctx.store.publish, out_dir / entry.path, entry.sha256, entry.size):
+                    new_blobs.append(entry.sha256)
+        except BaseException:
+            with self.ctx.sessions() as session:
+                self._drop_blobs(session, new_blobs)
+            raise
+        with self.ctx.sessions() as session:
             try:
-                result = self._store_results(session, out_dir, manifest, new_blobs)
+                result = self._store_results(session, out_dir, manifest)
                 ended = self._finish(session, "succeeded", {"result": result, "summary": manifest.summary})
             except BaseException:
                 session.rollback()
@@ -223,28 +261,28 @@ class _JobRun:
                 raise
             if ended != "succeeded":  # a late cancel, or a lost claim: the rows were rolled back
                 self._drop_blobs(session, new_blobs)
+                return ended
+        for entry in manifest.files:
+            self._retrying(self.ctx.store.ensure, out_dir / entry.path, entry.sha256)
         return ended
 
-    def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest,
-                       new_blobs: list[str]) -> dict[str, Any]:
-        """Every file of the manifest becomes an artifact of the tenant (moved, not copied);
-        returns `job.result`: the manifest's files, each with its `artifact` id. Blobs new
-        to the store are added to `new_blobs`."""
+    def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest) -> dict[str, Any]:
+        """Every file of the manifest becomes an artifact of the tenant; returns `job.result`:
+        the manifest's files, each with its `artifact` id."""
         files = []
         for entry in manifest.files:
-            artifact, new_blob = record_result(session, self.ctx.store, self.tenant_id, out_dir, entry,
-                                               self.claim.job_id, self.ctx.settings)
-            if new_blob:
-                new_blobs.append(entry.sha256)
+            artifact = record_result(session, self.tenant_id, out_dir, entry, self.claim.job_id, self.ctx.settings)
             files.append({**asdict(entry), "artifact": artifact.id})
         return {"files": files}
 
     def _drop_blobs(self, session: Session, hashes: list[str]) -> None:
         """Delete blobs this job brought into the store whose rows did not commit, unless a
-        live artifact uses the same bytes (the caller holds their locks)."""
+        live artifact uses the same bytes."""
         for sha256 in hashes:
-            if not blob_in_use(session, sha256):
-                self.ctx.store.delete(sha256)
+            try:
+                drop_blob_if_unused(session, self.ctx.store, sha256)
+            except Exception:  # the database or store is away: an unreferenced blob only costs space
+                log.warning("job %s: could not remove blob %s", self.claim.job_id, sha256, exc_info=True)
 
     def _fail(self, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
         with self.ctx.sessions() as session:

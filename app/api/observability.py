@@ -27,7 +27,7 @@ log = logging.getLogger("app.api.observability")
 class Metrics:
     """The API process's Prometheus registry and request instruments."""
 
-    def __init__(self, sessions: Callable[[], Session]) -> None:
+    def __init__(self, sessions: Callable[[], Session], free_bytes: Callable[[], int | None]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("trajx_http_requests", "HTTP requests answered",
                                 ["method", "route", "status"], registry=self.registry)
@@ -35,6 +35,22 @@ class Metrics:
                                  ["method", "route"], registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
         self.registry.register(_DatabaseCollector(sessions))
+        self.registry.register(_FreeSpaceCollector(free_bytes))
+
+
+class _FreeSpaceCollector:
+    """Free bytes where uploads land (the local store's disk; absent for an object store)."""
+
+    def __init__(self, free_bytes: Callable[[], int | None]) -> None:
+        self.free_bytes = free_bytes
+
+    def collect(self):
+        try:
+            free = self.free_bytes()
+        except OSError:
+            return
+        if free is not None:
+            yield GaugeMetricFamily("trajx_storage_free_bytes", "Free bytes where uploads are stored", value=free)
 
 
 class _DatabaseCollector:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import Conflict, NotFound, QuotaExceeded, TooBusy, field_path
 from app.core.persistence.outage import RETRY_AFTER_SECONDS, is_unavailable
+from app.core.storage.errors import StorageFull, StorageUnavailable
 from trajx.errors import TrajxError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -64,7 +65,8 @@ class ProblemError(Exception):
 
 
 # The domain's errors by HTTP status; any other TrajxError is a 422.
-_STATUSES = ((NotFound, 404), (Conflict, 409), (QuotaExceeded, 403), (TooBusy, 429))
+_STATUSES = ((NotFound, 404), (Conflict, 409), (QuotaExceeded, 403), (TooBusy, 429), (StorageFull, 507),
+             (StorageUnavailable, 503))
 
 
 def database_unavailable(detail: str = "the database is unavailable; try again shortly") -> ProblemError:
@@ -79,7 +81,8 @@ def from_trajx_error(exc: TrajxError) -> ProblemError:
     culprit = {k: str(v) for k, v in exc.details.items() if k in ("field", "artifact", "tensor")}
     if errors is None and culprit:
         errors = [{**culprit, "message": exc.message}]
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooBusy) else None
+    retry_after = exc.retry_after if isinstance(exc, TooBusy | StorageUnavailable) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return ProblemError(status, exc.code, exc.message, errors=errors, headers=headers)
 
 

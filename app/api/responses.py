@@ -14,7 +14,8 @@ _DESCRIPTIONS = {
     422: "invalid request (the `errors` list names each offending field, artifact or tensor)",
     403: "a tenant quota is exhausted (TRAJX_TENANT_MAX_STORED_BYTES)",
     429: "too many queued jobs for this tenant (TRAJX_TENANT_MAX_QUEUED_JOBS); see Retry-After",
-    503: "the database (or, for /readyz, the store) is unavailable; `Retry-After` says when to try again",
+    503: "the database or the artifact store is unavailable; `Retry-After` says when to try again",
+    507: "the artifact store is full (`storage_full`); nothing was kept",
 }
 # Every /v1 route authenticates, validates its input and needs the database. Declaring 422
 # also keeps FastAPI from documenting its own HTTPValidationError body, which this API never sends.

@@ -172,3 +172,4 @@ class Readiness(BaseModel):
     status: Literal["ready"]
     database: Literal["ok"]
     storage: Literal["ok"]
+    storage_free_bytes: int | None = Field(None, description="free space where uploads land (none for S3)")

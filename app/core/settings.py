@@ -23,6 +23,29 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     database_url: str = DEFAULT_DATABASE_URL
     storage_dir: Path = Path("./var/artifacts")
+    # Where blobs live (app.core.storage.store, docs/deploy.md): `local` is `storage_dir`;
+    # `s3` an S3-compatible bucket (credentials from boto3's usual AWS_* chain), for
+    # workers on hosts without a shared disk.
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None  # None: AWS itself
+    s3_bucket: str | None = None
+    s3_prefix: str = Field(default="trajx/", pattern=r"^([A-Za-z0-9._-]+/)*$")
+    s3_region: str | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
+    s3_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    s3_timeout_seconds: float = Field(default=10.0, gt=0)
+    s3_max_attempts: int = Field(default=3, ge=1, le=20)
+    # > 0: downloads answer 307 to a presigned URL valid this long, instead of streaming.
+    s3_presign_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
+    # The S3 backend's local side: the workers' blob cache (bounded, LRU) and scratch space.
+    cache_dir: Path = Path("./var/cache")
+    cache_max_bytes: int = Field(default=50 * 1024**3, ge=0)
+    # A worker retries an unreachable store this long before giving the job back.
+    storage_retry_seconds: float = Field(default=120.0, ge=0)
+    # /readyz answers 503 `storage_full` below this much free space where uploads land.
+    storage_min_free_bytes: int = Field(default=1024**3, ge=0)
+    # How often the API sweeps what dead uploads left in its temp directory.
+    temp_sweep_seconds: float = Field(default=60.0, gt=0)
     broker_url: str = "redis://127.0.0.1:6379/0"
     dispatcher: Literal["embedded", "celery", "none"] = "embedded"
 

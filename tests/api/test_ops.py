@@ -12,7 +12,27 @@ from tests.support.http import upload
 
 def test_health_and_readiness(api):
     assert api.get("/healthz").json() == {"status": "ok"}
-    assert api.get("/readyz").json() == {"status": "ready", "database": "ok", "storage": "ok"}
+    ready = api.get("/readyz").json()
+    assert ready.pop("storage_free_bytes") > 0
+    assert ready == {"status": "ready", "database": "ok", "storage": "ok"}
+
+
+def test_low_free_space_fails_readiness_and_refuses_uploads_with_507(settings, tenant, store):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    free = store.free_bytes()
+    starved = settings.model_copy(update={"storage_min_free_bytes": 2 * free})
+    with TestClient(create_app(starved)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["code"] == "storage_full"
+        refused = upload(client, tenant, mlp_checkpoint())
+        assert refused.status_code == 507 and refused.json()["code"] == "storage_full"
+        metrics = client.get("/metrics").text
+    gauge = next(line for line in metrics.splitlines() if line.startswith("trajx_storage_free_bytes "))
+    assert abs(float(gauge.split()[1]) - free) < 0.1 * free
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []  # nothing kept
 
 
 def test_readiness_fails_with_a_problem_when_the_database_is_gone(settings):

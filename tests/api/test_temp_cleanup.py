@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
-from app.core.storage.temp_files import MIN_AGE_SECONDS, sweep_stale
+from app.core.storage.temp_files import MIN_AGE_SECONDS, hold, sweep_stale
 from tests.conftest import make_tenant
 from tests.support.services import api_server
 
@@ -95,3 +96,46 @@ def test_a_job_directory_of_a_killed_process_is_swept_and_a_live_one_is_not(tmp_
     finally:
         holder.kill()
         holder.wait()
+
+
+def _leave_entries(tmp_dir: Path) -> tuple[Path, Path, int]:
+    """A dead upload's file (nobody holds it) and a live one's (held here), both old."""
+    dead, live = tmp_dir / "upload-dead", tmp_dir / "upload-live"
+    dead.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y" * 1000)
+    held = hold(live)
+    _age(dead)
+    _age(live)
+    return dead, live, held
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_running_api_sweeps_dead_uploads_without_a_restart(settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    app = create_app(settings.model_copy(update={"temp_sweep_seconds": 0.2}))
+    with TestClient(app):
+        dead, live, held = _leave_entries(settings.storage_dir / "tmp")  # after start-up's sweep
+        try:
+            _wait_for(lambda: not dead.exists(), "the running API never swept the dead upload", timeout=10)
+            assert live.exists()
+        finally:
+            os.close(held)
+    app.state.services.engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_recovery_sweeps_dead_uploads(settings, monkeypatch):
+    import worker.recovery
+    from worker.context import worker_context
+
+    dead, live, held = _leave_entries(worker_context(settings).store.tmp_dir)
+    monkeypatch.setattr(worker.recovery, "get_settings", lambda: settings)
+    monkeypatch.setattr(worker.recovery, "configure_logging", lambda level: None)
+    try:
+        worker.recovery.main(["--once"])
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(held)

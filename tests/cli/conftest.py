@@ -21,10 +21,27 @@ ARCH = {"name": "mlp", "config": {"in_features": 64, "hidden": [16], "num_classe
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> EmbeddedServer:
+def local_server(tmp_path_factory) -> EmbeddedServer:
     # Tiny jobs: one intra-op thread each avoids contention on a small shared machine.
     with EmbeddedServer(tmp_path_factory.mktemp("server"), env={"OMP_NUM_THREADS": "1"}) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory, s3_endpoint, s3_bucket) -> EmbeddedServer:
+    """The same server with its artifacts in a SeaweedFS bucket (tests/conftest.py)."""
+    from tests.conftest import s3_settings
+
+    data_dir = tmp_path_factory.mktemp("s3-server")
+    env = {f"TRAJX_{name.upper()}": str(value) for name, value in s3_settings(s3_endpoint, s3_bucket, data_dir).items()}
+    with EmbeddedServer(data_dir, env={"OMP_NUM_THREADS": "1", **env}) as running:
+        yield running
+
+
+@pytest.fixture
+def server(request, store_backend) -> EmbeddedServer:
+    """The local-store server; parametrize `store_backend` with "s3" for the S3 one."""
+    return request.getfixturevalue(f"{store_backend}_server")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pickle
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -21,6 +22,7 @@ from trajx.demo.server import free_port
 GITHUB_RUN = {"GITHUB_RUN_ID": "987", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "transfer", "GITHUB_ACTION": "submit"}
 
 
+@pytest.mark.parametrize("store_backend", ["local", "s3"])
 def test_submit_wait_download_succeeds_with_github_outputs(cli, inputs_dir, tmp_path):
     spec = write_spec(tmp_path, inputs_dir)
     outputs, summary = tmp_path / "gh-output", tmp_path / "gh-summary"

@@ -29,5 +29,12 @@ def transfer_spec(api, tenant, **overrides) -> dict:
 
 
 def stored_files(store) -> list:
-    """Every blob and temp file in the store (its lock files are not content)."""
-    return [p for p in store.root.rglob("*") if p.is_file() and p.parent != store.lock_dir]
+    """Every blob and temp file of a local store, every object and unfinished multipart
+    upload under an S3 store's prefix."""
+    if hasattr(store, "root"):
+        return sorted(p for p in store.root.rglob("*") if p.is_file())
+    from tests.support.seaweedfs import multipart_uploads, object_keys
+
+    endpoint = store.client.meta.endpoint_url
+    return sorted(object_keys(endpoint, store.bucket, store.prefix)
+                  + [f"upload:{key}" for key in multipart_uploads(endpoint, store.bucket, store.prefix)])

@@ -1,5 +1,6 @@
 """docker-compose.yml and the Dockerfile: structure checks (Docker cannot run here)."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -36,13 +37,38 @@ def test_gpu_worker_reserves_a_gpu_and_runs_one_job_at_a_time():
     assert _compose()["services"]["worker-cpu"]["profiles"] == ["cpu"]
 
 
-def test_api_and_workers_share_the_artifact_volume():
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` with the variables of `env`."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), text)
+
+
+def _env_file(path: str) -> dict[str, str]:
+    lines = (ROOT / path).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_api_and_workers_share_the_artifact_volume_by_default():
     compose = _compose()
     assert "artifacts" in compose["volumes"]
     for name in ("api", "worker-gpu", "worker-cpu"):
-        assert "artifacts:/data" in compose["services"][name]["volumes"], name
+        assert [_interpolate(v, {}) for v in compose["services"][name]["volumes"]] == ["artifacts:/data"], name
         env = compose["services"][name]["environment"]
         assert env["TRAJX_STORAGE_DIR"].startswith("/data/") and env["TRAJX_DISPATCHER"] == "celery"
+        assert _interpolate(env["TRAJX_STORAGE_BACKEND"], {}) == "local"
+
+
+def test_the_s3_profile_shares_no_volume_between_api_and_workers():
+    compose, env = _compose(), _env_file("deploy/s3.env")
+    mounts = {name: {_interpolate(v, env).split(":")[0] for v in compose["services"][name]["volumes"]}
+              for name in ("api", "worker-gpu", "worker-cpu")}
+    assert mounts["api"].isdisjoint(mounts["worker-gpu"] | mounts["worker-cpu"])
+    assert set().union(*mounts.values()) <= set(compose["volumes"])
+    for name in ("api", "worker-gpu", "recovery"):
+        settings = {k: _interpolate(str(v), env) for k, v in compose["services"][name]["environment"].items()}
+        assert settings["TRAJX_STORAGE_BACKEND"] == "s3"
+        assert settings["TRAJX_S3_ENDPOINT_URL"] == "http://seaweedfs:8333" and settings["TRAJX_S3_BUCKET"]
+    assert compose["services"]["seaweedfs"]["profiles"] == ["s3"]
+    assert compose["services"]["bucket"]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
 
 
 def test_dockerfile_keeps_torch_out_of_the_api_image():

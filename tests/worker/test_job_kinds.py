@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from app.api.routes.jobs import job_public
 from app.core.jobs.lifecycle import create_job
@@ -58,6 +58,7 @@ def scale_kind(monkeypatch):
     register_executor("scale", run_scale)
 
 
+@pytest.mark.parametrize("store_backend", ["local", "s3"])
 def test_a_kind_registered_in_the_registries_runs_end_to_end(scale_kind, settings, tenant_id, tmp_path):
     weights = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
     save_file(weights, str(tmp_path / "w.safetensors"))
@@ -72,7 +73,8 @@ def test_a_kind_registered_in_the_registries_runs_end_to_end(scale_kind, setting
     assert (file["role"], file["target"], file["path"], file["metadata"]) == \
         ("scaled", None, "scaled/checkpoint.safetensors", {"factor": 2.5})
     assert job.summary == {"tensors": 1} and (job.progress_step, job.progress_total) == (1, 1)
-    stored = load_file(str(ctx.store.path(file["sha256"])))
+    with ctx.store.open(file["sha256"]) as blob:
+        stored = load(blob.read())
     assert torch.equal(stored["w"], weights["w"] * 2.5)
     with ctx.sessions() as session:
         public = job_public(session.merge(job))

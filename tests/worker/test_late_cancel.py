@@ -1,7 +1,6 @@
 """Between the engine's end and the final commit: a late cancel keeps nothing, and a
 concurrent delete of identical bytes cannot remove a result's blob."""
 
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -9,8 +8,8 @@ from sqlalchemy import select
 import worker.runner
 from app.core.jobs.lifecycle import cancel_job
 from app.core.persistence.models import Artifact
-from app.core.storage.artifacts import blob_in_use
-from app.core.storage.store import ArtifactStore
+from app.core.storage.artifacts import drop_blob_if_unused
+from app.core.storage.local_store import LocalStore
 from tests.support.digits import digits_spec, write_digits_source
 from tests.support.jobs import submit_job, upload_files
 from tests.support.rows import event_types, load_job
@@ -23,7 +22,7 @@ def digits(tmp_path_factory):
     return write_digits_source(tmp_path_factory.mktemp("digits"))
 
 
-def _blobs(store: ArtifactStore) -> set[str]:
+def _blobs(store: LocalStore) -> set[str]:
     return {p.name for p in store.root.glob("??/??/*") if p.is_file()}
 
 
@@ -33,7 +32,7 @@ def _inputs(settings, tenant_id, digits) -> dict[str, str]:
 
 
 def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenant_id, digits, monkeypatch):
-    store = ArtifactStore(settings.storage_dir)
+    store = worker_context(settings).store
     inputs = _inputs(settings, tenant_id, digits)
     input_blobs = _blobs(store)
     job_id = submit_job(settings, tenant_id, digits_spec(inputs, steps=2))
@@ -45,9 +44,9 @@ def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenan
         if not stored:
             with worker_context(settings).sessions() as api_session:
                 assert cancel_job(api_session, tenant_id, job_id).status == "cancelling"
-        artifact, new_blob = real_record(*args, **kwargs)
+        artifact = real_record(*args, **kwargs)
         stored.append(artifact.sha256)
-        return artifact, new_blob
+        return artifact
 
     real_record = worker.runner.record_result
     monkeypatch.setattr(worker.runner, "record_result", store_result_then_cancel)
@@ -64,34 +63,28 @@ def test_a_cancel_between_engine_end_and_finish_keeps_no_results(settings, tenan
     assert types[-1] == "cancelled" and "succeeded" not in types
 
 
-def test_a_delete_of_identical_bytes_waits_for_the_results_to_commit(settings, tenant_id, digits, monkeypatch):
+def test_a_delete_of_identical_bytes_during_the_results_commit_loses_nothing(settings, tenant_id, digits,
+                                                                          monkeypatch):
     """Another artifact with a result's bytes is deleted while the results are uncommitted:
-    the delete waits on the blob's lock, then sees the job's live row and keeps the blob."""
-    store = ArtifactStore(settings.storage_dir)
+    the delete does not wait (no lock) and removes the blob, since no committed row uses it
+    yet; the job republishes it from its own copy once its rows have committed."""
+    store = worker_context(settings).store
     inputs = _inputs(settings, tenant_id, digits)
     job_id = submit_job(settings, tenant_id, digits_spec(inputs, steps=2))
-    deletes: list[threading.Thread] = []
     deleted = []
 
-    def concurrent_delete(sha256: str) -> None:  # what `delete_artifact` does once its row is gone
-        with store.lock(sha256), worker_context(settings).sessions() as session:
-            if not blob_in_use(session, sha256):
-                store.delete(sha256)
-                deleted.append(sha256)
-
     def store_result_then_delete_its_bytes(*args, **kwargs):
-        artifact, new_blob = real_record(*args, **kwargs)
-        if not deletes:
-            deletes.append(threading.Thread(target=concurrent_delete, args=(artifact.sha256,)))
-            deletes[0].start()
-        return artifact, new_blob
+        artifact = real_record(*args, **kwargs)
+        if not deleted:  # what `delete_artifact` does once its own row is gone, on its own session
+            with worker_context(settings).sessions() as session:
+                deleted.append(drop_blob_if_unused(session, store, artifact.sha256))
+        return artifact
 
     real_record = worker.runner.record_result
     monkeypatch.setattr(worker.runner, "record_result", store_result_then_delete_its_bytes)
 
     assert run_job(job_id, settings) == "succeeded"
-    deletes[0].join(timeout=60)
-    assert not deletes[0].is_alive() and deleted == []
+    assert deleted == [True]
     with worker_context(settings).sessions() as session:
         results = session.scalars(select(Artifact).where(Artifact.producer_job_id == job_id)).all()
     assert results and all(store.exists(a.sha256) for a in results)

@@ -1,9 +1,11 @@
 """`/v1/artifacts`: upload (streamed), read, download (Range, ETag), list, delete."""
 
+import itertools
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -18,7 +20,8 @@ from app.core.jobs.idempotency import check_key
 from app.core.persistence.models import ARTIFACT_ID_PREFIX, id_pattern
 from app.core.settings import Settings
 from app.core.storage import artifacts
-from app.core.storage.store import ArtifactStore, BlobWriter, TooLarge
+from app.core.storage.errors import StorageFull, TooLarge
+from app.core.storage.store import ArtifactStore, BlobWriter
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
 MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",
@@ -40,7 +43,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("", status_code=201, response_model=ArtifactPublic, openapi_extra=_UPLOAD_BODY,
-             responses=problem_responses(400, 403, 413))
+             responses=problem_responses(400, 403, 413, 507))
 async def create_artifact(request: Request, services: ServicesDep, tenant_id: TenantId,
                           name: NameQuery = None, idempotency_key: IdempotencyKey = None) -> ArtifactPublic:
     """Upload a file (raw body or multipart `file`); safetensors headers are validated."""
@@ -51,7 +54,10 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
         raise ProblemError(422, "missing_name", "give the artifact a name with `?name=`",
                            errors=[{"field": "name", "message": "required for a raw body"}])
     _refuse_declared_oversize(request, settings.max_upload_bytes)
-    with services.store.writer(settings.max_upload_bytes) as writer:
+    _refuse_when_full(request, services.store, settings.storage_min_free_bytes)
+    # Starting, finishing and dropping a write may be network calls (S3): off the event loop.
+    writer = await run_in_threadpool(services.store.writer, settings.max_upload_bytes)
+    try:
         try:
             body = await receive_body(request, writer)
         except TooLarge as exc:
@@ -62,14 +68,28 @@ async def create_artifact(request: Request, services: ServicesDep, tenant_id: Te
         if writer.size == 0:
             raise ProblemError(422, "empty_upload", "the upload has no content",
                                errors=[{"field": "body", "message": "empty"}])
-        await run_in_threadpool(writer.finish)  # the fsync, outside the blob lock
+        await run_in_threadpool(writer.finish)
         return await services.db.run_once(_publish_upload, services.store, writer, tenant_id, key, name, settings)
+    finally:
+        await run_in_threadpool(writer.abort)  # a no-op once settled
 
 
 def _refuse_declared_oversize(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ProblemError(413, "payload_too_large", f"content exceeds the limit of {limit} bytes")
+
+
+def _refuse_when_full(request: Request, store: ArtifactStore, min_free: int) -> None:
+    # Refused before a byte is read: a full disk would fail the write anyway, later.
+    free = store.free_bytes()
+    if free is None:
+        return
+    declared = request.headers.get("content-length", "")
+    needed = min_free + (int(declared) if declared.isdigit() else 0)
+    if free < needed:
+        raise StorageFull(f"the artifact store has {free} bytes free; this upload needs {needed} "
+                          f"(TRAJX_STORAGE_MIN_FREE_BYTES={min_free} kept free)")
 
 
 def _display_name(name: str | None) -> str:
@@ -136,20 +156,45 @@ async def read_artifact_content(services: ServicesDep, tenant_id: TenantId, arti
     etag = f'"{artifact.sha256}"'
     if if_none_match is not None and (if_none_match.strip() == "*" or etag in if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
-    path = services.store.path(artifact.sha256)
-    if not path.is_file():
-        raise ProblemError(404, "artifact_content_missing", f"the bytes of {artifact.id} are not in the store")
-    if range_ is not None:
-        _check_range(range_, artifact.size)
-    return ArtifactContent(path, media_type=MEDIA_TYPES[artifact.format], filename=artifact.name,
-                           headers={"ETag": etag})
+    store = services.store
+    ranges = _check_range(range_, artifact.size) if range_ is not None else None
+    path = store.local_path(artifact.sha256)
+    if path is not None:
+        if not path.is_file():
+            raise ProblemError(404, "artifact_content_missing", f"the bytes of {artifact.id} are not in the store")
+        return ArtifactContent(path, media_type=MEDIA_TYPES[artifact.format], filename=artifact.name,
+                               headers={"ETag": etag})
+    url = await run_in_threadpool(store.download_url, artifact.sha256, artifact.name)
+    if url is not None:
+        return RedirectResponse(url, status_code=307, headers={"ETag": etag, "Cache-Control": "no-store"})
+    return await run_in_threadpool(_streamed, store, artifact, etag, ranges)
 
 
-def _check_range(header: str, size: int) -> None:
+def _streamed(store: ArtifactStore, artifact: ArtifactPublic, etag: str,
+              ranges: list[tuple[int, int]] | None) -> StreamingResponse:
+    """The bytes from a remote store, one range (a multi-range request gets them all, 200)."""
+    headers = {"ETag": etag, "Accept-Ranges": "bytes",
+               "Content-Disposition": f"attachment; filename*=utf-8''{quote(artifact.name)}"}
+    status, first, last = 200, 0, artifact.size - 1
+    if ranges is not None and len(ranges) == 1:
+        (first, end), status = ranges[0], 206  # Starlette's ranges end one past the last byte
+        last = end - 1
+        headers["Content-Range"] = f"bytes {first}-{last}/{artifact.size}"
+    headers["Content-Length"] = str(last - first + 1)
+    chunks = store.read_blob(artifact.sha256, first, last)
+    try:
+        head = next(chunks, b"")  # reach the store now, so that a failure is a 503, not a cut stream
+    except FileNotFoundError:
+        raise ProblemError(404, "artifact_content_missing", f"the bytes of {artifact.id} are not in the store") from None
+    return StreamingResponse(itertools.chain([head], chunks), status_code=status,
+                             media_type=MEDIA_TYPES[artifact.format], headers=headers)
+
+
+def _check_range(header: str, size: int) -> list[tuple[int, int]]:
     # FileResponse would answer a bad Range in plain text; parse it first to answer problem+json.
     # (A pinned Starlette's parser, so the check and the response always agree.)
     try:
-        FileResponse._parse_range_header(header, size)
+        return FileResponse._parse_range_header(header, size)
     except MalformedRangeHeader as exc:
         raise ProblemError(400, "invalid_range", exc.content,
                            errors=[{"field": "Range", "message": exc.content}]) from None

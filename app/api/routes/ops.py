@@ -11,6 +11,7 @@ from app.api.deps import ServicesDep
 from app.api.problems import ProblemError, database_unavailable
 from app.api.responses import problem_responses
 from app.api.schemas import Health, Readiness
+from app.core.storage.errors import StorageUnavailable
 
 router = APIRouter(tags=["ops"])
 
@@ -23,16 +24,24 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
 def readyz(services: ServicesDep) -> Readiness:
-    """The database answers a query and the artifact store accepts files (else 503, with
-    `Retry-After` when it is the database)."""
+    """The database answers a query and the artifact store accepts files with at least
+    TRAJX_STORAGE_MIN_FREE_BYTES free (else 503 `database_unavailable`,
+    `storage_unavailable` (both with `Retry-After`) or `storage_full`)."""
     try:
         with services.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         raise database_unavailable(f"database check failed: {type(exc).__name__}") from None
-    if not services.store.is_writable():
-        raise ProblemError(503, "storage_unavailable", f"artifact store {services.store.root} is not writable")
-    return Readiness(status="ready", database="ok", storage="ok")
+    try:
+        services.store.check_ready()
+    except StorageUnavailable as exc:
+        raise ProblemError(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
+    free = services.store.free_bytes()
+    minimum = services.settings.storage_min_free_bytes
+    if free is not None and free < minimum:
+        raise ProblemError(503, "storage_full", f"the artifact store has {free} bytes free, "
+                                                f"below TRAJX_STORAGE_MIN_FREE_BYTES={minimum}")
+    return Readiness(status="ready", database="ok", storage="ok", storage_free_bytes=free)
 
 
 @router.get("/metrics", response_class=Response,

@@ -5,9 +5,10 @@ so there is one path into the `artifacts` table.
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +34,7 @@ from trajx.errors import InvalidInput
 from trajx.executors.manifest import ResultFile
 from trajx.program.document import check_program, is_program_document
 
+log = logging.getLogger(__name__)
 ARTIFACTS_PATH = "/v1/artifacts"
 MAX_JSON_BYTES = 64 * 1024**2
 DATA_TENSORS = {"inputs", "targets"}
@@ -49,7 +51,15 @@ class FileInfo:
 
 def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool = False,
                  **table_limits: int) -> FileInfo:
-    """Classify `path`; InvalidInput (`invalid_safetensors`/`invalid_json`) if it claims a format it breaks.
+    """`inspect_content` of the local file `path`."""
+    with open(path, "rb") as file:
+        return inspect_content(file, path.stat().st_size, name, max_header_bytes, result=result, **table_limits)
+
+
+def inspect_content(file: BinaryIO, size: int, name: str, max_header_bytes: int, *, result: bool = False,
+                    **table_limits: int) -> FileInfo:
+    """Classify the `size` bytes of the seekable `file`; InvalidInput (`invalid_safetensors`/
+    `invalid_json`) if it claims a format it breaks.
 
     A file is safetensors if its name ends in `.safetensors` or its first bytes look like
     one; it is `data` when it has `inputs` and `targets`, else a `checkpoint` (or
@@ -58,25 +68,23 @@ def inspect_file(path: Path, name: str, max_header_bytes: int, *, result: bool =
     naming the operator or member otherwise). Anything else is `other`.
     `table_limits` (`max_tensors`, `max_name_length`) go to `read_tensor_table`.
     """
-    size = path.stat().st_size
     lower = name.lower()
-    with open(path, "rb") as file:
-        if lower.endswith(".json"):
-            if size > MAX_JSON_BYTES:
-                raise InvalidInput(f"JSON artifact is {size} bytes; the limit is {MAX_JSON_BYTES}",
-                                   code="invalid_json")
-            try:
-                document = json.load(file)
-            except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: a huge integer too
-                raise InvalidInput(f"{name!r} is not valid JSON: {exc}", code="invalid_json") from None
-            if not result and is_program_document(document):
-                check_program(document)  # refused here, naming the op or member, before any job uses it
-                return FileInfo("json", "program")
-            return FileInfo("json", "result" if result else "other")
-        if not (lower.endswith(".safetensors") or looks_like_safetensors(file.read(9))):
-            return FileInfo("other", "result" if result else "other")
-        file.seek(0)
-        tensors = read_tensor_table(file, size, max_header_bytes, **table_limits)
+    if lower.endswith(".json"):
+        if size > MAX_JSON_BYTES:
+            raise InvalidInput(f"JSON artifact is {size} bytes; the limit is {MAX_JSON_BYTES}",
+                               code="invalid_json")
+        try:
+            document = json.load(file)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: a huge integer too
+            raise InvalidInput(f"{name!r} is not valid JSON: {exc}", code="invalid_json") from None
+        if not result and is_program_document(document):
+            check_program(document)  # refused here, naming the op or member, before any job uses it
+            return FileInfo("json", "program")
+        return FileInfo("json", "result" if result else "other")
+    if not (lower.endswith(".safetensors") or looks_like_safetensors(file.read(9))):
+        return FileInfo("other", "result" if result else "other")
+    file.seek(0)
+    tensors = read_tensor_table(file, size, max_header_bytes, **table_limits)
     if result:
         kind = "result"
     else:
@@ -95,20 +103,19 @@ def record_artifact(session: Session, tenant_id: str, sha256: str, size: int, na
     return artifact
 
 
-def record_result(session: Session, store: ArtifactStore, tenant_id: str, out_dir: Path, entry: ResultFile,
-                  job_id: str, settings: Settings) -> tuple[Artifact, bool]:
-    """Move an executor's result file into the store as its manifest entry describes it
-    (no copy, no re-hash) and record it as a `result` artifact of `tenant_id`.
+def record_result(session: Session, tenant_id: str, out_dir: Path, entry: ResultFile, job_id: str,
+                  settings: Settings) -> Artifact:
+    """Record an executor's result file, already published in the store as its manifest
+    entry describes it, as a `result` artifact of `tenant_id`.
 
     Safetensors headers are validated like an upload's (InvalidInput if malformed); the
-    name is the entry's path with `/` as `-`. Call under the blob's lock; flushes, does
-    not commit. Returns the artifact and whether its blob is new to the store.
+    name is the entry's path with `/` as `-`. Flushes, does not commit: once the caller
+    committed, `store.ensure` each file (see `app.core.storage.store`).
     """
     path = out_dir / entry.path
     name = entry.path.replace("/", "-")
     info = inspect_file(path, name, settings.max_header_bytes, result=True, **table_limits(settings))
-    new_blob = store.adopt(path, entry.sha256, entry.size)
-    return record_artifact(session, tenant_id, entry.sha256, entry.size, name, info, producer_job_id=job_id), new_blob
+    return record_artifact(session, tenant_id, entry.sha256, entry.size, name, info, producer_job_id=job_id)
 
 
 def table_limits(settings: Settings) -> dict[str, int]:
@@ -118,30 +125,33 @@ def table_limits(settings: Settings) -> dict[str, int]:
 
 def publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, tenant_id: str, name: str,
                    settings: Settings, idempotency_key: str | None = None) -> Artifact:
-    """Check an uploaded file, move it into the store and record it, under the blob's lock; commits.
+    """Check an uploaded file, publish it in the store and record it; commits.
 
     InvalidInput when the file breaks its format, QuotaExceeded past the tenant's stored
     bytes. With `idempotency_key`, a retry gets the artifact recorded before (or, if that
     one was deleted since, stores this upload again). If recording fails (a reused key, a
-    database error), bytes this upload brought into the store are removed again: under the
-    lock, a blob that was absent before is one no live artifact references (uploads
-    record, deletes unlink, under it).
+    database error), bytes this upload brought into the store are removed again unless a
+    live artifact shares them. No lock: see `app.core.storage.store`.
     """
     found: list[FileInfo] = []
 
-    def inspect(path: Path) -> None:
-        found.append(inspect_file(path, name, settings.max_header_bytes, **table_limits(settings)))
+    def inspect(file: BinaryIO, size: int) -> None:
+        found.append(inspect_content(file, size, name, settings.max_header_bytes, **table_limits(settings)))
 
     sha256 = writer.finish()
-    with store.lock(sha256):
-        already_stored = store.exists(sha256)
-        _, size = writer.commit(inspect)
-        try:
-            return _record_upload(session, tenant_id, idempotency_key, sha256, size, name, found[0], settings)
-        except BaseException:
-            if not already_stored:
-                store.delete(sha256)
-            raise
+    new_blob = writer.commit(inspect)
+    try:
+        artifact = _record_upload(session, tenant_id, idempotency_key, sha256, writer.size, name, found[0], settings)
+    except BaseException:
+        writer.abort()
+        if new_blob:
+            try:
+                drop_blob_if_unused(session, store, sha256)
+            except Exception:  # the database or store is away: an unreferenced blob only costs space
+                log.warning("could not remove blob %s of a failed upload", sha256, exc_info=True)
+        raise
+    writer.settle()
+    return artifact
 
 
 def _record_upload(session: Session, tenant_id: str, key: str | None, sha256: str, size: int, name: str,
@@ -200,14 +210,25 @@ def delete_artifact(session: Session, store: ArtifactStore, tenant_id: str, arti
     if in_use is not None:
         raise Conflict(f"artifact {artifact.id} is an input of live job {in_use}", code="artifact_in_use",
                        errors=[{"artifact": artifact.id, "message": f"used by job {in_use}"}])
-    with store.lock(artifact.sha256):
-        artifact.deleted_at = utcnow()
-        shared = blob_in_use(session, artifact.sha256)  # autoflush: this one no longer counts
-        session.commit()
-        if not shared:
-            store.delete(artifact.sha256)
+    artifact.deleted_at = utcnow()
+    session.commit()
+    drop_blob_if_unused(session, store, artifact.sha256)
 
 
 def blob_in_use(session: Session, sha256: str) -> bool:
-    """Whether a live artifact references blob `sha256`; ask under the blob's lock."""
+    """Whether a live artifact references blob `sha256` (as of `session`'s snapshot)."""
     return bool(session.scalar(select(exists().where(Artifact.sha256 == sha256, Artifact.deleted_at.is_(None)))))
+
+
+def drop_blob_if_unused(session: Session, store: ArtifactStore, sha256: str) -> bool:
+    """Delete blob `sha256` from the store unless a live artifact references it, looking at
+    the committed rows afresh before and after hiding it (`ArtifactStore.remove_unreferenced`).
+    Ends `session`'s transaction (rolls back anything uncommitted)."""
+    def referenced() -> bool:
+        session.rollback()  # a new snapshot: rows committed meanwhile must count
+        return blob_in_use(session, sha256)
+
+    try:
+        return store.remove_unreferenced(sha256, referenced)
+    finally:
+        session.rollback()

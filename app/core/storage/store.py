@@ -1,230 +1,203 @@
-"""Content-addressed artifact store on a local (or shared, mounted) directory.
+"""The artifact store interface: content-addressed blobs, two backends chosen by settings.
 
-Blobs live at `<root>/ab/cd/<sha256>`: the path is derived from the hash only,
-never from a user string. Writes go to `<root>/tmp/` first and are fsynced and
-renamed into place, so a crash or an aborted upload never leaves a partial blob
-(what a crash leaves in `tmp/` is swept: `app.core.storage.temp_files`); identical bytes are stored once.
+`open_store(settings)` gives a `LocalStore` (a directory, the embedded default) or an
+`S3Store` (an S3-compatible object store, for workers on several hosts). Keys and paths
+derive from the sha256 only, never from a user string.
+
+No locks. Writes of the same bytes are idempotent, and a blob is removed only through
+`remove_unreferenced`, which hides it, asks the database again and puts it back if a
+row appeared meanwhile; a writer keeps its own copy of the bytes until its rows have
+committed and then republishes the blob if a concurrent removal took it (`settle`).
+So no stalled process (a stopped uploader, a hung disk) can block anyone else, and no
+committed artifact points at missing bytes:
+
+    writer: publish-if-absent -> commit row -> settle (republish if missing) -> drop own copy
+    remover: check refs -> hide blob -> check refs again -> restore or purge
+
+If the remover's second check ran before the writer's row committed, the writer's
+settle runs after the hide and puts the bytes back; otherwise the remover sees the row.
 """
 
-import fcntl
-import hashlib
-import os
 import re
-import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Self
 
-from app.core.storage.temp_files import hold
+from app.core.settings import Settings
+from app.core.storage.errors import TooLarge
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-COPY_CHUNK = 1024 * 1024
-WRITEBACK_BYTES = 32 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+# `check(file, size)` inspects complete content before it enters the store.
+Check = Callable[[BinaryIO, int], None]
 
 
-class TooLarge(Exception):
-    """The stream went past the store's `max_bytes` (nothing was kept)."""
+def check_sha256(sha256: str) -> str:
+    """`sha256` if it is a lowercase hex digest; ValueError otherwise (a key is never a user string)."""
+    if not _SHA256_HEX.fullmatch(sha256):
+        raise ValueError(f"not a lowercase sha256 hex digest: {sha256!r}")
+    return sha256
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"content exceeds the limit of {limit} bytes")
-        self.limit = limit
 
+class BlobWriter(ABC):
+    """Incremental write of one blob: `write` chunks, `finish`, `commit`, and after the
+    caller's rows are committed (or not) `settle`. Leaving the `with` block drops
+    whatever was not settled."""
 
-class BlobWriter:
-    """Incremental write of one blob: `write` chunks, then `commit` or `abort`.
+    size: int
 
-    Use as a context manager; leaving the block without `commit` removes the temp file.
-    """
-
-    def __init__(self, store: "ArtifactStore", max_bytes: int | None) -> None:
-        self._store = store
-        self._max_bytes = max_bytes
-        self._hash = hashlib.sha256()
+    def __init__(self, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
         self.size = 0
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
-        self.temp_path = Path(name)
-        self._file: BinaryIO = os.fdopen(fd, "wb")
-        # Held until commit or abort, so a sweep never takes a live upload for a crash's leftover.
-        self._held: int | None = hold(self.temp_path)
-        self._flushed_to = 0
 
-    def write(self, *chunks: bytes) -> None:
-        """Append `chunks` in order; raises TooLarge (and aborts) past `max_bytes`."""
+    def _count(self, chunks: tuple[bytes, ...]) -> None:
         self.size += sum(len(chunk) for chunk in chunks)
-        if self._max_bytes is not None and self.size > self._max_bytes:
+        if self.max_bytes is not None and self.size > self.max_bytes:
             self.abort()
-            raise TooLarge(self._max_bytes)
-        for chunk in chunks:
-            self._hash.update(chunk)
-        self._file.writelines(chunks)
-        if self.size - self._flushed_to >= WRITEBACK_BYTES:
-            self._start_writeback()
+            raise TooLarge(self.max_bytes)
 
-    def _start_writeback(self) -> None:
-        # Big uploads would otherwise sit in the page cache until commit's fsync and then
-        # wait for all of it at once; asking the kernel to write back (and drop) what is
-        # written so far overlaps the disk with the rest of the transfer.
-        self._file.flush()
-        os.posix_fadvise(self._file.fileno(), self._flushed_to, self.size - self._flushed_to,
-                         os.POSIX_FADV_DONTNEED)
-        self._flushed_to = self.size
+    @abstractmethod
+    def write(self, *chunks: bytes) -> None:
+        """Append `chunks` in order; TooLarge (and aborts) past `max_bytes`."""
 
+    @abstractmethod
     def finish(self) -> str:
-        """Make the written bytes durable (fsync) and return their sha256; idempotent."""
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        return self._hash.hexdigest()
+        """Make the written bytes durable and return their sha256; idempotent."""
 
-    def commit(self, check: Callable[[Path], None] | None = None) -> tuple[str, int]:
-        """Make the blob durable and visible; returns (sha256, size).
+    @abstractmethod
+    def commit(self, check: Check | None = None) -> bool:
+        """Run `check` on the complete content, then publish the blob if absent.
 
-        `check(temp_path)` runs on the complete file before it enters the store; if it
-        raises, the temp file is removed and the exception propagates.
+        Returns whether the blob is new to the store. The writer keeps its copy until
+        `settle`. If `check` raises, everything is dropped and the exception propagates.
         """
-        self.finish()
-        try:
-            if check is not None:
-                check(self.temp_path)
-            sha256 = self._hash.hexdigest()
-            final = self._store.path(sha256)
-            if final.exists():
-                self.temp_path.unlink()  # dedup: these bytes are already stored
-            else:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.temp_path, final)
-                _fsync_dir(final.parent)
-        except BaseException:
-            self.temp_path.unlink(missing_ok=True)
-            raise
-        finally:
-            self._release()
-        return sha256, self.size
 
+    @abstractmethod
+    def settle(self) -> None:
+        """After the caller's rows committed: make sure the blob is there (a concurrent
+        `remove_unreferenced` may have taken it), then drop the writer's own copy."""
+
+    @abstractmethod
     def abort(self) -> None:
         """Drop everything written so far (idempotent)."""
-        if not self._file.closed:
-            self._file.close()
-        self.temp_path.unlink(missing_ok=True)
-        self._release()
-
-    def _release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            os.close(held)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.temp_path.exists():
-            self.abort()
+        self.abort()
 
 
-class ArtifactStore:
-    """Blob store rooted at `root`; shared by the API (uploads) and workers (inputs, results)."""
+class ArtifactStore(ABC):
+    """Blobs by sha256; shared by the API (uploads, downloads) and workers (inputs, results).
 
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self.tmp_dir = self.root / "tmp"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.lock_dir = self.root / "locks"
-        self.lock_dir.mkdir(exist_ok=True)
+    `tmp_dir` is this process's local scratch space (job work directories; the local
+    backend's partial uploads), swept by `app.core.storage.temp_files`.
+    """
 
-    @contextmanager
-    def lock(self, sha256: str) -> Iterator[None]:
-        """Hold an exclusive lock on blob `sha256` across threads and processes of this host.
+    tmp_dir: Path
 
-        An upload holds it from publishing the blob until its artifact row commits, a
-        delete from its reference check until the unlink, so a delete can never remove
-        bytes that a concurrent upload of the same content has just recorded.
-        (One flock file per first hash byte: 256 files, locks shared by their blobs.)
-        """
-        with self.locks([sha256]):
-            yield
-
-    @contextmanager
-    def locks(self, hashes: Iterable[str]) -> Iterator[None]:
-        """Hold the locks of all blobs `hashes` at once (each lock file once, in one order:
-        two holders of overlapping sets cannot deadlock)."""
-        names = sorted({self.path(sha256).name[:2] for sha256 in hashes})  # validates each hash
-        with ExitStack() as stack:
-            for name in names:
-                handle = stack.enter_context(open(self.lock_dir / f"{name}.lock", "a+b"))
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
-            yield
-
+    @abstractmethod
     def writer(self, max_bytes: int | None = None) -> BlobWriter:
         """Start an incremental write (for async producers such as HTTP bodies)."""
-        return BlobWriter(self, max_bytes)
+
+    @abstractmethod
+    def exists(self, sha256: str) -> bool: ...
+
+    @abstractmethod
+    def open(self, sha256: str) -> BinaryIO:
+        """A seekable reader of the blob; FileNotFoundError if it is not stored."""
+
+    @abstractmethod
+    def publish(self, path: Path, sha256: str, size: int) -> bool:
+        """Publish the local file `path`, whose sha256 and size its producer computed, unless
+        these bytes are stored already; `path` stays (see `ensure`). Returns whether new."""
+
+    @abstractmethod
+    def ensure(self, path: Path, sha256: str) -> None:
+        """`publish` again from `path` if the blob went missing since (a concurrent removal)."""
+
+    @abstractmethod
+    def fetch(self, sha256: str, work_dir: Path) -> Path | None:
+        """A local file with the blob's bytes for a job working in `work_dir`, valid while
+        the job runs; None if the blob is not stored."""
+
+    def read_blob(self, sha256: str, first: int | None = None, last: int | None = None) -> Iterator[bytes]:
+        """The blob's bytes `first`..`last` (inclusive; all by default), in chunks;
+        FileNotFoundError if it is not stored."""
+        with self.open(sha256) as file:
+            file.seek(first or 0)
+            left = None if last is None else last - (first or 0) + 1
+            while left is None or left > 0:
+                chunk = file.read(READ_CHUNK if left is None else min(READ_CHUNK, left))
+                if not chunk:
+                    return
+                left = None if left is None else left - len(chunk)
+                yield chunk
+
+    def local_path(self, sha256: str) -> Path | None:
+        """Where the blob lies on this host's filesystem, if the backend keeps it there."""
+        return None
+
+    def download_url(self, sha256: str, filename: str) -> str | None:
+        """A short-lived URL the client may fetch the bytes from directly, if configured."""
+        return None
+
+    @abstractmethod
+    def _hide(self, sha256: str) -> object | None:
+        """Move the blob out of sight (a token to restore or purge it); None if absent."""
+
+    @abstractmethod
+    def _restore(self, hidden: object, sha256: str) -> None: ...
+
+    @abstractmethod
+    def _purge(self, hidden: object) -> None: ...
+
+    def remove_unreferenced(self, sha256: str, referenced: Callable[[], bool]) -> bool:
+        """Delete blob `sha256` unless `referenced()` (a fresh look at the database) says a
+        live artifact uses it, before or after hiding it. Returns whether it was deleted."""
+        if referenced():
+            return False
+        hidden = self._hide(check_sha256(sha256))
+        if hidden is None:
+            return False
+        if referenced():
+            self._restore(hidden, sha256)
+            return False
+        self._purge(hidden)
+        return True
+
+    @abstractmethod
+    def free_bytes(self) -> int | None:
+        """Free space where uploads are written, if the backend can tell."""
+
+    @abstractmethod
+    def check_ready(self) -> None:
+        """Raise StorageUnavailable unless the store accepts writes now."""
+
+    def sweep(self) -> None:
+        """Remove what dead writers left in the backend (the temp directory is swept apart)."""
 
     def put_stream(self, chunks: Iterable[bytes], max_bytes: int | None = None,
-                   check: Callable[[Path], None] | None = None) -> tuple[str, int]:
+                   check: Check | None = None) -> tuple[str, int]:
         """Store the concatenated `chunks`; returns (sha256, size). Raises TooLarge."""
         with self.writer(max_bytes) as writer:
             for chunk in chunks:
                 writer.write(chunk)
-            return writer.commit(check)
-
-    def put_file(self, path: Path | str, check: Callable[[Path], None] | None = None) -> tuple[str, int]:
-        """Copy a local file into the store; returns (sha256, size)."""
-        with open(path, "rb") as source:
-            return self.put_stream(iter(lambda: source.read(COPY_CHUNK), b""), check=check)
-
-    def adopt(self, path: Path, sha256: str, size: int) -> bool:
-        """Move the file `path`, whose sha256 and size its producer computed, into the store.
-
-        A rename, not a copy (`path` must be on the store's filesystem, e.g. under
-        `tmp_dir`), and no re-hash. Returns True when the blob is new, False when these
-        bytes were already stored (then `path` is removed). Call under the blob's lock.
-        """
-        actual = path.stat().st_size
-        if actual != size:
-            raise ValueError(f"{path} has {actual} bytes, its producer said {size}")
-        final = self.path(sha256)
-        if final.exists():
-            path.unlink()
-            return False
-        with open(path, "rb") as file:
-            os.fsync(file.fileno())
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, final)
-        _fsync_dir(final.parent)
-        return True
-
-    def path(self, sha256: str) -> Path:
-        """Where the blob `sha256` lives (whether or not it exists). ValueError on a non-hash."""
-        if not _SHA256_HEX.fullmatch(sha256):
-            raise ValueError(f"not a lowercase sha256 hex digest: {sha256!r}")
-        return self.root / sha256[:2] / sha256[2:4] / sha256
-
-    def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
-
-    def open(self, sha256: str) -> BinaryIO:
-        """Open the blob for reading; FileNotFoundError if it is not stored."""
-        return open(self.path(sha256), "rb")
-
-    def delete(self, sha256: str) -> None:
-        """Remove the blob if present. Callers check that no artifact still references it."""
-        self.path(sha256).unlink(missing_ok=True)
-
-    def is_writable(self) -> bool:
-        """Readiness probe: the temp directory accepts a file."""
-        try:
-            with tempfile.TemporaryFile(dir=self.tmp_dir):
-                return True
-        except OSError:
-            return False
+            sha256 = writer.finish()
+            writer.commit(check)
+            writer.settle()
+            return sha256, writer.size
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def open_store(settings: Settings) -> ArtifactStore:
+    """The store the settings name (`TRAJX_STORAGE_BACKEND`)."""
+    if settings.storage_backend == "s3":
+        from app.core.storage.s3_store import S3Store  # boto3 only where it is used
+
+        return S3Store.from_settings(settings)
+    from app.core.storage.local_store import LocalStore
+
+    return LocalStore(settings.storage_dir)

@@ -3,8 +3,10 @@
 Partial uploads and job work directories live in `<store>/tmp/`. Whoever writes one
 holds an exclusive flock on it for as long as it uses it; a process killed mid-way
 leaves its entry unlocked (the kernel drops the lock with the process), and
-`sweep_stale` removes exactly such entries. The API sweeps at start-up, the embedded
-worker and the recovery loop also periodically. No torch here.
+`sweep_stale` removes exactly such entries (by age and owner liveness). The API sweeps at
+start-up and then every TRAJX_TEMP_SWEEP_SECONDS while it runs; the embedded worker,
+Celery workers and the recovery loop sweep their host's directory periodically too.
+No torch here.
 """
 
 import fcntl
@@ -12,8 +14,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,18 +93,43 @@ def _size(entry: Path) -> int:
 
 
 class PeriodicSweep:
-    """`maybe_sweep()` sweeps `tmp_dir` on its first call and then at most every `interval` seconds."""
+    """Sweeps `tmp_dir` (and calls `also`, e.g. the store's own `sweep`) every `interval` seconds:
+    `maybe_sweep()` from a caller's loop, or `start()` a thread of its own."""
 
-    def __init__(self, tmp_dir: Path, interval: float = SWEEP_INTERVAL_SECONDS) -> None:
+    def __init__(self, tmp_dir: Path, interval: float = SWEEP_INTERVAL_SECONDS,
+                 also: Callable[[], None] | None = None) -> None:
         self.tmp_dir = tmp_dir
         self.interval = interval
+        self.also = also
         self._next = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def maybe_sweep(self) -> None:
         if time.monotonic() < self._next:
             return
         self._next = time.monotonic() + self.interval
-        try:
-            sweep_stale(self.tmp_dir)
-        except OSError:
-            log.exception("sweeping %s failed; trying again in %g s", self.tmp_dir, self.interval)
+        for what, sweep in ((self.tmp_dir, lambda: sweep_stale(self.tmp_dir)), ("the store", self.also)):
+            if sweep is None:
+                continue
+            try:
+                sweep()
+            except Exception:  # a disk or an object store that is away: next round
+                log.exception("sweeping %s failed; trying again in %g s", what, self.interval)
+
+    def start(self) -> None:
+        """Sweep `tmp_dir` now (what a killed predecessor left), then keep sweeping in a thread."""
+        sweep_stale(self.tmp_dir)
+        self._thread = threading.Thread(target=self._loop, name="temp-sweep", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.maybe_sweep()
+            if self._stop.wait(max(0.0, self._next - time.monotonic())):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
