@@ -9,12 +9,12 @@ goes back to `queued`; if this process dies, it stays `running` with a heartbeat
 goes stale so recovery runs it again.
 """
 
+import errno
 import json
 import logging
-import os
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.errors import QuotaExceeded
 from app.core.jobs.claim import (
     Claim,
     add_event,
@@ -33,15 +34,25 @@ from app.core.jobs.claim import (
 )
 from app.core.jobs.fair_share import DEFERRED
 from app.core.jobs.outbox import PROGRESS, enqueue
+from app.core.jobs.steps import record_step, recorded_steps
 from app.core.persistence.models import Artifact, Job, JobArtifact
 from app.core.persistence.outage import is_unavailable
 from app.core.settings import Settings, get_settings
 from app.core.storage.artifacts import blob_in_use, record_result
 from app.core.storage.temp_files import work_dir
+from app.core.tenancy.limits import check_stored_bytes
 from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
-from trajx.executors import Resolve, ResultManifest, RunContext, RunProgress, executor_for
+from trajx.executors import (
+    Checkpoint,
+    Resolve,
+    ResultManifest,
+    RunContext,
+    RunProgress,
+    executor_for,
+)
 from trajx.job_spec import parse_job_spec
 from worker.context import WorkerContext, worker_context
+from worker.lost_jobs import expire_lost_jobs, running_here, worker_id
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -49,11 +60,8 @@ log = logging.getLogger(__name__)
 # Progress rows are throttled: a fast job must not turn into a database benchmark.
 PROGRESS_MIN_INTERVAL = 0.5
 CANCEL_CHECK_INTERVAL = 0.25
-
-
-def worker_id() -> str:
-    """This process as the database knows it: `host:pid` (tests SIGKILL the pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+# What run_job returns for a job handed back because the store is full (tried again later).
+STORAGE_FULL = "storage_full"
 
 
 def run_job(job_id: str, settings: Settings | None = None,
@@ -68,16 +76,23 @@ def run_job(job_id: str, settings: Settings | None = None,
     stale heartbeat and recovery re-runs it.
     """
     ctx = worker_context(settings or get_settings())
-    with ctx.sessions() as session:
-        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
-                          ctx.settings.tenant_max_running_jobs)
-        if claim is None:
-            # Still claimable but not claimed: only the tenant's running quota refuses that.
-            waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
-                                                          Job.attempts < Job.max_attempts))
-            session.rollback()
-            return DEFERRED if waiting else None
-    return _JobRun(ctx, claim, shutdown or threading.Event()).run()
+    with running_here(job_id):
+        with ctx.sessions() as session:
+            expire_lost_jobs(session, ctx.settings)
+            claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
+                              ctx.settings.tenant_max_running_jobs, ctx.settings.job_time_limit_seconds)
+            if claim is None:
+                # Still claimable but not claimed: only the tenant's running quota refuses that.
+                waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
+                                                              Job.attempts < Job.max_attempts))
+                session.rollback()
+                return DEFERRED if waiting else None
+        return _JobRun(ctx, claim, shutdown or threading.Event()).run()
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """A write failed because the disk is full (OSError, or safetensors' wrapped I/O error)."""
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "(os error 28)" in str(exc)
 
 
 class _JobRun:
@@ -94,11 +109,24 @@ class _JobRun:
             # Webhook messages go to the outbox with each transition; this process's
             # deliverer sends them (and, should this process end, any other one does).
             self.webhooks = deliverer(ctx.settings) if job.webhook_url else None
+        self.resume = self._resume_point()
+        self.partial: Callable[[], ResultManifest] | None = None  # what a stop keeps (`on_partial`)
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
         self._unreported: list[dict[str, Any]] = []  # what finished since the last progress event
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
+
+    def _resume_point(self) -> list[Checkpoint]:
+        """The steps earlier attempts completed (recorded one by one), with a `resumed` event."""
+        with self.ctx.sessions() as session:
+            steps = recorded_steps(session, self.claim.job_id)
+            if steps:
+                add_event(session, self.claim.job_id, "resumed",
+                          {"step": steps[-1].step, "attempt": self.claim.attempt, "worker_id": self.claim.worker_id})
+                session.commit()
+                log.info("job %s: resumed after step %d", self.claim.job_id, steps[-1].step)
+        return [Checkpoint(row.step, row.state, row.data) for row in steps]
 
     def run(self) -> str | None:
         stop_heartbeat = threading.Event()
@@ -116,11 +144,13 @@ class _JobRun:
         if self.webhooks is not None:
             self.webhooks.wake()  # the claim queued `job.running`
         with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
+            out_dir = Path(tmp)
             try:
                 spec = parse_job_spec(self.spec_data)
-                manifest = executor_for(spec.kind)(spec, self._input_resolver(), Path(tmp),
-                                                   RunContext(self._on_progress, self._should_cancel))
-                return self._succeed(Path(tmp), manifest)
+                context = RunContext(self._on_progress, self._should_cancel, resume=self.resume,
+                                     on_checkpoint=self._on_checkpoint, on_partial=self._offer_partial)
+                manifest = executor_for(spec.kind)(spec, self._input_resolver(), out_dir, context)
+                return self._store_and_finish(out_dir, manifest, "succeeded", {})
             except Cancelled:
                 if self.lost.is_set():
                     log.warning("job %s: claim lost, another worker owns it now", self.claim.job_id)
@@ -130,22 +160,35 @@ class _JobRun:
                         if release(session, self.claim):
                             return "queued"
                 if time.monotonic() >= self.deadline:
-                    return self._fail("time_limit_exceeded",
+                    return self._fail(out_dir, "time_limit_exceeded",
                                       f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")
-                with self.ctx.sessions() as session:
-                    return self._finish(session, "cancelled", {})
+                return self._end(out_dir, "cancelled", {})
             except TrajxError as exc:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
-                return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
+                return self._fail(out_dir, exc.code, exc.message,
+                                  json.loads(json.dumps(exc.details, default=str)))
             except Exception as exc:
                 if is_unavailable(exc):
-                    # Not the job's fault: it stays running, its heartbeat goes stale and
-                    # recovery runs it again once the database is back.
+                    # Not the job's fault: it stays running until this process (or another
+                    # on this host) sees the database again and marks it lost
+                    # (`expire_lost_jobs`), or its heartbeat goes stale; then it runs again.
                     raise
+                if is_storage_full(exc):
+                    return self._hand_back_storage_full(exc)
                 if is_out_of_memory(exc):
-                    return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
+                    return self._fail(out_dir, "out_of_memory", f"{type(exc).__name__}: {exc}")
                 log.exception("job %s failed", self.claim.job_id)
-                return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
+                return self._fail(out_dir, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _hand_back_storage_full(self, exc: BaseException) -> str | None:
+        """The store is full: the job goes back to the queue (its steps kept, the attempt not
+        counted) with a `storage_full` event, and is tried again later, not failed."""
+        log.warning("job %s: the store is full (%s); handed back to be tried again", self.claim.job_id, exc)
+        with self.ctx.sessions() as session:
+            add_event(session, self.claim.job_id, STORAGE_FULL, {"message": str(exc)[:500]})
+            if release(session, self.claim, reason=STORAGE_FULL):
+                return STORAGE_FULL
+        return None
 
     def _input_resolver(self) -> Resolve:
         """Artifact id -> blob path, for the inputs the API resolved when it created the job
@@ -188,6 +231,14 @@ class _JobRun:
             self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **latest})
         self._unreported = []
 
+    def _on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self.ctx.sessions() as session:
+            if not record_step(session, self.claim, checkpoint.step, checkpoint.state, checkpoint.data):
+                self.lost.set()
+
+    def _offer_partial(self, write: Callable[[], ResultManifest]) -> None:
+        self.partial = write
+
     def _should_cancel(self) -> bool:
         if self.lost.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline:
             return True
@@ -209,21 +260,60 @@ class _JobRun:
             except Exception:
                 log.exception("job %s: heartbeat failed, retrying", self.claim.job_id)
 
-    def _succeed(self, out_dir: Path, manifest: ResultManifest) -> str | None:
+    def _store_and_finish(self, out_dir: Path, manifest: ResultManifest, status: str, values: dict[str, Any],
+                          event_data: dict[str, Any] | None = None) -> str | None:
+        """End the job `status` with `manifest`'s files as its result, in one commit."""
         # The results' blob locks are held until their rows commit: a concurrent delete of
         # an artifact with the same bytes waits, then sees these rows and keeps the blob.
         new_blobs: list[str] = []
         with self.ctx.store.locks(f.sha256 for f in manifest.files), self.ctx.sessions() as session:
             try:
                 result = self._store_results(session, out_dir, manifest, new_blobs)
-                ended = self._finish(session, "succeeded", {"result": result, "summary": manifest.summary})
+                ended = self._finish(session, status, {**values, "result": result, "summary": manifest.summary},
+                                     event_data)
             except BaseException:
                 session.rollback()
                 self._drop_blobs(session, new_blobs)
                 raise
-            if ended != "succeeded":  # a late cancel, or a lost claim: the rows were rolled back
+            if ended != status:  # a late cancel, or a lost claim: the rows were rolled back
                 self._drop_blobs(session, new_blobs)
         return ended
+
+    def _end(self, out_dir: Path, status: str, values: dict[str, Any],
+             event_data: dict[str, Any] | None = None) -> str | None:
+        """End the job `status` (cancelled or failed), keeping the steps it reached as partial
+        results when the executor offered them and the tenant's quota has room."""
+        manifest = self._partial_results(out_dir)
+        if manifest is not None:
+            try:
+                return self._store_and_finish(out_dir, manifest, status, values,
+                                              {**(event_data or {}), "partial": True})
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                log.exception("job %s: its partial results could not be stored", self.claim.job_id)
+        with self.ctx.sessions() as session:
+            return self._finish(session, status, values, event_data)
+
+    def _partial_results(self, out_dir: Path) -> ResultManifest | None:
+        if self.partial is None:
+            return None
+        try:
+            manifest = self.partial()
+        except Exception:
+            log.exception("job %s: its partial results could not be written", self.claim.job_id)
+            return None
+        with self.ctx.sessions() as session:
+            try:
+                check_stored_bytes(session, self.tenant_id, self.ctx.settings.tenant_max_stored_bytes,
+                                   sum(f.size for f in manifest.files))
+            except QuotaExceeded as exc:
+                add_event(session, self.claim.job_id, "partial_dropped", {"reason": exc.message})
+                session.commit()
+                return None
+            finally:
+                session.rollback()
+        return manifest
 
     def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest,
                        new_blobs: list[str]) -> dict[str, Any]:
@@ -246,10 +336,9 @@ class _JobRun:
             if not blob_in_use(session, sha256):
                 self.ctx.store.delete(sha256)
 
-    def _fail(self, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
-        with self.ctx.sessions() as session:
-            return self._finish(session, "failed", {"error_code": code, "error_message": message},
-                                {"code": code, "message": message, **({"details": details} if details else {})})
+    def _fail(self, out_dir: Path, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
+        return self._end(out_dir, "failed", {"error_code": code, "error_message": message},
+                         {"code": code, "message": message, **({"details": details} if details else {})})
 
     def _finish(self, session: Session, status: str, values: dict[str, Any],
                 event_data: dict[str, Any] | None = None) -> str | None:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound, field_path, located_in
+from app.core.jobs.claim import forget_steps
 from app.core.jobs.dispatcher import Dispatcher
 from app.core.jobs.idempotency import remember, replayed_resource, request_hash
 from app.core.jobs.inputs import resolve_inputs
@@ -146,6 +147,8 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
         if session.execute(update(Job).where(Job.id == job.id, Job.status == from_status)
                            .values(**values)).rowcount:
             session.add(JobEvent(job_id=job.id, type=event, data={}, created_at=now))
+            if values["status"] == "cancelled":
+                forget_steps(session, job.id)  # a job handed back mid-run may have recorded steps
             # The worker's outbox delivers the job.cancelled webhook of a queued job.
             enqueue_webhook(session, job.id, f"job.{values['status']}")
             changed = True
