@@ -114,6 +114,7 @@ class _JobRun:
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
         self._unreported: list[dict[str, Any]] = []  # what finished since the last progress event
+        self._latest: RunProgress | None = None
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
 
@@ -215,12 +216,15 @@ class _JobRun:
         return resolve
 
     def _on_progress(self, progress: RunProgress) -> None:
-        step, total = progress.done, progress.total
         self._unreported.append(progress.data)
-        now = time.monotonic()
-        if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
+        self._latest = progress
+        if time.monotonic() - self._last_progress < PROGRESS_MIN_INTERVAL and progress.done < progress.total:
             return
-        self._last_progress = now
+        self._report_progress(progress)
+
+    def _report_progress(self, progress: RunProgress) -> None:
+        step, total = progress.done, progress.total
+        self._last_progress = time.monotonic()
         latest = {"step": step, "total": total, **progress.data}
         with self.ctx.sessions() as session:
             if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
@@ -235,6 +239,9 @@ class _JobRun:
         with self.ctx.sessions() as session:
             if not record_step(session, self.claim, checkpoint.step, checkpoint.state, checkpoint.data):
                 self.lost.set()
+                return
+        if self._unreported:  # what the job shows is never behind what it would resume from
+            self._report_progress(self._latest)
 
     def _offer_partial(self, write: Callable[[], ResultManifest]) -> None:
         self.partial = write
