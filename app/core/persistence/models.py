@@ -131,6 +131,9 @@ class Job(Base):
     __table_args__ = (
         Index(None, "tenant_id", "status", "created_at"),
         Index(None, "status", "heartbeat_at"),
+        # The job list: a tenant's jobs newest first (ids are time-ordered), of one status or all.
+        Index(None, "tenant_id", "id"),
+        Index(None, "tenant_id", "status", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id(JOB_ID_PREFIX))
