@@ -7,7 +7,7 @@ Create Date: 2026-12-07 22:45:00
 A re-claimed job continues after its last recorded step instead of starting over
 (issue 25). Rows live while the job does; the worker deletes them when it ends.
 The job list (a tenant's jobs newest first, of one status or all) gets indexes that serve
-its keyset pages (issue 28).
+its keyset pages (issue 28); job events an index by type, for the fault counts on /metrics.
 """
 
 from collections.abc import Sequence
@@ -36,9 +36,13 @@ def upgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_tenant_id_id'), ['tenant_id', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_tenant_id_status_id'), ['tenant_id', 'status', 'id'], unique=False)
+    with op.batch_alter_table('job_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_job_events_type_id'), ['type', 'id'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('job_events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_job_events_type_id'))
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_tenant_id_status_id'))
         batch_op.drop_index(batch_op.f('ix_jobs_tenant_id_id'))

@@ -174,7 +174,8 @@ class JobArtifact(Base):
 
 class JobEvent(Base):
     __tablename__ = "job_events"
-    __table_args__ = (Index(None, "job_id", "id"),)
+    # (type, id): /metrics counts events of a few types without reading the others.
+    __table_args__ = (Index(None, "job_id", "id"), Index(None, "type", "id"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
