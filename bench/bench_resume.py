@@ -53,7 +53,9 @@ def measure(name: str, setup, steps: int, targets: int) -> tuple[str, ...]:
     model = setup.model()
     matched = {n: torch.randn_like(p) for n, p in model.named_parameters()
                if any(g is not None for g in setup.spec.param_groups.get(n, ()))}
-    pair = {f"{side}/{k}/{n}": t for k in range(targets) for side in ("target", "source") for n, t in matched.items()}
+    # One step's pairs: a target gradient per target and the source gradient they share.
+    pair = {f"target/{k}/{n}": t.clone() for k in range(targets) for n, t in matched.items()}
+    pair |= {f"source/{n}": t.clone() for n, t in matched.items()}
     pair_bytes = sum(t.numel() * t.element_size() for t in pair.values())
     write_seconds = _fsync_write(pair)
     # The resumed run did one step of work plus the replay: the clean run's mean step is that one step.

@@ -67,3 +67,15 @@ def test_resume_states_must_be_the_first_steps(mlp):
     _run(mlp, FGMT, on_step=states.append)
     with pytest.raises(ValueError, match="steps 1..r"):
         _run(mlp, FGMT, resume=states[1:3])
+
+
+@pytest.mark.parametrize("keep_pairs", [False, True])
+def test_stored_gradient_pairs_spare_their_recomputation(mlp, keep_pairs):
+    states: list[StepState] = []
+    clean = _run(mlp, FGMT, on_step=states.append, step_pairs=keep_pairs)
+    assert all((s.pairs is not None) == keep_pairs for s in states)
+    resumed = _run(mlp, FGMT, resume=states[:3])
+    per_step = 3 * 2  # a source and two target gradients, of 2 batches each
+    assert resumed.timings.backward_passes == per_step * (STEPS if not keep_pairs else STEPS - 3)
+    for a, b in zip(clean.targets, resumed.targets, strict=True):
+        assert _same_tensors(a.last, b.last) and _same_tensors(a.permutation, b.permutation)

@@ -49,6 +49,10 @@ from trajx.resources import peak_memory_bytes, reset_peak_memory
 
 # spec.method -> the engine's strategy (Oracle is built with the trained targets).
 _METHODS: dict[str, type[Method]] = {"fgmt": FGMT, "gmt": GMT, "naive": Naive}
+# The largest gradient pair (all targets and the source, one step) recorded with each step:
+# measured (bench/bench_resume.py) writing ~130-300 KiB costs 10-50 ms where recomputing
+# it costs 20-300 ms of CPU; a 100M-parameter model's 800 MB per target would not be.
+PAIR_RECORD_MAX_BYTES = 4 * 2**20
 from trajx.version import __version__
 
 
@@ -110,7 +114,8 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
                         average_last=spec.outputs.average.last if spec.outputs.average else None, **how)
 
     try:
-        result = run(resume=list(reached), on_step=completed, on_progress=progress, should_cancel=ctx.should_cancel)
+        result = run(resume=list(reached), on_step=completed, on_progress=progress, should_cancel=ctx.should_cancel,
+                     step_pairs=keeps_pairs(spec, inputs.model, perm_spec))
     except Exception:
         if spec.outputs.partial_on_stop and reached:
             steps = list(reached)
@@ -148,19 +153,33 @@ def _write_result(out_dir: Path, spec: TransferJob, names: dict[str, str], perm_
     return ResultManifest(files, summary)
 
 
+def keeps_pairs(spec: TransferJob, model: torch.nn.Module, perm_spec: PermutationSpec) -> bool:
+    """Whether each step's record carries its gradient pair (docs/reliability.md, "the resume
+    rule"): only while a step's pair is at most PAIR_RECORD_MAX_BYTES, where writing it costs
+    less than recomputing it after an interruption; above that the record stays the size of
+    the permutations and a resume recomputes the pairs."""
+    matched = sum(p.numel() for n, p in model.named_parameters()
+                  if any(g is not None for g in perm_spec.param_groups.get(n, ())))
+    width = torch.empty((), dtype=getattr(torch, spec.params.pair_dtype)).element_size()
+    return (len(spec.targets) + 1) * matched * width <= PAIR_RECORD_MAX_BYTES
+
+
 def _encode_step(state: StepState) -> Checkpoint:
-    """A step's state as the worker stores it: permutations as safetensors, metrics as JSON."""
-    perms = {f"{k}/{group}": perm for k, perm in enumerate(state.perms) for group, perm in perm.items()}
-    return Checkpoint(state.step, safetensors_bytes(perms), {"metrics": state.metrics})
+    """A step's state as the worker stores it: permutations (and pairs) as safetensors, metrics as JSON."""
+    tensors = {f"perm/{k}/{group}": perm for k, perm in enumerate(state.perms) for group, perm in perm.items()}
+    for i, pair in enumerate(state.pairs or ()):
+        tensors |= {f"pair/{i}/{name}": tensor for name, tensor in pair.items()}
+    return Checkpoint(state.step, safetensors_bytes(tensors), {"metrics": state.metrics})
 
 
 def _decode_step(checkpoint: Checkpoint) -> StepState:
-    tensors = safetensors_load(checkpoint.state)
-    perms: list[dict[str, torch.Tensor]] = [{} for _ in checkpoint.data["metrics"]]
-    for key, perm in tensors.items():
-        k, group = key.split("/", 1)
-        perms[int(k)][group] = perm
-    return StepState(checkpoint.step, perms, checkpoint.data["metrics"])
+    count = len(checkpoint.data["metrics"])
+    perms: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
+    pairs: list[dict[str, torch.Tensor]] = [{} for _ in range(count + 1)]
+    for key, tensor in safetensors_load(checkpoint.state).items():
+        part, index, name = key.split("/", 2)
+        (perms if part == "perm" else pairs)[int(index)][name] = tensor
+    return StepState(checkpoint.step, perms, checkpoint.data["metrics"], pairs if any(pairs) else None)
 
 
 def engine_options(params: TransferParams) -> TransferOptions:

@@ -24,7 +24,7 @@ from torch import nn
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.losses import CLASSES_OR_VALUES, Task
-from trajx.engine.matching.descent import MatchResult, PairBank, match
+from trajx.engine.matching.descent import GradientStack, MatchResult, PairBank, match
 from trajx.engine.matching.solvers import Solver, warm_started
 from trajx.engine.merging.averaging import Accumulator
 from trajx.engine.metrics import evaluate
@@ -49,14 +49,16 @@ Tensors = dict[str, torch.Tensor]
 @dataclass(frozen=True)
 class StepState:
     """What a transfer needs to continue after `step`: every target's permutation after that
-    step and its metrics. The states of steps 1..r resume a run at step r + 1 with the
-    result of an uninterrupted one: gradient pairs are recomputed from the permutations
-    (2·G·r backward passes, no matching), never stored, so a state stays the size of a
-    permutation whatever the model."""
+    step and its metrics, and (when the run was asked to keep them) the step's gradient
+    pair: each target's gradient, then the source gradient they share. The states of steps
+    1..r resume a run at step r + 1 with the result of an uninterrupted one; pairs missing
+    from any of them are recomputed from the permutations (2·G backward passes per step,
+    no matching), so whether to keep them is the caller's trade of bytes against time."""
 
     step: int
     perms: list[Permutation]
     metrics: list[dict[str, float]]
+    pairs: list[Tensors] | None = None
 
 
 @dataclass
@@ -116,7 +118,8 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
              on_progress: ProgressCallback | None = None,
              should_cancel: Callable[[], bool] | None = None,
              average_last: int | None = None, resume: Sequence[StepState] = (),
-             on_step: Callable[[StepState], None] | None = None, until: int | None = None) -> TransferResult:
+             on_step: Callable[[StepState], None] | None = None, step_pairs: bool = False,
+             until: int | None = None) -> TransferResult:
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
@@ -133,7 +136,8 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     groups, NonFiniteLoss
     when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
 
-    Resuming: `on_step` gets a StepState after each step all targets completed; given the
+    Resuming: `on_step` gets a StepState after each step all targets completed (with the
+    step's gradient pair if `step_pairs`, for methods that collect pairs); given the
     states of steps 1..r as `resume`, a run continues at step r + 1 and returns what an
     uninterrupted run returns. `until` = u < steps stops after step u (with `resume` up to
     u: the result of the steps reached, last = step u, no window average; nothing recomputed
@@ -146,7 +150,7 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     with _deterministic():
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
                           keep_trajectory, task, on_progress, should_cancel, average_last)
-        return run.execute(method, list(resume), on_step, options.steps if until is None else until)
+        return run.execute(method, list(resume), on_step, step_pairs, options.steps if until is None else until)
 
 
 @contextmanager
@@ -356,7 +360,7 @@ class TransferRun:
             raise Cancelled("transfer cancelled between steps")
 
     def execute(self, method: Method, resume: list[StepState], on_step: Callable[[StepState], None] | None,
-                until: int) -> TransferResult:
+                step_pairs: bool, until: int) -> TransferResult:
         count, done = len(self.target_inits), len(resume)
         if [state.step for state in resume] != list(range(1, done + 1)) or done > until:
             raise ValueError(f"resume states must be steps 1..r with r <= {until}, "
@@ -377,13 +381,17 @@ class TransferRun:
             for k in range(count):
                 trackers[k].trajectory.append(self._finish(k, self.target_inits[k]))
         self.until = until
+        stored = all(state.pairs is not None for state in resume)
         for t in range(1, done + 1) if banks else ():
-            self._source_gradient(banks[0], t)
+            if stored:
+                banks[0].source.append(resume[t - 1].pairs[count])
+            else:
+                self._source_gradient(banks[0], t)
         for k in range(count):
             self._restore(trackers[k], k, history[k], [state.metrics[k] for state in resume])
             for t in range(1, done + 1) if banks else ():
                 # The pair of step t as it was made: target gradient under the permutation before it.
-                banks[k].add(self.target_gradient(k, history[k][t - 1], t - 1))
+                banks[k].add(resume[t - 1].pairs[k] if stored else self.target_gradient(k, history[k][t - 1], t - 1))
         for k in range(count):  # work before the first step (oracle matching, a resume) is in the totals only
             self.stopwatch.take_step(k)
 
@@ -412,8 +420,10 @@ class TransferRun:
                     self._source_gradient(banks[0], step + 1)
                 self._end_step(*solving, perms, trackers, step, shared)
                 if on_step is not None:
+                    pairs = [self._pair(bank.target, step) for bank in banks] + [self._pair(banks[0].source, step)] \
+                        if step_pairs and banks else None
                     on_step(StepState(step, [{g: p.cpu() for g, p in perm.items()} for perm in perms],
-                                      [tracker.steps[-1] for tracker in trackers]))
+                                      [tracker.steps[-1] for tracker in trackers], pairs))
 
         results = []
         for k, tracker in enumerate(trackers):
@@ -424,6 +434,11 @@ class TransferRun:
                                         tracker.steps, tracker.trajectory,
                                         *self._window_average(tracker, k, until)))
         return TransferResult(results, self.timings, str(self.device))
+
+    @staticmethod
+    def _pair(stack: GradientStack, step: int) -> Tensors:
+        """Step `step`'s entry of a gradient stack, copied to the CPU as stored (its dtype)."""
+        return {n: stack.stacked(n, step)[step - 1].to("cpu", copy=True) for n in stack.names}
 
     def _restore(self, tracker: "_Tracker", k: int, history: list[Permutation],
                  metrics: list[dict[str, float]]) -> None:
