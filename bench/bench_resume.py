@@ -6,16 +6,18 @@ FGMT on the digits MLP and CNN (tests.support.engine_setups), CPU: a clean run r
 step states, then a run resumed after step T - 1 (the worst case: every earlier pair is
 recomputed). Per model it prints the size of one step's recorded state (permutations) next
 to what storing that step's gradient pair would take, the time to write those pair bytes
-(safetensors to a file, fsync) and the time the resumed run spent recomputing all T - 1 pairs.
-The rule this measures (docs/reliability.md): a recorded state must stay O(hidden units),
-never O(parameters) per step, so pairs are recomputed (2·G backward passes per step, no
-matching) unless that is slower than storing them, which no model here comes close to.
+(safetensors to a file, fsync), the time the resumed run spent recomputing all T - 1 pairs,
+and the same resume from records that kept their pairs (trajx.executors.transfer.keeps_pairs).
+The rule this measures (docs/reliability.md): a step's pair is kept with its record while
+it is small (PAIR_RECORD_MAX_BYTES), where writing it is cheaper than recomputing it;
+above that a record stays O(hidden units) and a resume recomputes the pairs.
 """
 
 import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 from safetensors.torch import save, save_file
@@ -46,9 +48,11 @@ def measure(name: str, setup, steps: int, targets: int) -> tuple[str, ...]:
         result = transfer(setup.model(), setup.spec, setup.source, inits, setup.train, options, method=FGMT(), **how)
         return result, time.perf_counter() - started
 
-    clean, clean_seconds = run(on_step=states.append)
-    resumed, resumed_seconds = run(resume=states[:-1])
-    same = all(torch.equal(a.last[n], b.last[n]) for a, b in zip(clean.targets, resumed.targets) for n in a.last)
+    clean, clean_seconds = run(on_step=states.append, step_pairs=True)
+    resumed, resumed_seconds = run(resume=[replace(s, pairs=None) for s in states[:-1]])
+    kept, kept_seconds = run(resume=states[:-1])
+    same = all(torch.equal(a.last[n], b.last[n]) and torch.equal(a.last[n], c.last[n])
+               for a, b, c in zip(clean.targets, resumed.targets, kept.targets) for n in a.last)
     state_bytes = len(save({f"{k}/{g}": p for k, perm in enumerate(states[-1].perms) for g, p in perm.items()}))
     model = setup.model()
     matched = {n: torch.randn_like(p) for n, p in model.named_parameters()
@@ -62,7 +66,7 @@ def measure(name: str, setup, steps: int, targets: int) -> tuple[str, ...]:
     replay_seconds = resumed_seconds - clean_seconds / steps
     return (name, f"{steps}", f"{state_bytes / 1024:.1f} KiB", f"{pair_bytes / 1024:.0f} KiB",
             f"{write_seconds * 1000:.1f} ms", f"{replay_seconds / (steps - 1) * 1000:.1f} ms",
-            f"{clean_seconds:.2f} s", f"{resumed_seconds:.2f} s", "yes" if same else "NO")
+            f"{clean_seconds:.2f} s", f"{resumed_seconds:.2f} s", f"{kept_seconds:.2f} s", "yes" if same else "NO")
 
 
 def main() -> None:
@@ -74,7 +78,7 @@ def main() -> None:
     rows = [measure(name, setup(), args.steps, args.targets) for name, setup in (("mlp", mlp_setup),
                                                                                  ("cnn", cnn_setup))]
     header = ("model", "steps", "state/step", "pair/step", "pair write", "replay/step", "clean run",
-              "resumed at T-1", "identical")
+              "resumed at T-1", "same, pairs kept", "identical")
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
     for row in (header, tuple("-" * w for w in widths), *rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
