@@ -4,9 +4,13 @@ Claim the job atomically, run its kind's executor on the input artifacts the API
 resolved (`job_artifacts`) with progress, heartbeat and cancel callbacks, then move the
 result files of its manifest into the store as artifacts of the job's tenant and finish
 the job in one transaction. Whatever happens, the job
-ends `succeeded`, `failed` (with a stable code) or `cancelled`; on a clean shutdown it
-goes back to `queued`; if this process dies, it stays `running` with a heartbeat that
-goes stale so recovery runs it again.
+ends `succeeded`, `failed` (with a stable code) or `cancelled`; on a clean shutdown (or a
+full store) it goes back to `queued`; if this process dies, it stays `running` until it
+is known lost (`worker.lost_jobs`) or its heartbeat goes stale, and runs again.
+
+After each completed step the executor's checkpoint is recorded (`app.core.jobs.steps`),
+so the next attempt resumes after it (a `resumed` event); a job stopped early keeps the
+steps it reached as partial results when the executor offers them (docs/reliability.md).
 """
 
 import errno
