@@ -173,9 +173,11 @@ def test_cancel_of_queued_and_running_jobs(stack):
     _wait_running(stack, running)
     assert stack.client.cancel(running.id).status == "cancelling"
     running = _wait(stack, running)
-    assert running.status == "cancelled" and running.result is None
-    assert running.progress.step < running.progress.total
-    assert _produced_artifacts(stack, running) == []
+    assert running.status == "cancelled" and running.progress.step < running.progress.total
+    # It keeps the steps it reached (outputs.partial_on_stop, on by default), marked partial.
+    assert running.summary["partial"] is True and running.summary["reached_step"] < LONG["steps"]
+    assert running.result_file("last", 0).metadata["partial"] is True
+    assert sorted(_produced_artifacts(stack, running)) == sorted(f.artifact for f in running.files)
     assert stack.client.get_job(queued.id).attempts == 0
 
 
