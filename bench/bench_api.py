@@ -1,8 +1,9 @@
 """Benchmark the API process: 1 GB upload/download throughput with its memory growth
-through each artifact store (local disk, S3), and job-status polling latency at a fixed
-request rate, on SQLite and PostgreSQL.
+through each artifact store (local disk, S3), job-status polling latency at a fixed
+request rate, and a mixed load of 200 clients (every fifth request a 50-job list) with
+p50/p99 per endpoint, on SQLite and PostgreSQL.
 
-    .venv/bin/python -m bench.bench_api [--size-mb 1024] [--rate 200] [--duration 20] [--stores local,s3]
+    .venv/bin/python -m bench.bench_api [--size-mb 1024] [--rate 200] [--duration 20] [--stores local,s3] [--clients 200]
 
 The API runs as a real `uvicorn app.main:app` process on loopback; transfers use curl
 (streamed both ways), polling uses wrk (Debian: `apt-get install -y wrk`) with a Lua
@@ -207,9 +208,41 @@ def bench_polling(base_url: str, key: str, workdir: Path, rate: int, duration: i
     calibration = requests_per_second(run_wrk(url, key, script, connections, int(cycle_ms), 3))
     answer_ms = connections * 1000 / calibration - int(cycle_ms)
     out = run_wrk(url, key, script, connections, max(round(cycle_ms - answer_ms), 0), duration)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)
-    return f"{requests_per_second(out):.0f}", p50, p99
+    return f"{requests_per_second(out):.0f}", *percentiles(out)
+
+
+def percentiles(wrk_output: str) -> tuple[str, str]:
+    return tuple(re.search(rf"^\s+{p}%\s+(\S+)", wrk_output, re.MULTILINE).group(1) for p in (50, 99))
+
+
+def bench_mixed(base_url: str, key: str, workdir: Path, clients: int, rate: int,
+                duration: int) -> list[tuple[str, ...]]:
+    """`clients` paced connections at about `rate` req/s in all: four in five poll one job's
+    status, one in five lists 50 jobs (of 60 stored). Two wrk processes run side by side,
+    one per endpoint, so each reports its own latency. Returns a row per endpoint."""
+    headers = {"Authorization": f"Bearer {key}"}
+    job_id = seed_job(base_url, key)
+    spec = httpx.get(f"{base_url}/v1/jobs/{job_id}", headers=headers).json()["spec"]
+    for _ in range(59):
+        httpx.post(f"{base_url}/v1/jobs", json={"spec": spec}, headers=headers).raise_for_status()
+    lists = max(1, clients // 5)
+    loads = {"GET /v1/jobs/{id}": (f"{base_url}/v1/jobs/{job_id}", clients - lists),
+             "GET /v1/jobs?limit=50": (f"{base_url}/v1/jobs?limit=50", lists)}
+    runs = {}
+    for name, (url, connections) in loads.items():
+        share = rate * connections / clients
+        script = workdir / f"mixed-{connections}.lua"
+        script.write_text(WRK_SCRIPT.format(key=key, delay_ms=round(connections * 1000 / share)))
+        runs[name] = subprocess.Popen(["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s",
+                                       "--timeout", "10s", "--latency", "-s", str(script), url],
+                                      stdout=subprocess.PIPE, text=True)
+    rows = []
+    for name, process in runs.items():
+        out, _ = process.communicate()
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        rows.append((name, str(loads[name][1]), f"{requests_per_second(out):.0f}", *percentiles(out),
+                     errors.group(1) if errors else "0"))
+    return rows
 
 
 def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -226,28 +259,37 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--stores", default="local,s3", help="artifact stores for the transfer rows")
+    parser.add_argument("--clients", type=int, default=200, help="connections of the mixed load")
+    parser.add_argument("--only-mixed", action="store_true", help="skip the transfer and polling tables")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
 
     load_before = os.getloadavg()[0]
-    transfer_rows, poll_rows = [], []
+    transfer_rows, poll_rows, mixed_rows = [], [], []
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory(prefix="trajx-bench-") as tmp, database(backend, Path(tmp)) as url:
             workdir = Path(tmp)
             key = new_key(url)
-            if not transfer_rows:  # the store does not depend on the database: measure once
+            if not transfer_rows and not args.only_mixed:  # the store does not depend on the database: measure once
                 for store in args.stores.split(","):
                     with store_env(store, workdir) as env, api_server(url, workdir, env) as (base_url, pid):
                         transfer_rows += [(store, *row) for row in
                                           bench_transfer(base_url, pid, key, workdir, args.size_mb)]
             with api_server(url, workdir) as (base_url, pid):
-                achieved, p50, p99 = bench_polling(base_url, key, workdir, args.rate, args.duration)
-                poll_rows.append((backend, f"{args.rate}", achieved, p50, p99))
-    table(f"Artifact transfer, {args.size_mb} MiB, one API process, curl on loopback",
-          ("store", "direction", "throughput", "API peak RSS growth"), transfer_rows)
-    table(f"GET /v1/jobs/{{id}} polling, wrk, 8 paced connections, {args.duration} s, one API process",
-          ("database", "target req/s", "achieved req/s", "p50", "p99"), poll_rows)
+                if not args.only_mixed:
+                    achieved, p50, p99 = bench_polling(base_url, key, workdir, args.rate, args.duration)
+                    poll_rows.append((backend, f"{args.rate}", achieved, p50, p99))
+                mixed_rows += [(backend, *row) for row in
+                               bench_mixed(base_url, key, workdir, args.clients, args.rate, args.duration)]
+    if not args.only_mixed:
+        table(f"Artifact transfer, {args.size_mb} MiB, one API process, curl on loopback",
+              ("store", "direction", "throughput", "API peak RSS growth"), transfer_rows)
+        table(f"GET /v1/jobs/{{id}} polling, wrk, 8 paced connections, {args.duration} s, one API process",
+              ("database", "target req/s", "achieved req/s", "p50", "p99"), poll_rows)
+    table(f"Mixed load: {args.clients} paced connections, about {args.rate} req/s in all, every fifth a "
+          f"50-job list, {args.duration} s, one API process",
+          ("database", "endpoint", "connections", "req/s", "p50", "p99", "non-2xx"), mixed_rows)
     # The machine is shared: say how busy it was, since tail latency depends on it.
     print(f"\n{os.cpu_count()} CPUs; Python {sys.version.split()[0]}; 1-min load average "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after")

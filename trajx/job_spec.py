@@ -117,12 +117,15 @@ class Outputs(_Strict):
     """What to keep besides the last and best checkpoints and the metrics report.
 
     `average`: also return the uniform average of the last k transferred steps
-    (BatchNorm re-estimated), evaluated like the other results.
+    (BatchNorm re-estimated), evaluated like the other results. `partial_on_stop`: a job
+    cancelled, timed out or failed after some steps still returns the last and best steps
+    it completed, marked partial (within the tenant's storage quota).
     """
 
     permutations: bool = True
     trajectory: bool = False
     average: LastSteps | None = None
+    partial_on_stop: bool = True
 
 
 class JobSpecBase(_Strict):

@@ -33,7 +33,7 @@ from app.core.settings import get_settings
 from app.core.storage.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.context import worker_context
-from worker.runner import run_job
+from worker.runner import STORAGE_FULL, run_job
 from worker.webhooks import deliverer
 
 # Loads the SQLAlchemy dialect and driver without opening a connection (none may cross a fork).
@@ -47,16 +47,22 @@ RELEASE_SIGNAL = signal.SIGUSR2
 _shutdown = threading.Event()
 # A job deferred by its tenant's running quota is offered again after this long.
 DEFER_SECONDS = 5.0
+# A job handed back because the store is full is tried again after this long.
+STORAGE_FULL_RETRY_SECONDS = 30.0
 
 
-@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True)
+# max_retries=None on the task itself: `retry(max_retries=None)` would mean Celery's default
+# of 3, and the fourth retry would drop the message silently while its marker looks fresh.
+@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True, max_retries=None)
 def run_job_task(self, job_id: str) -> None:
     """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op,
     one whose tenant has its running quota is tried again after DEFER_SECONDS.
 
     With the database unavailable the message is not spent: it goes back to the broker
-    (`retry`, with backoff) and the job's dispatched marker is refreshed, so nothing depends
-    on recovery noticing. A job the outage interrupted keeps a heartbeat that goes stale.
+    (`retry`, with backoff, as often as it takes: the job's attempts, not the message's,
+    bound the work) and the job's dispatched marker is refreshed, so nothing depends on
+    recovery noticing. A job the outage interrupted is released by this process once the
+    database answers again (`worker.runner`), so it holds no tenant slot meanwhile.
     """
     try:
         status = run_job(job_id, shutdown=_shutdown)
@@ -64,10 +70,10 @@ def run_job_task(self, job_id: str) -> None:
         if not is_unavailable(exc):
             raise
         countdown = min(2 ** self.request.retries, MAX_RETRY_SECONDS)
-        log.warning("job %s: database unavailable (%s); message retried in %d s", job_id, type(exc).__name__,
-                    countdown)
+        log.warning("job %s: database unavailable (%s); message retried in %d s (retry %d)", job_id,
+                    type(exc).__name__, countdown, self.request.retries + 1)
         message_retried(get_settings(), job_id)
-        raise self.retry(countdown=countdown, max_retries=None) from None
+        raise self.retry(countdown=countdown) from None
     finally:
         # The child stays for the next job: hand its GPU memory back. A reference cycle
         # (a traceback, an autograd graph) can keep tensors alive, and the cache can only
@@ -79,8 +85,13 @@ def run_job_task(self, job_id: str) -> None:
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
     if status == DEFERRED:
+        log.info("job %s: its tenant is at its running-job limit; message retried in %g s", job_id, DEFER_SECONDS)
         message_retried(get_settings(), job_id)
-        raise self.retry(countdown=DEFER_SECONDS, max_retries=None)
+        raise self.retry(countdown=DEFER_SECONDS)
+    if status == STORAGE_FULL:
+        log.warning("job %s: the store is full; message retried in %g s", job_id, STORAGE_FULL_RETRY_SECONDS)
+        message_retried(get_settings(), job_id)
+        raise self.retry(countdown=STORAGE_FULL_RETRY_SECONDS)
     message_consumed(get_settings(), job_id)
 
 

@@ -25,6 +25,7 @@ from app.core.logs import configure_logging
 from app.core.settings import Settings, get_settings
 from app.core.storage.temp_files import PeriodicSweep
 from worker.context import worker_context
+from worker.lost_jobs import expire_lost_jobs
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ POLL_SECONDS = 1.0
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 LOCK_RETRY_SECONDS = 0.5
 PARENT_CHECK_SECONDS = 0.5
+STORAGE_FULL_RETRY_SECONDS = 30.0
 
 
 @contextmanager
@@ -60,17 +62,23 @@ def run_pending(settings: Settings, shutdown: threading.Event) -> int:
     One job per call: the next call orders the queue again, so a tenant's backlog cannot
     hold back a job another tenant submitted meanwhile.
     """
-    from worker.runner import run_job  # torch loads here, never in the parent API process
+    from worker.runner import STORAGE_FULL, run_job  # torch loads here, never in the API process
 
     ctx = worker_context(settings)
     with ctx.sessions() as session:
+        expire_lost_jobs(session, settings)  # e.g. the job of the worker this one replaced
         fail_exhausted(session, settings.stale_seconds)
         job_ids = fair_order(session, claimable_job_ids(session, settings.stale_seconds),
                              settings.tenant_max_running_jobs)
     for job_id in job_ids:
         if shutdown.is_set():
             break
-        if run_job(job_id, settings, shutdown) not in (None, DEFERRED):
+        status = run_job(job_id, settings, shutdown)
+        if status == STORAGE_FULL:
+            # Every job would meet the full store at its next write: wait, then try again.
+            shutdown.wait(STORAGE_FULL_RETRY_SECONDS)
+            return 0
+        if status not in (None, DEFERRED):
             return 1
     return 0
 

@@ -22,13 +22,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from app.core.jobs.claim import add_event, claimable_job_ids, fail_exhausted
+from app.core.jobs.claim import add_event, claimable_job_ids, fail_exhausted, fail_overrun
 from app.core.jobs.dispatcher import Dispatcher, get_dispatcher
 from app.core.logs import configure_logging
 from app.core.persistence.models import Job, JobEvent, utcnow
 from app.core.settings import Settings, get_settings
 from app.core.storage.temp_files import PeriodicSweep
 from worker.context import worker_context
+from worker.lost_jobs import expire_lost_jobs
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ def sweep(settings: Settings, dispatcher: Dispatcher, queued_grace_seconds: floa
     sessions = worker_context(settings).sessions
     now = utcnow()
     with sessions() as session:
-        failed = fail_exhausted(session, settings.stale_seconds)
+        expire_lost_jobs(session, settings)
+        failed = fail_overrun(session, settings.stale_seconds, settings.job_time_limit_seconds)
+        failed += fail_exhausted(session, settings.stale_seconds)
         candidates = claimable_job_ids(session, settings.stale_seconds,
                                        queued_before=now - timedelta(seconds=queued_grace_seconds))
         jobs = {row.id: row for row in session.execute(

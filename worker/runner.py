@@ -4,15 +4,18 @@ Claim the job atomically, run its kind's executor on the input artifacts the API
 resolved (`job_artifacts`) with progress, heartbeat and cancel callbacks, then move the
 result files of its manifest into the store as artifacts of the job's tenant and finish
 the job in one transaction. Whatever happens, the job
-ends `succeeded`, `failed` (with a stable code) or `cancelled`; on a clean shutdown it
-goes back to `queued`; if this process dies, it stays `running` with a heartbeat that
-goes stale so recovery runs it again.
+ends `succeeded`, `failed` (with a stable code) or `cancelled`; on a clean shutdown (or a
+full store) it goes back to `queued`; if this process dies, it stays `running` until it
+is known lost (`worker.lost_jobs`) or its heartbeat goes stale, and runs again.
+
+After each completed step the executor's checkpoint is recorded (`app.core.jobs.steps`),
+so the next attempt resumes after it (a `resumed` event); a job stopped early keeps the
+steps it reached as partial results when the executor offers them (docs/reliability.md).
 """
 
+import errno
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.errors import QuotaExceeded
 from app.core.jobs.claim import (
     Claim,
     add_event,
@@ -34,16 +38,26 @@ from app.core.jobs.claim import (
 )
 from app.core.jobs.fair_share import DEFERRED
 from app.core.jobs.outbox import PROGRESS, enqueue
+from app.core.jobs.steps import record_step, recorded_steps
 from app.core.persistence.models import Artifact, Job, JobArtifact
 from app.core.persistence.outage import is_unavailable
 from app.core.settings import Settings, get_settings
 from app.core.storage.artifacts import drop_blob_if_unused, record_result
-from app.core.storage.errors import StorageUnavailable
+from app.core.storage.errors import StorageFull, StorageUnavailable
 from app.core.storage.temp_files import work_dir
+from app.core.tenancy.limits import check_stored_bytes
 from trajx.errors import Cancelled, InvalidInput, TrajxError, is_out_of_memory
-from trajx.executors import Resolve, ResultManifest, RunContext, RunProgress, executor_for
+from trajx.executors import (
+    Checkpoint,
+    Resolve,
+    ResultManifest,
+    RunContext,
+    RunProgress,
+    executor_for,
+)
 from trajx.job_spec import parse_job_spec
 from worker.context import WorkerContext, worker_context
+from worker.lost_jobs import expire_lost_jobs, running_here, worker_id
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -55,11 +69,8 @@ CANCEL_CHECK_INTERVAL = 0.25
 STORAGE_RETRY_FIRST_PAUSE = 0.5
 STORAGE_RETRY_MAX_PAUSE = 8.0
 T = TypeVar("T")
-
-
-def worker_id() -> str:
-    """This process as the database knows it: `host:pid` (tests SIGKILL the pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+# What run_job returns for a job handed back because the store is full (tried again later).
+STORAGE_FULL = "storage_full"
 
 
 def run_job(job_id: str, settings: Settings | None = None,
@@ -74,16 +85,24 @@ def run_job(job_id: str, settings: Settings | None = None,
     stale heartbeat and recovery re-runs it.
     """
     ctx = worker_context(settings or get_settings())
-    with ctx.sessions() as session:
-        claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
-                          ctx.settings.tenant_max_running_jobs)
-        if claim is None:
-            # Still claimable but not claimed: only the tenant's running quota refuses that.
-            waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
-                                                          Job.attempts < Job.max_attempts))
-            session.rollback()
-            return DEFERRED if waiting else None
-    return _JobRun(ctx, claim, shutdown or threading.Event()).run()
+    with running_here(job_id):
+        with ctx.sessions() as session:
+            expire_lost_jobs(session, ctx.settings)
+            claim = claim_job(session, job_id, worker_id(), ctx.settings.stale_seconds,
+                              ctx.settings.tenant_max_running_jobs, ctx.settings.job_time_limit_seconds)
+            if claim is None:
+                # Still claimable but not claimed: only the tenant's running quota refuses that.
+                waiting = session.scalar(select(Job.id).where(Job.id == job_id, Job.status == "queued",
+                                                              Job.attempts < Job.max_attempts))
+                session.rollback()
+                return DEFERRED if waiting else None
+        return _JobRun(ctx, claim, shutdown or threading.Event()).run()
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """A write failed because the disk is full (OSError, or safetensors' wrapped I/O error)."""
+    return (isinstance(exc, StorageFull) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+            or "(os error 28)" in str(exc))
 
 
 class _JobRun:
@@ -100,11 +119,25 @@ class _JobRun:
             # Webhook messages go to the outbox with each transition; this process's
             # deliverer sends them (and, should this process end, any other one does).
             self.webhooks = deliverer(ctx.settings) if job.webhook_url else None
+        self.resume = self._resume_point()
+        self.partial: Callable[[], ResultManifest] | None = None  # what a stop keeps (`on_partial`)
         self.lost = threading.Event()
         self.deadline = time.monotonic() + ctx.settings.job_time_limit_seconds
         self._unreported: list[dict[str, Any]] = []  # what finished since the last progress event
+        self._latest: RunProgress | None = None
         self._last_progress = 0.0
         self._last_cancel_check = 0.0
+
+    def _resume_point(self) -> list[Checkpoint]:
+        """The steps earlier attempts completed (recorded one by one), with a `resumed` event."""
+        with self.ctx.sessions() as session:
+            steps = recorded_steps(session, self.claim.job_id)
+            if steps:
+                add_event(session, self.claim.job_id, "resumed",
+                          {"step": steps[-1].step, "attempt": self.claim.attempt, "worker_id": self.claim.worker_id})
+                session.commit()
+                log.info("job %s: resumed after step %d", self.claim.job_id, steps[-1].step)
+        return [Checkpoint(row.step, row.state, row.data) for row in steps]
 
     def run(self) -> str | None:
         stop_heartbeat = threading.Event()
@@ -122,12 +155,14 @@ class _JobRun:
         if self.webhooks is not None:
             self.webhooks.wake()  # the claim queued `job.running`
         with work_dir(self.ctx.store.tmp_dir, prefix=f"{self.claim.job_id}-") as tmp:
+            out_dir = Path(tmp)
             try:
                 spec = parse_job_spec(self.spec_data)
-                resolve = self._input_resolver(Path(tmp) / "inputs")
-                manifest = executor_for(spec.kind)(spec, resolve, Path(tmp),
-                                                   RunContext(self._on_progress, self._should_cancel))
-                return self._succeed(Path(tmp), manifest)
+                resolve = self._input_resolver(out_dir / "inputs")
+                context = RunContext(self._on_progress, self._should_cancel, resume=self.resume,
+                                     on_checkpoint=self._on_checkpoint, on_partial=self._offer_partial)
+                manifest = executor_for(spec.kind)(spec, resolve, out_dir, context)
+                return self._store_and_finish(out_dir, manifest, "succeeded", {})
             except Cancelled:
                 if self.lost.is_set():
                     log.warning("job %s: claim lost, another worker owns it now", self.claim.job_id)
@@ -137,26 +172,41 @@ class _JobRun:
                         if release(session, self.claim):
                             return "queued"
                 if time.monotonic() >= self.deadline:
-                    return self._fail("time_limit_exceeded",
+                    return self._fail(out_dir, "time_limit_exceeded",
                                       f"the job ran past {self.ctx.settings.job_time_limit_seconds:g} s")
-                with self.ctx.sessions() as session:
-                    return self._finish(session, "cancelled", {})
+                return self._end(out_dir, "cancelled", {})
             except StorageUnavailable:
                 # Still away after TRAJX_STORAGE_RETRY_SECONDS of retries: not the job's fault.
                 # It stays running, its heartbeat goes stale and recovery runs it again.
                 raise
+            except StorageFull as exc:
+                return self._hand_back_storage_full(exc)
             except TrajxError as exc:
                 # Details name tensors, shapes, fields: make them JSON whatever their type.
-                return self._fail(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str)))
+                return self._fail(out_dir, exc.code, exc.message,
+                                  json.loads(json.dumps(exc.details, default=str)))
             except Exception as exc:
                 if is_unavailable(exc):
-                    # Not the job's fault: it stays running, its heartbeat goes stale and
-                    # recovery runs it again once the database is back.
+                    # Not the job's fault: it stays running until this process (or another
+                    # on this host) sees the database again and marks it lost
+                    # (`expire_lost_jobs`), or its heartbeat goes stale; then it runs again.
                     raise
+                if is_storage_full(exc):
+                    return self._hand_back_storage_full(exc)
                 if is_out_of_memory(exc):
-                    return self._fail("out_of_memory", f"{type(exc).__name__}: {exc}")
+                    return self._fail(out_dir, "out_of_memory", f"{type(exc).__name__}: {exc}")
                 log.exception("job %s failed", self.claim.job_id)
-                return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
+                return self._fail(out_dir, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _hand_back_storage_full(self, exc: BaseException) -> str | None:
+        """The store is full: the job goes back to the queue (its steps kept, the attempt not
+        counted) with a `storage_full` event, and is tried again later, not failed."""
+        log.warning("job %s: the store is full (%s); handed back to be tried again", self.claim.job_id, exc)
+        with self.ctx.sessions() as session:
+            add_event(session, self.claim.job_id, STORAGE_FULL, {"message": str(exc)[:500]})
+            if release(session, self.claim, reason=STORAGE_FULL):
+                return STORAGE_FULL
+        return None
 
     def _input_resolver(self, inputs_dir: Path) -> Resolve:
         """Artifact id -> local file, for the inputs the API resolved when it created the job
@@ -200,12 +250,15 @@ class _JobRun:
                 pause = min(2 * pause, STORAGE_RETRY_MAX_PAUSE)
 
     def _on_progress(self, progress: RunProgress) -> None:
-        step, total = progress.done, progress.total
         self._unreported.append(progress.data)
-        now = time.monotonic()
-        if now - self._last_progress < PROGRESS_MIN_INTERVAL and step < total:
+        self._latest = progress
+        if time.monotonic() - self._last_progress < PROGRESS_MIN_INTERVAL and progress.done < progress.total:
             return
-        self._last_progress = now
+        self._report_progress(progress)
+
+    def _report_progress(self, progress: RunProgress) -> None:
+        step, total = progress.done, progress.total
+        self._last_progress = time.monotonic()
         latest = {"step": step, "total": total, **progress.data}
         with self.ctx.sessions() as session:
             if not heartbeat(session, self.claim, progress_step=step, progress_total=total):
@@ -215,6 +268,17 @@ class _JobRun:
             add_event(session, self.claim.job_id, "progress", {**latest, "steps": self._unreported})
             self._commit_with_webhook(session, PROGRESS, {"id": self.claim.job_id, "status": "running", **latest})
         self._unreported = []
+
+    def _on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self.ctx.sessions() as session:
+            if not record_step(session, self.claim, checkpoint.step, checkpoint.state, checkpoint.data):
+                self.lost.set()
+                return
+        if self._unreported:  # what the job shows is never behind what it would resume from
+            self._report_progress(self._latest)
+
+    def _offer_partial(self, write: Callable[[], ResultManifest]) -> None:
+        self.partial = write
 
     def _should_cancel(self) -> bool:
         if self.lost.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline:
@@ -237,7 +301,9 @@ class _JobRun:
             except Exception:
                 log.exception("job %s: heartbeat failed, retrying", self.claim.job_id)
 
-    def _succeed(self, out_dir: Path, manifest: ResultManifest) -> str | None:
+    def _store_and_finish(self, out_dir: Path, manifest: ResultManifest, status: str, values: dict[str, Any],
+                          event_data: dict[str, Any] | None = None) -> str | None:
+        """End the job `status` with `manifest`'s files as its result, in one commit."""
         # No lock (see app.core.storage.store): the result files stay in `out_dir` until
         # their rows have committed, and are published again if a concurrent delete of an
         # artifact with the same bytes took the blob meanwhile. They are published before
@@ -254,17 +320,54 @@ class _JobRun:
         with self.ctx.sessions() as session:
             try:
                 result = self._store_results(session, out_dir, manifest)
-                ended = self._finish(session, "succeeded", {"result": result, "summary": manifest.summary})
+                ended = self._finish(session, status, {**values, "result": result, "summary": manifest.summary},
+                                     event_data)
             except BaseException:
                 session.rollback()
                 self._drop_blobs(session, new_blobs)
                 raise
-            if ended != "succeeded":  # a late cancel, or a lost claim: the rows were rolled back
+            if ended != status:  # a late cancel, or a lost claim: the rows were rolled back
                 self._drop_blobs(session, new_blobs)
                 return ended
         for entry in manifest.files:
             self._retrying(self.ctx.store.ensure, out_dir / entry.path, entry.sha256)
         return ended
+
+    def _end(self, out_dir: Path, status: str, values: dict[str, Any],
+             event_data: dict[str, Any] | None = None) -> str | None:
+        """End the job `status` (cancelled or failed), keeping the steps it reached as partial
+        results when the executor offered them and the tenant's quota has room."""
+        manifest = self._partial_results(out_dir)
+        if manifest is not None:
+            try:
+                return self._store_and_finish(out_dir, manifest, status, values,
+                                              {**(event_data or {}), "partial": True})
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                log.exception("job %s: its partial results could not be stored", self.claim.job_id)
+        with self.ctx.sessions() as session:
+            return self._finish(session, status, values, event_data)
+
+    def _partial_results(self, out_dir: Path) -> ResultManifest | None:
+        if self.partial is None:
+            return None
+        try:
+            manifest = self.partial()
+        except Exception:
+            log.exception("job %s: its partial results could not be written", self.claim.job_id)
+            return None
+        with self.ctx.sessions() as session:
+            try:
+                check_stored_bytes(session, self.tenant_id, self.ctx.settings.tenant_max_stored_bytes,
+                                   sum(f.size for f in manifest.files))
+            except QuotaExceeded as exc:
+                add_event(session, self.claim.job_id, "partial_dropped", {"reason": exc.message})
+                session.commit()
+                return None
+            finally:
+                session.rollback()
+        return manifest
 
     def _store_results(self, session: Session, out_dir: Path, manifest: ResultManifest) -> dict[str, Any]:
         """Every file of the manifest becomes an artifact of the tenant; returns `job.result`:
@@ -284,10 +387,9 @@ class _JobRun:
             except Exception:  # the database or store is away: an unreferenced blob only costs space
                 log.warning("job %s: could not remove blob %s", self.claim.job_id, sha256, exc_info=True)
 
-    def _fail(self, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
-        with self.ctx.sessions() as session:
-            return self._finish(session, "failed", {"error_code": code, "error_message": message},
-                                {"code": code, "message": message, **({"details": details} if details else {})})
+    def _fail(self, out_dir: Path, code: str, message: str, details: dict[str, Any] | None = None) -> str | None:
+        return self._end(out_dir, "failed", {"error_code": code, "error_message": message},
+                         {"code": code, "message": message, **({"details": details} if details else {})})
 
     def _finish(self, session: Session, status: str, values: dict[str, Any],
                 event_data: dict[str, Any] | None = None) -> str | None:

@@ -27,6 +27,7 @@ from standardwebhooks import Webhook
 from app.core.jobs.claim import add_event
 from app.core.jobs.webhook_guard import DestinationRefused, PinnedTransport
 from app.core.persistence.models import Job, WebhookDelivery, utcnow
+from app.core.persistence.outage import is_unavailable
 from app.core.settings import Settings
 from worker.context import worker_context
 
@@ -164,14 +165,24 @@ class Deliverer:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        outage = False
         while not self._stop.is_set():
             try:
                 attempted = deliver_due(self._sessions, self._policy)
-            except Exception:
-                # The database may be restarting: the messages wait in it.
-                log.exception("webhook delivery failed; retrying in %g s", ERROR_BACKOFF_SECONDS)
+            except Exception as exc:
+                # The database may be restarting: the messages wait in it. An outage is one
+                # line when it starts and one when it ends, not a traceback every few seconds.
+                if not is_unavailable(exc):
+                    log.exception("webhook delivery failed; retrying in %g s", ERROR_BACKOFF_SECONDS)
+                elif not outage:
+                    log.warning("webhook delivery paused: the database is unavailable (%s); retrying every %g s",
+                                type(exc).__name__, ERROR_BACKOFF_SECONDS)
+                outage = outage or is_unavailable(exc)
                 self._stop.wait(ERROR_BACKOFF_SECONDS)
                 continue
+            if outage:
+                log.info("webhook delivery resumed: the database answers again")
+                outage = False
             if not attempted:
                 self._wake.wait(self._poll_seconds)
                 self._wake.clear()

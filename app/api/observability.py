@@ -12,15 +12,17 @@ import uuid
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.core.logs import request_id_var
-from app.core.persistence.models import JOB_STATUSES, Artifact, Job
+from app.core.persistence.models import JOB_STATUSES, Artifact, Job, JobEvent
 
 access_log = logging.getLogger("app.access")
+# Job event types counted on /metrics: what an operator alerts on (`storage_full`) or watches.
+FAULT_EVENTS = ("storage_full", "lost", "released", "resumed")
 log = logging.getLogger("app.api.observability")
 
 
@@ -60,9 +62,14 @@ class _DatabaseCollector:
     def collect(self):
         jobs = GaugeMetricFamily("trajx_jobs", "Jobs by status", labels=["status"])
         stored = GaugeMetricFamily("trajx_artifact_bytes_stored", "Bytes in the store (each blob once)")
+        faults = CounterMetricFamily("trajx_job_fault_events", "Job events of faults survived: a full store "
+                                     "(storage_full), a worker known lost (lost), a job handed back "
+                                     "(released), a job resumed after its last step (resumed)", labels=["type"])
         try:
             with self.sessions() as session:
                 counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+                seen = dict(session.execute(select(JobEvent.type, func.count()).where(
+                    JobEvent.type.in_(FAULT_EVENTS)).group_by(JobEvent.type)).all())
                 blobs = (select(Artifact.sha256, Artifact.size).where(Artifact.deleted_at.is_(None))
                          .distinct().subquery())
                 total = session.scalar(select(func.coalesce(func.sum(blobs.c.size), 0)))
@@ -74,8 +81,11 @@ class _DatabaseCollector:
         for status in JOB_STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         stored.add_metric([], total or 0)
+        for type_ in FAULT_EVENTS:
+            faults.add_metric([type_], seen.get(type_, 0))
         yield jobs
         yield stored
+        yield faults
 
 
 class RequestMiddleware:

@@ -144,8 +144,28 @@ class JobPublic(BaseModel):
     webhook: WebhookPublic | None
 
 
+class JobListItem(BaseModel):
+    """A job as a list shows it: everything but the full spec, the result manifest and the
+    webhook (`GET /v1/jobs/{id}` has them); `spec` holds only its headline."""
+
+    id: str
+    kind: str
+    status: JobStatus
+    spec: ShownJson = Field(description="the spec's headline: `kind`, `method`, `arch` (`name` or `program`)")
+    queue: str
+    progress: Progress
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: JobError | None
+    summary: ShownJson | None
+
+
 class JobsPage(BaseModel):
-    data: list[JobPublic]
+    data: list[JobListItem]
     next_cursor: str | None
 
 

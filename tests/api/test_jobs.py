@@ -141,6 +141,18 @@ def test_list_filters_by_status_and_paginates(api, tenant, dispatcher):
     assert api.get("/v1/jobs", params={"status": "bogus"}, headers=tenant.headers).status_code == 422
 
 
+def test_a_list_row_carries_what_a_list_shows_not_the_whole_job(api, tenant, dispatcher):
+    """Issue 28.5: a 50-job page is not 50 full specs, manifests and webhook secrets."""
+    spec = transfer_spec(api, tenant)
+    response = api.post("/v1/jobs", json={"spec": spec, "webhook": {"url": "https://ci.example/hook"}},
+                        headers=tenant.headers)
+    row = api.get("/v1/jobs", headers=tenant.headers).json()["data"][0]
+    assert row["id"] == response.json()["id"] and "result" not in row and "webhook" not in row
+    assert row["spec"] == {"kind": "transfer", "method": spec.get("method", "fgmt"),
+                           "arch": {"name": spec["arch"]["name"]}}
+    assert {"status", "progress", "attempts", "max_attempts", "error", "summary", "created_at"} <= row.keys()
+
+
 def test_webhook_gets_a_secret_and_default_events(api, tenant, dispatcher):
     spec = transfer_spec(api, tenant)
     response = api.post("/v1/jobs", json={"spec": spec, "webhook": {"url": "https://ci.example/hook"}},

@@ -69,6 +69,7 @@ def test_metrics_count_requests_jobs_and_bytes(api, tenant):
     text = api.get("/metrics").text
     assert f"trajx_artifact_bytes_stored {float(len(content))}" in text
     assert 'trajx_jobs{status="queued"} 0.0' in text
+    assert 'trajx_job_fault_events_total{type="storage_full"} 0.0' in text  # what an operator alerts on
     assert 'trajx_http_requests_total{method="POST",route="/v1/artifacts",status="201"} 2.0' in text
 
 

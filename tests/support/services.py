@@ -86,10 +86,11 @@ class Service:
         self.stop()
 
 
-def celery_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Service:
-    """`celery worker -Q gpu,cpu -c 1`: one job at a time, a fresh child per job."""
+def celery_worker(settings: Settings, log_dir: Path, name: str = "worker", concurrency: int = 1) -> Service:
+    """`celery worker -Q gpu,cpu -c 1`: one job at a time, a fresh child per job (`concurrency`
+    children: as many workers)."""
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu",
-               "-c", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO",
+               "-c", str(concurrency), "--hostname", f"{name}@%h", "--loglevel", "INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
     return Service(name, command, settings, log_dir, lambda s: " ready." in s.log_since_start(), start_timeout=90)
 

@@ -120,14 +120,30 @@ def _wait_for_events(stack: Stack, job: Job, enough, timeout: float = 120) -> li
         time.sleep(0.1)
 
 
-def test_killed_worker_process_job_is_rerun_and_succeeds(stack):
+def test_killed_worker_process_job_resumes_from_its_step_and_matches_a_clean_run(stack):
+    """Issue 25.6: SIGKILL at step k; the next worker process resumes after step k (at most
+    one step redone), and the result checkpoints are byte-identical to an uninterrupted run."""
+    clean = stack.client.create_job(digits_spec(stack.ids, **LONG))
+    clean = _wait(stack, clean, timeout=90)
     job = stack.client.create_job(digits_spec(stack.ids, **LONG))
-    _wait_running(stack, job)
-    os.kill(_worker_pid(stack, job), signal.SIGKILL)
+    reached = _wait_running(stack, job, min_step=3).progress.step
+    killed = _worker_pid(stack, job)
+    os.kill(killed, signal.SIGKILL)
     job = _wait(stack, job, timeout=90)
     assert job.status == "succeeded", job.error
     assert job.attempts == 2
-    assert _event_types(stack, job).count("started") == 2
+    events = stack.client.events(job.id)
+    resumed = [e.data for e in events if e.type == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["step"] >= reached - 1, (resumed, reached)
+    assert not resumed[0]["worker_id"].endswith(f":{killed}")
+    assert [e.type for e in events].count("started") == 2
+    shown = [e.data["step"] for e in events if e.type == "progress"]
+    assert shown == sorted(shown)  # progress never went back
+    assert _checkpoints(job) == _checkpoints(clean)
+
+
+def _checkpoints(job: Job) -> dict[tuple[int | None, str], str]:
+    return {(f.target, f.role): f.sha256 for f in job.files if f.path.endswith(".safetensors")}
 
 
 def test_queued_job_survives_a_redis_restart(stack):
@@ -157,9 +173,11 @@ def test_cancel_of_queued_and_running_jobs(stack):
     _wait_running(stack, running)
     assert stack.client.cancel(running.id).status == "cancelling"
     running = _wait(stack, running)
-    assert running.status == "cancelled" and running.result is None
-    assert running.progress.step < running.progress.total
-    assert _produced_artifacts(stack, running) == []
+    assert running.status == "cancelled" and running.progress.step < running.progress.total
+    # It keeps the steps it reached (outputs.partial_on_stop, on by default), marked partial.
+    assert running.summary["partial"] is True and running.summary["reached_step"] < LONG["steps"]
+    assert running.result_file("last", 0).metadata["partial"] is True
+    assert sorted(_produced_artifacts(stack, running)) == sorted(f.artifact for f in running.files)
     assert stack.client.get_job(queued.id).attempts == 0
 
 

@@ -9,7 +9,7 @@ from app.core.jobs.claim import claim_job, claimable_job_ids
 from app.core.jobs.fair_share import DEFERRED, fair_order
 from app.core.persistence.models import Job, utcnow
 from tests.conftest import make_tenant
-from tests.support.rows import load_job, make_job
+from tests.support.rows import event_types, load_job, make_job
 from worker.context import worker_context
 from worker.runner import run_job
 
@@ -89,3 +89,58 @@ def test_the_embedded_worker_serves_tenants_in_turn(settings, tenant_id, session
     while embedded.run_pending(settings, threading.Event()):
         pass
     assert ran == [backlog[0], newcomer, backlog[1], backlog[2]]
+
+
+def test_a_running_limit_of_one_holds_against_simultaneous_claims(settings, tenant_id):
+    """Issue 28.6: claims of one tenant's jobs in the same instant each counted the other's
+    job as not yet running; now they are serialised per tenant."""
+    import threading
+
+    for _ in range(3):
+        jobs = [make_job(settings, tenant_id) for _ in range(4)]
+        barrier = threading.Barrier(len(jobs))
+        claims = []
+
+        def contend(job_id, name, barrier, claims):
+            barrier.wait()
+            claims.append(_claim(settings, job_id, max_running=1, worker=name))
+
+        threads = [threading.Thread(target=contend, args=(job, f"w{i}", barrier, claims))
+                   for i, job in enumerate(jobs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len([c for c in claims if c is not None]) == 1
+        with worker_context(settings).sessions() as session:
+            session.execute(update(Job).where(Job.id.in_(jobs)).values(status="succeeded"))
+            session.commit()
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_job_whose_worker_is_known_gone_frees_its_tenant_slot_at_once(settings, tenant_id):
+    """Issue 28.1: a job of a SIGKILLed worker on this host, or one this process dropped in a
+    database outage, no longer waits out the stale period holding its tenant's slot."""
+    from worker.lost_jobs import expire_lost_jobs, worker_id
+
+    host = worker_id().rsplit(":", 1)[0]
+    killed = make_job(settings, tenant_id, status="running", heartbeat_at=utcnow(), attempts=1,
+                      worker_id=f"{host}:{_dead_pid()}")
+    dropped = make_job(settings, tenant_id, status="running", heartbeat_at=utcnow(), attempts=1,
+                       worker_id=worker_id())
+    alive = make_job(settings, tenant_id, status="running", heartbeat_at=utcnow(), attempts=1,
+                     worker_id=f"{host}:1")  # pid 1 exists
+    waiting = make_job(settings, tenant_id)
+    assert _claim(settings, waiting, max_running=2) is None  # two live jobs hold both slots
+    with worker_context(settings).sessions() as session:
+        assert sorted(expire_lost_jobs(session, settings)) == sorted([killed, dropped])
+    assert _claim(settings, waiting, max_running=2) is not None
+    assert "lost" in event_types(settings, killed) and "lost" not in event_types(settings, alive)
+    assert _claim(settings, killed, max_running=3, worker="w2") is not None  # claimable at once

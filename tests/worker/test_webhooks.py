@@ -174,3 +174,22 @@ def test_the_deliverer_thread_sends_as_soon_as_it_is_woken(settings, tenant_id, 
     finally:
         deliverer.stop()
     assert [p["type"] for _, p, _ in receiver.received] == ["job.succeeded"]
+
+
+def test_a_database_outage_is_one_log_line_not_a_traceback_every_few_seconds(monkeypatch, caplog):
+    """Issue 28.7: workers and recovery logged a full traceback every 5 s of an outage."""
+    import logging
+    import time
+
+    from app.core.persistence.db import make_engine, make_session_factory
+    from worker import webhooks
+
+    monkeypatch.setattr(webhooks, "ERROR_BACKOFF_SECONDS", 0.05)
+    nobody = make_session_factory(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    with caplog.at_level(logging.INFO, logger="worker.webhooks"):
+        delivering = webhooks.Deliverer(nobody)
+        time.sleep(1.0)
+        delivering.stop()
+    records = [r for r in caplog.records if r.name == "worker.webhooks"]
+    assert [r.levelname for r in records] == ["WARNING"] and records[0].exc_info is None
+    assert "database is unavailable" in records[0].getMessage()

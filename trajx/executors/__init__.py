@@ -8,6 +8,7 @@ Importing this package does not import torch: built-in executors load on first u
 
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import (
+    Checkpoint,
     Executor,
     Resolve,
     RunContext,
@@ -16,5 +17,5 @@ from trajx.executors.registry import (
     register_executor,
 )
 
-__all__ = ["Executor", "Resolve", "ResultFile", "ResultManifest", "RunContext", "RunProgress", "executor_for",
+__all__ = ["Checkpoint", "Executor", "Resolve", "ResultFile", "ResultManifest", "RunContext", "RunProgress", "executor_for",
            "file_entry", "register_executor"]

@@ -1,7 +1,7 @@
 """The executor registry: job kind -> the function that runs a spec of that kind."""
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +22,17 @@ class RunProgress:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a run needs to continue after its completed unit `step` (1, 2, ...): `state` in
+    the executor's own encoding, `data` JSON facts. The caller keeps them; an executor that
+    gets the ones of steps 1..r back (`RunContext.resume`) continues at step r + 1."""
+
+    step: int
+    state: bytes
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 def _never() -> bool:
     return False
 
@@ -29,10 +40,18 @@ def _never() -> bool:
 @dataclass(frozen=True)
 class RunContext:
     """How an executor talks back: progress reports, and a cancel check between steps
-    (True means stop: raise trajx.errors.Cancelled)."""
+    (True means stop: raise trajx.errors.Cancelled). An executor that can resume reads
+    `resume` (checkpoints of steps 1..r of an earlier attempt, in order) and reports each
+    completed step to `on_checkpoint`. One that stops early with steps done offers what it
+    reached to `on_partial` before raising: a function that writes those results, marked
+    partial, under its `out_dir` and returns their manifest; the caller runs it only if it
+    keeps them (a cancel, not a hand-over to another worker)."""
 
     on_progress: Callable[[RunProgress], None] = lambda progress: None
     should_cancel: Callable[[], bool] = _never
+    resume: Sequence[Checkpoint] = ()
+    on_checkpoint: Callable[[Checkpoint], None] = lambda checkpoint: None
+    on_partial: Callable[[Callable[[], ResultManifest]], None] = lambda write: None
 
 
 class Executor(Protocol):

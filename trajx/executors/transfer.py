@@ -20,26 +20,39 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 
 from trajx.engine.batches import Dataset
 from trajx.engine.losses import Task
 from trajx.engine.matching.solvers import get_solver
 from trajx.engine.options import MatchingOptions, TransferOptions
+from trajx.engine.permutation.spec import PermutationSpec
 from trajx.engine.permutation.trace import derive_spec
-from trajx.engine.transfer.gmt import TargetResult, resolve_device, transfer
+from trajx.engine.transfer.gmt import (
+    StepState,
+    TargetResult,
+    TransferResult,
+    resolve_device,
+    transfer,
+)
 from trajx.engine.transfer.methods import FGMT, GMT, Method, Naive, Oracle
 from trajx.engine.transfer.schedule import plan_trajectory
 from trajx.errors import InvalidInput
 from trajx.executors.architecture import open_architecture
 from trajx.executors.common import versions
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
-from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.registry import Checkpoint, Resolve, RunContext, RunProgress
 from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
 from trajx.job_spec import TransferJob, TransferParams
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 
 # spec.method -> the engine's strategy (Oracle is built with the trained targets).
 _METHODS: dict[str, type[Method]] = {"fgmt": FGMT, "gmt": GMT, "naive": Naive}
+# The largest gradient pair (all targets and the source, one step) recorded with each step:
+# measured (bench/bench_resume.py) writing ~130-300 KiB costs 10-50 ms where recomputing
+# it costs 20-300 ms of CPU; a 100M-parameter model's 800 MB per target would not be.
+PAIR_RECORD_MAX_BYTES = 4 * 2**20
 from trajx.version import __version__
 
 
@@ -78,7 +91,8 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     except ValueError as exc:
         raise InvalidInput(f"params.steps: {exc}", code="invalid_params", field="params.steps") from None
 
-    done, total = 0, len(spec.targets) * spec.params.steps
+    reached = [_decode_step(checkpoint) for checkpoint in ctx.resume]
+    done, total = len(reached) * len(spec.targets), len(spec.targets) * spec.params.steps
 
     def progress(step: int, steps: int, target: int, metrics: dict[str, float]) -> None:
         # Targets may interleave: the job's count reaches `total` exactly with the last result.
@@ -86,22 +100,45 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         done += 1
         ctx.on_progress(RunProgress(done, total, {"target": target, "target_step": step, "metrics": metrics}))
 
+    def completed(state: StepState) -> None:
+        reached.append(state)
+        ctx.on_checkpoint(_encode_step(state))
+
     reset_peak_memory(device)
     method = Oracle(inputs.trained) if spec.method == "oracle" else _METHODS[spec.method]()
-    result = transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
-                      engine_options(spec.params), method=method, solver=get_solver(spec.params.matching.solver),
-                      eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.task,
-                      on_progress=progress, should_cancel=ctx.should_cancel,
-                      average_last=spec.outputs.average.last if spec.outputs.average else None)
+
+    def run(**how: Any) -> TransferResult:
+        return transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
+                        engine_options(spec.params), method=method, solver=get_solver(spec.params.matching.solver),
+                        eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.task,
+                        average_last=spec.outputs.average.last if spec.outputs.average else None, **how)
+
+    try:
+        result = run(resume=list(reached), on_step=completed, on_progress=progress, should_cancel=ctx.should_cancel,
+                     step_pairs=keeps_pairs(spec, inputs.model, perm_spec))
+    except Exception:
+        if spec.outputs.partial_on_stop and reached:
+            steps = list(reached)
+            ctx.on_partial(lambda: _write_result(out_dir, spec, inputs.names, perm_spec,
+                                                 run(resume=steps, until=len(steps)), started, partial=True))
+        raise
+    return _write_result(out_dir, spec, inputs.names, perm_spec, result, started)
+
+
+def _write_result(out_dir: Path, spec: TransferJob, names: dict[str, str], perm_spec: PermutationSpec,
+                  result: TransferResult, started: float, partial: bool = False) -> ResultManifest:
+    """Every result file of `result` under `out_dir` and their manifest; `partial` marks the
+    results of a run that stopped before its last step."""
     seconds = time.perf_counter() - started
 
     files = [entry for index, target in enumerate(result.targets)
-             for entry in _write_target(out_dir, index, target, spec, inputs.names)]
+             for entry in _write_target(out_dir, index, target, spec, names, partial)]
     summary = {
         "method": spec.method,
         "device": result.device,
         "seconds": seconds,
         "targets": [_target_summary(t) for t in result.targets],
+        **({"partial": True, "reached_step": len(result.targets[0].steps)} if partial else {}),
     }
     report = {
         "spec": spec.model_dump(mode="json"),
@@ -109,11 +146,40 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         "summary": summary,
         "targets": [_target_metrics(t) for t in result.targets],
         "timings": {"total_seconds": seconds, **asdict(result.timings),
-                    "peak_memory_bytes": peak_memory_bytes(device)},
+                    "peak_memory_bytes": peak_memory_bytes(torch.device(result.device))},
         "versions": versions(),
     }
     files.append(_write_json(out_dir, out_dir / "report.json", report, "report"))
     return ResultManifest(files, summary)
+
+
+def keeps_pairs(spec: TransferJob, model: torch.nn.Module, perm_spec: PermutationSpec) -> bool:
+    """Whether each step's record carries its gradient pair (docs/reliability.md, "the resume
+    rule"): only while a step's pair is at most PAIR_RECORD_MAX_BYTES, where writing it costs
+    less than recomputing it after an interruption; above that the record stays the size of
+    the permutations and a resume recomputes the pairs."""
+    matched = sum(p.numel() for n, p in model.named_parameters()
+                  if any(g is not None for g in perm_spec.param_groups.get(n, ())))
+    width = torch.empty((), dtype=getattr(torch, spec.params.pair_dtype)).element_size()
+    return (len(spec.targets) + 1) * matched * width <= PAIR_RECORD_MAX_BYTES
+
+
+def _encode_step(state: StepState) -> Checkpoint:
+    """A step's state as the worker stores it: permutations (and pairs) as safetensors, metrics as JSON."""
+    tensors = {f"perm/{k}/{group}": perm for k, perm in enumerate(state.perms) for group, perm in perm.items()}
+    for i, pair in enumerate(state.pairs or ()):
+        tensors |= {f"pair/{i}/{name}": tensor for name, tensor in pair.items()}
+    return Checkpoint(state.step, safetensors_bytes(tensors), {"metrics": state.metrics})
+
+
+def _decode_step(checkpoint: Checkpoint) -> StepState:
+    count = len(checkpoint.data["metrics"])
+    perms: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
+    pairs: list[dict[str, torch.Tensor]] = [{} for _ in range(count + 1)]
+    for key, tensor in safetensors_load(checkpoint.state).items():
+        part, index, name = key.split("/", 2)
+        (perms if part == "perm" else pairs)[int(index)][name] = tensor
+    return StepState(checkpoint.step, perms, checkpoint.data["metrics"], pairs if any(pairs) else None)
 
 
 def engine_options(params: TransferParams) -> TransferOptions:
@@ -172,14 +238,15 @@ def _renamed(state: dict[str, torch.Tensor], names: dict[str, str]) -> dict[str,
 
 
 def _write_target(out_dir: Path, index: int, target: TargetResult, spec: TransferJob,
-                  names: dict[str, str]) -> list[ResultFile]:
+                  names: dict[str, str], partial: bool) -> list[ResultFile]:
     """Target `index`'s files under `target-{index}/`, with their manifest entries; tensors
-    under their checkpoint names."""
+    under their checkpoint names; each marked `partial` (file metadata and manifest) if so."""
     directory = out_dir / f"target-{index}"
     common = {"trajx_version": __version__, "method": spec.method,
-              "arch": json.dumps(spec.arch.model_dump(mode="json"))}
-    outputs = {"last": (_renamed(target.last, names), {"step": len(target.steps)}),  # role -> (tensors, facts)
-               "best": (_renamed(target.best, names), {"step": target.best_step})}
+              "arch": json.dumps(spec.arch.model_dump(mode="json")), **({"partial": "true"} if partial else {})}
+    marked = {"partial": True} if partial else {}
+    outputs = {"last": (_renamed(target.last, names), {"step": len(target.steps), **marked}),  # role -> (tensors, facts)
+               "best": (_renamed(target.best, names), {"step": target.best_step, **marked})}
     if spec.outputs.permutations:
         outputs["permutations"] = (target.permutation, {})
     if target.average is not None:

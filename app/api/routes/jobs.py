@@ -19,7 +19,15 @@ from app.api.event_stream import (
 )
 from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.api.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, JobStatus
+from app.api.schemas import (
+    EventPublic,
+    EventsPage,
+    JobCreate,
+    JobListItem,
+    JobPublic,
+    JobsPage,
+    JobStatus,
+)
 from app.core.jobs import lifecycle as jobs
 from app.core.jobs.idempotency import check_key
 from app.core.jobs.result import public_result
@@ -86,14 +94,30 @@ def job_public(job: Job) -> JobPublic:
     )
 
 
+def job_list_item(job: Job) -> JobListItem:
+    """The job as a list shows it (what a table row needs, not the whole resource)."""
+    arch = job.spec.get("arch") if isinstance(job.spec.get("arch"), dict) else {}
+    headline = {"kind": job.kind, "method": job.spec.get("method"),
+                "arch": {key: arch[key] for key in ("name", "program") if arch.get(key) is not None}}
+    return JobListItem(
+        id=job.id, kind=job.kind, status=job.status, spec=headline, queue=job.queue,
+        progress={"step": job.progress_step, "total": job.progress_total},
+        attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        error={"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+        summary=job.summary,
+    )
+
+
 @router.get("", response_model=JobsPage)
 async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatus | None = None,
                     cursor: Annotated[str | None, Query(pattern=id_pattern(JOB_ID_PREFIX))] = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobsPage:
-    """The caller's jobs, newest first, optionally of one status."""
+    """The caller's jobs, newest first, optionally of one status: each as a list row
+    (`GET /v1/jobs/{id}` for the whole job: spec, result, webhook)."""
     def page(session: Session) -> JobsPage:
         rows, next_cursor = jobs.list_jobs(session, tenant_id, limit=limit, cursor=cursor, status=status)
-        return JobsPage(data=[job_public(j) for j in rows], next_cursor=next_cursor)
+        return JobsPage(data=[job_list_item(j) for j in rows], next_cursor=next_cursor)
 
     return await services.db.run(page)
 

@@ -1,7 +1,8 @@
 """Fair sharing of workers between tenants, decided from the database alone.
 
 Two rules: a tenant never has more than TRAJX_TENANT_MAX_RUNNING_JOBS jobs running
-(the claim's UPDATE refuses one more, so the job just stays queued), and when
+(the claim's UPDATE refuses one more, so the job just stays queued; a job whose heartbeat
+went stale is known lost and holds no slot), and when
 several tenants have work waiting, the worker that picks the next job goes round
 the tenants, the one served least recently first, instead of draining one
 tenant's backlog before anyone else's job starts. No torch here.
@@ -12,19 +13,29 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, aliased
 
-from app.core.persistence.models import Job
+from app.core.persistence.models import Job, Tenant
 
 RUNNING = ("running", "cancelling")
 # A job the claim turned down because its tenant has its running quota: still queued.
 DEFERRED = "deferred"
 
 
-def tenant_has_room(max_running: int) -> ColumnElement[bool]:
-    """SQL condition on a `jobs` row: its tenant runs fewer than `max_running` other jobs."""
+def tenant_has_room(max_running: int, stale_before: datetime) -> ColumnElement[bool]:
+    """SQL condition on a `jobs` row: its tenant runs fewer than `max_running` other jobs
+    whose heartbeat is newer than `stale_before` (a stale one is lost: recovery re-runs it)."""
     other = aliased(Job)
     running = (select(func.count()).where(other.tenant_id == Job.tenant_id, other.status.in_(RUNNING),
-                                          other.id != Job.id).scalar_subquery())
+                                          other.heartbeat_at >= stale_before, other.id != Job.id)
+               .scalar_subquery())
     return running < max_running
+
+
+def lock_tenant(session: Session, job_id: str) -> None:
+    """Serialise claims of one tenant's jobs until the caller commits (PostgreSQL: a row lock
+    on the tenant; SQLite writes are serial anyway). Without it two claims in one instant
+    each count the other's job as not yet running and both pass the quota."""
+    tenant = select(Job.tenant_id).where(Job.id == job_id).scalar_subquery()
+    session.execute(select(Tenant.id).where(Tenant.id == tenant).with_for_update())
 
 
 def fair_order(session: Session, claimable: list[str], max_running: int) -> list[str]:

@@ -15,9 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.core.errors import Conflict, NotFound, field_path, located_in
+from app.core.jobs.claim import forget_steps
 from app.core.jobs.dispatcher import Dispatcher
 from app.core.jobs.idempotency import remember, replayed_resource, request_hash
 from app.core.jobs.inputs import resolve_inputs
@@ -122,8 +123,11 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
 
 def list_jobs(session: Session, tenant_id: str, *, limit: int, cursor: str | None = None,
               status: str | None = None) -> tuple[list[Job], str | None]:
-    """Newest first; returns (page, next_cursor), next_cursor None on the last page."""
-    query = select(Job).where(Job.tenant_id == tenant_id)
+    """Newest first; returns (page, next_cursor), next_cursor None on the last page. The
+    result and webhook columns are not loaded (a list does not show them); an index on
+    (tenant_id, [status,] id) serves every page."""
+    query = select(Job).options(defer(Job.result), defer(Job.webhook_secret), defer(Job.webhook_events)) \
+        .where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
     return keyset_page(session, query, Job.id, limit=limit, cursor=cursor)
@@ -146,6 +150,8 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
         if session.execute(update(Job).where(Job.id == job.id, Job.status == from_status)
                            .values(**values)).rowcount:
             session.add(JobEvent(job_id=job.id, type=event, data={}, created_at=now))
+            if values["status"] == "cancelled":
+                forget_steps(session, job.id)  # a job handed back mid-run may have recorded steps
             # The worker's outbox delivers the job.cancelled webhook of a queued job.
             enqueue_webhook(session, job.id, f"job.{values['status']}")
             changed = True

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -130,6 +131,9 @@ class Job(Base):
     __table_args__ = (
         Index(None, "tenant_id", "status", "created_at"),
         Index(None, "status", "heartbeat_at"),
+        # The job list: a tenant's jobs newest first (ids are time-ordered), of one status or all.
+        Index(None, "tenant_id", "id"),
+        Index(None, "tenant_id", "status", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id(JOB_ID_PREFIX))
@@ -170,13 +174,31 @@ class JobArtifact(Base):
 
 class JobEvent(Base):
     __tablename__ = "job_events"
-    __table_args__ = (Index(None, "job_id", "id"),)
+    # (type, id): /metrics counts events of a few types without reading the others.
+    __table_args__ = (Index(None, "job_id", "id"), Index(None, "type", "id"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     type: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class JobStep(Base):
+    """What a job recorded after one completed unit of its work (a transfer step), so that a
+    later attempt continues after it instead of starting over. `state` is the executor's
+    own encoding (a transfer's permutations as safetensors), `data` its JSON facts (the
+    step's metrics). Written fenced by the claim; deleted when the job ends.
+    """
+
+    __tablename__ = "job_steps"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class WebhookDelivery(Base):

@@ -24,7 +24,7 @@ from torch import nn
 from trajx.engine.batches import BatchSampler, Dataset
 from trajx.engine.bn import reestimate_batch_norm
 from trajx.engine.losses import CLASSES_OR_VALUES, Task
-from trajx.engine.matching.descent import MatchResult, PairBank, match
+from trajx.engine.matching.descent import GradientStack, MatchResult, PairBank, match
 from trajx.engine.matching.solvers import Solver, warm_started
 from trajx.engine.merging.averaging import Accumulator
 from trajx.engine.metrics import evaluate
@@ -44,6 +44,21 @@ DEFAULT_OPTIONS, DEFAULT_METHOD = TransferOptions(), FGMT()  # both immutable
 # on_progress(step, total, target index, metrics of that step)
 ProgressCallback = Callable[[int, int, int, dict[str, float]], None]
 Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What a transfer needs to continue after `step`: every target's permutation after that
+    step and its metrics, and (when the run was asked to keep them) the step's gradient
+    pair: each target's gradient, then the source gradient they share. The states of steps
+    1..r resume a run at step r + 1 with the result of an uninterrupted one; pairs missing
+    from any of them are recomputed from the permutations (2·G backward passes per step,
+    no matching), so whether to keep them is the caller's trade of bytes against time."""
+
+    step: int
+    perms: list[Permutation]
+    metrics: list[dict[str, float]]
+    pairs: list[Tensors] | None = None
 
 
 @dataclass
@@ -102,7 +117,9 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
              keep_trajectory: bool = False, task: Task = CLASSES_OR_VALUES,
              on_progress: ProgressCallback | None = None,
              should_cancel: Callable[[], bool] | None = None,
-             average_last: int | None = None) -> TransferResult:
+             average_last: int | None = None, resume: Sequence[StepState] = (),
+             on_step: Callable[[StepState], None] | None = None, step_pairs: bool = False,
+             until: int | None = None) -> TransferResult:
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
@@ -118,6 +135,13 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     UnsupportedModel("no_permutation_groups") for a matching method on a spec without
     groups, NonFiniteLoss
     when a loss turns NaN/inf, Cancelled when `should_cancel()` is true between steps.
+
+    Resuming: `on_step` gets a StepState after each step all targets completed (with the
+    step's gradient pair if `step_pairs`, for methods that collect pairs); given the
+    states of steps 1..r as `resume`, a run continues at step r + 1 and returns what an
+    uninterrupted run returns. `until` = u < steps stops after step u (with `resume` up to
+    u: the result of the steps reached, last = step u, no window average; nothing recomputed
+    but the returned states).
     """
     if len(source) < 2:
         raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
@@ -126,7 +150,7 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     with _deterministic():
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
                           keep_trajectory, task, on_progress, should_cancel, average_last)
-        return run.execute(method)
+        return run.execute(method, list(resume), on_step, step_pairs, options.steps if until is None else until)
 
 
 @contextmanager
@@ -183,10 +207,14 @@ class _Tracker:
         self.trajectory: list[Tensors] | None = [] if keep_trajectory else None
 
     def offer_best(self, step: int, metrics: dict[str, float], state: Tensors) -> None:
-        # Accuracy when there are classes, else the lowest loss; the earliest step wins ties.
-        score = metrics["accuracy"] if "accuracy" in metrics else -metrics["loss"]
+        score = _score(metrics)
         if score > self.best_score:
             self.best_score, self.best_step, self.best = score, step, state
+
+
+def _score(metrics: dict[str, float]) -> float:
+    # Accuracy when there are classes, else the lowest loss; the earliest step wins ties.
+    return metrics["accuracy"] if "accuracy" in metrics else -metrics["loss"]
 
 
 class TransferRun:
@@ -211,6 +239,7 @@ class TransferRun:
         self.on_progress = on_progress
         self.should_cancel = should_cancel
         self.average_last = average_last
+        self.until = params.steps  # the step the run stops after (`execute`)
         self.timings = Timings()
         self.stopwatch = _Stopwatch(self.device, self.timings)
 
@@ -330,28 +359,46 @@ class TransferRun:
         if self.should_cancel is not None and self.should_cancel():
             raise Cancelled("transfer cancelled between steps")
 
-    def execute(self, method: Method) -> TransferResult:
-        count, steps = len(self.target_inits), self.params.steps
+    def execute(self, method: Method, resume: list[StepState], on_step: Callable[[StepState], None] | None,
+                step_pairs: bool, until: int) -> TransferResult:
+        count, done = len(self.target_inits), len(resume)
+        if [state.step for state in resume] != list(range(1, done + 1)) or done > until:
+            raise ValueError(f"resume states must be steps 1..r with r <= {until}, "
+                             f"got {[state.step for state in resume]}")
         perms = method.initial_perms(self)
+        history = [[perms[k], *(state.perms[k] for state in resume)] for k in range(count)]
+        perms = [history[k][-1] for k in range(count)]
         trackers = [_Tracker(self.keep_trajectory, self.param_names if self.average_last else None)
                     for _ in range(count)]
         banks: list[PairBank] = []
-        if method.uses_gradients:
+        if method.uses_gradients and done < until:
             pair_device = self.device if self.params.pair_device == "auto" else torch.device("cpu")
             shapes = {n: tuple(self.source_origin[n].shape) for n in self.matched_names}
-            first = PairBank.allocate(shapes, steps, pair_device, self.params.pair_dtype)
-            banks = [first] + [PairBank.allocate(shapes, steps, pair_device, self.params.pair_dtype,
+            first = PairBank.allocate(shapes, self.params.steps, pair_device, self.params.pair_dtype)
+            banks = [first] + [PairBank.allocate(shapes, self.params.steps, pair_device, self.params.pair_dtype,
                                                  source=first.source) for _ in range(count - 1)]
         if self.keep_trajectory:
             for k in range(count):
                 trackers[k].trajectory.append(self._finish(k, self.target_inits[k]))
-        for k in range(count):  # work before step 1 (oracle matching) is in the totals only
+        self.until = until
+        stored = all(state.pairs is not None for state in resume)
+        for t in range(1, done + 1) if banks else ():
+            if stored:
+                banks[0].source.append(resume[t - 1].pairs[count])
+            else:
+                self._source_gradient(banks[0], t)
+        for k in range(count):
+            self._restore(trackers[k], k, history[k], [state.metrics[k] for state in resume])
+            for t in range(1, done + 1) if banks else ():
+                # The pair of step t as it was made: target gradient under the permutation before it.
+                banks[k].add(resume[t - 1].pairs[k] if stored else self.target_gradient(k, history[k][t - 1], t - 1))
+        for k in range(count):  # work before the first step (oracle matching, a resume) is in the totals only
             self.stopwatch.take_step(k)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trajx-matching") as matcher:
             if banks:
-                self._source_gradient(banks[0], 1)
-            for step in range(1, steps + 1):
+                self._source_gradient(banks[0], done + 1)
+            for step in range(done + 1, until + 1):
                 self._check_cancel()
                 shared = {"source_gradient_seconds": self.stopwatch.take_step(None)["gradient_seconds"]}
                 # Target k's matching runs on `matcher` while target k+1's gradients, and
@@ -369,19 +416,47 @@ class TransferRun:
                     if solving is not None:
                         self._end_step(*solving, perms, trackers, step, shared)
                     solving = (k, future)
-                if banks and step < steps:
+                if banks and step < until:
                     self._source_gradient(banks[0], step + 1)
                 self._end_step(*solving, perms, trackers, step, shared)
+                if on_step is not None:
+                    pairs = [self._pair(bank.target, step) for bank in banks] + [self._pair(banks[0].source, step)] \
+                        if step_pairs and banks else None
+                    on_step(StepState(step, [{g: p.cpu() for g, p in perm.items()} for perm in perms],
+                                      [tracker.steps[-1] for tracker in trackers], pairs))
 
         results = []
         for k, tracker in enumerate(trackers):
             best, best_step = (tracker.best, tracker.best_step) if tracker.best is not None \
-                else (tracker.last, steps)
+                else (tracker.last, until)
             results.append(TargetResult(tracker.last, best, best_step,
                                         {g: p.cpu() for g, p in perms[k].items()},
                                         tracker.steps, tracker.trajectory,
-                                        *self._window_average(tracker, k)))
+                                        *self._window_average(tracker, k, until)))
         return TransferResult(results, self.timings, str(self.device))
+
+    @staticmethod
+    def _pair(stack: GradientStack, step: int) -> Tensors:
+        """Step `step`'s entry of a gradient stack, copied to the CPU as stored (its dtype)."""
+        return {n: stack.stacked(n, step)[step - 1].to("cpu", copy=True) for n in stack.names}
+
+    def _restore(self, tracker: "_Tracker", k: int, history: list[Permutation],
+                 metrics: list[dict[str, float]]) -> None:
+        """Target k's tracker as it was after step len(metrics), from each step's permutation
+        (`history`, step 0 first) and metrics: the kept states are recomputed, not stored."""
+        done = len(metrics)
+        tracker.steps = [dict(m) for m in metrics]
+        for step in range(1, done + 1):
+            if tracker.window is not None and step > self.params.steps - self.average_last:
+                tracker.window.add(self._target_point(k, history[step], step), 1.0 / self.average_last)
+            if tracker.trajectory is not None:
+                tracker.trajectory.append(self._finish(k, self._target_point(k, history[step], step)))
+        if self.eval_data is not None and done:
+            best = max(range(1, done + 1), key=lambda s: (_score(metrics[s - 1]), -s))
+            tracker.best_score, tracker.best_step = _score(metrics[best - 1]), best
+            tracker.best = self._finish(k, self._target_point(k, history[best], best))
+        if done and done == self.until:
+            tracker.last = self._finish(k, self._target_point(k, history[done], done))
 
     def _source_gradient(self, bank: PairBank, step: int) -> None:
         """Append the source gradient of `step` (at source point step − 1) to the shared stack;
@@ -404,9 +479,10 @@ class TransferRun:
         if self.on_progress is not None:
             self.on_progress(step, self.params.steps, k, metrics)
 
-    def _window_average(self, tracker: _Tracker, k: int) -> tuple[Tensors | None, dict[str, float] | None]:
-        """The mean of the last `average_last` steps with BN re-estimated, and its metrics."""
-        if tracker.window is None:
+    def _window_average(self, tracker: _Tracker, k: int, until: int) -> tuple[Tensors | None, dict[str, float] | None]:
+        """The mean of the last `average_last` steps with BN re-estimated, and its metrics
+        (none for a run stopped before its last step)."""
+        if tracker.window is None or until < self.params.steps:
             return None, None
         with self.stopwatch.measure("evaluation_seconds", k):
             state = self._finish(k, tracker.window.result())
@@ -416,7 +492,7 @@ class TransferRun:
 
     def _record(self, tracker: _Tracker, k: int, perm: Permutation, step: int) -> dict[str, float]:
         """Evaluate/keep step `step` of target k as needed; returns its eval metrics."""
-        last = step == self.params.steps
+        last = step == self.until
         if tracker.window is not None and step > self.params.steps - self.average_last:
             tracker.window.add(self._target_point(k, perm, step), 1.0 / self.average_last)
         if self.eval_data is None and not self.keep_trajectory and not last:
