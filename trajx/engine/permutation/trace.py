@@ -366,5 +366,5 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
         spec = spec_from_param_groups(refs, shapes)
     except ValueError as exc:
         raise InvalidInput(f"permutation_spec: {exc}", code="invalid_permutation_spec") from None
-    check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
-    return replace(spec, fixed_axes=fixed)
+    checked = check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
+    return replace(spec, fixed_axes=fixed, self_check=checked)
