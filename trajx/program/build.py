@@ -18,6 +18,7 @@ from torch._export.serde import serialize as serde
 from torch.export import ExportedProgram
 
 from trajx.errors import InvalidInput
+from trajx.node_source import short_trace
 from trajx.program.document import FORMAT, MAX_DIM, MODES, VERSION, check_program
 from trajx.program.module import ProgramModule
 
@@ -135,7 +136,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _without_source_locations(graph: dict[str, Any]) -> dict[str, Any]:
-    # Stack traces name files on the user's machine: nothing the service needs to see.
+    # Stack traces name files on the user's machine: only the frame a refusal quotes
+    # travels, with its file's name and no path.
     for node in graph["graph_module"]["graph"]["nodes"]:
-        node.get("metadata", {}).pop("stack_trace", None)
+        metadata = node.get("metadata", {})
+        short = short_trace(metadata.pop("stack_trace", None))
+        if short:
+            metadata["stack_trace"] = short
     return graph

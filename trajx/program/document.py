@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trajx.errors import InvalidInput
+from trajx.node_source import ADVICE, module_path, source_line
 from trajx.op_table import RULES, refusal
 
 FORMAT = "trajx.program"
@@ -155,8 +156,13 @@ def _check_nodes(graph: dict[str, Any], mode: str) -> Iterator[str]:
                 code="unsupported_op", op=str(target)[:200], node=name, field=f"graphs.{mode}")
         op = target[len(_ATEN):]
         if op not in RULES:
-            raise InvalidInput(f"graphs.{mode}: node {name} calls {op}, which trajx refuses: {refusal(op)}",
-                               code="unsupported_op", op=op, node=name, field=f"graphs.{mode}")
+            metadata = node.get("metadata") if isinstance(node.get("metadata"), dict) else {}
+            module, source = module_path(metadata.get("nn_module_stack")), source_line(metadata.get("stack_trace"))
+            where = "".join([f" in module {module}" if module else "", f" at {source}" if source else ""])
+            raise InvalidInput(f"graphs.{mode}: node {name}{where} calls {op}, which trajx refuses: "
+                               f"{refusal(op)}; {ADVICE}",
+                               code="unsupported_op", op=op, node=name, field=f"graphs.{mode}",
+                               **({"module": module} if module else {}), **({"source": source} if source else {}))
         yield op
 
 
@@ -174,6 +180,10 @@ def _forbidden_members(value: Any) -> Iterator[tuple[str, str]]:
 
 
 def _node_name(node: Any, index: int) -> str:
+    """The node's own name (an op with several results names them after the getitems
+    that read them, so its first output is not its name)."""
+    if isinstance(node, dict) and isinstance(node.get("name"), str) and node["name"]:
+        return node["name"][:100]
     try:
         return str(node["outputs"][0]["as_tensor"]["name"])[:100]
     except (KeyError, IndexError, TypeError):

@@ -42,6 +42,7 @@ from trajx.engine.permutation.selfcheck import check_spec, eval_mode, like_model
 from trajx.engine.permutation.spec import PermutationSpec, spec_from_param_groups
 from trajx.engine.permutation.trace_ops import HANDLERS, SPLITTING
 from trajx.errors import InvalidInput, UnsupportedModel
+from trajx.node_source import ADVICE, module_path, source_line
 from trajx.op_table import refusal, rule_for
 
 __all__ = ["check_spec", "derive_param_groups", "derive_spec", "export_model", "op_name"]
@@ -81,22 +82,15 @@ class _OpaqueOp:
     params: tuple[str, ...]  # state-dict entries it reads directly
 
 
-def _module_path(node: fx.Node) -> str | None:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return None
-    path, kind = list(stack.values())[-1]
-    name = getattr(kind, "__qualname__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")
-    return f"{path or '<root>'} ({name})"
-
-
 def _refusal(node: fx.Node, reason: str, **details: Any) -> UnsupportedModel:
+    """Refuse `node`, naming its op, the module and source line torch.export recorded, and
+    what to do (`node_source.ADVICE` unless `details` say more, as an opaque op's do)."""
     op = op_name(node.target)
-    module = _module_path(node)
-    where = f" in module {module}" if module else ""
-    advice = "" if details else "; give an explicit permutation_spec for this model"
-    if module:
-        details = {**details, "module": module}
+    module = module_path(node.meta.get("nn_module_stack"))
+    source = source_line(node.meta.get("stack_trace"))
+    where = "".join([f" in module {module}" if module else "", f" at {source}" if source else ""])
+    advice = "" if details else f"; {ADVICE}"
+    details = {**details, **({"module": module} if module else {}), **({"source": source} if source else {})}
     return UnsupportedModel(
         f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: {reason}{advice}",
         code="unsupported_op", op=op, node=node.name, **details,
