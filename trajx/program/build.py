@@ -50,6 +50,9 @@ def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
     doc = {"format": FORMAT, "version": VERSION, "torch": torch.__version__, "task": task,
            "inputs": [{"shape": list(x.shape), "dtype": _dtype_name(x.dtype)} for x in example_inputs],
            "constants": constants, "graphs": graphs}
+    tied = tied_names(model)
+    if tied:
+        doc["tied"] = tied
     check_program(doc)
     return doc
 
@@ -59,7 +62,20 @@ def load_program(doc: Any) -> ProgramModule:
     check_program(doc)
     programs = {mode: _deserialize(doc["graphs"][mode]) for mode in MODES}
     constants = {name: _tensor(spec) for name, spec in doc["constants"].items()}
-    return ProgramModule(programs, constants)
+    return ProgramModule(programs, constants, doc.get("tied", []))
+
+
+def tied_names(model: nn.Module) -> list[list[str]]:
+    """The state-dict names that hold one tensor (an embedding shared with the output
+    head), in groups of two or more, each in state-dict order. torch.export keeps only
+    one of them in the graph; the program records the groups so the rebuilt module holds
+    one tensor under all of them again."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False),
+                         *model.named_buffers(remove_duplicate=False)]:
+        groups.setdefault(id(tensor), []).append(name)
+    order = {name: i for i, name in enumerate(model.state_dict(keep_vars=True))}
+    return [sorted(names, key=lambda n: order.get(n, len(order))) for names in groups.values() if len(names) > 1]
 
 
 def example_inputs(doc: dict[str, Any], batch: int, generator: torch.Generator | None = None

@@ -85,7 +85,27 @@ def check_program(doc: Any) -> ProgramSummary:
     if state["train"] != state["eval"]:
         _invalid("the train and eval graphs use different parameters or buffers", "graphs")
     parameters, buffers = state["train"]
+    _check_tied(doc.get("tied", []), {*parameters, *buffers})
     return ProgramSummary(task, list(operators), parameters, buffers, inputs)
+
+
+MAX_TIED_GROUPS = 1024
+
+
+def _check_tied(tied: Any, names: set[str]) -> None:
+    """`tied`: groups of two or more state names holding one tensor, each name in one group."""
+    if not isinstance(tied, list) or len(tied) > MAX_TIED_GROUPS:
+        _invalid(f"'tied' must be a list of at most {MAX_TIED_GROUPS} groups of state names", "tied")
+    seen: set[str] = set()
+    for i, group in enumerate(tied):
+        if not isinstance(group, list) or not 2 <= len(group) <= 64 or not all(isinstance(n, str) for n in group):
+            _invalid(f"tied[{i}] must list 2 to 64 state names", f"tied[{i}]")
+        unknown = [n for n in group if n not in names]
+        if unknown:
+            _invalid(f"tied[{i}] names {unknown[:3]}, which the program's graphs do not take", f"tied[{i}]")
+        if seen & set(group) or len(set(group)) != len(group):
+            _invalid(f"tied[{i}] repeats a name of another group", f"tied[{i}]")
+        seen |= set(group)
 
 
 def _invalid(message: str, field: str) -> None:
