@@ -68,7 +68,11 @@ def test_hugging_face_llama_is_accepted_from_every_seed(tied):
 
     config = HFConfig(**{**LLAMA, "hidden_size": 64, "intermediate_size": 128, "vocab_size": 256,
                          "tie_word_embeddings": tied})
-    for seed in (0, 1, 4):
+    for seed in (1, 4):  # seeds a fixed float64 tolerance refused, tied and untied
         torch.manual_seed(seed)
-        spec = derive_spec(build(config), example(config, 2))
+        model = build(config)
+        spec = derive_spec(model, example(config, 2))
         assert spec.self_check.computes_in == "float32" and spec.self_check.ratio <= 1
+        assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
+        embedding, head = spec.param_groups["model.embed_tokens.weight"], spec.param_groups["lm_head.weight"]
+        assert embedding == head and head[1] is not None  # tied or not, both move with the residual stream
