@@ -46,12 +46,13 @@ CASES: dict[str, tuple[str, dict]] = {  # model type -> (task, keys beyond SMALL
     "codegen": ("causal-lm", {"rotary_dim": 4}), "stablelm": ("causal-lm", {}), "olmo": ("causal-lm", {}),
     "starcoder2": ("causal-lm", {}), "biogpt": ("causal-lm", {}), "xglm": ("causal-lm", {}),
     "mixtral": ("causal-lm", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    "gpt_bigcode": ("causal-lm", {}), "bart-decoder": ("causal-lm", {}),
     # encoders
     "bert": ("masked-lm", {}), "roberta": ("masked-lm", {}), "distilbert": ("masked-lm", {"dim": 32, "hidden_dim": 64,
                                                                                         "n_layers": 2, "n_heads": 4}),
     "albert": ("masked-lm", {}), "electra": ("masked-lm", {}), "deberta-v2": ("masked-lm", {}),
     "xlm-roberta": ("masked-lm", {}), "mpnet": ("masked-lm", {}), "roformer": ("masked-lm", {}),
-    "megatron-bert": ("masked-lm", {}),
+    "megatron-bert": ("masked-lm", {}), "camembert": ("masked-lm", {}), "data2vec-text": ("masked-lm", {}),
     # encoder-decoders (their classification heads)
     "bart": ("sequence-classification", {}), "mbart": ("sequence-classification", {}),
     "t5": ("sequence-classification", {}),
@@ -67,22 +68,25 @@ CASES: dict[str, tuple[str, dict]] = {  # model type -> (task, keys beyond SMALL
     "regnet": ("image-classification", {"hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8,
                                         "groups_width": 8}),
     "mobilenet_v2": ("image-classification", {"depth_multiplier": 0.25}),
-    "efficientnet": ("image-classification", {"width_coefficient": 0.1, "depth_coefficient": 0.1,
-                                              "hidden_dim": 64}),
+    "efficientnet": ("image-classification", {"width_coefficient": 0.25, "depth_coefficient": 0.1,
+                                              "hidden_dim": 320}),
     "poolformer": ("image-classification", {"hidden_sizes": [8, 16], "depths": [1, 1], "num_encoder_blocks": 2,
                                             "patch_sizes": [7, 3], "strides": [4, 2], "padding": [2, 1]}),
-    # speech
+    # speech (their classification heads)
     "wav2vec2": ("audio-classification", {"conv_dim": [16, 16], "conv_stride": [5, 2], "conv_kernel": [10, 3],
                                           "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}),
     "hubert": ("audio-classification", {"conv_dim": [16, 16], "conv_stride": [5, 2], "conv_kernel": [10, 3],
                                         "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}),
     "whisper": ("audio-classification", {"num_mel_bins": 16, "max_source_positions": 16,
                                          "max_target_positions": 16}),
+    "data2vec-audio": ("audio-classification", {"conv_dim": [16, 16], "conv_stride": [5, 2], "conv_kernel": [10, 3],
+                                                "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}),
 }
 
 
-def small_config(model_type: str) -> dict:
-    task, extra = CASES[model_type]
+def small_config(case: str) -> dict:
+    task, extra = CASES[case]
+    model_type = case.removesuffix("-decoder")  # bart-decoder: BART's decoder alone (BartForCausalLM)
     config_class = transformers.CONFIG_MAPPING[model_type]
     keys = set(config_class.__dataclass_fields__) | set(config_class.attribute_map)
     given = set(extra) | {config_class.attribute_map[k] for k in extra if k in config_class.attribute_map}

@@ -84,7 +84,8 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
     "matmul": ("aten.matmul.default", "aten.bmm.default", "aten.mm.default"),
     "addmm": ("aten.addmm.default", "aten.baddbmm.default"),
     "linear": ("aten.linear.default",),
-    "conv": ("aten.conv1d.default", "aten.conv2d.default", "aten.convolution.default"),
+    "conv": ("aten.conv1d.default", "aten.conv2d.default", "aten.convolution.default",
+             "aten.conv1d.padding", "aten.conv2d.padding"),
     "batch_norm": ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default"),
     "layer_norm": ("aten.layer_norm.default", "aten.native_layer_norm.default", "aten.rms_norm.default"),
     "group_norm": ("aten.group_norm.default", "aten.native_group_norm.default"),
@@ -114,9 +115,9 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
         "aten.arange.default", "aten.arange.start", "aten.arange.start_step", "aten.triu.default",
         "aten.tril.default", "aten.lift_fresh_copy.default", "aten.index.Tensor",
         "aten.index_select.default", "aten.gather.default", "aten._local_scalar_dense.default",
-        # an in-place copy into a view (a shifted copy of the token ids): the view's base is
+        # an in-place copy or fill into a view (shifted token ids): the view's base is
         # linked to it by the view's own rule, so fixing here fixes the base too
-        "aten.copy_.default",
+        "aten.copy_.default", "aten.fill_.Tensor", "aten.fill_.Scalar",
     ),
     # checks on a tensor's dtype or shape that return nothing
     "no_result": ("aten._assert_tensor_metadata.default",),

@@ -60,6 +60,7 @@ def test_a_wrong_spec_is_blamed_on_the_spec_naming_group_and_parameter():
     assert "even with every op computed in float64, so the spec is at fault" in info.value.message
 
 
+@pytest.mark.slow
 @needs_transformers
 @pytest.mark.parametrize("tied", [False, True])
 def test_hugging_face_llama_is_accepted_from_every_seed(tied):

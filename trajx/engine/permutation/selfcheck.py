@@ -136,6 +136,18 @@ def _non_identity(size: int, generator: torch.Generator) -> torch.Tensor:
     return perm
 
 
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Tensors a model makes without a dtype (`torch.full((), finfo(x.dtype).min)`, a mask
+    value) in `dtype`: float64 ones would not fit float32."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 _MAX_BLAME_TRIES = 64  # forward passes spent naming the parameter at fault
 
 
@@ -175,7 +187,7 @@ def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Ten
     x = like_model(model, example_input)
     x = x.double() if x.is_floating_point() else x
     draws = [{g.name: _non_identity(g.size, generator) for g in spec.groups} for _ in range(2)]
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), _default_dtype(torch.float64):
         native = _Run(model, state, x, nullcontext)
         dtype = native.precisions.least_precise()
         tol = atol if atol is not None else tolerance(dtype)

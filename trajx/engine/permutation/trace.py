@@ -141,7 +141,11 @@ class _GraphLinks:
                 raise _refusal(node, f"graph node kind {node.op!r} is not supported")
 
     def _register_value(self, node: fx.Node, key: str) -> None:
-        shapes = _fake_shapes(node.meta.get("val"))
+        value = node.meta.get("val")
+        if any(not isinstance(n, int) for t in _flat(value) if isinstance(t, torch.Tensor) for n in t.shape):
+            raise _refusal(node, "its result has a size that depends on the data (torch.export "
+                                 "could not make it static)")
+        shapes = _fake_shapes(value)
         if isinstance(shapes, tuple):
             self._refs[node] = self._ref(key, shapes)
         elif isinstance(shapes, list):
