@@ -93,9 +93,9 @@ _RULE_OPS: dict[str, tuple[str, ...]] = {
     "embedding": ("aten.embedding.default",),
     "attention": ("aten.scaled_dot_product_attention.default",),
     "outer": ("aten.outer.default",),
-    # recurrent layers (data: packed sequences) and single steps; hidden units move in every gate block
-    "recurrent": ("aten.gru.input", "aten.gru.data", "aten.lstm.input", "aten.lstm.data",
-                  "aten.rnn_tanh.input", "aten.rnn_tanh.data", "aten.rnn_relu.input", "aten.rnn_relu.data"),
+    # recurrent layers and single steps; hidden units move in every gate block (packed
+    # sequences, the `.data` forms, are left out: torch.export cannot export them)
+    "recurrent": ("aten.gru.input", "aten.lstm.input", "aten.rnn_tanh.input", "aten.rnn_relu.input"),
     "recurrent_cell": ("aten.gru_cell.default", "aten.lstm_cell.default", "aten.rnn_tanh_cell.default",
                        "aten.rnn_relu_cell.default"),
     "pool1d": ("aten.max_pool1d.default", "aten.avg_pool1d.default", "aten.adaptive_avg_pool1d.default",

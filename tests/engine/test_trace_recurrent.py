@@ -36,7 +36,7 @@ RECURRENT = {  # case -> (layer, hidden axis length the head reads, input shape,
     "gru-2-layers-batch-first-bidirectional": (
         lambda: nn.GRU(6, 5, num_layers=2, batch_first=True, bidirectional=True), 10, (2, 4, 3), 3),
     "lstm": (lambda: nn.LSTM(6, 5, num_layers=2), 5, (4, 2, 3), 4),
-    "lstm-unbatched-no-bias": (lambda: nn.LSTM(6, 5, bias=False), 5, (4, 3), 4),
+    "lstm-unbatched-no-bias": (lambda: nn.LSTM(6, 5, num_layers=2, bias=False), 5, (4, 3), 4),
     "rnn-relu": (lambda: nn.RNN(6, 5, nonlinearity="relu"), 5, (4, 2, 3), 1),
     "gru-cell": (lambda: nn.GRUCell(6, 5), 5, (2, 3), 3),
     "lstm-cell": (lambda: nn.LSTMCell(6, 5), 5, (2, 3), 4),

@@ -461,42 +461,39 @@ def _recurrent_weights(links: Links, key: str, hidden: Endpoint, layer_input: li
     links.join_seq((w_ih.axis(1),), tuple(layer_input))
 
 
-def _state(links: Links, state: TensorRef, hidden: Endpoint, batch: "Endpoint | None") -> None:
-    """A hidden or cell state [layers*directions, B, H] (or without B, or a cell's [B, H])."""
+def _state(links: Links, state: TensorRef, hidden: Endpoint, batch: Endpoint | None, stacked: bool) -> None:
+    """A hidden or cell state: a layer's [layers*directions, B, H] (or [layers*directions, H]
+    unbatched; the stack keeps its order), a cell's [B, H] (or [H])."""
     links.join(state.axis(-1), hidden)
-    if state.ndim >= 2 and batch is not None and state.ndim in (2, 3):
-        if state.ndim == 3:
-            links.fix(state.axis(0))
-            links.join(state.axis(1), batch)
-        else:
-            links.join(state.axis(0), batch)
+    if stacked:
+        links.fix(state.axis(0))
+    if state.ndim == 2 + stacked and batch is not None:
+        links.join(state.axis(-2), batch)
 
 
 def recurrent(call: Call) -> Links:
     """gru / lstm / rnn_tanh / rnn_relu over a sequence (`input` [T, B, I], batch_first
-    [B, T, I], unbatched [T, I], or packed `data` [N, I]): every layer and direction shares
-    one permutation of the hidden units (they meet in the stacked states), each gate block
-    permuted alike; time steps and directions keep their order."""
-    x = call.arg("input") if call.arg("input") is not None else call.arg("data")
+    [B, T, I], or unbatched [T, I]): every layer and direction shares one permutation of
+    the hidden units (they meet in the stacked states), each gate block permuted alike;
+    time steps and directions keep their order."""
+    x = call.arg("input")
     out, *states = call.parts
     params, layers = call.arg("params"), call.arg("num_layers")
     directions = 2 if call.arg("bidirectional") else 1
     per = len(params) // (layers * directions)
     if per not in (2, 4) or per * layers * directions != len(params):
         raise _refuse("recurrent weights with a projection (proj_size) are not supported")
-    size = params[1].shape[1]
     links = Links()
-    hidden = links.add_virtual(f"{out.key}#hidden", size)
+    hidden = links.add_virtual(f"{out.key}#hidden", params[1].shape[1])
     stacked = [hidden]
     if directions == 2:
         stacked = [links.add_virtual(f"{out.key}#directions", 2), hidden]
         links.fix(stacked[0])
-    packed = call.arg("data") is not None
-    batch = None if packed or x.ndim == 2 else x.axis(0 if call.arg("batch_first") else 1)
-    links.fix(x.axis(0 if packed or x.ndim == 2 or not call.arg("batch_first") else 1))
-    links.fix(out.axis(0 if packed or x.ndim == 2 or not call.arg("batch_first") else 1))
+    time = 1 if x.ndim == 3 and call.arg("batch_first") else 0
+    links.fix(x.axis(time), out.axis(time))
+    batch = x.axis(1 - time) if x.ndim == 3 else None
     if batch is not None:
-        links.join(batch, out.axis(batch[1]))
+        links.join(batch, out.axis(1 - time))
     links.join_seq((out.axis(-1),), tuple(stacked))
     for index in range(layers * directions):
         weights = params[index * per:(index + 1) * per]
@@ -504,8 +501,8 @@ def recurrent(call: Call) -> Links:
     hx = call.arg("hx")
     for state in [*(hx if isinstance(hx, (list, tuple)) else [hx]), *states]:
         if state is not None:
-            _state(links, state, hidden, batch)
-    return links.fix_all(*(t for t in [call.arg("batch_sizes")] if t is not None))
+            _state(links, state, hidden, batch, stacked=True)
+    return links
 
 
 def recurrent_cell(call: Call) -> Links:
@@ -521,7 +518,7 @@ def recurrent_cell(call: Call) -> Links:
     hx = call.arg("hx")
     for state in [*(hx if isinstance(hx, (list, tuple)) else [hx]), *results]:
         if state is not None:
-            _state(links, state, hidden, batch)
+            _state(links, state, hidden, batch, stacked=False)
     return links
 
 
