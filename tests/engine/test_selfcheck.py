@@ -56,7 +56,7 @@ def test_a_wrong_spec_is_blamed_on_the_spec_naming_group_and_parameter():
     assert info.value.code == "spec_self_check_failed"
     assert details["group"] == hidden and details["parameter"] == "scale"
     assert details["computes_in"] == "float32" and details["ratio"] > 1e3
-    assert "axis 0 of 'scale' must move with it" in info.value.message
+    assert f"group {hidden!r} (up) (axis 0 of 'scale' must move with it)" in info.value.message
     assert "even with every op computed in float64, so the spec is at fault" in info.value.message
 
 
@@ -77,3 +77,19 @@ def test_hugging_face_llama_is_accepted_from_every_seed(tied):
         assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
         embedding, head = spec.param_groups["model.embed_tokens.weight"], spec.param_groups["lm_head.weight"]
         assert embedding == head and head[1] is not None  # tied or not, both move with the residual stream
+
+
+@needs_transformers
+def test_groups_get_readable_labels_from_their_module_paths_stable_across_runs():
+    from tests.engine.hf_configs import GPT2
+    from trajx.engine.zoo import build_model, example_input
+
+    labels = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        spec = derive_spec(build_model("hf", GPT2), example_input("hf", GPT2))
+        labels.append(dict(spec.labels))
+    assert labels[0] == labels[1]
+    assert sorted(labels[0].values()) == ["residual", "transformer.h.0.attn.heads", "transformer.h.0.mlp",
+                                          "transformer.h.1.attn.heads", "transformer.h.1.mlp"]
+    assert labels[0]["P_transformer.wte.weight_1"] == "residual"  # names stay: explicit specs use them

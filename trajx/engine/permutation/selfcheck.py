@@ -22,6 +22,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
+from trajx.engine.permutation.group_labels import group_labels
 from trajx.engine.permutation.spec import Axis, PermutationSpec, apply_permutation, permute_axis
 from trajx.errors import UnsupportedModel
 
@@ -202,10 +203,12 @@ def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Ten
                 return SelfCheck(worst64 / tol64, tol64, "float64", exact.scale, rechecked_in_float64=True)
             native, tol = exact, tol64
         blame = _blame(native, spec, draws, tol)
+    label = group_labels(spec.groups).get(blame.group)
     precision = (f"the model computes in {str(dtype).removeprefix('torch.')}, and the check fails even "
                  "with every op computed in float64, so " if dtype != torch.float64 else "")
     raise UnsupportedModel(
-        f"permutation spec self-check failed: permuting group {blame.group!r}{blame.where} changed the "
+        f"permutation spec self-check failed: permuting group {blame.group!r}"
+        f"{f' ({label})' if label else ''}{blame.where} changed the "
         f"model's output by {blame.error:.3g} of its scale {native.scale:.3g}, {blame.error / tol:.3g} times "
         f"the tolerance {tol:.2g}; {precision}the spec is at fault: {blame.advice}",
         code="spec_self_check_failed", group=blame.group, parameter=blame.parameter,

@@ -10,7 +10,8 @@ placeholders (`graph_signature` names them). Then:
 - a parameter axis carries at most one permutation: where several of its factors could
   move (heads and the features inside each head), the outermost is kept;
 - a permutation is a group when it holds an activation axis and more than one unit;
-  groups are named after their first parameter axis in state-dict order (`P_<param>_<dim>`).
+  groups are named after their first parameter axis in state-dict order (`P_<param>_<dim>`,
+  the names explicit specs use) and labelled after their modules (`group_labels`).
 
 An op without a rule is refused, naming op, node and module, unless an explicit spec
 names every parameter whose axes the op would leave unpermuted (then it is opaque: every
@@ -38,6 +39,7 @@ from trajx.engine.permutation.axis_links import (
     TensorRef,
 )
 from trajx.engine.permutation.explicit import merge_explicit, names_every_entry
+from trajx.engine.permutation.group_labels import group_labels
 from trajx.engine.permutation.selfcheck import check_spec, eval_mode, like_model
 from trajx.engine.permutation.spec import PermutationSpec, spec_from_param_groups
 from trajx.engine.permutation.trace_ops import HANDLERS, SPLITTING
@@ -365,4 +367,4 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
     except ValueError as exc:
         raise InvalidInput(f"permutation_spec: {exc}", code="invalid_permutation_spec") from None
     checked = check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
-    return replace(spec, fixed_axes=fixed, self_check=checked)
+    return replace(spec, fixed_axes=fixed, self_check=checked, labels=group_labels(spec.groups))
