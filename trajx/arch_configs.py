@@ -156,7 +156,8 @@ class HFArchConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    task: Literal["causal-lm", "masked-lm", "sequence-classification", "image-classification"]
+    task: Literal["causal-lm", "masked-lm", "sequence-classification", "image-classification",
+                  "audio-classification"]
     model_type: str = Field(min_length=1, max_length=100)
 
 

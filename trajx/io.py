@@ -75,16 +75,19 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     """`state` checked against a model's `expected` state dict and cast to its dtypes.
 
     Names must match exactly (a missing `num_batches_tracked` is filled in, and so is a
-    tied weight such as Hugging Face's `lm_head.weight`, the same tensor as an earlier
-    entry, which `save_pretrained` leaves out), shapes must
+    tied weight such as Hugging Face's `lm_head.weight`, the same tensor as another
+    entry, which `save_pretrained` leaves out: from the name the checkpoint has), shapes must
     match, floating entries must be floating (any precision) and integer ones integer,
     values must be finite. Raises InvalidInput `checkpoint_mismatch` listing missing
-    and extra names or naming the tensor with both shapes/dtypes, `non_finite_input`
+    and extra names, naming the tensor with both shapes/dtypes, or naming both names of
+    a tied tensor the checkpoint holds two different values of; `non_finite_input`
     naming the tensor.
     """
     tied = _tied_names(expected) if tied is None else tied  # meta tensors cannot tell
-    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)} | set(tied)
-    missing = sorted(set(expected) - set(state) - optional)
+    optional = {n for n in expected if n.endswith(_OPTIONAL_SUFFIXES)} | set(tied) | set(tied.values())
+    absent_groups = [first for first in dict.fromkeys(tied.values())
+                     if first not in state and not any(p in state for p in _partners(first, tied))]
+    missing = sorted((set(expected) - set(state) - optional) | set(absent_groups))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         raise InvalidInput(
@@ -95,8 +98,6 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
     out = {}
     for name, reference in expected.items():
         if name not in state:
-            # A tied weight is its source's tensor: loading a stale copy would overwrite it.
-            out[name] = out[tied[name]] if name in tied else reference.detach().clone()
             continue
         tensor = state[name]
         if tuple(tensor.shape) != tuple(reference.shape):
@@ -115,7 +116,32 @@ def validate_checkpoint(state: Mapping[str, torch.Tensor], expected: Mapping[str
             raise InvalidInput(f"{what}: tensor {name!r} holds NaN or infinite values",
                                code="non_finite_input", artifact=what, tensor=name)
         out[name] = tensor.to(reference.dtype)
-    return out
+    _check_tied_copies(out, tied, what)
+    for name, reference in expected.items():
+        if name not in out:
+            # A tied weight is its partner's tensor (`save_pretrained` and safetensors' save_model
+            # write one of the names): loading the model's own copy would make two of it.
+            partner = next((p for p in _partners(name, tied) if p in out), None)
+            out[name] = out[partner] if partner is not None else reference.detach().clone()
+    return {name: out[name] for name in expected}
+
+
+def _partners(name: str, tied: Mapping[str, str]) -> list[str]:
+    """The other names of `name`'s tied group (`tied` maps each later name to the first)."""
+    first = tied.get(name, name)
+    return [n for n in (first, *(m for m, f in tied.items() if f == first)) if n != name]
+
+
+def _check_tied_copies(state: Mapping[str, torch.Tensor], tied: Mapping[str, str], what: str) -> None:
+    """Refuse two different values under the names of one tied tensor: the model holds one."""
+    for name, first in tied.items():
+        if name in state and first in state and not state[name].is_meta \
+                and not torch.equal(state[name], state[first]):
+            raise InvalidInput(
+                f"{what}: {first!r} and {name!r} are one tied tensor in the model, but the checkpoint "
+                "holds different values under the two names; save the checkpoint from the tied model, "
+                "or untie them in the model and export it again",
+                code="checkpoint_mismatch", artifact=what, tensor=name, tied_with=first)
 
 
 def _tied_names(expected: Mapping[str, torch.Tensor]) -> dict[str, str]:

@@ -188,3 +188,21 @@ def test_classifiers_take_class_ids_and_report_accuracy(config):
         validate_data(Dataset(inputs, torch.full((6,), config["num_labels"])), model, "eval_data",
                       inputs.shape[1:], task)
     assert caught.value.code == "target_out_of_range"
+
+
+def test_a_small_vocabulary_config_builds_without_transformers_warnings():
+    """GPT-2's default special token ids (50256) lie outside a small vocabulary: unset, not warned about."""
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        model = build_model("hf", {"task": "causal-lm", "model_type": "gpt2", "n_embd": 16, "n_layer": 1,
+                                   "n_head": 2, "vocab_size": 40, "n_positions": 16})
+    finally:
+        logger.removeHandler(handler)
+    assert messages == []
+    assert model.config.bos_token_id is None and model.config.eos_token_id is None

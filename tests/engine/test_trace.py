@@ -597,20 +597,24 @@ def test_regrouping_a_flattened_axis_yields_a_coarser_group():
     assert_invariant(model, spec, x)
 
 
-class _GroupedConv(nn.Module):
+class _ProjectedLSTM(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(4, 6, 1, groups=2)
+        self.rnn = nn.LSTM(4, 6, proj_size=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x).mean(dim=(2, 3))
+        return self.rnn(x)[0].mean(dim=0)
 
 
-def test_a_handler_refusing_a_form_of_its_op_names_op_node_and_reason():
+@pytest.mark.filterwarnings("ignore:The tensor attributes self.rnn._flat_weights:UserWarning")
+def test_a_handler_refusing_a_form_of_its_op_names_op_node_module_and_reason():
     with pytest.raises(UnsupportedModel) as info:
-        derive_spec(_GroupedConv(), torch.randn(2, 4, 3, 3))
-    assert info.value.details == {"op": "aten.conv2d.default", "node": "conv2d", "module": "conv (Conv2d)"}
-    assert "groups=2" in info.value.message
+        derive_spec(_ProjectedLSTM(), torch.randn(3, 2, 4))
+    details = info.value.details
+    assert details["op"] == "aten.lstm.input" and details["node"] == "lstm"  # the call, not a getitem
+    assert details["module"] == "rnn (LSTM)"
+    assert details["source"].startswith("test_trace.py:") and "self.rnn(x)" in details["source"]
+    assert "proj_size" in info.value.message and "permutation_spec" in info.value.message
 
 
 def test_a_bfloat16_model_is_traced_and_checked_from_a_float32_example():

@@ -1,6 +1,7 @@
 """Model programs: exported graphs rebuilt into trainable modules, and what is refused unrun."""
 
 import copy
+import inspect
 import json
 import pickle
 
@@ -140,7 +141,31 @@ def test_malformed_programs_are_refused_naming_the_member(exported, mutate, mess
 
 def test_source_locations_of_the_users_machine_are_not_exported(exported):
     _, document = exported
-    assert "stack_trace" not in json.dumps(document)
+    traces = [node["metadata"]["stack_trace"] for graph in document["graphs"].values()
+              for node in graph["graph_module"]["graph"]["nodes"] if "stack_trace" in node.get("metadata", {})]
+    assert traces and all(t.startswith("File") and "/" not in t for t in traces)  # one frame, no path
+    assert any(t.startswith('File "test_program.py"') for t in traces)
+    assert __file__.rsplit("/", 1)[0] not in json.dumps(document)
+
+
+class _Sorted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x).sort(dim=-1).values  # an op with several results, refused
+
+
+def test_a_refusal_names_the_calling_node_its_module_source_line_and_what_to_do():
+    with pytest.raises(InvalidInput) as refused:
+        export_program(_Sorted(), (torch.randn(2, 4),))
+    details, message = refused.value.details, refused.value.message
+    assert details["op"] == "aten.sort.default" and details["node"] == "sort"  # not the getitem reading it
+    assert details["module"] == "<root> (_Sorted)"
+    line = inspect.getsourcelines(_Sorted.forward)[1] + 1
+    assert details["source"].startswith(f"test_program.py:{line}: return self.fc(x).sort(dim=-1).values")
+    assert "explicit permutation_spec" in message and "operator table" in message
 
 
 def test_trajx_run_takes_a_local_program_file(tmp_path):

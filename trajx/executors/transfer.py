@@ -143,6 +143,8 @@ def _write_result(out_dir: Path, spec: TransferJob, names: dict[str, str], perm_
     report = {
         "spec": spec.model_dump(mode="json"),
         "permutation_spec": perm_spec.to_json(),
+        "permutation_groups": [{"name": g.name, "label": perm_spec.labels.get(g.name), "size": g.size}
+                               for g in perm_spec.groups],
         "summary": summary,
         "targets": [_target_metrics(t) for t in result.targets],
         "timings": {"total_seconds": seconds, **asdict(result.timings),

@@ -18,6 +18,7 @@ from torch._export.serde import serialize as serde
 from torch.export import ExportedProgram
 
 from trajx.errors import InvalidInput
+from trajx.node_source import short_trace
 from trajx.program.document import FORMAT, MAX_DIM, MODES, VERSION, check_program
 from trajx.program.module import ProgramModule
 
@@ -49,6 +50,9 @@ def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
     doc = {"format": FORMAT, "version": VERSION, "torch": torch.__version__, "task": task,
            "inputs": [{"shape": list(x.shape), "dtype": _dtype_name(x.dtype)} for x in example_inputs],
            "constants": constants, "graphs": graphs}
+    tied = tied_names(model)
+    if tied:
+        doc["tied"] = tied
     check_program(doc)
     return doc
 
@@ -58,7 +62,20 @@ def load_program(doc: Any) -> ProgramModule:
     check_program(doc)
     programs = {mode: _deserialize(doc["graphs"][mode]) for mode in MODES}
     constants = {name: _tensor(spec) for name, spec in doc["constants"].items()}
-    return ProgramModule(programs, constants)
+    return ProgramModule(programs, constants, doc.get("tied", []))
+
+
+def tied_names(model: nn.Module) -> list[list[str]]:
+    """The state-dict names that hold one tensor (an embedding shared with the output
+    head), in groups of two or more, each in state-dict order. torch.export keeps only
+    one of them in the graph; the program records the groups so the rebuilt module holds
+    one tensor under all of them again."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False),
+                         *model.named_buffers(remove_duplicate=False)]:
+        groups.setdefault(id(tensor), []).append(name)
+    order = {name: i for i, name in enumerate(model.state_dict(keep_vars=True))}
+    return [sorted(names, key=lambda n: order.get(n, len(order))) for names in groups.values() if len(names) > 1]
 
 
 def example_inputs(doc: dict[str, Any], batch: int, generator: torch.Generator | None = None
@@ -135,7 +152,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _without_source_locations(graph: dict[str, Any]) -> dict[str, Any]:
-    # Stack traces name files on the user's machine: nothing the service needs to see.
+    # Stack traces name files on the user's machine: only the frame a refusal quotes
+    # travels, with its file's name and no path.
     for node in graph["graph_module"]["graph"]["nodes"]:
-        node.get("metadata", {}).pop("stack_trace", None)
+        metadata = node.get("metadata", {})
+        short = short_trace(metadata.pop("stack_trace", None))
+        if short:
+            metadata["stack_trace"] = short
     return graph

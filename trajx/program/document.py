@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trajx.errors import InvalidInput
+from trajx.node_source import ADVICE, module_path, source_line
 from trajx.op_table import RULES, refusal
 
 FORMAT = "trajx.program"
@@ -84,7 +85,27 @@ def check_program(doc: Any) -> ProgramSummary:
     if state["train"] != state["eval"]:
         _invalid("the train and eval graphs use different parameters or buffers", "graphs")
     parameters, buffers = state["train"]
+    _check_tied(doc.get("tied", []), {*parameters, *buffers})
     return ProgramSummary(task, list(operators), parameters, buffers, inputs)
+
+
+MAX_TIED_GROUPS = 1024
+
+
+def _check_tied(tied: Any, names: set[str]) -> None:
+    """`tied`: groups of two or more state names holding one tensor, each name in one group."""
+    if not isinstance(tied, list) or len(tied) > MAX_TIED_GROUPS:
+        _invalid(f"'tied' must be a list of at most {MAX_TIED_GROUPS} groups of state names", "tied")
+    seen: set[str] = set()
+    for i, group in enumerate(tied):
+        if not isinstance(group, list) or not 2 <= len(group) <= 64 or not all(isinstance(n, str) for n in group):
+            _invalid(f"tied[{i}] must list 2 to 64 state names", f"tied[{i}]")
+        unknown = [n for n in group if n not in names]
+        if unknown:
+            _invalid(f"tied[{i}] names {unknown[:3]}, which the program's graphs do not take", f"tied[{i}]")
+        if seen & set(group) or len(set(group)) != len(group):
+            _invalid(f"tied[{i}] repeats a name of another group", f"tied[{i}]")
+        seen |= set(group)
 
 
 def _invalid(message: str, field: str) -> None:
@@ -155,8 +176,13 @@ def _check_nodes(graph: dict[str, Any], mode: str) -> Iterator[str]:
                 code="unsupported_op", op=str(target)[:200], node=name, field=f"graphs.{mode}")
         op = target[len(_ATEN):]
         if op not in RULES:
-            raise InvalidInput(f"graphs.{mode}: node {name} calls {op}, which trajx refuses: {refusal(op)}",
-                               code="unsupported_op", op=op, node=name, field=f"graphs.{mode}")
+            metadata = node.get("metadata") if isinstance(node.get("metadata"), dict) else {}
+            module, source = module_path(metadata.get("nn_module_stack")), source_line(metadata.get("stack_trace"))
+            where = "".join([f" in module {module}" if module else "", f" at {source}" if source else ""])
+            raise InvalidInput(f"graphs.{mode}: node {name}{where} calls {op}, which trajx refuses: "
+                               f"{refusal(op)}; {ADVICE}",
+                               code="unsupported_op", op=op, node=name, field=f"graphs.{mode}",
+                               **({"module": module} if module else {}), **({"source": source} if source else {}))
         yield op
 
 
@@ -174,6 +200,10 @@ def _forbidden_members(value: Any) -> Iterator[tuple[str, str]]:
 
 
 def _node_name(node: Any, index: int) -> str:
+    """The node's own name (an op with several results names them after the getitems
+    that read them, so its first output is not its name)."""
+    if isinstance(node, dict) and isinstance(node.get("name"), str) and node["name"]:
+        return node["name"][:100]
     try:
         return str(node["outputs"][0]["as_tensor"]["name"])[:100]
     except (KeyError, IndexError, TypeError):

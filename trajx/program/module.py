@@ -6,7 +6,8 @@ parameters and buffers are graph inputs. `ProgramModule` registers those paramet
 and buffers under the model's own state-dict names and, on each call, feeds the graph
 of its current mode with whatever tensors its attributes hold then, so
 `load_state_dict`, in-place updates and `torch.func.functional_call` all work as on
-the user's own module. Buffer mutations the graph returns (BatchNorm's running
+the user's own module. Tied names (the document's `tied` groups: an embedding shared
+with the output head, which torch.export reads under one name) hold one tensor again. Buffer mutations the graph returns (BatchNorm's running
 statistics in train mode) are written back.
 """
 
@@ -24,7 +25,8 @@ _STATE_KINDS = (InputKind.PARAMETER, InputKind.BUFFER)
 
 
 class ProgramModule(nn.Module):
-    def __init__(self, graphs: dict[str, ExportedProgram], constants: dict[str, torch.Tensor]):
+    def __init__(self, graphs: dict[str, ExportedProgram], constants: dict[str, torch.Tensor],
+                 tied: list[list[str]] = ()):
         super().__init__()
         train, evaluation = graphs["train"], graphs["eval"]
         state = _state_specs(train)
@@ -39,6 +41,14 @@ class ProgramModule(nn.Module):
                 owner.register_buffer(leaf, train.state_dict[target].detach().clone())
             else:  # a non-persistent buffer travels with the program's constants
                 owner.register_buffer(leaf, constants[target].clone(), persistent=False)
+        for first, *others in tied:  # one tensor under every name, as in the user's module
+            shared = self._tensor(first)
+            for name in others:
+                owner, leaf = self._owner(name)
+                if isinstance(shared, nn.Parameter):
+                    owner.register_parameter(leaf, shared)
+                else:
+                    owner.register_buffer(leaf, shared)
         # Plain attributes, not submodules: their own copies of the weights are never used.
         self._programs = {"train": train, "eval": evaluation}
         self._constants = constants

@@ -19,6 +19,7 @@ In JSON a repeated axis is written `"name*16"`, a tiled one `"3*name*16"`.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import torch
 
@@ -53,12 +54,16 @@ class PermutationSpec:
     """Groups plus, for every state-dict entry, the group of each axis (None = fixed).
 
     `fixed_axes` (`"param[dim]" -> why`), filled by spec derivation, says what keeps each
-    parameter axis in place that could otherwise have moved (an op, the model's output).
+    parameter axis in place that could otherwise have moved (an op, the model's output);
+    `self_check` is how the spec passed its self-check (`selfcheck.SelfCheck`); `labels`
+    a readable label per group name (`group_labels`: `h.0.mlp`, `h.0.attn.heads`, `residual`).
     """
 
     groups: tuple[PermutationGroup, ...]
     param_groups: Mapping[str, tuple[str | None, ...]]
     fixed_axes: Mapping[str, str] = field(default_factory=dict, compare=False)
+    self_check: Any = field(default=None, compare=False)
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def group(self, name: str) -> PermutationGroup:
         for group in self.groups:

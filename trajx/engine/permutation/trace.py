@@ -10,7 +10,8 @@ placeholders (`graph_signature` names them). Then:
 - a parameter axis carries at most one permutation: where several of its factors could
   move (heads and the features inside each head), the outermost is kept;
 - a permutation is a group when it holds an activation axis and more than one unit;
-  groups are named after their first parameter axis in state-dict order (`P_<param>_<dim>`).
+  groups are named after their first parameter axis in state-dict order (`P_<param>_<dim>`,
+  the names explicit specs use) and labelled after their modules (`group_labels`).
 
 An op without a rule is refused, naming op, node and module, unless an explicit spec
 names every parameter whose axes the op would leave unpermuted (then it is opaque: every
@@ -38,10 +39,12 @@ from trajx.engine.permutation.axis_links import (
     TensorRef,
 )
 from trajx.engine.permutation.explicit import merge_explicit, names_every_entry
+from trajx.engine.permutation.group_labels import group_labels
 from trajx.engine.permutation.selfcheck import check_spec, eval_mode, like_model
 from trajx.engine.permutation.spec import PermutationSpec, spec_from_param_groups
 from trajx.engine.permutation.trace_ops import HANDLERS, SPLITTING
 from trajx.errors import InvalidInput, UnsupportedModel
+from trajx.node_source import ADVICE, module_path, source_line
 from trajx.op_table import refusal, rule_for
 
 __all__ = ["check_spec", "derive_param_groups", "derive_spec", "export_model", "op_name"]
@@ -81,22 +84,15 @@ class _OpaqueOp:
     params: tuple[str, ...]  # state-dict entries it reads directly
 
 
-def _module_path(node: fx.Node) -> str | None:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return None
-    path, kind = list(stack.values())[-1]
-    name = getattr(kind, "__qualname__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")
-    return f"{path or '<root>'} ({name})"
-
-
 def _refusal(node: fx.Node, reason: str, **details: Any) -> UnsupportedModel:
+    """Refuse `node`, naming its op, the module and source line torch.export recorded, and
+    what to do (`node_source.ADVICE` unless `details` say more, as an opaque op's do)."""
     op = op_name(node.target)
-    module = _module_path(node)
-    where = f" in module {module}" if module else ""
-    advice = "" if details else "; give an explicit permutation_spec for this model"
-    if module:
-        details = {**details, "module": module}
+    module = module_path(node.meta.get("nn_module_stack"))
+    source = source_line(node.meta.get("stack_trace"))
+    where = "".join([f" in module {module}" if module else "", f" at {source}" if source else ""])
+    advice = "" if details else f"; {ADVICE}"
+    details = {**details, **({"module": module} if module else {}), **({"source": source} if source else {})}
     return UnsupportedModel(
         f"cannot derive a permutation spec at node {node.name!r}{where}: op {op}: {reason}{advice}",
         code="unsupported_op", op=op, node=node.name, **details,
@@ -147,7 +143,11 @@ class _GraphLinks:
                 raise _refusal(node, f"graph node kind {node.op!r} is not supported")
 
     def _register_value(self, node: fx.Node, key: str) -> None:
-        shapes = _fake_shapes(node.meta.get("val"))
+        value = node.meta.get("val")
+        if any(not isinstance(n, int) for t in _flat(value) if isinstance(t, torch.Tensor) for n in t.shape):
+            raise _refusal(node, "its result has a size that depends on the data (torch.export "
+                                 "could not make it static)")
+        shapes = _fake_shapes(value)
         if isinstance(shapes, tuple):
             self._refs[node] = self._ref(key, shapes)
         elif isinstance(shapes, list):
@@ -366,5 +366,5 @@ def derive_spec(model: nn.Module, example_input: torch.Tensor,
         spec = spec_from_param_groups(refs, shapes)
     except ValueError as exc:
         raise InvalidInput(f"permutation_spec: {exc}", code="invalid_permutation_spec") from None
-    check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
-    return replace(spec, fixed_axes=fixed)
+    checked = check_spec(model, spec, example_input, generator or torch.Generator().manual_seed(0))
+    return replace(spec, fixed_axes=fixed, self_check=checked, labels=group_labels(spec.groups))

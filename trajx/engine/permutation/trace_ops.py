@@ -9,7 +9,7 @@ under a mask) is fixed, so a missing link can only cost permutations, never corr
 
 from collections.abc import Callable
 
-from trajx.engine.permutation.axis_links import Call, Links, TensorRef
+from trajx.engine.permutation.axis_links import Call, Endpoint, Links, TensorRef
 from trajx.errors import UnsupportedModel
 
 Handler = Callable[[Call], Links]
@@ -133,6 +133,57 @@ def permute(call: Call) -> Links:
     return _permuted(x, call.out, [d % x.ndim for d in call.arg("dims")])
 
 
+def reverse_axes(call: Call) -> Links:
+    """numpy_T (`x.T`): every axis in reverse order."""
+    x = _first(call)
+    return _permuted(x, call.out, list(reversed(range(x.ndim))))
+
+
+def repeat(call: Call) -> Links:
+    """x.repeat(r0, r1, ...): axis d of the result is r_d copies of x's axis one after another
+    (a tiled layout; the copy index keeps its order); leading new axes are fixed."""
+    x, out, repeats = _first(call), call.out, list(call.arg("repeats"))
+    new = len(repeats) - x.ndim
+    links = Links().fix(*(out.axis(d) for d in range(new)))
+    for d in range(x.ndim):
+        if repeats[new + d] == 1:
+            links.join(x.axis(d), out.axis(new + d))
+        else:
+            copies = links.add_virtual(f"{out.key}#copies{d}", repeats[new + d])
+            links.fix(copies).join_seq((out.axis(new + d),), (copies, x.axis(d)))
+    return links
+
+
+def repeat_interleave(call: Call) -> Links:
+    """repeat_interleave(x, r, dim): each unit of axis `dim` repeated r times in place (a
+    repeated layout); without `dim` the flattened tensor is refused."""
+    x, out, dim = _first(call), call.out, call.arg("dim")
+    if dim is None:
+        raise _refuse("repeat_interleave without dim flattens its input")
+    dim %= x.ndim
+    links = Links()
+    for d in range(x.ndim):
+        if d != dim:
+            links.join(x.axis(d), out.axis(d))
+    copies = links.add_virtual(f"{out.key}#copies", call.arg("repeats"))
+    return links.fix(copies).join_seq((out.axis(dim),), (x.axis(dim), copies))
+
+
+def pad(call: Call) -> Links:
+    """pad / constant_pad_nd / reflection and replication pads: a padded axis is fixed (its
+    border depends on the order), the others (channels, batch) joined."""
+    x, out = _first(call), call.out
+    widths = list(call.arg("pad", call.arg("padding")))
+    padded = {x.ndim - 1 - i // 2 for i, w in enumerate(widths) if w}
+    links = Links()
+    for d in range(x.ndim):
+        if d in padded:
+            links.fix(x.axis(d), out.axis(d))
+        else:
+            links.join(x.axis(d), out.axis(d))
+    return links
+
+
 def cat(call: Call) -> Links:
     """cat along `dim`: the concatenated axis is fixed everywhere, the others joined."""
     dim = call.arg("dim", 0) % call.out.ndim
@@ -252,8 +303,9 @@ def matmul(call: Call) -> Links:
 
 
 def addmm(call: Call) -> Links:
-    """bias + mat1 @ mat2."""
-    return _matmul(call.arg("mat1"), call.arg("mat2"), call.out).join_all(call.arg("self"), call.out)
+    """bias + mat1 @ mat2 (addmm), or batched: self + batch1 @ batch2 (baddbmm)."""
+    a, b = call.arg("mat1", call.arg("batch1")), call.arg("mat2", call.arg("batch2"))
+    return _matmul(a, b, call.out).join_all(call.arg("self"), call.out)
 
 
 def linear(call: Call) -> Links:
@@ -270,7 +322,8 @@ def linear(call: Call) -> Links:
 
 def conv(call: Call) -> Links:
     """conv1d / conv2d / convolution: channels joined, spatial axes fixed; depthwise
-    convolutions tie each filter to its channel; other groupings are refused."""
+    convolutions tie each filter to its channel; grouped ones keep the groups in order and
+    permute the channels inside every group alike."""
     if call.arg("transposed", False):
         raise _refuse("transposed convolution is not supported")
     x, weight, bias, out = call.arg("input"), call.arg("weight"), call.arg("bias"), call.out
@@ -288,7 +341,12 @@ def conv(call: Call) -> Links:
         return links.join(weight.axis(1), x.axis(channel))
     if groups == x.shape[channel] == out.shape[channel]:  # depthwise: one filter per channel
         return links.join(weight.axis(0), x.axis(channel)).fix(weight.axis(1))
-    raise _refuse(f"grouped convolution with groups={groups} is not supported")
+    # groups of channels, in order (fixed): units move alike inside every group
+    block = links.add_virtual(f"{out.key}#groups", groups)
+    filters = links.add_virtual(f"{out.key}#filters", weight.shape[0] // groups)
+    links.fix(block).join_seq((out.axis(channel),), (block, filters))
+    links.join_seq((weight.axis(0),), (block, filters))
+    return links.join_seq((x.axis(channel),), (block, weight.axis(1)))
 
 
 def _norm(x: TensorRef, out: TensorRef, vectors: list[TensorRef | None], dims: list[int]) -> Links:
@@ -375,6 +433,95 @@ def attention(call: Call) -> Links:
     return links
 
 
+def outer(call: Call) -> Links:
+    """outer(a, b)[i, j] = a[i] b[j]: a's axis is the rows, b's the columns."""
+    a, b = call.tensors()[:2]
+    return Links().join(a.axis(0), call.out.axis(0)).join(b.axis(0), call.out.axis(1))
+
+
+def _gated(links: Links, key: str, rows: TensorRef, hidden: Endpoint, gates: int) -> None:
+    """A recurrent weight's or bias's rows: `gates` blocks (fixed order) of the hidden units."""
+    block = links.add_virtual(f"{key}#gates", gates)
+    links.fix(block)
+    links.join_seq((rows.axis(0),), (block, hidden))
+
+
+def _recurrent_weights(links: Links, key: str, hidden: Endpoint, layer_input: list[Endpoint],
+                       weights: list[TensorRef | None]) -> None:
+    """One layer and direction: w_ih [G*H, in], w_hh [G*H, H], biases [G*H]. The hidden units
+    move alike in every gate block, in w_hh's columns and in the next layer's input."""
+    w_ih, w_hh, *biases = weights
+    size = w_hh.shape[1]
+    if w_hh.shape[0] % size or w_ih.shape[0] != w_hh.shape[0]:
+        raise _refuse("recurrent weights with a projection (proj_size) are not supported")
+    gates = w_hh.shape[0] // size
+    for rows in (w_ih, w_hh, *(b for b in biases if b is not None)):
+        _gated(links, key, rows, hidden, gates)
+    links.join(w_hh.axis(1), hidden)
+    links.join_seq((w_ih.axis(1),), tuple(layer_input))
+
+
+def _state(links: Links, state: TensorRef, hidden: Endpoint, batch: Endpoint | None, stacked: bool) -> None:
+    """A hidden or cell state: a layer's [layers*directions, B, H] (or [layers*directions, H]
+    unbatched; the stack keeps its order), a cell's [B, H] (or [H])."""
+    links.join(state.axis(-1), hidden)
+    if stacked:
+        links.fix(state.axis(0))
+    if state.ndim == 2 + stacked and batch is not None:
+        links.join(state.axis(-2), batch)
+
+
+def recurrent(call: Call) -> Links:
+    """gru / lstm / rnn_tanh / rnn_relu over a sequence (`input` [T, B, I], batch_first
+    [B, T, I], or unbatched [T, I]): every layer and direction shares one permutation of
+    the hidden units (they meet in the stacked states), each gate block permuted alike;
+    time steps and directions keep their order."""
+    x = call.arg("input")
+    out, *states = call.parts
+    params, layers = call.arg("params"), call.arg("num_layers")
+    directions = 2 if call.arg("bidirectional") else 1
+    per = len(params) // (layers * directions)
+    if per not in (2, 4) or per * layers * directions != len(params):
+        raise _refuse("recurrent weights with a projection (proj_size) are not supported")
+    links = Links()
+    hidden = links.add_virtual(f"{out.key}#hidden", params[1].shape[1])
+    stacked = [hidden]
+    if directions == 2:
+        stacked = [links.add_virtual(f"{out.key}#directions", 2), hidden]
+        links.fix(stacked[0])
+    time = 1 if x.ndim == 3 and call.arg("batch_first") else 0
+    links.fix(x.axis(time), out.axis(time))
+    batch = x.axis(1 - time) if x.ndim == 3 else None
+    if batch is not None:
+        links.join(batch, out.axis(1 - time))
+    links.join_seq((out.axis(-1),), tuple(stacked))
+    for index in range(layers * directions):
+        weights = params[index * per:(index + 1) * per]
+        _recurrent_weights(links, out.key, hidden, [x.axis(-1)] if index < directions else stacked, weights)
+    hx = call.arg("hx")
+    for state in [*(hx if isinstance(hx, (list, tuple)) else [hx]), *states]:
+        if state is not None:
+            _state(links, state, hidden, batch, stacked=True)
+    return links
+
+
+def recurrent_cell(call: Call) -> Links:
+    """gru_cell / lstm_cell / rnn_tanh_cell / rnn_relu_cell: one step, input [B, I] or [I],
+    states [B, H] or [H]; the hidden units move alike in every gate block."""
+    x = call.arg("input")
+    results = [call.out] if call.out is not None else [p for p in call.parts if p is not None]
+    links = Links()
+    hidden = links.add_virtual(f"{results[0].key}#hidden", call.arg("w_hh").shape[1])
+    _recurrent_weights(links, results[0].key, hidden, [x.axis(-1)],
+                       [call.arg("w_ih"), call.arg("w_hh"), call.arg("b_ih"), call.arg("b_hh")])
+    batch = x.axis(0) if x.ndim == 2 else None
+    hx = call.arg("hx")
+    for state in [*(hx if isinstance(hx, (list, tuple)) else [hx]), *results]:
+        if state is not None:
+            _state(links, state, hidden, batch, stacked=False)
+    return links
+
+
 def _pooling(spatial: int) -> Handler:
     def pool(call: Call) -> Links:
         """Channel-wise pooling: leading (batch, channel) axes joined, spatial axes fixed."""
@@ -399,12 +546,14 @@ HANDLERS: dict[str, Handler] = {
     "elementwise": elementwise, "along_dim": along_dim, "first_only": first_only, "reduction": reduction,
     "constant": constant, "fix_all": fix_all, "no_result": no_result,
     "reshape": reshape, "transpose": transpose, "permute": permute, "cat": cat, "stack": stack,
+    "reverse_axes": reverse_axes, "repeat": repeat, "repeat_interleave": repeat_interleave, "pad": pad,
     "split": split, "unbind": unbind, "select": select, "slice": slice_, "getitem": getitem,
     "matmul": matmul, "addmm": addmm, "linear": linear, "conv": conv,
     "batch_norm": batch_norm, "layer_norm": layer_norm, "group_norm": group_norm, "prelu": prelu,
     "embedding": embedding, "attention": attention, "pool1d": _pooling(1), "pool2d": _pooling(2),
+    "outer": outer, "recurrent": recurrent, "recurrent_cell": recurrent_cell,
 }
 
 # Rules that read an op's several results from `Call.parts`.
 SPLITTING = frozenset({"split", "unbind", "batch_norm", "layer_norm", "group_norm", "pool1d", "pool2d",
-                       "fix_all"})
+                       "fix_all", "recurrent", "recurrent_cell"})

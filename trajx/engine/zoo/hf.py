@@ -18,8 +18,9 @@ memory), must stay under MAX_PARAMETERS. Any problem is `invalid_config` naming 
 
 The engine's rule that both sides of a gradient pair see the same function holds only
 without dropout, and Hugging Face models also drop out inside attention functions: every
-dropout probability of the config is set to 0. Causal LMs get `use_cache=False` (a key/value
-cache is no use for training and cannot be exported).
+dropout probability of the config is set to 0. Models get `use_cache=False` (a key/value
+cache is no use for training and cannot be exported), and special token ids left at
+defaults outside a smaller vocabulary are unset (transformers would warn on every build).
 """
 
 import copy
@@ -48,10 +49,13 @@ TASKS: dict[str, tuple[str, str]] = {
                                 "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
     "image-classification": ("AutoModelForImageClassification",
                              "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
+    "audio-classification": ("AutoModelForAudioClassification",
+                             "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES"),
 }
 _TASK_OBJECTS: dict[str, Task] = {"causal-lm": NextToken(), "masked-lm": MaskedTokens(),
                                   "sequence-classification": CLASSES_OR_VALUES,
-                                  "image-classification": CLASSES_OR_VALUES}
+                                  "image-classification": CLASSES_OR_VALUES,
+                                  "audio-classification": CLASSES_OR_VALUES}
 
 MAX_PARAMETERS = 1_500_000_000  # a 1.3B model still fits a worker's memory with its pairs
 MAX_LAYERS = 256
@@ -62,6 +66,7 @@ _REFUSED_KEYS = {"auto_map": "remote code is never run", "quantization_config": 
 _DROPOUT = re.compile(r"dropout|pdrop")
 EXAMPLE_SEQ_LEN = 8
 EXAMPLE_IMAGE_SIZE = 32
+EXAMPLE_AUDIO_SAMPLES = 1600  # 0.1 s at 16 kHz
 
 
 class HFConfig(HFArchConfig):
@@ -114,8 +119,9 @@ def _checked(task: str, fields_json: str) -> Any:
         if key not in allowed:
             raise _invalid(f"not a field of {config_class.__name__}", key)
         _check_numbers(value, key)
-    if task == "causal-lm":
+    if "use_cache" in allowed:  # encoder-decoders return their cache from any task
         values["use_cache"] = False
+    values.update(_token_ids_outside(config_class, values))
     values.pop("model_type")
     try:
         hf = config_class(**values)
@@ -127,6 +133,21 @@ def _checked(task: str, fields_json: str) -> Any:
             setattr(hf, field.name, 0.0)
     _check_size(hf, task, config_class.attribute_map.get("num_hidden_layers", "num_hidden_layers"))
     return hf
+
+
+_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "sep_token_id")
+
+
+def _token_ids_outside(config_class: Any, values: dict[str, Any]) -> dict[str, None]:
+    """Special token ids the config left at defaults that a smaller vocabulary does not hold
+    (GPT-2's 50256 with vocab_size 64): unset, as transformers would otherwise warn that
+    they must be None or within the vocabulary."""
+    vocab = values.get("vocab_size")
+    if not isinstance(vocab, int):
+        return {}
+    defaults = {f.name: f.default for f in fields(config_class)}
+    return {key: None for key in _TOKEN_IDS
+            if key not in values and isinstance(defaults.get(key), int) and defaults[key] >= vocab}
 
 
 def _check_numbers(value: Any, key: str) -> None:
@@ -176,12 +197,18 @@ def build(config: HFConfig) -> nn.Module:
 
 
 def example(config: HFConfig, batch: int) -> torch.Tensor:
-    """Token ids [batch, 8] (fewer if the model has fewer positions) or images
-    [batch, C, S, S] (S = the config's image_size, else 32)."""
+    """Token ids [batch, 8] (fewer if the model has fewer positions), images
+    [batch, C, S, S] (S = the config's image_size, else 32), or audio: log-mel features
+    [batch, mels, 2 * positions] for a model that reads them (Whisper), else a waveform
+    [batch, 1600]."""
     hf = hf_config(config)
     if config.task == "image-classification":
         size = getattr(hf, "image_size", EXAMPLE_IMAGE_SIZE)
         return torch.randn(batch, getattr(hf, "num_channels", 3), size, size)
+    if config.task == "audio-classification":
+        if getattr(hf, "num_mel_bins", None) and getattr(hf, "max_source_positions", None):
+            return torch.randn(batch, hf.num_mel_bins, 2 * hf.max_source_positions)
+        return torch.randn(batch, EXAMPLE_AUDIO_SAMPLES)
     length = min(EXAMPLE_SEQ_LEN, getattr(hf, "max_position_embeddings", None) or EXAMPLE_SEQ_LEN)
     return torch.randint(0, hf.vocab_size, (batch, length))
 
