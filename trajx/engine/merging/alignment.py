@@ -29,6 +29,7 @@ from torch import nn
 
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.engine.matching.descent import PairBank, match
 from trajx.engine.matching.solvers import Solver, break_ties, warm_started
 from trajx.engine.metrics import evaluate
@@ -252,6 +253,7 @@ class PathEvaluator:
     batch_size: int
     device: torch.device
     should_cancel: Callable[[], bool] | None = None
+    task: Task = CLASSES_OR_VALUES  # the model's loss and accuracy
 
     def point(self, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
               alpha: float) -> Tensors:
@@ -267,6 +269,6 @@ class PathEvaluator:
             if self.should_cancel is not None and self.should_cancel():
                 raise Cancelled("alignment cancelled between interpolation points")
             self.point(state_a, state_b, alpha)
-            metrics = evaluate(self.model, self.eval_data, self.batch_size, self.device)
+            metrics = evaluate(self.model, self.eval_data, self.batch_size, self.device, self.task)
             points.append({"alpha": alpha, **metrics})
         return Curve(points)
