@@ -7,6 +7,7 @@
 - `settings`: Settings for that database with a temp data dir and dispatcher "none".
 - `session_factory`, `store`: the database sessions and artifact store of `settings`.
 - `tenant`: a fresh tenant and API key (`tenant.headers` authenticates as it).
+- `dispatcher`: a `tests.support.dispatch.RecordingDispatcher`, the one `api_app` hands jobs to.
 - `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
 
 One PostgreSQL database is created per test session (uniquely named) and dropped at
@@ -32,6 +33,7 @@ from app.core.settings import Settings
 from app.core.storage.store import ArtifactStore
 from app.core.tenancy.admin import create_tenant
 from app.core.tenancy.auth import issue_key
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.postgres import PostgresUnavailable, scratch_database
 
 
@@ -157,10 +159,15 @@ def tenant_id(tenant) -> str:
 
 
 @pytest.fixture
-def api_app(settings):
+def dispatcher() -> RecordingDispatcher:
+    return RecordingDispatcher()
+
+
+@pytest.fixture
+def api_app(settings, dispatcher):
     from app.main import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, dispatcher=dispatcher)
     yield app
     app.state.services.engine.dispose()
 
