@@ -6,6 +6,8 @@
   `sqlite_url` / `postgres_url` pick one backend.
 - `settings`: Settings for that database with a temp data dir and dispatcher "none".
 - `session_factory`, `store`: the database sessions and artifact store of `settings`.
+- `redis_server`, `redis_url`: a private Redis server per test module (so parallel
+  workers share no queues and a test may restart it).
 - `tenant`: a fresh tenant and API key (`tenant.headers` authenticates as it).
 - `dispatcher`: a `tests.support.dispatch.RecordingDispatcher`, the one `api_app` hands jobs to.
 - `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
@@ -45,14 +47,22 @@ def service_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def require_redis(url: str) -> None:
-    """Skip (or fail, see `service_unavailable`) unless the Redis at `url` answers."""
-    import redis
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A private Redis server for this module (`tests.support.services.redis_server`);
+    skips (or fails, see `service_unavailable`) where `redis-server` is not installed."""
+    from tests.support.services import redis_server
 
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.ConnectionError as exc:
-        service_unavailable(f"Redis at {url} is not reachable: {exc}")
+    if shutil.which("redis-server") is None:
+        service_unavailable("redis-server is not installed")
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_server) -> str:
+    """DB 0 of this module's private Redis server."""
+    return redis_server.url
 
 
 @contextmanager
