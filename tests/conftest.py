@@ -13,7 +13,11 @@
 - `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
 
 One PostgreSQL database is created per test session (uniquely named) and dropped at
-the end; each test gets it truncated.
+the end; each test gets it truncated. Under pytest-xdist (`.ci/test` runs `-n 4 --dist
+loadgroup`) each worker is its own session, so nothing above is shared between workers;
+`pytest_collection_modifyitems` keeps a module with module-scoped fixtures on one worker
+(its expensive setup is built once) and starts modules with `slow` tests first (the long
+ones do not end the run alone).
 """
 
 import os
@@ -37,6 +41,16 @@ from app.core.tenancy.admin import create_tenant
 from app.core.tenancy.auth import issue_key
 from tests.support.dispatch import RecordingDispatcher
 from tests.support.postgres import PostgresUnavailable, scratch_database
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        scopes = {d.scope for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs}
+        if scopes & {"module", "class"}:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # Modules with slow tests first; a stable sort keeps each module's tests together.
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
 
 
 def service_unavailable(reason: str) -> NoReturn:
