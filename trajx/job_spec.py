@@ -19,7 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trajx.arch_configs import check_builtin_config
 from trajx.errors import InvalidInput
 from trajx.input_checks import Tables, check_checkpoints_agree, check_data, check_permutation_spec
-from trajx.method_registry import DEFAULT_METHOD, TRANSFER_METHODS, TransferMethodName
+from trajx.method_registry import (
+    DEFAULT_METHOD,
+    TRANSFER_METHODS,
+    TransferMethodName,
+    describe_methods,
+)
 
 ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
 InputKind = Literal["checkpoint", "data", "program"]
@@ -194,7 +199,7 @@ class TransferJob(_ArchitectureJob):
     """Transfer a source trajectory onto one or more target initializations."""
 
     kind: Literal["transfer"] = "transfer"
-    method: TransferMethodName = Field(DEFAULT_METHOD, description="the transfer method (trajx.method_registry)")
+    method: TransferMethodName = Field(DEFAULT_METHOD, description=describe_methods())
     arch: Architecture
     source: list[ArtifactRef] = Field(
         min_length=2, max_length=1000, description="checkpoints θ₁⁰ … θ₁ᵀ; the first is the init"

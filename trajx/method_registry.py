@@ -34,6 +34,11 @@ DEFAULT_METHOD = "fgmt"
 TransferMethodName = Literal[tuple(TRANSFER_METHODS)]  # type: ignore[valid-type]
 
 
+def describe_methods() -> str:
+    """Every method with its summary, for the spec's schema (and so the API docs)."""
+    return "; ".join(f"{info.name}: {info.summary}" for info in TRANSFER_METHODS.values())
+
+
 def methods_help() -> str:
     """The methods in one line for CLI help, e.g. 'fgmt (default), gmt, naive, oracle (needs
     targets[].trained)'."""

@@ -1,6 +1,6 @@
 """`trajx upload|submit|status|wait|cancel|download|jobs|events`: the service from a shell.
 
-Exit codes (stable; README and docs/ci.md "Exit codes"): 0 success, 1 job failed,
+Exit codes (stable; docs/usage.md and docs/ci.md "Exit codes"): 0 success, 1 job failed,
 2 usage, auth or invalid input (every 4xx answer, a local file that cannot be read
 or written), 3 job cancelled, 4 wait timed out, 5 server unreachable (or answering
 5xx), 6 an unexpected error on this side. `--json` prints exactly one JSON document

@@ -1,4 +1,4 @@
-"""Transfer methods as small strategies (DESIGN.md §1): where each target's permutation
+"""Transfer methods as small strategies (docs/design.md §1): where each target's permutation
 starts and how a step updates it.
 
 - `Naive`: π = identity throughout.
