@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         if self.dispatcher == "none":
             problems.append("TRAJX_DISPATCHER=none would never run a job")
         if self.create_local_key:
-            problems.append("TRAJX_CREATE_LOCAL_KEY must be false (create keys with `python -m app.core.tenancy.admin`)")
+            problems.append("TRAJX_CREATE_LOCAL_KEY must be false (create keys with `trajx admin create-key`)")
         if problems:
             raise ValueError(f"unsafe settings for environment {self.environment!r}: " + "; ".join(problems))
         return self
