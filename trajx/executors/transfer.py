@@ -81,7 +81,7 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
 
     reset_peak_memory(device)
     result = transfer(model, perm_spec, inputs.source, inputs.targets, inputs.train,
-                      engine_options(spec.params), method=inputs.method,
+                      engine_options(spec.params, device), method=inputs.method,
                       solver=get_solver(spec.params.matching.solver),
                       eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.job.task,
                       on_progress=progress, should_cancel=ctx.should_cancel,
@@ -110,10 +110,12 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     return ResultManifest(files, summary)
 
 
-def engine_options(params: TransferParams) -> TransferOptions:
-    """The spec's `params` as the engine's options (the solver is chosen separately)."""
+def engine_options(params: TransferParams, device: torch.device) -> TransferOptions:
+    """The spec's `params` as the engine's options, on `device` as resolved once for the job
+    (the solver is chosen separately)."""
     matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol)
-    return TransferOptions(**params.model_dump(exclude={"matching"}), matching=matching)
+    return TransferOptions(**params.model_dump(exclude={"matching", "device"}), matching=matching,
+                           device=device.type)
 
 
 def _target_metrics(target: TargetResult) -> dict[str, Any]:
