@@ -8,6 +8,8 @@
 - `session_factory`, `store`: the database sessions and artifact store of `settings`.
 - `redis_server`, `redis_url`: a private Redis server per test module (so parallel
   workers share no queues and a test may restart it).
+- `run_cache`: a temp folder shared by every worker of this run (`tests.support.run_cache`);
+  `digits`: the digits source trajectory and data shards, trained once per run there.
 - `tenant`: a fresh tenant and API key (`tenant.headers` authenticates as it).
 - `dispatcher`: a `tests.support.dispatch.RecordingDispatcher`, the one `api_app` hands jobs to.
 - `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
@@ -59,6 +61,22 @@ def service_unavailable(reason: str) -> NoReturn:
     if os.environ.get("TRAJX_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{reason} (and TRAJX_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def run_cache(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this run shares (the workers' temp roots' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def digits(run_cache):
+    """The digits source (θ⁰, θᵀ of the demo's mlp) and its data shards, trained once per run."""
+    from tests.support.digits import digits_files, write_digits_source
+    from tests.support.run_cache import cached_dir
+
+    return digits_files(cached_dir(run_cache, "digits-source", write_digits_source))
 
 
 @pytest.fixture(scope="module")

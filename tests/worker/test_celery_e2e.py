@@ -20,7 +20,7 @@ from app.core.jobs.dispatch_backends import CeleryDispatcher
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.persistence.models import Artifact
 from app.core.settings import Settings
-from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import DigitsFiles, digits_spec
 from tests.support.receiver import WebhookReceiver
 from tests.support.services import Service, celery_stack, redis_restarted
 from trajx.client import Client, Job
@@ -45,9 +45,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgres_database, redis_server, tmp_path_factory) -> Iterator[Stack]:
+def stack(postgres_database, redis_server, digits, tmp_path_factory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("celery-stack")
-    digits = write_digits_source(root / "source")
     with celery_stack(postgres_database, root, redis_server.url) as running, \
             Client(running.api.url, running.api_key, timeout=10) as client:
         yield Stack(running.settings, redis_server, running.worker, running.api, client, digits.upload(client),

@@ -17,7 +17,7 @@ from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
 from tests.conftest import make_tenant
 from tests.support.db_faults import database_down, scratch_postgres
-from tests.support.digits import digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from tests.support.services import Service, api_server, celery_worker, recovery_loop
 from trajx.client import Client
 from worker.celery_app import RUN_JOB_TASK, create_celery
@@ -39,7 +39,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, redis_url) -> Iterator[Stack]:
+def stack(tmp_path_factory, redis_url, digits) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("outage-stack")
     with scratch_postgres() as url:
         settings = Settings(database_url=url, data_dir=root, storage_dir=root / "artifacts", broker_url=redis_url,
@@ -48,7 +48,6 @@ def stack(tmp_path_factory, redis_url) -> Iterator[Stack]:
         engine = make_engine(url)
         key = make_tenant(make_session_factory(engine)).key
         engine.dispose()
-        digits = write_digits_source(root / "source")
         with recovery_loop(settings, root, resend_after=10), celery_worker(settings, root) as worker, \
                 api_server(settings, root) as api, Client(api.url, key, timeout=10) as client:
             yield Stack(url, settings, worker, client, digits.upload(client))
