@@ -11,12 +11,15 @@ import pickle
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from tests.cli.conftest import write_spec
 from trajx.client import Client
 from trajx.demo.server import free_port
+
+pytestmark = pytest.mark.slow
 
 GITHUB_RUN = {"GITHUB_RUN_ID": "987", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "transfer", "GITHUB_ACTION": "submit"}
 

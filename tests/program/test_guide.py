@@ -24,7 +24,6 @@ from trajx.demo.server import EmbeddedServer
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "bring-your-own-model.md"
 _BLOCK = re.compile(r"<!-- (file: (?P<name>\S+)|run) -->\n```\w*\n(?P<body>.*?)```", re.DOTALL)
 
-pytestmark = pytest.mark.slow
 
 
 @contextmanager
@@ -53,6 +52,7 @@ def test_the_guide_has_files_and_commands():
     assert "trajx export" in commands and "trajx submit" in commands
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", [
     pytest.param(embedded, id="embedded"),
     pytest.param(celery_and_postgres, id="celery-postgres", marks=[pytest.mark.postgres, pytest.mark.redis]),

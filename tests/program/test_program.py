@@ -143,6 +143,7 @@ def test_source_locations_of_the_users_machine_are_not_exported(exported):
     assert "stack_trace" not in json.dumps(document)
 
 
+@pytest.mark.slow
 def test_trajx_run_takes_a_local_program_file(tmp_path):
     """`trajx run` reads `arch.program` as a path next to the spec, like any other ref."""
     import subprocess
