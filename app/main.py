@@ -1,7 +1,8 @@
 """The FastAPI application: `uvicorn app.main:app` (settings from TRAJX_* variables).
 
-`create_app(settings)` builds an app with its own engine, store, dispatcher and
-metrics registry, so tests and the embedded server can run several side by side.
+`create_app(settings, dispatcher=...)` builds an app with its own engine, store,
+dispatcher (the one `settings.dispatcher` names unless one is given) and metrics registry,
+so tests and the embedded server can run several side by side.
 """
 
 import logging
@@ -15,7 +16,7 @@ from app.api.problems import install_problem_handlers
 from app.api.responses import document_problems
 from app.api.routes import artifacts, jobs, ops
 from app.api.slow_clients import BodyTimeoutMiddleware
-from app.core.jobs.dispatcher import get_dispatcher
+from app.core.jobs.dispatcher import Dispatcher, get_dispatcher
 from app.core.logs import configure_logging
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.persistence.migrate import upgrade
@@ -30,12 +31,13 @@ from trajx.version import __version__
 log = logging.getLogger("app.main")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API for `settings` (default: from the environment). Connects lazily."""
+def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
+    """Build the API for `settings` (default: from the environment), handing jobs to
+    `dispatcher` (default: the one the settings name). Connects lazily."""
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    dispatcher = get_dispatcher(settings)
+    dispatcher = dispatcher or get_dispatcher(settings)
     services = Services(settings=settings, engine=engine, db=Database(sessions),
                         store=open_store(settings), dispatcher=dispatcher,
                         keys=KeyCache(settings.auth_cache_seconds))

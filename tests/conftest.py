@@ -9,11 +9,20 @@
   `store_backend` with "s3" (then a real SeaweedFS bucket, `s3_endpoint`, with a prefix
   of its own; on SQLite only, since the store does not depend on the database).
 - `session_factory`, `store`: the database sessions and artifact store of `settings`.
+- `redis_server`, `redis_url`: a private Redis server per test module (so parallel
+  workers share no queues and a test may restart it).
+- `run_cache`: a temp folder shared by every worker of this run (`tests.support.run_cache`);
+  `digits`: the digits source trajectory and data shards, trained once per run there.
 - `tenant`: a fresh tenant and API key (`tenant.headers` authenticates as it).
+- `dispatcher`: a `tests.support.dispatch.RecordingDispatcher`, the one `api_app` hands jobs to.
 - `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
 
 One PostgreSQL database is created per test session (uniquely named) and dropped at
-the end; each test gets it truncated.
+the end; each test gets it truncated. Under pytest-xdist (`.ci/test` runs `-n 4 --dist
+loadgroup`) each worker is its own session, so nothing above is shared between workers;
+`pytest_collection_modifyitems` keeps a module with module-scoped fixtures on one worker
+(its expensive setup is built once) and starts modules with `slow` tests first (the long
+ones do not end the run alone).
 """
 
 import os
@@ -35,7 +44,18 @@ from app.core.settings import Settings
 from app.core.storage.store import ArtifactStore
 from app.core.tenancy.admin import create_tenant
 from app.core.tenancy.auth import issue_key
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.postgres import PostgresUnavailable, scratch_database
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        scopes = {d.scope for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs}
+        if scopes & {"module", "class"}:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # Modules with slow tests first; a stable sort keeps each module's tests together.
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
 
 
 def service_unavailable(reason: str) -> NoReturn:
@@ -46,14 +66,38 @@ def service_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def require_redis(url: str) -> None:
-    """Skip (or fail, see `service_unavailable`) unless the Redis at `url` answers."""
-    import redis
+@pytest.fixture(scope="session")
+def run_cache(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this run shares (the workers' temp roots' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.ConnectionError as exc:
-        service_unavailable(f"Redis at {url} is not reachable: {exc}")
+
+@pytest.fixture(scope="session")
+def digits(run_cache):
+    """The digits source (θ⁰, θᵀ of the demo's mlp) and its data shards, trained once per run."""
+    from tests.support.digits import digits_files, write_digits_source
+    from tests.support.run_cache import cached_dir
+
+    return digits_files(cached_dir(run_cache, "digits-source", write_digits_source))
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A private Redis server for this module (`tests.support.services.redis_server`);
+    skips (or fails, see `service_unavailable`) where `redis-server` is not installed."""
+    from tests.support.services import redis_server
+
+    if shutil.which("redis-server") is None:
+        service_unavailable("redis-server is not installed")
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redis_url(redis_server) -> str:
+    """DB 0 of this module's private Redis server."""
+    return redis_server.url
 
 
 @contextmanager
@@ -212,10 +256,15 @@ def tenant_id(tenant) -> str:
 
 
 @pytest.fixture
-def api_app(settings):
+def dispatcher() -> RecordingDispatcher:
+    return RecordingDispatcher()
+
+
+@pytest.fixture
+def api_app(settings, dispatcher):
     from app.main import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, dispatcher=dispatcher)
     yield app
     app.state.services.engine.dispose()
 

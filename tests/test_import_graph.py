@@ -12,6 +12,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TOP_LEVEL = ("trajx", "app", "worker")
 # The nodes of the graph: a module belongs to the longest of these prefixes it starts with.
@@ -111,6 +113,7 @@ def _modules(top: str) -> list[str]:
     return sorted(module_name(p) for p in (ROOT / top).rglob("*.py") if p.name != "__main__.py")
 
 
+@pytest.mark.slow  # imports torch in a fresh interpreter
 def test_the_worker_loads_no_web_framework():
     worker_modules = [m for m in _modules("worker") if m != "worker.celery_app"] + ["worker.celery_app"]
     assert _loaded_after(worker_modules, ("fastapi", "starlette", "uvicorn")) == []

@@ -158,17 +158,20 @@ def _tied_names(expected: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 
 def check_checkpoint_header(path: Path, expected: Mapping[str, torch.Tensor], what: str) -> None:
-    """`validate_checkpoint` on the file's header alone (names, shapes, dtypes; values are
-    not read): a long list of checkpoints is checked before any work, in O(1) memory."""
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            slices = {name: file.get_slice(name) for name in list(file.keys())}  # not iterable
-            header = {name: torch.empty(s.get_shape(), device="meta",
-                                        dtype=_SAFETENSORS_DTYPES.get(s.get_dtype(), torch.complex64))
-                      for name, s in slices.items()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InvalidInput(f"{what}: cannot read {Path(path).name} as safetensors: {exc}",
-                           code="invalid_safetensors", artifact=what) from None
+    """`validate_checkpoint` on the headers alone (names, shapes, dtypes; values are not
+    read) of any form `load_state` reads: a long list of checkpoints is checked before any
+    work, in O(1) memory."""
+    header: dict[str, torch.Tensor] = {}
+    for file, label in checkpoint_files(Path(path), what)[0]:
+        try:
+            with safe_open(str(file), framework="pt") as opened:
+                slices = {name: opened.get_slice(name) for name in list(opened.keys())}  # not iterable
+                header |= {name: torch.empty(s.get_shape(), device="meta",
+                                             dtype=_SAFETENSORS_DTYPES.get(s.get_dtype(), torch.complex64))
+                           for name, s in slices.items()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InvalidInput(f"{label}: cannot read {file.name} as safetensors: {exc}",
+                               code="invalid_safetensors", artifact=what) from None
     validate_checkpoint(header, {n: t.to("meta") for n, t in expected.items()}, what,
                         tied=_tied_names(expected))
 
@@ -191,30 +194,37 @@ def load_state(path: Path, what: str) -> dict[str, torch.Tensor]:
     Raises InvalidInput `invalid_safetensors` naming the file, or `invalid_checkpoint_index`
     when an index is unreadable, names a shard outside its folder, or disagrees with its shards.
     """
+    files, listed = checkpoint_files(Path(path), what)
+    state: dict[str, torch.Tensor] = {}
+    for file, label in files:
+        state |= load_tensors(file, label)
+    if listed is not None and set(state) != listed:
+        raise InvalidInput(
+            f"{what}: the shards of {files[0][0].parent.name} hold other tensors than its weight_map names; "
+            f"missing: {sorted(listed - set(state))[:5]}, unlisted: {sorted(set(state) - listed)[:5]}",
+            code="invalid_checkpoint_index", artifact=what)
+    return state
+
+
+def checkpoint_files(path: Path, what: str) -> tuple[list[tuple[Path, str]], set[str] | None]:
+    """The safetensors files of a checkpoint (`load_state`'s forms), each with how errors
+    name it, and the tensor names a sharded checkpoint's index lists (None for one file)."""
     if path.is_dir():
         index = path / "model.safetensors.index.json"
         path = index if index.is_file() else path / "model.safetensors"
     if not path.name.endswith(".index.json"):
-        return load_tensors(path, what)
+        return [(path, what)], None
     try:
         weight_map = json.loads(path.read_text())["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidInput(f"{what}: {path.name} is not a sharded checkpoint index: {exc}",
                            code="invalid_checkpoint_index", artifact=what) from None
-    state: dict[str, torch.Tensor] = {}
     for shard in shards:
         if not isinstance(shard, str) or Path(shard).name != shard:  # shards sit beside their index
             raise InvalidInput(f"{what}: {path.name} names shard {shard!r} outside its folder",
                                code="invalid_checkpoint_index", artifact=what, shard=str(shard))
-        state |= load_tensors(path.parent / shard, f"{what} ({shard})")
-    if set(state) != set(weight_map):
-        raise InvalidInput(
-            f"{what}: the shards of {path.name} hold other tensors than its weight_map names; "
-            f"missing: {sorted(set(weight_map) - set(state))[:5]}, "
-            f"unlisted: {sorted(set(state) - set(weight_map))[:5]}",
-            code="invalid_checkpoint_index", artifact=what)
-    return state
+    return [(path.parent / shard, f"{what} ({shard})") for shard in shards], set(weight_map)
 
 
 def load_data(path: Path, what: str) -> Dataset:

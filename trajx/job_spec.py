@@ -20,6 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trajx.arch_configs import check_builtin_config
 from trajx.errors import InvalidInput
 from trajx.input_checks import Tables, check_checkpoints_agree, check_data, check_permutation_spec
+from trajx.method_registry import (
+    DEFAULT_METHOD,
+    TRANSFER_METHODS,
+    TransferMethodName,
+    describe_methods,
+)
 
 ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
 InputKind = Literal["checkpoint", "data", "program"]
@@ -69,7 +75,8 @@ class Architecture(_Strict):
 class Target(_Strict):
     """One target initialization: an uploaded checkpoint or a seed for the zoo's init.
 
-    `trained` is the target trained for real; only the `oracle` method uses it.
+    `trained` is the target trained for real; only methods that declare it use it
+    (`trajx.method_registry`: oracle).
     """
 
     checkpoint: ArtifactRef | None = None
@@ -196,7 +203,7 @@ class TransferJob(_ArchitectureJob):
     """Transfer a source trajectory onto one or more target initializations."""
 
     kind: Literal["transfer"] = "transfer"
-    method: Literal["fgmt", "gmt", "naive", "oracle"] = "fgmt"
+    method: TransferMethodName = Field(DEFAULT_METHOD, description=describe_methods())
     arch: Architecture
     source: list[ArtifactRef] = Field(
         min_length=2, max_length=1000, description="checkpoints θ₁⁰ … θ₁ᵀ; the first is the init"
@@ -213,11 +220,11 @@ class TransferJob(_ArchitectureJob):
     )
 
     @model_validator(mode="after")
-    def _oracle_needs_trained_targets(self) -> "TransferJob":
-        if self.method == "oracle":
-            missing = [i for i, t in enumerate(self.targets) if t.trained is None]
+    def _method_inputs_given(self) -> "TransferJob":
+        for need in TRANSFER_METHODS[self.method].needs:  # e.g. oracle: each target's `trained`
+            missing = [i for i, t in enumerate(self.targets) if getattr(t, need) is None]
             if missing:
-                raise ValueError(f"method 'oracle' needs 'trained' on every target; missing: {missing}")
+                raise ValueError(f"method {self.method!r} needs {need!r} on every target; missing: {missing}")
         return self
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.api.test_jobs import create, dispatcher  # noqa: F401  (the fixture)
+from tests.api.test_jobs import create
 from tests.support.files import data_shard, mlp_checkpoint
 from tests.support.http import MLP_CONFIG, uploaded_id
 
@@ -27,7 +27,7 @@ def align(checkpoints, train, **overrides) -> dict:
             "model_b": checkpoints[1], "train_data": train} | overrides
 
 
-def test_both_kinds_are_queued_with_their_defaults(api, tenant, dispatcher, checkpoints, train):  # noqa: F811
+def test_both_kinds_are_queued_with_their_defaults(api, tenant, dispatcher, checkpoints, train):
     averaged = create(api, tenant, average(checkpoints, train, params={"device": "cpu"}))
     aligned = create(api, tenant, align(checkpoints, train))
     assert (averaged.status_code, aligned.status_code) == (202, 202), averaged.text + aligned.text
@@ -43,7 +43,7 @@ def test_both_kinds_are_queued_with_their_defaults(api, tenant, dispatcher, chec
     ({"method": {"name": "ema", "decay": 1.5}}, "spec.method.ema.decay", "less than 1"),
     ({"method": {"name": "ema", "decay": 0.9}, "sweep": {"decay": [0.5]}}, "spec", "eval_data: a sweep"),
 ])
-def test_average_refusals_name_the_field(api, tenant, dispatcher, checkpoints, train,  # noqa: F811
+def test_average_refusals_name_the_field(api, tenant, dispatcher, checkpoints, train,
                                          overrides, field, message):
     response = create(api, tenant, average(checkpoints, train, **overrides))
     body = response.json()
@@ -52,7 +52,7 @@ def test_average_refusals_name_the_field(api, tenant, dispatcher, checkpoints, t
     assert dispatcher.dispatched == []
 
 
-def test_mixed_architectures_are_a_checkpoint_mismatch_naming_the_checkpoint(api, tenant, dispatcher,  # noqa: F811
+def test_mixed_architectures_are_a_checkpoint_mismatch_naming_the_checkpoint(api, tenant, dispatcher,
                                                                              checkpoints, train):
     wide = uploaded_id(api, tenant, mlp_checkpoint(hidden=32))
     for spec, field in ((average([*checkpoints[:2], wide, checkpoints[3]], train), "spec.checkpoints[2]"),
@@ -64,13 +64,13 @@ def test_mixed_architectures_are_a_checkpoint_mismatch_naming_the_checkpoint(api
     assert dispatcher.dispatched == []
 
 
-def test_a_data_shard_in_place_of_a_model_is_the_wrong_kind(api, tenant, dispatcher, checkpoints, train):  # noqa: F811
+def test_a_data_shard_in_place_of_a_model_is_the_wrong_kind(api, tenant, dispatcher, checkpoints, train):
     response = create(api, tenant, align([checkpoints[0], train], train))
     assert response.status_code == 422 and response.json()["code"] == "wrong_artifact_kind"
     assert response.json()["errors"][0]["field"] == "spec.model_b"
 
 
-def test_a_config_the_architecture_refuses_is_a_422_naming_the_field(api, tenant, dispatcher,  # noqa: F811
+def test_a_config_the_architecture_refuses_is_a_422_naming_the_field(api, tenant, dispatcher,
                                                                      checkpoints, train):
     response = create(api, tenant, align(checkpoints, train, arch={"name": "mlp", "config": {"hidden": [4]}}))
     body = response.json()
@@ -83,7 +83,7 @@ def merge(checkpoints, train, **overrides) -> dict:
             "train_data": train, "eval_data": train} | overrides
 
 
-def test_a_merge_job_is_queued_and_its_refusals_name_the_field(api, tenant, dispatcher, checkpoints, train):  # noqa: F811
+def test_a_merge_job_is_queued_and_its_refusals_name_the_field(api, tenant, dispatcher, checkpoints, train):
     created = create(api, tenant, merge(checkpoints, train, align="mean", params={"device": "cpu"}))
     assert created.status_code == 202, created.text
     assert created.json()["kind"] == "merge" and created.json()["queue"] == "cpu"

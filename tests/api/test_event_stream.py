@@ -23,10 +23,10 @@ SSE = {"Accept": "text/event-stream"}
 
 
 @pytest.fixture
-def job_id(api, tenant, api_app) -> str:
-    object.__setattr__(api_app.state.services, "dispatcher", type("Nop", (), {"dispatch": lambda self, _: None})())
+def job_id(api, tenant, dispatcher) -> str:
     response = api.post("/v1/jobs", json={"spec": transfer_spec(api, tenant)}, headers=tenant.headers)
     assert response.status_code == 202, response.text
+    assert dispatcher.dispatched == [response.json()["id"]]
     return response.json()["id"]
 
 

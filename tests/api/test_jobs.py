@@ -3,29 +3,14 @@
 import json
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.api.routes.jobs import MAX_JOB_BODY_BYTES
 from app.core.persistence.models import Job, JobEvent, utcnow
+from app.main import create_app
 from tests.support.files import mlp_checkpoint, safetensors_bytes
 from tests.support.http import transfer_spec, uploaded_id
-
-
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.dispatched: list[str] = []
-        self.queues: list[str] = []
-
-    def dispatch(self, job_id: str, queue: str) -> None:
-        self.dispatched.append(job_id)
-        self.queues.append(queue)
-
-
-@pytest.fixture
-def dispatcher(api_app) -> RecordingDispatcher:
-    recorder = RecordingDispatcher()
-    object.__setattr__(api_app.state.services, "dispatcher", recorder)
-    return recorder
 
 
 def create(api, tenant, spec, **headers):
@@ -166,14 +151,12 @@ def test_webhook_gets_a_secret_and_default_events(api, tenant, dispatcher):
     assert {e["field"] for e in bad.json()["errors"]} == {"body.webhook.url", "body.webhook.events[0]"}
 
 
-def test_dispatch_failure_leaves_the_job_queued(api, api_app, tenant):
-    class Broken:
-        def dispatch(self, job_id: str, queue: str) -> None:
-            raise ConnectionError("broker down")
-
-    object.__setattr__(api_app.state.services, "dispatcher", Broken())
-    response = create(api, tenant, transfer_spec(api, tenant))
-    assert response.status_code == 202 and response.json()["status"] == "queued"
+def test_a_broker_outage_leaves_the_job_queued(settings, tenant):
+    down = settings.model_copy(update={"dispatcher": "celery", "broker_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(down), raise_server_exceptions=False) as client:
+        response = create(client, tenant, transfer_spec(client, tenant))
+        assert response.status_code == 202 and response.json()["status"] == "queued"
+        assert client.get(f"/v1/jobs/{response.json()['id']}", headers=tenant.headers).json()["status"] == "queued"
 
 
 def test_explicit_permutation_spec_must_match_the_checkpoints(api, tenant, dispatcher):

@@ -19,6 +19,8 @@ from tests.cli.conftest import write_spec
 from trajx.client import Client
 from trajx.demo.server import free_port
 
+pytestmark = pytest.mark.slow
+
 GITHUB_RUN = {"GITHUB_RUN_ID": "987", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "transfer", "GITHUB_ACTION": "submit"}
 
 

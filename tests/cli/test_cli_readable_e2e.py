@@ -4,8 +4,12 @@ architectures."""
 
 import json
 
+import pytest
+
 from tests.cli.conftest import write_spec
 from trajx import __version__
+
+pytestmark = pytest.mark.slow
 
 
 def test_version_and_shell_completion(cli):

@@ -14,6 +14,7 @@ from trajx.client import ApiError, ServerUnreachable
 from trajx.demo.run import run_demo
 
 
+@pytest.mark.slow
 def test_demo_runs_through_the_service_and_prints_its_table(tmp_path, monkeypatch):
     out = io.StringIO()
     served = []

@@ -31,6 +31,7 @@ def spec_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_run_writes_results_and_prints_a_summary(spec_file, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(spec_file), "--out", str(out), "--json"])

@@ -23,6 +23,7 @@ from trajx.client import (
 )
 from trajx.client.config import LOCAL_KEY_FILENAME
 from trajx.client.download import part_path
+from trajx.client.transport import Transport
 
 ART = "art_" + "a" * 32
 
@@ -385,3 +386,35 @@ def test_a_result_path_leaving_the_download_directory_is_refused(tmp_path, path)
     file = Job.from_dict({**job_doc("succeeded"), "result": {"files": [manifest_entry(path, "x", None, ART)]}}).files[0]
     with pytest.raises(InvalidLocalInput):
         client_for(ContentServer(b"")).download_result(file, tmp_path / "out")
+
+
+def _transport(statuses: list[tuple[int, dict]], backoff: float, slept: list[float]) -> Transport:
+    answers = iter(statuses)
+
+    def handler(request):
+        status, headers = next(answers)
+        return httpx.Response(status, headers=headers, json=job_doc("queued"))
+
+    return Transport("http://trajx.test", "trx_test", timeout=5, retries=3, backoff=backoff,
+                     transport=httpx.MockTransport(handler), sleep=slept.append)
+
+
+def test_retries_wait_what_retry_after_asks_capped():
+    slept: list[float] = []
+    transport = _transport([(503, {"Retry-After": "2"}), (503, {"Retry-After": "3600"}), (200, {})], 0.5, slept)
+    assert transport.request("GET", "/v1/jobs/x").status_code == 200
+    assert slept == [2.0, 30.0]  # MAX_RETRY_AFTER_SECONDS
+
+
+def test_retries_without_retry_after_back_off_exponentially_with_jitter():
+    schedules = []
+    for _ in range(2):
+        slept: list[float] = []
+        transport = _transport([(503, {}), (502, {}), (504, {}), (503, {})], 1.0, slept)
+        with pytest.raises(ApiError) as err:
+            transport.request("GET", "/v1/jobs/x")
+        assert err.value.status == 503 and len(slept) == 3
+        for attempt, seconds in enumerate(slept):  # 1, 2, 4 s plus up to 1 s of jitter
+            assert 2**attempt <= seconds <= 2**attempt + 1
+        schedules.append(slept)
+    assert schedules[0] != schedules[1]  # two clients failing together do not retry together

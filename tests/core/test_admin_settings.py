@@ -5,6 +5,7 @@ import stat
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from app.core.persistence.models import Tenant
 from app.core.settings import Settings
@@ -35,23 +36,31 @@ def test_create_tenant_and_key_refuse_duplicates_and_unknowns(session_factory):
             admin.create_api_key(session, "nobody")
 
 
-def test_admin_command(monkeypatch, settings, capsys):
+def _trajx_admin(*args: str):
+    """`trajx admin ...` in this process (app/cli.py, the one admin command line)."""
+    import app.cli  # noqa: F401  (registers `trajx admin`)
+    from trajx.cli.app import app as cli
+
+    return CliRunner().invoke(cli, ["admin", *args])
+
+
+def test_admin_command(monkeypatch, settings):
     from app.core.settings import get_settings
 
     monkeypatch.setenv("TRAJX_DATABASE_URL", settings.database_url)
     get_settings.cache_clear()
     try:
-        assert admin.main(["create-tenant", "cli-co"]) == 0
-        assert capsys.readouterr().out.startswith("ten_")
-        assert admin.main(["create-key", "cli-co", "--name", "ci"]) == 0
-        assert capsys.readouterr().out.startswith("trx_")
-        assert admin.main(["create-tenant", "cli-co"]) == 1
-        assert "already exists" in capsys.readouterr().err
+        created = _trajx_admin("create-tenant", "cli-co")
+        assert created.exit_code == 0 and created.stdout.startswith("ten_")
+        key = _trajx_admin("create-key", "cli-co", "--name", "ci")
+        assert key.exit_code == 0 and key.stdout.startswith("trx_")
+        again = _trajx_admin("create-tenant", "cli-co")
+        assert again.exit_code == 1 and "already exists" in again.stderr
     finally:
         get_settings.cache_clear()
 
 
-def test_python_m_app_admin_lists_and_revokes_keys(monkeypatch, settings, session_factory, capsys):
+def test_trajx_admin_lists_and_revokes_keys(monkeypatch, settings, session_factory):
     from app.core.settings import get_settings
 
     monkeypatch.setenv("TRAJX_DATABASE_URL", settings.database_url)
@@ -61,15 +70,16 @@ def test_python_m_app_admin_lists_and_revokes_keys(monkeypatch, settings, sessio
             admin.create_tenant(session, "keys-co")
             key = admin.create_api_key(session, "keys-co", "deploy")
             session.commit()
-        assert admin.main(["list-keys", "keys-co"]) == 0
-        key_id, tenant, prefix, name, *_, state = capsys.readouterr().out.strip().split("\t")
+        listed = _trajx_admin("list-keys", "keys-co")
+        assert listed.exit_code == 0
+        key_id, tenant, prefix, name, *_, state = listed.stdout.strip().split("\t")
         assert (tenant, prefix, name, state) == ("keys-co", key[:12] + "...", "deploy", "active")
-        assert admin.main(["revoke-key", key_id]) == 0
-        assert "\trevoked " in capsys.readouterr().out
+        revoked = _trajx_admin("revoke-key", key_id)
+        assert revoked.exit_code == 0 and "\trevoked " in revoked.stdout
         with session_factory() as session:
             assert authenticate(session, key) is None
-        assert admin.main(["revoke-key", "key_unknown"]) == 1
-        assert "no API key" in capsys.readouterr().err
+        unknown = _trajx_admin("revoke-key", "key_unknown")
+        assert unknown.exit_code == 1 and "no API key" in unknown.stderr
     finally:
         get_settings.cache_clear()
 

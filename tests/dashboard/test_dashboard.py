@@ -8,7 +8,7 @@ import pytest
 
 from tests.dashboard.conftest import sign_in
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def points(page, target: int, metric: str = "accuracy") -> int:

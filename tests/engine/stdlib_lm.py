@@ -90,7 +90,7 @@ def trained_pair(arch: tuple[str, dict], data: Dataset, steps: int, lr: float, b
 
 # The fast tests' model. initializer_range 0.2 (about 1/sqrt(width)): with GPT-2's 0.02,
 # AdamW's displacement dwarfs the init and Naive is already as good as the source (see the
-# README's LM table).
+# LM table in docs/benchmarks.md).
 TINY_ARCH = ("hf", gpt2_config(width=32, layers=2, heads=4, length=32, init_std=0.2))
 
 

@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.engine_setups import MLP, mlp_setup
 from trajx.engine.transfer.gmt import STEP_TIMING_KEYS
+
+pytestmark = pytest.mark.slow
 
 
 def _run(spec_file: Path, out: Path) -> dict[str, str]:

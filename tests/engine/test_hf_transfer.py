@@ -16,8 +16,6 @@ from trajx.executors.transfer import run_transfer
 from trajx.io import load_tensors, save_tensors
 from trajx.job_spec import parse_job_spec
 
-pytestmark = pytest.mark.slow
-
 
 def _data(config: dict, n: int, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)

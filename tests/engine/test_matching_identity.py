@@ -23,7 +23,7 @@ from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.permutation.spec import apply_permutation, spec_from_param_groups
 from trajx.engine.transfer import gmt as transfer_module
 from trajx.engine.transfer.gmt import transfer
-from trajx.engine.transfer.methods import FGMT, GMT
+from trajx.engine.transfer.methods import FGMT, STRATEGIES
 
 TRANSFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8, "patch_size": 2,
                "in_channels": 1}
@@ -112,7 +112,7 @@ def test_transfer_gives_main_s_permutations_and_checkpoints(setup, method, steps
 
     def run():
         return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, params,
-                        method={"fgmt": FGMT, "gmt": GMT}[method](), eval_data=setup.test)
+                        method=STRATEGIES[method](), eval_data=setup.test)
 
     new = run()  # the default solver: warm-started jv, its state kept per bank and group
     # main: costs rebuilt on every solve, every assignment solved cold by scipy

@@ -12,8 +12,9 @@ from trajx.engine.batches import Dataset
 from trajx.engine.options import TransferOptions
 from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.transfer.gmt import transfer
-from trajx.engine.transfer.methods import FGMT, GMT, Naive, Oracle
+from trajx.engine.transfer.methods import STRATEGIES, Naive
 from trajx.errors import UnsupportedModel
+from trajx.method_registry import TRANSFER_METHODS
 
 
 class _InputConcat(nn.Module):
@@ -39,7 +40,7 @@ def _trajectory(model: nn.Module) -> list[dict[str, torch.Tensor]]:
     return [origin, {k: v + 0.1 for k, v in origin.items()}]
 
 
-@pytest.mark.parametrize("method", ["fgmt", "gmt", "oracle"])
+@pytest.mark.parametrize("method", sorted(name for name, cls in STRATEGIES.items() if cls.needs_groups))
 def test_a_matching_method_on_a_model_with_no_group_names_what_fixed_the_axes(method):
     torch.manual_seed(0)
     model = _InputConcat()
@@ -49,7 +50,7 @@ def test_a_matching_method_on_a_model_with_no_group_names_what_fixed_the_axes(me
     source, target = _trajectory(model), _InputConcat().state_dict()
     with pytest.raises(UnsupportedModel) as info:
         transfer(model, spec, source, [target], _data(), TransferOptions(steps=2, batch_size=8, device="cpu"),
-                 method={"fgmt": FGMT(), "gmt": GMT(), "oracle": Oracle([target])}[method])
+                 method=STRATEGIES[method](**{need: [target] for need in TRANSFER_METHODS[method].needs}))
     assert info.value.code == "no_permutation_groups"
     assert "fc.weight[0]: op aten.cat.default at node 'cat'" in info.value.message
     assert info.value.details["method"] == method

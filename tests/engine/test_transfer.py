@@ -16,7 +16,7 @@ from trajx.engine.options import TransferOptions
 from trajx.engine.permutation.spec import apply_permutation
 from trajx.engine.transfer import gmt as transfer_module
 from trajx.engine.transfer.gmt import STEP_TIMING_KEYS, transfer
-from trajx.engine.transfer.methods import FGMT, GMT, Naive, Oracle
+from trajx.engine.transfer.methods import STRATEGIES, Naive, Oracle
 from trajx.engine.transfer.schedule import plan_trajectory, schedule
 from trajx.errors import Cancelled, NonFiniteLoss
 
@@ -31,15 +31,12 @@ def cnn():
     return cnn_setup()
 
 
-METHODS = {"fgmt": FGMT, "gmt": GMT, "naive": Naive}
-
-
 def run(setup, method="fgmt", targets=(1,), steps=8, **kwargs):
     options = TransferOptions(**{"steps": steps, "batch_size": 128, "device": "cpu",
                                  **kwargs.pop("params", {})})
     inits = [setup.init(seed) for seed in targets]
     return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, options,
-                    method=METHODS[method](), eval_data=kwargs.pop("eval_data", setup.test), **kwargs)
+                    method=STRATEGIES[method](), eval_data=kwargs.pop("eval_data", setup.test), **kwargs)
 
 
 def without_timings(steps):

@@ -17,15 +17,13 @@ from pathlib import Path
 import pytest
 
 from app.core.persistence.migrate import upgrade
-from tests.conftest import require_redis, scratch_postgres
-from tests.support.services import celery_stack
+from tests.conftest import scratch_postgres
+from tests.support.services import celery_stack, redis_server
 from trajx.demo.server import EmbeddedServer
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "bring-your-own-model.md"
 _BLOCK = re.compile(r"<!-- (file: (?P<name>\S+)|run) -->\n```\w*\n(?P<body>.*?)```", re.DOTALL)
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a database of its own: flushed freely
-pytestmark = pytest.mark.slow
 
 
 @contextmanager
@@ -36,10 +34,9 @@ def embedded(root: Path) -> Iterator[tuple[str, str]]:
 
 @contextmanager
 def celery_and_postgres(root: Path) -> Iterator[tuple[str, str]]:
-    require_redis(REDIS_URL)
-    with scratch_postgres("trajx_guide") as database:
+    with redis_server(root) as broker, scratch_postgres("trajx_guide") as database:
         upgrade(database)
-        with celery_stack(database, root, REDIS_URL) as stack:
+        with celery_stack(database, root, broker.url) as stack:
             yield stack.api.url, stack.api_key
 
 
@@ -55,6 +52,7 @@ def test_the_guide_has_files_and_commands():
     assert "trajx export" in commands and "trajx submit" in commands
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", [
     pytest.param(embedded, id="embedded"),
     pytest.param(celery_and_postgres, id="celery-postgres", marks=[pytest.mark.postgres, pytest.mark.redis]),

@@ -168,6 +168,7 @@ def test_a_refusal_names_the_calling_node_its_module_source_line_and_what_to_do(
     assert "explicit permutation_spec" in message and "operator table" in message
 
 
+@pytest.mark.slow
 def test_trajx_run_takes_a_local_program_file(tmp_path):
     """`trajx run` reads `arch.program` as a path next to the spec, like any other ref."""
     import subprocess

@@ -30,8 +30,14 @@ def write_digits_source(out_dir: Path) -> DigitsFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(theta0, str(out_dir / "theta0.safetensors"))
     save_file(theta_t, str(out_dir / "thetaT.safetensors"))
-    train, heldout = split.save_shards(out_dir)
-    return DigitsFiles(split, out_dir / "theta0.safetensors", out_dir / "thetaT.safetensors", train, heldout)
+    split.save_shards(out_dir)
+    return digits_files(out_dir, split)
+
+
+def digits_files(out_dir: Path, split: DigitsSplit | None = None) -> DigitsFiles:
+    """The files `write_digits_source` wrote to `out_dir`."""
+    return DigitsFiles(split or load_digits_split(), out_dir / "theta0.safetensors", out_dir / "thetaT.safetensors",
+                       out_dir / "train.safetensors", out_dir / "heldout.safetensors")
 
 
 def digits_spec(ids: dict[str, str], method: str = "fgmt", steps: int = 8, seeds: tuple[int, ...] = (1,),

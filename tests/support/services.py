@@ -1,4 +1,4 @@
-"""Real processes for the integration tests: Celery worker, recovery loop, API, Redis restart.
+"""Real processes for the integration tests: Celery worker, recovery loop, API, a private Redis.
 
 Each runs as a subprocess in its own session (so a stop reaches its children),
 logs to a file in the test's temp dir, and is ready only once it says so.
@@ -23,19 +23,15 @@ from app.core.settings import Settings
 from trajx.demo.server import free_port
 from worker.recovery import RESEND_AFTER_SECONDS
 
-REDIS_RESTART = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-                 "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-                 "--logfile", "/var/log/redis/ci.log"]
-
 
 class Service:
-    """A subprocess started with `settings` as TRAJX_* variables; `ready()` says when it's up."""
+    """A subprocess started with `settings` (if any) as TRAJX_* variables; `ready()` says when it's up."""
 
-    def __init__(self, name: str, command: list[str], settings: Settings, log_dir: Path,
+    def __init__(self, name: str, command: list[str], settings: Settings | None, log_dir: Path,
                  ready: Callable[["Service"], bool], start_timeout: float = 60.0) -> None:
         self.name = name
         self.command = command
-        self.env = {**os.environ, **settings_env(settings)}
+        self.env = {**os.environ, **(settings_env(settings) if settings is not None else {})}
         self.log_path = log_dir / f"{name}.log"
         self._ready = ready
         self._start_timeout = start_timeout
@@ -118,28 +114,36 @@ def _answers_readyz(service: Service) -> bool:
         return False
 
 
-@contextmanager
-def redis_restarted() -> Iterator[None]:
-    """Shut the local Redis down without saving (its queues are lost), then start it again.
+def redis_server(log_dir: Path) -> Service:
+    """A private `redis-server` on a free port, nothing persisted; `service.url` is its DB 0.
 
-    The restart is in a `finally`: the machine's Redis is shared and must come back.
+    Each test module that needs a broker gets its own: parallel test workers never share
+    a queue, and a test may restart it without touching the machine's Redis.
     """
-    client = redis.Redis(host="127.0.0.1", port=6379)
+    port = free_port()
+    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+               "--dir", str(log_dir)]
+    service = Service(f"redis-{port}", command, None, log_dir, _answers_ping)
+    service.url = f"redis://127.0.0.1:{port}/0"
+    return service
+
+
+def _answers_ping(service: Service) -> bool:
     try:
-        client.shutdown(nosave=True)
+        return bool(redis.Redis.from_url(service.url, socket_timeout=1).ping())
     except redis.ConnectionError:
-        pass  # shutdown closes the connection under us
+        return False
+
+
+@contextmanager
+def redis_restarted(server: Service) -> Iterator[None]:
+    """Stop `server` (its queues are lost: nothing is persisted), then start it again on
+    the same port; the restart is in a `finally`."""
+    server.stop()
     try:
         yield
     finally:
-        subprocess.run(REDIS_RESTART, check=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.1)
+        server.start()
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """End to end over HTTP on PostgreSQL + Redis with a real Celery worker and recovery loop.
 
 One stack per module (API under uvicorn, `celery worker -c 1`, `worker.recovery`);
-crashes are real: SIGKILL of the job's process, a Redis shutdown, an API restart.
+crashes are real: SIGKILL of the job's process, a Redis shutdown (of the module's private
+Redis server), an API restart.
 """
 
 import os
@@ -19,8 +20,7 @@ from app.core.jobs.dispatch_backends import CeleryDispatcher
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.persistence.models import Artifact
 from app.core.settings import Settings
-from tests.conftest import require_redis
-from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import DigitsFiles, digits_spec
 from tests.support.receiver import WebhookReceiver
 from tests.support.services import Service, celery_stack, redis_restarted
 from trajx.client import Client, Job
@@ -28,7 +28,6 @@ from trajx.demo.source import accuracy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own: flushed freely
 # About 3 s of FGMT on this machine when idle (10 s when busy): long enough to interrupt.
 LONG = {"steps": 40, "grad_batches": 4}
 QUICK_STEPS = 3
@@ -37,6 +36,7 @@ QUICK_STEPS = 3
 @dataclass
 class Stack:
     settings: Settings
+    broker: Service
     worker: Service
     api: Service
     client: Client
@@ -45,13 +45,12 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgres_database, tmp_path_factory) -> Iterator[Stack]:
-    require_redis(REDIS_URL)
+def stack(postgres_database, redis_server, digits, tmp_path_factory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("celery-stack")
-    digits = write_digits_source(root / "source")
-    with celery_stack(postgres_database, root, REDIS_URL) as running, \
+    with celery_stack(postgres_database, root, redis_server.url) as running, \
             Client(running.api.url, running.api_key, timeout=10) as client:
-        yield Stack(running.settings, running.worker, running.api, client, digits.upload(client), digits)
+        yield Stack(running.settings, redis_server, running.worker, running.api, client, digits.upload(client),
+                    digits)
 
 
 def _wait(stack: Stack, job: Job, timeout: float = 60) -> Job:
@@ -151,7 +150,7 @@ def test_queued_job_survives_a_redis_restart(stack):
     _wait_running(stack, busy)
     queued = stack.client.create_job(digits_spec(stack.ids, steps=QUICK_STEPS))
     assert stack.client.get_job(queued.id).status == "queued"
-    with redis_restarted():
+    with redis_restarted(stack.broker):
         pass
     for job in (busy, queued):
         assert _wait(stack, job, timeout=120).status == "succeeded"

@@ -15,16 +15,15 @@ import redis
 from app.core.jobs.dispatch_backends import DISPATCH_MARKER
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
-from tests.conftest import make_tenant, service_unavailable
+from tests.conftest import make_tenant
 from tests.support.db_faults import database_down, scratch_postgres
-from tests.support.digits import digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from tests.support.services import Service, api_server, celery_worker, recovery_loop
 from trajx.client import Client
 from worker.celery_app import RUN_JOB_TASK, create_celery
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a database of its own: flushed freely
 LONG = {"steps": 20, "grad_batches": 2}
 QUICK_STEPS = 3
 # Longer than the stale period (the running job's heartbeat goes stale), and than Celery's
@@ -44,20 +43,15 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    try:
-        redis.Redis.from_url(REDIS_URL).flushdb()
-    except redis.ConnectionError as exc:
-        service_unavailable(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+def stack(tmp_path_factory, redis_url, digits) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("outage-stack")
     with scratch_postgres() as url:
-        settings = Settings(database_url=url, data_dir=root, storage_dir=root / "artifacts", broker_url=REDIS_URL,
+        settings = Settings(database_url=url, data_dir=root, storage_dir=root / "artifacts", broker_url=redis_url,
                             dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
                             auto_migrate=False, create_local_key=False)
         engine = make_engine(url)
         key = make_tenant(make_session_factory(engine)).key
         engine.dispose()
-        digits = write_digits_source(root / "source")
         with recovery_loop(settings, root, resend_after=10), celery_worker(settings, root) as worker, \
                 api_server(settings, root) as api, Client(api.url, key, timeout=10) as client:
             yield Stack(url, settings, worker, client, digits.upload(client))
@@ -94,7 +88,7 @@ def test_jobs_queued_and_running_through_a_database_outage_all_finish(stack):
 def test_a_message_consumed_without_a_claim_clears_the_dispatched_marker(stack):
     """E.g. a worker pointed at another deployment's database: the job it cannot find stays
     queued where it lives, and that deployment's recovery must not wait for the marker."""
-    broker = redis.Redis.from_url(REDIS_URL)
+    broker = redis.Redis.from_url(stack.settings.broker_url)
     marker = DISPATCH_MARKER.format(job_id="job_00000000000000000000000000000000")
     broker.set(marker, "1", ex=3600)
     create_celery(stack.settings).send_task(RUN_JOB_TASK, args=["job_00000000000000000000000000000000"],

@@ -12,29 +12,24 @@ import redis
 from app.core.celery_config import RUN_JOB_TASK
 from app.core.jobs.dispatch_backends import DISPATCH_MARKER, CeleryDispatcher, message_retried
 from app.core.persistence.models import utcnow
-from tests.conftest import service_unavailable
 from tests.support.rows import event_types, load_job, make_job
 from worker.recovery import sweep
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
 CPU_SPEC = {"kind": "transfer", "arch": {"name": "mlp"}, "source": ["a", "b"], "targets": [{"seed": 1}],
             "train_data": "d", "params": {"device": "cpu"}}
 
 
 @pytest.fixture
-def broker() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        service_unavailable(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+def broker(redis_url) -> redis.Redis:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
     yield client
     client.flushdb()
 
 
 @pytest.fixture
-def celery_settings(settings):
-    return settings.model_copy(update={"broker_url": REDIS_URL, "dispatcher": "celery"})
+def celery_settings(settings, redis_url):
+    return settings.model_copy(update={"broker_url": redis_url, "dispatcher": "celery"})
 
 
 def _queued_job_ids(broker: redis.Redis, queue: str) -> list[str]:

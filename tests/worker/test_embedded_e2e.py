@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from safetensors.torch import load_file
 
-from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer
 from trajx.demo.source import accuracy
@@ -14,11 +14,6 @@ from trajx.demo.source import accuracy
 pytestmark = pytest.mark.slow
 
 FAST_RECOVERY = {"TRAJX_HEARTBEAT_SECONDS": "0.5", "TRAJX_STALE_SECONDS": "2"}
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> DigitsFiles:
-    return write_digits_source(tmp_path_factory.mktemp("digits"))
 
 
 @pytest.fixture

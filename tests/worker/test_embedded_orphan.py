@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer
 
@@ -21,11 +21,6 @@ pytestmark = pytest.mark.slow
 GONE_WITHIN_SECONDS = 10
 # Long enough (tens of seconds) that a worker which went on with it would still be at it.
 LONG = {"steps": 200, "grad_batches": 4}
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> DigitsFiles:
-    return write_digits_source(tmp_path_factory.mktemp("digits"))
 
 
 def _children(pid: int) -> list[int]:

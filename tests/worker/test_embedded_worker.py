@@ -70,6 +70,7 @@ def embedded_worker(settings, tmp_path) -> Iterator[tuple[subprocess.Popen, Path
         child.wait(30)
 
 
+@pytest.mark.slow
 def test_the_embedded_worker_survives_a_database_outage(settings, tenant_id, embedded_worker):
     child, log_path = embedded_worker
     before = make_job(settings, tenant_id)  # a row without inputs: it fails fast

@@ -2,7 +2,6 @@
 concurrent delete of identical bytes cannot remove a result's blob."""
 
 
-import pytest
 from sqlalchemy import select
 
 import worker.runner
@@ -10,16 +9,11 @@ from app.core.jobs.lifecycle import cancel_job
 from app.core.persistence.models import Artifact
 from app.core.storage.artifacts import drop_blob_if_unused
 from app.core.storage.local_store import LocalStore
-from tests.support.digits import digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from tests.support.jobs import submit_job, upload_files
 from tests.support.rows import event_types, load_job
 from worker.context import worker_context
 from worker.runner import run_job
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return write_digits_source(tmp_path_factory.mktemp("digits"))
 
 
 def _blobs(store: LocalStore) -> set[str]:

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.core.persistence.models import Artifact, JobEvent, utcnow
-from tests.support.digits import digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from tests.support.jobs import submit_job, upload_files
 from tests.support.rows import event_types, load_job
 from trajx.executors import registry
@@ -13,11 +13,6 @@ from worker.runner import run_job
 
 # The claim SQL runs on both backends in test_claim.py; the engine does not care.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return write_digits_source(tmp_path_factory.mktemp("digits"))
 
 
 @pytest.fixture

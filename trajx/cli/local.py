@@ -20,6 +20,7 @@ from rich.text import Text
 from trajx.cli.app import app
 from trajx.errors import InvalidInput, TrajxError, UnsupportedModel, is_out_of_memory
 from trajx.executors import ResultManifest, RunContext, executor_for
+from trajx.method_registry import methods_help
 
 EXIT_FAILURE, EXIT_INVALID = 1, 2
 ENGINE_MODULES = frozenset({"torch", "numpy", "scipy", "safetensors", "sklearn", "lapx", "numba", "llvmlite"})
@@ -60,7 +61,7 @@ def _parse_config(text: str) -> dict[str, Any]:
     return config
 
 
-@app.command()
+@app.command(epilog=methods_help())
 def run(spec_file: Annotated[Path, typer.Argument(help="Job spec (JSON); file refs are relative to it.")],
         out: Annotated[Path, typer.Option("--out", help="Empty or new directory for the results.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False) -> None:

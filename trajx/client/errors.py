@@ -6,7 +6,7 @@ Python caller agree on what each failure means (see `trajx.cli.remote`).
 
 from typing import Any
 
-# Stable exit codes of the `trajx` remote commands (README and docs/ci.md, "Exit codes").
+# Stable exit codes of the `trajx` remote commands (docs/usage.md and docs/ci.md, "Exit codes").
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2

@@ -1,6 +1,6 @@
 """Byte progress of uploads and downloads, reported through an optional callback.
 
-The client draws nothing itself (it needs only httpx): it calls
+The client draws nothing itself (it needs only httpx and tenacity): it calls
 `progress(description, done_bytes, total_bytes)` as bytes move, and the CLI turns
 those calls into a progress bar on stderr.
 """

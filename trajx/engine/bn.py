@@ -13,15 +13,6 @@ def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
     return [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
 
 
-def running_stat_names(model: nn.Module) -> set[str]:
-    """State-dict names of every BatchNorm running statistic (mean, var, batch count)."""
-    names = set()
-    for prefix, module in model.named_modules():
-        if isinstance(module, _BN_TYPES) and module.track_running_stats:
-            names |= {f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)}
-    return names
-
-
 @torch.no_grad()
 def reestimate_batch_norm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
     """Reset every BatchNorm's running stats and recompute them as the plain average

@@ -29,11 +29,11 @@ from trajx.engine.merging.alignment import (
 from trajx.engine.permutation.spec import apply_permutation
 from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.transfer.gmt import resolve_device
-from trajx.executors.architecture import open_architecture
-from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
+from trajx.executors.common import draw_batches, tensor_metadata, versions, write_json
+from trajx.executors.inputs import open_inputs
 from trajx.executors.manifest import ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
-from trajx.io import load_checkpoint, save_tensors
+from trajx.io import save_tensors
 from trajx.job_spec import AlignJob
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 
@@ -56,17 +56,14 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     """
     started = time.perf_counter()
     device = resolve_device(spec.params.device)
-    architecture = open_architecture(spec.arch, resolve)
-    model = architecture.build()
-    expected = model.state_dict()
-    state_a = load_checkpoint(resolve(spec.model_a), expected, "model_a")
-    state_b = load_checkpoint(resolve(spec.model_b), expected, "model_b")
-    example = architecture.example(2)
-    train = load_dataset(resolve, spec.train_data, "train_data", model, example)
-    eval_data = train if spec.eval_data is None else \
-        load_dataset(resolve, spec.eval_data, "eval_data", model, example)
+    job = open_inputs(spec.arch, resolve)
+    model = job.model
+    state_a = job.checkpoint(spec.model_a, "model_a")
+    state_b = job.checkpoint(spec.model_b, "model_b")
+    train = job.data(spec.train_data, "train_data")
+    eval_data = train if spec.eval_data is None else job.data(spec.eval_data, "eval_data")
     model.load_state_dict(state_a)
-    perm_spec = derive_spec(model, example, explicit=spec.permutation_spec)
+    perm_spec = derive_spec(model, job.example, explicit=spec.permutation_spec)
 
     reset_peak_memory(device)
     model.to(device)
@@ -92,7 +89,7 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     aligned_b = apply_permutation(perm_spec, perm, state_b)
 
     evaluator = PathEvaluator(model, draw_batches(train, spec.params, spec.params.bn_batches, device),
-                              eval_data, 4 * spec.params.batch_size, device, ctx.should_cancel)
+                              eval_data, 4 * spec.params.batch_size, device, ctx.should_cancel, job.task)
     alphas = spec.params.alphas
     total = 2 * len(alphas)
     curves = {}
@@ -110,7 +107,8 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     for role, tensors in (("aligned_b", aligned_b), ("permutations", perm), ("merged", merged)):
         if tensors is not None:
             path = out_dir / f"{role}.safetensors"
-            save_tensors(path, tensors, common)
+            # Models under their checkpoint names; permutations are keyed by group.
+            save_tensors(path, tensors if role == "permutations" else job.saved(tensors), common)
             files.append(file_entry(out_dir, path, role))
     barriers = {f"{path}_{key}": value for path, curve in curves.items()
                 for key, value in curve.to_json().items() if key != "points"}

@@ -23,12 +23,11 @@ import torch
 from trajx.engine.merging.averaging import Averager, Candidate, CandidateResult, ema, lawa, uniform
 from trajx.engine.transfer.gmt import resolve_device
 from trajx.errors import Cancelled, InvalidInput
-from trajx.executors.architecture import open_architecture
-from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
+from trajx.executors.common import draw_batches, tensor_metadata, versions, write_json
+from trajx.executors.inputs import open_inputs
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
 from trajx.executors.steps import checkpoint_steps
-from trajx.io import check_checkpoint_header, load_checkpoint, save_tensors
 from trajx.job_spec import AverageJob, EmaMethod, LawaMethod
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 
@@ -67,17 +66,12 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
     """
     started = time.perf_counter()
     device = resolve_device(spec.params.device)
-    architecture = open_architecture(spec.arch, resolve)
-    model = architecture.build()
-    expected = model.state_dict()
+    job = open_inputs(spec.arch, resolve)
     for index, ref in enumerate(spec.checkpoints):
-        check_checkpoint_header(resolve(ref), expected, f"checkpoints[{index}]")
-    example = architecture.example(2)
-    train = load_dataset(resolve, spec.train_data, "train_data", model, example)
-    eval_data = None if spec.eval_data is None else \
-        load_dataset(resolve, spec.eval_data, "eval_data", model, example)
-    select_data = None if spec.select_data is None else \
-        load_dataset(resolve, spec.select_data, "select_data", model, example)
+        job.check_header(ref, f"checkpoints[{index}]")
+    train = job.data(spec.train_data, "train_data")
+    eval_data = None if spec.eval_data is None else job.data(spec.eval_data, "eval_data")
+    select_data = None if spec.select_data is None else job.data(spec.select_data, "select_data")
     steps, steps_from = checkpoint_steps(spec.checkpoints, resolve, spec.steps)
     candidates = plan_candidates(spec, steps)
 
@@ -85,11 +79,11 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
         # A window may hold up to 1000 checkpoints: a cancel need not wait for its end.
         if ctx.should_cancel():
             raise Cancelled(f"averaging cancelled before reading checkpoints[{index}]")
-        return load_checkpoint(resolve(spec.checkpoints[index]), expected, f"checkpoints[{index}]")
+        return job.checkpoint(spec.checkpoints[index], f"checkpoints[{index}]")
 
     reset_peak_memory(device)
-    averager = Averager(model, load, draw_batches(train, spec.params, spec.params.bn_batches, device),
-                        eval_data, 4 * spec.params.batch_size, device, select_data=select_data)
+    averager = Averager(job.model, load, draw_batches(train, spec.params, spec.params.bn_batches, device),
+                        eval_data, 4 * spec.params.batch_size, device, select_data=select_data, task=job.task)
     common = tensor_metadata("average", spec.arch)
     files: list[ResultFile] = []
     done = 0
@@ -102,7 +96,7 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
         done += 1
         if spec.outputs.candidates:
             path = out_dir / "candidates" / f"{_slug(result.candidate.label)}.safetensors"
-            save_tensors(path, state, {**common, "label": result.candidate.label})
+            job.save(path, state, {**common, "label": result.candidate.label})
             files.append(file_entry(out_dir, path, "candidate", metadata=describe(result)))
         ctx.on_progress(RunProgress(done, len(candidates), describe(result)))
 
@@ -113,7 +107,7 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
     seconds = time.perf_counter() - started
 
     averaged = out_dir / "averaged.safetensors"
-    save_tensors(averaged, result.state, {**common, "label": result.best.candidate.label})
+    job.save(averaged, result.state, {**common, "label": result.best.candidate.label})
     files.insert(0, file_entry(out_dir, averaged, "averaged", metadata=describe(result.best)))
     chosen_on = None if len(candidates) == 1 else "select_data" if select_data is not None else "eval_data"
     summary = {"method": spec.method.name, "device": str(device), "seconds": seconds,

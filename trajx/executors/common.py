@@ -1,4 +1,4 @@
-"""Pieces the average and align executors share: data in, BN batches, report bits out."""
+"""Pieces every executor shares: BN batches, result metadata, reports (inputs: `inputs.py`)."""
 
 import json
 import platform
@@ -7,21 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from trajx.engine.batches import BatchSampler, Dataset
-from trajx.executors.registry import Resolve
-from trajx.io import load_data, validate_data
 from trajx.job_spec import Architecture, RunParams
 from trajx.version import __version__
-
-
-def load_dataset(resolve: Resolve, ref: str, what: str, model: nn.Module,
-                 example: torch.Tensor) -> Dataset:
-    """The data shard `ref`, checked against `model` (InvalidInput naming `what`)."""
-    data = load_data(resolve(ref), what)
-    validate_data(data, model, what, example.shape[1:])
-    return data
 
 
 def draw_batches(data: Dataset, params: RunParams, count: int, device: torch.device,

@@ -39,11 +39,11 @@ from trajx.engine.permutation.spec import PermutationSpec
 from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.transfer.gmt import resolve_device
 from trajx.errors import InvalidInput
-from trajx.executors.architecture import open_architecture
-from trajx.executors.common import draw_batches, load_dataset, tensor_metadata, versions, write_json
+from trajx.executors.common import draw_batches, tensor_metadata, versions, write_json
+from trajx.executors.inputs import open_inputs
 from trajx.executors.manifest import ResultManifest, file_entry
 from trajx.executors.registry import Resolve, RunContext, RunProgress
-from trajx.io import check_checkpoint_header, load_checkpoint, save_tensors
+from trajx.io import save_tensors
 from trajx.job_spec import MergeJob
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 
@@ -60,23 +60,21 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     """
     started = time.perf_counter()
     device = resolve_device(spec.params.device)
-    architecture = open_architecture(spec.arch, resolve)
-    model = architecture.build()
-    expected = model.state_dict()
+    job = open_inputs(spec.arch, resolve)
+    model = job.model
     for index, ref in enumerate(spec.models):
-        check_checkpoint_header(resolve(ref), expected, f"models[{index}]")
+        job.check_header(ref, f"models[{index}]")
     if spec.repair and batch_norm_layers(model):
         raise InvalidInput("repair: the model has BatchNorm layers, whose statistics are re-estimated for "
                            "every merge already; REPAIR is for nets without them", code="invalid_params",
                            field="repair")
-    example = architecture.example(2)
-    splits = {name: load_dataset(resolve, getattr(spec, name), name, model, example)
+    splits = {name: job.data(getattr(spec, name), name)
               for name in ("train_data", "eval_data", "select_data") if getattr(spec, name) is not None}
-    states = [load_checkpoint(resolve(ref), expected, f"models[{i}]") for i, ref in enumerate(spec.models)]
+    states = [job.checkpoint(ref, f"models[{i}]") for i, ref in enumerate(spec.models)]
     perm_spec = None
     if spec.align != "none" or spec.repair:  # REPAIR finds the hidden layers through the spec
         model.load_state_dict(states[spec.reference])
-        perm_spec = derive_spec(model, example, explicit=spec.permutation_spec)
+        perm_spec = derive_spec(model, job.example, explicit=spec.permutation_spec)
 
     reset_peak_memory(device)
     model.to(device)
@@ -90,7 +88,7 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
 
     evaluator = PathEvaluator(model, draw_batches(splits["train_data"], spec.params, spec.params.bn_batches,
                                                   device), splits["eval_data"], 4 * spec.params.batch_size,
-                              device, ctx.should_cancel)
+                              device, ctx.should_cancel, job.task)
     merged = weighted_merge(aligned, weights, spec.layer_weights)
     repair_report = None
     if spec.repair:
@@ -123,7 +121,8 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     files = []
     for role, tensors in outputs.items():
         path = out_dir / f"{role}.safetensors"
-        save_tensors(path, {n: t.cpu() for n, t in tensors.items()}, common)
+        state = {n: t.cpu() for n, t in tensors.items()}
+        save_tensors(path, state if role == "permutations" else job.saved(state), common)
         files.append(file_entry(out_dir, path, role.split("/")[0]))
     accuracies = [m.get("accuracy") for m in inputs]
     summary = {"align": spec.align, "device": str(device), "seconds": seconds, "peak_memory_bytes": peak,

@@ -12,7 +12,6 @@ and returns their manifest. The worker and `trajx run` reach it through
 `trajx.executors.executor_for("transfer")`; it knows nothing about HTTP or the database.
 """
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +23,6 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 
 from trajx.engine.batches import Dataset
-from trajx.engine.losses import Task
 from trajx.engine.matching.solvers import get_solver
 from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.permutation.spec import PermutationSpec
@@ -36,35 +34,30 @@ from trajx.engine.transfer.gmt import (
     resolve_device,
     transfer,
 )
-from trajx.engine.transfer.methods import FGMT, GMT, Method, Naive, Oracle
+from trajx.engine.transfer.methods import STRATEGIES, Method
 from trajx.engine.transfer.schedule import plan_trajectory
 from trajx.errors import InvalidInput
-from trajx.executors.architecture import open_architecture
-from trajx.executors.common import versions
+from trajx.executors.common import tensor_metadata, versions, write_json
+from trajx.executors.inputs import JobInputs, open_inputs
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
 from trajx.executors.registry import Checkpoint, Resolve, RunContext, RunProgress
-from trajx.io import load_checkpoint, load_data, save_tensors, validate_data
+from trajx.io import save_tensors
 from trajx.job_spec import TransferJob, TransferParams
+from trajx.method_registry import TRANSFER_METHODS
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 
-# spec.method -> the engine's strategy (Oracle is built with the trained targets).
-_METHODS: dict[str, type[Method]] = {"fgmt": FGMT, "gmt": GMT, "naive": Naive}
 # The largest gradient pair (all targets and the source, one step) recorded with each step:
 # measured (bench/bench_resume.py) writing ~130-300 KiB costs 10-50 ms where recomputing
 # it costs 20-300 ms of CPU; a 100M-parameter model's 800 MB per target would not be.
 PAIR_RECORD_MAX_BYTES = 4 * 2**20
-from trajx.version import __version__
 
 
 @dataclass
 class _Inputs:
-    model: torch.nn.Module
-    task: Task
-    names: dict[str, str]  # state-dict name -> name in checkpoint files
-    example: torch.Tensor  # an input batch of the architecture, for tracing
+    job: JobInputs  # the model and how its checkpoint files name tensors
     source: list[dict[str, torch.Tensor]]
     targets: list[dict[str, torch.Tensor]]
-    trained: list[dict[str, torch.Tensor]] | None
+    method: Method  # built with the per-target inputs its registry entry declares
     train: Dataset
     eval: Dataset | None
 
@@ -85,7 +78,8 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         # cuBLAS is only deterministic with a fixed workspace; it must be set before first use.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     inputs = _load_inputs(spec, resolve)
-    perm_spec = derive_spec(inputs.model, inputs.example, explicit=spec.permutation_spec)
+    model = inputs.job.model
+    perm_spec = derive_spec(model, inputs.job.example, explicit=spec.permutation_spec)
     try:
         plan_trajectory(spec.params.schedule, spec.params.steps, len(spec.source))
     except ValueError as exc:
@@ -105,34 +99,34 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         ctx.on_checkpoint(_encode_step(state))
 
     reset_peak_memory(device)
-    method = Oracle(inputs.trained) if spec.method == "oracle" else _METHODS[spec.method]()
 
     def run(**how: Any) -> TransferResult:
-        return transfer(inputs.model, perm_spec, inputs.source, inputs.targets, inputs.train,
-                        engine_options(spec.params), method=method, solver=get_solver(spec.params.matching.solver),
-                        eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.task,
+        return transfer(model, perm_spec, inputs.source, inputs.targets, inputs.train,
+                        engine_options(spec.params, device), method=inputs.method,
+                        solver=get_solver(spec.params.matching.solver),
+                        eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.job.task,
                         average_last=spec.outputs.average.last if spec.outputs.average else None, **how)
 
     try:
         result = run(resume=list(reached), on_step=completed, on_progress=progress, should_cancel=ctx.should_cancel,
-                     step_pairs=keeps_pairs(spec, inputs.model, perm_spec))
+                     step_pairs=keeps_pairs(spec, model, perm_spec))
     except Exception:
         if spec.outputs.partial_on_stop and reached:
             steps = list(reached)
-            ctx.on_partial(lambda: _write_result(out_dir, spec, inputs.names, perm_spec,
+            ctx.on_partial(lambda: _write_result(out_dir, spec, inputs.job, perm_spec,
                                                  run(resume=steps, until=len(steps)), started, partial=True))
         raise
-    return _write_result(out_dir, spec, inputs.names, perm_spec, result, started)
+    return _write_result(out_dir, spec, inputs.job, perm_spec, result, started)
 
 
-def _write_result(out_dir: Path, spec: TransferJob, names: dict[str, str], perm_spec: PermutationSpec,
+def _write_result(out_dir: Path, spec: TransferJob, job: JobInputs, perm_spec: PermutationSpec,
                   result: TransferResult, started: float, partial: bool = False) -> ResultManifest:
     """Every result file of `result` under `out_dir` and their manifest; `partial` marks the
     results of a run that stopped before its last step."""
     seconds = time.perf_counter() - started
 
     files = [entry for index, target in enumerate(result.targets)
-             for entry in _write_target(out_dir, index, target, spec, names, partial)]
+             for entry in _write_target(out_dir, index, target, spec, job, partial)]
     summary = {
         "method": spec.method,
         "device": result.device,
@@ -151,7 +145,8 @@ def _write_result(out_dir: Path, spec: TransferJob, names: dict[str, str], perm_
                     "peak_memory_bytes": peak_memory_bytes(torch.device(result.device))},
         "versions": versions(),
     }
-    files.append(_write_json(out_dir, out_dir / "report.json", report, "report"))
+    write_json(out_dir / "report.json", report)
+    files.append(file_entry(out_dir, out_dir / "report.json", "report"))
     return ResultManifest(files, summary)
 
 
@@ -184,10 +179,12 @@ def _decode_step(checkpoint: Checkpoint) -> StepState:
     return StepState(checkpoint.step, perms, checkpoint.data["metrics"], pairs if any(pairs) else None)
 
 
-def engine_options(params: TransferParams) -> TransferOptions:
-    """The spec's `params` as the engine's options (the solver is chosen separately)."""
+def engine_options(params: TransferParams, device: torch.device) -> TransferOptions:
+    """The spec's `params` as the engine's options, on `device` as resolved once for the job
+    (the solver is chosen separately)."""
     matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol)
-    return TransferOptions(**params.model_dump(exclude={"matching"}), matching=matching)
+    return TransferOptions(**params.model_dump(exclude={"matching", "device"}), matching=matching,
+                           device=device.type)
 
 
 def _target_metrics(target: TargetResult) -> dict[str, Any]:
@@ -197,72 +194,45 @@ def _target_metrics(target: TargetResult) -> dict[str, Any]:
     return metrics
 
 
-def _write_json(out_dir: Path, path: Path, document: dict[str, Any], role: str,
-                target: int | None = None) -> ResultFile:
-    path.write_text(json.dumps(document, indent=2))
-    return file_entry(out_dir, path, role, target)
-
-
 def _load_inputs(spec: TransferJob, resolve: Resolve) -> _Inputs:
     """Every input, validated, before anything expensive runs."""
-    architecture = open_architecture(spec.arch, resolve)
-    model = architecture.build()
-    names = architecture.checkpoint_names(model)
-    expected = {names[n]: t for n, t in model.state_dict().items()}
-    module_names = {saved: name for name, saved in names.items()}
-
-    def load(ref: str, what: str) -> dict[str, torch.Tensor]:
-        return _renamed(load_checkpoint(resolve(ref), expected, what), module_names)
-
-    source = [load(ref, f"source[{i}]") for i, ref in enumerate(spec.source)]
-    targets = []
-    for i, target in enumerate(spec.targets):
-        if target.checkpoint is not None:
-            targets.append(load(target.checkpoint, f"targets[{i}].checkpoint"))
-        else:
-            targets.append(architecture.init(target.seed, f"targets[{i}].seed"))
-    trained = None
-    if spec.method == "oracle":
-        trained = [load(t.trained, f"targets[{i}].trained") for i, t in enumerate(spec.targets)]
-    model.load_state_dict(source[0])
-    example = architecture.example(2)
-    train = load_data(resolve(spec.train_data), "train_data")
-    validate_data(train, model, "train_data", example.shape[1:], architecture.task)
-    eval_data = None
-    if spec.eval_data is not None:
-        eval_data = load_data(resolve(spec.eval_data), "eval_data")
-        validate_data(eval_data, model, "eval_data", example.shape[1:], architecture.task)
-    return _Inputs(model, architecture.task, names, example, source, targets, trained, train, eval_data)
-
-
-def _renamed(state: dict[str, torch.Tensor], names: dict[str, str]) -> dict[str, torch.Tensor]:
-    return {names[name]: tensor for name, tensor in state.items()}
+    job = open_inputs(spec.arch, resolve)
+    source = [job.checkpoint(ref, f"source[{i}]") for i, ref in enumerate(spec.source)]
+    targets = [job.checkpoint(t.checkpoint, f"targets[{i}].checkpoint") if t.checkpoint is not None
+               else job.init(t.seed, f"targets[{i}].seed") for i, t in enumerate(spec.targets)]
+    declared = {need: [job.checkpoint(getattr(t, need), f"targets[{i}].{need}")
+                       for i, t in enumerate(spec.targets)]
+                for need in TRANSFER_METHODS[spec.method].needs}  # e.g. oracle: `trained`
+    job.model.load_state_dict(source[0])
+    train = job.data(spec.train_data, "train_data")
+    eval_data = None if spec.eval_data is None else job.data(spec.eval_data, "eval_data")
+    return _Inputs(job, source, targets, STRATEGIES[spec.method](**declared), train, eval_data)
 
 
 def _write_target(out_dir: Path, index: int, target: TargetResult, spec: TransferJob,
-                  names: dict[str, str], partial: bool) -> list[ResultFile]:
+                  job: JobInputs, partial: bool) -> list[ResultFile]:
     """Target `index`'s files under `target-{index}/`, with their manifest entries; tensors
     under their checkpoint names; each marked `partial` (file metadata and manifest) if so."""
     directory = out_dir / f"target-{index}"
-    common = {"trajx_version": __version__, "method": spec.method,
-              "arch": json.dumps(spec.arch.model_dump(mode="json")), **({"partial": "true"} if partial else {})}
+    common = tensor_metadata("transfer", spec.arch, method=spec.method, **({"partial": "true"} if partial else {}))
     marked = {"partial": True} if partial else {}
-    outputs = {"last": (_renamed(target.last, names), {"step": len(target.steps), **marked}),  # role -> (tensors, facts)
-               "best": (_renamed(target.best, names), {"step": target.best_step, **marked})}
+    outputs = {"last": (job.saved(target.last), {"step": len(target.steps), **marked}),  # role -> (tensors, facts)
+               "best": (job.saved(target.best), {"step": target.best_step, **marked})}
     if spec.outputs.permutations:
         outputs["permutations"] = (target.permutation, {})
     if target.average is not None:
-        outputs["average"] = (_renamed(target.average, names), {"average_last": spec.outputs.average.last,
+        outputs["average"] = (job.saved(target.average), {"average_last": spec.outputs.average.last,
                                                **target.average_metrics})
     if target.trajectory is not None:
-        outputs["trajectory"] = ({f"step{s:04d}/{names[name]}": tensor for s, state in enumerate(target.trajectory)
-                                  for name, tensor in state.items()}, {})
+        outputs["trajectory"] = ({f"step{s:04d}/{name}": tensor for s, state in enumerate(target.trajectory)
+                                  for name, tensor in job.saved(state).items()}, {})
     files = []
     for role, (tensors, facts) in outputs.items():
         path = directory / f"{role}.safetensors"
         save_tensors(path, tensors, {**common, **{k: str(v) for k, v in facts.items()}})
         files.append(file_entry(out_dir, path, role, index, facts))
-    files.append(_write_json(out_dir, directory / "metrics.json", _target_metrics(target), "metrics", index))
+    write_json(directory / "metrics.json", _target_metrics(target))
+    files.append(file_entry(out_dir, directory / "metrics.json", "metrics", index))
     return files
 
 

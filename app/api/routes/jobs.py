@@ -57,8 +57,9 @@ async def create_job(body: JobCreate, response: Response, services: ServicesDep,
     job, created = await services.db.run(_create, tenant_id, body, services.settings,
                                          check_key(idempotency_key))
     if created:
-        # A Celery send is network I/O: keep it off the event loop too.
-        await run_in_threadpool(jobs.dispatch_after_commit, services.dispatcher, job.id, job.queue)
+        # A Celery send is network I/O: keep it off the event loop too. A broker outage is
+        # the dispatcher's to absorb (the job stays queued for the recovery sweep).
+        await run_in_threadpool(services.dispatcher.dispatch, job.id, job.queue)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/jobs/{job.id}"

@@ -19,7 +19,9 @@ class Dispatcher(Protocol):
         ...
 
     def dispatch(self, job_id: str, queue: str) -> None:
-        """Hand a committed, queued job to whatever runs jobs. Must not block on the job."""
+        """Hand a committed, queued job to whatever runs jobs. Must not block on the job.
+        A broker that cannot take the message is logged, not raised: the job stays queued
+        and the recovery sweep sends it again. Anything else raised is a bug."""
         ...
 
     def marked_at(self, job_id: str) -> float | None:
@@ -52,7 +54,9 @@ def get_dispatcher(settings: Settings) -> Dispatcher:
     """The dispatcher `settings.dispatcher` names (not started)."""
     if settings.dispatcher == "none":
         return NullDispatcher()
-    from app.core.jobs import dispatch_backends as dispatchers  # Celery and Redis load only for a real dispatcher
+    from app.core.jobs import (
+        dispatch_backends as dispatchers,  # Celery and Redis load only for a real dispatcher
+    )
 
     factory = {"embedded": dispatchers.EmbeddedDispatcher, "celery": dispatchers.CeleryDispatcher}
     return factory[settings.dispatcher](settings)

@@ -7,7 +7,6 @@ renders them.
 """
 
 import base64
-import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,6 @@ from sqlalchemy.orm import Session, defer
 
 from app.core.errors import Conflict, NotFound, field_path, located_in
 from app.core.jobs.claim import forget_steps
-from app.core.jobs.dispatcher import Dispatcher
 from app.core.jobs.idempotency import remember, replayed_resource, request_hash
 from app.core.jobs.inputs import resolve_inputs
 from app.core.jobs.outbox import enqueue as enqueue_webhook
@@ -38,7 +36,6 @@ from trajx.errors import InvalidInput
 from trajx.job_spec import parse_job_spec
 
 JOBS_PATH = "/v1/jobs"
-log = logging.getLogger("app.core.jobs.lifecycle")
 
 
 def new_webhook_secret() -> str:
@@ -103,14 +100,6 @@ def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], 
             raise
         return get_job(session, tenant_id, earlier), False
     return job, True
-
-
-def dispatch_after_commit(dispatcher: Dispatcher, job_id: str, queue: str) -> None:
-    """Hand the job to the dispatcher; a failure leaves it queued for the recovery sweep."""
-    try:
-        dispatcher.dispatch(job_id, queue)
-    except Exception:
-        log.exception("dispatch of %s failed; it stays queued for recovery", job_id, extra={"job_id": job_id})
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:

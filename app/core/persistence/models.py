@@ -32,8 +32,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 LIVE_JOB_STATUSES = ("queued", "running", "cancelling")
 TERMINAL_JOB_STATUSES = ("succeeded", "failed", "cancelled")
-ARTIFACT_FORMATS = ("safetensors", "json", "other")
-ARTIFACT_KINDS = ("checkpoint", "data", "program", "result", "other")
 ARTIFACT_ID_PREFIX, JOB_ID_PREFIX = "art", "job"
 WEBHOOK_URL_MAX_LENGTH = 2048
 

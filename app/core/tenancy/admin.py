@@ -1,17 +1,11 @@
 """Administration: tenants and API keys, and the embedded default's first-start key.
 
-    python -m app.core.tenancy.admin create-tenant NAME
-    python -m app.core.tenancy.admin create-key TENANT [--name NAME]
-    python -m app.core.tenancy.admin list-keys [TENANT]
-    python -m app.core.tenancy.admin revoke-key KEY_ID
-
-The create commands print the created thing; `create-key` prints the key once (it is
-stored hashed). `list-keys` prints one line per key, never the key itself.
+The operations behind `trajx admin create-tenant | create-key | list-keys | revoke-key`
+(app/cli.py). A key is returned once when created (it is stored hashed); `describe_key`
+is one line per key, never the key itself.
 """
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
@@ -20,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.core.persistence.db import make_engine, make_session_factory, session_scope
 from app.core.persistence.migrate import upgrade
 from app.core.persistence.models import ApiKey, Tenant, utcnow
-from app.core.settings import Settings, get_settings
+from app.core.settings import Settings
 from app.core.tenancy.auth import issue_key
 
 LOCAL_TENANT = "local"
@@ -112,44 +106,3 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(text)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.core.tenancy.admin", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    tenant_cmd = commands.add_parser("create-tenant", help="create a tenant")
-    tenant_cmd.add_argument("name")
-    key_cmd = commands.add_parser("create-key", help="create an API key for a tenant and print it")
-    key_cmd.add_argument("tenant")
-    key_cmd.add_argument("--name", default="", help="a label for the key")
-    list_cmd = commands.add_parser("list-keys", help="list API keys (id, tenant, prefix, name, dates, state)")
-    list_cmd.add_argument("tenant", nargs="?", help="only this tenant's keys")
-    revoke_cmd = commands.add_parser("revoke-key", help="revoke an API key by its id (key_...)")
-    revoke_cmd.add_argument("key_id")
-    args = parser.parse_args(argv)
-
-    settings = get_settings()
-    upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            if args.command == "create-tenant":
-                print(create_tenant(session, args.name).id)
-            elif args.command == "create-key":
-                print(create_api_key(session, args.tenant, args.name))
-            elif args.command == "list-keys":
-                for key, tenant_name in list_api_keys(session, args.tenant):
-                    print(describe_key(key, tenant_name))
-            else:
-                key = revoke_api_key(session, args.key_id)
-                print(describe_key(key, session.get(Tenant, key.tenant_id).name))
-    except AdminError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

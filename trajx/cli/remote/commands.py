@@ -1,6 +1,6 @@
 """`trajx upload|submit|status|wait|cancel|download|jobs|events`: the service from a shell.
 
-Exit codes (stable; README and docs/ci.md "Exit codes"): 0 success, 1 job failed,
+Exit codes (stable; docs/usage.md and docs/ci.md "Exit codes"): 0 success, 1 job failed,
 2 usage, auth or invalid input (every 4xx answer, a local file that cannot be read
 or written), 3 job cancelled, 4 wait timed out, 5 server unreachable (or answering
 5xx), 6 an unexpected error on this side. `--json` prints exactly one JSON document
@@ -31,6 +31,7 @@ from trajx.client.ci import default_idempotency_key, write_github_outputs
 from trajx.client.keymap import KeyMapping
 from trajx.console.readable import accuracy_table, event_line, jobs_table
 from trajx.console.watch import JobWatcher, LatestMetrics, TransferBars
+from trajx.method_registry import methods_help
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--url", envvar="TRAJX_URL", show_envvar=True, help="Server URL (default: http://127.0.0.1:8000)")]
@@ -117,7 +118,7 @@ def upload(files: Annotated[list[Path], typer.Argument(
         out.document({"data": artifacts}, rows_table(["id", "name", "kind", "size", "sha256"], artifacts))
 
 
-@app.command()
+@app.command(epilog=methods_help())
 def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
            wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish.")] = False,
            timeout: TimeoutOpt = None, download: DownloadOpt = None,

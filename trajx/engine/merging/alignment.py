@@ -30,6 +30,7 @@ from torch import nn
 
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.engine.matching.descent import MatchResult, PairBank, match
 from trajx.engine.matching.solvers import Solver, break_ties, warm_started
 from trajx.engine.metrics import evaluate
@@ -254,6 +255,7 @@ class PathEvaluator:
     batch_size: int
     device: torch.device
     should_cancel: Callable[[], bool] | None = None
+    task: Task = CLASSES_OR_VALUES  # the model's loss and accuracy
 
     def point(self, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
               alpha: float) -> Tensors:
@@ -285,4 +287,4 @@ class PathEvaluator:
 
     def score(self, data: Dataset | None = None) -> dict[str, float]:
         """Metrics of the model the evaluator holds now, on `data` (default: its eval data)."""
-        return evaluate(self.model, self.eval_data if data is None else data, self.batch_size, self.device)
+        return evaluate(self.model, self.eval_data if data is None else data, self.batch_size, self.device, self.task)

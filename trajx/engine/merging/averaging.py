@@ -21,6 +21,7 @@ from torch import nn
 
 from trajx.engine.batches import Dataset
 from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.engine.metrics import evaluate
 from trajx.errors import Cancelled, NonFiniteLoss
 
@@ -279,8 +280,10 @@ class Averager:
 
     def __init__(self, model: nn.Module, load: Loader, bn_inputs: Sequence[torch.Tensor],
                  eval_data: Dataset | None = None, batch_size: int = 512,
-                 device: torch.device | str = "cpu", select_data: Dataset | None = None) -> None:
+                 device: torch.device | str = "cpu", select_data: Dataset | None = None,
+                 task: Task = CLASSES_OR_VALUES) -> None:
         self.device = torch.device(device)
+        self.task = task
         self.model = model.to(self.device)
         self.load = load
         self.bn_inputs = [b.to(self.device) for b in bn_inputs]
@@ -328,7 +331,7 @@ class Averager:
             return {}
         if state is not None:
             self.model.load_state_dict(state)
-        metrics = evaluate(self.model, data, self.batch_size, self.device)
+        metrics = evaluate(self.model, data, self.batch_size, self.device, self.task)
         if not all(math.isfinite(v) for v in metrics.values()):
             raise NonFiniteLoss(f"{split} loss is {metrics['loss']}", where=split)
         return metrics

@@ -1,4 +1,4 @@
-"""Transfer of a learning trajectory onto new initializations (DESIGN.md §1).
+"""Transfer of a learning trajectory onto new initializations (docs/design.md §1).
 
 For a permutation π the transferred trajectory is θ₂ˢ = θ₂⁰ + π(θ₁ˢ − θ₁⁰). How π is
 found is the method's (`trajx.engine.transfer.methods`: Naive, Oracle, FGMT, GMT); the LAP

@@ -1,4 +1,4 @@
-"""Transfer methods as small strategies (DESIGN.md §1): where each target's permutation
+"""Transfer methods as small strategies (docs/design.md §1): where each target's permutation
 starts and how a step updates it.
 
 - `Naive`: π = identity throughout.
@@ -10,18 +10,50 @@ starts and how a step updates it.
 
 A step is split in two so the run can overlap them across an ensemble: `prepare` does a
 target's gradient work, `solve` its matching (on the bank `prepare` filled). A strategy
-talks to the run through `TransferRun`'s small surface (gradients at target points, one
-matching solve, source and target displacements).
+talks to the run through a small surface (gradients at target points, one
+matching solve, source and target displacements), the `TransferRunView` protocol below;
+`gmt.TransferRun` implements it, so this module does not import the loop.
+
+The names and declared inputs are `trajx.method_registry`'s; `STRATEGIES` maps each name
+to its strategy, built with the inputs its entry declares (Oracle: `trained`).
 """
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
+
+import torch
 
 from trajx.engine.matching.descent import MatchResult, PairBank
-from trajx.engine.permutation.spec import Permutation, StateDict
+from trajx.engine.permutation.spec import Permutation, PermutationSpec, StateDict
 
-if TYPE_CHECKING:
-    from trajx.engine.transfer.gmt import TransferRun
+Tensors = dict[str, torch.Tensor]
+
+
+class TransferRunView(Protocol):
+    """What a strategy may use of the run it steps."""
+
+    spec: PermutationSpec
+    source: Sequence[StateDict]
+    target_inits: list[Tensors]
+    param_names: list[str]
+    matched_names: list[str]
+    device: torch.device
+
+    def params_of(self, state: StateDict) -> Tensors:
+        """`state`'s parameters as float32 on the run's device."""
+        ...
+
+    def source_delta(self, index: int) -> Tensors:
+        """θ₁ⁱ − θ₁⁰ for source checkpoint `index`."""
+        ...
+
+    def target_gradient(self, k: int, perm: Permutation, t: int) -> Tensors:
+        """The gradient at target k's point t under `perm`."""
+        ...
+
+    def match(self, bank: PairBank, init: Permutation, k: int) -> MatchResult:
+        """Target k's weight matching of `bank`, warm-started from `init`."""
+        ...
 
 
 class Method(Protocol):
@@ -29,15 +61,15 @@ class Method(Protocol):
     uses_gradients: bool  # whether the run collects gradient pairs for `step`
     needs_groups: bool  # whether it matches anything (a spec without groups is refused)
 
-    def initial_perms(self, run: "TransferRun") -> list[Permutation]:
+    def initial_perms(self, run: TransferRunView) -> list[Permutation]:
         """One permutation per target before step 1."""
         ...
 
-    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+    def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Target k's gradient work at `step`, on the run's thread."""
         ...
 
-    def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> MatchResult | None:
+    def solve(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation) -> MatchResult | None:
         """Target k's matching after `prepare` (None: the permutation stays). May run on
         another thread, beside the next target's `prepare`: it reads only `bank`."""
         ...
@@ -46,13 +78,13 @@ class Method(Protocol):
 class Naive:
     name, uses_gradients, needs_groups = "naive", False, False
 
-    def initial_perms(self, run: "TransferRun") -> list[Permutation]:
+    def initial_perms(self, run: TransferRunView) -> list[Permutation]:
         return [run.spec.identity() for _ in run.target_inits]
 
-    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+    def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         return None
 
-    def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> None:
+    def solve(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation) -> None:
         return None
 
 
@@ -62,7 +94,7 @@ class Oracle(Naive):
     def __init__(self, trained: Sequence[StateDict]) -> None:
         self.trained = trained
 
-    def initial_perms(self, run: "TransferRun") -> list[Permutation]:
+    def initial_perms(self, run: TransferRunView) -> list[Permutation]:
         if len(self.trained) != len(run.target_inits):
             raise ValueError("method 'oracle' needs one trained state per target")
         source_move = run.source_delta(len(run.source) - 1)
@@ -78,11 +110,11 @@ class Oracle(Naive):
 class FGMT(Naive):
     name, uses_gradients, needs_groups = "fgmt", True, True
 
-    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+    def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Add the newest pair."""
         bank.add(run.target_gradient(k, perm, step - 1))
 
-    def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> MatchResult:
+    def solve(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation) -> MatchResult:
         """Re-solve warm-started from `perm`."""
         return run.match(bank, perm, k)
 
@@ -90,8 +122,13 @@ class FGMT(Naive):
 class GMT(FGMT):
     name = "gmt"
 
-    def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+    def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Recompute the earlier target gradients under `perm`, then as FGMT."""
         for t in range(step - 1):
             bank.target.put(t, run.target_gradient(k, perm, t))
         super().prepare(run, bank, k, perm, step)
+
+
+# Name (trajx.method_registry.TRANSFER_METHODS) -> strategy; constructor arguments are the
+# inputs the entry declares.
+STRATEGIES: dict[str, type[Method]] = {cls.name: cls for cls in (FGMT, GMT, Naive, Oracle)}
