@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     # When set, `/metrics` answers only `Authorization: Bearer <token>`.
     metrics_token: str | None = Field(default=None, min_length=16)
+    # Signs the short-lived download links the dashboard follows; set one value on every
+    # API process behind one address (unset: a random key per process).
+    link_secret: str | None = Field(default=None, min_length=32)
     # `trajx serve`: a request whose headers (or a body chunk) take longer is cut off.
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)

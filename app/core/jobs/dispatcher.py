@@ -52,7 +52,9 @@ def get_dispatcher(settings: Settings) -> Dispatcher:
     """The dispatcher `settings.dispatcher` names (not started)."""
     if settings.dispatcher == "none":
         return NullDispatcher()
-    from app.core.jobs import dispatch_backends as dispatchers  # Celery and Redis load only for a real dispatcher
+    from app.core.jobs import (
+        dispatch_backends as dispatchers,  # Celery and Redis load only for a real dispatcher
+    )
 
     factory = {"embedded": dispatchers.EmbeddedDispatcher, "celery": dispatchers.CeleryDispatcher}
     return factory[settings.dispatcher](settings)
