@@ -37,10 +37,22 @@ class Inputs:
                 "eval_data": self.eval, "targets": [{"seed": seed} for seed in range(1, targets + 1)],
                 "params": {"steps": steps, "batch_size": 64, "device": "cpu"}}
 
+    def average_spec(self) -> dict:
+        """An EMA sweep over the two source checkpoints: two candidates, one chosen."""
+        return {"kind": "average", "arch": ARCH, "checkpoints": self.source, "train_data": self.train,
+                "eval_data": self.eval, "method": {"name": "ema", "decay": 0.5}, "sweep": {"decay": [0.3, 0.6]},
+                "params": {"device": "cpu", "batch_size": 64}}
+
+    def align_spec(self) -> dict:
+        return {"kind": "align", "arch": ARCH, "model_a": self.source[0], "model_b": self.source[1],
+                "train_data": self.train, "eval_data": self.eval, "params": {"device": "cpu", "batch_size": 64}}
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(tmp_path_factory.mktemp("server"), env={"OMP_NUM_THREADS": "1"}) as running:
+    # No auth cache: a revoked key is refused at once.
+    with EmbeddedServer(tmp_path_factory.mktemp("server"),
+                        env={"OMP_NUM_THREADS": "1", "TRAJX_AUTH_CACHE_SECONDS": "0"}) as running:
         yield running
 
 
@@ -105,6 +117,29 @@ def page(browser, server):
     opened.console = Console(opened)
     yield opened
     context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the browser tests save each page at 1280 and 390 px (`$TRAJX_SCREENSHOTS`, else a tmp dir)."""
+    chosen = os.environ.get("TRAJX_SCREENSHOTS")
+    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def snap_both_widths(page, directory: Path, name: str) -> None:
+    """Full-page screenshots at 1280 and 390 px wide; at both the page itself never scrolls
+    sideways (wide tables scroll inside their own box)."""
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(150)  # charts redraw at their new width
+        page.screenshot(path=str(directory / f"{name}-{width}.png"), full_page=True)
+        wide = page.evaluate("""width => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > width + 1 && !e.closest('.scroll, pre, .timeline'))
+            .slice(0, 5).map(e => `${e.tagName}#${e.id}.${e.className}`)""", width)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} overflows at {width} px: {wide}"
+    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def sign_in(page, key: str) -> None:

@@ -1,20 +1,21 @@
 """The dashboard in a real browser: sign in, jobs list, a job's live charts, cancel, tenancy."""
 
 import hashlib
+import json
 import re
 import time
 
 import pytest
 
-from tests.dashboard.conftest import sign_in
+from tests.dashboard.conftest import sign_in, snap_both_widths
 
 pytestmark = pytest.mark.browser
 
 
-def points(page, target: int, metric: str = "accuracy") -> int:
-    """Points with a value in target `target`'s `metric` chart (0 before the chart exists)."""
-    value = page.locator(f"[data-target='{target}'] .chart[data-metric='{metric}']").first
-    return int(value.get_attribute("data-points")) if value.count() else 0
+def points(page, metric: str = "accuracy") -> int:
+    """Points with a value on the job page's `metric` chart, all lines together (0 before it exists)."""
+    chart = page.locator(f"#charts .chart[data-metric='{metric}']").first
+    return int(chart.get_attribute("data-points")) if chart.count() else 0
 
 
 def wait_until(page, condition, timeout: float = 60.0) -> None:
@@ -25,48 +26,104 @@ def wait_until(page, condition, timeout: float = 60.0) -> None:
         page.wait_for_timeout(100)
 
 
-def test_finished_job_shows_one_point_per_step_per_target(page, client, inputs, server, tmp_path):
-    job = client.wait(client.create_job(inputs.spec(steps=6, targets=2)).id, timeout=180)
+def test_finished_job_overlays_its_targets_with_a_summary_table(page, client, inputs, server, tmp_path, screenshots):
+    job = client.wait(client.create_job(inputs.spec(steps=6, targets=2), name="two seeds", labels=["demo"]).id,
+                      timeout=180)
     assert job.status == "succeeded", job.error
 
     sign_in(page, server.api_key)
     row = page.locator(f"tr[data-job='{job.id}']")
     assert row.locator("[data-status]").inner_text() == "succeeded"
-    assert "fgmt" in row.inner_text() and "mlp" in row.inner_text()
-    row.locator("a").click()
+    assert "fgmt" in row.inner_text() and "mlp" in row.inner_text() and "two seeds" in row.inner_text()
+    assert row.locator("[data-fact='targets']").inner_text() == "2" and "demo" in row.inner_text()
+    row.locator("a").first.click()
     page.wait_for_selector("#results tr[data-artifact]")
-    wait_until(page, lambda: page.locator("[data-target][data-points='6']").count() == 2)
+    # Both targets on one chart per metric: 2 lines x 6 steps, from the report.
+    wait_until(page, lambda: page.locator("#charts .chart[data-metric='accuracy'][data-points='12']").count() == 1)
+    for metric in ("accuracy", "loss", "objective", "seconds"):
+        chart = page.locator(f"#charts .chart[data-metric='{metric}']")
+        assert chart.get_attribute("data-series") == "2" and points(page, metric) == 12, metric
+    assert page.locator("#charts canvas").count() == 4  # one uPlot canvas per chart, not per target
+    report = json.loads(client.download(job.result["report"], tmp_path / "from-api.json").read_text())
+    summary = page.locator("#target-summary tr[data-line]")
+    assert summary.count() == 2
     for target in (0, 1):
-        assert [points(page, target, metric) for metric in ("accuracy", "objective", "seconds")] == [6, 6, 6]
-    # One canvas per chart: uPlot really drew them.
-    assert page.locator("#charts canvas").count() == 6
-    assert page.locator("#results tr[data-artifact]").count() == len(job.result_files())
+        steps = report["targets"][target]["steps"]
+        best = max(steps, key=lambda s: s["accuracy"])  # the first of equal bests, as the page marks
+        assert summary.nth(target).get_attribute("data-best-step") == str(best["step"])
+    # Artifact ids are on the page (chaining jobs needs them), with a curl line to copy.
+    assert job.result["report"] in page.inner_text("#results")
+    assert "Authorization: Bearer $TRAJX_API_KEY" in page.get_attribute("#results .copy", "data-command")
     assert page.locator("#timeline tr[data-event='succeeded']").count() == 1
-    page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
-    assert (tmp_path / "job.png").stat().st_size > 10_000
+    assert "target 1 step" in page.inner_text("#timeline") or "target 0 step" in page.inner_text("#timeline")
+    snap_both_widths(page, screenshots, "job-transfer")
 
-    with page.expect_download() as download:
-        page.locator("#results tr", has_text="report.json").locator("button").click()
+    with page.expect_download() as download:  # a signed link the browser streams to disk
+        page.locator("#results tr", has_text="report.json").locator("button.download").click()
+    assert "/download?token=" in download.value.url
     saved = tmp_path / "report.json"
     download.value.save_as(saved)
     assert '"targets"' in saved.read_text()
     assert page.console.errors == []
 
 
-def test_running_job_chart_grows_and_cancel_from_the_page(page, client, inputs, server):
+def test_average_and_align_jobs_get_pages_of_their_own(page, client, inputs, server, screenshots):
+    average = client.create_job(inputs.average_spec(), name="ema sweep")
+    align = client.create_job(inputs.align_spec())
+    average, align = client.wait(average.id, timeout=180), client.wait(align.id, timeout=180)
+    assert average.status == align.status == "succeeded", (average.error, align.error)
+
+    sign_in(page, server.api_key)
+    row = page.locator(f"tr[data-job='{average.id}']")
+    row.wait_for()
+    assert "ema decay=0.5" in row.inner_text() and "[object Object]" not in page.inner_text("#jobs")
+    assert f"{100 * average.summary['best_accuracy']:.1f}%" in row.inner_text()
+
+    page.goto(f"/#/jobs/{average.id}")
+    page.wait_for_selector("#candidates tr[data-candidate]")
+    wait_until(page, lambda: page.locator("#candidates tr[data-candidate]").count() == 2)
+    chosen = page.locator("#candidates tr[data-chosen='true']")
+    assert chosen.count() == 1 and chosen.get_attribute("data-candidate") == average.summary["best"]["label"]
+    assert page.inner_text("[data-fact='method']") == "ema decay=0.5"
+    assert page.inner_text("[data-fact='best held-out accuracy']") != "—"
+    page.wait_for_selector("#timeline tr[data-event='progress']")
+    assert "undefined" not in page.inner_text("#timeline") and "candidate ema" in page.inner_text("#timeline")
+    snap_both_widths(page, screenshots, "job-average")
+
+    page.goto(f"/#/jobs/{align.id}")
+    # The barrier curve: naive and aligned, 11 values of α each, on loss and accuracy.
+    wait_until(page, lambda: page.locator("#barrier-curve .chart[data-metric='loss'][data-points='22']").count() == 1)
+    assert page.get_attribute("#barrier-curve .chart[data-metric='accuracy']", "data-series") == "2"
+    assert page.locator("#barriers tr[data-path]").count() == 2
+    assert "undefined" not in page.inner_text("#timeline")
+    snap_both_widths(page, screenshots, "job-align")
+    assert page.console.errors == []
+
+
+def test_running_job_chart_grows_queue_view_and_cancel(page, client, inputs, server, screenshots):
     job = client.create_job(inputs.spec(steps=1000))
+    waiting = client.create_job(inputs.spec(steps=1000), name="waits its turn")  # the one worker is busy
     sign_in(page, server.api_key)
     page.goto(f"/#/jobs/{job.id}")
     page.wait_for_selector("[data-fact='status'] [data-status='running']")
-    wait_until(page, lambda: points(page, 0) >= 1)
-    first = points(page, 0)
-    wait_until(page, lambda: points(page, 0) > first)
+    wait_until(page, lambda: points(page) >= 1)
+    first = points(page)
+    wait_until(page, lambda: points(page) > first)
     assert client.get_job(job.id).status == "running"  # it grew while running, not from a final report
     # Live, too, one point per step: the throttled progress events carry every step since the last.
-    shown, last_step = page.locator("[data-target='0']").evaluate(
-        "frame => [Number(frame.dataset.points), Number(frame.dataset.lastStep)]")
-    assert shown == last_step > first
+    last_step = page.get_attribute("#target-summary tr[data-line='0']", "data-last-step")
+    assert points(page) == int(last_step) > first
 
+    page.click("#nav a[data-page='/workers']")
+    page.wait_for_selector("#workers tr[data-worker] [data-alive='true']")
+    queued = page.locator(f"#queued tr[data-job='{waiting.id}']")
+    assert "waits its turn" in queued.inner_text() and queued.locator("td").first.inner_text() == "1"
+    assert "worker" in queued.locator(".reason").inner_text()
+    snap_both_widths(page, screenshots, "workers")
+    client.cancel(waiting.id)
+
+    page.goto(f"/#/jobs/{job.id}")
+    page.wait_for_selector("[data-fact='status'] [data-status='running']")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel")
     page.wait_for_selector("[data-fact='status'] [data-status='cancelled']", timeout=60_000)
@@ -146,7 +203,7 @@ def test_artifacts_page_lists_uploads_and_downloads_one(page, client, inputs, se
     row.wait_for()
     assert "train.safetensors" in row.inner_text() and "data" in row.inner_text()
     with page.expect_download() as download:
-        row.locator("button").click()
+        row.locator("button.download").click()
     saved = tmp_path / "train.safetensors"
     download.value.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == client.get_artifact(inputs.train).sha256
