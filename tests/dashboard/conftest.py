@@ -62,21 +62,29 @@ def client(server) -> Iterator[Client]:
         yield session
 
 
-@pytest.fixture(scope="session")
-def inputs(client, tmp_path_factory) -> Inputs:
+def write_inputs(out: Path) -> list[Path]:
+    """theta0/thetaT checkpoints, the digits train and held-out shards, and a shard whose
+    labels lie outside the model's 10 classes (a job on it fails on the worker)."""
     from trajx.demo.source import load_digits_split
     from trajx.engine.zoo import init_state_dict
 
-    out = tmp_path_factory.mktemp("inputs")
     for name, seed in (("theta0", 0), ("thetaT", 100)):
         save_file(init_state_dict(ARCH["name"], ARCH["config"], seed), str(out / f"{name}.safetensors"))
     split = load_digits_split()
     split.save_shards(out)
-    # Labels outside the model's 10 classes: a job on this shard fails on the worker.
     save_file({"inputs": split.train_inputs[:64], "targets": torch.full((64,), 99, dtype=torch.int64)},
               str(out / "bad_targets.safetensors"))
-    ids = {path.stem: client.upload(path).id for path in sorted(out.glob("*.safetensors"))}
+    return sorted(out.glob("*.safetensors"))
+
+
+def upload_inputs(client: Client, out: Path) -> Inputs:
+    ids = {path.stem: client.upload(path).id for path in write_inputs(out)}
     return Inputs([ids["theta0"], ids["thetaT"]], ids["train"], ids["heldout"], ids["bad_targets"])
+
+
+@pytest.fixture(scope="session")
+def inputs(client, tmp_path_factory) -> Inputs:
+    return upload_inputs(client, tmp_path_factory.mktemp("inputs"))
 
 
 @pytest.fixture(scope="session")
@@ -142,8 +150,8 @@ def snap_both_widths(page, directory: Path, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
-def sign_in(page, key: str) -> None:
-    page.goto("/")
+def sign_in(page, key: str, url: str = "/") -> None:
+    page.goto(url)
     page.fill("#api-key", key)
     page.click("#sign-in button[type=submit]")
     page.wait_for_selector("#nav:not([hidden])")
