@@ -39,9 +39,9 @@ def test_both_kinds_are_queued_with_their_defaults(api, tenant, dispatcher, chec
 
 
 @pytest.mark.parametrize(("overrides", "field", "message"), [
-    ({"method": {"name": "uniform", "last": 5}}, "spec", "method.last: a window of last=5"),
+    ({"method": {"name": "uniform", "last": 5}}, "spec.method.last", "a window of last=5"),
     ({"method": {"name": "ema", "decay": 1.5}}, "spec.method.ema.decay", "less than 1"),
-    ({"method": {"name": "ema", "decay": 0.9}, "sweep": {"decay": [0.5]}}, "spec", "eval_data: a sweep"),
+    ({"method": {"name": "ema", "decay": 0.9}, "sweep": {"decay": [0.5]}}, "spec.eval_data", "a sweep chooses"),
 ])
 def test_average_refusals_name_the_field(api, tenant, dispatcher, checkpoints, train,  # noqa: F811
                                          overrides, field, message):

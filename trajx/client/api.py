@@ -94,7 +94,7 @@ class Client:
         """Download one result file of a job to `out_dir / file.path`, verified against the
         manifest's sha256 and size (no extra request for the artifact's metadata)."""
         return download_artifact(self._transport, file.artifact, file.sha256, file.size,
-                                 result_path(Path(out_dir), file.path), progress=self.progress)
+                                 result_path(Path(out_dir), file.path), progress=self.progress, label=file.path)
     def artifact_json(self, artifact_id: str) -> Any:
         """The content of a (small) JSON artifact, such as a job's report, parsed."""
         return self._transport.request("GET", f"/v1/artifacts/{artifact_id}/content").json()

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, NotFound, field_path, located_in
+from app.core.errors import Conflict, NotFound, located_in
 from app.core.jobs.dispatcher import Dispatcher
 from app.core.jobs.idempotency import remember, replayed_resource, request_hash
 from app.core.jobs.inputs import resolve_inputs
@@ -35,7 +35,8 @@ from app.core.persistence.pagination import keyset_page
 from app.core.persistence.text_match import contains_ignoring_case, json_list_holds
 from app.core.tenancy.limits import check_queued_jobs
 from trajx.errors import InvalidInput
-from trajx.job_spec import parse_job_spec
+from trajx.job_spec import JOB_KINDS, parse_job_spec
+from trajx.readable_errors import readable_errors
 
 JOBS_PATH = "/v1/jobs"
 log = logging.getLogger("app.core.jobs.lifecycle")
@@ -92,8 +93,9 @@ def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], 
     except InvalidInput as exc:
         raise located_in(exc, "spec") from None
     except ValidationError as exc:
-        errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        raise InvalidInput("the job spec is not valid", code="validation_error", errors=errors) from None
+        errors = readable_errors(exc, ("spec",), JOB_KINDS.get(spec_document.get("kind", "transfer")))
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3])
+        raise InvalidInput(f"the job spec is not valid: {summary}", code="validation_error", errors=errors) from None
     inputs = resolve_inputs(session, tenant_id, spec)
     job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"), queue=spec.queue(),
               status="queued", max_attempts=max_attempts, created_at=utcnow(), name=name, labels=labels or None,

@@ -66,9 +66,10 @@ class Output:
             for renderable in renderables:
                 self.out.print(renderable)
 
-    def fail(self, error: ClientError) -> NoReturn:
-        """Report a client error (JSON document or stderr text) and exit with its code."""
-        doc: dict[str, Any] = {"error": error.to_json()}
+    def fail(self, error: ClientError, hint: str | None = None) -> NoReturn:
+        """Report a client error (JSON document or stderr text), with a hint at the fix when
+        one is known, and exit with its code."""
+        doc: dict[str, Any] = {"error": {**error.to_json(), **({"hint": hint} if hint else {})}}
         if isinstance(error, WaitTimeout):
             doc["job"] = error.job.raw
         if self.json_mode:
@@ -78,6 +79,8 @@ class Output:
             for item in error.errors if isinstance(error, ApiError) else []:
                 where = item.get("field") or item.get("artifact") or item.get("tensor") or ""
                 self.err.print(f"  - {where}: {item.get('message', '')}")
+            if hint:
+                self.err.print(f"[yellow]hint:[/yellow] {hint}", markup=True)
         raise typer.Exit(error.exit_code)
 
 
