@@ -26,8 +26,8 @@ from trajx.cli.remote.output import (
     job_table,
     rows_table,
 )
-from trajx.cli.remote.specfiles import upload_local_file, upload_spec_files
-from trajx.client import Client, ClientError, InvalidLocalInput, Job, WaitTimeout
+from trajx.cli.remote.specfiles import in_local_words, upload_local_file, upload_spec_files
+from trajx.client import ApiError, Client, ClientError, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
 from trajx.client.config import resolve_api_key, resolve_url
 from trajx.client.keymap import KeyMapping
@@ -145,8 +145,11 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
         resolved, uploaded = upload_spec_files(client, spec, spec_file.parent,
                                                KeyMapping(key, tuple(strip_prefix or ())), out.info)
         key = idempotency_key or default_idempotency_key(resolved)
-        job = client.create_job(resolved, idempotency_key=key, webhook={"url": webhook} if webhook else None,
-                                name=name, labels=label)
+        try:
+            job = client.create_job(resolved, idempotency_key=key, webhook={"url": webhook} if webhook else None,
+                                    name=name, labels=label)
+        except ApiError as exc:
+            raise in_local_words(exc, uploaded, spec) from None
         reattached = job.replayed
         if reattached:
             out.info(f"reattached to {job.id} ({job.status}): it was created before with "
