@@ -90,3 +90,24 @@ def test_help_shows_no_bool_type_and_submit_prints_the_dashboard_url(cli, server
     assert f"dashboard: {server.url}/#/jobs/job_{job_id}" in submitted.stderr
     listed = cli("jobs", "--label", "demo", "--kind", "transfer", "--json").json()
     assert [job["name"] for job in listed["data"]] == ["first try"]
+
+
+def test_ready_waits_for_a_server_just_started_and_prints_its_key(tmp_path):
+    """The README tour's race: `trajx serve &` then reading the key at once."""
+    import subprocess
+
+    from trajx.demo.server import free_port, trajx_command
+
+    port, data_dir = free_port(), tmp_path / "fresh"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRAJX_")}, "TRAJX_DATA_DIR": str(data_dir),
+           "OMP_NUM_THREADS": "1"}
+    serve = subprocess.Popen([*trajx_command(), "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        key = subprocess.run([*trajx_command(), "ready", "--print-key", "--url", f"http://127.0.0.1:{port}"],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+        assert key.returncode == 0, key.stderr
+        assert key.stdout.strip() == (data_dir / "local-api-key").read_text().strip()
+    finally:
+        os.killpg(serve.pid, 15)
+        serve.wait(timeout=30)

@@ -19,7 +19,8 @@ function facts(job) {
   const stale = !connection.online && !isTerminal(job.status);
   const rows = [["status", statusBadge(job.status, stale)], ["kind", job.kind], ["method", method],
     ["architecture", arch], ...kindFacts(job), ["progress", progressText(job) || "—"],
-    ["best held-out accuracy", formatPercent(bestAccuracy)], ["attempts", `${job.attempts} of ${job.max_attempts}`],
+    ...(job.kind === "align" ? [] : [["best held-out accuracy", formatPercent(bestAccuracy)]]),
+    ["attempts", `${job.attempts} of ${job.max_attempts}`],
     ["queue", job.queue], ["created", formatTime(job.created_at)], ["started", formatTime(job.started_at) || "—"],
     ["finished", formatTime(job.finished_at) || "—"], ["duration", formatDuration(job.started_at, job.finished_at) || "—"]];
   return el("dl", { class: "facts card", id: "job-facts" },
