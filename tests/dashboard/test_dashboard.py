@@ -196,7 +196,7 @@ def test_jobs_list_filters_compares_and_keeps_focus(page, client, inputs, server
     snap_both_widths(page, screenshots, "compare")
 
     # While a listed job runs the list refreshes every 2 s: what has focus keeps it.
-    live = client.create_job(inputs.spec(steps=1000), labels=["cmp"])
+    live = client.create_job(inputs.spec(steps=1000, targets=4), labels=["cmp"])
     page.goto("/#/jobs?label=cmp")
     page.wait_for_selector(f"tr[data-job='{live.id}'] [data-status='running']")
     page.focus("#q-filter")
@@ -204,7 +204,7 @@ def test_jobs_list_filters_compares_and_keeps_focus(page, client, inputs, server
     page.wait_for_timeout(4500)  # two refreshes
     assert page.evaluate("document.activeElement.id") == "q-filter"
     assert page.input_value("#q-filter") == "half-typed"
-    client.cancel(live.id)
+    assert client.cancel(live.id).status == "cancelling"  # it ran (and the list refreshed) all along
     assert page.console.errors == []
 
 

@@ -27,10 +27,11 @@ function statusCell(job) {
 
 function jobCells(job) {
   const facts = jobFacts(job);
-  return [nameCell(job), el("td", {}, job.kind), el("td", {}, facts.method), el("td", {}, facts.arch),
-    el("td", { class: "num", dataset: { fact: "targets" } }, facts.targets ?? "—"),
-    statusCell(job), el("td", {}, progressText(job)),
+  // What one looks for first comes first: on a phone the rest is a sideways scroll away.
+  return [nameCell(job), statusCell(job), el("td", {}, progressText(job)),
     el("td", { class: "num" }, formatPercent(facts.bestAccuracy)),
+    el("td", {}, job.kind), el("td", {}, facts.method), el("td", {}, facts.arch),
+    el("td", { class: "num", dataset: { fact: "targets" } }, facts.targets ?? "—"),
     el("td", {}, formatTime(job.created_at)),
     el("td", {}, formatDuration(job.started_at, job.finished_at))];
 }
@@ -99,8 +100,8 @@ export async function renderJobs(view, params, signal) {
   view.replaceChildren(
     el("div", { class: "toolbar" }, el("h1", {}, "Jobs"), compare),
     filterBar(values, (next) => { location.hash = `#/jobs${query({ ...next, limit: size })}`; }),
-    page.data.length ? table(["", "name", "kind", "method", "architecture", "targets", "status", "progress",
-      "best held-out acc.", "created", "duration"], body, { id: "jobs" })
+    page.data.length ? table(["", "name", "status", "progress", "best held-out acc.", "kind", "method",
+      "architecture", "targets", "created", "duration"], body, { id: "jobs" })
       : el("p", { class: "muted", id: "no-jobs" }, filtered ? "No jobs match these filters." : "No jobs yet."),
     el("div", { class: "pager" },
       el("button", { id: "prev-page", disabled: !cursors.length,
