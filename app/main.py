@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     document_problems(app)
     # Jobs first: status polling is the hot path and routes are matched in order.
-    for router in (jobs.router, artifacts.router, queue.router, ops.router):
+    for router in (jobs.router, artifacts.router, artifacts.links_router, queue.router, ops.router):
         app.include_router(router)
     mount_dashboard(app)
     mount_api_docs(app)

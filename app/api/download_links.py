@@ -34,7 +34,7 @@ def verify_link(secret: str | None, token: str, artifact_id: str) -> str:
     """The tenant a valid, unexpired token for `artifact_id` was issued to; else 403 `invalid_link`."""
     claims, _, signature = token.partition(".")
     expected = _b64(hmac.digest(_key(secret), claims.encode(), hashlib.sha256))
-    if not hmac.compare_digest(signature, expected):
+    if not hmac.compare_digest(signature.encode(), expected.encode()):  # bytes: any text a URL carries
         raise ProblemError(403, "invalid_link", "this download link is not valid (or the server restarted "
                            "since it was made): ask the dashboard for a new one")
     data = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))

@@ -77,7 +77,7 @@ def test_artifact_filters_usage_and_signed_download_link(api, tenant):
     link = api.post(f"/v1/artifacts/{checkpoint}/link", headers=tenant.headers)
     assert link.status_code == 200, link.text
     url = link.json()["url"]
-    assert url.startswith(f"/v1/artifacts/{checkpoint}/download?token=")
+    assert url.startswith(f"/downloads/{checkpoint}?token=")
     fetched = api.get(url)  # no Authorization header
     assert fetched.status_code == 200 and hashlib.sha256(fetched.content).digest() == hashlib.sha256(content).digest()
     assert "attachment" in fetched.headers["content-disposition"]
@@ -85,6 +85,7 @@ def test_artifact_filters_usage_and_signed_download_link(api, tenant):
     refused = api.get(url.replace(checkpoint, other))  # a link is for its artifact only
     assert refused.status_code == 403 and refused.json()["code"] == "invalid_link"
     assert api.get(url[:-3] + "abc").status_code == 403
+    assert api.get(url[:-3] + "äbc").status_code == 403  # any text in the token is a 403, not a 500
 
 
 def test_queue_view_gives_each_queued_job_a_position_and_a_reason(api, tenant):

@@ -64,7 +64,7 @@ def test_finished_job_overlays_its_targets_with_a_summary_table(page, client, in
 
     with page.expect_download() as download:  # a signed link the browser streams to disk
         page.locator("#results tr", has_text="report.json").locator("button.download").click()
-    assert "/download?token=" in download.value.url
+    assert "/downloads/" in download.value.url and "?token=" in download.value.url
     saved = tmp_path / "report.json"
     download.value.save_as(saved)
     assert '"targets"' in saved.read_text()

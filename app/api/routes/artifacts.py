@@ -23,6 +23,8 @@ from app.core.storage import artifacts
 from app.core.storage.store import ArtifactStore, BlobWriter, TooLarge
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
+# Signed links work without the Authorization header, so they live outside /v1.
+links_router = APIRouter(prefix="/downloads", tags=["artifacts"], responses=problem_responses(422, 503))
 MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",
                "other": "application/octet-stream"}
 
@@ -157,9 +159,11 @@ async def create_download_link(request: Request, services: ServicesDep, tenant_i
     return DownloadLink(url=url.path + "?" + url.query, expires_at=datetime.fromtimestamp(expires, UTC))
 
 
-@router.get("/{artifact_id}/download", response_class=ArtifactContent, name="download_by_link",
+@links_router.get("/{artifact_id}", response_class=ArtifactContent, name="download_by_link",
             responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                             "description": "the bytes, as an attachment"}, **problem_responses(403, 404, 416)})
+                             "description": "the bytes, as an attachment"},
+                 206: {"description": "the requested byte range (`Range: bytes=...`)"},
+                 304: {"description": "`If-None-Match` matched the ETag"}, **problem_responses(400, 403, 404, 416)})
 async def download_by_link(services: ServicesDep, artifact_id: str,
                            token: Annotated[str, Query(min_length=10, max_length=1000)],
                            range_: RangeHeader = None, if_none_match: IfNoneMatch = None):

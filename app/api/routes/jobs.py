@@ -125,7 +125,8 @@ async def read_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> J
     return await services.db.run(lambda s: job_public(jobs.get_job(s, tenant_id, job_id)))
 
 
-@router.patch("/{job_id}", response_model=JobPublic, responses=problem_responses(404))
+@router.patch("/{job_id}", response_model=JobPublic, responses=problem_responses(
+    400, 404, 413, descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"}))
 async def update_job(services: ServicesDep, tenant_id: TenantId, job_id: str, body: JobUpdate) -> JobPublic:
     """Rename a job or set its labels (any status; the spec and results never change)."""
     changes = body.model_dump(include=body.model_fields_set)
