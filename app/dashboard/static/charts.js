@@ -1,7 +1,7 @@
 // Overlay charts (uPlot, vendored): one chart per metric, one line per target (or per job
 // and target on the compare page), the best point of each line marked, and a per-line
 // summary table (last, best, best step) under them.
-import { el, formatPercent, table } from "./dom.js";
+import { el, formatNumber, formatPercent, table } from "./dom.js";
 
 const HEIGHT = 240;
 const PALETTE = ["#2156c9", "#c0392b", "#1b7f3b", "#7a4fc9", "#c98a1f", "#0f8a8a", "#b5397a", "#5f7a8a",
@@ -9,10 +9,10 @@ const PALETTE = ["#2156c9", "#c0392b", "#1b7f3b", "#7a4fc9", "#c98a1f", "#0f8a8a
 // Per-step seconds the engine measures (the metrics' `<name>_seconds` keys).
 const TIMINGS = ["gradient", "matching", "evaluation"];
 
-export const colorOf = (index) => PALETTE[index % PALETTE.length];
+const colorOf = (index) => PALETTE[index % PALETTE.length];
 
 // The best point of a line: the highest (`max`) or lowest (`min`) value, the earliest on ties.
-export function bestPoint(points, best) {
+function bestPoint(points, best) {
   let found = null;
   for (const [x, y] of points) {
     if (typeof y !== "number") continue;
@@ -77,18 +77,17 @@ export class OverlayChart {
 }
 
 // A line's summary: value at its last point, best value and where.
-export function summarize(points, best) {
+function summarize(points, best) {
   const valued = points.filter(([, y]) => typeof y === "number");
   const top = bestPoint(valued, best);
   return { points: valued.length, last: valued.length ? valued[valued.length - 1][1] : null,
     lastStep: valued.length ? valued[valued.length - 1][0] : null, best: top && top[1], bestStep: top && top[0] };
 }
 
-const number = (x) => (typeof x === "number" ? x.toPrecision(4) : "—");
 
 // The table under the charts: one row per line (`rows`: [{label, key, accuracy, loss}]
 // with `accuracy`/`loss` lists of [step, value]).
-export function summaryTable(rows) {
+function summaryTable(rows) {
   return table(["", "line", "steps", "last acc.", "best acc.", "best step", "last loss", "lowest loss"],
     rows.map((row, i) => {
       const acc = summarize(row.accuracy, "max"), loss = summarize(row.loss, "min");
@@ -101,8 +100,8 @@ export function summaryTable(rows) {
         el("td", { class: "num" }, formatPercent(acc.last)),
         el("td", { class: "num" }, formatPercent(acc.best)),
         el("td", { class: "num", dataset: { fact: "best-step" } }, acc.bestStep ?? "—"),
-        el("td", { class: "num" }, number(loss.last)),
-        el("td", { class: "num" }, number(loss.best)));
+        el("td", { class: "num" }, formatNumber(loss.last)),
+        el("td", { class: "num" }, formatNumber(loss.best)));
     }));
 }
 

@@ -52,11 +52,13 @@ export function formatBytes(size) {
   return unit === 0 ? `${size} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
+export const formatNumber = (x) => (typeof x === "number" ? x.toPrecision(4) : "—");
+
 export const formatPercent = (x) => (typeof x === "number" ? `${(100 * x).toFixed(1)}%` : "—");
 
 // A spec's method as text: a name ("fgmt"), or an object ({name: "ema", decay: 0.9}) as
 // "ema decay=0.9".
-export function methodLabel(method) {
+function methodLabel(method) {
   if (typeof method === "string") return method;
   if (!method || typeof method !== "object") return "—";
   const params = Object.entries(method).filter(([k, v]) => k !== "name" && v !== null && v !== undefined && v !== false);

@@ -4,7 +4,7 @@
 import { sendJson } from "./api.js";
 import { el } from "./dom.js";
 
-export async function downloadArtifact(artifactId, name, signal) {
+async function downloadArtifact(artifactId, name, signal) {
   const link = await sendJson(`/v1/artifacts/${artifactId}/link`, "POST", {}, { signal });
   const anchor = el("a", { href: link.url, download: name, hidden: true });
   document.body.append(anchor);

@@ -3,9 +3,8 @@
 // aligned, and for any other kind its summary. Each view takes live progress events and,
 // once the job succeeded, its report.json (extra fields in either are ignored).
 import { OverlayChart, TargetCharts } from "./charts.js";
-import { el, formatPercent, table } from "./dom.js";
+import { el, formatNumber, formatPercent, table } from "./dom.js";
 
-const number = (x) => (typeof x === "number" ? x.toPrecision(4) : "—");
 const metric = (row, name) => ((row && row.metrics) || {})[name];
 
 class CandidatesView {
@@ -37,7 +36,7 @@ class CandidatesView {
       const chosen = c.label === this.chosen;
       return el("tr", { class: chosen ? "chosen" : null, dataset: { candidate: c.label, chosen: chosen ? "true" : null } },
         el("td", {}, c.label), el("td", { class: "num" }, c.checkpoints ?? "—"), el("td", { class: "num" }, c.newest ?? "—"),
-        el("td", { class: "num" }, formatPercent(metric(c, "accuracy"))), el("td", { class: "num" }, number(metric(c, "loss"))),
+        el("td", { class: "num" }, formatPercent(metric(c, "accuracy"))), el("td", { class: "num" }, formatNumber(metric(c, "loss"))),
         el("td", {}, chosen ? "✓ chosen" : ""));
     });
     this.box.replaceChildren(table(["candidate", "checkpoints", "newest", "held-out acc.", "held-out loss", ""], rows));
@@ -82,7 +81,7 @@ class BarrierView {
 
   draw() {
     const rows = Object.keys(PATHS).filter((path) => this.barriers[path]).map((path) => el("tr", { dataset: { path } },
-      el("td", {}, PATHS[path]), el("td", { class: "num" }, number(this.barriers[path].loss_barrier)),
+      el("td", {}, PATHS[path]), el("td", { class: "num" }, formatNumber(this.barriers[path].loss_barrier)),
       el("td", { class: "num" }, formatPercent(this.barriers[path].accuracy_barrier))));
     this.table.replaceChildren(rows.length ? table(["path", "loss barrier", "accuracy barrier"], rows)
       : el("p", { class: "muted" }, "The barriers appear as each path is measured."));
@@ -114,7 +113,7 @@ class SummaryView {
   setReport(report) {
     const entries = Object.entries(report.summary || {}).filter(([, v]) => v === null || typeof v !== "object");
     this.box.replaceChildren(entries.length ? table(["", ""], entries.map(([k, v]) => el("tr", {},
-      el("td", {}, k), el("td", { class: "num" }, typeof v === "number" ? number(v) : String(v)))))
+      el("td", {}, k), el("td", { class: "num" }, typeof v === "number" ? formatNumber(v) : String(v)))))
       : el("p", { class: "muted" }, "No summary yet."));
   }
 }
@@ -129,7 +128,7 @@ export function describeProgress(d) {
   const accuracy = (m) => (typeof (m || {}).accuracy === "number" ? `, accuracy ${formatPercent(m.accuracy)}` : "");
   if (typeof d.target === "number") return `target ${d.target} step ${d.target_step} ${of}${accuracy(d.metrics)}`;
   if (typeof d.label === "string") return `candidate ${d.label} ${of}${accuracy(d.metrics)}`;
-  if (typeof d.path === "string") return `${PATHS[d.path] || d.path} path measured, loss barrier ${number(d.loss_barrier)} ${of}`;
+  if (typeof d.path === "string") return `${PATHS[d.path] || d.path} path measured, loss barrier ${formatNumber(d.loss_barrier)} ${of}`;
   return `step ${d.step} of ${d.total}`;
 }
 
@@ -143,7 +142,7 @@ export function kindFacts(job) {
       ["last checkpoint accuracy", formatPercent(s.last_checkpoint_accuracy)]];
   }
   if (job.kind === "align") {
-    return [["loss barrier naive → aligned", `${number(s.plain_loss_barrier)} → ${number(s.aligned_loss_barrier)}`],
+    return [["loss barrier naive → aligned", `${formatNumber(s.plain_loss_barrier)} → ${formatNumber(s.aligned_loss_barrier)}`],
       ["merged (α = 0.5) accuracy", formatPercent(s.merged_accuracy)]];
   }
   return [];

@@ -1,7 +1,7 @@
 // A job's name and labels, editable on its page (PATCH /v1/jobs/<id>).
 import { el } from "./dom.js";
 
-export const parseLabels = (text) => [...new Set(text.split(",").map((l) => l.trim()).filter(Boolean))];
+const parseLabels = (text) => [...new Set(text.split(",").map((l) => l.trim()).filter(Boolean))];
 
 export function labelsEditor(job, save) {
   const name = el("input", { id: "job-name", name: "name", value: job.name || "", placeholder: "a name for this run",
