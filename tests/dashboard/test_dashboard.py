@@ -124,6 +124,8 @@ def test_running_job_chart_grows_queue_view_and_cancel(page, client, inputs, ser
     assert "waits its turn" in queued.inner_text() and queued.locator("td").first.inner_text() == "1"
     assert "worker" in queued.locator(".reason").inner_text()
     snap_both_widths(page, screenshots, "workers")
+    page.goto(f"/#/jobs/{waiting.id}")
+    page.wait_for_selector("#queue-reason:has-text('Position 1 in the queue')")
     client.cancel(waiting.id)
 
     page.goto(f"/#/jobs/{job.id}")

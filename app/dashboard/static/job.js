@@ -95,9 +95,17 @@ export async function renderJob(view, jobId, signal) {
     cancel.disabled = !connection.online;
     header.replaceChildren(facts(job), errorBox(job) || "");
   };
+  // A queued job says where it stands and why it waits (what the database can tell).
+  const waiting = el("p", { class: "muted", id: "queue-reason", role: "status" });
+  const showQueue = async () => {
+    const mine = job.status === "queued"
+      ? (await getJson("/v1/queue", { signal })).queued.find((q) => q.id === job.id) : null;
+    waiting.textContent = mine ? `Position ${mine.position} in the queue: ${mine.reason}.` : "";
+  };
   const show = async (fresh) => {
     job = fresh;
     drawHeader();
+    await showQueue();
     results.replaceChildren(await resultsTable(job, signal));
   };
   cancel.addEventListener("click", async () => {
@@ -119,7 +127,7 @@ export async function renderJob(view, jobId, signal) {
   view.replaceChildren(
     el("p", {}, el("a", { href: "#/jobs" }, "← Jobs")),
     el("div", { class: "toolbar" }, title, cancel),
-    header, editor,
+    header, waiting, editor,
     job.spec && job.spec.eval_data === null
       ? el("p", { class: "muted", id: "no-eval-data" }, "No held-out data (eval_data) in the spec: accuracy and loss are not measured.")
       : "",
