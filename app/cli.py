@@ -87,12 +87,34 @@ def serve(
         raise typer.Exit(STARTUP_FAILURE)  # e.g. the port is taken: uvicorn logged why
 
 
+@admin.callback()
+def _admin_options(
+    data_dir: Annotated[Path, typer.Option(envvar="TRAJX_DATA_DIR", help="the data dir of the `trajx serve` "
+                                           "to manage (its database), unless TRAJX_DATABASE_URL names one")]
+    = DEFAULT_DATA_DIR,
+) -> None:
+    """Manage tenants and API keys (in the database TRAJX_DATABASE_URL names, else the one in
+    --data-dir, as `trajx serve` does)."""
+    if "TRAJX_DATABASE_URL" not in os.environ:
+        _serve_database.append(data_dir.resolve() / "trajx.db")
+        os.environ["TRAJX_DATABASE_URL"] = f"sqlite:///{_serve_database[-1]}"
+
+
+# The database `trajx serve` made in the data dir, when the admin commands use that one.
+_serve_database: list[Path] = []
+
+
 def _admin_session():
     from app.core.persistence.db import make_engine, make_session_factory
     from app.core.persistence.migrate import upgrade
     from app.core.settings import get_settings
 
     settings = get_settings()
+    if _serve_database and not _serve_database[-1].exists():
+        # An admin command must not create an empty database beside the real one.
+        typer.echo(f"error: no database at {_serve_database[-1]}: give the server's data dir with --data-dir or "
+                   "TRAJX_DATA_DIR (or its database with TRAJX_DATABASE_URL)", err=True)
+        raise typer.Exit(2)
     upgrade(settings.database_url)
     return make_session_factory(make_engine(settings.database_url))
 
@@ -122,8 +144,11 @@ def list_keys(tenant: Annotated[str | None, typer.Argument(help="only this tenan
     from app.core.tenancy.admin import describe_key, list_api_keys
 
     def show(session) -> None:
-        for key, tenant_name in list_api_keys(session, tenant):
+        keys = list_api_keys(session, tenant)
+        for key, tenant_name in keys:
             typer.echo(describe_key(key, tenant_name))
+        if not keys:
+            typer.echo("no API keys", err=True)
 
     _run_admin(show)
 

@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.deps import Database, Services
+from app.api.docs import mount_api_docs
 from app.api.observability import Metrics, RequestMiddleware
 from app.api.problems import install_problem_handlers
 from app.api.responses import document_problems
-from app.api.routes import artifacts, jobs, ops
+from app.api.routes import artifacts, jobs, ops, queue
 from app.api.slow_clients import BodyTimeoutMiddleware
 from app.core.jobs.dispatcher import Dispatcher, get_dispatcher
 from app.core.logs import configure_logging
@@ -63,16 +64,17 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
             sweeper.stop()
             engine.dispose()
 
-    app = FastAPI(title="trajx", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="trajx", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Transfer a learning trajectory to a new initialization (GMT/FGMT).")
     app.state.services = services
     app.state.metrics = Metrics(sessions, services.store.free_bytes)
     install_problem_handlers(app)
     document_problems(app)
     # Jobs first: status polling is the hot path and routes are matched in order.
-    for router in (jobs.router, artifacts.router, ops.router):
+    for router in (jobs.router, artifacts.router, artifacts.links_router, queue.router, ops.router):
         app.include_router(router)
     mount_dashboard(app)
+    mount_api_docs(app)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

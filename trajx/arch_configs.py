@@ -7,11 +7,16 @@ a negative one as an internal error. The torch modules in `trajx.engine.zoo`
 build from them.
 """
 
+from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trajx.errors import InvalidInput
+from trajx.readable_errors import did_you_mean, readable_errors
+
+# Where plug-in packages register architectures (read as metadata here: nothing is imported).
+PLUGIN_GROUP = "trajx.architectures"
 
 Activation = Literal["relu", "gelu", "tanh", "silu"]
 MAX_WIDTH = 65_536
@@ -174,16 +179,22 @@ def validate_config(name: str, model: type[BaseModel], config: Any) -> BaseModel
     try:
         return model.model_validate(config)
     except ValidationError as exc:
-        problems = [
-            {"field": ".".join(["arch.config", *(str(p) for p in err["loc"])]), "message": err["msg"]}
-            for err in exc.errors()
-        ]
+        problems = readable_errors(exc, ("arch", "config"), model)
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise InvalidInput(f"invalid config for architecture {name!r}: {summary}", code="invalid_config",
                            field=problems[0]["field"], errors=problems) from None
 
 
 def check_builtin_config(name: str, config: Any) -> None:
-    """Validate `config` if `name` is a built-in architecture (others are checked by the worker)."""
+    """Validate `config` if `name` is a built-in architecture (others are checked by the
+    worker). A name that is none of those nor a plug-in installed here, but close to one,
+    is a typo: InvalidInput `unknown_architecture` with the name meant. (A name close to
+    nothing may be a plug-in installed only where the workers run.)"""
     if name in ZOO_CONFIGS:
         validate_config(name, ZOO_CONFIGS[name], config)
+        return
+    known = {*ZOO_CONFIGS, *(point.name for point in entry_points(group=PLUGIN_GROUP))}
+    hint = did_you_mean(name, known)
+    if name not in known and hint:
+        raise InvalidInput(f"unknown architecture {name!r}{hint}; built in: {', '.join(sorted(ZOO_CONFIGS))}",
+                           code="unknown_architecture", field="arch.name")

@@ -26,6 +26,7 @@ from trajx.method_registry import (
     TransferMethodName,
     describe_methods,
 )
+from trajx.readable_errors import did_you_mean
 
 ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
 InputKind = Literal["checkpoint", "data", "program"]
@@ -555,8 +556,9 @@ def parse_job_spec(data: Any) -> JobSpecBase:
     """
     kind = data.get("kind", "transfer") if isinstance(data, dict) else None
     if not isinstance(kind, str) or kind not in JOB_KINDS:  # a list or dict is unhashable
+        hint = did_you_mean(kind, JOB_KINDS) if isinstance(kind, str) else ""
         raise InvalidInput(
-            f"unknown job kind {kind!r}; known kinds: {sorted(JOB_KINDS)}",
+            f"unknown job kind {kind!r}{hint}; known kinds: {sorted(JOB_KINDS)}",
             code="unknown_kind",
             field="kind",
         )

@@ -15,10 +15,11 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import Conflict, NotFound, QuotaExceeded, TooBusy, field_path
+from app.core.errors import Conflict, NotFound, QuotaExceeded, TooBusy
 from app.core.persistence.outage import RETRY_AFTER_SECONDS, is_unavailable
 from app.core.storage.errors import StorageFull, StorageUnavailable
 from trajx.errors import TrajxError
+from trajx.readable_errors import field_path
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://trajx.dev/problems/"
@@ -87,7 +88,7 @@ def from_trajx_error(exc: TrajxError) -> ProblemError:
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [{"field": field_path(err.get("loc", ())), "message": err.get("msg", "invalid")}
+    return [{"field": field_path(err.get("loc", ())), "message": str(err.get("msg", "invalid")).removeprefix("Value error, ")}
             for err in exc.errors()]
 
 

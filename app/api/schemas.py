@@ -14,7 +14,13 @@ from pydantic import (
 )
 
 from app.core.jobs.outbox import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
-from app.core.persistence.models import JOB_STATUSES, WEBHOOK_URL_MAX_LENGTH
+from app.core.persistence.models import (
+    JOB_LABEL_PATTERN,
+    JOB_MAX_LABELS,
+    JOB_NAME_MAX_LENGTH,
+    JOB_STATUSES,
+    WEBHOOK_URL_MAX_LENGTH,
+)
 from app.core.validation.text import scrub_json, scrub_text
 
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
@@ -59,6 +65,11 @@ class ArtifactPublic(BaseModel):
         return {**data, "tensors": tensors[:TENSORS_SHOWN], "tensor_count": data.get("tensor_count", len(tensors))}
 
 
+class DownloadLink(BaseModel):
+    url: str = Field(description="path of a link that needs no `Authorization` header")
+    expires_at: datetime
+
+
 class TensorsPage(BaseModel):
     data: list[TensorInfo]
     next_offset: int | None = Field(description="pass as `offset` for the next page; null on the last")
@@ -93,6 +104,22 @@ class WebhookIn(BaseModel):
         return url
 
 
+def _printable_name(name: str | None) -> str | None:
+    if name is not None and not name.isprintable():
+        raise ValueError("a job name is printable text (no control characters)")
+    return name
+
+
+def _distinct(labels: list[str] | None) -> list[str] | None:
+    return None if labels is None else list(dict.fromkeys(labels))
+
+
+JobName = Annotated[str, Field(min_length=1, max_length=JOB_NAME_MAX_LENGTH, examples=["resnet20 seed 3 from v2"]),
+                    AfterValidator(_printable_name)]
+JobLabels = Annotated[list[Annotated[str, Field(pattern=JOB_LABEL_PATTERN)]],
+                      Field(max_length=JOB_MAX_LABELS, examples=[["baseline", "lr:0.1"]]), AfterValidator(_distinct)]
+
+
 class JobCreate(BaseModel):
     """`spec` is a job spec (see `trajx.job_spec`); artifact refs are artifact ids of the caller."""
 
@@ -103,6 +130,17 @@ class JobCreate(BaseModel):
         "source": ["art_...", "art_..."], "targets": [{"seed": 1}], "train_data": "art_...",
     }])
     webhook: WebhookIn | None = None
+    name: JobName | None = Field(default=None, description="what people call this run; editable, not part of the spec")
+    labels: JobLabels = Field(default_factory=list, description="tokens to group and filter runs by")
+
+
+class JobUpdate(BaseModel):
+    """`PATCH /v1/jobs/{id}`: the fields sent change (null clears the name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: JobName | None = None
+    labels: JobLabels | None = None
 
 
 class WebhookPublic(BaseModel):
@@ -124,6 +162,8 @@ class JobError(BaseModel):
 class JobPublic(BaseModel):
     id: str = Field(examples=["job_0190f2c1a3b45f6e7d8c9b0a1f2e3d4c"])
     kind: str
+    name: ShownText | None = None
+    labels: list[str] = Field(default_factory=list)
     status: JobStatus
     spec: ShownJson
     queue: str = Field(description="the worker queue (`gpu`, `cpu`), chosen from the spec at creation")
@@ -150,8 +190,11 @@ class JobListItem(BaseModel):
 
     id: str
     kind: str
+    name: ShownText | None = None
+    labels: list[str] = Field(default_factory=list)
     status: JobStatus
-    spec: ShownJson = Field(description="the spec's headline: `kind`, `method`, `arch` (`name` or `program`)")
+    spec: ShownJson = Field(description="the spec's headline: `kind`, `method`, `arch` (`name` or `program`), "
+                            "`targets` (a transfer's)")
     queue: str
     progress: Progress
     attempts: int
@@ -193,3 +236,33 @@ class Readiness(BaseModel):
     database: Literal["ok"]
     storage: Literal["ok"]
     storage_free_bytes: int | None = Field(None, description="free space where uploads land (none for S3)")
+
+
+class WorkerPublic(BaseModel):
+    id: ShownText
+    alive: bool = Field(description="its latest heartbeat is younger than TRAJX_STALE_SECONDS")
+    last_heartbeat: datetime | None
+    running_jobs: int
+
+
+class QueuedJobPublic(BaseModel):
+    id: str
+    name: ShownText | None
+    kind: str
+    created_at: datetime
+    position: int = Field(description="1 = next of every tenant's queued jobs, in creation order")
+    reason: str = Field(description="why it waits, as far as the database can tell")
+
+
+class QueuePublic(BaseModel):
+    workers: list[WorkerPublic] = Field(description="workers holding a job now (an idle worker leaves no record)")
+    running_jobs: int
+    max_running_jobs: int
+    queued: list[QueuedJobPublic]
+
+
+class UsagePublic(BaseModel):
+    stored_bytes: int
+    max_stored_bytes: int | None = Field(description="null: no quota")
+    queued_jobs: int
+    max_queued_jobs: int

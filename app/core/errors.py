@@ -4,17 +4,7 @@ Raised by the core and the worker, turned into problem+json only by `app.api.pro
 `details` name the culprit (`field`, `artifact`, `tensor`) or carry several as `errors`.
 """
 
-from collections.abc import Iterable
-
 from trajx.errors import TrajxError
-
-
-def field_path(loc: Iterable[str | int]) -> str:
-    """A pydantic error location as users write it: `spec.targets[0].seed`."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path
 
 
 def located_in(exc: TrajxError, prefix: str) -> TrajxError:

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
                                           "headers take longer is cut off")
     body_timeout_seconds: float = Field(default=30.0, gt=0, description="a request body chunk that takes "
                                         "longer is cut off")
+    link_secret: str | None = Field(default=None, min_length=32, description="signs the short-lived download "
+                                    "links the dashboard follows; set one value on every API process behind "
+                                    "one address (unset: a random key per process)")
 
     auto_migrate: bool = Field(True, description="run Alembic migrations on start")
     create_local_key: bool = Field(True, description="create tenant `local` and its key file on first start")

@@ -9,8 +9,8 @@ Content-Security-Policy forbids inline script and any other origin.
 
 from pathlib import Path
 
-from fastapi import FastAPI
-from starlette.responses import FileResponse
+from fastapi import FastAPI, Request
+from starlette.responses import FileResponse, JSONResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -41,7 +41,16 @@ async def _index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=SECURITY_HEADERS)
 
 
+async def _sign_in_hint(request: Request) -> JSONResponse:
+    """Where this server wrote its local API key, for the sign-in form (null where it keeps
+    none: a production server creates no local key)."""
+    settings = request.app.state.services.settings
+    path = settings.local_key_path if settings.create_local_key else None
+    return JSONResponse({"local_key_file": str(path) if path is not None else None}, headers=SECURITY_HEADERS)
+
+
 def mount_dashboard(app: FastAPI) -> None:
     """Serve the dashboard page at `/` and its files under `/dashboard/` (not in the OpenAPI schema)."""
     app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
+    app.add_api_route(f"{STATIC_PATH}/sign-in.json", _sign_in_hint, methods=["GET"], include_in_schema=False)
     app.mount(STATIC_PATH, _DashboardFiles(directory=STATIC_DIR), name="dashboard")

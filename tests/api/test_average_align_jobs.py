@@ -39,9 +39,9 @@ def test_both_kinds_are_queued_with_their_defaults(api, tenant, dispatcher, chec
 
 
 @pytest.mark.parametrize(("overrides", "field", "message"), [
-    ({"method": {"name": "uniform", "last": 5}}, "spec", "method.last: a window of last=5"),
+    ({"method": {"name": "uniform", "last": 5}}, "spec.method.last", "a window of last=5"),
     ({"method": {"name": "ema", "decay": 1.5}}, "spec.method.ema.decay", "less than 1"),
-    ({"method": {"name": "ema", "decay": 0.9}, "sweep": {"decay": [0.5]}}, "spec", "eval_data: a sweep"),
+    ({"method": {"name": "ema", "decay": 0.9}, "sweep": {"decay": [0.5]}}, "spec.eval_data", "a sweep chooses"),
 ])
 def test_average_refusals_name_the_field(api, tenant, dispatcher, checkpoints, train,
                                          overrides, field, message):
@@ -91,7 +91,7 @@ def test_a_merge_job_is_queued_and_its_refusals_name_the_field(api, tenant, disp
     assert events[0]["data"] == {"kind": "merge", "align": "mean", "arch": "mlp", "models": 3, "repair": False,
                                  "soup": False}
     refused = create(api, tenant, merge(checkpoints, train, soup="greedy"))
-    assert refused.status_code == 422 and any("select_data: a soup chooses" in e["message"]
+    assert refused.status_code == 422 and any(e["field"] == "spec.select_data" and "a soup chooses" in e["message"]
                                               for e in refused.json()["errors"])
     wrong = create(api, tenant, merge(checkpoints, train, soup="greedy", select_data=checkpoints[0]))
     assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "spec.select_data"

@@ -142,10 +142,10 @@ def test_deeply_nested_json_is_refused_with_422(api, tenant, depth):
 # 4. Zoo configs are bounded and checked by the API -----------------------------------------
 
 @pytest.mark.parametrize("arch, config, field", [
-    ("mlp", {**MLP_CONFIG, "hidden": [-1]}, "spec.arch.config.hidden.0"),
-    ("mlp", {**MLP_CONFIG, "hidden": [2**40]}, "spec.arch.config.hidden.0"),
-    ("mlp", {**MLP_CONFIG, "hidden": ["16"]}, "spec.arch.config.hidden.0"),
-    ("cnn", {"channels": [0, 8], "image_size": 8}, "spec.arch.config.channels.0"),
+    ("mlp", {**MLP_CONFIG, "hidden": [-1]}, "spec.arch.config.hidden[0]"),
+    ("mlp", {**MLP_CONFIG, "hidden": [2**40]}, "spec.arch.config.hidden[0]"),
+    ("mlp", {**MLP_CONFIG, "hidden": ["16"]}, "spec.arch.config.hidden[0]"),
+    ("cnn", {"channels": [0, 8], "image_size": 8}, "spec.arch.config.channels[0]"),
     ("cnn", {"channels": [8, 8], "image_size": 8, "width": 0.01}, "spec.arch.config"),
     ("transformer", {"d_model": 4, "num_heads": 1, "mlp_ratio": 0.01}, "spec.arch.config"),
     ("resnet", {"width": 0.01}, "spec.arch.config"),

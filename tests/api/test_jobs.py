@@ -134,7 +134,8 @@ def test_a_list_row_carries_what_a_list_shows_not_the_whole_job(api, tenant, dis
     row = api.get("/v1/jobs", headers=tenant.headers).json()["data"][0]
     assert row["id"] == response.json()["id"] and "result" not in row and "webhook" not in row
     assert row["spec"] == {"kind": "transfer", "method": spec.get("method", "fgmt"),
-                           "arch": {"name": spec["arch"]["name"]}}
+                           "arch": {"name": spec["arch"]["name"]},
+                           "targets": [{"checkpoint": None, "seed": 1, "trained": None}]}
     assert {"status", "progress", "attempts", "max_attempts", "error", "summary", "created_at"} <= row.keys()
 
 

@@ -1,13 +1,14 @@
 """What people read: the jobs table at 80 columns, event lines, sparklines, the job bar."""
 
 import io
+import re
 from datetime import UTC, datetime
 
 from rich.console import Console
 
 from trajx.client.models import Event, Job
 from trajx.console.readable import accuracy_table, describe_event, jobs_table, sparkline
-from trajx.console.watch import bar_fields
+from trajx.console.watch import JobWatcher, bar_fields
 
 JOB_ID = "job_01a23be7e97099cb2af77dfed6f5f38c"
 
@@ -67,12 +68,40 @@ def test_accuracy_table_shows_each_target_with_best_step():
     assert accuracy_table({0: [{"step": 1, "loss": 2.0}]}) is None  # no held-out data, no chart
 
 
-def test_job_bar_says_queued_not_0_of_0_and_shows_accuracy():
+def test_job_bar_says_queued_not_0_of_0_and_shows_accuracy_with_its_target():
     queued = bar_fields(job("queued"), None)
     assert queued["progress"] == "queued" and queued["total"] is None and queued["accuracy"] == ""
-    running = bar_fields(job("running", 6, 30), {"accuracy": 0.875})
+    started = job("running", 6, 30, started_at="2026-12-03T12:40:00Z")
+    running = bar_fields(started, {"target": 1, "metrics": {"accuracy": 0.875}},
+                         now=datetime(2026, 12, 3, 12, 41, 0, tzinfo=UTC))
+    # Elapsed counts from the job's start (not the command's); 6 of 30 steps in 60 s leaves 240 s.
     assert (running["progress"], running["total"], running["completed"], running["accuracy"]) == \
-        ("6/30 20%", 30, 6, "acc 87.5%")
+        ("6/30 20%", 30, 6, "t1 acc 87.5%")
+    assert (running["elapsed"], running["eta"]) == ("1:00", "eta 4:00")
+
+
+def test_job_bar_fits_80_columns_with_elapsed_and_eta_whole():
+    terminal = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    watcher = JobWatcher(terminal, lambda _: {"target": 3, "metrics": {"accuracy": 0.9}})
+    with watcher:
+        watcher.on_update(job("running", 456, 1000, started_at="2026-12-03T12:40:00Z"))
+        bar = watcher._bar
+        [text] = render(bar.make_tasks_table(bar.tasks), 80).splitlines()
+    assert "456/1000 45%" in text and "t3 acc 90.0%" in text
+    assert re.search(r"\d+:\d\d:\d\d eta \d+:\d\d", text), text  # neither cut
+
+
+def test_logs_get_a_progress_line_now_and_then():
+    out = io.StringIO()
+    watcher = JobWatcher(Console(file=out, width=200, color_system=None), log_every=0.0)
+    with watcher:
+        for step in (0, 5, 10):
+            watcher.on_update(job("running", step, 10, started_at="2026-12-03T12:40:00Z"))
+        watcher.on_update(job("succeeded", 10, 10, started_at="2026-12-03T12:40:00Z"))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"{JOB_ID}: running" and lines[-1] == f"{JOB_ID}: succeeded"
+    assert lines[1].startswith(f"{JOB_ID} running 5/10 50%") and "eta" in lines[1]
+    assert lines[2].startswith(f"{JOB_ID} running 10/10 100%")
 
 
 def test_datetime_parsing_is_aware():

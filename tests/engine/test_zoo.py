@@ -147,7 +147,7 @@ def test_unknown_architecture_is_named():
 
 
 @pytest.mark.parametrize("name, config, field, words", [
-    ("mlp", {**SMALL["mlp"], "hiddden": [3]}, "arch.config.hiddden", "Extra inputs"),
+    ("mlp", {**SMALL["mlp"], "hiddden": [3]}, "arch.config.hiddden", "unknown key 'hiddden' (did you mean 'hidden'?)"),
     ("mlp", {**SMALL["mlp"], "activation": "swish"}, "arch.config.activation", "relu"),
     ("mlp", {"hidden": [3], "num_classes": 2}, "arch.config.in_features", "required"),
     ("mlp", {**SMALL["mlp"], "input_shape": [5, 5]}, "arch.config", "does not hold"),

@@ -17,13 +17,13 @@ MLP = {"in_features": 4, "hidden": [8], "num_classes": 2}
 
 
 @pytest.mark.parametrize("arch, config, field", [
-    ("mlp", {**MLP, "hidden": [-1]}, "arch.config.hidden.0"),
-    ("mlp", {**MLP, "hidden": [0]}, "arch.config.hidden.0"),
-    ("mlp", {**MLP, "hidden": [2**40]}, "arch.config.hidden.0"),
-    ("mlp", {**MLP, "hidden": [8.0]}, "arch.config.hidden.0"),
+    ("mlp", {**MLP, "hidden": [-1]}, "arch.config.hidden[0]"),
+    ("mlp", {**MLP, "hidden": [0]}, "arch.config.hidden[0]"),
+    ("mlp", {**MLP, "hidden": [2**40]}, "arch.config.hidden[0]"),
+    ("mlp", {**MLP, "hidden": [8.0]}, "arch.config.hidden[0]"),
     ("mlp", {**MLP, "in_features": True}, "arch.config.in_features"),
-    ("cnn", {"channels": [-4], "image_size": 4, "pool_every": 1}, "arch.config.channels.0"),
-    ("cnn", {"channels": [8], "fc": [0], "image_size": 4, "pool_every": 1}, "arch.config.fc.0"),
+    ("cnn", {"channels": [-4], "image_size": 4, "pool_every": 1}, "arch.config.channels[0]"),
+    ("cnn", {"channels": [8], "fc": [0], "image_size": 4, "pool_every": 1}, "arch.config.fc[0]"),
     ("cnn", {"channels": [8], "image_size": 4, "pool_every": 1, "width": 0.01}, "arch.config"),
     ("cnn", {"channels": [60_000], "image_size": 4, "pool_every": 1, "width": 2.0}, "arch.config"),
     ("resnet", {"width": 0.01}, "arch.config"),
@@ -53,7 +53,7 @@ def test_the_config_models_load_without_torch():
 def test_describe_prints_a_clear_error_for_a_bad_config():
     result = CliRunner().invoke(app, ["describe", "--arch", "mlp", "--config", json.dumps({**MLP, "hidden": [-1]})])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "arch.config.hidden.0" in result.stderr and "greater than or equal to 1" in result.stderr
+    assert "arch.config.hidden[0]" in result.stderr and "greater than or equal to 1" in result.stderr
 
 
 def test_describe_reports_an_allocation_failure_as_out_of_memory(monkeypatch):

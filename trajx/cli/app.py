@@ -6,6 +6,10 @@ import typer
 
 from trajx.version import __version__
 
+# Typer labels every option with its type, flags too (`--wait <bool>`): a flag takes no value.
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
+
 app = typer.Typer(
     name="trajx",
     help="Transfer a learning trajectory to a new initialization (GMT/FGMT).",

@@ -94,7 +94,7 @@ class Client:
         """Download one result file of a job to `out_dir / file.path`, verified against the
         manifest's sha256 and size (no extra request for the artifact's metadata)."""
         return download_artifact(self._transport, file.artifact, file.sha256, file.size,
-                                 result_path(Path(out_dir), file.path), progress=self.progress)
+                                 result_path(Path(out_dir), file.path), progress=self.progress, label=file.path)
     def artifact_json(self, artifact_id: str) -> Any:
         """The content of a (small) JSON artifact, such as a job's report, parsed."""
         return self._transport.request("GET", f"/v1/artifacts/{artifact_id}/content").json()
@@ -102,22 +102,33 @@ class Client:
     # -- jobs --------------------------------------------------------------------------------
 
     def create_job(self, spec: dict[str, Any], *, idempotency_key: str | None = None,
-                   webhook: dict[str, Any] | None = None) -> Job:
+                   webhook: dict[str, Any] | None = None, name: str | None = None,
+                   labels: list[str] | None = None) -> Job:
         """Submit a job spec; with the same `idempotency_key` the existing job comes back
-        (then its `replayed` is True: the server said `Idempotent-Replayed: true`)."""
+        (then its `replayed` is True: the server said `Idempotent-Replayed: true`).
+        `name` and `labels` are what people find the run by (editable with `update_job`)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        response = self._transport.request("POST", "/v1/jobs", json={"spec": spec, "webhook": webhook},
-                                           headers=headers)
+        body: dict[str, Any] = {"spec": spec, "webhook": webhook}
+        if name is not None:
+            body["name"] = name
+        if labels:
+            body["labels"] = labels
+        response = self._transport.request("POST", "/v1/jobs", json=body, headers=headers)
         job = Job.from_dict(response.json())
         return replace(job, replayed=response.headers.get("Idempotent-Replayed") == "true")
 
     def get_job(self, job_id: str) -> Job:
         return Job.from_dict(self._get(f"/v1/jobs/{job_id}"))
 
-    def list_jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
-        """The caller's jobs, newest first as the server orders them, at most `limit`."""
-        params = {"status": status} if status else {}
+    def list_jobs(self, status: str | None = None, limit: int = 50, **filters: str | None) -> list[Job]:
+        """The caller's jobs, newest first as the server orders them, at most `limit`;
+        `filters`: `kind`, `method`, `arch`, `label`, `q` (a part of the name)."""
+        params = {key: value for key, value in {"status": status, **filters}.items() if value}
         return [Job.from_dict(doc) for doc in self._pages("/v1/jobs", params, limit)]
+
+    def update_job(self, job_id: str, **changes: Any) -> Job:
+        """Set a job's `name` and/or `labels` (None clears the name)."""
+        return Job.from_dict(self._transport.request("PATCH", f"/v1/jobs/{job_id}", json=changes).json())
 
     def cancel(self, job_id: str) -> Job:
         """Ask a job to stop (queued: at once; running: at its next step). 409 once finished."""

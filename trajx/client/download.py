@@ -31,8 +31,10 @@ def part_path(dest: Path) -> Path:
 
 
 def download_artifact(transport: Transport, artifact_id: str, sha256: str, size: int, dest: Path,
-                      *, progress: TransferProgress | None = None, resume_attempts: int = 3) -> Path:
-    """Download `artifact_id` to `dest`, resuming a `.part` file; return `dest`.
+                      *, progress: TransferProgress | None = None, resume_attempts: int = 3,
+                      label: str | None = None) -> Path:
+    """Download `artifact_id` to `dest`, resuming a `.part` file; return `dest`. `label`
+    names the file to `progress` (default: its file name).
 
     A resumed transfer that fails verification is started over once from zero (the
     part file may be stale or corrupt). Raises ChecksumMismatch (the part file is
@@ -45,7 +47,7 @@ def download_artifact(transport: Transport, artifact_id: str, sha256: str, size:
     part = part_path(dest)
     if part.exists() and part.stat().st_size > size:
         part.unlink()  # longer than the artifact: not ours, start over
-    counter = ByteCounter(progress, dest.name, size)
+    counter = ByteCounter(progress, label or dest.name, size)
     resumed = _length(part) > 0
     _fetch(transport, artifact_id, part, size, counter, resume_attempts)
     actual = sha256_file(part)

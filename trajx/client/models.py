@@ -104,6 +104,8 @@ class Job(_Resource):
     id: str
     status: str
     kind: str | None = None
+    name: str | None = None
+    labels: list[str] = field(default_factory=list)
     spec: dict[str, Any] = field(default_factory=dict)
     progress: Progress | None = None
     attempts: int | None = None

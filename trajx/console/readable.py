@@ -22,7 +22,9 @@ def percent(value: Any) -> str:
 
 def best_accuracy(job: Job) -> float | None:
     """The best held-out accuracy over the job's targets (None before it succeeds or without eval data)."""
-    values = [t.get("best_accuracy") for t in (job.summary or {}).get("targets") or [] if isinstance(t, dict)]
+    summary = job.summary or {}
+    values = [t.get("best_accuracy") for t in summary.get("targets") or [] if isinstance(t, dict)]
+    values.append(summary.get("best_accuracy"))  # an average job's chosen candidate
     numbers = [v for v in values if isinstance(v, int | float)]
     return max(numbers) if numbers else None
 
@@ -64,7 +66,8 @@ def jobs_table(jobs: list[Job]) -> Table:
     for job in jobs:
         detail = job.error.code if job.error else "" if job.status == "queued" else progress_text(job)
         created = f"{job.created_at.astimezone():%m-%d %H:%M}" if job.created_at else ""
-        table.add_row(Text(job.id) + Text(f"\n{what(job)}", style="dim"),
+        about = " · ".join(part for part in (job.name, what(job)) if part)
+        table.add_row(Text(job.id) + Text(f"\n{about}", style="dim"),
                       Text(job.status, style=_STATUS_STYLE.get(job.status, "")) + Text(f"\n{detail}", style="dim"),
                       percent(best_accuracy(job)) if best_accuracy(job) is not None else "—",
                       Text(created) + Text(f"\n{duration(job)}", style="dim"))
@@ -80,7 +83,13 @@ def describe_event(event: Event) -> str:
     data = event.data or {}
     if event.type == "progress":
         metrics = data.get("metrics") or {}
-        parts = [f"target {data.get('target')} step {data.get('target_step')} ({data.get('step')}/{data.get('total')})"]
+        of = f"({data.get('step')}/{data.get('total')})"
+        if "label" in data:  # an average job's candidate
+            parts = [f"candidate {data['label']} {of}"]
+        elif "path" in data:  # an align job's interpolation path
+            parts = [f"{data['path']} path {of}", f"loss barrier {_number(data.get('loss_barrier'), 'loss')}"]
+        else:
+            parts = [f"target {data.get('target')} step {data.get('target_step')} {of}"]
         parts += [f"{name} {_number(metrics[name], name)}" for name in ("accuracy", "loss", "objective")
                   if isinstance(metrics.get(name), int | float)]
         return " · ".join(parts)
@@ -94,7 +103,9 @@ def event_line(event: Event) -> Text:
     return Text(f"{when} ") + Text(f"{event.type:<16}", style="bold") + Text(describe_event(event))
 
 
-def _number(value: float, name: str) -> str:
+def _number(value: float | None, name: str) -> str:
+    if not isinstance(value, int | float):
+        return "—"
     return percent(value) if name == "accuracy" else f"{value:.4g}"
 
 

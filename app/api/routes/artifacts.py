@@ -1,7 +1,8 @@
 """`/v1/artifacts`: upload (streamed), read, download (Range, ETag), list, delete."""
 
 import itertools
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -11,19 +12,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from app.api.deps import ServicesDep, TenantId
+from app.api.deps import Services, ServicesDep, TenantId
+from app.api.download_links import sign_link, verify_link
 from app.api.problems import ProblemError
 from app.api.responses import V1_PROBLEMS, problem_responses
-from app.api.schemas import ArtifactPublic, ArtifactsPage, TensorsPage
+from app.api.schemas import ArtifactPublic, ArtifactsPage, DownloadLink, TensorsPage
 from app.api.uploads import receive_body
 from app.core.jobs.idempotency import check_key
-from app.core.persistence.models import ARTIFACT_ID_PREFIX, id_pattern
+from app.core.persistence.models import ARTIFACT_ID_PREFIX, JOB_ID_PREFIX, id_pattern
 from app.core.settings import Settings
 from app.core.storage import artifacts
 from app.core.storage.errors import StorageFull, TooLarge
 from app.core.storage.store import ArtifactStore, BlobWriter
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=problem_responses(*V1_PROBLEMS))
+# Signed links work without the Authorization header, so they live outside /v1.
+links_router = APIRouter(prefix="/downloads", tags=["artifacts"], responses=problem_responses(422, 503))
 MEDIA_TYPES = {"safetensors": "application/octet-stream", "json": "application/json",
                "other": "application/octet-stream"}
 
@@ -35,6 +39,9 @@ class ArtifactContent(FileResponse):
 NameQuery = Annotated[str | None, Query(min_length=1, max_length=255,
                                         description="display name; defaults to the multipart filename")]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+RangeHeader = Annotated[str | None, Header(alias="Range")]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
+ArtifactKind = Literal["checkpoint", "data", "program", "result", "other"]
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
@@ -109,11 +116,18 @@ def _publish_upload(session: Session, store: ArtifactStore, writer: BlobWriter, 
 async def list_artifacts(services: ServicesDep, tenant_id: TenantId,
                          cursor: Annotated[str | None, Query(pattern=id_pattern(ARTIFACT_ID_PREFIX))] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                         sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None) -> ArtifactsPage:
-    """The caller's artifacts, newest first; filter by content hash with `sha256`."""
+                         sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+                         kind: ArtifactKind | None = None,
+                         name: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+                         job: Annotated[str | None, Query(pattern=id_pattern(JOB_ID_PREFIX))] = None,
+                         produced: Annotated[bool | None, Query(
+                             description="true: job results only; false: uploads only")] = None) -> ArtifactsPage:
+    """The caller's artifacts, newest first; filters: content hash `sha256`, `kind`, a part of
+    the `name` (any case), the producing `job`, results or uploads (`produced`)."""
     def page(session: Session) -> ArtifactsPage:
         rows, next_cursor = artifacts.list_artifacts(session, tenant_id, limit=limit, cursor=cursor,
-                                                     sha256=sha256)
+                                                     sha256=sha256, kind=kind, name=name, job=job,
+                                                     produced=produced)
         return ArtifactsPage(data=[ArtifactPublic.model_validate(a) for a in rows], next_cursor=next_cursor)
 
     return await services.db.run(page)
@@ -149,9 +163,37 @@ async def list_artifact_tensors(services: ServicesDep, tenant_id: TenantId, arti
     304: {"description": "`If-None-Match` matched the ETag"},
     **problem_responses(400, 404, 416)})
 async def read_artifact_content(services: ServicesDep, tenant_id: TenantId, artifact_id: str,
-                                range_: Annotated[str | None, Header(alias="Range")] = None,
-                                if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None):
+                                range_: RangeHeader = None, if_none_match: IfNoneMatch = None):
     """Stream the artifact's bytes; supports `Range` (206) and `If-None-Match` (304)."""
+    return await _content(services, tenant_id, artifact_id, range_, if_none_match)
+
+
+@router.post("/{artifact_id}/link", response_model=DownloadLink, responses=problem_responses(404))
+async def create_download_link(request: Request, services: ServicesDep, tenant_id: TenantId,
+                               artifact_id: str) -> DownloadLink:
+    """A link to the artifact's bytes that works without the `Authorization` header for
+    five minutes (a browser follows it and streams the file to disk)."""
+    await services.db.run(_public, tenant_id, artifact_id)
+    token, expires = sign_link(services.settings.link_secret, tenant_id, artifact_id)
+    url = request.url_for("download_by_link", artifact_id=artifact_id).include_query_params(token=token)
+    return DownloadLink(url=url.path + "?" + url.query, expires_at=datetime.fromtimestamp(expires, UTC))
+
+
+@links_router.get("/{artifact_id}", response_class=ArtifactContent, name="download_by_link",
+            responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the bytes, as an attachment"},
+                 206: {"description": "the requested byte range (`Range: bytes=...`)"},
+                 304: {"description": "`If-None-Match` matched the ETag"}, **problem_responses(400, 403, 404, 416)})
+async def download_by_link(services: ServicesDep, artifact_id: str,
+                           token: Annotated[str, Query(min_length=10, max_length=1000)],
+                           range_: RangeHeader = None, if_none_match: IfNoneMatch = None):
+    """The bytes behind a link from `POST /v1/artifacts/{id}/link` (no `Authorization` needed)."""
+    tenant_id = verify_link(services.settings.link_secret, token, artifact_id)
+    return await _content(services, tenant_id, artifact_id, range_, if_none_match)
+
+
+async def _content(services: Services, tenant_id: str, artifact_id: str, range_: str | None,
+                   if_none_match: str | None) -> Response:
     artifact = await services.db.run(_public, tenant_id, artifact_id)
     etag = f'"{artifact.sha256}"'
     if if_none_match is not None and (if_none_match.strip() == "*" or etag in if_none_match):

@@ -27,12 +27,13 @@ from app.api.schemas import (
     JobPublic,
     JobsPage,
     JobStatus,
+    JobUpdate,
 )
 from app.core.jobs import lifecycle as jobs
 from app.core.jobs.idempotency import check_key
 from app.core.jobs.result import public_result
 from app.core.jobs.webhook_guard import url_fault
-from app.core.persistence.models import JOB_ID_PREFIX, Job, id_pattern
+from app.core.persistence.models import JOB_ID_PREFIX, JOB_LABEL_PATTERN, Job, id_pattern
 from app.core.settings import Settings
 from app.core.validation.json_document import check_json_document
 
@@ -77,14 +78,15 @@ def _create(session: Session, tenant_id: str, body: JobCreate, settings: Setting
             idempotency_key: str | None) -> tuple[JobPublic, bool]:
     webhook = jobs.Webhook(str(body.webhook.url), list(body.webhook.events)) if body.webhook else None
     job, created = jobs.create_job(session, tenant_id, body.spec, webhook, max_attempts=settings.max_attempts,
-                                   idempotency_key=idempotency_key, max_queued=settings.tenant_max_queued_jobs)
+                                   idempotency_key=idempotency_key, max_queued=settings.tenant_max_queued_jobs,
+                                   name=body.name, labels=body.labels)
     return job_public(job), created
 
 
 def job_public(job: Job) -> JobPublic:
     """The job resource as the API shows it."""
     return JobPublic(
-        id=job.id, kind=job.kind, status=job.status, spec=job.spec, queue=job.queue,
+        id=job.id, kind=job.kind, name=job.name, labels=job.labels or [], status=job.status, spec=job.spec, queue=job.queue,
         progress={"step": job.progress_step, "total": job.progress_total},
         attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
@@ -100,8 +102,11 @@ def job_list_item(job: Job) -> JobListItem:
     arch = job.spec.get("arch") if isinstance(job.spec.get("arch"), dict) else {}
     headline = {"kind": job.kind, "method": job.spec.get("method"),
                 "arch": {key: arch[key] for key in ("name", "program") if arch.get(key) is not None}}
+    if isinstance(job.spec.get("targets"), list):
+        headline["targets"] = job.spec["targets"]
     return JobListItem(
-        id=job.id, kind=job.kind, status=job.status, spec=headline, queue=job.queue,
+        id=job.id, kind=job.kind, name=job.name, labels=job.labels or [], status=job.status, spec=headline,
+        queue=job.queue,
         progress={"step": job.progress_step, "total": job.progress_total},
         attempts=job.attempts, max_attempts=job.max_attempts, cancel_requested=job.cancel_requested,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
@@ -110,14 +115,26 @@ def job_list_item(job: Job) -> JobListItem:
     )
 
 
+FilterText = Annotated[str | None, Query(min_length=1, max_length=200)]
+
+
 @router.get("", response_model=JobsPage)
 async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatus | None = None,
                     cursor: Annotated[str | None, Query(pattern=id_pattern(JOB_ID_PREFIX))] = None,
-                    limit: Annotated[int, Query(ge=1, le=200)] = 50) -> JobsPage:
-    """The caller's jobs, newest first, optionally of one status: each as a list row
-    (`GET /v1/jobs/{id}` for the whole job: spec, result, webhook)."""
+                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    kind: Annotated[str | None, Query(pattern="^[a-z_]{1,32}$")] = None,
+                    method: Annotated[str | None, Query(pattern="^[a-z_0-9]{1,32}$")] = None,
+                    arch: FilterText = None,
+                    label: Annotated[str | None, Query(pattern=JOB_LABEL_PATTERN)] = None,
+                    q: Annotated[FilterText, Query(description="a part of the job's name, any case")] = None,
+                    ) -> JobsPage:
+    """The caller's jobs, newest first, each as a list row (`GET /v1/jobs/{id}` for the whole
+    job: spec, result, webhook); every filter given must match (`method`: a transfer's
+    method or an average job's `method.name`; `arch`: the architecture's name)."""
+    filters = jobs.JobFilters(status=status, kind=kind, method=method, arch=arch, label=label, q=q)
+
     def page(session: Session) -> JobsPage:
-        rows, next_cursor = jobs.list_jobs(session, tenant_id, limit=limit, cursor=cursor, status=status)
+        rows, next_cursor = jobs.list_jobs(session, tenant_id, limit=limit, cursor=cursor, filters=filters)
         return JobsPage(data=[job_list_item(j) for j in rows], next_cursor=next_cursor)
 
     return await services.db.run(page)
@@ -127,6 +144,14 @@ async def list_jobs(services: ServicesDep, tenant_id: TenantId, status: JobStatu
 async def read_job(services: ServicesDep, tenant_id: TenantId, job_id: str) -> JobPublic:
     """Status, progress, error, result artifact ids and summary metrics of a job."""
     return await services.db.run(lambda s: job_public(jobs.get_job(s, tenant_id, job_id)))
+
+
+@router.patch("/{job_id}", response_model=JobPublic, responses=problem_responses(
+    400, 404, 413, descriptions={413: f"body larger than {MAX_JOB_BODY_BYTES} bytes"}))
+async def update_job(services: ServicesDep, tenant_id: TenantId, job_id: str, body: JobUpdate) -> JobPublic:
+    """Rename a job or set its labels (any status; the spec and results never change)."""
+    changes = body.model_dump(include=body.model_fields_set)
+    return await services.db.run(lambda s: job_public(jobs.rename_job(s, tenant_id, job_id, changes)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=problem_responses(404, 409))

@@ -48,7 +48,7 @@ def fair_order(session: Session, claimable: list[str], max_running: int) -> list
     rows = session.execute(select(Job.id, Job.tenant_id, Job.created_at).where(Job.id.in_(ids))).all()
     tenant_of = {job_id: tenant for job_id, tenant, _ in rows}
     # Creation order: ids alone tie-break randomly within one millisecond.
-    created = {job_id: (_aware(created_at), job_id) for job_id, _, created_at in rows}
+    created = {job_id: (as_aware(created_at), job_id) for job_id, _, created_at in rows}
     tenants = set(tenant_of.values())
     running = dict(session.execute(select(Job.tenant_id, func.count()).where(
         Job.tenant_id.in_(tenants), Job.status.in_(RUNNING)).group_by(Job.tenant_id)).all())
@@ -59,14 +59,14 @@ def fair_order(session: Session, claimable: list[str], max_running: int) -> list
     for job_id in sorted(tenant_of, key=created.__getitem__):
         queues.setdefault(tenant_of[job_id], []).append(job_id)
     never = datetime.min.replace(tzinfo=UTC)
-    turn = sorted(queues, key=lambda t: (running.get(t, 0) >= max_running, _aware(last_start.get(t)) or never))
+    turn = sorted(queues, key=lambda t: (running.get(t, 0) >= max_running, as_aware(last_start.get(t)) or never))
     order = []
     for round_ in range(max(map(len, queues.values()), default=0)):
         order += [queues[t][round_] for t in turn if round_ < len(queues[t])]
     return order
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def as_aware(value: datetime | None) -> datetime | None:
     # SQLite hands aggregates back without the column type's timezone.
     if isinstance(value, str):
         value = datetime.fromisoformat(value)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from app.core.errors import Conflict, NotFound, field_path, located_in
+from app.core.errors import Conflict, NotFound, located_in
 from app.core.jobs.claim import forget_steps
 from app.core.jobs.idempotency import remember, replayed_resource, request_hash
 from app.core.jobs.inputs import resolve_inputs
@@ -31,9 +31,11 @@ from app.core.persistence.models import (
     utcnow,
 )
 from app.core.persistence.pagination import keyset_page
+from app.core.persistence.text_match import contains_ignoring_case, json_list_holds
 from app.core.tenancy.limits import check_queued_jobs
 from trajx.errors import InvalidInput
-from trajx.job_spec import parse_job_spec
+from trajx.job_spec import JOB_KINDS, parse_job_spec
+from trajx.readable_errors import readable_errors
 
 JOBS_PATH = "/v1/jobs"
 
@@ -51,8 +53,21 @@ class Webhook:
     events: list[str]
 
 
+@dataclass(frozen=True)
+class JobFilters:
+    """What a listing keeps: each given field must match (`q`: a part of the name, any case)."""
+
+    status: str | None = None
+    kind: str | None = None
+    method: str | None = None
+    arch: str | None = None
+    label: str | None = None
+    q: str | None = None
+
+
 def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], webhook: Webhook | None = None,
-               *, max_attempts: int, idempotency_key: str | None, max_queued: int | None = None) -> tuple[Job, bool]:
+               *, max_attempts: int, idempotency_key: str | None, max_queued: int | None = None,
+               name: str | None = None, labels: list[str] | None = None) -> tuple[Job, bool]:
     """Validate and store a queued job with its `created` event; commits. Returns (job, created).
 
     `created` is False when `idempotency_key` replays an earlier request. Raises
@@ -62,8 +77,9 @@ def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], 
     tensors or the wrong number of axes, `idempotency_key_reused` for a key used with
     another body; TooBusy `too_many_queued_jobs` past `max_queued` queued jobs of the tenant.
     """
+    named = {"name": name, "labels": labels} if name is not None or labels else {}  # old requests hash as before
     req_hash = request_hash({"spec": spec_document,
-                             "webhook": {"url": webhook.url, "events": webhook.events} if webhook else None})
+                             "webhook": {"url": webhook.url, "events": webhook.events} if webhook else None, **named})
     if idempotency_key is not None:
         earlier = replayed_resource(session, tenant_id, idempotency_key, JOBS_PATH, req_hash)
         if earlier is not None:
@@ -75,11 +91,12 @@ def create_job(session: Session, tenant_id: str, spec_document: dict[str, Any], 
     except InvalidInput as exc:
         raise located_in(exc, "spec") from None
     except ValidationError as exc:
-        errors = [{"field": field_path(("spec", *e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        raise InvalidInput("the job spec is not valid", code="validation_error", errors=errors) from None
+        errors = readable_errors(exc, ("spec",), JOB_KINDS.get(spec_document.get("kind", "transfer")))
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3])
+        raise InvalidInput(f"the job spec is not valid: {summary}", code="validation_error", errors=errors) from None
     inputs = resolve_inputs(session, tenant_id, spec)
     job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"), queue=spec.queue(),
-              status="queued", max_attempts=max_attempts, created_at=utcnow(),
+              status="queued", max_attempts=max_attempts, created_at=utcnow(), name=name, labels=labels or None,
               webhook_url=webhook.url if webhook else None,
               webhook_events=list(webhook.events) if webhook else None,
               webhook_secret=new_webhook_secret() if webhook else None)
@@ -111,15 +128,44 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
 
 
 def list_jobs(session: Session, tenant_id: str, *, limit: int, cursor: str | None = None,
-              status: str | None = None) -> tuple[list[Job], str | None]:
+              status: str | None = None, filters: JobFilters | None = None) -> tuple[list[Job], str | None]:
     """Newest first; returns (page, next_cursor), next_cursor None on the last page. The
     result and webhook columns are not loaded (a list does not show them); an index on
     (tenant_id, [status,] id) serves every page."""
     query = select(Job).options(defer(Job.result), defer(Job.webhook_secret), defer(Job.webhook_events)) \
-        .where(Job.tenant_id == tenant_id)
-    if status is not None:
-        query = query.where(Job.status == status)
+        .where(Job.tenant_id == tenant_id, *job_conditions(filters or JobFilters(status=status)))
     return keyset_page(session, query, Job.id, limit=limit, cursor=cursor)
+
+
+def job_conditions(filters: JobFilters) -> list[ColumnElement[bool]]:
+    """SQL conditions for `filters`, the same on SQLite and PostgreSQL (JSON paths into the spec)."""
+    conditions = []
+    if filters.status is not None:
+        conditions.append(Job.status == filters.status)
+    if filters.kind is not None:
+        conditions.append(Job.kind == filters.kind)
+    if filters.method is not None:
+        # A transfer's method is a name, an average job's an object with one.
+        conditions.append(or_(Job.spec["method"].as_string() == filters.method,
+                              Job.spec[("method", "name")].as_string() == filters.method))
+    if filters.arch is not None:
+        conditions.append(Job.spec[("arch", "name")].as_string() == filters.arch)
+    if filters.label is not None:
+        conditions.append(json_list_holds(Job.labels, filters.label))
+    if filters.q is not None:
+        conditions.append(contains_ignoring_case(Job.name, filters.q))
+    return conditions
+
+
+def rename_job(session: Session, tenant_id: str, job_id: str, changes: dict[str, Any]) -> Job:
+    """Set the job's `name` and/or `labels` (the keys `changes` holds; None clears); commits."""
+    job = get_job(session, tenant_id, job_id)
+    if "name" in changes:
+        job.name = changes["name"]
+    if "labels" in changes:
+        job.labels = changes["labels"] or None
+    session.commit()
+    return job
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:

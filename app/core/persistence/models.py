@@ -34,6 +34,10 @@ LIVE_JOB_STATUSES = ("queued", "running", "cancelling")
 TERMINAL_JOB_STATUSES = ("succeeded", "failed", "cancelled")
 ARTIFACT_ID_PREFIX, JOB_ID_PREFIX = "art", "job"
 WEBHOOK_URL_MAX_LENGTH = 2048
+JOB_NAME_MAX_LENGTH = 200
+# A label is a short token (`baseline`, `sweep:lr`), so a filter can match it exactly.
+JOB_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/+-]{0,63}$"
+JOB_MAX_LABELS = 20
 
 
 def new_id(prefix: str) -> str:
@@ -138,6 +142,9 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What people call the job (editable; not part of the spec, so never of its results).
+    name: Mapped[str | None] = mapped_column(String(JOB_NAME_MAX_LENGTH))
+    labels: Mapped[list[str] | None] = mapped_column(JSON)
     # Chosen once, from the spec, when the job is created; every (re-)dispatch sends it there.
     queue: Mapped[str] = mapped_column(String(16), server_default="gpu")
     status: Mapped[str] = mapped_column(String(16), default="queued")

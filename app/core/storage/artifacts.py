@@ -26,6 +26,7 @@ from app.core.persistence.models import (
     utcnow,
 )
 from app.core.persistence.pagination import keyset_page
+from app.core.persistence.text_match import contains_ignoring_case
 from app.core.settings import Settings
 from app.core.storage.safetensors_header import looks_like_safetensors, read_tensor_table
 from app.core.storage.store import ArtifactStore, BlobWriter
@@ -189,11 +190,22 @@ def get_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact
 
 
 def list_artifacts(session: Session, tenant_id: str, *, limit: int, cursor: str | None = None,
-                   sha256: str | None = None) -> tuple[list[Artifact], str | None]:
-    """Newest first; returns (page, next_cursor) where next_cursor is None on the last page."""
+                   sha256: str | None = None, kind: str | None = None, name: str | None = None,
+                   job: str | None = None, produced: bool | None = None) -> tuple[list[Artifact], str | None]:
+    """Newest first; returns (page, next_cursor) where next_cursor is None on the last page.
+    Filters: `kind`, a part of the `name` (any case), the producing `job`, `produced` (job
+    results) or not (uploads)."""
     query = select(Artifact).where(Artifact.tenant_id == tenant_id, Artifact.deleted_at.is_(None))
     if sha256 is not None:
         query = query.where(Artifact.sha256 == sha256)
+    if kind is not None:
+        query = query.where(Artifact.kind == kind)
+    if name is not None:
+        query = query.where(contains_ignoring_case(Artifact.name, name))
+    if job is not None:
+        query = query.where(Artifact.producer_job_id == job)
+    if produced is not None:
+        query = query.where(Artifact.producer_job_id.is_not(None) if produced else Artifact.producer_job_id.is_(None))
     return keyset_page(session, query, Artifact.id, limit=limit, cursor=cursor)
 
 

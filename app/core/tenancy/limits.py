@@ -25,12 +25,17 @@ def check_queued_jobs(session: Session, tenant_id: str, max_queued: int) -> None
                       retry_after=RETRY_AFTER_SECONDS)
 
 
+def stored_bytes(session: Session, tenant_id: str) -> int:
+    """The bytes of the tenant's live artifacts (what its storage quota counts)."""
+    return session.scalar(select(func.coalesce(func.sum(Artifact.size), 0)).where(
+        Artifact.tenant_id == tenant_id, Artifact.deleted_at.is_(None)))
+
+
 def check_stored_bytes(session: Session, tenant_id: str, max_bytes: int, adding: int) -> None:
     """QuotaExceeded if the tenant's live artifacts plus `adding` bytes exceed `max_bytes` (0: no limit)."""
     if max_bytes <= 0:
         return
-    stored = session.scalar(select(func.coalesce(func.sum(Artifact.size), 0)).where(
-        Artifact.tenant_id == tenant_id, Artifact.deleted_at.is_(None)))
+    stored = stored_bytes(session, tenant_id)
     if stored + adding > max_bytes:
         raise QuotaExceeded(f"storing {adding} more bytes would exceed the tenant's quota of {max_bytes} bytes "
                             f"({stored} stored; TRAJX_TENANT_MAX_STORED_BYTES); delete artifacts first",

@@ -19,22 +19,44 @@ export class ApiError extends Error {
   }
 }
 
+// Whether the server answered the latest request: `since` is when it stopped answering.
+// Pages listen for "trajx:connection" to mark what they show as stale.
+export const connection = { online: true, since: null };
+
+function setOnline(online) {
+  if (connection.online === online) return;
+  connection.online = online;
+  connection.since = online ? null : new Date();
+  window.dispatchEvent(new Event("trajx:connection"));
+}
+
 // `key` (sign-in only) tries a key that is not stored yet; a refused stored key signs out.
-export async function request(path, { method = "GET", headers = {}, signal, key } = {}) {
-  const response = await fetch(path, {
-    method, signal, cache: "no-store",
-    headers: { Accept: "application/json", ...headers, Authorization: `Bearer ${key ?? session.key()}` },
-  });
+export async function request(path, { method = "GET", headers = {}, signal, key, body } = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method, signal, cache: "no-store", body,
+      headers: { Accept: "application/json", ...headers, Authorization: `Bearer ${key ?? session.key()}` },
+    });
+  } catch (error) {
+    if (!signal || !signal.aborted) setOnline(false); // no answer at all: the server or the network is down
+    throw error;
+  }
+  setOnline(response.status !== 502 && response.status !== 503 && response.status !== 504);
   if (!response.ok) {
     const problem = await response.json().catch(() => ({}));
     if (response.status === 401 && key === undefined) {
       session.signOut();
-      window.dispatchEvent(new Event("trajx:signed-out"));
+      window.dispatchEvent(new CustomEvent("trajx:signed-out", { detail: { refused: true } }));
     }
     throw new ApiError(response.status, problem);
   }
   return response;
 }
+
+export const sendJson = (path, method, payload, options = {}) => request(path, {
+  ...options, method, body: JSON.stringify(payload), headers: { "Content-Type": "application/json" },
+}).then((response) => (response.status === 204 ? null : response.json()));
 
 export const getJson = async (path, options) => (await request(path, options)).json();
 

@@ -5,20 +5,28 @@ export function el(tag, attributes = {}, ...children) {
   for (const [name, value] of Object.entries(attributes)) {
     if (value === null || value === undefined || value === false) continue;
     if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name === "dataset") {
+      for (const [key, item] of Object.entries(value)) if (item !== null && item !== undefined) node.dataset[key] = item;
+    }
     else node.setAttribute(name, value === true ? "" : String(value));
   }
   node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
   return node;
 }
 
-export function table(columns, rows) {
-  return el("table", {},
+// A table in a box of its own that scrolls sideways when it is wider than the screen.
+// `rows`: row elements, or a tbody the caller keeps updating.
+export function table(columns, rows, attributes = {}) {
+  return el("div", { class: "scroll" }, el("table", attributes,
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
-    el("tbody", {}, rows));
+    rows instanceof HTMLTableSectionElement ? rows : el("tbody", {}, rows)));
 }
 
-export const statusBadge = (status) => el("span", { class: `status ${status}`, dataset: { status } }, status);
+// `stale`: the server stopped answering, so the status shown may no longer hold.
+export const statusBadge = (status, stale = false) => el("span", {
+  class: `status ${status}${stale ? " stale" : ""}`, dataset: { status, stale: stale ? "true" : null },
+  title: stale ? "as last seen: the server does not answer" : null,
+}, stale ? `${status}?` : status);
 
 export const pad = (n) => String(n).padStart(2, "0");
 
@@ -44,19 +52,36 @@ export function formatBytes(size) {
   return unit === 0 ? `${size} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
+export const formatNumber = (x) => (typeof x === "number" ? x.toPrecision(4) : "—");
+
 export const formatPercent = (x) => (typeof x === "number" ? `${(100 * x).toFixed(1)}%` : "—");
 
-// What the listing shows of a job: method, architecture and best held-out accuracy
-// come from its spec and summary, whatever its kind (absent ones show as a dash).
+// A spec's method as text: a name ("fgmt"), or an object ({name: "ema", decay: 0.9}) as
+// "ema decay=0.9".
+function methodLabel(method) {
+  if (typeof method === "string") return method;
+  if (!method || typeof method !== "object") return "—";
+  const params = Object.entries(method).filter(([k, v]) => k !== "name" && v !== null && v !== undefined && v !== false);
+  return [method.name || "?", ...params.map(([k, v]) => (v === true ? k : `${k}=${v}`))].join(" ");
+}
+
+// What the listing shows of a job: method, architecture, how many targets and its best
+// held-out accuracy, from its spec and summary whatever its kind (absent ones: a dash).
 export function jobFacts(job) {
   const spec = job.spec || {};
-  const accuracies = ((job.summary || {}).targets || []).map((t) => t.best_accuracy).filter((a) => typeof a === "number");
+  const summary = job.summary || {};
+  const accuracies = (summary.targets || []).map((t) => t.best_accuracy)
+    .concat([summary.best_accuracy, summary.merged_accuracy]).filter((a) => typeof a === "number");
+  const count = Array.isArray(spec.targets) ? spec.targets.length : null;
   return {
-    method: spec.method || "—",
+    method: methodLabel(spec.method),
     arch: (spec.arch && (spec.arch.name || (spec.arch.program && "program"))) || "—",
+    targets: count,
     bestAccuracy: accuracies.length ? Math.max(...accuracies) : null,
   };
 }
+
+export const jobTitle = (job) => job.name || job.id;
 
 export function progressText(job) {
   const { step, total } = job.progress || {};

@@ -5,4 +5,7 @@ imports torch at import time.
 """
 
 from trajx.cli import demo  # noqa: F401  (registers `trajx demo`)
-from trajx.cli.remote import commands  # noqa: F401  (registers the remote commands)
+from trajx.cli.remote import (
+    commands,  # noqa: F401  (registers the remote commands)
+    ready,  # noqa: F401  (registers `trajx ready`)
+)

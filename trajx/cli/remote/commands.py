@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from trajx.cli.app import app
+from trajx.cli.remote.hints import setup_hint
 from trajx.cli.remote.output import (
     InternalError,
     LocalFileError,
@@ -25,9 +26,10 @@ from trajx.cli.remote.output import (
     job_table,
     rows_table,
 )
-from trajx.cli.remote.specfiles import upload_local_file, upload_spec_files
-from trajx.client import Client, ClientError, InvalidLocalInput, Job, WaitTimeout
+from trajx.cli.remote.specfiles import in_local_words, upload_local_file, upload_spec_files
+from trajx.client import ApiError, Client, ClientError, InvalidLocalInput, Job, WaitTimeout
 from trajx.client.ci import default_idempotency_key, write_github_outputs
+from trajx.client.config import resolve_api_key, resolve_url
 from trajx.client.keymap import KeyMapping
 from trajx.console.readable import accuracy_table, event_line, jobs_table
 from trajx.console.watch import JobWatcher, LatestMetrics, TransferBars
@@ -57,6 +59,8 @@ def _session(url: str | None, api_key: str | None, json_mode: bool) -> Iterator[
     else is a bug on this side and exits 6, never 1, which means "the job failed".
     """
     out = Output(json_mode)
+    base_url = resolve_url(url)
+    key_sent = resolve_api_key(api_key, base_url) is not None
     try:
         with TransferBars(out.err) as bars, Client(url, api_key, progress=bars) as client:
             yield client, out
@@ -66,7 +70,7 @@ def _session(url: str | None, api_key: str | None, json_mode: bool) -> Iterator[
         write_github_outputs(exc.job)  # the job keeps running: a later step may cancel it by id
         out.fail(exc)
     except ClientError as exc:
-        out.fail(exc)
+        out.fail(exc, setup_hint(exc, base_url, key_sent))
     except OSError as exc:
         out.fail(LocalFileError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)))
     except Exception as exc:  # noqa: BLE001  (reported with exit 6, not swallowed)
@@ -126,6 +130,9 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
                "--idempotency-key", help="Reattach to the job created with this key "
                "(default: derived from the CI run and the spec; none outside CI)")] = None,
            webhook: Annotated[str | None, typer.Option("--webhook", help="URL to notify (signed).")] = None,
+           name: Annotated[str | None, typer.Option("--name", help="What to call the run (editable later).")] = None,
+           label: Annotated[list[str] | None, typer.Option("--label", help="A label to find the run by "
+                                                           "(repeatable).")] = None,
            key: KeyOptOfCheckpoint = None, strip_prefix: StripOpt = None,
            url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """Submit a job spec; local file paths in it are uploaded first and replaced by artifact ids."""
@@ -139,14 +146,18 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="job spec JSON")],
         resolved, uploaded = upload_spec_files(client, spec, spec_file.parent,
                                                KeyMapping(key, tuple(strip_prefix or ())), out.info)
         key = idempotency_key or default_idempotency_key(resolved)
-        job = client.create_job(resolved, idempotency_key=key,
-                                webhook={"url": webhook} if webhook else None)
+        try:
+            job = client.create_job(resolved, idempotency_key=key, webhook={"url": webhook} if webhook else None,
+                                    name=name, labels=label)
+        except ApiError as exc:
+            raise in_local_words(exc, uploaded, spec) from None
         reattached = job.replayed
         if reattached:
             out.info(f"reattached to {job.id} ({job.status}): it was created before with "
                      f"idempotency key {key!r}")
         else:
             out.info(f"submitted {job.id} ({job.status})")
+        out.info(f"dashboard: {dashboard_url(client, job)}")
         if wait or download:
             job = _wait(client, out, job, timeout)
         _finish(out, job, _results_if_asked(client, job, download), uploaded=uploaded, reattached=reattached)
@@ -160,7 +171,13 @@ def status(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: Js
         chart = None if json_out else accuracy_table(_steps_by_target(client, job))
         if chart is not None:
             out.out.print(chart)
+        out.info(f"dashboard: {dashboard_url(client, job)}")
         _finish(out, job)
+
+
+def dashboard_url(client: Client, job: Job) -> str:
+    """The job's page on the server's dashboard."""
+    return f"{client.base_url}/#/jobs/{job.id}"
 
 
 def _steps_by_target(client: Client, job: Job) -> dict[int, list[dict]]:
@@ -216,11 +233,17 @@ def download(ref: Annotated[str, typer.Argument(help="a job id (all its results)
 
 @app.command()
 def jobs(status_filter: Annotated[str | None, typer.Option("--status", help="Only jobs in this status.")] = None,
+         kind: Annotated[str | None, typer.Option("--kind", help="Only jobs of this kind (transfer, average, "
+                                                  "align, ...).")] = None,
+         method: Annotated[str | None, typer.Option("--method", help="Only jobs with this method.")] = None,
+         arch: Annotated[str | None, typer.Option("--arch", help="Only jobs of this architecture.")] = None,
+         label: Annotated[str | None, typer.Option("--label", help="Only jobs with this label.")] = None,
+         name: Annotated[str | None, typer.Option("--name", help="Only jobs whose name holds this text.")] = None,
          limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 20,
          url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
-    """List your jobs."""
+    """List your jobs, newest first."""
     with _session(url, api_key, json_out) as (client, out):
-        found = client.list_jobs(status_filter, limit)
+        found = client.list_jobs(status_filter, limit, kind=kind, method=method, arch=arch, label=label, q=name)
         out.document({"data": [job.raw for job in found]}, jobs_table(found))
 
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trajx.client.errors import (
@@ -66,18 +67,25 @@ class Output:
             for renderable in renderables:
                 self.out.print(renderable)
 
-    def fail(self, error: ClientError) -> NoReturn:
-        """Report a client error (JSON document or stderr text) and exit with its code."""
-        doc: dict[str, Any] = {"error": error.to_json()}
+    def fail(self, error: ClientError, hint: str | None = None) -> NoReturn:
+        """Report a client error (JSON document or stderr text), with a hint at the fix when
+        one is known, and exit with its code."""
+        doc: dict[str, Any] = {"error": {**error.to_json(), **({"hint": hint} if hint else {})}}
         if isinstance(error, WaitTimeout):
             doc["job"] = error.job.raw
         if self.json_mode:
             self.document(doc)
         else:
-            self.err.print(f"[red]error:[/red] {error}", markup=True)
+            # Unwrapped: a URL or a path in the message must stay whole to be copied.
+            self.err.print(f"[red]error:[/red] {escape(str(error))}", markup=True, soft_wrap=True)
             for item in error.errors if isinstance(error, ApiError) else []:
+                message = item.get("message", "")
+                if message and message in str(error):
+                    continue  # the one problem the error line already says
                 where = item.get("field") or item.get("artifact") or item.get("tensor") or ""
-                self.err.print(f"  - {where}: {item.get('message', '')}")
+                self.err.print(f"  - {where}: {message}" if where else f"  - {message}", markup=False, soft_wrap=True)
+            if hint:
+                self.err.print(f"[yellow]hint:[/yellow] {escape(hint)}", markup=True, soft_wrap=True)
         raise typer.Exit(error.exit_code)
 
 

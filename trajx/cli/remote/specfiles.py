@@ -20,12 +20,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from trajx.client.api import Client
-from trajx.client.errors import InvalidLocalInput
+from trajx.client.errors import ApiError, InvalidLocalInput
 from trajx.client.keymap import AS_IS, KeyMapping
 from trajx.client.models import Artifact
 from trajx.client.prepare import PreparedFile, prepare_checkpoint
 from trajx.errors import TrajxError
-from trajx.job_spec import parse_job_spec
+from trajx.job_spec import JOB_KINDS, parse_job_spec
+from trajx.readable_errors import readable_errors
 
 ARTIFACT_ID = re.compile(r"^art_[0-9a-f]{32}$")
 _SLOT = re.compile(r"^(?P<field>\w+)(?:\[(?P<index>\d+)\])?(?:\.(?P<attr>\w+))?$")
@@ -39,11 +40,28 @@ def local_refs(spec: dict[str, Any]) -> dict[str, str]:
     try:
         refs = parse_job_spec(spec).artifact_refs()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+        model = JOB_KINDS.get(spec.get("kind", "transfer"))
+        problems = "; ".join(f"{e['field'] or 'spec'}: {e['message']}" for e in readable_errors(exc, (), model))
         raise InvalidLocalInput(f"invalid job spec: {problems}") from exc
     except TrajxError as exc:
-        raise InvalidLocalInput(f"invalid job spec: {exc.message}") from exc
+        field = exc.details.get("field")
+        raise InvalidLocalInput(f"invalid job spec: {field + ': ' if field else ''}{exc.message}") from exc
     return {slot: ref for slot, ref in refs.items() if not ARTIFACT_ID.match(ref)}
+
+
+def in_local_words(error: ApiError, uploaded: dict[str, str], spec: dict[str, Any]) -> ApiError:
+    """`error` with each artifact id the CLI uploaded replaced by the local file it came from
+    (as the spec names it): `checkpoint_mismatch` then names the user's file, not an id."""
+    files = {uploaded[slot]: ref for slot, ref in local_refs(spec).items() if slot in uploaded}
+
+    def local(text: str) -> str:
+        for artifact_id, ref in files.items():
+            text = text.replace(artifact_id, ref)
+        return text
+
+    problem = {**error.problem, "errors": [{key: local(value) if isinstance(value, str) else value
+                                             for key, value in item.items()} for item in error.errors]}
+    return ApiError(error.status, error.code, local(error.detail), problem)
 
 
 def upload_spec_files(client: Client, spec: dict[str, Any], base_dir: Path,

@@ -17,12 +17,12 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from trajx.arch_configs import validate_config
+from trajx.arch_configs import PLUGIN_GROUP, validate_config
 from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.engine.zoo.plugins import pick_up_new_installs
 from trajx.errors import InvalidInput
 
-ENTRY_POINT_GROUP = "trajx.architectures"
+ENTRY_POINT_GROUP = PLUGIN_GROUP
 
 
 @dataclass(frozen=True)
