@@ -27,7 +27,13 @@ class TransferOptions:
     ("auto": the run's device) in `pair_dtype`; `device` is "auto", "cpu" or "cuda". With
     `overlap_matching`, an ensemble's matching of target k (assignment solves on the CPU)
     runs on a second thread while target k+1's gradients are computed; results are the
-    same either way."""
+    same either way.
+
+    `pair_weighting` "unit" scales every gradient pair to unit norms (the matching then sums
+    cosines, so the small gradients late on a trajectory count as much as the early ones);
+    `anchor_weight` > 0 adds the pair (θ₂⁰, θ₁⁰) of the two initializations themselves, as
+    unit-normed and weighing as much as that many unit pairs (worth it when both are
+    pre-trained backbones: docs/pretrained.md)."""
 
     steps: int = 30
     schedule: str = "cosine"
@@ -40,3 +46,5 @@ class TransferOptions:
     pair_dtype: str = "float32"
     device: str = "auto"
     overlap_matching: bool = True
+    pair_weighting: str = "none"
+    anchor_weight: float = 0.0
