@@ -16,8 +16,10 @@ transferred onto the second backbone θ₂⁰. Everything is scored on task B's 
 Rows: the backbone untransferred, Naive (the fine-tuning delta added unchanged, the "delta
 transplant"), FGMT, GMT, Oracle (π from the real fine-tuning displacement of the target)
 and the target fine-tuned for real; last step, best step and where the best was.
-`--study` adds the variants of item 2 of issue 23 (T, G, schedule, weighting of pairs,
-where π starts). The fine-tuning table fine-tunes the transferred models further, next to
+`fgmt`/`gmt` are the published algorithm (raw gradient pairs), `unit` the same with
+`pair_weighting="unit"` (each pair scaled to unit norms). `--study` adds the variants of
+item 2 of issue 23 (T, G, schedule, recent pairs weighted up, π started from or replaced
+by weight matching of the two backbones). The fine-tuning table fine-tunes the transferred models further, next to
 the new backbone fine-tuned from scratch (accuracy after each epoch).
 """
 
@@ -70,6 +72,7 @@ class Case:
     epoch: Callable[[nn.Module, int], None]
     finetune_epochs: int
     batch_size: int
+    max_steps: int = 1000  # T is the smaller of this and --steps (GMT costs T² backward passes)
 
     def model(self, state: State) -> nn.Module:
         model = build_model(*self.arch)
@@ -109,7 +112,7 @@ def digits_case(name: str, pre_epochs: int, finetune_epochs: int) -> Case:
 def lm_case(pre_steps: int, epoch_steps: int, finetune_epochs: int) -> Case:
     arch = ("hf", gpt2_config(width=64, layers=2, heads=4, length=64, init_std=0.2))
     task = task_for(*arch)
-    code, _ = stdlib_text(64, 200_000, 0)
+    code, _ = stdlib_text(64, 200_000, 64)
     prose = encode_text("".join(topics[key] for key in sorted(topics)).encode())
     cut = len(prose) * 9 // 10
     train_b, held_out = windows(prose[:cut], 64), windows(prose[cut:], 64)
@@ -121,7 +124,7 @@ def lm_case(pre_steps: int, epoch_steps: int, finetune_epochs: int) -> Case:
         train(model, task, train_b, epoch_steps, 1e-3, 32, seed)
 
     return Case(f"char GPT-2 64x2: stdlib code -> pydoc prose ({len(train_b)} windows)", arch, task,
-                train_b, held_out, pretrain, epoch, finetune_epochs, 64)
+                train_b, held_out, pretrain, epoch, finetune_epochs, 64, max_steps=10)
 
 
 def _loaded(arch: tuple[str, dict], state: State) -> nn.Module:
@@ -154,6 +157,14 @@ class AlignedFGMT(AlignedStart, FGMT):
     pass
 
 
+class RecentFGMT(FGMT):
+    """FGMT weighting pair t by (t + 1) / T: the pairs near the point being placed count most."""
+
+    def prepare(self, run: TransferRun, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
+        weight = step / run.params.steps
+        bank.add({n: g * weight for n, g in run.pair_target(k, perm, step - 1).items()})
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -166,20 +177,23 @@ class Row:
 
 def run_case(case: Case, args: argparse.Namespace) -> None:
     spec = derive_spec(build_model(*case.arch), example_input(*case.arch))
-    base = TransferOptions(steps=args.steps, batch_size=case.batch_size, device="cpu")
-    unit = replace(base, pair_weighting="unit")
+    steps = min(args.steps, case.max_steps)
+    base = TransferOptions(steps=steps, batch_size=case.batch_size, device="cpu")
+    raw, unit = replace(base, pair_weighting="none"), replace(base, pair_weighting="unit")
     variants: list[tuple[str, Method, TransferOptions]] = [
-        ("naive", Naive(), base), ("fgmt", FGMT(), base), ("gmt", GMT(), base)]
+        ("naive", Naive(), base), ("fgmt", FGMT(), raw), ("gmt", GMT(), raw),
+        ("fgmt unit", FGMT(), unit), ("gmt unit", GMT(), unit)]
     if args.study:
         variants += [
-            ("fgmt T=2x", FGMT(), replace(base, steps=2 * args.steps)),
-            ("fgmt G=4", FGMT(), replace(base, grad_batches=4)),
-            ("fgmt uniform", FGMT(), replace(base, schedule="uniform")),
-            ("aligned (no grads)", Aligned(), base),
-            ("fgmt aligned start", AlignedFGMT(), base),
-            ("fgmt unit", FGMT(), unit),
-            *[(f"fgmt unit anchor {w:g}", FGMT(), replace(unit, anchor_weight=w)) for w in (1, 5, 20)],
-            ("gmt unit anchor 5", GMT(), replace(unit, anchor_weight=5)),
+            ("fgmt T=2x", FGMT(), replace(raw, steps=2 * steps)),
+            ("fgmt G=4", FGMT(), replace(raw, grad_batches=4)),
+            ("fgmt uniform", FGMT(), replace(raw, schedule="uniform")),
+            ("aligned (no grads)", Aligned(), raw),
+            ("fgmt aligned start", AlignedFGMT(), raw),
+            ("fgmt unit T=2x", FGMT(), replace(unit, steps=2 * steps)),
+            ("fgmt unit G=4", FGMT(), replace(unit, grad_batches=4)),
+            ("fgmt unit uniform", FGMT(), replace(unit, schedule="uniform")),
+            ("fgmt unit recent", RecentFGMT(), unit),
         ]
     rows: dict[str, Row] = {}
     curves: dict[str, list[list[float]]] = {}
@@ -209,12 +223,12 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
             seconds.setdefault(name, []).append(time.perf_counter() - start)
             record(name, result.steps[-1]["accuracy"], result.steps[result.best_step - 1]["accuracy"],
                    result.best_step)
-            if name in ("naive", "fgmt", "oracle") and args.further:
+            if name in ("naive", "fgmt", "fgmt unit", "oracle") and args.further:
                 further = case.fine_tune(result.best, args.further, 2000 + pair)
                 curves.setdefault(f"{name} (best step) + training", []).append(
                     [case.score(result.best), *map(case.score, further)])
 
-    print(f"\n## {case.label}, T={args.steps}, cosine, {args.seeds} seed pairs "
+    print(f"\n## {case.label}, T={steps}, cosine, {args.seeds} seed pairs "
           f"(source and target fine-tuned {case.finetune_epochs} epochs)")
     print(f"{'method':<22} {'last %':>12} {'best %':>12} {'best step':>12} {'seconds':>8}")
     for name, row in rows.items():

@@ -107,17 +107,6 @@ class TransferParams(_Strict):
     pair_weighting: Literal["none", "unit"] = Field(
         default="none", description="'unit': every gradient pair scaled to unit norms (sums of cosines)"
     )
-    anchor_weight: float = Field(
-        default=0.0, ge=0.0, le=1e6,
-        description="weight of the pair of the two initializations (pre-trained bases); needs pair_weighting 'unit'",
-    )
-
-    @model_validator(mode="after")
-    def _anchor_needs_unit_pairs(self) -> "TransferParams":
-        # The anchor is a unit pair: next to raw gradients its weight would mean nothing.
-        if self.anchor_weight > 0 and self.pair_weighting != "unit":
-            raise ValueError("params.anchor_weight > 0 needs params.pair_weighting 'unit'")
-        return self
 
 
 class LastSteps(_Strict):

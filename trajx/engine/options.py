@@ -30,10 +30,8 @@ class TransferOptions:
     same either way.
 
     `pair_weighting` "unit" scales every gradient pair to unit norms (the matching then sums
-    cosines, so the small gradients late on a trajectory count as much as the early ones);
-    `anchor_weight` > 0 adds the pair (θ₂⁰, θ₁⁰) of the two initializations themselves, as
-    unit-normed and weighing as much as that many unit pairs (worth it when both are
-    pre-trained backbones: docs/pretrained.md)."""
+    cosines, so the small gradients late on a trajectory count as much as the early ones;
+    docs/pretrained.md)."""
 
     steps: int = 30
     schedule: str = "cosine"
@@ -47,4 +45,3 @@ class TransferOptions:
     device: str = "auto"
     overlap_matching: bool = True
     pair_weighting: str = "none"
-    anchor_weight: float = 0.0

@@ -198,8 +198,7 @@ class TransferRun:
     """One transfer: the plan (points, batches) is fixed up front, then executed.
 
     Methods use `target_gradient`, `pair_target`, `match`, `source_delta`, `params_of` and the
-    attributes `spec`, `source`, `target_inits`, `param_names`, `matched_names`, `device`,
-    `first_pair` (the bank index of the pair of step 0: 1 after an anchor pair).
+    attributes `spec`, `source`, `target_inits`, `param_names`, `matched_names`, `device`.
     """
 
     def __init__(self, model, spec, source, targets, train, eval_data, params: TransferOptions,
@@ -207,8 +206,6 @@ class TransferRun:
                  average_last) -> None:
         if params.pair_weighting not in ("none", "unit"):
             raise ValueError(f"unknown pair_weighting {params.pair_weighting!r}; use 'none' or 'unit'")
-        if params.anchor_weight > 0 and params.pair_weighting != "unit":
-            raise ValueError("anchor_weight > 0 needs pair_weighting 'unit'")
         self.device = resolve_device(params.device)
         self.solver = solver
         self.model = model.to(self.device)
@@ -234,7 +231,6 @@ class TransferRun:
         self.source_buffers = self._buffers_of(source[0])
         self.target_inits = [self.params_of(t) for t in targets]
         self.target_buffers = [self._buffers_of(t) for t in targets]
-        self.first_pair = 1 if params.anchor_weight > 0 else 0
         self._source_norms: list[torch.Tensor] = []  # of each step's source gradient
 
         # Plan every random draw now: BN batches first, then G batches per pair.
@@ -335,15 +331,6 @@ class TransferRun:
         scale = 1.0 / (_norm(gradient) * self._source_norms[t]).clamp_min(1e-30)
         return {n: g * scale for n, g in gradient.items()}
 
-    def _add_anchors(self, banks: list[PairBank]) -> None:
-        """Pair 0 of every bank: (θ₂⁰, θ₁⁰) on the matched parameters, as a unit pair
-        weighted by `anchor_weight` (matching on it alone is Git Re-Basin weight matching)."""
-        source = {n: self.source_origin[n] for n in self.matched_names}
-        for k, bank in enumerate(banks):
-            target = {n: self.target_inits[k][n] for n in self.matched_names}
-            scale = self.params.anchor_weight / (_norm(target) * _norm(source)).clamp_min(1e-30)
-            bank.add({n: t * scale for n, t in target.items()}, source if k == 0 else None)
-
     def match(self, bank: PairBank, init: Permutation, k: int) -> MatchResult:
         """Target k's weight matching of `bank` from `init` (timed as its step's matching
         seconds; k also offsets the seed of the group order)."""
@@ -370,12 +357,9 @@ class TransferRun:
         if method.uses_gradients:
             pair_device = self.device if self.params.pair_device == "auto" else torch.device("cpu")
             shapes = {n: tuple(self.source_origin[n].shape) for n in self.matched_names}
-            capacity = self.first_pair + steps
-            first = PairBank.allocate(shapes, capacity, pair_device, self.params.pair_dtype)
-            banks = [first] + [PairBank.allocate(shapes, capacity, pair_device, self.params.pair_dtype,
+            first = PairBank.allocate(shapes, steps, pair_device, self.params.pair_dtype)
+            banks = [first] + [PairBank.allocate(shapes, steps, pair_device, self.params.pair_dtype,
                                                  source=first.source) for _ in range(count - 1)]
-            if self.first_pair:
-                self._add_anchors(banks)
         if self.keep_trajectory:
             for k in range(count):
                 trackers[k].trajectory.append(self._finish(k, self.target_inits[k]))

@@ -93,5 +93,5 @@ class GMT(FGMT):
     def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Recompute the earlier target gradients under `perm`, then as FGMT."""
         for t in range(step - 1):
-            bank.target.put(run.first_pair + t, run.pair_target(k, perm, t))
+            bank.target.put(t, run.pair_target(k, perm, t))
         super().prepare(run, bank, k, perm, step)
