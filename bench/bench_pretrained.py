@@ -19,8 +19,9 @@ and the target fine-tuned for real; last step, best step and where the best was.
 `fgmt`/`gmt` are the published algorithm (raw gradient pairs), `unit` the same with
 `pair_weighting="unit"` (each pair scaled to unit norms). `--study` adds the variants of
 item 2 of issue 23 (T, G, schedule, recent pairs weighted up, π started from or replaced
-by weight matching of the two backbones). The fine-tuning table fine-tunes the transferred models further, next to
-the new backbone fine-tuned from scratch (accuracy after each epoch).
+by weight matching of the two backbones). The fine-tuning table fine-tunes the transferred
+models further (best step), next to the new backbone fine-tuned from scratch (accuracy after
+each epoch), and says per seed pair how many epochs from scratch reach the same accuracy.
 """
 
 import argparse
@@ -196,7 +197,8 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
             ("fgmt unit recent", RecentFGMT(), unit),
         ]
     rows: dict[str, Row] = {}
-    curves: dict[str, list[list[float]]] = {}
+    curves: dict[str, list[list[float]]] = {}  # per start, per pair: score after 0 … further epochs
+    scratch: list[list[float]] = []  # per pair: the new base after 0 … finetune_epochs epochs
     seconds: dict[str, list[float]] = {}
 
     def record(name: str, last: float, best: float, step: int) -> None:
@@ -214,6 +216,7 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
         record("target untransferred", target_scores[0], target_scores[0], 0)
         best_epoch = max(range(len(target_scores)), key=target_scores.__getitem__)
         record("target fine-tuned", target_scores[-1], target_scores[best_epoch], best_epoch)
+        scratch.append(target_scores)
         curves.setdefault("new base from scratch", []).append(target_scores[: args.further + 1])
         for name, method, options in [*variants, ("oracle", Oracle([target_run[-1]]), base)]:
             start = time.perf_counter()
@@ -236,10 +239,18 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
               f"{mean_std(row.best_step):>12} {statistics.fmean(seconds.get(name, [0.0])):>8.1f}")
     if args.further:
         print(f"\n### {case.label}: held-out % after e more epochs of fine-tuning")
-        print(f"{'start':<30} " + " ".join(f"{f'e={e}':>12}" for e in range(args.further + 1)))
+        print(f"{'start':<34} " + " ".join(f"{f'e={e}':>12}" for e in range(args.further + 1))
+              + f" {'scratch epochs to e=0, e=' + str(args.further):>30}")
         for name, runs in curves.items():
-            print(f"{name:<30} " + " ".join(f"{mean_std([r[e] for r in runs], 100):>12}"
-                                            for e in range(args.further + 1)))
+            catch_up = " ".join(f"{_epochs_to_reach(base, run[0])}/{_epochs_to_reach(base, run[-1])}"
+                                for base, run in zip(scratch, runs, strict=True))
+            print(f"{name:<34} " + " ".join(f"{mean_std([r[e] for r in runs], 100):>12}"
+                                            for e in range(args.further + 1)) + f" {catch_up:>30}")
+
+
+def _epochs_to_reach(curve: list[float], level: float) -> str:
+    """Epochs the new base fine-tuned from scratch needs to score `level` (">n" if it never does)."""
+    return next((str(e) for e, score in enumerate(curve) if score >= level), f">{len(curve) - 1}")
 
 
 def main() -> None:
