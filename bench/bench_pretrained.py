@@ -1,6 +1,6 @@
 """The pre-trained scenario: move a fine-tuning run onto another backbone (prints tables, asserts nothing).
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_pretrained.py            # ~15 CPU-minutes (mlp, cnn, lm)
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_pretrained.py            # a few CPU-minutes per case
     PYTHONPATH=$PWD .venv/bin/python bench/bench_pretrained.py --quick    # one seed pair, smaller T
     PYTHONPATH=$PWD .venv/bin/python bench/bench_pretrained.py --study --cases mlp,cnn
 
