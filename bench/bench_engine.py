@@ -213,8 +213,8 @@ def main() -> None:
     parser.add_argument("--sections", default="quality,memory")
     parser.add_argument("--resnet18", action="store_true", help="measure ResNet-18 T=30 (needs ~4 GB)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--pair-weighting", default="none,unit",
-                        help="quality tables for each of these TransferOptions.pair_weighting values")
+    parser.add_argument("--pair-weighting", default="none",
+                        help="quality tables for each of these pair_weightings (comma-separated: none,unit)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     sections = args.sections.split(",")
