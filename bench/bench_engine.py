@@ -112,7 +112,8 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
     train, test = digits(task.images)
     model = build_model(*task.arch)
     spec = derive_spec(model, example_input(*task.arch))
-    params = TransferOptions(steps=args.steps, batch_size=128, device=device.type)
+    params = TransferOptions(steps=args.steps, batch_size=128, device=device.type,
+                             pair_weighting=args.pair_weighting)
     rows: dict[str, dict[str, list[float]]] = {}
 
     def record(method: str, last: float, best: float, seconds: float, memory: float) -> None:
@@ -145,7 +146,7 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
                    seconds, memory)
 
     print(f"\n## Quality: {task.label} on digits (1400 train / 397 test), T={args.steps}, "
-          f"cosine schedule, {args.seeds} seed pairs, device {device}")
+          f"cosine schedule, pair_weighting {args.pair_weighting}, {args.seeds} seed pairs, device {device}")
     print(f"{'method':<18} {'acc last %':>14} {'acc best %':>14} {'seconds':>14} {'peak extra MB':>14}")
     for method, row in rows.items():
         print(f"{method:<18} {mean_std(row['last'], 100):>14} {mean_std(row['best'], 100):>14} "
@@ -212,6 +213,8 @@ def main() -> None:
     parser.add_argument("--sections", default="quality,memory")
     parser.add_argument("--resnet18", action="store_true", help="measure ResNet-18 T=30 (needs ~4 GB)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--pair-weighting", default="none",
+                        help="quality tables for each of these pair_weightings (comma-separated: none,unit)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     sections = args.sections.split(",")
@@ -219,8 +222,8 @@ def main() -> None:
     if "memory" in sections:
         memory(args, device)
     for task in tasks:
-        if "quality" in sections:
-            quality(task, args, device)
+        for weighting in args.pair_weighting.split(",") if "quality" in sections else ():
+            quality(task, argparse.Namespace(**{**vars(args), "pair_weighting": weighting}), device)
 
 
 if __name__ == "__main__":

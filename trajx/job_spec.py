@@ -113,6 +113,9 @@ class TransferParams(_Strict):
     )
     pair_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    pair_weighting: Literal["none", "unit"] = Field(
+        default="none", description="'unit': every gradient pair scaled to unit norms (sums of cosines)"
+    )
 
 
 class LastSteps(_Strict):

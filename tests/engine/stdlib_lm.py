@@ -37,18 +37,23 @@ def _sources() -> list[Path]:
                   if not {"test", "tests", "site-packages", "idlelib"} & set(p.relative_to(root).parts))
 
 
+def encode_text(data: bytes) -> torch.Tensor:
+    """Token ids of `data`: byte values, those above 126 folded into 127."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clamp(max=VOCAB - 1).long()
+
+
 def _encode(paths: list[Path], max_chars: int) -> torch.Tensor:
     chunks, total = [], 0
     for path in paths:
         data = path.read_bytes()[: max_chars - total]
-        chunks.append(torch.frombuffer(bytearray(data), dtype=torch.uint8).clamp(max=VOCAB - 1))
+        chunks.append(encode_text(data))
         total += len(data)
         if total >= max_chars:
             break
-    return torch.cat(chunks).long()
+    return torch.cat(chunks)
 
 
-def _windows(tokens: torch.Tensor, length: int) -> Dataset:
+def windows(tokens: torch.Tensor, length: int) -> Dataset:
     count = len(tokens) // length
     inputs = tokens[: count * length].reshape(count, length)
     return Dataset(inputs, inputs.clone())
@@ -59,8 +64,8 @@ def stdlib_text(length: int, train_chars: int, held_out_chars: int) -> tuple[Dat
     paths = _sources()
     held_out = paths[::HELD_OUT_EVERY]
     train = [p for i, p in enumerate(paths) if i % HELD_OUT_EVERY]
-    return (_windows(_encode(train, train_chars), length),
-            _windows(_encode(held_out, held_out_chars), length))
+    return (windows(_encode(train, train_chars), length),
+            windows(_encode(held_out, held_out_chars), length))
 
 
 def train(model: nn.Module, task: Task, data: Dataset, steps: int, lr: float, batch_size: int,

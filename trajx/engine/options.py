@@ -27,7 +27,11 @@ class TransferOptions:
     ("auto": the run's device) in `pair_dtype`; `device` is "auto", "cpu" or "cuda". With
     `overlap_matching`, an ensemble's matching of target k (assignment solves on the CPU)
     runs on a second thread while target k+1's gradients are computed; results are the
-    same either way."""
+    same either way.
+
+    `pair_weighting` "unit" scales every gradient pair to unit norms (the matching then sums
+    cosines, so the small gradients late on a trajectory count as much as the early ones;
+    docs/pretrained.md)."""
 
     steps: int = 30
     schedule: str = "cosine"
@@ -40,3 +44,4 @@ class TransferOptions:
     pair_dtype: str = "float32"
     device: str = "auto"
     overlap_matching: bool = True
+    pair_weighting: str = "none"

@@ -153,6 +153,11 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
         return run.execute(method, list(resume), on_step, step_pairs, options.steps if until is None else until)
 
 
+def _norm(tensors: Tensors) -> torch.Tensor:
+    """The Euclidean norm of all of `tensors` together, in float64."""
+    return torch.sqrt(sum(t.double().pow(2).sum() for t in tensors.values()))
+
+
 @contextmanager
 def _deterministic():
     enabled = torch.are_deterministic_algorithms_enabled()
@@ -220,13 +225,15 @@ def _score(metrics: dict[str, float]) -> float:
 class TransferRun:
     """One transfer: the plan (points, batches) is fixed up front, then executed.
 
-    Methods use `target_gradient`, `match`, `source_delta`, `params_of` and the
+    Methods use `target_gradient`, `pair_target`, `match`, `source_delta`, `params_of` and the
     attributes `spec`, `source`, `target_inits`, `param_names`, `matched_names`, `device`.
     """
 
     def __init__(self, model, spec, source, targets, train, eval_data, params: TransferOptions,
                  solver: Solver, keep_trajectory, task, on_progress, should_cancel,
                  average_last) -> None:
+        if params.pair_weighting not in ("none", "unit"):
+            raise ValueError(f"unknown pair_weighting {params.pair_weighting!r}; use 'none' or 'unit'")
         self.device = resolve_device(params.device)
         self.solver = solver
         self.model = model.to(self.device)
@@ -253,6 +260,7 @@ class TransferRun:
         self.source_buffers = self._buffers_of(source[0])
         self.target_inits = [self.params_of(t) for t in targets]
         self.target_buffers = [self._buffers_of(t) for t in targets]
+        self._source_norms: list[torch.Tensor] = []  # of each step's source gradient
 
         # Plan every random draw now: BN batches first, then G batches per pair.
         sampler = BatchSampler(len(train), params.batch_size,
@@ -341,6 +349,16 @@ class TransferRun:
         """The gradient at target k's point t under `perm`, on that point's batches."""
         return self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
                               self.pair_batches[t], f"target {k} step {t}", k)
+
+    def pair_target(self, k: int, perm: Permutation, t: int) -> Tensors:
+        """The target side of pair t as the bank stores it: the target gradient, under
+        pair_weighting "unit" divided by its norm and the source gradient's (the pair's
+        term in the objective becomes their cosine)."""
+        gradient = self.target_gradient(k, perm, t)
+        if self.params.pair_weighting == "none":
+            return gradient
+        scale = 1.0 / (_norm(gradient) * self._source_norms[t]).clamp_min(1e-30)
+        return {n: g * scale for n, g in gradient.items()}
 
     def match(self, bank: PairBank, init: Permutation, k: int) -> MatchResult:
         """Target k's weight matching of `bank` from `init` (timed as its step's matching
@@ -461,8 +479,10 @@ class TransferRun:
     def _source_gradient(self, bank: PairBank, step: int) -> None:
         """Append the source gradient of `step` (at source point step − 1) to the shared stack;
         the matchings read only the pairs before it."""
-        bank.source.append(self._gradient(self._source_point(step - 1), self.source_buffers,
-                                          self.pair_batches[step - 1], f"source step {step - 1}", None))
+        gradient = self._gradient(self._source_point(step - 1), self.source_buffers,
+                                  self.pair_batches[step - 1], f"source step {step - 1}", None)
+        self._source_norms.append(_norm(gradient))
+        bank.source.append(gradient)
 
     def _end_step(self, k: int, solving: Future, perms: list[Permutation], trackers: list["_Tracker"],
                   step: int, shared: dict[str, float]) -> None:

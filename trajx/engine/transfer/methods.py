@@ -112,7 +112,7 @@ class FGMT(Naive):
 
     def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Add the newest pair."""
-        bank.add(run.target_gradient(k, perm, step - 1))
+        bank.add(run.pair_target(k, perm, step - 1))
 
     def solve(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation) -> MatchResult:
         """Re-solve warm-started from `perm`."""
@@ -125,7 +125,7 @@ class GMT(FGMT):
     def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Recompute the earlier target gradients under `perm`, then as FGMT."""
         for t in range(step - 1):
-            bank.target.put(t, run.target_gradient(k, perm, t))
+            bank.target.put(t, run.pair_target(k, perm, t))
         super().prepare(run, bank, k, perm, step)
 
 
