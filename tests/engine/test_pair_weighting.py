@@ -36,5 +36,5 @@ def test_pair_weighting_is_a_validated_job_parameter(mlp):
         fgmt(mlp, pair_weighting="cosine")
     with pytest.raises(pydantic.ValidationError, match="pair_weighting"):
         TransferParams(pair_weighting="cosine")
-    assert engine_options(TransferParams(pair_weighting="unit")).pair_weighting == "unit"
+    assert engine_options(TransferParams(pair_weighting="unit"), torch.device("cpu")).pair_weighting == "unit"
     assert TransferParams().pair_weighting == TransferOptions().pair_weighting == "none"

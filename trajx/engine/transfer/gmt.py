@@ -399,7 +399,8 @@ class TransferRun:
             for k in range(count):
                 trackers[k].trajectory.append(self._finish(k, self.target_inits[k]))
         self.until = until
-        stored = all(state.pairs is not None for state in resume)
+        # Stored pairs hold no source norms: under unit weighting they are recomputed.
+        stored = all(state.pairs is not None for state in resume) and self.params.pair_weighting == "none"
         for t in range(1, done + 1) if banks else ():
             if stored:
                 banks[0].source.append(resume[t - 1].pairs[count])
@@ -409,7 +410,7 @@ class TransferRun:
             self._restore(trackers[k], k, history[k], [state.metrics[k] for state in resume])
             for t in range(1, done + 1) if banks else ():
                 # The pair of step t as it was made: target gradient under the permutation before it.
-                banks[k].add(resume[t - 1].pairs[k] if stored else self.target_gradient(k, history[k][t - 1], t - 1))
+                banks[k].add(resume[t - 1].pairs[k] if stored else self.pair_target(k, history[k][t - 1], t - 1))
         for k in range(count):  # work before the first step (oracle matching, a resume) is in the totals only
             self.stopwatch.take_step(k)
 
