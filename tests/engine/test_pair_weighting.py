@@ -2,6 +2,7 @@
 
 import pydantic
 import pytest
+import torch
 
 from tests.support.engine_setups import mlp_setup
 from trajx.engine.options import TransferOptions
