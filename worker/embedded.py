@@ -25,6 +25,7 @@ from app.core.logs import configure_logging
 from app.core.settings import Settings, get_settings
 from app.core.storage.temp_files import PeriodicSweep
 from worker.context import worker_context
+from worker.threads import threads_per_job, use_threads
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def run_pending(settings: Settings, shutdown: threading.Event) -> int:
     """
     from worker.runner import run_job  # torch loads here, never in the parent API process
 
+    use_threads(threads_per_job(settings.worker_threads))  # one job at a time: all its cores
     ctx = worker_context(settings)
     with ctx.sessions() as session:
         fail_exhausted(session, settings.stale_seconds)

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, le=100)
     # A job running longer fails with `time_limit_exceeded` (worker/).
     job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # torch threads per running job; default: the worker's cores shared by its concurrent jobs.
+    worker_threads: int | None = Field(default=None, ge=1, le=1024)
 
     # A revoked API key keeps working for up to this long (app.core.tenancy.auth.KeyCache); 0 disables.
     auth_cache_seconds: float = Field(default=10.0, ge=0)

@@ -313,12 +313,14 @@ class TransferRun:
         return self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
                               self.pair_batches[t], f"target {k} step {t}", k)
 
-    def match(self, bank: PairBank, init: Permutation, k: int) -> MatchResult:
-        """Target k's weight matching of `bank` from `init` (timed as its step's matching
-        seconds; k also offsets the seed of the group order)."""
+    def match(self, bank: PairBank, init: Permutation, k: int, sweeps: int | None = None) -> MatchResult:
+        """Target k's weight matching of `bank` from `init`, at most `sweeps` sweeps (None:
+        the options' max_iter); timed as its step's matching seconds; k also offsets the
+        seed of the group order."""
         matching = self.params.matching
         with self.stopwatch.measure("matching_seconds", k):
-            result = match(self.spec, bank, init, max_iter=matching.max_iter, tol=matching.tol,
+            result = match(self.spec, bank, init, max_iter=min(matching.max_iter, sweeps or matching.max_iter),
+                           tol=matching.tol,
                            generator=torch.Generator().manual_seed(self.params.seed + k),
                            solver=self.solver, workers=matching.solve_threads)
         self.timings.matching_solves += 1

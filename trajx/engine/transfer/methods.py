@@ -5,7 +5,8 @@ starts and how a step updates it.
 - `Oracle(trained)`: π matches the actual displacements θ₂ᵀ − θ₂⁰ of trained targets
   with θ₁ᵀ − θ₁⁰, once, before the first step (evaluation only).
 - `FGMT`: each step adds one gradient pair (∇L(θ₂ˢ⁻¹), ∇L(θ₁ˢ⁻¹)) and re-solves the
-  matching warm-started from π_{s-1}.
+  matching warm-started from π_{s-1}: to convergence at step 1, then at most
+  `MatchingOptions.step_sweeps` sweeps a step.
 - `GMT`: like FGMT, but every earlier target gradient is recomputed under the newest π.
 
 A step is split in two so the run can overlap them across an ensemble: `prepare` does a
@@ -83,8 +84,9 @@ class FGMT(Naive):
         bank.add(run.target_gradient(k, perm, step - 1))
 
     def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> MatchResult:
-        """Re-solve warm-started from `perm`."""
-        return run.match(bank, perm, k)
+        """Re-solve warm-started from `perm` (the first step, from the initial permutation,
+        without the step cap)."""
+        return run.match(bank, perm, k, None if len(bank) == 1 else run.params.matching.step_sweeps)
 
 
 class GMT(FGMT):
