@@ -118,7 +118,8 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
 
 def engine_options(params: TransferParams) -> TransferOptions:
     """The spec's `params` as the engine's options (the solver is chosen separately)."""
-    matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol)
+    matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol,
+                               step_sweeps=params.matching.step_sweeps)
     return TransferOptions(**params.model_dump(exclude={"matching"}), matching=matching)
 
 
