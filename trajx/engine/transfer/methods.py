@@ -16,6 +16,7 @@ matching solve, source and target displacements).
 """
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from trajx.engine.matching.descent import MatchResult, PairBank
@@ -81,7 +82,7 @@ class FGMT(Naive):
 
     def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Add the newest pair."""
-        bank.add(run.target_gradient(k, perm, step - 1))
+        run.target_gradient(k, perm, step - 1, bank.add)
 
     def solve(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation) -> MatchResult:
         """Re-solve warm-started from `perm` (the first step, from the initial permutation,
@@ -95,5 +96,5 @@ class GMT(FGMT):
     def prepare(self, run: "TransferRun", bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Recompute the earlier target gradients under `perm`, then as FGMT."""
         for t in range(step - 1):
-            bank.target.put(t, run.target_gradient(k, perm, t))
+            run.target_gradient(k, perm, t, partial(bank.target.put, t))
         super().prepare(run, bank, k, perm, step)
