@@ -86,7 +86,8 @@ class GroupCosts:
         self._objective: tuple[int, Permutation, float] | None = None
 
     def cost(self, group: str, perm: Permutation) -> np.ndarray:
-        """C_group under `perm` (other groups applied) as a float64 array."""
+        """C_group under `perm` (other groups applied) as a read-only float64 array: on the
+        CPU a view of the kept matrix (no n x n copy), valid until this group's next `cost`."""
         entry = self._costs.get(group)
         if entry is None or not self._catch_up(group, entry, perm):
             entry = self._costs[group] = self._rebuild(group, perm)
@@ -94,7 +95,9 @@ class GroupCosts:
             for term in self._terms[group]:
                 self._add_products(entry.matrix, term, perm, entry.count, len(self.pairs))
             entry.count = len(self.pairs)
-        return entry.matrix.cpu().numpy().copy()
+        view = entry.matrix.cpu().numpy()
+        view.flags.writeable = False
+        return view
 
     def objective(self, perm: Permutation) -> float:
         """Σ_pairs ⟨target, π source⟩: the remembered value plus the pairs added since."""
