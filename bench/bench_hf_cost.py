@@ -93,7 +93,10 @@ def fgmt_gpt2(steps: int, threads: int, solve_threads: int | None, layers: int =
     digest = hashlib.sha256()
     for group, perm in sorted(result.targets[0].permutation.items()):
         digest.update(group.encode() + perm.numpy().tobytes())
-    return {"steps": steps, "seconds": seconds, "matched": matched, "perm_sha256": digest.hexdigest()[:16],
+    workers = solve_threads or threads
+    sizes = sorted(g.size for g in spec.groups)
+    return {"steps": steps, "seconds": seconds, "matched": matched,
+            "formula_mb": peak_formula_bytes(steps, matched, 2, sizes, workers, targets=1) / MB, "perm_sha256": digest.hexdigest()[:16],
             "params": sum(p.numel() for p in model.parameters()),
             "gradient_s": [m["gradient_seconds"] + m["source_gradient_seconds"] for m in steps_metrics],
             "matching_s": [m["matching_seconds"] for m in steps_metrics],
@@ -101,6 +104,19 @@ def fgmt_gpt2(steps: int, threads: int, solve_threads: int | None, layers: int =
             "base_mb": base / MB, "peak_extra_mb": (peak_memory_bytes(CPU) - base) / MB,
             "device_peak_extra_mb": None if run_device.type == "cpu" else
             ((peak_memory_bytes(run_device) or 0) - (device_base or 0)) / MB}
+
+
+def peak_formula_bytes(steps: int, matched: int, pair_bytes: int, group_sizes: list[int], workers: int,
+                       targets: int = 1) -> int:
+    """docs/scale.md's peak extra memory of an FGMT run on the CPU, less the activations of
+    one backward pass: the pairs (1 + K)·T·P·b, one float32 gradient 4·P, each target's kept
+    float64 cost matrices K·Σ n_g²·8, and the assignment solves in flight (tied copy and
+    negated copy: 2·n²·8 each, `workers` at once) plus one tie pattern per group size."""
+    pairs = (1 + targets) * steps * matched * pair_bytes
+    costs = targets * sum(n * n for n in group_sizes) * 8
+    largest = sorted(group_sizes, reverse=True)
+    solves = sum(2 * n * n * 8 for n in largest[:workers]) + sum(n * n * 8 for n in set(group_sizes))
+    return pairs + 4 * matched + costs + solves
 
 
 def in_fresh_process(fn, *args):
@@ -139,7 +155,8 @@ def main() -> None:
           f"{sum(gradient) / len(gradient):.1f} s, matching {sum(matching) / len(matching):.1f} s "
           f"(steps: {', '.join(f'{m:.1f}' for m in matching)} s)")
     print(f"memory: process before the run {row['base_mb']:.0f} MB, peak extra {row['peak_extra_mb']:.0f} MB; "
-          f"pair bank by the formula 2 · T · P · 2 B = {row['bank_mb']:.0f} MB")
+          f"pair bank by the formula 2 · T · P · 2 B = {row['bank_mb']:.0f} MB; whole peak by docs/scale.md's "
+          f"formula, less activations: {row['formula_mb']:.0f} MB")
     if row["device_peak_extra_mb"] is not None:
         print(f"device memory: peak extra {row['device_peak_extra_mb']:.0f} MB")
     # Solve threads never change it; torch's thread count may (gradients round differently).
