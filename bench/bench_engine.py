@@ -33,7 +33,7 @@ from trajx.engine.matching.descent import PairBank, match
 from trajx.engine.matching.solvers import get_solver
 from trajx.engine.matching.warm_lap import WarmLap
 from trajx.engine.metrics import evaluate
-from trajx.engine.options import TransferOptions
+from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.transfer.gmt import resolve_device, transfer
 from trajx.engine.transfer.methods import FGMT, GMT, Naive, Oracle
@@ -112,8 +112,10 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
     train, test = digits(task.images)
     model = build_model(*task.arch)
     spec = derive_spec(model, example_input(*task.arch))
-    params = TransferOptions(steps=args.steps, batch_size=128, device=device.type,
-                             pair_weighting=args.pair_weighting)
+    variants = {sweeps: TransferOptions(steps=args.steps, batch_size=128, device=device.type,
+                                        matching=MatchingOptions(step_sweeps=sweeps),
+                                        pair_weighting=args.pair_weighting)
+                for sweeps in args.step_sweeps}
     rows: dict[str, dict[str, list[float]]] = {}
 
     def record(method: str, last: float, best: float, seconds: float, memory: float) -> None:
@@ -137,20 +139,31 @@ def quality(task: Task, args: argparse.Namespace, device: torch.device) -> None:
         reestimate_batch_norm(init_model, [train.inputs[:128]])
         accuracy = evaluate(init_model, test, 512, "cpu")["accuracy"]
         record("target init", accuracy, accuracy, 0.0, 0.0)
-        for method in (Naive(), FGMT(), GMT(), Oracle([target_final])):
+        runs = [(method.name, variants[args.step_sweeps[0]], method) for method in (Naive(), Oracle([target_final]))]
+        runs += [(method.name if len(variants) == 1 else f"{method.name}, {_sweeps_label(sweeps)}", params, method)
+                 for method in (FGMT(), GMT()) for sweeps, params in variants.items()]
+        for label, params, method in runs:
             result, seconds, memory = measured(
                 device, transfer, build_model(*task.arch), spec, [source_init, source_final], [target_init],
                 train, params, method=method, solver=SOLVER, eval_data=test)
             target = result.targets[0]
-            record(method.name, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
+            record(label, target.steps[-1]["accuracy"], target.steps[target.best_step - 1]["accuracy"],
                    seconds, memory)
 
     print(f"\n## Quality: {task.label} on digits (1400 train / 397 test), T={args.steps}, "
           f"cosine schedule, pair_weighting {args.pair_weighting}, {args.seeds} seed pairs, device {device}")
-    print(f"{'method':<18} {'acc last %':>14} {'acc best %':>14} {'seconds':>14} {'peak extra MB':>14}")
+    print(f"{'method':<40} {'acc last %':>14} {'acc best %':>14} {'seconds':>14} {'peak extra MB':>14}")
     for method, row in rows.items():
-        print(f"{method:<18} {mean_std(row['last'], 100):>14} {mean_std(row['best'], 100):>14} "
+        print(f"{method:<40} {mean_std(row['last'], 100):>14} {mean_std(row['best'], 100):>14} "
               f"{mean_std(row['seconds'], 1, 2):>14} {mean_std(row['memory']):>14}")
+
+
+def _sweeps_label(sweeps: int | None) -> str:
+    return "sweeps/step: until converged" if sweeps is None else f"sweeps/step: {sweeps}"
+
+
+def _step_sweeps(text: str) -> list[int | None]:
+    return [None if token == "converged" else int(token) for token in text.split(",")]
 
 
 def bank_memory(depth: int, steps: int, device: torch.device, solve: bool = True) -> tuple[int, float, int]:
@@ -211,6 +224,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="T (the paper uses 30)")
     parser.add_argument("--tasks", default="mlp,cnn", help="quality tasks: mlp,cnn")
     parser.add_argument("--sections", default="quality,memory")
+    parser.add_argument("--step-sweeps", type=_step_sweeps, default=[MatchingOptions().step_sweeps],
+                        help="FGMT/GMT sweeps per step after the first, a row each: e.g. 1,2,converged")
     parser.add_argument("--resnet18", action="store_true", help="measure ResNet-18 T=30 (needs ~4 GB)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--pair-weighting", default="none",

@@ -98,18 +98,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20, help="T of the transfer")
     parser.add_argument("--only", choices=("lm", "vit"))
+    parser.add_argument("--init-scales", type=lambda text: [float(x) for x in text.split(",")],
+                        default=list(INIT_SCALES), help="initializer_range values, e.g. 0.2")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a shared machine: one core per benchmark
     if args.only in (None, "lm"):
         train, held_out = stdlib_text(64, 400_000, 50_000)
-        for scale in INIT_SCALES:
+        for scale in args.init_scales:
             run(f"char-level GPT-2 (64 wide, 2 layers, 4 heads, context 64) on the stdlib's sources "
                 f"({len(train)} train / {len(held_out)} held-out windows)",
                 ("hf", gpt2_config(width=64, layers=2, heads=4, length=64, init_std=scale)),
                 train, held_out, args, train_steps=400, lr=3e-3)
     if args.only in (None, "vit"):
         train, held_out = digits()
-        for scale in INIT_SCALES:
+        for scale in args.init_scales:
             run("ViT (64 wide, 2 layers, 4 heads, 2x2 patches) on digits (1400 train / 397 held-out)",
                 ("hf", vit_config(scale)), train, held_out, args, train_steps=300, lr=1e-3)
 

@@ -6,7 +6,8 @@
 # Prints the tables of bench_floor.py (FGMT vs its floor and vs main's matching, and an
 # ensemble's matching overlapped with the next target's gradients or not),
 # bench_engine.py (quality, cost, memory incl. ResNet-18), then the wall time and summary
-# of `trajx run` on an FGMT ensemble job (3 targets, T = 30) with params.device "cuda".
+# of `trajx run` on an FGMT ensemble job (3 targets, T = 30) with params.device "cuda", and
+# GPT-2-small FGMT at T = 30 with its pairs and cost products on the GPU (bench_hf_cost.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -25,3 +26,6 @@ trap 'rm -rf "$work"' EXIT
 "$python" bench/gpu_job.py "$work" --device cuda
 echo "## End to end: trajx run, FGMT, MLP 64-512-512-10, 3 targets, T = 30, device cuda"
 time "$python" -c 'from trajx.cli import main; main()' run "$work/spec.json" --out "$work/out" --json
+
+echo "## GPT-2-small, FGMT, T = 30, device cuda (pairs in bfloat16 on the GPU, solves on host threads)"
+"$python" bench/bench_hf_cost.py --skip-derivation --device cuda --steps 30 --threads "$(nproc)"

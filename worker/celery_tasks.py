@@ -23,7 +23,7 @@ import torch
 # torch.use_deterministic_algorithms imports this lazily: 2.5 s in every fresh child.
 import torch._inductor.config
 from celery.exceptions import Reject
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import celeryd_init, worker_process_init, worker_shutting_down
 
 from app.core.jobs.dispatch_backends import message_consumed, message_retried
 from app.core.jobs.fair_share import DEFERRED
@@ -34,6 +34,7 @@ from app.core.storage.temp_files import PeriodicSweep
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.context import worker_context
 from worker.runner import STORAGE_FULL, run_job
+from worker.threads import threads_per_job, use_threads
 from worker.webhooks import deliverer
 
 # Loads the SQLAlchemy dialect and driver without opening a connection (none may cross a fork).
@@ -45,6 +46,8 @@ MAX_RETRY_SECONDS = 30
 # SIGUSR1 is billiard's soft-time-limit signal in pool children.
 RELEASE_SIGNAL = signal.SIGUSR2
 _shutdown = threading.Event()
+# torch threads of each pool child, set in the parent from its concurrency (children inherit it).
+_child_threads: int | None = None
 # A job deferred by its tenant's running quota is offered again after this long.
 DEFER_SECONDS = 5.0
 # A job handed back because the store is full is tried again after this long.
@@ -101,8 +104,17 @@ def _temp_files() -> PeriodicSweep:
     return PeriodicSweep(worker_context(get_settings()).store.tmp_dir)
 
 
+@celeryd_init.connect
+def _share_cores(options: dict | None = None, **_: object) -> None:
+    # Runs in the parent before it forks; only a number is computed, no torch op.
+    global _child_threads
+    concurrency = (options or {}).get("concurrency") or os.cpu_count() or 1  # Celery's default
+    _child_threads = threads_per_job(get_settings().worker_threads, concurrency)
+
+
 @worker_process_init.connect
 def _start_child(**_: object) -> None:
+    use_threads(_child_threads or threads_per_job(get_settings().worker_threads))
     signal.signal(RELEASE_SIGNAL, lambda *_: _shutdown.set())
     _temp_files().maybe_sweep()  # a new child often replaces a killed one
     # Every child delivers the webhook outbox (its own jobs' messages first, promptly).

@@ -26,6 +26,7 @@ from app.core.settings import Settings, get_settings
 from app.core.storage.temp_files import PeriodicSweep
 from worker.context import worker_context
 from worker.lost_jobs import expire_lost_jobs
+from worker.threads import threads_per_job, use_threads
 from worker.webhooks import deliverer
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def run_pending(settings: Settings, shutdown: threading.Event) -> int:
     """
     from worker.runner import STORAGE_FULL, run_job  # torch loads here, never in the API process
 
+    use_threads(threads_per_job(settings.worker_threads))  # one job at a time: all its cores
     ctx = worker_context(settings)
     with ctx.sessions() as session:
         expire_lost_jobs(session, settings)  # e.g. the job of the worker this one replaced

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
                               "`worker_lost`")
     job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0, description="a longer job fails with "
                                           "`time_limit_exceeded`")
+    worker_threads: int | None = Field(default=None, ge=1, le=1024, description="torch threads per running "
+                                       "job; unset: the worker's cores shared by its concurrent jobs")
 
     auth_cache_seconds: float = Field(default=10.0, ge=0, description="a revoked API key keeps working for "
                                       "at most this long (0: check every request)")

@@ -1,10 +1,11 @@
-"""Incremental cost matrices (issue 15) change speed, not results.
+"""Incremental cost matrices (issues 15, 29) change speed, not what is solved.
 
 `GroupCosts` updates cost matrices with new pairs and moved units instead of rebuilding
-them; these tests compare it with a rebuild, and whole FGMT/GMT runs with the cost
-matrices of main before the change (bench/main_matching.py: float32, rebuilt on every
-solve) and its cold scipy solves, against today's default warm-started `jv` solver: same
-permutations, bit-identical checkpoints.
+them, from float32 products summed in float64; these tests compare it with a rebuild, with
+float64 sums and with the cost matrices of main before issue 15 (bench/main_matching.py:
+float32, rebuilt on every solve), within the float32 error bound `product_error_bound`.
+Whole runs are no longer bit-identical to earlier revisions (issue 29's product decision:
+docs/scale.md holds the quality table that replaced that check).
 """
 
 import threading
@@ -12,25 +13,20 @@ import threading
 import pytest
 import torch
 
-from bench.main_matching import MainCosts, main_match
-from tests.support.engine_setups import CNN, MLP, _setup
+from bench.main_matching import MainCosts
+from tests.support.engine_setups import _setup
 from trajx.engine.matching import costs as group_costs
 from trajx.engine.matching import descent as matching
-from trajx.engine.matching.costs import GroupCosts
+from trajx.engine.matching.costs import GroupCosts, product_error_bound
 from trajx.engine.matching.descent import PairBank
 from trajx.engine.matching.solvers import scipy_solver
 from trajx.engine.options import MatchingOptions, TransferOptions
 from trajx.engine.permutation.spec import apply_permutation, spec_from_param_groups
-from trajx.engine.transfer import gmt as transfer_module
 from trajx.engine.transfer.gmt import transfer
-from trajx.engine.transfer.methods import FGMT, STRATEGIES
+from trajx.engine.transfer.methods import FGMT
 
 TRANSFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8, "patch_size": 2,
                "in_channels": 1}
-SETUPS = {"mlp": (MLP, False, 10, 0.005), "cnn": (CNN, True, 2, 0.02),
-          "transformer": (("transformer", TRANSFORMER), True, 2, 0.01),
-          "transformer-fused-qkv": (("transformer", {**TRANSFORMER, "attention": "fused"}), True, 2, 0.01)}
-
 # A conv (4 channels) flattened into a Linear: a repeated axis, and a group on 3 params;
 # a fused q/k/v-like projection holds group h tiled 3 times, 2 features per unit; a second
 # conv links c and d across unpermuted kernel axes.
@@ -53,9 +49,27 @@ def objective(spec, bank, perm):
     return total
 
 
-@pytest.fixture(scope="module", params=sorted(SETUPS))
-def setup(request):
-    return _setup(*SETUPS[request.param])
+# float32 rounding of a sum of k products: γ_k = k·u / (1 − k·u) of the sum of their magnitudes
+def _gamma(k: int) -> float:
+    return k * 2.0**-24 / (1 - k * 2.0**-24)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_products_stay_within_their_error_bound_of_float64(device):
+    # Long sums with heavy cancellation (zero-mean terms, a few large ones): the worst case
+    # for relative error, so the bound is what keeps the difference small, not luck.
+    generator = torch.Generator().manual_seed(0)
+    target, source = (torch.randn(64, 20_000, generator=generator) for _ in range(2))
+    target[:, ::97] *= 1e3
+    exact = target.double() @ source.double().T
+    product = (target.to(device) @ source.to(device).T).cpu().double()
+    bound = product_error_bound(target, source)
+    assert (abs(product - exact) <= bound).all()
+    assert abs(product - exact).max() > 0  # float32 did round: the comparison is not vacuous
+    assert bound.max() < 1e-2 * (target.double().abs() @ source.double().abs().T).max()
 
 
 # Elements per piece of a pair stack: the default (whole pairs), or so few that every pair is
@@ -78,16 +92,36 @@ def test_updated_costs_equal_a_rebuild_as_pairs_arrive_and_units_move(chunk, mon
         moved = torch.randperm(size, generator=generator)[: 2 if step < 4 else size]
         perm[group] = perm[group].clone()
         perm[group][moved] = perm[group][moved[torch.randperm(len(moved), generator=generator)]]
+        magnitudes = GroupCosts(spec, _absolute(bank, CONV_SHAPES))
+        exact_objective = objective(spec, bank, perm)
+        # Each entry sums at most every element of every pair; the bound covers any split.
+        gamma = _gamma(len(bank) * sum(torch.Size(s).numel() for s in CONV_SHAPES.values()))
         for name in ("c", "h", "d"):
             updated, rebuilt = kept.cost(name, perm), GroupCosts(spec, bank).cost(name, perm)
-            assert abs(updated - rebuilt).max() <= 1e-12 * abs(rebuilt).max(), (step, name)
+            bound = 1.01 * gamma * magnitudes.cost(name, perm)
+            assert (abs(updated - rebuilt) <= 2 * bound).all(), (step, name)
             main = MainCosts(spec, bank).cost(name, perm)
             assert abs(updated - main).max() <= 1e-5 * abs(main).max(), (step, name)
+            # Moving group `name` to π' changes the objective by Σ_i C[i, π'(i)] − C[i, π(i)]:
+            # checked against the objective summed in float64 pair by pair.
+            other = {**perm, name: torch.randperm(perm[name].numel(), generator=generator)}
+            change = objective(spec, bank, other) - exact_objective
+            rows = torch.arange(perm[name].numel())
+            assert abs(updated[rows, other[name]].sum() - updated[rows, perm[name]].sum() - change) <= \
+                bound[rows, other[name]].sum() + bound[rows, perm[name]].sum()
         fresh = GroupCosts(spec, bank).objective(perm)
-        assert fresh == pytest.approx(objective(spec, bank, perm), rel=1e-12)
+        assert fresh == pytest.approx(exact_objective, rel=1e-5)
         if step % 3 == 0:  # carried over from the value reached, plus the new pairs
             kept.remember_objective(perm, fresh)
-            assert kept.objective(perm) == pytest.approx(fresh, rel=1e-12)
+            assert kept.objective(perm) == pytest.approx(fresh, rel=1e-6)
+
+
+def _absolute(bank: PairBank, shapes) -> PairBank:
+    """A bank of |pairs|: its cost matrices are the Σ|target||source| of the error bound."""
+    absolute = PairBank.allocate(shapes, capacity=len(bank))
+    for index in range(len(bank)):
+        absolute.add(*({n: bank.pair_stacks(n)[side][index].abs() for n in bank.names} for side in (0, 1)))
+    return absolute
 
 
 def test_overwriting_a_pair_starts_the_costs_afresh():
@@ -102,33 +136,6 @@ def test_overwriting_a_pair_starts_the_costs_afresh():
     after = bank.costs(spec)
     assert after is not before
     assert (after.cost("h", spec.identity()) == 2 * first).all()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("method", "steps"), [("fgmt", 12), ("gmt", 4)])
-def test_transfer_gives_main_s_permutations_and_checkpoints(setup, method, steps, monkeypatch):
-    params = TransferOptions(steps=steps, batch_size=128, device="cpu", seed=3)
-    inits = [setup.init(seed) for seed in (1, 2)]
-
-    def run():
-        return transfer(setup.model(), setup.spec, setup.source, inits, setup.train, params,
-                        method=STRATEGIES[method](), eval_data=setup.test)
-
-    new = run()  # the default solver: warm-started jv, its state kept per bank and group
-    # main: costs rebuilt on every solve, every assignment solved cold by scipy
-    monkeypatch.setattr(transfer_module, "match",
-                        lambda *args, solver, **kwargs: main_match(*args, solver=scipy_solver, **kwargs))
-    main = run()
-    for ours, theirs in zip(new.targets, main.targets, strict=True):
-        assert ours.permutation.keys() == theirs.permutation.keys()
-        for group, perm in ours.permutation.items():
-            assert torch.equal(perm, theirs.permutation[group]), group
-        assert ours.best_step == theirs.best_step
-        for state, other in ((ours.last, theirs.last), (ours.best, theirs.best)):
-            assert all(torch.equal(state[n], other[n]) for n in state)
-        assert [s["sweeps"] for s in ours.steps] == [s["sweeps"] for s in theirs.steps]
-        for step, other in zip(ours.steps, theirs.steps):
-            assert step["objective"] == pytest.approx(other["objective"], rel=1e-5)
 
 
 def test_solving_independent_groups_on_threads_changes_no_transfer(monkeypatch):

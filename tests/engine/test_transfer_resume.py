@@ -48,12 +48,11 @@ def test_a_resumed_transfer_ends_as_an_uninterrupted_one(mlp, method, pair_weigh
         assert _same_tensors(a.last, b.last) and _same_tensors(a.best, b.best) and a.best_step == b.best_step
         assert _same_tensors(a.permutation, b.permutation) and _same_tensors(a.average, b.average)
         assert all(_same_tensors(x, y) for x, y in zip(a.trajectory, b.trajectory, strict=True))
-        if pair_weighting == "none":
-            assert _without_timings(a.steps) == _without_timings(b.steps)
-        else:  # unit-scaled costs of the restored pairs are summed in another order: the reported
-            # objective may differ in its last bit; weights and permutations above are identical
-            assert [{**m, "objective": pytest.approx(m["objective"], rel=1e-12)} for m in _without_timings(a.steps)] \
-                == _without_timings(b.steps)
+        # The restored pairs' costs are built in one product, not one pair at a time: the
+        # reported objective may differ in its last float32 digits; weights, permutations and
+        # every other metric above and here are identical.
+        assert [{**m, "objective": pytest.approx(m["objective"], rel=1e-6)} for m in _without_timings(a.steps)] \
+            == _without_timings(b.steps)
 
 
 def test_a_run_stopped_early_returns_the_steps_it_reached(mlp):

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class MatchingOptions:
     """Coordinate descent over permutation groups: at most `max_iter` sweeps, stop when the
-    objective improves by less than `tol` (relative). Independent large groups are solved on
-    up to `solve_threads` threads at once (None: torch's thread count); results are the same
-    for any value."""
+    objective improves by less than `tol` (relative). A transfer's steps after its first
+    start from the previous step's permutation, one pair away from its optimum, and run at
+    most `step_sweeps` sweeps (None: as many as the first; docs/scale.md has the numbers that
+    chose 2). Independent large groups are solved on up to `solve_threads` threads at once
+    (None: torch's thread count); results are the same for any value."""
 
     max_iter: int = 100
     tol: float = 1e-7
+    step_sweeps: int | None = 2
     solve_threads: int | None = None
 
 

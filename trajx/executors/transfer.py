@@ -182,7 +182,8 @@ def _decode_step(checkpoint: Checkpoint) -> StepState:
 def engine_options(params: TransferParams, device: torch.device) -> TransferOptions:
     """The spec's `params` as the engine's options, on `device` as resolved once for the job
     (the solver is chosen separately)."""
-    matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol)
+    matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol,
+                               step_sweeps=params.matching.step_sweeps)
     return TransferOptions(**params.model_dump(exclude={"matching", "device"}), matching=matching,
                            device=device.type)
 

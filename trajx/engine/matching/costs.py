@@ -11,14 +11,19 @@ keeps each C_g and brings it up to date with
   a rebuild. When more than half of h's units moved, C_g is rebuilt instead.
 The objective Σ⟨target, π source⟩ is carried over the same way.
 
-Sums are float64 (float32 pairs are widened before each product): updated and rebuilt
-matrices agree to ~1e-15 relative, far below the 1e-9 tie-breaking perturbation of the
-solvers, so the order of updates never decides an assignment. They differ from the float32
-costs main built before issue 15 by ~1e-7 relative; the permutations stayed identical in
-every case tested (tests/engine/test_matching_identity.py). Work is done in pieces of about
-`_CHUNK_ELEMENTS` elements (runs of pairs, or ranges of one large pair's free axis, e.g. an
-embedding's vocabulary), so the float64 copies stay small enough to be cheap and a stack is
-never copied whole.
+Products run on the pairs' device in float32 (bfloat16/float16 pairs are widened,
+exactly), one product per piece of about `_CHUNK_ELEMENTS` elements, and the pieces are
+summed into a float64 matrix. Each entry of a piece's product is a sum of k terms, so its
+error is at most γ_k · (|A||B|)_ij with γ_k = k·u / (1 − k·u), u = 2⁻²⁴ (the standard bound
+for a float32 dot product of length k; blocked GEMMs stay inside it), and the float64 sum of
+the pieces adds ~1e-16 relative: `product_error_bound` computes the bound, and
+tests/engine/test_matching_identity.py checks updated, rebuilt and float64 matrices against
+it. So an updated and a rebuilt matrix may differ by ~1e-7 relative, more than the 1e-9
+tie-breaking perturbation of the solvers: which one a solve sees is fixed by the run's order
+of events, so results are deterministic, but not bit-identical to the float64 sums of the
+revision before issue 29 (whose quality they match: docs/scale.md). Pieces (runs of pairs, or
+ranges of one large pair's free axis, e.g. an embedding's vocabulary) keep the float32
+copies small; a stack is never copied whole.
 """
 
 from collections.abc import Iterator
@@ -30,7 +35,7 @@ import torch
 
 from trajx.engine.permutation.spec import Permutation, PermutationSpec, expand_index, select_along
 
-# Elements of one parameter's pair stack handled per chunk: bounds the float64 copies.
+# Elements of one parameter's pair stack handled per chunk: bounds the float32 copies.
 _CHUNK_ELEMENTS = 1 << 20
 
 
@@ -61,7 +66,7 @@ class _Term:
 
 @dataclass
 class _Cost:
-    matrix: torch.Tensor  # [size, size] float64 on the pairs' device
+    matrix: torch.Tensor  # [size, size] float64 on the pairs' device (pieces summed in float32)
     count: int  # pairs summed into it
     under: Permutation  # the permutation of every neighbour it was summed under
 
@@ -81,7 +86,8 @@ class GroupCosts:
         self._objective: tuple[int, Permutation, float] | None = None
 
     def cost(self, group: str, perm: Permutation) -> np.ndarray:
-        """C_group under `perm` (other groups applied) as a float64 array."""
+        """C_group under `perm` (other groups applied) as a read-only float64 array: on the
+        CPU a view of the kept matrix (no n x n copy), valid until this group's next `cost`."""
         entry = self._costs.get(group)
         if entry is None or not self._catch_up(group, entry, perm):
             entry = self._costs[group] = self._rebuild(group, perm)
@@ -89,7 +95,9 @@ class GroupCosts:
             for term in self._terms[group]:
                 self._add_products(entry.matrix, term, perm, entry.count, len(self.pairs))
             entry.count = len(self.pairs)
-        return entry.matrix.cpu().numpy().copy()
+        view = entry.matrix.cpu().numpy()
+        view.flags.writeable = False
+        return view
 
     def objective(self, perm: Permutation) -> float:
         """Σ_pairs ⟨target, π source⟩: the remembered value plus the pairs added since."""
@@ -101,7 +109,7 @@ class GroupCosts:
             axes = _permuted_axes(self.spec, name, skip=None)
             for block in _blocks(target, start, len(self.pairs), keep=()):
                 moved = _piece(source, block, axes, perm)
-                total += float(torch.dot(_piece(target, block).reshape(-1).double(), moved.reshape(-1).double()))
+                total += float(torch.dot(_compute(_piece(target, block)).reshape(-1), _compute(moved).reshape(-1)))
         return total
 
     def remember_objective(self, perm: Permutation, value: float) -> None:
@@ -154,8 +162,7 @@ class GroupCosts:
         size = self._size(term)
         for block in _blocks(target, 0, entry.count, keep=(term.dim, axis)):
             piece = _piece(source, block, rest, entry.under)
-            # Widened before subtracting (in place, in float64), so the change is exact.
-            change = select_along(piece, axis + 1, after).double().sub_(select_along(piece, axis + 1, before))
+            change = _compute(select_along(piece, axis + 1, after)).sub_(select_along(piece, axis + 1, before))
             _add_unit_products(entry.matrix, select_along(_piece(target, block), axis + 1, rows),
                                change, term.dim + 1, size, term.tile)
 
@@ -233,18 +240,31 @@ def _add_unit_products(matrix: torch.Tensor, target: torch.Tensor, source: torch
     """Add to `matrix` ([units, units] float64) Σ over every index but unit i / j of axis
     `dim` of target[.., i, ..] * source[.., j, ..].
 
-    One matrix product over all pairs of the chunk: each side is copied once, unit axis
-    first, into float64. A tiled axis (fused q/k/v) is split into (tile, units * repeat)
-    and its copies add up like a batch; a flattened axis holds each unit's block of features.
+    One float32 matrix product over all pairs of the chunk (error: `product_error_bound`),
+    added to the float64 matrix. A tiled axis (fused q/k/v) is split into (tile, units *
+    repeat) and its copies add up like a batch; a flattened axis holds each unit's block of
+    features.
     """
-    matrix.addmm_(_unit_rows(target, dim, units, tile), _unit_rows(source, dim, units, tile).T)
+    matrix += torch.mm(_unit_rows(target, dim, units, tile), _unit_rows(source, dim, units, tile).T)
 
 
 def _unit_rows(stack: torch.Tensor, dim: int, units: int, tile: int) -> torch.Tensor:
     moved = stack.unflatten(dim, (tile, -1)).movedim(dim + 1, 0)  # [units * repeat, ...]
-    rows = torch.empty(moved.shape, dtype=torch.float64, device=stack.device)
-    rows.copy_(moved)
-    return rows.reshape(units, -1)
+    return _compute(moved).reshape(units, -1)
+
+
+def _compute(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in the products' float32 (a view when it already is)."""
+    return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
+
+
+def product_error_bound(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Entrywise bound on the float32 rounding error of target @ source.T (rows [n, k]):
+    γ_k · |target| @ |source|.T, γ_k = k·u / (1 − k·u), u = 2⁻²⁴, computed in float64."""
+    k = target.shape[1]
+    unit = 2.0**-24
+    gamma = k * unit / (1 - k * unit)
+    return gamma * (target.double().abs() @ source.double().abs().T)
 
 
 def _snapshot(perm: Permutation) -> Permutation:

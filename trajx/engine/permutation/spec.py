@@ -214,13 +214,15 @@ def spec_from_param_groups(param_groups: Mapping[str, tuple[str | None, ...]],
 
 def apply_permutation(spec: PermutationSpec, perm: Permutation, state: StateDict) -> dict[str, torch.Tensor]:
     """Return `state` with every permuted axis reindexed by its group's permutation."""
-    out = {}
-    for name, tensor in state.items():
-        for dim, group in enumerate(spec.param_groups.get(name, ())):
-            if group is not None:
-                tensor = permute_axis(tensor, dim, perm[group], spec.repeat(name, dim), spec.tile(name, dim))
-        out[name] = tensor
-    return out
+    return {name: permute_param(spec, perm, name, tensor) for name, tensor in state.items()}
+
+
+def permute_param(spec: PermutationSpec, perm: Permutation, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` (parameter `name`) with every permuted axis reindexed by its group's permutation."""
+    for dim, group in enumerate(spec.param_groups.get(name, ())):
+        if group is not None:
+            tensor = permute_axis(tensor, dim, perm[group], spec.repeat(name, dim), spec.tile(name, dim))
+    return tensor
 
 
 def invert(perm: Permutation) -> Permutation:

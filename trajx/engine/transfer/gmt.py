@@ -13,7 +13,7 @@ batches for every model that is evaluated or returned.
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +33,7 @@ from trajx.engine.permutation.spec import (
     Permutation,
     PermutationSpec,
     StateDict,
-    apply_permutation,
+    permute_param,
     require_groups,
 )
 from trajx.engine.transfer.methods import FGMT, Method
@@ -59,6 +59,26 @@ class StepState:
     perms: list[Permutation]
     metrics: list[dict[str, float]]
     pairs: list[Tensors] | None = None
+
+
+class _Point(Mapping[str, torch.Tensor]):
+    """A point of a trajectory whose parameters are computed one at a time, when read:
+    loading it into the model, or adding it to an average, never holds a second whole model."""
+
+    def __init__(self, names: list[str], value: Callable[[str], torch.Tensor]) -> None:
+        self._names = names
+        self._value = value
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._value(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass
@@ -282,38 +302,42 @@ class TransferRun:
         return {n: point[n] - self.source_origin[n] for n in self.param_names}
 
     def _segment(self, segment: int) -> tuple[Tensors, Tensors]:
-        # A trajectory may hold many checkpoints: only the current segment lives on the device.
+        # A trajectory may hold many checkpoints: only the current segment's ends live on the
+        # device (on the CPU, float32 checkpoints are used where they are, not copied).
         if self._segment_cache is None or self._segment_cache[0] != segment:
-            self._segment_cache = (segment, (self.source_delta(segment), self.source_delta(segment + 1)))
+            start = self.source_origin if segment == 0 else self.params_of(self.source[segment])
+            self._segment_cache = (segment, (start, self.params_of(self.source[segment + 1])))
         return self._segment_cache[1]
 
-    def _displacement(self, step: int) -> Tensors:
+    def _displacement(self, step: int, name: str) -> torch.Tensor:
+        """θ₁ˢ − θ₁⁰ of parameter `name` at trajectory point `step`."""
         point = self.points[step]
         start, end = self._segment(point.segment)
-        return {n: torch.lerp(start[n], end[n], point.fraction) for n in self.param_names}
+        origin = self.source_origin[name]
+        return torch.lerp(start[name] - origin, end[name] - origin, point.fraction)
 
-    def _source_point(self, step: int) -> Tensors:
-        delta = self._displacement(step)
-        return {n: self.source_origin[n] + delta[n] for n in self.param_names}
+    def _source_point(self, step: int) -> "_Point":
+        return _Point(self.param_names, lambda n: self.source_origin[n] + self._displacement(step, n))
 
-    def _target_point(self, target: int, perm: Permutation, step: int) -> Tensors:
-        moved = apply_permutation(self.spec, perm, self._displacement(step))
+    def _target_point(self, target: int, perm: Permutation, step: int) -> "_Point":
         init = self.target_inits[target]
-        return {n: init[n] + moved[n] for n in self.param_names}
+        return _Point(self.param_names,
+                      lambda n: init[n] + permute_param(self.spec, perm, n, self._displacement(step, n)))
 
     # -- model work ----------------------------------------------------------------
 
     @torch.no_grad()
-    def _load(self, params: Tensors, buffers: Tensors | None = None) -> None:
+    def _load(self, params: Mapping[str, torch.Tensor], buffers: Tensors | None = None) -> None:
         for name, tensor in self.model.named_parameters():
             tensor.copy_(params[name])
         for name, tensor in self.model.named_buffers():
             if buffers is not None and name in buffers:
                 tensor.copy_(buffers[name])
 
-    def _gradient(self, params: Tensors, buffers: Tensors, batches: list[torch.Tensor],
-                  what: str, owner: int | None) -> Tensors:
-        """Mean gradient over `batches` at `params`, BatchNorm on batch statistics.
+    def _gradient(self, params: Mapping[str, torch.Tensor], buffers: Tensors, batches: list[torch.Tensor],
+                  what: str, owner: int | None, store: Callable[[Tensors], None]) -> None:
+        """Mean gradient over `batches` at `params`, BatchNorm on batch statistics, handed
+        to `store` (which copies it into a pair stack) and then freed.
 
         `buffers` are those of the model the point belongs to (source or target k):
         the working model still holds whichever model ran last.
@@ -336,36 +360,43 @@ class TransferRun:
             if not torch.isfinite(total):
                 raise NonFiniteLoss(f"training loss is {float(total)} at {what}", where=what)
             named = dict(self.model.named_parameters())
-            return {n: named[n].grad if named[n].grad is not None else torch.zeros_like(named[n])
-                    for n in self.matched_names}
+            store({n: named[n].grad if named[n].grad is not None else torch.zeros_like(named[n])
+                   for n in self.matched_names})
+            self.model.zero_grad(set_to_none=True)  # not kept beside the matching that runs next
 
-    def _finish(self, target: int, params: Tensors) -> Tensors:
+    def _finish(self, target: int, params: Mapping[str, torch.Tensor]) -> Tensors:
         """The full state of `params` with BatchNorm re-estimated, on CPU."""
         self._load(params, self.target_buffers[target])
         reestimate_batch_norm(self.model, self.bn_inputs)
         return {n: t.detach().to("cpu", copy=True) for n, t in self.model.state_dict().items()}
 
-    def target_gradient(self, k: int, perm: Permutation, t: int) -> Tensors:
-        """The gradient at target k's point t under `perm`, on that point's batches."""
-        return self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
-                              self.pair_batches[t], f"target {k} step {t}", k)
+    def target_gradient(self, k: int, perm: Permutation, t: int, store: Callable[[Tensors], None]) -> None:
+        """The gradient at target k's point t under `perm`, on that point's batches, handed to `store`."""
+        self._gradient(self._target_point(k, perm, t), self.target_buffers[k],
+                       self.pair_batches[t], f"target {k} step {t}", k, store)
 
-    def pair_target(self, k: int, perm: Permutation, t: int) -> Tensors:
-        """The target side of pair t as the bank stores it: the target gradient, under
-        pair_weighting "unit" divided by its norm and the source gradient's (the pair's
-        term in the objective becomes their cosine)."""
-        gradient = self.target_gradient(k, perm, t)
+    def pair_target(self, k: int, perm: Permutation, t: int, store: Callable[[Tensors], None]) -> None:
+        """The target side of pair t as the bank stores it, handed to `store`: the target
+        gradient, under pair_weighting "unit" divided by its norm and the source gradient's
+        (the pair's term in the objective becomes their cosine)."""
         if self.params.pair_weighting == "none":
-            return gradient
-        scale = 1.0 / (_norm(gradient) * self._source_norms[t]).clamp_min(1e-30)
-        return {n: g * scale for n, g in gradient.items()}
+            self.target_gradient(k, perm, t, store)
+            return
 
-    def match(self, bank: PairBank, init: Permutation, k: int) -> MatchResult:
-        """Target k's weight matching of `bank` from `init` (timed as its step's matching
-        seconds; k also offsets the seed of the group order)."""
+        def scaled(gradient: Tensors) -> None:
+            scale = 1.0 / (_norm(gradient) * self._source_norms[t]).clamp_min(1e-30)
+            store({n: g * scale for n, g in gradient.items()})
+
+        self.target_gradient(k, perm, t, scaled)
+
+    def match(self, bank: PairBank, init: Permutation, k: int, sweeps: int | None = None) -> MatchResult:
+        """Target k's weight matching of `bank` from `init`, at most `sweeps` sweeps (None:
+        the options' max_iter); timed as its step's matching seconds; k also offsets the
+        seed of the group order."""
         matching = self.params.matching
         with self.stopwatch.measure("matching_seconds", k):
-            result = match(self.spec, bank, init, max_iter=matching.max_iter, tol=matching.tol,
+            result = match(self.spec, bank, init, max_iter=min(matching.max_iter, sweeps or matching.max_iter),
+                           tol=matching.tol,
                            generator=torch.Generator().manual_seed(self.params.seed + k),
                            solver=self.solver, workers=matching.solve_threads)
         self.timings.matching_solves += 1
@@ -410,7 +441,10 @@ class TransferRun:
             self._restore(trackers[k], k, history[k], [state.metrics[k] for state in resume])
             for t in range(1, done + 1) if banks else ():
                 # The pair of step t as it was made: target gradient under the permutation before it.
-                banks[k].add(resume[t - 1].pairs[k] if stored else self.pair_target(k, history[k][t - 1], t - 1))
+                if stored:
+                    banks[k].add(resume[t - 1].pairs[k])
+                else:
+                    self.pair_target(k, history[k][t - 1], t - 1, banks[k].add)
         for k in range(count):  # work before the first step (oracle matching, a resume) is in the totals only
             self.stopwatch.take_step(k)
 
@@ -480,10 +514,13 @@ class TransferRun:
     def _source_gradient(self, bank: PairBank, step: int) -> None:
         """Append the source gradient of `step` (at source point step − 1) to the shared stack;
         the matchings read only the pairs before it."""
-        gradient = self._gradient(self._source_point(step - 1), self.source_buffers,
-                                  self.pair_batches[step - 1], f"source step {step - 1}", None)
-        self._source_norms.append(_norm(gradient))
-        bank.source.append(gradient)
+
+        def keep(gradient: Tensors) -> None:
+            self._source_norms.append(_norm(gradient))
+            bank.source.append(gradient)
+
+        self._gradient(self._source_point(step - 1), self.source_buffers, self.pair_batches[step - 1],
+                       f"source step {step - 1}", None, keep)
 
     def _end_step(self, k: int, solving: Future, perms: list[Permutation], trackers: list["_Tracker"],
                   step: int, shared: dict[str, float]) -> None:

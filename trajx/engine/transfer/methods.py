@@ -5,7 +5,8 @@ starts and how a step updates it.
 - `Oracle(trained)`: π matches the actual displacements θ₂ᵀ − θ₂⁰ of trained targets
   with θ₁ᵀ − θ₁⁰, once, before the first step (evaluation only).
 - `FGMT`: each step adds one gradient pair (∇L(θ₂ˢ⁻¹), ∇L(θ₁ˢ⁻¹)) and re-solves the
-  matching warm-started from π_{s-1}.
+  matching warm-started from π_{s-1}: to convergence at step 1, then at most
+  `MatchingOptions.step_sweeps` sweeps a step.
 - `GMT`: like FGMT, but every earlier target gradient is recomputed under the newest π.
 
 A step is split in two so the run can overlap them across an ensemble: `prepare` does a
@@ -18,12 +19,14 @@ The names and declared inputs are `trajx.method_registry`'s; `STRATEGIES` maps e
 to its strategy, built with the inputs its entry declares (Oracle: `trained`).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 import torch
 
 from trajx.engine.matching.descent import MatchResult, PairBank
+from trajx.engine.options import TransferOptions
 from trajx.engine.permutation.spec import Permutation, PermutationSpec, StateDict
 
 Tensors = dict[str, torch.Tensor]
@@ -38,6 +41,7 @@ class TransferRunView(Protocol):
     param_names: list[str]
     matched_names: list[str]
     device: torch.device
+    params: TransferOptions
 
     def params_of(self, state: StateDict) -> Tensors:
         """`state`'s parameters as float32 on the run's device."""
@@ -47,12 +51,16 @@ class TransferRunView(Protocol):
         """θ₁ⁱ − θ₁⁰ for source checkpoint `index`."""
         ...
 
-    def target_gradient(self, k: int, perm: Permutation, t: int) -> Tensors:
-        """The gradient at target k's point t under `perm`."""
+    def target_gradient(self, k: int, perm: Permutation, t: int, store: Callable[[Tensors], None]) -> None:
+        """The gradient at target k's point t under `perm`, handed to `store`."""
         ...
 
-    def match(self, bank: PairBank, init: Permutation, k: int) -> MatchResult:
-        """Target k's weight matching of `bank`, warm-started from `init`."""
+    def pair_target(self, k: int, perm: Permutation, t: int, store: Callable[[Tensors], None]) -> None:
+        """The target side of pair t as a bank stores it (weighted as `params` says), handed to `store`."""
+        ...
+
+    def match(self, bank: PairBank, init: Permutation, k: int, sweeps: int | None = None) -> MatchResult:
+        """Target k's weight matching of `bank`, warm-started from `init`, at most `sweeps` sweeps."""
         ...
 
 
@@ -112,11 +120,12 @@ class FGMT(Naive):
 
     def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Add the newest pair."""
-        bank.add(run.pair_target(k, perm, step - 1))
+        run.pair_target(k, perm, step - 1, bank.add)
 
     def solve(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation) -> MatchResult:
-        """Re-solve warm-started from `perm`."""
-        return run.match(bank, perm, k)
+        """Re-solve warm-started from `perm` (the first step, from the initial permutation,
+        without the step cap)."""
+        return run.match(bank, perm, k, None if len(bank) == 1 else run.params.matching.step_sweeps)
 
 
 class GMT(FGMT):
@@ -125,7 +134,7 @@ class GMT(FGMT):
     def prepare(self, run: TransferRunView, bank: PairBank, k: int, perm: Permutation, step: int) -> None:
         """Recompute the earlier target gradients under `perm`, then as FGMT."""
         for t in range(step - 1):
-            bank.target.put(t, run.pair_target(k, perm, t))
+            run.pair_target(k, perm, t, partial(bank.target.put, t))
         super().prepare(run, bank, k, perm, step)
 
 
