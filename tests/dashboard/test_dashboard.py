@@ -88,7 +88,7 @@ def test_average_and_align_jobs_get_pages_of_their_own(page, client, inputs, ser
     wait_until(page, lambda: page.locator("#candidates tr[data-candidate]").count() == 2)
     chosen = page.locator("#candidates tr[data-chosen='true']")
     assert chosen.count() == 1 and chosen.get_attribute("data-candidate") == average.summary["best"]["label"]
-    assert page.inner_text("[data-fact='method']") == "ema decay=0.5"
+    assert page.inner_text("[data-fact='method']") == "ema decay=0.5 bias_correction"  # bias correction is on by default
     assert page.inner_text("[data-fact='best held-out accuracy']") != "—"
     page.wait_for_selector("#timeline tr[data-event='progress']")
     assert "undefined" not in page.inner_text("#timeline") and "candidate ema" in page.inner_text("#timeline")
