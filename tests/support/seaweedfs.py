@@ -74,8 +74,11 @@ class SeaweedServer:
                    "-s3.port.lance=0", "-volume.max=0",
                    "-master.volumeSizeLimitMB=64"]
         with open(self.data_dir / "weed.log", "ab") as log:
+            # Without AWS_* credentials, like the server `.ci/services` starts: with them weed
+            # configures an identity and refuses the anonymous readiness probe.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
             self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while not answers(self.endpoint):
             if self.process.poll() is not None or time.monotonic() > deadline:

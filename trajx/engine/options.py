@@ -12,13 +12,14 @@ class MatchingOptions:
     """Coordinate descent over permutation groups: at most `max_iter` sweeps, stop when the
     objective improves by less than `tol` (relative). A transfer's steps after its first
     start from the previous step's permutation, one pair away from its optimum, and run at
-    most `step_sweeps` sweeps (None: as many as the first; docs/scale.md has the numbers that
-    chose 2). Independent large groups are solved on up to `solve_threads` threads at once
-    (None: torch's thread count); results are the same for any value."""
+    most `step_sweeps` sweeps (None, the default: until converged, as the first; 2 kept the
+    MLP and CNN within noise but lost FGMT's lead over Naive on an attention model, see
+    docs/scale.md). Independent large groups are solved on up to `solve_threads` threads at
+    once (None: torch's thread count); results are the same for any value."""
 
     max_iter: int = 100
     tol: float = 1e-7
-    step_sweeps: int | None = 2
+    step_sweeps: int | None = None
     solve_threads: int | None = None
 
 
