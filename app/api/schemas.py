@@ -159,13 +159,14 @@ class JobError(BaseModel):
     message: ShownText
 
 
-class JobPublic(BaseModel):
+class _JobFacts(BaseModel):
+    """What a job's list row and its whole resource share."""
+
     id: str = Field(examples=["job_0190f2c1a3b45f6e7d8c9b0a1f2e3d4c"])
     kind: str
     name: ShownText | None = None
     labels: list[str] = Field(default_factory=list)
     status: JobStatus
-    spec: ShownJson
     queue: str = Field(description="the worker queue (`gpu`, `cpu`), chosen from the spec at creation")
     progress: Progress
     attempts: int
@@ -175,36 +176,25 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: JobError | None
+    summary: ShownJson | None
+
+
+class JobPublic(_JobFacts):
+    spec: ShownJson
     result: ShownJson | None = Field(
         description="`{files: [{role, target, path, sha256, size, metadata, artifact}], targets: "
                     "[{role: artifact id}], <job-wide role>: artifact id}`: the executor's result "
                     "manifest (`files`), grouped by target (a transfer: `last`, `best`, `permutations`, "
                     "`trajectory`, `metrics`; job-wide `report`)")
-    summary: ShownJson | None
     webhook: WebhookPublic | None
 
 
-class JobListItem(BaseModel):
+class JobListItem(_JobFacts):
     """A job as a list shows it: everything but the full spec, the result manifest and the
     webhook (`GET /v1/jobs/{id}` has them); `spec` holds only its headline."""
 
-    id: str
-    kind: str
-    name: ShownText | None = None
-    labels: list[str] = Field(default_factory=list)
-    status: JobStatus
     spec: ShownJson = Field(description="the spec's headline: `kind`, `method`, `arch` (`name` or `program`), "
                             "`targets` (a transfer's)")
-    queue: str
-    progress: Progress
-    attempts: int
-    max_attempts: int
-    cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: JobError | None
-    summary: ShownJson | None
 
 
 class JobsPage(BaseModel):

@@ -1,6 +1,6 @@
 """BatchNorm statistics: never transferred, re-estimated on data for every model kept."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -34,3 +34,12 @@ def reestimate_batch_norm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> N
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
     model.eval()
+
+
+def reestimated_state(model: nn.Module, state: Mapping[str, torch.Tensor],
+                      inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` loaded into `model` (left loaded), BatchNorm re-estimated on `inputs`; the full
+    state on CPU."""
+    model.load_state_dict(state)
+    reestimate_batch_norm(model, inputs)
+    return {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}

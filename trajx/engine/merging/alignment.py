@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from trajx.engine.batches import Dataset
-from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.bn import reestimated_state
 from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.engine.matching.descent import MatchResult, PairBank, match
 from trajx.engine.matching.solvers import Solver, break_ties, warm_started
@@ -264,9 +264,7 @@ class PathEvaluator:
 
     def finish(self, state: Mapping[str, torch.Tensor]) -> Tensors:
         """`state` loaded, BatchNorm re-estimated (left loaded in the working model); on CPU."""
-        self.model.load_state_dict(state)
-        reestimate_batch_norm(self.model, self.bn_inputs)
-        return {n: t.detach().to("cpu", copy=True) for n, t in self.model.state_dict().items()}
+        return reestimated_state(self.model, state, self.bn_inputs)
 
     @property
     def bn_samples(self) -> int:

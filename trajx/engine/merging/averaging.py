@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trajx.engine.batches import Dataset
-from trajx.engine.bn import reestimate_batch_norm
+from trajx.engine.bn import reestimated_state
 from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.engine.metrics import evaluate
 from trajx.errors import Cancelled, NonFiniteLoss
@@ -314,9 +314,7 @@ class Averager:
 
     def finish(self, state: Tensors) -> Tensors:
         """`state` loaded into the model, BatchNorm re-estimated; the full state on CPU."""
-        self.model.load_state_dict(state)
-        reestimate_batch_norm(self.model, self.bn_inputs)
-        return {n: t.detach().to("cpu", copy=True) for n, t in self.model.state_dict().items()}
+        return reestimated_state(self.model, state, self.bn_inputs)
 
     @property
     def bn_samples(self) -> int:
