@@ -153,8 +153,11 @@ def test_running_job_chart_grows_queue_view_and_cancel(page, client, inputs, ser
 
 
 def test_jobs_list_filters_by_status_and_pages(page, client, inputs, server):
-    for _ in range(3):
-        client.cancel(client.create_job(inputs.spec(steps=1000)).id)
+    jobs = [client.create_job(inputs.spec(steps=1000)) for _ in range(3)]
+    for job in jobs:
+        client.cancel(job.id)
+    # A running job is cancelled between steps, later than a queued one: wait for all three.
+    assert [client.wait(job.id, timeout=120).status for job in jobs] == ["cancelled"] * 3
     sign_in(page, server.api_key)
     page.select_option("#status-filter", "cancelled")
     page.wait_for_url("**/#/jobs?status=cancelled")
