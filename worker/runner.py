@@ -101,8 +101,7 @@ def run_job(job_id: str, settings: Settings | None = None,
 
 def is_storage_full(exc: BaseException) -> bool:
     """A write failed because the disk is full (OSError, or safetensors' wrapped I/O error)."""
-    return (isinstance(exc, StorageFull) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
-            or "(os error 28)" in str(exc))
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "(os error 28)" in str(exc)
 
 
 class _JobRun:

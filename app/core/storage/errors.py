@@ -18,8 +18,8 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 class StorageFull(TrajxError):
     """The store has no room for these bytes (a full disk or bucket quota); nothing was kept.
 
-    The API answers 507 `storage_full`; a job that hits it while storing results fails
-    with this code."""
+    The API answers 507 `storage_full`; a job that hits it while storing results is handed
+    back with a `storage_full` event and tried again later (worker/runner.py)."""
 
     code = "storage_full"
 
