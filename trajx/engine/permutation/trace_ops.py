@@ -7,7 +7,7 @@ under a mask) is fixed, so a missing link can only cost permutations, never corr
 `HANDLERS` maps the rule names of `trajx.op_table.RULES` to handlers.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from trajx.engine.permutation.axis_links import Call, Endpoint, Links, TensorRef
 from trajx.errors import UnsupportedModel
@@ -471,6 +471,15 @@ def _state(links: Links, state: TensorRef, hidden: Endpoint, batch: Endpoint | N
         links.join(state.axis(-2), batch)
 
 
+def _states(links: Links, hx: TensorRef | Sequence[TensorRef | None] | None, outputs: Sequence[TensorRef | None],
+            hidden: Endpoint, batch: Endpoint | None, stacked: bool) -> None:
+    """The initial states `hx` (one tensor, or h and c) and the state outputs, each through
+    `_state`."""
+    for state in [*(hx if isinstance(hx, (list, tuple)) else [hx]), *outputs]:
+        if state is not None:
+            _state(links, state, hidden, batch, stacked=stacked)
+
+
 def recurrent(call: Call) -> Links:
     """gru / lstm / rnn_tanh / rnn_relu over a sequence (`input` [T, B, I], batch_first
     [B, T, I], or unbatched [T, I]): every layer and direction shares one permutation of
@@ -498,10 +507,7 @@ def recurrent(call: Call) -> Links:
     for index in range(layers * directions):
         weights = params[index * per:(index + 1) * per]
         _recurrent_weights(links, out.key, hidden, [x.axis(-1)] if index < directions else stacked, weights)
-    hx = call.arg("hx")
-    for state in [*(hx if isinstance(hx, (list, tuple)) else [hx]), *states]:
-        if state is not None:
-            _state(links, state, hidden, batch, stacked=True)
+    _states(links, call.arg("hx"), states, hidden, batch, stacked=True)
     return links
 
 
@@ -515,10 +521,7 @@ def recurrent_cell(call: Call) -> Links:
     _recurrent_weights(links, results[0].key, hidden, [x.axis(-1)],
                        [call.arg("w_ih"), call.arg("w_hh"), call.arg("b_ih"), call.arg("b_hh")])
     batch = x.axis(0) if x.ndim == 2 else None
-    hx = call.arg("hx")
-    for state in [*(hx if isinstance(hx, (list, tuple)) else [hx]), *results]:
-        if state is not None:
-            _state(links, state, hidden, batch, stacked=False)
+    _states(links, call.arg("hx"), results, hidden, batch, stacked=False)
     return links
 
 
