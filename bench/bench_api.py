@@ -32,6 +32,7 @@ from app.core.persistence.db import make_engine, make_session_factory, session_s
 from app.core.persistence.migrate import upgrade
 from app.core.tenancy.admin import create_tenant
 from app.core.tenancy.auth import issue_key
+from bench.tables import table
 from tests.support.files import data_shard, mlp_checkpoint
 from tests.support.http import MLP_CONFIG
 from tests.support.postgres import scratch_database
@@ -243,13 +244,6 @@ def bench_mixed(base_url: str, key: str, workdir: Path, clients: int, rate: int,
         rows.append((name, str(loads[name][1]), f"{requests_per_second(out):.0f}", *percentiles(out),
                      errors.group(1) if errors else "0"))
     return rows
-
-
-def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    print(f"\n{title}")
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from dataclasses import replace
 import torch
 from safetensors.torch import save, save_file
 
+from bench.tables import table
 from tests.support.engine_setups import cnn_setup, mlp_setup
 from trajx.engine.options import TransferOptions
 from trajx.engine.transfer.gmt import StepState, transfer
@@ -79,9 +80,7 @@ def main() -> None:
                                                                                  ("cnn", cnn_setup))]
     header = ("model", "steps", "state/step", "pair/step", "pair write", "replay/step", "clean run",
               "resumed at T-1", "same, pairs kept", "identical")
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    table("Resume: what a step record costs and what it spares", header, rows)
     print(f"\n{os.cpu_count()} CPUs, 1 thread; 1-min load average {os.getloadavg()[0]:.2f}")
 
 

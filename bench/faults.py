@@ -39,6 +39,7 @@ from sqlalchemy import text
 
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.settings import Settings
+from bench.tables import table
 from tests.conftest import make_tenant
 from tests.support.db_faults import database_down, scratch_postgres
 from tests.support.digits import digits_spec, write_digits_source
@@ -188,9 +189,7 @@ def main() -> None:
             client.close()
     header = ("scenario", "jobs", "lost", "run twice", "stranded", "corrupted", "5xx", "503", "refused",
               "temp bytes", "resumed", "steps redone")
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    table("Fault scenarios: jobs lost, run twice, stranded, corrupted; client errors; leftovers", header, rows)
     print(f"\n{args.steps} steps per job; {os.cpu_count()} CPUs; 1-min load average {os.getloadavg()[0]:.2f}")
 
 
