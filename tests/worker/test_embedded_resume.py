@@ -7,18 +7,13 @@ import time
 
 import pytest
 
-from tests.support.digits import DigitsFiles, digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from trajx.client import Client, Job
 from trajx.demo.server import EmbeddedServer
 
 pytestmark = pytest.mark.slow
 
 LONG = {"steps": 12, "grad_batches": 2}
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> DigitsFiles:
-    return write_digits_source(tmp_path_factory.mktemp("digits"))
 
 
 def _checkpoints(job: Job) -> dict[tuple[int | None, str], str]:

@@ -13,15 +13,14 @@ import threading
 import time
 
 import pytest
-import redis
 from sqlalchemy import update
 
 from app.core.persistence.db import make_engine, make_session_factory
 from app.core.persistence.models import Job, utcnow
 from app.core.settings import Settings
-from tests.conftest import make_tenant, service_unavailable
+from tests.conftest import make_tenant
 from tests.support.db_faults import scratch_postgres
-from tests.support.digits import digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from tests.support.rows import make_job
 from tests.support.services import api_server, celery_worker, recovery_loop
 from trajx.client import Client
@@ -29,7 +28,6 @@ from worker.context import worker_context
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-REDIS_URL = "redis://127.0.0.1:6379/11"  # a database of its own: flushed freely
 # The tenant's one slot is held longer than four deferrals (4 x 5 s), where the old retries ran out.
 HOLD_SECONDS = 25
 # A waiting job starts this soon after the slot frees up (one deferral period, plus slack).
@@ -55,19 +53,14 @@ def _hold_the_slot(settings: Settings, tenant_id: str, seconds: float) -> str:
     return utcnow()
 
 
-def test_jobs_deferred_by_a_running_limit_start_once_the_slot_is_free(tmp_path):
-    try:
-        redis.Redis.from_url(REDIS_URL).flushdb()
-    except redis.ConnectionError as exc:
-        service_unavailable(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+def test_jobs_deferred_by_a_running_limit_start_once_the_slot_is_free(tmp_path, redis_url, digits):
     with scratch_postgres() as url:
         settings = Settings(database_url=url, data_dir=tmp_path, storage_dir=tmp_path / "artifacts",
-                            broker_url=REDIS_URL, dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
+                            broker_url=redis_url, dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
                             tenant_max_running_jobs=1, auto_migrate=False, create_local_key=False)
         engine = make_engine(url)
         tenant = make_tenant(make_session_factory(engine))
         engine.dispose()
-        digits = write_digits_source(tmp_path / "source")
         with recovery_loop(settings, tmp_path), celery_worker(settings, tmp_path, concurrency=2) as worker, \
                 api_server(settings, tmp_path) as api, Client(api.url, tenant.key, timeout=10) as client:
             ids = digits.upload(client)

@@ -11,18 +11,13 @@ from sqlalchemy import func, select
 import worker.runner
 from app.core.jobs.lifecycle import cancel_job
 from app.core.persistence.models import Job, JobEvent, JobStep
-from tests.support.digits import digits_spec, write_digits_source
+from tests.support.digits import digits_spec
 from tests.support.jobs import submit_job, upload_files
 from tests.support.rows import event_types, load_job
 from worker.context import worker_context
 from worker.runner import STORAGE_FULL, run_job
 
 STEPS = 5
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return write_digits_source(tmp_path_factory.mktemp("digits"))
 
 
 @pytest.fixture
