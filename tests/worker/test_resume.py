@@ -68,7 +68,8 @@ def test_a_job_handed_back_mid_run_resumes_after_its_last_step_with_identical_re
     del recorded[:]
     assert run_job(job_id, settings) == "succeeded"
     assert recorded == [3, 4, 5]  # no step redone
-    assert _events(settings, job_id, "resumed") == [{"step": 2, "attempt": 1, "worker_id": worker.runner.worker_id()}]
+    assert _events(settings, job_id, "resumed") == [{"step": 2, "unit": "step 2", "attempt": 1,
+                                                        "worker_id": worker.runner.worker_id()}]
     assert _tensor_files(settings, job_id) == _tensor_files(settings, clean)
     progress = [e["step"] for e in _events(settings, job_id, "progress")]
     assert progress == sorted(progress) and progress[-1] == STEPS * 2
