@@ -1,6 +1,6 @@
-"""Issue 25: `average` and `align` jobs resume at their natural unit (an averaged candidate, an
-alignment phase): a run given the checkpoints of units 1..k of an interrupted one does not
-redo them, and writes the very bytes of an uninterrupted run."""
+"""Issue 25: `average`, `align` and `merge` jobs resume at their natural unit (an averaged
+candidate, an alignment phase, an input's barrier): a run given the checkpoints of units 1..k of
+an interrupted one does not redo them, and writes the very bytes of an uninterrupted run."""
 
 import json
 
@@ -118,5 +118,20 @@ def test_an_alignment_resumed_after_phase_k_redoes_none_and_writes_the_same_file
     assert [c.step for c in later] == list(range(k + 1, 4))
     assert [c.data for c in later] == [c.data for c in units[k:]]
     assert resumed_progress == progress[k - 1:]  # one report per curve still to measure
+    assert _tensor_bytes(resumed, tmp_path / "resumed") == _tensor_bytes(clean, tmp_path / "clean")
+    assert _report(tmp_path / "resumed") == _report(tmp_path / "clean")
+
+
+@pytest.mark.parametrize(("align", "units"), [("mean", ["alignment"] + [f"barrier of models[{i}]" for i in range(3)]),
+                                              ("none", [f"barrier of models[{i}]" for i in range(3)])])
+def test_a_merge_resumed_after_unit_2_redoes_neither_alignment_nor_barriers(files, tmp_path, align, units):
+    spec = parse_job_spec({"kind": "merge", "arch": ARCH, "align": align, "train_data": str(files.train),
+                           "models": [str(files.checkpoints[-1]), str(files.other_run), str(files.checkpoints[-2])],
+                           "eval_data": str(files.test), "outputs": {"aligned": True},
+                           "params": {"device": "cpu", "alphas": [0.0, 0.5, 1.0]}})
+    clean, done, _, _ = _run(spec, tmp_path / "clean")
+    assert [(c.step, c.data["unit"]) for c in done] == list(enumerate(units, start=1))
+    resumed, later, _, _ = _run(spec, tmp_path / "resumed", resume=done[:2])
+    assert [c.data for c in later] == [c.data for c in done[2:]]
     assert _tensor_bytes(resumed, tmp_path / "resumed") == _tensor_bytes(clean, tmp_path / "clean")
     assert _report(tmp_path / "resumed") == _report(tmp_path / "clean")
