@@ -9,7 +9,7 @@ to what storing that step's gradient pair would take, the time to write those pa
 (safetensors to a file, fsync), the time the resumed run spent recomputing all T - 1 pairs,
 and the same resume from records that kept their pairs (trajx.executors.transfer.keeps_pairs).
 The rule this measures (docs/reliability.md): a step's pair is kept with its record while
-it is small (PAIR_RECORD_MAX_BYTES), where writing it is cheaper than recomputing it;
+it is small (RECORD_TENSORS_MAX_BYTES), where writing it is cheaper than recomputing it;
 above that a record stays O(hidden units) and a resume recomputes the pairs.
 """
 

@@ -128,14 +128,17 @@ class _JobRun:
         self._last_cancel_check = 0.0
 
     def _resume_point(self) -> list[Checkpoint]:
-        """The steps earlier attempts completed (recorded one by one), with a `resumed` event."""
+        """The steps earlier attempts completed (recorded one by one), with a `resumed` event
+        naming the last (its number, and the unit it was for any job kind)."""
         with self.ctx.sessions() as session:
             steps = recorded_steps(session, self.claim.job_id)
             if steps:
+                last = steps[-1]
                 add_event(session, self.claim.job_id, "resumed",
-                          {"step": steps[-1].step, "attempt": self.claim.attempt, "worker_id": self.claim.worker_id})
+                          {"step": last.step, "unit": last.data.get("unit"), "attempt": self.claim.attempt,
+                           "worker_id": self.claim.worker_id})
                 session.commit()
-                log.info("job %s: resumed after step %d", self.claim.job_id, steps[-1].step)
+                log.info("job %s: resumed after step %d (%s)", self.claim.job_id, last.step, last.data.get("unit"))
         return [Checkpoint(row.step, row.state, row.data) for row in steps]
 
     def run(self) -> str | None:

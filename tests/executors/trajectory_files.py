@@ -32,10 +32,13 @@ def write_files(directory: Path) -> Files:
     train, test = digits()
     for name, data in (("train", train), ("test", test)):
         save_tensors(directory / f"{name}.safetensors", {"inputs": data.inputs, "targets": data.targets})
-    paths = []
     for index, checkpoint in enumerate(sgd_run(0, epochs=8)):
-        paths.append(directory / f"epoch{index}.safetensors")
-        save_tensors(paths[-1], checkpoint)
+        save_tensors(directory / f"epoch{index}.safetensors", checkpoint)
     save_tensors(directory / "other.safetensors", sgd_run(1, epochs=4)[-1])
-    return Files(paths, directory / "other.safetensors", directory / "train.safetensors",
-                 directory / "test.safetensors")
+    return files_in(directory)
+
+
+def files_in(directory: Path) -> Files:
+    """The files `write_files` wrote to `directory`."""
+    return Files(sorted(directory.glob("epoch*.safetensors"), key=lambda p: int(p.stem.removeprefix("epoch"))),
+                 directory / "other.safetensors", directory / "train.safetensors", directory / "test.safetensors")

@@ -11,9 +11,11 @@ from sqlalchemy import func, select
 import worker.runner
 from app.core.jobs.lifecycle import cancel_job
 from app.core.persistence.models import Job, JobEvent, JobStep
+from tests.executors.trajectory_files import ARCH, files_in, write_files
 from tests.support.digits import digits_spec
 from tests.support.jobs import submit_job, upload_files
 from tests.support.rows import event_types, load_job
+from tests.support.run_cache import cached_dir
 from worker.context import worker_context
 from worker.runner import STORAGE_FULL, run_job
 
@@ -27,9 +29,9 @@ def spec(settings, tenant_id, digits):
     return digits_spec(inputs, steps=STEPS, seeds=(1, 2), grad_batches=2)
 
 
-def _tensor_files(settings, job_id) -> dict[tuple[int, str], str]:
-    """sha256 of each result checkpoint by (target, role)."""
-    return {(f["target"], f["role"]): f["sha256"] for f in load_job(settings, job_id).result["files"]
+def _tensor_files(settings, job_id) -> dict[str, str]:
+    """sha256 of each result checkpoint by path."""
+    return {f["path"]: f["sha256"] for f in load_job(settings, job_id).result["files"]
             if f["path"].endswith(".safetensors")}
 
 
@@ -68,12 +70,57 @@ def test_a_job_handed_back_mid_run_resumes_after_its_last_step_with_identical_re
     del recorded[:]
     assert run_job(job_id, settings) == "succeeded"
     assert recorded == [3, 4, 5]  # no step redone
-    assert _events(settings, job_id, "resumed") == [{"step": 2, "attempt": 1, "worker_id": worker.runner.worker_id()}]
+    assert _events(settings, job_id, "resumed") == [{"step": 2, "unit": "step 2", "attempt": 1,
+                                                        "worker_id": worker.runner.worker_id()}]
     assert _tensor_files(settings, job_id) == _tensor_files(settings, clean)
     progress = [e["step"] for e in _events(settings, job_id, "progress")]
     assert progress == sorted(progress) and progress[-1] == STEPS * 2
     with worker_context(settings).sessions() as session:  # the job ended: its steps are gone
         assert session.scalar(select(func.count()).select_from(JobStep).where(JobStep.job_id == job_id)) == 0
+
+
+@pytest.fixture
+def trajectory_ids(settings, tenant_id, run_cache):
+    """The executor tests' SGD trajectory (8 checkpoints), an independent run and digits, uploaded."""
+    files = files_in(cached_dir(run_cache, "sgd-trajectory", write_files))
+    return upload_files(settings, tenant_id, {**{f"epoch{i}": p for i, p in enumerate(files.checkpoints)},
+                                              "other": files.other_run, "train": files.train, "test": files.test})
+
+
+def _average_spec(ids):
+    return {"kind": "average", "arch": ARCH, "checkpoints": [ids[f"epoch{i}"] for i in range(8)],
+            "train_data": ids["train"], "eval_data": ids["test"], "method": {"name": "uniform", "last": 2},
+            "sweep": {"last": [1, 2, 4, 3]}, "outputs": {"candidates": True}, "params": {"device": "cpu"}}
+
+
+def _align_spec(ids):
+    return {"kind": "align", "arch": ARCH, "model_a": ids["epoch7"], "model_b": ids["other"],
+            "train_data": ids["train"], "eval_data": ids["test"], "outputs": {"merged": True},
+            "params": {"device": "cpu", "alphas": [0.0, 0.5, 1.0]}}
+
+
+@pytest.mark.parametrize(("make_spec", "units", "k", "unit"),
+                         [(_average_spec, 4, 2, "candidate uniform last=2"), (_align_spec, 3, 1, "matching"),
+                          (_align_spec, 3, 2, "plain curve")], ids=["average", "align-matched", "align-curve"])
+def test_average_and_align_jobs_handed_back_resume_at_their_unit_with_identical_results(
+        settings, tenant_id, trajectory_ids, make_spec, units, k, unit, monkeypatch):
+    spec = make_spec(trajectory_ids)
+    clean = submit_job(settings, tenant_id, spec)
+    assert run_job(clean, settings) == "succeeded"
+
+    job_id = submit_job(settings, tenant_id, spec)
+    shutdown = threading.Event()
+    recorded = _after_step(monkeypatch, k, shutdown.set)
+    assert run_job(job_id, settings, shutdown) == "queued"
+    shown = load_job(settings, job_id).progress_step
+    del recorded[:]
+    assert run_job(job_id, settings) == "succeeded"
+    assert recorded == list(range(k + 1, units + 1))  # no unit redone
+    assert _events(settings, job_id, "resumed") == [{"step": k, "unit": unit, "attempt": 1,
+                                                     "worker_id": worker.runner.worker_id()}]
+    assert _tensor_files(settings, job_id) == _tensor_files(settings, clean)
+    progress = [e["step"] for e in _events(settings, job_id, "progress")]
+    assert progress == sorted(progress) and all(step > shown for step in progress[-(units - k):])
 
 
 @pytest.mark.parametrize("keep", [True, False])

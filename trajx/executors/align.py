@@ -17,22 +17,27 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 
+from trajx.engine.batches import Dataset
 from trajx.engine.matching.solvers import get_solver
 from trajx.engine.merging.alignment import (
+    Curve,
     PathEvaluator,
+    Tensors,
     activation_matching,
     find_probes,
     matched_parameters,
     weight_matching,
 )
-from trajx.engine.permutation.spec import apply_permutation
+from trajx.engine.permutation.spec import Permutation, PermutationSpec, apply_permutation
 from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.transfer.gmt import resolve_device
 from trajx.executors.common import draw_batches, tensor_metadata, versions, write_json
 from trajx.executors.inputs import open_inputs
 from trajx.executors.manifest import ResultManifest, file_entry
-from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.registry import Checkpoint, Resolve, RunContext, RunProgress
 from trajx.io import save_tensors
 from trajx.job_spec import AlignJob
 from trajx.resources import peak_memory_bytes, reset_peak_memory
@@ -69,23 +74,15 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     model.to(device)
     state_a = {n: t.to(device) for n, t in state_a.items()}
     state_b = {n: t.to(device) for n, t in state_b.items()}
-    names = matched_parameters(model, perm_spec)
-    solver = get_solver(spec.params.matching.solver)
-    matching_started = time.perf_counter()
-    objectives = None
-    if spec.method == "weights":
-        matching = spec.params.matching
-        result = weight_matching(perm_spec, state_a, state_b, names, max_iter=matching.max_iter,
-                                 tol=matching.tol, seed=spec.params.seed, solver=solver)
-        perm, objectives = result.perm, result.objectives
+    reached = list(ctx.resume)  # units: 1 matching, 2 the plain curve, 3 the aligned curve
+    if reached:
+        matched = safetensors_load(reached[0].state)
+        perm = {group.name: matched[group.name] for group in perm_spec.groups}
+        objectives, matching_seconds = reached[0].data["objectives"], reached[0].data["matching_seconds"]
     else:
-        batches = draw_batches(train, spec.params, spec.params.activation_batches, device,
-                               offset=_ACTIVATION_STREAM)
-        model.load_state_dict(state_a)
-        probes = find_probes(model, perm_spec, batches[0],
-                             torch.Generator().manual_seed(spec.params.seed))
-        perm = activation_matching(model, perm_spec, state_a, state_b, batches, probes, solver)
-    matching_seconds = time.perf_counter() - matching_started
+        perm, objectives, matching_seconds = _match(spec, model, perm_spec, state_a, state_b, train, device)
+        ctx.on_checkpoint(Checkpoint(1, safetensors_bytes(perm), {"unit": "matching", "objectives": objectives,
+                                                                  "matching_seconds": matching_seconds}))
     aligned_b = apply_permutation(perm_spec, perm, state_b)
 
     evaluator = PathEvaluator(model, draw_batches(train, spec.params, spec.params.bn_batches, device),
@@ -93,10 +90,14 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     alphas = spec.params.alphas
     total = 2 * len(alphas)
     curves = {}
-    for index, (path, b) in enumerate((("plain", state_b), ("aligned", aligned_b))):
+    for step, (path, b) in enumerate((("plain", state_b), ("aligned", aligned_b)), start=2):
+        if len(reached) >= step:
+            curves[path] = Curve(reached[step - 1].data["points"])
+            continue
         curves[path] = evaluator.curve(state_a, b, alphas)
-        ctx.on_progress(RunProgress((index + 1) * len(alphas), total,
+        ctx.on_progress(RunProgress((step - 1) * len(alphas), total,
                                     {"path": path, "loss_barrier": curves[path].barrier("loss")}))
+        ctx.on_checkpoint(Checkpoint(step, b"", {"unit": f"{path} curve", "points": curves[path].points}))
     merged = evaluator.point(state_a, aligned_b, 0.5) if spec.outputs.merged else None
     merged_metrics = evaluator.score() if merged is not None else {}
     peak = peak_memory_bytes(device)
@@ -128,3 +129,21 @@ def run_align(spec: AlignJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
                         "versions": versions()})
     files.append(file_entry(out_dir, report, "report"))
     return ResultManifest(files, summary)
+
+
+def _match(spec: AlignJob, model: torch.nn.Module, perm_spec: PermutationSpec, state_a: Tensors,
+           state_b: Tensors, train: Dataset, device: torch.device) -> tuple[Permutation, list[float] | None, float]:
+    """(π aligning B onto A, the weight-matching objectives (None for activations), seconds taken)."""
+    started = time.perf_counter()
+    solver = get_solver(spec.params.matching.solver)
+    if spec.method == "weights":
+        matching = spec.params.matching
+        names = matched_parameters(model, perm_spec)
+        result = weight_matching(perm_spec, state_a, state_b, names, max_iter=matching.max_iter,
+                                 tol=matching.tol, seed=spec.params.seed, solver=solver)
+        return result.perm, result.objectives, time.perf_counter() - started
+    batches = draw_batches(train, spec.params, spec.params.activation_batches, device, offset=_ACTIVATION_STREAM)
+    model.load_state_dict(state_a)
+    probes = find_probes(model, perm_spec, batches[0], torch.Generator().manual_seed(spec.params.seed))
+    perm = activation_matching(model, perm_spec, state_a, state_b, batches, probes, solver)
+    return perm, None, time.perf_counter() - started

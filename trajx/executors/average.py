@@ -19,14 +19,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 
-from trajx.engine.merging.averaging import Averager, Candidate, CandidateResult, ema, lawa, uniform
+from trajx.engine.merging.averaging import (
+    Averager,
+    Candidate,
+    CandidateResult,
+    Finished,
+    build_order,
+    ema,
+    lawa,
+    uniform,
+)
 from trajx.engine.transfer.gmt import resolve_device
 from trajx.errors import Cancelled, InvalidInput
 from trajx.executors.common import draw_batches, tensor_metadata, versions, write_json
 from trajx.executors.inputs import open_inputs
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
-from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.registry import (
+    RECORD_TENSORS_MAX_BYTES,
+    Checkpoint,
+    Resolve,
+    RunContext,
+    RunProgress,
+)
 from trajx.executors.steps import checkpoint_steps
 from trajx.job_spec import AverageJob, EmaMethod, LawaMethod
 from trajx.resources import peak_memory_bytes, reset_peak_memory
@@ -86,21 +103,28 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
                         eval_data, 4 * spec.params.batch_size, device, select_data=select_data, task=job.task)
     common = tensor_metadata("average", spec.arch)
     files: list[ResultFile] = []
-    done = 0
+    order = build_order(candidates)
+    finished = [_decode_candidate(checkpoint, candidates[order[rank]]) for rank, checkpoint in enumerate(ctx.resume)]
+    done = len(finished)
 
     def describe(result: CandidateResult) -> dict[str, Any]:
         return _describe(result, steps)
+
+    def write_candidate(result: CandidateResult, state: dict[str, torch.Tensor]) -> None:
+        path = out_dir / "candidates" / f"{_slug(result.candidate.label)}.safetensors"
+        job.save(path, state, {**common, "label": result.candidate.label})
+        files.append(file_entry(out_dir, path, "candidate", metadata=describe(result)))
 
     def on_candidate(result: CandidateResult, state: dict[str, torch.Tensor]) -> None:
         nonlocal done
         done += 1
         if spec.outputs.candidates:
-            path = out_dir / "candidates" / f"{_slug(result.candidate.label)}.safetensors"
-            job.save(path, state, {**common, "label": result.candidate.label})
-            files.append(file_entry(out_dir, path, "candidate", metadata=describe(result)))
+            write_candidate(result, state)
         ctx.on_progress(RunProgress(done, len(candidates), describe(result)))
+        ctx.on_checkpoint(_encode_candidate(done, result, state))
 
-    result = averager.run(candidates, on_candidate, ctx.should_cancel)
+    result = averager.run(candidates, on_candidate, ctx.should_cancel, finished,
+                          on_restored=write_candidate if spec.outputs.candidates else None)
     # The baseline gets the candidates' treatment: BatchNorm re-estimated on the same batches.
     last_checkpoint = averager.score(averager.finish(load(len(spec.checkpoints) - 1)))
     peak = peak_memory_bytes(device)
@@ -127,6 +151,21 @@ def run_average(spec: AverageJob, resolve: Resolve, out_dir: Path, ctx: RunConte
                         "buffers": BUFFERS_NOTE.format(samples=averager.bn_samples), "versions": versions()})
     files.append(file_entry(out_dir, report, "report"))
     return ResultManifest(files, summary)
+
+
+def _encode_candidate(step: int, result: CandidateResult, state: dict[str, torch.Tensor]) -> Checkpoint:
+    """Candidate `step` (of the build order) as the worker records it: its metrics, and its
+    state while that is at most RECORD_TENSORS_MAX_BYTES (a resume rebuilds a larger one
+    where it is needed: the best, or every candidate with outputs.candidates)."""
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    kept = safetensors_bytes(state) if size <= RECORD_TENSORS_MAX_BYTES else b""
+    return Checkpoint(step, kept, {"unit": f"candidate {result.candidate.label}", "metrics": result.metrics,
+                                   "select_metrics": result.select_metrics})
+
+
+def _decode_candidate(checkpoint: Checkpoint, candidate: Candidate) -> Finished:
+    result = CandidateResult(candidate, checkpoint.data["metrics"], checkpoint.data["select_metrics"])
+    return Finished(result, safetensors_load(checkpoint.state) if checkpoint.state else None)
 
 
 def _describe(result: CandidateResult, steps: list[int]) -> dict[str, Any]:

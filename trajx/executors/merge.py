@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from trajx.engine.batches import Dataset
@@ -42,7 +44,7 @@ from trajx.errors import InvalidInput
 from trajx.executors.common import draw_batches, tensor_metadata, versions, write_json
 from trajx.executors.inputs import open_inputs
 from trajx.executors.manifest import ResultManifest, file_entry
-from trajx.executors.registry import Resolve, RunContext, RunProgress
+from trajx.executors.registry import Checkpoint, Resolve, RunContext, RunProgress
 from trajx.io import save_tensors
 from trajx.job_spec import MergeJob
 from trajx.resources import peak_memory_bytes, reset_peak_memory
@@ -82,9 +84,17 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     weights = normalised(spec.weights or [1.0] * len(states))
     count = len(states)
     total = 2 * count + (count if spec.soup else 0)
-    alignment = _align(spec, perm_spec, model, states, weights, ctx)
-    aligned = states if spec.align == "none" else alignment.apply(perm_spec, states)
-    ctx.on_progress(RunProgress(count, total, {"stage": "aligned"}))
+    # Units: the alignment (unless align is none), then each input's score and barrier.
+    reached = list(ctx.resume)
+    aligning = spec.align != "none"
+    if aligning and reached:
+        alignment = _decode_alignment(reached[0], perm_spec, count)
+    else:
+        alignment = _align(spec, perm_spec, model, states, weights, ctx)
+        ctx.on_progress(RunProgress(count, total, {"stage": "aligned"}))
+        if aligning:
+            ctx.on_checkpoint(_encode_alignment(alignment))
+    aligned = alignment.apply(perm_spec, states) if aligning else states
 
     evaluator = PathEvaluator(model, draw_batches(splits["train_data"], spec.params, spec.params.bn_batches,
                                                   device), splits["eval_data"], 4 * spec.params.batch_size,
@@ -99,12 +109,19 @@ def run_merge(spec: MergeJob, resolve: Resolve, out_dir: Path, ctx: RunContext) 
     on_device = {n: t.to(device) for n, t in merged.items()}
     inputs, barriers = [], []
     for index, state in enumerate(aligned):
+        step = index + 1 + int(aligning)
+        if step <= len(reached):
+            inputs.append(reached[step - 1].data["input"])
+            barriers.append(reached[step - 1].data["barrier"])
+            continue
         evaluator.finish(state)
         inputs.append(evaluator.score())
         curve = evaluator.curve(state, on_device, spec.params.alphas)
         barriers.append({key: value for key, value in curve.to_json().items() if key != "points"}
                         | {"points": curve.points})
         ctx.on_progress(RunProgress(count + index + 1, total, {"stage": "barrier", "model": index}))
+        ctx.on_checkpoint(Checkpoint(step, b"", {"unit": f"barrier of models[{index}]", "input": inputs[-1],
+                                                 "barrier": barriers[-1]}))
     soup = _soup(spec, evaluator, aligned, splits, ctx, total) if spec.soup else None
     peak = peak_memory_bytes(device)
     seconds = time.perf_counter() - started
@@ -157,6 +174,20 @@ def _align(spec: MergeJob, perm_spec: PermutationSpec | None, model: nn.Module, 
                                   **matching)
     return merge_many(perm_spec, states, weights, names, spec.rounds, spec.params.seed, solver,
                       ctx.should_cancel, **matching)
+
+
+def _encode_alignment(alignment: Alignment) -> Checkpoint:
+    """The alignment as the worker records it: every permutation as safetensors, the rest as JSON."""
+    perms = {f"model-{i}/{group}": perm[group] for i, perm in enumerate(alignment.perms) for group in perm}
+    return Checkpoint(1, safetensors_bytes(perms), {"unit": "alignment", "objectives": alignment.objectives,
+                                                    "rounds": alignment.rounds, "changed": alignment.changed})
+
+
+def _decode_alignment(checkpoint: Checkpoint, perm_spec: PermutationSpec, count: int) -> Alignment:
+    found = safetensors_load(checkpoint.state)
+    perms = [{g.name: found[f"model-{i}/{g.name}"] for g in perm_spec.groups if f"model-{i}/{g.name}" in found}
+             for i in range(count)]
+    return Alignment(perms, checkpoint.data["objectives"], checkpoint.data["rounds"], checkpoint.data["changed"])
 
 
 def _soup(spec: MergeJob, evaluator: PathEvaluator, states, splits: dict[str, Dataset], ctx: RunContext,

@@ -22,11 +22,20 @@ class RunProgress:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+# The most bytes of tensors a record carries beyond what resuming cannot do without (a
+# transfer step's gradient pair, an averaged candidate's state); larger ones are recomputed
+# by a resume. Writing ~130-300 KiB measured 10-50 ms where recomputing a transfer's pair
+# took 20-300 ms of CPU (bench/bench_resume.py); a 100M-parameter model's 400 MB would not be.
+RECORD_TENSORS_MAX_BYTES = 4 * 2**20
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """What a run needs to continue after its completed unit `step` (1, 2, ...): `state` in
-    the executor's own encoding, `data` JSON facts. The caller keeps them; an executor that
-    gets the ones of steps 1..r back (`RunContext.resume`) continues at step r + 1."""
+    the executor's own encoding, `data` JSON facts, whose `unit` names the unit for people
+    (`step 3`, `candidate uniform last=5`, `matching`: the `resumed` event repeats it).
+    The caller keeps them; an executor that gets the ones of steps 1..r back
+    (`RunContext.resume`) continues at step r + 1."""
 
     step: int
     state: bytes

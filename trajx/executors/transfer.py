@@ -40,16 +40,17 @@ from trajx.errors import InvalidInput
 from trajx.executors.common import tensor_metadata, versions, write_json
 from trajx.executors.inputs import JobInputs, open_inputs
 from trajx.executors.manifest import ResultFile, ResultManifest, file_entry
-from trajx.executors.registry import Checkpoint, Resolve, RunContext, RunProgress
+from trajx.executors.registry import (
+    RECORD_TENSORS_MAX_BYTES,
+    Checkpoint,
+    Resolve,
+    RunContext,
+    RunProgress,
+)
 from trajx.io import save_tensors
 from trajx.job_spec import TransferJob, TransferParams
 from trajx.method_registry import TRANSFER_METHODS
 from trajx.resources import peak_memory_bytes, reset_peak_memory
-
-# The largest gradient pair (all targets and the source, one step) recorded with each step:
-# measured (bench/bench_resume.py) writing ~130-300 KiB costs 10-50 ms where recomputing
-# it costs 20-300 ms of CPU; a 100M-parameter model's 800 MB per target would not be.
-PAIR_RECORD_MAX_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -152,13 +153,13 @@ def _write_result(out_dir: Path, spec: TransferJob, job: JobInputs, perm_spec: P
 
 def keeps_pairs(spec: TransferJob, model: torch.nn.Module, perm_spec: PermutationSpec) -> bool:
     """Whether each step's record carries its gradient pair (docs/reliability.md, "the resume
-    rule"): only while a step's pair is at most PAIR_RECORD_MAX_BYTES, where writing it costs
+    rule"): only while a step's pair is at most RECORD_TENSORS_MAX_BYTES, where writing it costs
     less than recomputing it after an interruption; above that the record stays the size of
     the permutations and a resume recomputes the pairs."""
     matched = sum(p.numel() for n, p in model.named_parameters()
                   if any(g is not None for g in perm_spec.param_groups.get(n, ())))
     width = torch.empty((), dtype=getattr(torch, spec.params.pair_dtype)).element_size()
-    return (len(spec.targets) + 1) * matched * width <= PAIR_RECORD_MAX_BYTES
+    return (len(spec.targets) + 1) * matched * width <= RECORD_TENSORS_MAX_BYTES
 
 
 def _encode_step(state: StepState) -> Checkpoint:
@@ -166,7 +167,7 @@ def _encode_step(state: StepState) -> Checkpoint:
     tensors = {f"perm/{k}/{group}": perm for k, perm in enumerate(state.perms) for group, perm in perm.items()}
     for i, pair in enumerate(state.pairs or ()):
         tensors |= {f"pair/{i}/{name}": tensor for name, tensor in pair.items()}
-    return Checkpoint(state.step, safetensors_bytes(tensors), {"metrics": state.metrics})
+    return Checkpoint(state.step, safetensors_bytes(tensors), {"unit": f"step {state.step}", "metrics": state.metrics})
 
 
 def _decode_step(checkpoint: Checkpoint) -> StepState:

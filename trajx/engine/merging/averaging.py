@@ -270,6 +270,28 @@ def nested_windows(candidates: Sequence[Candidate]) -> bool:
                for small, big in pairwise(ordered))
 
 
+def build_order(candidates: Sequence[Candidate]) -> list[int]:
+    """The positions of `candidates` in the order `Averager.run` builds them: nested windows
+    smallest first (one pass), any others as listed. A resumed run continues along it."""
+    if nested_windows(candidates):
+        return sorted(range(len(candidates)), key=lambda i: len(candidates[i].indices))
+    return list(range(len(candidates)))
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A candidate an interrupted run built and scored: its result, and its state (BatchNorm
+    re-estimated) if that was kept; without it the state is rebuilt only where it is needed."""
+
+    result: CandidateResult
+    state: Tensors | None = None
+
+
+def _rank(position: int, result: CandidateResult) -> tuple[tuple[float, ...], int]:
+    """What the best candidate maximises: its score; among equals, the one listed first."""
+    return result.score(), -position
+
+
 class Averager:
     """Builds and evaluates averaged models of one trajectory on one working model.
 
@@ -312,6 +334,23 @@ class Averager:
                 yield accumulator.result(scale=1.0 / accumulator.count)
                 candidate = next(pending, None)
 
+    def _averages(self, candidates: Sequence[Candidate], order: Sequence[int]) -> Callable[[int], Tensors]:
+        """average(rank): the (raw) average of candidate `order[rank]`, ranks ascending. Nested
+        windows share one pass: reaching a rank reads the checkpoints of the ranks skipped."""
+        if not nested_windows(candidates):
+            return lambda rank: self._average(candidates[order[rank]])
+        averages = self._nested_averages([candidates[i] for i in order])
+        taken = -1  # the last rank taken from the pass (none is kept: memory stays one model)
+
+        def average(rank: int) -> Tensors:
+            nonlocal taken
+            for _ in range(rank - taken - 1):
+                next(averages)
+            taken = rank
+            return next(averages)
+
+        return average
+
     def finish(self, state: Tensors) -> Tensors:
         """`state` loaded into the model, BatchNorm re-estimated; the full state on CPU."""
         return reestimated_state(self.model, state, self.bn_inputs)
@@ -336,37 +375,51 @@ class Averager:
 
     def run(self, candidates: Sequence[Candidate],
             on_candidate: Callable[[CandidateResult, Tensors], None] | None = None,
-            should_cancel: Callable[[], bool] | None = None) -> AverageResult:
+            should_cancel: Callable[[], bool] | None = None, finished: Sequence[Finished] = (),
+            on_restored: Callable[[CandidateResult, Tensors], None] | None = None) -> AverageResult:
         """Build and score every candidate; keep the best (the first listed on ties).
 
-        Nested windows (see `nested_windows`) are built smallest first in one pass over
-        the checkpoints, others one by one; the curve keeps the order of `candidates`.
-        The choice is made on select_data when there is one, else on eval_data; without
-        either only one candidate can be chosen from, so `candidates` must hold exactly one. `on_candidate` sees each result and state before the next is
+        Candidates are built in `build_order`: nested windows (see `nested_windows`)
+        smallest first in one pass over the checkpoints, others one by one; the curve keeps
+        the order of `candidates`. The choice is made on select_data when there is one, else
+        on eval_data; without either only one candidate can be chosen from, so `candidates`
+        must hold exactly one. `on_candidate` sees each result and state before the next is
         built (it may write the state out). Raises Cancelled between candidates.
+
+        A resumed run passes what an interrupted one finished: the first candidates of
+        `build_order`, which are not built or scored again. A state they lack is rebuilt
+        (averaged, BatchNorm re-estimated: the same bits) only where it is needed: for the
+        best of them, and for each of them if `on_restored` wants their states.
         """
         if not candidates:
             raise ValueError("no candidates to average")
         if self.eval_data is None and self.select_data is None and len(candidates) > 1:
             raise ValueError("choosing among several candidates needs eval or select data")
-        order = sorted(range(len(candidates)), key=lambda i: len(candidates[i].indices))
-        if nested_windows(candidates):
-            averages = self._nested_averages([candidates[i] for i in order])
-        else:
-            order = list(range(len(candidates)))
-            averages = (self._average(candidates[i]) for i in order)
+        order = build_order(candidates)
+        if len(finished) > len(order) or any(done.result.candidate != candidates[position]
+                                             for done, position in zip(finished, order)):
+            raise ValueError("finished candidates must be the first ones of build_order(candidates)")
+        average = self._averages(candidates, order)
+        leader = max(range(len(finished)), key=lambda r: _rank(order[r], finished[r].result), default=None)
         best: tuple[int, CandidateResult, Tensors] | None = None
         results: dict[int, CandidateResult] = {}
-        for position in order:
-            if should_cancel is not None and should_cancel():
-                raise Cancelled("averaging cancelled between candidates")
-            state = self.finish(next(averages))
-            selected = self.score(split="select_data") if self.select_data is not None else None
-            result = results[position] = CandidateResult(candidates[position], self.score(), selected)
-            if on_candidate is not None:
-                on_candidate(result, state)
-            # The best score wins; among equals, the candidate listed first.
-            if best is None or (result.score(), -position) > (best[1].score(), -best[0]):
+        for rank, position in enumerate(order):
+            if rank < len(finished):
+                result, state = finished[rank].result, finished[rank].state
+                if state is None and (rank == leader or on_restored is not None):
+                    state = self.finish(average(rank))
+                if on_restored is not None:
+                    on_restored(result, state)
+            else:
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("averaging cancelled between candidates")
+                state = self.finish(average(rank))
+                selected = self.score(split="select_data") if self.select_data is not None else None
+                result = CandidateResult(candidates[position], self.score(), selected)
+                if on_candidate is not None:
+                    on_candidate(result, state)
+            results[position] = result
+            if best is None or _rank(position, result) > _rank(*best[:2]):
                 best = (position, result, state)
             del state
         return AverageResult(best[1], best[2], [results[i] for i in range(len(candidates))])
