@@ -26,6 +26,7 @@ each epoch), and says per seed pair how many epochs from scratch reach the same 
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -179,6 +180,7 @@ class Row:
 def run_case(case: Case, args: argparse.Namespace) -> None:
     spec = derive_spec(build_model(*case.arch), example_input(*case.arch))
     steps = min(args.steps, case.max_steps)
+    further = min(args.further, case.finetune_epochs)  # the from-scratch curve is that long
     base = TransferOptions(steps=steps, batch_size=case.batch_size, device="cpu")
     raw, unit = replace(base, pair_weighting="none"), replace(base, pair_weighting="unit")
     variants: list[tuple[str, Method, TransferOptions]] = [
@@ -207,6 +209,7 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
         row.best.append(best)
         row.best_step.append(step)
 
+    started = time.perf_counter()
     for pair in range(args.seeds):
         source_base = case.pretrain(init_state_dict(*case.arch, seed=pair), pair)
         target_base = case.pretrain(init_state_dict(*case.arch, seed=1000 + pair), 1000 + pair)
@@ -217,7 +220,7 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
         best_epoch = max(range(len(target_scores)), key=target_scores.__getitem__)
         record("target fine-tuned", target_scores[-1], target_scores[best_epoch], best_epoch)
         scratch.append(target_scores)
-        curves.setdefault("new base from scratch", []).append(target_scores[: args.further + 1])
+        curves.setdefault("new base from scratch", []).append(target_scores[: further + 1])
         for name, method, options in [*variants, ("oracle", Oracle([target_run[-1]]), base)]:
             start = time.perf_counter()
             result = transfer(build_model(*case.arch), spec, [source_base, source_tuned], [target_base],
@@ -226,10 +229,12 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
             seconds.setdefault(name, []).append(time.perf_counter() - start)
             record(name, result.steps[-1]["accuracy"], result.steps[result.best_step - 1]["accuracy"],
                    result.best_step)
-            if name in ("naive", "fgmt", "fgmt unit", "oracle") and args.further:
-                further = case.fine_tune(result.best, args.further, 2000 + pair)
+            if name in ("naive", "fgmt", "fgmt unit", "oracle") and further:
+                tuned = case.fine_tune(result.best, further, 2000 + pair)
                 curves.setdefault(f"{name} (best step) + training", []).append(
-                    [case.score(result.best), *map(case.score, further)])
+                    [case.score(result.best), *map(case.score, tuned)])
+        print(f"{case.label}: seed pair {pair} done, {time.perf_counter() - started:.0f} s wall so far",
+              file=sys.stderr, flush=True)
 
     print(f"\n## {case.label}, T={steps}, cosine, {args.seeds} seed pairs "
           f"(source and target fine-tuned {case.finetune_epochs} epochs)")
@@ -237,15 +242,15 @@ def run_case(case: Case, args: argparse.Namespace) -> None:
     for name, row in rows.items():
         print(f"{name:<22} {mean_std(row.last, 100):>12} {mean_std(row.best, 100):>12} "
               f"{mean_std(row.best_step):>12} {statistics.fmean(seconds.get(name, [0.0])):>8.1f}")
-    if args.further:
+    if further:
         print(f"\n### {case.label}: held-out % after e more epochs of fine-tuning")
-        print(f"{'start':<34} " + " ".join(f"{f'e={e}':>12}" for e in range(args.further + 1))
-              + f" {'scratch epochs to e=0, e=' + str(args.further):>30}")
+        print(f"{'start':<34} " + " ".join(f"{f'e={e}':>12}" for e in range(further + 1))
+              + f" {'scratch epochs to e=0, e=' + str(further):>30}")
         for name, runs in curves.items():
             catch_up = " ".join(f"{_epochs_to_reach(base, run[0])}/{_epochs_to_reach(base, run[-1])}"
                                 for base, run in zip(scratch, runs, strict=True))
             print(f"{name:<34} " + " ".join(f"{mean_std([r[e] for r in runs], 100):>12}"
-                                            for e in range(args.further + 1)) + f" {catch_up:>30}")
+                                            for e in range(further + 1)) + f" {catch_up:>30}")
 
 
 def _epochs_to_reach(curve: list[float], level: float) -> str:
@@ -258,7 +263,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seed pairs")
     parser.add_argument("--steps", type=int, default=20, help="T of the transfer")
     parser.add_argument("--cases", default="mlp,cnn,lm")
-    parser.add_argument("--further", type=int, default=5, help="epochs of fine-tuning after the transfer")
+    parser.add_argument("--further", type=int, default=5,
+                        help="epochs of fine-tuning after the transfer (at most the case's own: 4 for lm)")
     parser.add_argument("--study", action="store_true", help="add the variants of the study")
     parser.add_argument("--quick", action="store_true", help="one seed pair, T=10, 2 further epochs")
     args = parser.parse_args()

@@ -25,6 +25,8 @@ from trajx.engine.batches import Dataset
 from trajx.engine.losses import CLASSES_OR_VALUES, Task
 from trajx.errors import InvalidInput
 
+# The metadata key `trajx init` and `trajx export` mark the initializations they draw with.
+INIT_SEED_KEY = "seed"
 # BatchNorm's batch counter is bookkeeping, often dropped by exporters: take the model's.
 _OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
@@ -225,6 +227,14 @@ def checkpoint_files(path: Path, what: str) -> tuple[list[tuple[Path, str]], set
             raise InvalidInput(f"{what}: {path.name} names shard {shard!r} outside its folder",
                                code="invalid_checkpoint_index", artifact=what, shard=str(shard))
     return [(path.parent / shard, f"{what} ({shard})") for shard in shards], set(weight_map)
+
+
+def initializer_seed(path: Path) -> str | None:
+    """The seed a checkpoint drawn by `trajx init` or `trajx export` records (INIT_SEED_KEY),
+    None for any other checkpoint. Reads the header of `load_state`'s first file only: call
+    it on a checkpoint already loaded."""
+    with safe_open(str(checkpoint_files(Path(path), "checkpoint")[0][0][0]), framework="pt") as opened:
+        return (opened.metadata() or {}).get(INIT_SEED_KEY)
 
 
 def load_data(path: Path, what: str) -> Dataset:

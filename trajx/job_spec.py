@@ -32,6 +32,7 @@ ArtifactRef = Annotated[str, Field(min_length=1, max_length=4096)]
 InputKind = Literal["checkpoint", "data", "program"]
 ARCH_PROGRAM = "arch.program"  # where a spec names an uploaded model program
 Queue = Literal["gpu", "cpu"]
+PairWeighting = Literal["none", "unit"]  # what a transfer runs with, "auto" resolved
 
 
 def _exactly_one(model: BaseModel, who: str, first: str, second: str) -> None:
@@ -116,9 +117,11 @@ class TransferParams(_Strict):
     )
     pair_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    pair_weighting: Literal["none", "unit"] = Field(
-        default="none", description="'unit': every gradient pair scaled to unit norms (sums of cosines)"
-    )
+    pair_weighting: Literal["auto", "none", "unit"] = Field(
+        default="auto", description=(
+            "'unit': every gradient pair scaled to unit norms (sums of cosines); 'none': raw pairs, "
+            "as published; 'auto': 'unit' when every target is a pre-trained checkpoint (not a seed, "
+            "nor a file trajx init/export drew), else 'none'; the result summary names the one used"))
 
 
 class LastSteps(_Strict):

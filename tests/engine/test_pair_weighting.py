@@ -33,9 +33,10 @@ def test_unit_pairs_match_on_a_sum_of_cosines(mlp, method):
 
 
 def test_pair_weighting_is_a_validated_job_parameter(mlp):
-    with pytest.raises(ValueError, match="unknown pair_weighting 'cosine'"):
-        fgmt(mlp, pair_weighting="cosine")
+    for unknown in ("cosine", "auto"):  # the executor resolves "auto" before the engine runs
+        with pytest.raises(ValueError, match=f"unknown pair_weighting '{unknown}'"):
+            fgmt(mlp, pair_weighting=unknown)
     with pytest.raises(pydantic.ValidationError, match="pair_weighting"):
         TransferParams(pair_weighting="cosine")
-    assert engine_options(TransferParams(pair_weighting="unit"), torch.device("cpu")).pair_weighting == "unit"
-    assert TransferParams().pair_weighting == TransferOptions().pair_weighting == "none"
+    assert engine_options(TransferParams(), torch.device("cpu"), "unit").pair_weighting == "unit"
+    assert TransferParams().pair_weighting == "auto" and TransferOptions().pair_weighting == "none"

@@ -10,7 +10,8 @@ import torch
 from tests.support.engine_setups import mlp_setup
 from trajx.errors import InvalidInput
 from trajx.executors import RunContext, RunProgress, executor_for
-from trajx.io import load_tensors, save_tensors
+from trajx.executors.transfer import pair_weighting
+from trajx.io import INIT_SEED_KEY, load_tensors, save_tensors
 from trajx.job_spec import parse_job_spec
 
 
@@ -118,3 +119,35 @@ def test_too_few_steps_for_the_checkpoints_is_invalid(files, tmp_path):
     with pytest.raises(InvalidInput) as info:
         execute(spec, tmp_path)
     assert info.value.code == "invalid_params" and info.value.details["field"] == "params.steps"
+
+
+@pytest.mark.parametrize(("setting", "pretrained", "used"), [
+    ("auto", [True, True], "unit"),  # every target a pre-trained backbone
+    ("auto", [True, False], "none"),  # one random init among them
+    ("auto", [False], "none"),
+    ("none", [True], "none"),  # an explicit setting stands
+    ("unit", [False], "unit"),
+])
+def test_auto_pair_weighting_resolves_by_the_targets(setting, pretrained, used):
+    assert pair_weighting(setting, pretrained) == used
+
+
+def _result_bytes(manifest, out_dir: Path) -> dict[str, bytes]:
+    """The tensors a run returned (the JSON files also hold timings)."""
+    return {f.path: (out_dir / f.path).read_bytes() for f in manifest.files if f.path.endswith(".safetensors")}
+
+
+def test_auto_runs_random_inits_as_published_and_checkpoints_with_unit_pairs(files, tmp_path):
+    paths, params = files[1], {"steps": 2, "batch_size": 128, "device": "cpu"}
+    seeded, explicit = job(files, targets=[{"seed": 1}], params=params), \
+        job(files, targets=[{"seed": 1}], params={**params, "pair_weighting": "none"})
+    assert seeded.params.pair_weighting == "auto"
+    runs = {name: execute(spec, tmp_path / name) for name, spec in (("auto", seeded), ("none", explicit))}
+    assert runs["auto"].summary["pair_weighting"] == "none"
+    assert _result_bytes(runs["auto"], tmp_path / "auto") == _result_bytes(runs["none"], tmp_path / "none")
+
+    drawn = tmp_path / "drawn.safetensors"  # an init as `trajx init --seed 5` writes it
+    save_tensors(drawn, load_tensors(paths["target"], "target"), {INIT_SEED_KEY: "5"})
+    backbones = [{"checkpoint": str(paths["target"])}, {"checkpoint": str(paths["thetaT"])}]
+    for name, targets, used in (("backbones", backbones, "unit"), ("drawn", [{"checkpoint": str(drawn)}], "none")):
+        assert execute(job(files, targets=targets, params=params), tmp_path / name).summary["pair_weighting"] == used

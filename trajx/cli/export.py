@@ -56,7 +56,7 @@ def export(model: Annotated[str, typer.Argument(
         import torch
 
         from trajx.engine.permutation.trace import derive_spec
-        from trajx.io import save_tensors
+        from trajx.io import INIT_SEED_KEY, save_tensors
         from trajx.program.build import export_program, load_program
 
     examples = _examples(input_shape, input_dtype, example_data)
@@ -74,7 +74,7 @@ def export(model: Annotated[str, typer.Argument(
         raise _fail(exc.message, _exit_code(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     (out / PROGRAM_FILE).write_text(json.dumps(document))
-    save_tensors(out / INIT_FILE, init, {"program": PROGRAM_FILE, "seed": str(seed)})
+    save_tensors(out / INIT_FILE, init, {"program": PROGRAM_FILE, INIT_SEED_KEY: str(seed)})
     header = {"program": str(out / PROGRAM_FILE), "checkpoint": str(out / INIT_FILE),
               "operators": len({op for op in _operators(document)})}
     print_description(describe_model(rebuilt, spec, header), as_json, title=model)

@@ -148,13 +148,13 @@ def init(arch: ArchOpt, config: ConfigOpt,
     parsed = _parse_config(config)
     with _needs_engine():
         from trajx.engine.zoo import init_state_dict
-        from trajx.io import save_tensors
+        from trajx.io import INIT_SEED_KEY, save_tensors
 
     try:
         state = init_state_dict(arch, parsed, seed)
     except TrajxError as exc:
         raise _fail(exc.message, _exit_code(exc)) from None
-    save_tensors(out, state, {"arch": json.dumps({"name": arch, "config": parsed}), "seed": str(seed)})
+    save_tensors(out, state, {"arch": json.dumps({"name": arch, "config": parsed}), INIT_SEED_KEY: str(seed)})
     _stderr.print(f"wrote {len(state)} tensors to {out}")
 
 

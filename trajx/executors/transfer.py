@@ -47,8 +47,8 @@ from trajx.executors.registry import (
     RunContext,
     RunProgress,
 )
-from trajx.io import save_tensors
-from trajx.job_spec import TransferJob, TransferParams
+from trajx.io import initializer_seed, save_tensors
+from trajx.job_spec import PairWeighting, Target, TransferJob, TransferParams
 from trajx.method_registry import TRANSFER_METHODS
 from trajx.resources import peak_memory_bytes, reset_peak_memory
 
@@ -68,8 +68,9 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
 
     `resolve` maps each artifact ref of the spec to a local safetensors file. Progress
     counts (target, step) results: `total` is targets × steps. The manifest's summary is
-    `{"method", "device", "seconds", "targets": [{last_accuracy, best_accuracy,
-    best_step, last_loss}]}` (accuracies/loss are None without eval data). Raises
+    `{"method", "pair_weighting" (the one used: `pair_weighting`), "device", "seconds",
+    "targets": [{last_accuracy, best_accuracy, best_step, last_loss}]}` (accuracies/loss
+    are None without eval data). Raises
     InvalidInput / UnsupportedModel before any transfer work when an input is unusable,
     NonFiniteLoss or Cancelled from the engine.
     """
@@ -80,6 +81,7 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     inputs = _load_inputs(spec, resolve)
     model = inputs.job.model
+    weighting = pair_weighting(spec.params.pair_weighting, [_pretrained(t, resolve) for t in spec.targets])
     perm_spec = derive_spec(model, inputs.job.example, explicit=spec.permutation_spec)
     try:
         plan_trajectory(spec.params.schedule, spec.params.steps, len(spec.source))
@@ -103,7 +105,7 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
 
     def run(**how: Any) -> TransferResult:
         return transfer(model, perm_spec, inputs.source, inputs.targets, inputs.train,
-                        engine_options(spec.params, device), method=inputs.method,
+                        engine_options(spec.params, device, weighting), method=inputs.method,
                         solver=get_solver(spec.params.matching.solver),
                         eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.job.task,
                         average_last=spec.outputs.average.last if spec.outputs.average else None, **how)
@@ -114,22 +116,41 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     except Exception:
         if spec.outputs.partial_on_stop and reached:
             steps = list(reached)
-            ctx.on_partial(lambda: _write_result(out_dir, spec, inputs.job, perm_spec,
+            ctx.on_partial(lambda: _write_result(out_dir, spec, inputs.job, perm_spec, weighting,
                                                  run(resume=steps, until=len(steps)), started, partial=True))
         raise
-    return _write_result(out_dir, spec, inputs.job, perm_spec, result, started)
+    return _write_result(out_dir, spec, inputs.job, perm_spec, weighting, result, started)
+
+
+def pair_weighting(setting: str, pretrained: list[bool]) -> PairWeighting:
+    """`params.pair_weighting` with "auto" resolved by the job's scenario (docs/pretrained.md):
+    "unit" when every target is a pre-trained backbone (`pretrained`, one per target), where
+    it closed most of the gap to the Oracle; otherwise "none", the published algorithm,
+    which the random-init benchmarks favour. An explicit "none" or "unit" stands."""
+    if setting != "auto":
+        return setting
+    return "unit" if all(pretrained) else "none"
+
+
+def _pretrained(target: Target, resolve: Resolve) -> bool:
+    """Whether `target` is a pre-trained backbone: a checkpoint no initializer drew (a `seed`
+    target, or a file `trajx init` or `trajx export` marked with its seed, is a random init)."""
+    return target.checkpoint is not None and initializer_seed(resolve(target.checkpoint)) is None
 
 
 def _write_result(out_dir: Path, spec: TransferJob, job: JobInputs, perm_spec: PermutationSpec,
-                  result: TransferResult, started: float, partial: bool = False) -> ResultManifest:
+                  weighting: PairWeighting, result: TransferResult, started: float,
+                  partial: bool = False) -> ResultManifest:
     """Every result file of `result` under `out_dir` and their manifest; `partial` marks the
-    results of a run that stopped before its last step."""
+    results of a run that stopped before its last step. The summary names the pair weighting
+    the run used (`weighting`: "auto" resolved)."""
     seconds = time.perf_counter() - started
 
     files = [entry for index, target in enumerate(result.targets)
              for entry in _write_target(out_dir, index, target, spec, job, partial)]
     summary = {
         "method": spec.method,
+        "pair_weighting": weighting,
         "device": result.device,
         "seconds": seconds,
         "targets": [_target_summary(t) for t in result.targets],
@@ -180,13 +201,13 @@ def _decode_step(checkpoint: Checkpoint) -> StepState:
     return StepState(checkpoint.step, perms, checkpoint.data["metrics"], pairs if any(pairs) else None)
 
 
-def engine_options(params: TransferParams, device: torch.device) -> TransferOptions:
-    """The spec's `params` as the engine's options, on `device` as resolved once for the job
-    (the solver is chosen separately)."""
+def engine_options(params: TransferParams, device: torch.device, weighting: PairWeighting) -> TransferOptions:
+    """The spec's `params` as the engine's options, on `device` and with the pair `weighting`
+    as resolved once for the job (the solver is chosen separately)."""
     matching = MatchingOptions(max_iter=params.matching.max_iter, tol=params.matching.tol,
                                step_sweeps=params.matching.step_sweeps)
-    return TransferOptions(**params.model_dump(exclude={"matching", "device"}), matching=matching,
-                           device=device.type)
+    return TransferOptions(**params.model_dump(exclude={"matching", "device", "pair_weighting"}),
+                           matching=matching, device=device.type, pair_weighting=weighting)
 
 
 def _target_metrics(target: TargetResult) -> dict[str, Any]:
