@@ -29,13 +29,15 @@ TRANSFORMER = {"d_model": 16, "num_heads": 2, "num_layers": 1, "image_size": 8, 
                "in_channels": 1}
 # A conv (4 channels) flattened into a Linear: a repeated axis, and a group on 3 params;
 # a fused q/k/v-like projection holds group h tiled 3 times, 2 features per unit; a second
-# conv links c and d across unpermuted kernel axes.
+# conv links c and d across unpermuted kernel axes; an embedding-like table permuted on c
+# alone: with the conv, c's permutation-free terms hold more than 4² elements per pair, so
+# they are kept apart.
 CONV_GROUPS = {
-    "conv.weight": ("c", None, None, None), "conv.bias": ("c",),
+    "emb.weight": (None, "c"), "conv.weight": ("c", None, None, None), "conv.bias": ("c",),
     "fc.weight": ("h", "c*9"), "fc.bias": ("h",), "out.weight": (None, "h"),
     "qkv.weight": ("3*h*2", "c"), "conv2.weight": ("d", "c", None, None),
 }
-CONV_SHAPES = {"conv.weight": (4, 2, 3, 3), "conv.bias": (4,), "fc.weight": (6, 36),
+CONV_SHAPES = {"emb.weight": (50, 4), "conv.weight": (4, 2, 3, 3), "conv.bias": (4,), "fc.weight": (6, 36),
                "fc.bias": (6,), "out.weight": (3, 6), "qkv.weight": (36, 4), "conv2.weight": (5, 4, 3, 3)}
 
 
@@ -114,6 +116,29 @@ def test_updated_costs_equal_a_rebuild_as_pairs_arrive_and_units_move(chunk, mon
         if step % 3 == 0:  # carried over from the value reached, plus the new pairs
             kept.remember_objective(perm, fresh)
             assert kept.objective(perm) == pytest.approx(fresh, rel=1e-6)
+
+
+def test_a_rebuild_reuses_the_permutation_free_terms_kept_apart(monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    spec = spec_from_param_groups(CONV_GROUPS, CONV_SHAPES)
+    bank = PairBank.allocate(CONV_SHAPES, capacity=3)
+    kept, perm = GroupCosts(spec, bank), spec.identity()
+    products = []
+    add_products = GroupCosts._add_products
+    monkeypatch.setattr(GroupCosts, "_add_products",
+                        lambda self, sums, term, *a: products.append((term.param, *a[1:])) or
+                        add_products(self, sums, term, *a))
+    for step in range(3):
+        bank.add(*[{n: torch.randn(s, generator=generator) for n, s in CONV_SHAPES.items()}
+                   for _ in range(2)])
+        perm = {**perm, "d": torch.randperm(5, generator=generator)}  # c's neighbour: all of it moves
+        products.clear()
+        updated = kept.cost("c", perm)
+        # The embedding's products are made once per pair, never again on a rebuild.
+        assert [p for p in products if p[0] == "emb.weight"] == [("emb.weight", step, step + 1)]
+        assert ("conv2.weight", 0, step) in products or step == 0  # the neighbour's term was rebuilt
+        assert torch.allclose(torch.from_numpy(updated.copy()),
+                              torch.from_numpy(GroupCosts(spec, bank).cost("c", perm).copy()), rtol=1e-5, atol=1e-5)
 
 
 def _absolute(bank: PairBank, shapes) -> PairBank:

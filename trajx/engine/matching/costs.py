@@ -9,6 +9,10 @@ keeps each C_g and brings it up to date with
 - for each neighbour h whose permutation moved on the units K, the difference on those
   units only, Σ_pairs T[.., K, ..] (S[.., π_new(K), ..] − S[.., π_old(K), ..]): |K|/size of
   a rebuild. When more than half of h's units moved, C_g is rebuilt instead.
+Terms with no other permuted axis (an embedding's vocabulary, a LayerNorm's scale) do not
+depend on any permutation: where they hold at least n_g² elements per pair, their sum is
+kept apart (`_Cost.fixed`) so a rebuild starts from it instead of recomputing them (for
+GPT-2's residual group that is the 50257 x 768 embedding, most of a rebuild).
 The objective Σ⟨target, π source⟩ is carried over the same way.
 
 Products run on the pairs' device in float32 (bfloat16/float16 pairs are widened,
@@ -69,6 +73,7 @@ class _Cost:
     matrix: torch.Tensor  # [size, size] float64 on the pairs' device (pieces summed in float32)
     count: int  # pairs summed into it
     under: Permutation  # the permutation of every neighbour it was summed under
+    fixed: torch.Tensor | None = None  # the permutation-free terms' part of `matrix`, when kept apart
 
 
 class GroupCosts:
@@ -82,6 +87,8 @@ class GroupCosts:
         self.spec = spec
         self.pairs = pairs
         self._terms = {g.name: _terms(spec, g.name, pairs.names) for g in spec.groups}
+        self._keeps_fixed = {g.name: _worth_keeping_fixed(g.size, self._terms[g.name], pairs)
+                             for g in spec.groups}
         self._costs: dict[str, _Cost] = {}
         self._objective: tuple[int, Permutation, float] | None = None
 
@@ -89,11 +96,14 @@ class GroupCosts:
         """C_group under `perm` (other groups applied) as a read-only float64 array: on the
         CPU a view of the kept matrix (no n x n copy), valid until this group's next `cost`."""
         entry = self._costs.get(group)
-        if entry is None or not self._catch_up(group, entry, perm):
-            entry = self._costs[group] = self._rebuild(group, perm)
+        if entry is None:
+            entry = self._costs[group] = self._build(group, perm)
+        elif not self._catch_up(group, entry, perm):
+            entry = self._costs[group] = self._rebuild(group, entry, perm)
         if entry.count < len(self.pairs):
             for term in self._terms[group]:
-                self._add_products(entry.matrix, term, perm, entry.count, len(self.pairs))
+                sums = (entry.matrix, entry.fixed) if entry.fixed is not None and not term.others else (entry.matrix,)
+                self._add_products(sums, term, perm, entry.count, len(self.pairs))
             entry.count = len(self.pairs)
         view = entry.matrix.cpu().numpy()
         view.flags.writeable = False
@@ -118,12 +128,26 @@ class GroupCosts:
 
     # -- updates ---------------------------------------------------------------------
 
-    def _rebuild(self, group: str, perm: Permutation) -> _Cost:
+    def _build(self, group: str, perm: Permutation) -> _Cost:
+        """C_group from scratch over every pair, its permutation-free part kept apart when worth it."""
         size = self.spec.group(group).size
         matrix = torch.zeros(size, size, dtype=torch.float64, device=self._device())
+        fixed = torch.zeros_like(matrix) if self._keeps_fixed[group] else None
         for term in self._terms[group]:
-            self._add_products(matrix, term, perm, 0, len(self.pairs))
-        return _Cost(matrix, len(self.pairs), _snapshot(perm))
+            sums = (matrix, fixed) if fixed is not None and not term.others else (matrix,)
+            self._add_products(sums, term, perm, 0, len(self.pairs))
+        return _Cost(matrix, len(self.pairs), _snapshot(perm), fixed)
+
+    def _rebuild(self, group: str, entry: _Cost, perm: Permutation) -> _Cost:
+        """C_group under `perm` over entry's pairs: the kept permutation-free part plus the
+        other terms recomputed (everything, when that part is not kept)."""
+        if entry.fixed is None:
+            return self._build(group, perm)
+        matrix = entry.matrix.copy_(entry.fixed)
+        for term in self._terms[group]:
+            if term.others:
+                self._add_products((matrix,), term, perm, 0, entry.count)
+        return _Cost(matrix, entry.count, _snapshot(perm), entry.fixed)
 
     def _catch_up(self, group: str, entry: _Cost, perm: Permutation) -> bool:
         """Apply the moves of `group`'s neighbours since `entry` was summed; False to rebuild."""
@@ -140,13 +164,14 @@ class GroupCosts:
             entry.under[neighbour] = perm[neighbour].clone()
         return True
 
-    def _add_products(self, matrix: torch.Tensor, term: _Term, perm: Permutation, start: int,
+    def _add_products(self, sums: tuple[torch.Tensor, ...], term: _Term, perm: Permutation, start: int,
                       stop: int) -> None:
-        """Add to `matrix` the term's unit products over pairs [start, stop), other axes under `perm`."""
+        """Add to each matrix of `sums` the term's unit products over pairs [start, stop),
+        other axes under `perm`."""
         target, source = self.pairs.pair_stacks(term.param)
         size = self._size(term)
         for block in _blocks(target, start, stop, keep=(term.dim,)):
-            _add_unit_products(matrix, _piece(target, block), _piece(source, block, term.others, perm),
+            _add_unit_products(sums, _piece(target, block), _piece(source, block, term.others, perm),
                                term.dim + 1, size, term.tile)
 
     def _add_moved_products(self, entry: _Cost, term: _Term, neighbour: str, moved: torch.Tensor,
@@ -163,7 +188,7 @@ class GroupCosts:
         for block in _blocks(target, 0, entry.count, keep=(term.dim, axis)):
             piece = _piece(source, block, rest, entry.under)
             change = _compute(select_along(piece, axis + 1, after)).sub_(select_along(piece, axis + 1, before))
-            _add_unit_products(entry.matrix, select_along(_piece(target, block), axis + 1, rows),
+            _add_unit_products((entry.matrix,), select_along(_piece(target, block), axis + 1, rows),
                                change, term.dim + 1, size, term.tile)
 
     def _size(self, term: _Term) -> int:
@@ -176,6 +201,14 @@ class GroupCosts:
 def _terms(spec: PermutationSpec, group: str, names: tuple[str, ...]) -> list[_Term]:
     return [_Term(a.param, a.dim, a.tile, _permuted_axes(spec, a.param, skip=a.dim))
             for a in spec.group(group).axes if a.param in names]
+
+
+def _worth_keeping_fixed(size: int, terms: list[_Term], pairs: Pairs) -> bool:
+    """Whether a group's permutation-free terms are kept in a matrix of their own: when they
+    hold at least size² elements per pair, recomputing them on a rebuild costs more per pair
+    than the extra size x size matrix holds."""
+    elements = sum(pairs.pair_stacks(t.param)[0].shape[1:].numel() for t in terms if not t.others)
+    return elements >= size * size
 
 
 def _permuted_axes(spec: PermutationSpec, name: str, skip: int | None) -> tuple[Layout, ...]:
@@ -235,17 +268,19 @@ def _positions(index: torch.Tensor, units: int, repeat: int, tile: int) -> torch
     return (torch.arange(tile)[:, None] * (units * repeat) + inner).reshape(-1)
 
 
-def _add_unit_products(matrix: torch.Tensor, target: torch.Tensor, source: torch.Tensor, dim: int,
-                       units: int, tile: int) -> None:
-    """Add to `matrix` ([units, units] float64) Σ over every index but unit i / j of axis
-    `dim` of target[.., i, ..] * source[.., j, ..].
+def _add_unit_products(sums: tuple[torch.Tensor, ...], target: torch.Tensor, source: torch.Tensor,
+                       dim: int, units: int, tile: int) -> None:
+    """Add to each matrix of `sums` ([units, units] float64) Σ over every index but unit i / j
+    of axis `dim` of target[.., i, ..] * source[.., j, ..].
 
     One float32 matrix product over all pairs of the chunk (error: `product_error_bound`),
     added to the float64 matrix. A tiled axis (fused q/k/v) is split into (tile, units *
     repeat) and its copies add up like a batch; a flattened axis holds each unit's block of
     features.
     """
-    matrix += torch.mm(_unit_rows(target, dim, units, tile), _unit_rows(source, dim, units, tile).T)
+    product = torch.mm(_unit_rows(target, dim, units, tile), _unit_rows(source, dim, units, tile).T)
+    for matrix in sums:
+        matrix += product
 
 
 def _unit_rows(stack: torch.Tensor, dim: int, units: int, tile: int) -> torch.Tensor:
