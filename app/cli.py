@@ -56,7 +56,6 @@ def serve(
     import uvicorn
     from uvicorn.server import STARTUP_FAILURE
 
-    from app.api.server import ApiServer
     from app.api.slow_clients import header_timeout_protocol
     from app.core.logs import configure_logging
     from app.core.persistence.migrate import upgrade
@@ -78,9 +77,10 @@ def serve(
     # log_config=None: uvicorn's own records reach the app's JSON handler on the root
     # logger; the app's middleware already writes one access line per request.
     # The header timeout protocol bounds slow request headers; the app bounds slow bodies.
-    server = ApiServer(uvicorn.Config(create_app(settings), host=host, port=port, log_config=None,
-                                      log_level=settings.log_level.lower(), access_log=False,
-                                      http=header_timeout_protocol(settings.header_timeout_seconds)))
+    # Open event streams end when shutdown begins (sse-starlette, app/api/event_stream.py).
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_config=None,
+                                           log_level=settings.log_level.lower(), access_log=False,
+                                           http=header_timeout_protocol(settings.header_timeout_seconds)))
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
         server.run()
     if not server.started:

@@ -12,7 +12,8 @@
 - `redis_server`, `redis_url`: a private Redis server per test module (so parallel
   workers share no queues and a test may restart it).
 - `run_cache`: a temp folder shared by every worker of this run (`tests.support.run_cache`);
-  `digits`: the digits source trajectory and data shards, trained once per run there.
+  `digits`: the digits source trajectory and data shards, trained once per run there;
+  `tiny_lm`: the tiny GPT-2 source and stdlib text of tests/engine/stdlib_lm.py, likewise.
 - `tenant`: a fresh tenant and API key (`tenant.headers` authenticates as it).
 - `dispatcher`: a `tests.support.dispatch.RecordingDispatcher`, the one `api_app` hands jobs to.
 - `api_app`, `api`: the FastAPI app for `settings` and a TestClient on it.
@@ -80,6 +81,15 @@ def digits(run_cache):
     from tests.support.run_cache import cached_dir
 
     return digits_files(cached_dir(run_cache, "digits-source", write_digits_source))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(run_cache):
+    """`tests.engine.stdlib_lm.tiny_lm_source()` (train, held-out, θ⁰, θᵀ), trained once per run."""
+    from tests.engine.stdlib_lm import read_tiny_lm_source, write_tiny_lm_source
+    from tests.support.run_cache import cached_dir
+
+    return read_tiny_lm_source(cached_dir(run_cache, "tiny-lm-source", write_tiny_lm_source))
 
 
 @pytest.fixture(scope="module")

@@ -2,24 +2,29 @@
 
 The database is the source: each connection polls the job's events table every
 `POLL_SECONDS` and sends what is new, one SSE message per event (`id` is the event
-id, so a client resuming with `Last-Event-ID` gets exactly what it missed). A comment
-line goes out every `HEARTBEAT_SECONDS` so proxies keep the connection open. The
-stream ends once the job is finished and every event up to its final one was sent,
-or after `MAX_STREAM_SECONDS` (the client then reconnects with `Last-Event-ID`).
+id, so a client resuming with `Last-Event-ID` gets exactly what it missed). The stream
+ends once the job is finished and every event up to its final one was sent, or after
+`MAX_STREAM_SECONDS` (the client then reconnects with `Last-Event-ID`).
 A tenant holds at most about `MAX_STREAMS_PER_TENANT` open streams per API process
 (more are a 429 problem), so one tenant's open pages cannot take the thread pool.
+
+sse-starlette writes the messages, sends a comment every `HEARTBEAT_SECONDS` so proxies
+keep the connection open, stops at a client's disconnect, and tells every open stream
+when uvicorn begins to shut down, which then ends at once: uvicorn waits for open
+responses before it stops, and a stream would last as long as its job (clients resume
+elsewhere with `Last-Event-ID`).
 """
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import Database
 from app.api.problems import ProblemError
@@ -35,6 +40,8 @@ BATCH = 500  # events read per poll: one poll costs bounded work however long th
 # Tells the browser how long to wait before reconnecting after the stream drops.
 RETRY_MILLISECONDS = 2000
 MAX_STREAMS_PER_TENANT = 16
+# How long a stream told of shutdown may take to end by itself (a poll in flight) before it is cut.
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 class StreamSlots:
@@ -48,12 +55,6 @@ class StreamSlots:
     def __init__(self, per_tenant: int) -> None:
         self.per_tenant = per_tenant
         self.open: Counter[str] = Counter()
-        self.ending = False  # set when the server shuts down: every stream ends at its next poll
-
-    def end_all(self) -> None:
-        """End every open stream (clients resume elsewhere with `Last-Event-ID`): a server
-        waits for open responses before it stops, and a stream would last as long as its job."""
-        self.ending = True
 
     def check(self, tenant_id: str) -> None:
         if self.open[tenant_id] >= self.per_tenant:
@@ -94,39 +95,41 @@ def parse_last_event_id(value: str | None) -> int | None:
 
 
 async def event_stream_response(db: Database, slots: StreamSlots, tenant_id: str, job_id: str,
-                                after: int | None) -> StreamingResponse:
+                                after: int | None) -> EventSourceResponse:
     """The SSE response; the job is looked up first, so another tenant's job is a 404 problem
     (and a tenant with too many open streams gets a 429 one)."""
     await db.run(jobs.get_job, tenant_id, job_id)
     slots.check(tenant_id)
-    return StreamingResponse(_messages(db, slots, tenant_id, job_id, after), media_type=EVENT_STREAM,
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    shutdown = anyio.Event()
+    return EventSourceResponse(_messages(db, slots, tenant_id, job_id, after, shutdown), ping=HEARTBEAT_SECONDS,
+                               ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"),
+                               shutdown_event=shutdown, shutdown_grace_period=SHUTDOWN_GRACE_SECONDS)
 
 
-async def _messages(db: Database, slots: StreamSlots, tenant_id: str, job_id: str,
-                    after: int | None) -> AsyncIterator[str]:
+async def _messages(db: Database, slots: StreamSlots, tenant_id: str, job_id: str, after: int | None,
+                    shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
     with slots.held(tenant_id):
-        async for message in _job_messages(db, slots, job_id, after):
+        async for message in _job_messages(db, job_id, after, shutdown):
             yield message
 
 
-async def _job_messages(db: Database, slots: StreamSlots, job_id: str, after: int | None) -> AsyncIterator[str]:
-    started = last_sent = time.monotonic()
-    yield f"retry: {RETRY_MILLISECONDS}\n\n"
-    while not slots.ending and time.monotonic() - started < MAX_STREAM_SECONDS:
+async def _job_messages(db: Database, job_id: str, after: int | None,
+                        shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+    """The job's events after `after` until it is finished, the time limit or `shutdown`;
+    a stream that ends by itself ends cleanly (a final empty chunk, not a cut connection)."""
+    started = time.monotonic()
+    yield ServerSentEvent(retry=RETRY_MILLISECONDS)
+    while not shutdown.is_set() and time.monotonic() - started < MAX_STREAM_SECONDS:
         events, finished = await db.run(_poll, job_id, after)
         for event in events:
             after = event.id
-            yield _message(event)
-        if events:
-            last_sent = time.monotonic()
+            # One `data:` line: JSON has no raw newlines, so the message cannot be split or forged.
+            yield ServerSentEvent(event.model_dump_json(), id=str(event.id), event=event.type)
         if finished and len(events) < BATCH:
             return
-        if time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
-            last_sent = time.monotonic()
-            yield ": keep-alive\n\n"
         if len(events) < BATCH:
-            await asyncio.sleep(POLL_SECONDS)
+            with anyio.move_on_after(POLL_SECONDS):
+                await shutdown.wait()
 
 
 def _poll(session: Session, job_id: str, after: int | None) -> tuple[list[EventPublic], bool]:
@@ -141,8 +144,3 @@ def _poll(session: Session, job_id: str, after: int | None) -> tuple[list[EventP
         query = query.where(JobEvent.id > after)
     rows = session.scalars(query.order_by(JobEvent.id).limit(BATCH))
     return [EventPublic.model_validate(row) for row in rows], status is None or status in TERMINAL_JOB_STATUSES
-
-
-def _message(event: EventPublic) -> str:
-    # One `data:` line: JSON has no raw newlines, so the message cannot be split or forged.
-    return f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"

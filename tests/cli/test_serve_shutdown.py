@@ -6,7 +6,6 @@ import time
 import httpx
 
 from tests.support.files import data_shard, mlp_checkpoint
-from trajx.client.sse import parse_sse
 from trajx.demo.server import EmbeddedServer
 
 # θ⁰, θᵀ and a data shard for an `mlp` 8 → 16 → 3.
@@ -31,7 +30,7 @@ def test_an_open_event_stream_does_not_hold_up_the_servers_shutdown(tmp_path):
         def follow():
             with httpx.stream("GET", f"{server.url}/v1/jobs/{job['id']}/events", timeout=60,
                               headers={**headers, "Accept": "text/event-stream"}) as stream:
-                for _ in parse_sse(stream.iter_lines()):
+                for _ in stream.iter_lines():
                     pass
             ended.set()
 

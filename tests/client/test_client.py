@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from trajx.client import (
     ApiError,
@@ -280,7 +281,7 @@ def test_resources_parse_datetimes_and_nested_objects_and_ignore_unknown_fields(
     assert artifact.tensors[0].shape == [3] and artifact.tensors[0].name == "w"
     with pytest.raises(TypeError, match="status"):
         Job.from_dict({"id": "job_x"})
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         job.status = "succeeded"  # frozen: a job seen is a snapshot
 
 
@@ -418,3 +419,40 @@ def test_retries_without_retry_after_back_off_exponentially_with_jitter():
             assert 2**attempt <= seconds <= 2**attempt + 1
         schedules.append(slept)
     assert schedules[0] != schedules[1]  # two clients failing together do not retry together
+
+
+def _event(event_id: int, kind: str) -> dict:
+    return {"id": event_id, "type": kind, "created_at": "2025-01-02T03:04:05Z", "data": {}}
+
+
+def _sse(*events: dict) -> bytes:
+    """A stream as the server writes it: `retry:` advice, a keep-alive, then each event."""
+    messages = [f"id: {e['id']}\r\nevent: {e['type']}\r\ndata: {json.dumps(e)}\r\n\r\n" for e in events]
+    return ("retry: 2000\r\n\r\n: keep-alive\r\n\r\n" + "".join(messages)).encode()
+
+
+def test_follow_events_skips_keep_alives_and_resumes_a_dropped_stream_after_the_last_event():
+    resumed_after = []
+
+    def handler(request):
+        if request.headers.get("Accept") != "text/event-stream":  # the status check after the stream ends
+            return httpx.Response(200, json=job_doc("succeeded") if request.url.path.endswith("/job_x")
+                                  else {"data": [], "next_cursor": None})
+        resumed_after.append(request.headers.get("Last-Event-ID"))
+        headers = {"Content-Type": "text/event-stream"}
+        if len(resumed_after) == 1:
+            return httpx.Response(200, headers=headers, stream=BrokenStream(_sse(_event(1, "created"))))
+        return httpx.Response(200, headers=headers, content=_sse(_event(2, "succeeded")))
+
+    assert [(e.id, e.type) for e in client_for(handler).follow_events("job_x")] == [(1, "created"), (2, "succeeded")]
+    assert resumed_after == [None, "1"]
+
+
+def test_follow_events_polls_a_server_that_answers_without_a_stream():
+    def handler(request):
+        if request.url.path.endswith("/events"):
+            polled = request.headers.get("Accept") != "text/event-stream" and "cursor" not in request.url.params
+            return httpx.Response(200, json={"data": [_event(1, "succeeded")] if polled else [], "next_cursor": None})
+        return httpx.Response(200, json=job_doc("succeeded"))
+
+    assert [e.type for e in client_for(handler).follow_events("job_x")] == ["succeeded"]

@@ -12,6 +12,7 @@ import sysconfig
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trajx.engine.batches import BatchSampler, Dataset
@@ -104,3 +105,21 @@ def tiny_lm_source() -> tuple[Dataset, Dataset, dict[str, torch.Tensor], dict[st
     train_data, held_out = stdlib_text(32, 60_000, 12_000)
     theta0, theta_t = trained_pair(TINY_ARCH, train_data, steps=120, lr=3e-3, batch_size=32, seed=0)
     return train_data, held_out, theta0, theta_t
+
+
+def write_tiny_lm_source(out_dir: Path) -> None:
+    """`tiny_lm_source` as safetensors files in `out_dir` (the `tiny_lm` fixture trains it once per run)."""
+    train_data, held_out, theta0, theta_t = tiny_lm_source()
+    out_dir.mkdir(parents=True)
+    for role, data in (("train", train_data), ("heldout", held_out)):
+        save_file({"inputs": data.inputs.contiguous(), "targets": data.targets.contiguous()},
+                  str(out_dir / f"{role}.safetensors"))
+    for role, state in (("theta0", theta0), ("thetaT", theta_t)):
+        # clone: GPT-2's lm_head.weight is tied to its embedding, and safetensors refuses shared tensors.
+        save_file({n: t.clone() for n, t in state.items()}, str(out_dir / f"{role}.safetensors"))
+
+
+def read_tiny_lm_source(out_dir: Path) -> tuple[Dataset, Dataset, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """What `write_tiny_lm_source` wrote: (train, held-out, θ⁰, θᵀ), as `tiny_lm_source` returns them."""
+    data = [Dataset(**load_file(str(out_dir / f"{role}.safetensors"))) for role in ("train", "heldout")]
+    return data[0], data[1], load_file(str(out_dir / "theta0.safetensors")), load_file(str(out_dir / "thetaT.safetensors"))

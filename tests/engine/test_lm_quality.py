@@ -4,7 +4,7 @@ is the full-size version)."""
 
 import pytest
 
-from tests.engine.stdlib_lm import TINY_ARCH, tiny_lm_source
+from tests.engine.stdlib_lm import TINY_ARCH
 from trajx.engine.options import TransferOptions
 from trajx.engine.permutation.trace import derive_spec
 from trajx.engine.transfer.gmt import transfer
@@ -14,8 +14,8 @@ from trajx.engine.zoo import build_model, example_input, init_state_dict, task_f
 pytestmark = pytest.mark.slow
 
 
-def test_fgmt_beats_naive_on_held_out_text():
-    train, held_out, theta0, theta_t = tiny_lm_source()
+def test_fgmt_beats_naive_on_held_out_text(tiny_lm):
+    train, held_out, theta0, theta_t = tiny_lm
     spec = derive_spec(build_model(*TINY_ARCH), example_input(*TINY_ARCH))
     params = TransferOptions(steps=6, batch_size=64, device="cpu")
     accuracy = {}

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import BaseModel
 
 from tests.support.engine_setups import mlp_setup
+from trajx import arch_configs
+from trajx.engine.transfer import gmt, schedule
+from trajx.engine.zoo import registry as zoo_registry
 from trajx.errors import InvalidInput
 from trajx.executors import RunContext, RunProgress, executor_for
+from trajx.executors import transfer as transfer_executor
 from trajx.executors.transfer import pair_weighting
 from trajx.io import INIT_SEED_KEY, load_tensors, save_tensors
 from trajx.job_spec import parse_job_spec
@@ -151,3 +156,27 @@ def test_auto_runs_random_inits_as_published_and_checkpoints_with_unit_pairs(fil
     backbones = [{"checkpoint": str(paths["target"])}, {"checkpoint": str(paths["thetaT"])}]
     for name, targets, used in (("backbones", backbones, "unit"), ("drawn", [{"checkpoint": str(drawn)}], "none")):
         assert execute(job(files, targets=targets, params=params), tmp_path / name).summary["pair_weighting"] == used
+
+
+def test_each_per_job_decision_is_made_once(files, tmp_path, monkeypatch):
+    """The step plan is made once (the executor's, checked before any work, is the one the
+    engine follows) and the architecture's config validated once for every model built."""
+    plans, validated = [], []
+
+    def plan_trajectory(*args):
+        plans.append(args)
+        return schedule.plan_trajectory(*args)
+
+    def validate_config(name, model, config):
+        validated.append(isinstance(config, BaseModel))
+        return arch_configs.validate_config(name, model, config)
+
+    monkeypatch.setattr(transfer_executor, "plan_trajectory", plan_trajectory)
+    monkeypatch.setattr(gmt, "plan_trajectory", plan_trajectory)
+    monkeypatch.setattr(zoo_registry, "validate_config", validate_config)
+    spec = job(files, targets=[{"seed": 1}, {"seed": 2}], params={"steps": 2, "device": "cpu"}, eval_data=None)
+
+    execute(spec, tmp_path)
+
+    assert plans == [("cosine", 2, 2)]
+    assert validated.count(False) == 1  # the spec's dict, once; every later build reuses the parsed config

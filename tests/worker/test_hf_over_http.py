@@ -3,15 +3,15 @@
 import pytest
 from safetensors.torch import save_file
 
-from tests.engine.stdlib_lm import TINY_ARCH, tiny_lm_source
+from tests.engine.stdlib_lm import TINY_ARCH
 from trajx.client import Client
 from trajx.demo.server import EmbeddedServer
 
 pytestmark = pytest.mark.slow
 
 
-def test_fgmt_on_a_hf_causal_lm_over_http_ends_well_above_naive(tmp_path):
-    train, held_out, theta0, theta_t = tiny_lm_source()
+def test_fgmt_on_a_hf_causal_lm_over_http_ends_well_above_naive(tmp_path, tiny_lm):
+    train, held_out, theta0, theta_t = tiny_lm
     files = {}
     for role, state in (("theta0", theta0), ("thetaT", theta_t)):
         # As save_pretrained writes it: the tied lm_head.weight is left out.

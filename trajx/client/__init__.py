@@ -1,6 +1,6 @@
 """The Python client of the trajx HTTP API: `Client`, its typed resources and errors.
 
-Only httpx beyond the standard library: no pydantic, no rich, never torch (progress
+httpx (with httpx-sse and tenacity) and pydantic: no rich, never torch (progress
 bars and spec validation belong to the CLI). Converting a `.pt` file, the one
 thing that needs torch, imports it late (`trajx.client.convert`); mapping names and
 merging Hugging Face shards (`prepare_checkpoint`) need no torch.

@@ -1,13 +1,12 @@
-"""`trajx.Client`: the Python client of the trajx HTTP API (httpx only, no torch)."""
+"""`trajx.Client`: the Python client of the trajx HTTP API (httpx and pydantic, no torch)."""
 
-import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from trajx.client.config import resolve_api_key, resolve_url
 from trajx.client.download import download_artifact, result_path
@@ -15,7 +14,6 @@ from trajx.client.errors import ApiError, ServerUnreachable, WaitTimeout
 from trajx.client.hashing import iter_file, sha256_file
 from trajx.client.models import Artifact, Event, Job, ResultFile
 from trajx.client.progress import ByteCounter, TransferProgress
-from trajx.client.sse import parse_sse
 from trajx.client.transport import Transport
 
 
@@ -115,7 +113,8 @@ class Client:
             body["labels"] = labels
         response = self._transport.request("POST", "/v1/jobs", json=body, headers=headers)
         job = Job.from_dict(response.json())
-        return replace(job, replayed=response.headers.get("Idempotent-Replayed") == "true")
+        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        return job.model_copy(update={"replayed": replayed})
 
     def get_job(self, job_id: str) -> Job:
         return Job.from_dict(self._get(f"/v1/jobs/{job_id}"))
@@ -146,7 +145,8 @@ class Client:
         """Yield the job's events as they happen (server-sent events) until it is finished.
 
         Starts after event id `after`. A dropped stream is resumed with `Last-Event-ID`
-        (up to `reconnects` times in a row without a new event, then ServerUnreachable).
+        (up to `reconnects` times in a row without a new event, then ServerUnreachable);
+        a server that cannot stream (too many open streams, or no event stream) is polled.
         """
         failures = 0
         while True:
@@ -154,12 +154,15 @@ class Client:
                        **({"Last-Event-ID": str(after)} if after is not None else {})}
             try:
                 with self._transport.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
-                    for message in parse_sse(response.iter_lines()):
-                        event = Event.from_dict(json.loads(message.data))
+                    for message in EventSource(response).iter_sse():
+                        if not message.data:  # `retry:` advice or a keep-alive, no job event
+                            continue
+                        event = Event.from_dict(message.json())
                         after, failures = int(event.id), 0
                         yield event
-            except ApiError as exc:
-                if exc.status != 429:  # 429: this tenant has too many streams open; poll instead
+            except (ApiError, SSEError) as exc:
+                # 429: this tenant has too many streams open; SSEError: an answer that is no stream.
+                if isinstance(exc, ApiError) and exc.status != 429:
                     raise
                 yield from self._poll_events(job_id, after)
                 return

@@ -74,7 +74,7 @@ class Transport:
         self.base_url = base_url
         self.retries = retries
         self._sleep = sleep
-        self._backoff = wait_exponential_jitter(initial=backoff, jitter=backoff)
+        self._backoff = wait_exponential_jitter(multiplier=backoff, jitter=backoff)
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout,
                                   transport=transport, follow_redirects=False)
 

@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from trajx.engine.losses import CLASSES_OR_VALUES, TASKS_BY_NAME, Task
-from trajx.engine.zoo import build_model, checkpoint_names, example_input, init_state_dict, task_for
+from trajx.engine.zoo import (
+    build_model,
+    checkpoint_names,
+    example_input,
+    init_state_dict,
+    parse_config,
+    task_for,
+)
 from trajx.errors import InvalidInput
 from trajx.executors.registry import Resolve
 from trajx.job_spec import ARCH_PROGRAM, Architecture
@@ -42,7 +49,8 @@ class ModelSource:
 def open_architecture(arch: Architecture, resolve: Resolve) -> ModelSource:
     """The ModelSource of `arch`; InvalidInput when its program is not one trajx runs."""
     if arch.program is None:
-        name, config = arch.name, arch.config
+        # Validated once here: every build, example and initialization reuses the parsed config.
+        name, config = arch.name, parse_config(arch.name, arch.config)
         return ModelSource(build=lambda: build_model(name, config),
                            example=lambda batch: example_input(name, config, batch=batch),
                            init=lambda seed, where: init_state_dict(name, config, seed),

@@ -84,7 +84,7 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
     weighting = pair_weighting(spec.params.pair_weighting, [_pretrained(t, resolve) for t in spec.targets])
     perm_spec = derive_spec(model, inputs.job.example, explicit=spec.permutation_spec)
     try:
-        plan_trajectory(spec.params.schedule, spec.params.steps, len(spec.source))
+        plan = plan_trajectory(spec.params.schedule, spec.params.steps, len(spec.source))
     except ValueError as exc:
         raise InvalidInput(f"params.steps: {exc}", code="invalid_params", field="params.steps") from None
 
@@ -108,7 +108,8 @@ def run_transfer(spec: TransferJob, resolve: Resolve, out_dir: Path, ctx: RunCon
                         engine_options(spec.params, device, weighting), method=inputs.method,
                         solver=get_solver(spec.params.matching.solver),
                         eval_data=inputs.eval, keep_trajectory=spec.outputs.trajectory, task=inputs.job.task,
-                        average_last=spec.outputs.average.last if spec.outputs.average else None, **how)
+                        average_last=spec.outputs.average.last if spec.outputs.average else None, plan=plan,
+                        **how)
 
     try:
         result = run(resume=list(reached), on_step=completed, on_progress=progress, should_cancel=ctx.should_cancel,

@@ -1,7 +1,7 @@
 """Turn a spec that names local files into one that names artifacts (CLI side).
 
 This lives with the CLI, not the client: validating a spec locally needs
-`trajx.job_spec` (pydantic), and the client itself needs only httpx.
+`trajx.job_spec` and the architectures' configs, which the client does without.
 
 Every artifact reference of a spec (`TransferJob.artifact_refs`) that is not an
 artifact id is read as a path relative to the spec file, converted from `.pt`

@@ -37,7 +37,7 @@ from trajx.engine.permutation.spec import (
     require_groups,
 )
 from trajx.engine.transfer.methods import FGMT, Method
-from trajx.engine.transfer.schedule import plan_trajectory
+from trajx.engine.transfer.schedule import TrajectoryPoint, plan_trajectory
 from trajx.errors import Cancelled, InvalidInput, NonFiniteLoss
 
 DEFAULT_OPTIONS, DEFAULT_METHOD = TransferOptions(), FGMT()  # both immutable
@@ -139,7 +139,7 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
              should_cancel: Callable[[], bool] | None = None,
              average_last: int | None = None, resume: Sequence[StepState] = (),
              on_step: Callable[[StepState], None] | None = None, step_pairs: bool = False,
-             until: int | None = None) -> TransferResult:
+             until: int | None = None, plan: Sequence[TrajectoryPoint] | None = None) -> TransferResult:
     """Transfer the trajectory `source` (θ₁⁰ … θ₁ᴷ, K ≥ 1) onto each of `targets`.
 
     `model` is a working instance of the architecture (its weights are overwritten and
@@ -161,15 +161,17 @@ def transfer(model: nn.Module, spec: PermutationSpec, source: Sequence[StateDict
     states of steps 1..r as `resume`, a run continues at step r + 1 and returns what an
     uninterrupted run returns. `until` = u < steps stops after step u (with `resume` up to
     u: the result of the steps reached, last = step u, no window average; nothing recomputed
-    but the returned states).
+    but the returned states). `plan`: the trajectory points when the caller planned them
+    already (`plan_trajectory(options.schedule, options.steps, len(source))`).
     """
     if len(source) < 2:
         raise ValueError(f"a source trajectory needs at least 2 checkpoints, got {len(source)}")
     if method.needs_groups:
         require_groups(spec, method.name)
     with _deterministic():
+        points = list(plan) if plan is not None else plan_trajectory(options.schedule, options.steps, len(source))
         run = TransferRun(model, spec, source, targets, train, eval_data, options, solver,
-                          keep_trajectory, task, on_progress, should_cancel, average_last)
+                          keep_trajectory, task, on_progress, should_cancel, average_last, points)
         return run.execute(method, list(resume), on_step, step_pairs, options.steps if until is None else until)
 
 
@@ -251,7 +253,7 @@ class TransferRun:
 
     def __init__(self, model, spec, source, targets, train, eval_data, params: TransferOptions,
                  solver: Solver, keep_trajectory, task, on_progress, should_cancel,
-                 average_last) -> None:
+                 average_last, points: list[TrajectoryPoint]) -> None:
         if params.pair_weighting not in ("none", "unit"):
             raise ValueError(f"unknown pair_weighting {params.pair_weighting!r}; use 'none' or 'unit'")
         self.device = resolve_device(params.device)
@@ -273,7 +275,7 @@ class TransferRun:
         self.param_names = [name for name, _ in model.named_parameters()]
         self.matched_names = [n for n in self.param_names
                               if any(g is not None for g in spec.param_groups.get(n, ()))]
-        self.points = plan_trajectory(params.schedule, params.steps, len(source))
+        self.points = points
         self.source = source  # stays where the caller keeps it; one segment at a time moves
         self.source_origin = self.params_of(source[0])
         self._segment_cache: tuple[int, tuple[Tensors, Tensors]] | None = None
