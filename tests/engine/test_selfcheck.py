@@ -93,3 +93,44 @@ def test_groups_get_readable_labels_from_their_module_paths_stable_across_runs()
     assert sorted(labels[0].values()) == ["residual", "transformer.h.0.attn.heads", "transformer.h.0.mlp",
                                           "transformer.h.1.attn.heads", "transformer.h.1.mlp"]
     assert labels[0]["P_transformer.wte.weight_1"] == "residual"  # names stay: explicit specs use them
+
+
+def test_the_check_permutes_one_copy_of_the_state_in_place_and_puts_it_back(monkeypatch):
+    # Holding a second permuted copy of a float64 model doubles the check's memory (a 1B model:
+    # 8 GB more); the state is permuted in place and restored exactly instead.
+    from trajx.engine.permutation import selfcheck
+
+    torch.manual_seed(0)
+    model, x = _Float32Norm(), torch.randn(4, 6)
+    spec = derive_spec(model, x)
+    states, seen, selfcheck_state = [], [], []
+    change = selfcheck._Run.change
+    init = selfcheck._Run.__init__
+
+    def keep_state(run, model, state, *args):
+        selfcheck_state.append(state)
+        init(run, model, state, *args)
+
+    monkeypatch.setattr(selfcheck._Run, "__init__", keep_state)
+
+    def spy(run, state):
+        states.append(state is run.state)
+        seen.append({n: t.clone() for n, t in state.items()})
+        return change(run, state)
+
+    monkeypatch.setattr(selfcheck._Run, "change", spy)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    assert check_spec(model, spec, x, torch.Generator().manual_seed(1)).ratio <= 1
+    assert states and all(states)  # each permuted forward pass ran on the one state, not a copy
+    kept = selfcheck_state[0]
+    assert all(not torch.equal(s["up.weight"], kept["up.weight"]) for s in seen)  # each call saw it permuted
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    # Put back bit for bit after a permuted forward pass.
+    snapshot = {n: t.clone() for n, t in kept.items()}
+    monkeypatch.setattr(selfcheck._Run, "change", change)
+    monkeypatch.setattr(selfcheck._Run, "__init__", init)
+    with torch.no_grad(), selfcheck.eval_mode(model), selfcheck._default_dtype(torch.float64):
+        run = selfcheck._Run(model, kept, x.double(), selfcheck.nullcontext)
+        assert selfcheck._permuted_change(run, spec, {g.name: torch.roll(torch.arange(g.size), 1)
+                                                      for g in spec.groups}) > 0
+    assert all(torch.equal(kept[n], t) for n, t in snapshot.items())

@@ -23,7 +23,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from trajx.engine.permutation.group_labels import group_labels
-from trajx.engine.permutation.spec import Axis, PermutationSpec, apply_permutation, permute_axis
+from trajx.engine.permutation.spec import (
+    Axis,
+    Permutation,
+    PermutationSpec,
+    invert,
+    permute_axis,
+    permute_param,
+)
 from trajx.errors import UnsupportedModel
 
 
@@ -53,11 +60,12 @@ def like_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _randomized_state(state: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Float64 copies of `state` with every unit made distinct (a fresh LayerNorm is all ones,
-    BatchNorm statistics are 0 and 1: a wrong permutation of them would go unnoticed)."""
+    BatchNorm statistics are 0 and 1: a wrong permutation of them would go unnoticed); other
+    tensors copied as they are, since the check permutes its state in place."""
     out = {}
     for name, tensor in state.items():
         if not tensor.is_floating_point() or tensor.numel() == 0:
-            out[name] = tensor
+            out[name] = tensor.detach().clone()
             continue
         value = tensor.detach().double()
         noise = torch.randn(value.shape, generator=generator, dtype=torch.float64).to(value.device)
@@ -192,13 +200,13 @@ def check_spec(model: nn.Module, spec: PermutationSpec, example_input: torch.Ten
         native = _Run(model, state, x, nullcontext)
         dtype = native.precisions.least_precise()
         tol = atol if atol is not None else tolerance(dtype)
-        worst = max((native.change(apply_permutation(spec, d, state)) for d in draws), default=0.0)
+        worst = max((_permuted_change(native, spec, d) for d in draws), default=0.0)
         if worst <= tol:
             return SelfCheck(worst / tol, tol, str(dtype).removeprefix("torch."), native.scale)
         if dtype != torch.float64:
             exact = _Run(model, state, x, _AllFloat64)
             tol64 = atol if atol is not None else FLOAT64_TOLERANCE
-            worst64 = max(exact.change(apply_permutation(spec, d, state)) for d in draws)
+            worst64 = max(_permuted_change(exact, spec, d) for d in draws)
             if worst64 <= tol64:
                 return SelfCheck(worst64 / tol64, tol64, "float64", exact.scale, rechecked_in_float64=True)
             native, tol = exact, tol64
@@ -233,10 +241,10 @@ def _blame(run: _Run, spec: PermutationSpec, draws: list[dict[str, torch.Tensor]
     for group in spec.groups:
         for draw in draws:
             perm = draw[group.name]
-            error = run.change(apply_permutation(spec, {**identity, group.name: perm}, run.state))
+            error = _permuted_change(run, spec, {**identity, group.name: perm})
             if error > tol:
                 return _culprit_parameter(run, spec, group.name, perm, tol, error) or _Blame(group.name, error)
-    worst = max(run.change(apply_permutation(spec, d, run.state)) for d in draws)
+    worst = max(_permuted_change(run, spec, d) for d in draws)
     return _Blame("several groups together", worst)
 
 
@@ -264,6 +272,23 @@ def _culprit_parameter(run: _Run, spec: PermutationSpec, name: str, perm: torch.
                 return _Blame(name, error, param, f" (axis {dim} of {param!r} must move with it)",
                               f"give an explicit permutation_spec putting {param!r} axis {dim} in group {name!r}")
     return None
+
+
+def _permuted_change(run: _Run, spec: PermutationSpec, perm: Permutation) -> float:
+    """`run.change` with its state permuted by `perm`: the state is permuted in place, one
+    parameter at a time, and put back after (gathers are exact), so the check holds one
+    float64 copy of the model, not two."""
+    _permute_in_place(spec, perm, run.state)
+    try:
+        return run.change(run.state)
+    finally:
+        _permute_in_place(spec, invert(perm), run.state)
+
+
+def _permute_in_place(spec: PermutationSpec, perm: Permutation, state: Mapping[str, torch.Tensor]) -> None:
+    for name, tensor in state.items():
+        if any(group is not None for group in spec.param_groups.get(name, ())):
+            tensor.copy_(permute_param(spec, perm, name, tensor))
 
 
 def _permute_group(state: Mapping[str, torch.Tensor], axes: list[Axis], perm: torch.Tensor
