@@ -48,8 +48,6 @@ RELEASE_SIGNAL = signal.SIGUSR2
 _shutdown = threading.Event()
 # torch threads of each pool child, set in the parent from its concurrency (children inherit it).
 _child_threads: int | None = None
-# A job deferred by its tenant's running quota is offered again after this long.
-DEFER_SECONDS = 5.0
 # A job handed back because the store is full is tried again after this long.
 STORAGE_FULL_RETRY_SECONDS = 30.0
 
@@ -59,7 +57,7 @@ STORAGE_FULL_RETRY_SECONDS = 30.0
 @app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True, max_retries=None)
 def run_job_task(self, job_id: str) -> None:
     """Run job `job_id`; a job that cannot be claimed (done, or running elsewhere) is a no-op,
-    one whose tenant has its running quota is tried again after DEFER_SECONDS.
+    one whose tenant has its running quota is tried again after `Settings.defer_seconds`.
 
     With the database unavailable the message is not spent: it goes back to the broker
     (`retry`, with backoff, as often as it takes: the job's attempts, not the message's,
@@ -88,9 +86,10 @@ def run_job_task(self, job_id: str) -> None:
     if status == "queued":
         raise Reject(f"worker shutting down; job {job_id} handed back", requeue=True)
     if status == DEFERRED:
-        log.info("job %s: its tenant is at its running-job limit; message retried in %g s", job_id, DEFER_SECONDS)
+        defer = get_settings().defer_seconds
+        log.info("job %s: its tenant is at its running-job limit; message retried in %g s", job_id, defer)
         message_retried(get_settings(), job_id)
-        raise self.retry(countdown=DEFER_SECONDS)
+        raise self.retry(countdown=defer)
     if status == STORAGE_FULL:
         log.warning("job %s: the store is full; message retried in %g s", job_id, STORAGE_FULL_RETRY_SECONDS)
         message_retried(get_settings(), job_id)

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     max_tensor_name_length: int = Field(default=1024, ge=1, description="characters in a tensor name")
     max_json_depth: int = Field(default=32, ge=2, le=200, description="nesting of a JSON request body")
     tenant_max_running_jobs: int = Field(default=2, ge=1, description="per tenant")
+    defer_seconds: float = Field(default=5.0, gt=0, le=3600, description="a queued job whose tenant is at its "
+                                 "running-job limit is offered to a Celery worker again after this long")
     tenant_max_queued_jobs: int = Field(default=100, ge=1, description="per tenant")
     tenant_max_stored_bytes: int = Field(default=0, ge=0, description="per tenant; 0: no limit")
     webhook_allow_private: bool = Field(False, description="allow webhooks to loopback, private and "

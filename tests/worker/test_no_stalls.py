@@ -28,10 +28,12 @@ from worker.context import worker_context
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-# The tenant's one slot is held longer than four deferrals (4 x 5 s), where the old retries ran out.
-HOLD_SECONDS = 25
+# Deferrals of 1 s (the default is 5 s): the tenant's one slot is held longer than four of
+# them, where the old retries ran out.
+DEFER_SECONDS = 1.0
+HOLD_SECONDS = 7
 # A waiting job starts this soon after the slot frees up (one deferral period, plus slack).
-START_BOUND_SECONDS = 15
+START_BOUND_SECONDS = 11
 
 
 def _hold_the_slot(settings: Settings, tenant_id: str, seconds: float) -> str:
@@ -57,7 +59,8 @@ def test_jobs_deferred_by_a_running_limit_start_once_the_slot_is_free(tmp_path, 
     with scratch_postgres() as url:
         settings = Settings(database_url=url, data_dir=tmp_path, storage_dir=tmp_path / "artifacts",
                             broker_url=redis_url, dispatcher="celery", heartbeat_seconds=0.5, stale_seconds=3,
-                            tenant_max_running_jobs=1, auto_migrate=False, create_local_key=False)
+                            tenant_max_running_jobs=1, defer_seconds=DEFER_SECONDS, auto_migrate=False,
+                            create_local_key=False)
         engine = make_engine(url)
         tenant = make_tenant(make_session_factory(engine))
         engine.dispose()
@@ -77,5 +80,5 @@ def test_jobs_deferred_by_a_running_limit_start_once_the_slot_is_free(tmp_path, 
                 assert (done.started_at - ready).total_seconds() < START_BOUND_SECONDS, worker.log_tail()
                 ready = done.finished_at  # the next one waited for this one's slot
             log = worker.log_since_start()
-            assert log.count("running-job limit; message retried in 5 s") >= 8  # > 4 per waiting job
+            assert log.count("running-job limit; message retried in 1 s") >= 8  # > 4 per waiting job
             assert "MaxRetriesExceeded" not in log
