@@ -78,9 +78,9 @@ def test_without_a_writable_cache_the_solver_is_compiled_in_the_process():
         "import numba.core.caching as caching\n"
         "caching.CacheImpl._locator_classes = []\n"
         "import numpy as np\n"
-        "from trajx.engine.matching.warm_lap import WarmLap, _start\n"
+        "from trajx.engine.matching.warm_lap import WarmLap, _row_minima\n"
         "from trajx.engine.matching.solvers import break_ties, scipy_solver\n"
-        "assert _start._cache.__class__.__name__ == 'NullCache'\n"
+        "assert _row_minima._cache.__class__.__name__ == 'NullCache'\n"
         "cost = break_ties(np.random.default_rng(0).standard_normal((30, 30)))\n"
         "assert (WarmLap()(cost) == scipy_solver(cost)).all()\n"
     )
