@@ -191,11 +191,10 @@ def _augment_on_candidates(c: np.ndarray, cand_cols: np.ndarray, cand_costs: np.
                 i = item - n
                 filled = 0
                 for j in range(n):
-                    reduced = c[i, j] - v[j]
-                    filled = _keep_cheapest(best, best_col, filled, reduced, j)
+                    filled = _keep_cheapest(best, best_col, filled, c[i, j] - v[j], j)
                     if done[j]:
                         continue
-                    through = row_dists[i] + reduced - u[i]
+                    through = row_dists[i] + c[i, j] - u[i] - v[j]  # the dense search's sum
                     if through < dist[j]:
                         if dist[j] == np.inf:
                             reached[count] = j
