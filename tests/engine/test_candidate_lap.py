@@ -24,18 +24,6 @@ def test_cold_solves_over_few_candidates_match_scipy(n, k, seed, rank):
     assert np.array_equal(solver(cost), scipy_solver(cost))
 
 
-@pytest.mark.parametrize("change", [1e-6, 1e-2, 1.0, 100.0])
-def test_warm_sequences_over_candidates_match_scipy_at_every_step(change):
-    rng = np.random.default_rng(5)
-    n = 300
-    cost = _low_rank(rng, n, 8)
-    solver = WarmLap(candidates=4, min_units=0)
-    for _ in range(12):
-        cost = cost + change * rng.standard_normal((n, n))
-        tied = break_ties(cost)
-        assert np.array_equal(solver(tied), scipy_solver(tied))
-
-
 def test_an_optimum_outside_every_rows_candidates_is_found_by_full_scans():
     # c_ij = a_i·b_j (maximised): every row's cheapest columns are the same few big-b ones,
     # so nearly every row's optimal column is one no candidate list holds at the start.

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from trajx.engine.matching.compiled import compiled
+from trajx.engine.matching.lap_common import compiled, settle_path
 
 
 @compiled
@@ -214,19 +214,7 @@ def _augment_on_candidates(c: np.ndarray, cand_cols: np.ndarray, cand_costs: np.
                 sink, delta = item, dist[item]
             else:
                 row, row_dist = row4col[item], dist[item]
-        # Prices and path exactly as `warm_lap._augment`.
-        u[root] += delta
-        for s in range(finalised - 1):
-            j = order[s]
-            u[row4col[j]] += delta - dist[j]
-            v[j] -= delta - dist[j]
-        j = sink
-        while True:
-            i = pred[j]
-            row4col[j] = i
-            j, col4row[i] = col4row[i], j
-            if i == root:
-                break
+        settle_path(u, v, col4row, row4col, dist, pred, order, finalised, root, sink, delta)
         for s in range(size):  # what the search left in the heap
             where[items[s]] = -1
         for s in range(count):

@@ -26,7 +26,7 @@ The kernels are compiled by numba, cached on disk after the first process compil
 import numpy as np
 
 from trajx.engine.matching.candidate_lap import augment_on_candidates, choose_candidates
-from trajx.engine.matching.compiled import compiled
+from trajx.engine.matching.lap_common import compiled, settle_path
 
 
 @compiled
@@ -144,19 +144,7 @@ def _augment(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
                 sink, delta = closest, best
             else:
                 row, row_dist = row4col[closest], best
-        # Prices: reduced costs stay ≥ 0 and the new path's edges become 0.
-        u[root] += delta
-        for k in range(finalised - 1):
-            j = order[k]
-            u[row4col[j]] += delta - dist[j]
-            v[j] -= delta - dist[j]
-        j = sink
-        while True:
-            i = pred[j]
-            row4col[j] = i
-            j, col4row[i] = col4row[i], j
-            if i == root:
-                break
+        settle_path(u, v, col4row, row4col, dist, pred, order, finalised, root, sink, delta)
     return paths
 
 
