@@ -21,13 +21,15 @@ def test_cold_solves_match_scipy(n, seed, rank):
     assert np.array_equal(WarmLap()(cost), scipy_solver(cost))
 
 
+@pytest.mark.parametrize("make", [WarmLap, lambda: WarmLap(candidates=4, min_units=0)],
+                         ids=["dense", "candidates"])
 @pytest.mark.parametrize("change", [1e-6, 1e-2, 1.0, 100.0])
-def test_a_sequence_of_changing_problems_matches_scipy_at_every_step(change):
+def test_a_sequence_of_changing_problems_matches_scipy_at_every_step(change, make):
     # Each problem starts from the previous one's prices and assignment, small or large change.
     rng = np.random.default_rng(1)
     n = 64
     cost = rng.standard_normal((n, 8)) @ rng.standard_normal((8, n))
-    solver = WarmLap()
+    solver = make()
     for _ in range(25):
         cost = cost + change * rng.standard_normal((n, n))
         tied = break_ties(cost)
@@ -78,9 +80,9 @@ def test_without_a_writable_cache_the_solver_is_compiled_in_the_process():
         "import numba.core.caching as caching\n"
         "caching.CacheImpl._locator_classes = []\n"
         "import numpy as np\n"
-        "from trajx.engine.matching.warm_lap import WarmLap, _start\n"
+        "from trajx.engine.matching.warm_lap import WarmLap, _row_minima\n"
         "from trajx.engine.matching.solvers import break_ties, scipy_solver\n"
-        "assert _start._cache.__class__.__name__ == 'NullCache'\n"
+        "assert _row_minima._cache.__class__.__name__ == 'NullCache'\n"
         "cost = break_ties(np.random.default_rng(0).standard_normal((30, 30)))\n"
         "assert (WarmLap()(cost) == scipy_solver(cost)).all()\n"
     )

@@ -4,7 +4,9 @@ A solver maps a float64 cost matrix C (n x n) to `cols` with `cols[i]` = the col
 assigned to row i, maximising Σ C[i, cols[i]]. Ties are broken by a tiny fixed
 perturbation (see `break_ties`) so every exact solver returns the same assignment:
 the choice of solver never changes a result, only its speed. `jv` (`WarmStarted`) is the
-default: it starts each solve from the previous solution of the same group.
+default: it starts each solve from the previous solution of the same group, and in groups of
+1024 units or more it searches each row's 16 cheapest columns first (`candidate_lap`), still
+exactly (docs/scale.md, "Large groups").
 """
 
 from collections.abc import Callable

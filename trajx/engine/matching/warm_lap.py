@@ -10,7 +10,9 @@ holds. `WarmLap` keeps the last problem's column prices (LP duals) and assignmen
 2. a row keeps its column when that column still attains the minimum (reduced cost 0); the
    others are freed, and a freed row takes its cheapest column when no kept row has it;
 3. each row still free is assigned along a shortest augmenting path (Dijkstra on reduced
-   costs, Jonker–Volgenant), updating prices so feasibility and slackness hold.
+   costs, Jonker–Volgenant), updating prices so feasibility and slackness hold. For a
+   large group the search looks at each row's few cheapest columns and reaches for the
+   rest only when a bound says one of them might be next (`candidate_lap`): same paths.
 
 At the end every row is assigned on a zero reduced cost with feasible duals: the assignment
 is optimal, the same one scipy's `linear_sum_assignment` returns when the optimum is unique
@@ -22,24 +24,15 @@ The kernels are compiled by numba, cached on disk after the first process compil
 """
 
 import numpy as np
-from numba import njit
+
+from trajx.engine.matching.candidate_lap import augment_on_candidates, choose_candidates
+from trajx.engine.matching.lap_common import compiled, settle_path
 
 
-def _compiled(kernel):
-    """`kernel` compiled to run without the GIL, cached where numba finds a writable place
-    (next to this file, NUMBA_CACHE_DIR, the user's cache); with none, compiled per process."""
-    try:
-        return njit(cache=True, nogil=True)(kernel)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(nogil=True)(kernel)
-
-
-@_compiled
-def _start(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
-           row4col: np.ndarray) -> None:
-    """Steps 1 and 2 above, in place: row prices, kept and greedily taken columns."""
+@compiled
+def _row_minima(c: np.ndarray, v: np.ndarray, u: np.ndarray, cheapest: np.ndarray) -> None:
+    """Step 1 above: u_i = min_j (c_ij − v_j), attained at column cheapest[i]."""
     n = c.shape[0]
-    cheapest = np.empty(n, dtype=np.int64)
     for i in range(n):
         best, arg = np.inf, 0
         for j in range(n):
@@ -47,6 +40,13 @@ def _start(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
             if reduced < best:
                 best, arg = reduced, j
         u[i], cheapest[i] = best, arg
+
+
+@compiled
+def _keep_or_take(c: np.ndarray, u: np.ndarray, v: np.ndarray, cheapest: np.ndarray,
+                  col4row: np.ndarray, row4col: np.ndarray) -> None:
+    """Step 2 above, in place: kept and greedily taken columns."""
+    n = c.shape[0]
     row4col[:] = -1
     for i in range(n):
         j = col4row[i]
@@ -60,7 +60,7 @@ def _start(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
             row4col[cheapest[i]] = i
 
 
-@_compiled
+@compiled
 def _reduce_rows(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
                  row4col: np.ndarray) -> None:
     """Step 3a, Jonker–Volgenant's augmenting row reduction: a free row takes its cheapest
@@ -108,7 +108,7 @@ def _reduce_rows(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarra
                 count += 1
 
 
-@_compiled
+@compiled
 def _augment(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
              row4col: np.ndarray) -> int:
     """Step 3: assign every free row along a shortest augmenting path. Returns the
@@ -144,20 +144,14 @@ def _augment(c: np.ndarray, u: np.ndarray, v: np.ndarray, col4row: np.ndarray,
                 sink, delta = closest, best
             else:
                 row, row_dist = row4col[closest], best
-        # Prices: reduced costs stay ≥ 0 and the new path's edges become 0.
-        u[root] += delta
-        for k in range(finalised - 1):
-            j = order[k]
-            u[row4col[j]] += delta - dist[j]
-            v[j] -= delta - dist[j]
-        j = sink
-        while True:
-            i = pred[j]
-            row4col[j] = i
-            j, col4row[i] = col4row[i], j
-            if i == root:
-                break
+        settle_path(u, v, col4row, row4col, dist, pred, order, finalised, root, sink, delta)
     return paths
+
+
+# Candidate columns per row for groups above CANDIDATE_MIN_UNITS (see `candidate_lap`); both
+# chosen from `bench/bench_large_groups.py` (docs/scale.md, "Large groups").
+CANDIDATES_PER_ROW = 16
+CANDIDATE_MIN_UNITS = 1024
 
 
 class WarmLap:
@@ -166,13 +160,22 @@ class WarmLap:
     Call it like a `trajx.engine.matching.solvers` solver (`cols[i]` is row i's column); it keeps
     the last call's prices and assignment to start the next. One instance per sequence
     (per permutation group of one matching): a problem of another size starts cold.
+    Groups of `min_units` units or more search for augmenting paths over each row's
+    `candidates` cheapest columns first (`candidate_lap`): the same answer, faster;
+    candidates=0 scans every column always.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, candidates: int = CANDIDATES_PER_ROW,
+                 min_units: int = CANDIDATE_MIN_UNITS) -> None:
+        if candidates < 0:
+            raise ValueError(f"candidates per row must be >= 0, got {candidates}")
+        self.candidates = candidates
+        self.min_units = min_units
         self._prices: np.ndarray | None = None
         self._cols: np.ndarray | None = None
         self.solves = 0
         self.paths = 0  # augmenting paths found over all calls (a cold solve needs up to n)
+        self.row_scans = 0  # rows scanned in full by candidate searches (their bound was reached)
 
     def __call__(self, cost: np.ndarray) -> np.ndarray:
         if cost.ndim != 2 or cost.shape[0] != cost.shape[1]:
@@ -185,9 +188,21 @@ class WarmLap:
         if self._prices is None or self._prices.shape[0] != n:
             self._prices = np.zeros(n)
             self._cols = np.full(n, -1, dtype=np.int64)
-        row_prices = np.empty(n)
+        v, cols = self._prices, self._cols
+        u = np.empty(n)
+        cheapest = np.empty(n, dtype=np.int64)
         row4col = np.empty(n, dtype=np.int64)
-        _start(minimise, row_prices, self._prices, self._cols, row4col)
-        _reduce_rows(minimise, row_prices, self._prices, self._cols, row4col)
-        self.paths += _augment(minimise, row_prices, self._prices, self._cols, row4col)
-        return self._cols.copy()
+        sparse = n >= self.min_units and n > self.candidates > 0
+        if sparse:  # chosen before prices fall (step 3a): their bounds stay lower bounds
+            candidates = choose_candidates(minimise, v, self.candidates, u, cheapest)
+        else:
+            _row_minima(minimise, v, u, cheapest)
+        _keep_or_take(minimise, u, v, cheapest, cols, row4col)
+        _reduce_rows(minimise, u, v, cols, row4col)
+        if sparse:
+            paths, scans = augment_on_candidates(minimise, candidates, u, v, cols, row4col)
+            self.row_scans += scans
+        else:
+            paths = _augment(minimise, u, v, cols, row4col)
+        self.paths += paths
+        return cols.copy()
