@@ -11,11 +11,13 @@ under the prices the search starts from, a row's optimal column is among its few
 2. a heap-ordered Dijkstra that relaxes a reached row's candidates only, and holds one
    stand-in entry for the row's other columns at the least distance any of them could
    have, row_dist + τ_i − u_i. Only when that stand-in is the closest entry (so one of those
-   columns might be next) is the row scanned in full.
+   columns might be next) is the row scanned in full; its candidates and τ_i are then chosen
+   again under the current prices, for the searches that follow.
 
 A column is finalised only when no entry, real or stand-in, is closer, so the search
 finalises the same columns at the same distances as the dense one: the paths, prices and
-answer are the dense solver's, not an approximation. The work is k per reached row plus n
+answer are the dense solver's (up to the order among exactly equal distances), not an
+approximation. The work is k per reached row plus n
 per row whose bound the path actually reaches.
 
 Costs are minimised here (the caller negates), like `warm_lap`'s kernels.
