@@ -60,12 +60,18 @@ function showConnection() {
   }
 }
 
+// The view as one render sees it: once the user has moved on (its signal aborted), a render
+// whose fetch had already answered can no longer replace the page now shown.
+const viewOf = (signal) => ({
+  replaceChildren: (...nodes) => { if (!signal.aborted) view.replaceChildren(...nodes); },
+});
+
 const ROUTES = [
-  [/^\/jobs\/([A-Za-z0-9_]+)$/, (match, params, signal) => renderJob(view, match[1], signal)],
-  [/^\/compare$/, (match, params, signal) => renderCompare(view, params, signal)],
-  [/^\/artifacts$/, (match, params, signal) => renderArtifacts(view, params, signal)],
-  [/^\/workers$/, (match, params, signal) => renderWorkers(view, params, signal)],
-  [/^/, (match, params, signal) => renderJobs(view, params, signal)],
+  [/^\/jobs\/([A-Za-z0-9_]+)$/, (match, params, signal) => renderJob(viewOf(signal), match[1], signal)],
+  [/^\/compare$/, (match, params, signal) => renderCompare(viewOf(signal), params, signal)],
+  [/^\/artifacts$/, (match, params, signal) => renderArtifacts(viewOf(signal), params, signal)],
+  [/^\/workers$/, (match, params, signal) => renderWorkers(viewOf(signal), params, signal)],
+  [/^/, (match, params, signal) => renderJobs(viewOf(signal), params, signal)],
 ];
 
 function route() {
