@@ -102,8 +102,7 @@ class GroupCosts:
             entry = self._costs[group] = self._rebuild(group, entry, perm)
         if entry.count < len(self.pairs):
             for term in self._terms[group]:
-                sums = (entry.matrix, entry.fixed) if entry.fixed is not None and not term.others else (entry.matrix,)
-                self._add_products(sums, term, perm, entry.count, len(self.pairs))
+                self._add_products(_sums(entry.matrix, entry.fixed, term), term, perm, entry.count, len(self.pairs))
             entry.count = len(self.pairs)
         view = entry.matrix.cpu().numpy()
         view.flags.writeable = False
@@ -134,8 +133,7 @@ class GroupCosts:
         matrix = torch.zeros(size, size, dtype=torch.float64, device=self._device())
         fixed = torch.zeros_like(matrix) if self._keeps_fixed[group] else None
         for term in self._terms[group]:
-            sums = (matrix, fixed) if fixed is not None and not term.others else (matrix,)
-            self._add_products(sums, term, perm, 0, len(self.pairs))
+            self._add_products(_sums(matrix, fixed, term), term, perm, 0, len(self.pairs))
         return _Cost(matrix, len(self.pairs), _snapshot(perm), fixed)
 
     def _rebuild(self, group: str, entry: _Cost, perm: Permutation) -> _Cost:
@@ -201,6 +199,12 @@ class GroupCosts:
 def _terms(spec: PermutationSpec, group: str, names: tuple[str, ...]) -> list[_Term]:
     return [_Term(a.param, a.dim, a.tile, _permuted_axes(spec, a.param, skip=a.dim))
             for a in spec.group(group).axes if a.param in names]
+
+
+def _sums(matrix: torch.Tensor, fixed: torch.Tensor | None, term: _Term) -> tuple[torch.Tensor, ...]:
+    """The matrices a term's products go into: the cost matrix, and the permutation-free part
+    too when it is kept apart and the term is one of its terms."""
+    return (matrix, fixed) if fixed is not None and not term.others else (matrix,)
 
 
 def _worth_keeping_fixed(size: int, terms: list[_Term], pairs: Pairs) -> bool:
