@@ -67,11 +67,11 @@ const viewOf = (signal) => ({
 });
 
 const ROUTES = [
-  [/^\/jobs\/([A-Za-z0-9_]+)$/, (match, params, signal) => renderJob(viewOf(signal), match[1], signal)],
-  [/^\/compare$/, (match, params, signal) => renderCompare(viewOf(signal), params, signal)],
-  [/^\/artifacts$/, (match, params, signal) => renderArtifacts(viewOf(signal), params, signal)],
-  [/^\/workers$/, (match, params, signal) => renderWorkers(viewOf(signal), params, signal)],
-  [/^/, (match, params, signal) => renderJobs(viewOf(signal), params, signal)],
+  [/^\/jobs\/([A-Za-z0-9_]+)$/, (page, match, params, signal) => renderJob(page, match[1], signal)],
+  [/^\/compare$/, (page, match, params, signal) => renderCompare(page, params, signal)],
+  [/^\/artifacts$/, (page, match, params, signal) => renderArtifacts(page, params, signal)],
+  [/^\/workers$/, (page, match, params, signal) => renderWorkers(page, params, signal)],
+  [/^/, (page, match, params, signal) => renderJobs(page, params, signal)],
 ];
 
 function route() {
@@ -91,8 +91,9 @@ function route() {
     link.classList.toggle("current", path.startsWith(link.dataset.page));
   }
   const [pattern, render] = ROUTES.find(([p]) => p.test(path));
-  render(path.match(pattern), params, signal).catch((error) => {
-    if (!signal.aborted) view.replaceChildren(el("p", { class: "error", id: "view-error" }, error.message));
+  const page = viewOf(signal);
+  render(page, path.match(pattern), params, signal).catch((error) => {
+    page.replaceChildren(el("p", { class: "error", id: "view-error" }, error.message));
   });
 }
 
