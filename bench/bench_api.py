@@ -291,7 +291,7 @@ def main() -> None:
               ("store", "direction", "throughput", "API peak RSS growth"), transfer_rows)
         table(f"GET /v1/jobs/{{id}} polling, wrk, 8 paced connections, {args.duration} s, one API process",
               ("database", "target req/s", "achieved req/s", "p50", "p99"), poll_rows)
-    table(f"Mixed load: {args.clients} paced connections, about {args.rate} req/s in all, every fifth a "
+    table(f"Mixed load: {args.clients} connections with random waits, about {args.rate} req/s in all, every fifth a "
           f"50-job list, {args.duration} s, one API process",
           ("database", "endpoint", "connections", "req/s", "p50", "p99", "non-2xx"), mixed_rows)
     # The machine is shared: say how busy it was, since tail latency depends on it.
